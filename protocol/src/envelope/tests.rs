@@ -1,0 +1,283 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::ids::{Model, Version};
+use crate::message::*;
+
+fn dev(s: &str) -> DeviceId {
+    DeviceId::parse(s).unwrap()
+}
+
+pub(crate) fn typical_health() -> Envelope {
+    Envelope::new(
+        dev("BB-23-000123"),
+        1_795_000_000_000,
+        Payload::Health(Health {
+            cpu_pct: 37,
+            mem_used_pct: 62,
+            disk_free_pct: 71,
+            temp_c: Some(54),
+            battery_pct: Some(88),
+            uptime_s: 3_456_789,
+            clock_offset_ms: Some(-1_250),
+            disk_free_mb: 12_345,
+        }),
+    )
+}
+
+#[test]
+fn health_report_is_under_100_bytes() {
+    let bytes = typical_health().to_cbor().unwrap();
+    assert!(bytes.len() < 100, "health is {} bytes", bytes.len());
+    // Even with the longest allowed device id it stays within its limit.
+    let mut long = typical_health();
+    long.device = dev(&"x".repeat(64));
+    assert!(long.to_cbor().unwrap().len() <= TopicKind::Health.max_payload());
+}
+
+#[test]
+fn decode_on_topic_checks_kind_and_device() {
+    let env = typical_health();
+    let bytes = env.to_cbor().unwrap();
+    assert_eq!(Envelope::from_cbor_on(&env.topic(), &bytes).unwrap(), env);
+
+    let other = Topic::new(dev("BB-OTHER"), TopicKind::Health);
+    assert!(matches!(
+        Envelope::from_cbor_on(&other, &bytes),
+        Err(DecodeError::DeviceMismatch { .. })
+    ));
+    let state_topic = Topic::new(env.device.clone(), TopicKind::State);
+    assert!(matches!(
+        Envelope::from_cbor_on(&state_topic, &bytes),
+        Err(DecodeError::KindMismatch { .. })
+    ));
+}
+
+#[test]
+fn oversize_is_refused_before_decoding() {
+    let topic = Topic::new(dev("BB-1"), TopicKind::Health);
+    let big = vec![0u8; 10_000];
+    assert!(matches!(
+        Envelope::from_cbor_on(&topic, &big),
+        Err(DecodeError::TooLarge { len: 10_000, .. })
+    ));
+    // and on the sending side
+    let env = Envelope::new(
+        dev("BB-1"),
+        0,
+        Payload::Event(Event {
+            seq: 1,
+            at_ms: 0,
+            kind: EventKind::Error {
+                message: "x".repeat(5000),
+            },
+        }),
+    );
+    assert!(matches!(env.to_cbor(), Err(EncodeError::TooLarge { .. })));
+}
+
+/// A newer writer adds field 9 to the health map and field 7 to the
+/// envelope: this (older) reader must skip both.
+#[test]
+fn unknown_fields_are_ignored() {
+    let mut buf = Vec::new();
+    let mut e = minicbor::Encoder::new(&mut buf);
+    e.map(5).unwrap();
+    e.u8(0).unwrap().u16(2).unwrap();
+    e.u8(1).unwrap().str("BB-9").unwrap();
+    e.u8(2).unwrap().u64(42).unwrap();
+    e.u8(7).unwrap().str("a field from the future").unwrap();
+    e.u8(3).unwrap();
+    // payload: [variant index, [fields…]], the health fields a map
+    e.array(2).unwrap().u8(2).unwrap().array(1).unwrap();
+    e.map(6).unwrap();
+    e.u8(0).unwrap().u8(5).unwrap();
+    e.u8(1).unwrap().u8(6).unwrap();
+    e.u8(2).unwrap().u8(7).unwrap();
+    e.u8(5).unwrap().u64(100).unwrap();
+    e.u8(7).unwrap().u64(1).unwrap();
+    e.u8(9).unwrap().array(2).unwrap().u8(1).unwrap().str("x").unwrap();
+    let env = Envelope::from_cbor(&buf).unwrap();
+    assert_eq!(env.v, 2);
+    let Payload::Health(h) = env.payload else {
+        panic!("not health")
+    };
+    assert_eq!((h.cpu_pct, h.mem_used_pct, h.uptime_s), (5, 6, 100));
+    assert_eq!(h.temp_c, None);
+}
+
+#[test]
+fn missing_required_field_is_an_error() {
+    let mut buf = Vec::new();
+    let mut e = minicbor::Encoder::new(&mut buf);
+    e.map(1).unwrap().u8(0).unwrap().u16(1).unwrap();
+    assert!(matches!(
+        Envelope::from_cbor(&buf),
+        Err(DecodeError::Cbor(_))
+    ));
+}
+
+#[test]
+fn json_form_round_trips_and_validates() {
+    let env = typical_health();
+    let json = env.to_json();
+    assert!(json.contains("\"cpu_pct\": 37"), "{json}");
+    assert_eq!(Envelope::from_json(&json).unwrap(), env);
+    let forged = json.replace("BB-23-000123", "BB/../x");
+    assert!(matches!(
+        Envelope::from_json(&forged),
+        Err(DecodeError::Json(_))
+    ));
+}
+
+fn arb_version() -> impl Strategy<Value = Version> {
+    (0u64..100, 0u64..100, 0u64..1000, proptest::option::of("[a-z0-9]{1,6}")).prop_map(
+        |(a, b, c, pre)| {
+            let s = match pre {
+                Some(p) => format!("{a}.{b}.{c}-{p}"),
+                None => format!("{a}.{b}.{c}"),
+            };
+            Version::parse(&s).unwrap()
+        },
+    )
+}
+
+fn arb_device() -> impl Strategy<Value = DeviceId> {
+    "[A-Za-z0-9_-]{1,64}".prop_map(|s| DeviceId::parse(&s).unwrap())
+}
+
+fn arb_payload() -> impl Strategy<Value = Payload> {
+    let presence = (any::<bool>(), arb_version()).prop_map(|(on, agent)| {
+        Payload::Presence(Presence {
+            status: if on {
+                PresenceStatus::Online
+            } else {
+                PresenceStatus::Offline
+            },
+            agent,
+        })
+    });
+    let state = (
+        arb_version(),
+        arb_version(),
+        0u8..5,
+        proptest::collection::vec(
+            (
+                "[a-z-]{1,16}",
+                any::<bool>(),
+                proptest::option::of(".{0,40}"),
+            ),
+            0..4,
+        ),
+        any::<u32>(),
+    )
+        .prop_map(|(fw, agent, upd, checks, rev)| {
+            Payload::State(State {
+                model: Model::parse("ballot-box-v2").unwrap(),
+                firmware: fw,
+                agent,
+                update: [
+                    UpdateStatus::Idle,
+                    UpdateStatus::Downloading,
+                    UpdateStatus::Installing,
+                    UpdateStatus::Rebooting,
+                    UpdateStatus::Failed,
+                ][usize::from(upd)],
+                checks: checks
+                    .into_iter()
+                    .map(|(name, passed, message)| CheckResult {
+                        name,
+                        passed,
+                        message,
+                    })
+                    .collect(),
+                config_rev: rev,
+            })
+        });
+    let health = (
+        any::<u8>(),
+        any::<u8>(),
+        any::<u8>(),
+        proptest::option::of(any::<i16>()),
+        proptest::option::of(any::<u8>()),
+        any::<u64>(),
+        proptest::option::of(any::<i64>()),
+        any::<u64>(),
+    )
+        .prop_map(|(c, m, d, t, b, u, o, f)| {
+            Payload::Health(Health {
+                cpu_pct: c,
+                mem_used_pct: m,
+                disk_free_pct: d,
+                temp_c: t,
+                battery_pct: b,
+                uptime_s: u,
+                clock_offset_ms: o,
+                disk_free_mb: f,
+            })
+        });
+    let event = (any::<u64>(), any::<u64>(), ".{0,60}").prop_map(|(seq, at, msg)| {
+        Payload::Event(Event {
+            seq,
+            at_ms: at,
+            kind: EventKind::CheckFailed {
+                name: "printer".into(),
+                message: msg,
+            },
+        })
+    });
+    let desired = (any::<u32>(), proptest::option::of(arb_version())).prop_map(|(rev, v)| {
+        Payload::Desired(Desired {
+            config_rev: rev,
+            firmware: v.map(|version| TargetFirmware {
+                version,
+                manifest: "targets/ballot-box-v2-2.4.0.json".into(),
+            }),
+        })
+    });
+    let command = ("[a-z0-9-]{1,36}", any::<u64>()).prop_map(|(id, exp)| {
+        Payload::Command(Command {
+            id,
+            expires_at_ms: exp,
+            action: Action::RunChecks,
+        })
+    });
+    prop_oneof![presence, state, health, event, desired, command]
+}
+
+proptest! {
+    #[test]
+    fn cbor_round_trip(device in arb_device(), at in any::<u64>(), payload in arb_payload()) {
+        let env = Envelope::new(device, at, payload);
+        let bytes = env.to_cbor().unwrap();
+        prop_assert_eq!(Envelope::from_cbor_on(&env.topic(), &bytes).unwrap(), env.clone());
+        prop_assert_eq!(Envelope::from_json(&env.to_json()).unwrap(), env);
+    }
+
+    #[test]
+    fn any_bytes_decode_or_error(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = Envelope::from_cbor(&bytes);
+        let topic = Topic::new(DeviceId::parse("BB-1").unwrap(), TopicKind::State);
+        let _ = Envelope::from_cbor_on(&topic, &bytes);
+    }
+
+    /// Mutating a valid message (flipped bytes, truncation) never panics.
+    #[test]
+    fn mutated_messages_decode_or_error(payload in arb_payload(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), cut in any::<usize>()) {
+        let env = Envelope::new(DeviceId::parse("BB-1").unwrap(), 7, payload);
+        let mut bytes = env.to_cbor().unwrap();
+        for (i, b) in flips {
+            let n = bytes.len();
+            bytes[i % n] ^= b;
+        }
+        let _ = Envelope::from_cbor(&bytes);
+        let n = bytes.len();
+        bytes.truncate(cut % (n + 1));
+        let _ = Envelope::from_cbor(&bytes);
+    }
+
+    #[test]
+    fn any_string_topic_parses_or_errors(s in ".{0,120}") {
+        let _ = Topic::parse(&s);
+    }
+}

@@ -1,0 +1,26 @@
+//! The Sandogh wire protocol, shared by the agent and the controller and
+//! nothing else (they never share code except through this crate).
+//!
+//! - [`ids`]: validated newtypes (`DeviceId`, `ProvinceCode`, `CountyCode`,
+//!   `StationId`, `Model`, `Version`). Past this boundary code trusts them.
+//! - [`provinces`]: the 31 provinces of Iran (ISO 3166-2:IR), built in.
+//! - [`topic`]: the `fleet/v1/dev/{id}/{kind}` topic scheme; the only place
+//!   topics are built or parsed.
+//! - [`message`]: presence, state, health, events, desired state, commands.
+//! - [`envelope`]: the one versioned envelope, CBOR (wire) and JSON (debug)
+//!   encodings, and the per-kind size limits checked on both sides.
+
+pub mod envelope;
+pub mod ids;
+pub mod message;
+pub mod provinces;
+pub mod topic;
+
+pub use envelope::{DecodeError, EncodeError, Envelope, Payload, PROTOCOL_VERSION};
+pub use ids::{CountyCode, DeviceId, IdError, Model, ProvinceCode, StationId, Version};
+pub use message::{
+    Action, CheckResult, Command, Desired, Event, EventKind, Health, Presence, PresenceStatus,
+    State, TargetFirmware, UpdateStatus,
+};
+pub use provinces::{Province, PROVINCES};
+pub use topic::{Topic, TopicError, TopicKind};

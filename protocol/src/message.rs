@@ -1,0 +1,201 @@
+//! Message bodies, one per topic kind. CBOR uses integer field tags in maps
+//! (`#[n(..)]`), so a reader skips fields it does not know and a field may be
+//! added in a later release without breaking agents still on the old one.
+//! Tags are never reused.
+
+use minicbor::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Model, Version};
+
+/// `presence`: retained, and the agent's last will says `Offline`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct Presence {
+    #[n(0)]
+    pub status: PresenceStatus,
+    #[n(1)]
+    pub agent: Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(index_only)]
+#[serde(rename_all = "kebab-case")]
+pub enum PresenceStatus {
+    #[n(0)]
+    Online,
+    #[n(1)]
+    Offline,
+}
+
+/// `state`: the full reported state, sent on connect and on change.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct State {
+    #[n(0)]
+    pub model: Model,
+    #[n(1)]
+    pub firmware: Version,
+    #[n(2)]
+    pub agent: Version,
+    #[n(3)]
+    pub update: UpdateStatus,
+    #[n(4)]
+    pub checks: Vec<CheckResult>,
+    #[n(5)]
+    pub config_rev: u32,
+}
+
+impl State {
+    pub fn all_checks_pass(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(index_only)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateStatus {
+    #[n(0)]
+    Idle,
+    #[n(1)]
+    Downloading,
+    #[n(2)]
+    Installing,
+    #[n(3)]
+    Rebooting,
+    #[n(4)]
+    Failed,
+}
+
+/// The result of one configured check (printer, card reader, …).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct CheckResult {
+    #[n(0)]
+    pub name: String,
+    #[n(1)]
+    pub passed: bool,
+    #[n(2)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `health`: periodic metrics, kept small (well under 100 bytes of CBOR).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct Health {
+    #[n(0)]
+    pub cpu_pct: u8,
+    #[n(1)]
+    pub mem_used_pct: u8,
+    #[n(2)]
+    pub disk_free_pct: u8,
+    #[n(3)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_c: Option<i16>,
+    #[n(4)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_pct: Option<u8>,
+    #[n(5)]
+    pub uptime_s: u64,
+    #[n(6)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
+    #[n(7)]
+    pub disk_free_mb: u64,
+}
+
+/// `events`: things that happened, each with the device's sequence number so
+/// that re-delivery is idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct Event {
+    #[n(0)]
+    pub seq: u64,
+    #[n(1)]
+    pub at_ms: u64,
+    #[n(2)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    #[n(0)]
+    Boot {
+        #[n(0)]
+        firmware: Version,
+    },
+    #[n(1)]
+    CheckFailed {
+        #[n(0)]
+        name: String,
+        #[n(1)]
+        message: String,
+    },
+    #[n(2)]
+    CheckRecovered {
+        #[n(0)]
+        name: String,
+    },
+    #[n(3)]
+    CommandResult {
+        #[n(0)]
+        id: String,
+        #[n(1)]
+        ok: bool,
+        #[n(2)]
+        message: String,
+    },
+    #[n(4)]
+    Error {
+        #[n(0)]
+        message: String,
+    },
+}
+
+/// `desired`: what the controller wants the device to run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct Desired {
+    #[n(0)]
+    pub config_rev: u32,
+    #[n(1)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<TargetFirmware>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct TargetFirmware {
+    #[n(0)]
+    pub version: Version,
+    /// Reference to the signed manifest in the firmware repository.
+    #[n(1)]
+    pub manifest: String,
+}
+
+/// `cmd`: a one-off command; its result comes back as an event.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct Command {
+    #[n(0)]
+    pub id: String,
+    #[n(1)]
+    pub expires_at_ms: u64,
+    #[n(2)]
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(index_only)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    #[n(0)]
+    Reboot,
+    #[n(1)]
+    RunChecks,
+    #[n(2)]
+    UploadLogs,
+}
