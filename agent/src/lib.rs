@@ -1,1 +1,35 @@
+//! fleet-agent: the daemon on every ballot box and identity laptop.
+//!
+//! - [`config`]: the layered configuration (built-in commented defaults, site
+//!   file, `FLEET_AGENT__…` environment) and the small per-component configs.
+//! - [`backoff`]: reconnect delays, exponential with full jitter (pure).
+//! - [`health`]: when to send a health report: timer or threshold crossing (pure).
+//! - [`reporter`]: what changed and must be published: state, check events (pure).
+//! - [`hardware`]: the [`Hardware`] trait, and the real one (sysinfo, battery
+//!   from `/sys/class/power_supply`, configured check commands).
+//! - [`runtime`]: the event loop around the pure parts: MQTT session, last
+//!   will, subscriptions, timers. `fleet-sim` runs it with simulated hardware.
 
+pub mod backoff;
+pub mod config;
+pub mod hardware;
+pub mod health;
+pub mod reporter;
+pub mod runtime;
+
+pub use config::AgentConfig;
+pub use hardware::{Hardware, SystemHardware};
+pub use runtime::{run, RuntimeConfig, SeqStore};
+
+/// The agent's own version, reported in presence and state.
+pub fn agent_version() -> fleet_protocol::Version {
+    fleet_protocol::Version::parse(env!("CARGO_PKG_VERSION")).expect("crate version is semver")
+}
+
+/// Unix time in milliseconds (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,1 +1,102 @@
-fn main(){}
+//! `fleet-agent`: parse arguments, load config, start tracing, run.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fleet_agent::{AgentConfig, Hardware, SystemHardware};
+
+#[derive(Parser)]
+#[command(name = "fleet-agent", version, about = "Sandogh device agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent until SIGINT/SIGTERM.
+    Run {
+        /// Site configuration file (default /etc/fleet-agent/agent.toml, optional).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the configured checks once and print the results.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the built-in default configuration, which documents every key.
+    DefaultConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLEET_AGENT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // One thread is plenty for an agent and keeps it small.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Cmd::DefaultConfig => {
+            print!("{}", fleet_agent::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Cmd::Check { config } => {
+            let cfg = AgentConfig::load(config.as_deref())?;
+            let mut hw = hardware(&cfg)?;
+            let results = rt.block_on(hw.run_checks());
+            let mut failed = false;
+            for r in results {
+                failed |= !r.passed;
+                println!(
+                    "{:<20} {:<4} {}",
+                    r.name,
+                    if r.passed { "ok" } else { "FAIL" },
+                    r.message.unwrap_or_default()
+                );
+            }
+            if failed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Run { config } => {
+            let cfg = AgentConfig::load(config.as_deref())?;
+            let runtime = cfg.runtime()?;
+            let hw = hardware(&cfg)?;
+            rt.block_on(fleet_agent::run(runtime, hw, shutdown_signal()))?;
+            Ok(())
+        }
+    }
+}
+
+fn hardware(cfg: &AgentConfig) -> anyhow::Result<SystemHardware> {
+    let firmware = SystemHardware::read_firmware(&cfg.device.firmware_version_file)
+        .map_err(|reason| fleet_agent::config::ConfigError::Firmware {
+            path: cfg.device.firmware_version_file.clone(),
+            reason,
+        })?;
+    Ok(SystemHardware::new(
+        firmware,
+        cfg.health.disk_mount.clone(),
+        cfg.checks.list.clone(),
+        cfg.commands.reboot.clone(),
+    ))
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Linux");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
