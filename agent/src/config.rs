@@ -108,9 +108,8 @@ impl AgentConfig {
                         path: path.to_owned(),
                     });
                 }
-                builder = builder.add_source(
-                    config::File::from(path).format(config::FileFormat::Toml),
-                );
+                builder =
+                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
             }
             None => {
                 builder = builder.add_source(
@@ -213,7 +212,10 @@ mod tests {
     #[test]
     fn defaults_parse_and_need_an_id() {
         let cfg: AgentConfig = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
             .build()
             .unwrap()
             .try_deserialize()
@@ -268,7 +270,10 @@ command = ["true"]
             "[device]\nid = \"bad/id\"\nmodel = \"ballot-box-v2\"\n",
         )
         .unwrap();
-        let err = AgentConfig::load(Some(&site)).unwrap().runtime().unwrap_err();
+        let err = AgentConfig::load(Some(&site))
+            .unwrap()
+            .runtime()
+            .unwrap_err();
         assert!(err.to_string().contains("device.id"), "{err}");
         let missing = AgentConfig::load(Some(&dir.path().join("nope.toml"))).unwrap_err();
         assert!(missing.to_string().contains("does not exist"), "{missing}");

@@ -114,7 +114,9 @@ impl Hardware for SystemHardware {
             .iter()
             .filter_map(|c| c.temperature())
             .filter(|t| t.is_finite())
-            .fold(None, |acc: Option<f32>, t| Some(acc.map_or(t, |a| a.max(t))));
+            .fold(None, |acc: Option<f32>, t| {
+                Some(acc.map_or(t, |a| a.max(t)))
+            });
         let cpu = self.system.global_cpu_usage();
         Health {
             cpu_pct: if cpu.is_finite() {

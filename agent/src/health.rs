@@ -159,11 +159,41 @@ mod tests {
     fn each_threshold_is_watched() {
         let t = Thresholds::default();
         let cases = [
-            (Health { cpu_pct: 99, ..normal() }, Breaches::CPU),
-            (Health { mem_used_pct: 95, ..normal() }, Breaches::MEMORY),
-            (Health { disk_free_pct: 5, ..normal() }, Breaches::DISK),
-            (Health { temp_c: Some(90), ..normal() }, Breaches::TEMPERATURE),
-            (Health { battery_pct: Some(5), ..normal() }, Breaches::BATTERY),
+            (
+                Health {
+                    cpu_pct: 99,
+                    ..normal()
+                },
+                Breaches::CPU,
+            ),
+            (
+                Health {
+                    mem_used_pct: 95,
+                    ..normal()
+                },
+                Breaches::MEMORY,
+            ),
+            (
+                Health {
+                    disk_free_pct: 5,
+                    ..normal()
+                },
+                Breaches::DISK,
+            ),
+            (
+                Health {
+                    temp_c: Some(90),
+                    ..normal()
+                },
+                Breaches::TEMPERATURE,
+            ),
+            (
+                Health {
+                    battery_pct: Some(5),
+                    ..normal()
+                },
+                Breaches::BATTERY,
+            ),
         ];
         for (h, bit) in cases {
             let b = Breaches::of(&h, &t);
@@ -171,7 +201,11 @@ mod tests {
         }
         assert_eq!(Breaches::of(&normal(), &t), Breaches::default());
         // absent sensors never breach
-        let no_sensors = Health { temp_c: None, battery_pct: None, ..normal() };
+        let no_sensors = Health {
+            temp_c: None,
+            battery_pct: None,
+            ..normal()
+        };
         assert_eq!(Breaches::of(&no_sensors, &t), Breaches::default());
     }
 }

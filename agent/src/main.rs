@@ -79,10 +79,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn hardware(cfg: &AgentConfig) -> anyhow::Result<SystemHardware> {
-    let firmware = SystemHardware::read_firmware(&cfg.device.firmware_version_file)
-        .map_err(|reason| fleet_agent::config::ConfigError::Firmware {
-            path: cfg.device.firmware_version_file.clone(),
-            reason,
+    let firmware =
+        SystemHardware::read_firmware(&cfg.device.firmware_version_file).map_err(|reason| {
+            fleet_agent::config::ConfigError::Firmware {
+                path: cfg.device.firmware_version_file.clone(),
+                reason,
+            }
         })?;
     Ok(SystemHardware::new(
         firmware,

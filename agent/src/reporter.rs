@@ -90,7 +90,9 @@ mod tests {
         assert!(check_events(&ok, &ok).is_empty());
         let ev = check_events(&ok, &broken);
         assert_eq!(ev.len(), 1);
-        assert!(matches!(&ev[0], EventKind::CheckFailed { name, message } if name == "printer" && message == "no paper"));
+        assert!(
+            matches!(&ev[0], EventKind::CheckFailed { name, message } if name == "printer" && message == "no paper")
+        );
         assert!(check_events(&broken, &broken).is_empty());
         let ev = check_events(&broken, &ok);
         assert!(matches!(&ev[..], [EventKind::CheckRecovered { name }] if name == "printer"));

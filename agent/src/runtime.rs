@@ -298,7 +298,10 @@ impl<H: Hardware> Agent<H> {
                 false
             }
             Action::UploadLogs => {
-                self.push_event(result(false, "log upload is not supported by this agent build"));
+                self.push_event(result(
+                    false,
+                    "log upload is not supported by this agent build",
+                ));
                 false
             }
         }

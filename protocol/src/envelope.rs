@@ -86,7 +86,10 @@ pub enum DecodeError {
     #[error("unsupported protocol version {0}")]
     UnsupportedVersion(u16),
     #[error("a {payload} payload arrived on a {topic} topic")]
-    KindMismatch { topic: TopicKind, payload: TopicKind },
+    KindMismatch {
+        topic: TopicKind,
+        payload: TopicKind,
+    },
     #[error("payload names device {payload} but arrived on the topic of {topic}")]
     DeviceMismatch { topic: DeviceId, payload: DeviceId },
 }

@@ -141,13 +141,9 @@ pub struct DeviceId(String);
 impl DeviceId {
     pub const MAX_LEN: usize = 64;
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        check_chars(
-            "device id",
-            s,
-            Self::MAX_LEN,
-            "A-Z a-z 0-9 _ -",
-            |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
-        )?;
+        check_chars("device id", s, Self::MAX_LEN, "A-Z a-z 0-9 _ -", |c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-'
+        })?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -159,13 +155,9 @@ pub struct StationId(String);
 
 impl StationId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        check_chars(
-            "station id",
-            s,
-            32,
-            "A-Z a-z 0-9 _ -",
-            |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
-        )?;
+        check_chars("station id", s, 32, "A-Z a-z 0-9 _ -", |c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-'
+        })?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -285,7 +277,9 @@ impl CountyCode {
         let local = &upper[6..];
         if local.is_empty()
             || local.len() > 16
-            || !local.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            || !local
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         {
             return Err(bad());
         }

@@ -96,7 +96,14 @@ fn unknown_fields_are_ignored() {
     e.u8(2).unwrap().u8(7).unwrap();
     e.u8(5).unwrap().u64(100).unwrap();
     e.u8(7).unwrap().u64(1).unwrap();
-    e.u8(9).unwrap().array(2).unwrap().u8(1).unwrap().str("x").unwrap();
+    e.u8(9)
+        .unwrap()
+        .array(2)
+        .unwrap()
+        .u8(1)
+        .unwrap()
+        .str("x")
+        .unwrap();
     let env = Envelope::from_cbor(&buf).unwrap();
     assert_eq!(env.v, 2);
     let Payload::Health(h) = env.payload else {
@@ -131,15 +138,19 @@ fn json_form_round_trips_and_validates() {
 }
 
 fn arb_version() -> impl Strategy<Value = Version> {
-    (0u64..100, 0u64..100, 0u64..1000, proptest::option::of("[a-z0-9]{1,6}")).prop_map(
-        |(a, b, c, pre)| {
+    (
+        0u64..100,
+        0u64..100,
+        0u64..1000,
+        proptest::option::of("[a-z0-9]{1,6}"),
+    )
+        .prop_map(|(a, b, c, pre)| {
             let s = match pre {
                 Some(p) => format!("{a}.{b}.{c}-{p}"),
                 None => format!("{a}.{b}.{c}"),
             };
             Version::parse(&s).unwrap()
-        },
-    )
+        })
 }
 
 fn arb_device() -> impl Strategy<Value = DeviceId> {

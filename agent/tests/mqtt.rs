@@ -1,0 +1,309 @@
+//! The agent runtime against a real Mosquitto: what it publishes, its last
+//! will, reconnecting and re-subscribing after a broker restart.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fleet_agent::hardware::CheckFuture;
+use fleet_agent::health::{HealthPolicy, Thresholds};
+use fleet_agent::runtime::{LinkConfig, RuntimeConfig, SeqStore};
+use fleet_agent::Hardware;
+use fleet_protocol::*;
+use fleet_tests::{eventually, Mosquitto};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use tokio::sync::oneshot;
+
+#[derive(Clone)]
+struct TestHardware {
+    printer_ok: Arc<Mutex<bool>>,
+}
+
+impl Hardware for TestHardware {
+    fn firmware(&self) -> Version {
+        Version::parse("2.4.0").unwrap()
+    }
+    fn sample(&mut self) -> Health {
+        Health {
+            cpu_pct: 3,
+            mem_used_pct: 20,
+            disk_free_pct: 50,
+            uptime_s: 10,
+            disk_free_mb: 1000,
+            ..Health::default()
+        }
+    }
+    fn run_checks(&mut self) -> CheckFuture {
+        let ok = *self.printer_ok.lock().unwrap();
+        Box::pin(async move {
+            vec![CheckResult {
+                name: "printer".into(),
+                passed: ok,
+                message: (!ok).then(|| "paper jam".into()),
+            }]
+        })
+    }
+    fn reboot(&mut self) -> Result<(), String> {
+        Err("not in tests".into())
+    }
+}
+
+fn config(id: &str, port: u16) -> RuntimeConfig {
+    RuntimeConfig {
+        device: DeviceId::parse(id).unwrap(),
+        model: Model::parse("ballot-box-v2").unwrap(),
+        link: LinkConfig {
+            host: "127.0.0.1".into(),
+            port,
+            keep_alive: Duration::from_secs(2),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(300),
+        },
+        health_sample: Duration::from_millis(200),
+        health: HealthPolicy {
+            report_every: Duration::from_secs(3600),
+            thresholds: Thresholds::default(),
+        },
+        checks_interval: Duration::from_millis(300),
+        seq: SeqStore::Memory(0),
+    }
+}
+
+type Seen = Arc<Mutex<Vec<Envelope>>>;
+
+/// A plain MQTT client that records every decoded fleet message.
+async fn observer(port: u16) -> (AsyncClient, Seen) {
+    let mut opts = MqttOptions::new(
+        format!("observer-{}", fleet_tests::free_port()),
+        "127.0.0.1",
+        port,
+    );
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = AsyncClient::new(opts, 64);
+    client
+        .subscribe(Topic::fleet_filter(), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let seen: Seen = Arc::default();
+    let sink = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if let Ok(t) = Topic::parse(&p.topic) {
+                        if let Ok(env) = Envelope::from_cbor_on(&t, &p.payload) {
+                            sink.lock().unwrap().push(env);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    (client, seen)
+}
+
+fn latest<T>(seen: &Seen, f: impl Fn(&Payload) -> Option<T>) -> Option<T> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find_map(|e| f(&e.payload))
+}
+
+fn presence(seen: &Seen) -> Option<PresenceStatus> {
+    latest(seen, |p| match p {
+        Payload::Presence(pr) => Some(pr.status),
+        _ => None,
+    })
+}
+
+fn state(seen: &Seen) -> Option<State> {
+    latest(seen, |p| match p {
+        Payload::State(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+const T: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn reports_presence_state_health_and_goes_offline_cleanly() {
+    let broker = Mosquitto::start().unwrap();
+    let (_obs, seen) = observer(broker.port).await;
+    let hw = TestHardware {
+        printer_ok: Arc::new(Mutex::new(true)),
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let agent = tokio::spawn(fleet_agent::run(
+        config("BB-T-1", broker.port),
+        hw.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    eventually(T, "online presence", || async {
+        (presence(&seen) == Some(PresenceStatus::Online))
+            .then_some(())
+            .ok_or("no presence".to_string())
+    })
+    .await
+    .unwrap();
+    let s = eventually(T, "state with checks", || async {
+        state(&seen)
+            .filter(|s| !s.checks.is_empty())
+            .ok_or("no state".to_string())
+    })
+    .await
+    .unwrap();
+    assert!(s.all_checks_pass());
+    assert_eq!(s.firmware.as_str(), "2.4.0");
+    eventually(T, "health and boot event", || async {
+        let v = seen.lock().unwrap();
+        let health = v.iter().any(|e| matches!(e.payload, Payload::Health(_)));
+        let boot = v.iter().any(|e| {
+            matches!(
+                &e.payload,
+                Payload::Event(Event {
+                    kind: EventKind::Boot { .. },
+                    ..
+                })
+            )
+        });
+        (health && boot)
+            .then_some(())
+            .ok_or(format!("{} messages", v.len()))
+    })
+    .await
+    .unwrap();
+
+    // A failing printer: state changes and a check-failed event goes out.
+    *hw.printer_ok.lock().unwrap() = false;
+    eventually(T, "failed check in state", || async {
+        state(&seen)
+            .filter(|s| !s.all_checks_pass())
+            .map(|_| ())
+            .ok_or("still passing".to_string())
+    })
+    .await
+    .unwrap();
+    assert!(seen.lock().unwrap().iter().any(|e| matches!(&e.payload,
+        Payload::Event(Event { kind: EventKind::CheckFailed { name, .. }, .. }) if name == "printer")));
+
+    // Health is sent on the first sample only (report_every is an hour, no
+    // threshold crossed): report by exception.
+    let healths = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.payload, Payload::Health(_)))
+        .count();
+    assert_eq!(healths, 1);
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(T, agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    eventually(T, "offline presence", || async {
+        (presence(&seen) == Some(PresenceStatus::Offline))
+            .then_some(())
+            .ok_or("still online".to_string())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn last_will_says_offline_when_the_agent_dies() {
+    let broker = Mosquitto::start().unwrap();
+    let (_obs, seen) = observer(broker.port).await;
+    let hw = TestHardware {
+        printer_ok: Arc::new(Mutex::new(true)),
+    };
+    let agent = tokio::spawn(fleet_agent::run(
+        config("BB-T-2", broker.port),
+        hw,
+        std::future::pending(),
+    ));
+    eventually(T, "online", || async {
+        (presence(&seen) == Some(PresenceStatus::Online))
+            .then_some(())
+            .ok_or("no presence".to_string())
+    })
+    .await
+    .unwrap();
+    // Dropping the task drops the connection without DISCONNECT.
+    agent.abort();
+    eventually(T, "last will", || async {
+        (presence(&seen) == Some(PresenceStatus::Offline))
+            .then_some(())
+            .ok_or("still online".to_string())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn reconnects_and_resubscribes_after_broker_restart() {
+    let mut broker = Mosquitto::start().unwrap();
+    let hw = TestHardware {
+        printer_ok: Arc::new(Mutex::new(true)),
+    };
+    let agent = tokio::spawn(fleet_agent::run(
+        config("BB-T-3", broker.port),
+        hw,
+        std::future::pending(),
+    ));
+    let (_obs, seen) = observer(broker.port).await;
+    eventually(T, "first state", || async {
+        state(&seen).map(|_| ()).ok_or("none".to_string())
+    })
+    .await
+    .unwrap();
+
+    // The broker restarts with no saved sessions.
+    broker.restart().unwrap();
+    let (ctl, seen) = observer(broker.port).await;
+    eventually(T, "state re-sent after reconnect", || async {
+        state(&seen).map(|_| ()).ok_or("none".to_string())
+    })
+    .await
+    .unwrap();
+
+    // The agent subscribed again: a desired state reaches it and it reports
+    // the new config revision.
+    let desired = Envelope::new(
+        DeviceId::parse("BB-T-3").unwrap(),
+        fleet_agent::unix_ms(),
+        Payload::Desired(Desired {
+            config_rev: 7,
+            firmware: None,
+        }),
+    );
+    eventually(T, "config_rev 7 in state", || {
+        let ctl = ctl.clone();
+        let desired = desired.clone();
+        let seen = Arc::clone(&seen);
+        async move {
+            ctl.publish(
+                desired.topic().to_string(),
+                QoS::AtLeastOnce,
+                true,
+                desired.to_cbor().unwrap(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            state(&seen)
+                .filter(|s| s.config_rev == 7)
+                .map(|_| ())
+                .ok_or("old rev".to_string())
+        }
+    })
+    .await
+    .unwrap();
+    agent.abort();
+}
