@@ -67,7 +67,7 @@ impl Mosquitto {
             std::fs::write(
                 &conf,
                 format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                    "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
                      log_dest file {}\nlog_type all\n",
                     dir.path().join("mosquitto.log").display()
                 ),

@@ -1,0 +1,47 @@
+//! HTTP status codes are decided here and nowhere else. A 5xx is logged with
+//! its cause and shown to the client as a plain message.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tracing::error;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request was understood but some items are wrong; nothing was changed.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        errors: serde_json::Value,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
+            ApiError::Invalid { message, errors } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "error": message, "errors": errors }),
+            ),
+            ApiError::Store(cause) => {
+                error!(error = %cause, "request failed in the store");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "error": "internal error; see the controller log" }),
+                )
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}

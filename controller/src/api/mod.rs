@@ -1,0 +1,485 @@
+//! The HTTP API under `/api/v1`, plus `/healthz` and `/metrics`. The router
+//! is built by [`app`], so tests drive it with `oneshot` and no socket.
+
+mod error;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use fleet_protocol::{CountyCode, DeviceId, Model, ProvinceCode, StationId, Version};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use error::ApiError;
+
+use crate::fleet::{Device, DeviceFilter, Fleet, Lifecycle, ReadinessFilter, Registration};
+use crate::readiness::{Counts, Reason};
+use crate::registry;
+use crate::store::Store;
+use crate::unix_ms;
+
+/// Where devices reach the broker, as told to `fleet-sim` and (later) to
+/// enrolling devices.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerInfo {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub fleet: Arc<RwLock<Fleet>>,
+    pub store: Store,
+    pub broker: BrokerInfo,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    fn fleet(&self) -> std::sync::RwLockReadGuard<'_, Fleet> {
+        self.fleet.read().expect("fleet lock is never poisoned")
+    }
+
+    fn fleet_mut(&self) -> std::sync::RwLockWriteGuard<'_, Fleet> {
+        self.fleet.write().expect("fleet lock is never poisoned")
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/provinces", get(provinces))
+        .route("/api/v1/readiness", get(readiness))
+        .route("/api/v1/devices", get(list_devices).post(register_devices))
+        .route("/api/v1/devices/{id}", get(device_detail))
+        .route(
+            "/api/v1/registry/import",
+            post(import_registry).layer(DefaultBodyLimit::max(64 * 1024 * 1024)),
+        )
+        .route("/api/v1/registry/counties", get(counties))
+        .route("/api/v1/baselines", get(baselines))
+        .route("/api/v1/baselines/{model}", put(set_baseline))
+        .route("/api/v1/broker", get(broker))
+        .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
+        .with_state(state)
+}
+
+fn parse<T: std::str::FromStr>(what: &str, v: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse()
+        .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
+}
+
+fn opt<T: std::str::FromStr>(what: &str, v: Option<&str>) -> Result<Option<T>, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.filter(|s| !s.is_empty())
+        .map(|s| parse(what, s))
+        .transpose()
+}
+
+async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
+    let broker_up = tokio::net::TcpStream::connect((st.broker.host.as_str(), st.broker.port))
+        .await
+        .is_ok();
+    Json(json!({
+        "status": if broker_up { "ok" } else { "degraded" },
+        "broker": if broker_up { "up" } else { "down" },
+        "devices": st.fleet().len(),
+    }))
+}
+
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    {
+        let fleet = st.fleet();
+        for p in ProvinceCode::all() {
+            let c = fleet.province_counts(p);
+            let province = p.to_string();
+            metrics::gauge!("fleet_devices", "province" => province.clone(), "readiness" => "ready")
+                .set(f64::from(c.ready));
+            for r in Reason::ALL {
+                metrics::gauge!("fleet_devices", "province" => province.clone(), "readiness" => r.as_str())
+                    .set(f64::from(c.reason(r)));
+            }
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+}
+
+#[derive(Serialize)]
+struct ProvinceOut {
+    code: String,
+    name_en: &'static str,
+    name_fa: &'static str,
+}
+
+async fn provinces() -> Json<Vec<ProvinceOut>> {
+    Json(
+        ProvinceCode::all()
+            .map(|p| ProvinceOut {
+                code: p.to_string(),
+                name_en: p.info().name_en,
+                name_fa: p.info().name_fa,
+            })
+            .collect(),
+    )
+}
+
+#[derive(Deserialize)]
+struct ReadinessQuery {
+    by: Option<String>,
+    province: Option<String>,
+}
+
+/// One row of the readiness report.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReadinessRow {
+    pub province: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub province_name: Option<String>,
+    #[serde(default, skip_serializing_if = "is_absent")]
+    pub county: Option<Option<String>>,
+    pub total: u32,
+    pub ready: u32,
+    pub reasons: BTreeMap<String, u32>,
+}
+
+fn is_absent(v: &Option<Option<String>>) -> bool {
+    v.is_none()
+}
+
+fn row(province: ProvinceCode, county: Option<Option<String>>, c: &Counts) -> ReadinessRow {
+    ReadinessRow {
+        province: province.to_string(),
+        province_name: Some(province.info().name_en.to_owned()),
+        county,
+        total: c.total,
+        ready: c.ready,
+        reasons: c
+            .reasons()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    }
+}
+
+async fn readiness(
+    State(st): State<AppState>,
+    Query(q): Query<ReadinessQuery>,
+) -> Result<Json<Vec<ReadinessRow>>, ApiError> {
+    let province: Option<ProvinceCode> = opt("province", q.province.as_deref())?;
+    let fleet = st.fleet();
+    let rows = match q.by.as_deref().unwrap_or("province") {
+        "province" => ProvinceCode::all()
+            .filter(|p| province.is_none_or(|want| *p == want))
+            .map(|p| row(p, None, &fleet.province_counts(p)))
+            .collect(),
+        "county" => fleet
+            .county_counts(province)
+            .map(|((p, c), counts)| row(*p, Some(c.as_ref().map(|c| c.to_string())), counts))
+            .collect(),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "by: {other:?} is not one of province, county"
+            )))
+        }
+    };
+    Ok(Json(rows))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    province: Option<String>,
+    county: Option<String>,
+    model: Option<String>,
+    readiness: Option<String>,
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+/// A device in lists.
+#[derive(Debug, Serialize)]
+pub struct DeviceSummary {
+    pub id: String,
+    pub model: String,
+    pub province: String,
+    pub county: Option<String>,
+    pub station: Option<String>,
+    pub lifecycle: Lifecycle,
+    pub readiness: &'static str,
+    pub presence: Option<fleet_protocol::PresenceStatus>,
+    pub firmware: Option<String>,
+    pub last_seen_ms: Option<u64>,
+}
+
+fn summary(d: &Device) -> DeviceSummary {
+    DeviceSummary {
+        id: d.reg.id.to_string(),
+        model: d.reg.model.to_string(),
+        province: d.reg.province.to_string(),
+        county: d.reg.county.as_ref().map(ToString::to_string),
+        station: d.reg.station.as_ref().map(ToString::to_string),
+        lifecycle: d.reg.lifecycle,
+        readiness: d.reason.map_or("ready", Reason::as_str),
+        presence: d.status.presence,
+        firmware: d.status.state.as_ref().map(|s| s.firmware.to_string()),
+        last_seen_ms: d.status.last_seen_ms,
+    }
+}
+
+pub const MAX_PER_PAGE: usize = 1000;
+
+async fn list_devices(
+    State(st): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = DeviceFilter {
+        province: opt("province", q.province.as_deref())?,
+        county: opt("county", q.county.as_deref())?,
+        model: opt("model", q.model.as_deref())?,
+        readiness: opt::<ReadinessFilter>("readiness", q.readiness.as_deref())?,
+    };
+    let per_page = q.per_page.unwrap_or(100).clamp(1, MAX_PER_PAGE);
+    let page = q.page.unwrap_or(1).max(1);
+    let fleet = st.fleet();
+    let mut total = 0usize;
+    let mut items = Vec::new();
+    for d in fleet.devices(&filter) {
+        if total >= (page - 1) * per_page && items.len() < per_page {
+            items.push(summary(d));
+        }
+        total += 1;
+    }
+    Ok(Json(json!({
+        "total": total,
+        "page": page,
+        "per_page": per_page,
+        "items": items,
+    })))
+}
+
+async fn device_detail(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: DeviceId = parse("device id", &id)?;
+    let (summary, status) = {
+        let fleet = st.fleet();
+        let d = fleet
+            .get(&id)
+            .ok_or_else(|| ApiError::NotFound(format!("device {id} is not registered")))?;
+        (summary(d), d.status.clone())
+    };
+    let events = st.store.recent_events(&id, 20).await?;
+    Ok(Json(json!({
+        "device": summary,
+        "state": status.state,
+        "health": status.health,
+        "health_at_ms": status.health_at_ms,
+        "events": events,
+    })))
+}
+
+/// One device in a registration request.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct DeviceRegistration {
+    pub id: String,
+    pub model: String,
+    pub province: String,
+    #[serde(default)]
+    pub county: Option<String>,
+    #[serde(default)]
+    pub station: Option<String>,
+    /// `registered` (default) or `enrolled`. Until certificate enrolment
+    /// exists, the registering operator vouches for enrolment.
+    #[serde(default)]
+    pub lifecycle: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct RegisterRequest {
+    pub devices: Vec<DeviceRegistration>,
+}
+
+async fn validate_registration(
+    st: &AppState,
+    r: &DeviceRegistration,
+    now: u64,
+) -> Result<Registration, String> {
+    let id = DeviceId::parse(&r.id).map_err(|e| e.to_string())?;
+    let model = Model::parse(&r.model).map_err(|e| e.to_string())?;
+    let province = ProvinceCode::parse(&r.province).map_err(|e| e.to_string())?;
+    let mut county = r
+        .county
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(CountyCode::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let station = r
+        .station
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(StationId::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    if let Some(s) = &station {
+        let of = st
+            .store
+            .station_county(s)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!("station {s} is not in the registry (fleetctl registry import)")
+            })?;
+        match &county {
+            Some(c) if c.as_str() != of => {
+                return Err(format!("station {s} is in county {of}, not {c}"))
+            }
+            Some(_) => {}
+            None => county = Some(CountyCode::parse(&of).map_err(|e| e.to_string())?),
+        }
+    }
+    if let Some(c) = &county {
+        if c.province() != province {
+            return Err(format!("county {c} is not in province {province}"));
+        }
+        if !st.store.county_exists(c).await.map_err(|e| e.to_string())? {
+            return Err(format!(
+                "county {c} is not in the registry (fleetctl registry import)"
+            ));
+        }
+    }
+    let lifecycle = match r.lifecycle.as_deref() {
+        None | Some("") => Lifecycle::Registered,
+        Some(s) => s.parse::<Lifecycle>()?,
+    };
+    let registered_at_ms = st.fleet().get(&id).map_or(now, |d| d.reg.registered_at_ms);
+    Ok(Registration {
+        id,
+        model,
+        province,
+        county,
+        station,
+        lifecycle,
+        registered_at_ms,
+    })
+}
+
+async fn register_devices(
+    State(st): State<AppState>,
+    Json(req): Json<RegisterRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = unix_ms();
+    let mut regs = Vec::with_capacity(req.devices.len());
+    let mut errors = Vec::new();
+    for (index, r) in req.devices.iter().enumerate() {
+        match validate_registration(&st, r, now).await {
+            Ok(reg) => regs.push(reg),
+            Err(message) => errors.push(json!({ "index": index, "id": r.id, "message": message })),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid {
+            message: format!(
+                "{} of {} devices are invalid; none was registered",
+                errors.len(),
+                req.devices.len()
+            ),
+            errors: serde_json::Value::Array(errors),
+        });
+    }
+    st.store.upsert_devices(&regs).await?;
+    let mut fleet = st.fleet_mut();
+    let n = regs.len();
+    for reg in regs {
+        fleet.register(reg, now);
+    }
+    Ok(Json(json!({ "registered": n, "fleet_size": fleet.len() })))
+}
+
+async fn import_registry(
+    State(st): State<AppState>,
+    body: String,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let reg = registry::parse_csv(&body).map_err(|errors| ApiError::Invalid {
+        message: format!(
+            "the registry file has {} bad line(s); nothing was imported",
+            errors.len()
+        ),
+        errors: serde_json::to_value(errors).expect("line errors serialize"),
+    })?;
+    st.store.import_registry(&reg).await?;
+    Ok(Json(json!({
+        "counties": reg.counties.len(),
+        "stations": reg.stations.len(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct CountyQuery {
+    province: Option<String>,
+}
+
+async fn counties(
+    State(st): State<AppState>,
+    Query(q): Query<CountyQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let province: Option<ProvinceCode> = opt("province", q.province.as_deref())?;
+    let rows = st.store.counties(province).await?;
+    Ok(Json(serde_json::Value::Array(
+        rows.into_iter()
+            .map(|(code, province, name_en, name_fa, stations)| {
+                json!({ "code": code, "province": province, "name_en": name_en, "name_fa": name_fa, "stations": stations })
+            })
+            .collect(),
+    )))
+}
+
+async fn baselines(State(st): State<AppState>) -> Json<BTreeMap<String, String>> {
+    Json(
+        st.fleet()
+            .baselines()
+            .iter()
+            .map(|(m, v)| (m.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+#[derive(Deserialize)]
+struct BaselineBody {
+    version: String,
+}
+
+async fn set_baseline(
+    State(st): State<AppState>,
+    Path(model): Path<String>,
+    Json(body): Json<BaselineBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let model: Model = parse("model", &model)?;
+    let version: Version = parse("version", &body.version)?;
+    let now = unix_ms();
+    st.store.set_baseline(&model, &version, now).await?;
+    st.fleet_mut()
+        .set_baseline(model.clone(), version.clone(), now);
+    Ok(Json(json!({ "model": model, "version": version })))
+}
+
+async fn broker(State(st): State<AppState>) -> Json<BrokerInfo> {
+    Json(st.broker.clone())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,309 @@
+//! The managed Mosquitto: the controller writes its config into the data
+//! directory, starts it on the configured port (or the port it used last
+//! time, or a free one), restarts it when it dies, and stops it on shutdown.
+//!
+//! Until certificate enrolment lands, the listener is plain MQTT bound to
+//! 127.0.0.1 only, so nothing off this machine can reach it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+pub const MOSQUITTO_INSTALL: &str = "apt-get install -y mosquitto mosquitto-clients";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("mosquitto is not installed; install it with: {MOSQUITTO_INSTALL}")]
+    NotInstalled,
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start mosquitto: {0}")]
+    Spawn(std::io::Error),
+    #[error("mosquitto did not listen on 127.0.0.1:{port} within {secs} s; see {log}")]
+    NotListening { port: u16, secs: u64, log: PathBuf },
+}
+
+/// The managed broker's own config.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Mosquitto's directory: config, persistence, log, pid file.
+    pub dir: PathBuf,
+    /// Fixed port; `None` reuses the last port or picks a free one.
+    pub port: Option<u16>,
+}
+
+/// Mosquitto from `$PATH` or Debian's `/usr/sbin`.
+pub fn find_mosquitto() -> Result<PathBuf, BrokerError> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("mosquitto"))
+                .find(|p| p.is_file())
+        })
+        .or_else(|| Some(PathBuf::from("/usr/sbin/mosquitto")).filter(|p| p.is_file()))
+        .ok_or(BrokerError::NotInstalled)
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn pick_port(cfg: &BrokerConfig) -> u16 {
+    if let Some(p) = cfg.port {
+        return p;
+    }
+    let remembered = std::fs::read_to_string(cfg.dir.join("port"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .filter(|p| *p != 0 && port_is_free(*p));
+    remembered.unwrap_or_else(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1883)
+    })
+}
+
+/// Whether this process runs as root (read from `/proc/self/status`).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The config file Mosquitto runs with. Written anew at every start.
+pub fn render_config(dir: &Path, port: u16) -> String {
+    // Started by root, Mosquitto would drop to the `mosquitto` user and lose
+    // access to the controller's data directory; it runs as the controller's
+    // own user instead (a service account in production), never above it.
+    let user = if running_as_root() { "user root\n" } else { "" };
+    format!(
+        "# Written by fleet-controller at every start; edits here are overwritten.\n\
+         {user}\
+         per_listener_settings false\n\
+         listener {port} 127.0.0.1\n\
+         allow_anonymous true\n\
+         persistence true\n\
+         persistence_location {dir}/\n\
+         autosave_interval 30\n\
+         max_packet_size 16384\n\
+         max_queued_messages 1000\n\
+         pid_file {dir}/mosquitto.pid\n\
+         log_dest file {dir}/mosquitto.log\n\
+         log_type error\n\
+         log_type warning\n\
+         log_type notice\n\
+         connection_messages true\n",
+        dir = dir.display()
+    )
+}
+
+async fn wait_listening(port: u16, timeout: Duration) -> bool {
+    let end = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < end {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+pub struct ManagedBroker {
+    port: u16,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ManagedBroker {
+    pub async fn start(cfg: BrokerConfig) -> Result<Self, BrokerError> {
+        let bin = find_mosquitto()?;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| BrokerError::Io { path, source }
+        };
+        std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
+        let port = pick_port(&cfg);
+        let conf = cfg.dir.join("mosquitto.conf");
+        std::fs::write(&conf, render_config(&cfg.dir, port)).map_err(io(&conf))?;
+        std::fs::write(cfg.dir.join("port"), port.to_string()).map_err(io(&cfg.dir))?;
+        let log = cfg.dir.join("mosquitto.log");
+
+        let spawn = {
+            let bin = bin.clone();
+            let conf = conf.clone();
+            move || {
+                Command::new(&bin)
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(BrokerError::Spawn)
+            }
+        };
+        let mut child = spawn()?;
+        if !wait_listening(port, Duration::from_secs(10)).await {
+            let _ = child.kill().await;
+            return Err(BrokerError::NotListening {
+                port,
+                secs: 10,
+                log,
+            });
+        }
+        info!(port, config = %conf.display(), "managed mosquitto started");
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(child, spawn, port, stop_rx));
+        Ok(Self { port, stop, task })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stop Mosquitto (SIGTERM, so it saves its persistence file) and wait.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+async fn supervise(
+    mut child: Child,
+    spawn: impl Fn() -> Result<Child, BrokerError> + Send + 'static,
+    port: u16,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                metrics::counter!("fleet_broker_restarts_total").increment(1);
+                warn!(?status, retry_in_ms = delay.as_millis() as u64, "managed mosquitto exited; restarting it");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+                match spawn() {
+                    Ok(c) => {
+                        child = c;
+                        if wait_listening(port, Duration::from_secs(10)).await {
+                            info!(port, "managed mosquitto restarted");
+                            delay = Duration::from_millis(200);
+                        } else {
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "cannot restart mosquitto");
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                        // Keep the loop alive on a child that exits at once.
+                        child = match Command::new("true").spawn() {
+                            Ok(c) => c,
+                            Err(_) => return,
+                        };
+                    }
+                }
+            }
+            _ = stop.changed() => {
+                terminate(&mut child).await;
+                info!("managed mosquitto stopped");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_listens_on_loopback_only() {
+        let c = render_config(Path::new("/data/mosquitto"), 18831);
+        assert!(c.contains("listener 18831 127.0.0.1\n"));
+        assert!(c.contains("persistence_location /data/mosquitto/\n"));
+        assert!(!c.contains("0.0.0.0"));
+    }
+
+    #[tokio::test]
+    async fn starts_restarts_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = ManagedBroker::start(BrokerConfig {
+            dir: dir.path().to_owned(),
+            port: None,
+        })
+        .await
+        .unwrap();
+        let port = broker.port();
+        assert!(wait_listening(port, Duration::from_secs(1)).await);
+        let pid = std::fs::read_to_string(dir.path().join("mosquitto.pid")).unwrap();
+        // Kill it behind the supervisor's back: it comes back on the same port.
+        Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut back = false;
+        for _ in 0..100 {
+            let new_pid =
+                std::fs::read_to_string(dir.path().join("mosquitto.pid")).unwrap_or_default();
+            if new_pid.trim() != pid.trim() && wait_listening(port, Duration::from_millis(50)).await
+            {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(back, "mosquitto was not restarted");
+        broker.stop().await;
+        assert!(
+            !wait_listening(port, Duration::from_millis(300)).await,
+            "still listening after stop"
+        );
+        // The next start reuses the remembered port.
+        let again = ManagedBroker::start(BrokerConfig {
+            dir: dir.path().to_owned(),
+            port: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(again.port(), port);
+        again.stop().await;
+    }
+}

@@ -1,0 +1,334 @@
+//! The in-memory fleet (pure): every registered device with what it last
+//! reported and its readiness, and readiness counts per province and county
+//! kept up to date incrementally (a change moves one device between two
+//! buckets; nothing is recounted).
+
+use std::collections::{BTreeMap, HashMap};
+
+use fleet_protocol::{
+    CountyCode, DeviceId, Envelope, Event, Health, Model, Payload, PresenceStatus, ProvinceCode,
+    State, StationId, Version,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::readiness::{classify, Counts, Inputs, Reason};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    Registered,
+    Enrolled,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Registered => "registered",
+            Lifecycle::Enrolled => "enrolled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "registered" => Some(Lifecycle::Registered),
+            "enrolled" => Some(Lifecycle::Enrolled),
+            _ => None,
+        }
+    }
+}
+
+/// What the operator said about a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub id: DeviceId,
+    pub model: Model,
+    pub province: ProvinceCode,
+    pub county: Option<CountyCode>,
+    pub station: Option<StationId>,
+    pub lifecycle: Lifecycle,
+    pub registered_at_ms: u64,
+}
+
+/// What the device said about itself, as last received.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub last_seen_ms: Option<u64>,
+    pub presence: Option<PresenceStatus>,
+    pub state: Option<State>,
+    pub health: Option<Health>,
+    pub health_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub reg: Registration,
+    pub status: Status,
+    /// `None` is ready.
+    pub reason: Option<Reason>,
+}
+
+impl Device {
+    fn inputs<'a>(&'a self, baseline: Option<&'a Version>) -> Inputs<'a> {
+        let state = self.status.state.as_ref();
+        Inputs {
+            enrolled: self.reg.lifecycle == Lifecycle::Enrolled,
+            assigned: self.reg.county.is_some(),
+            reported: state.is_some(),
+            last_seen_ms: self.status.last_seen_ms,
+            presence: self.status.presence,
+            update: state.map(|s| s.update),
+            firmware: state.map(|s| &s.firmware),
+            baseline,
+            checks_pass: state.is_none_or(State::all_checks_pass),
+        }
+    }
+}
+
+/// What an accepted message changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The device just said it is online: re-send its desired state.
+    pub came_online: bool,
+    /// An event to store (idempotent by sequence number).
+    pub event: Option<Event>,
+    pub reason_before: Option<Reason>,
+    pub reason_after: Option<Reason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("device {0} is not registered")]
+pub struct UnknownDevice(pub DeviceId);
+
+/// Filters for listing devices.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DeviceFilter {
+    pub province: Option<ProvinceCode>,
+    pub county: Option<CountyCode>,
+    pub model: Option<Model>,
+    /// A reason name, or `ready`.
+    pub readiness: Option<ReadinessFilter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ReadinessFilter {
+    Ready,
+    Reason(Reason),
+}
+
+impl std::str::FromStr for ReadinessFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "ready" {
+            Ok(ReadinessFilter::Ready)
+        } else {
+            s.parse().map(ReadinessFilter::Reason)
+        }
+    }
+}
+
+impl DeviceFilter {
+    pub fn matches(&self, d: &Device) -> bool {
+        self.province.is_none_or(|p| d.reg.province == p)
+            && self
+                .county
+                .as_ref()
+                .is_none_or(|c| d.reg.county.as_ref() == Some(c))
+            && self.model.as_ref().is_none_or(|m| &d.reg.model == m)
+            && self.readiness.is_none_or(|r| match r {
+                ReadinessFilter::Ready => d.reason.is_none(),
+                ReadinessFilter::Reason(r) => d.reason == Some(r),
+            })
+    }
+}
+
+type CountyKey = (ProvinceCode, Option<CountyCode>);
+
+pub struct Fleet {
+    devices: BTreeMap<DeviceId, Device>,
+    baselines: HashMap<Model, Version>,
+    provinces: [Counts; 31],
+    counties: BTreeMap<CountyKey, Counts>,
+    freshness_ms: u64,
+}
+
+impl Fleet {
+    pub fn new(freshness_ms: u64) -> Self {
+        Self {
+            devices: BTreeMap::new(),
+            baselines: HashMap::new(),
+            provinces: [Counts::default(); 31],
+            counties: BTreeMap::new(),
+            freshness_ms,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    pub fn freshness_ms(&self) -> u64 {
+        self.freshness_ms
+    }
+
+    pub fn get(&self, id: &DeviceId) -> Option<&Device> {
+        self.devices.get(id)
+    }
+
+    pub fn baselines(&self) -> &HashMap<Model, Version> {
+        &self.baselines
+    }
+
+    fn count_in(&mut self, d: &Device) {
+        self.provinces[usize::from(d.reg.province.number())].add(d.reason);
+        self.counties
+            .entry((d.reg.province, d.reg.county.clone()))
+            .or_default()
+            .add(d.reason);
+    }
+
+    fn count_out(&mut self, d: &Device) {
+        self.provinces[usize::from(d.reg.province.number())].remove(d.reason);
+        let key = (d.reg.province, d.reg.county.clone());
+        if let Some(c) = self.counties.get_mut(&key) {
+            c.remove(d.reason);
+            if c.total == 0 {
+                self.counties.remove(&key);
+            }
+        }
+    }
+
+    /// Add or replace a device (registration or start-up load).
+    pub fn upsert(&mut self, reg: Registration, status: Status, now_ms: u64) {
+        if let Some(old) = self.devices.remove(&reg.id) {
+            self.count_out(&old);
+        }
+        let mut d = Device {
+            reg,
+            status,
+            reason: None,
+        };
+        d.reason = classify(
+            &d.inputs(self.baselines.get(&d.reg.model)),
+            now_ms,
+            self.freshness_ms,
+        );
+        self.count_in(&d);
+        self.devices.insert(d.reg.id.clone(), d);
+    }
+
+    /// Re-register a device, keeping what it reported.
+    pub fn register(&mut self, reg: Registration, now_ms: u64) {
+        let status = self
+            .devices
+            .get(&reg.id)
+            .map(|d| d.status.clone())
+            .unwrap_or_default();
+        self.upsert(reg, status, now_ms);
+    }
+
+    fn reclassify(
+        &mut self,
+        id: &DeviceId,
+        now_ms: u64,
+    ) -> Option<(Option<Reason>, Option<Reason>)> {
+        let d = self.devices.get(id)?;
+        let before = d.reason;
+        let after = classify(
+            &d.inputs(self.baselines.get(&d.reg.model)),
+            now_ms,
+            self.freshness_ms,
+        );
+        if before != after {
+            let snapshot = d.clone();
+            self.count_out(&snapshot);
+            let d = self.devices.get_mut(id).expect("looked up above");
+            d.reason = after;
+            let snapshot = d.clone();
+            self.count_in(&snapshot);
+        }
+        Some((before, after))
+    }
+
+    /// Apply a validated message from a device.
+    pub fn observe(&mut self, env: &Envelope, now_ms: u64) -> Result<Observed, UnknownDevice> {
+        let d = self
+            .devices
+            .get_mut(&env.device)
+            .ok_or_else(|| UnknownDevice(env.device.clone()))?;
+        let mut out = Observed::default();
+        d.status.last_seen_ms = Some(now_ms);
+        match &env.payload {
+            Payload::Presence(p) => {
+                out.came_online = p.status == PresenceStatus::Online;
+                d.status.presence = Some(p.status);
+            }
+            Payload::State(s) => {
+                // A device that reports is online, whatever an old will said.
+                d.status.presence = Some(PresenceStatus::Online);
+                d.status.state = Some(s.clone());
+            }
+            Payload::Health(h) => {
+                d.status.health = Some(h.clone());
+                d.status.health_at_ms = Some(now_ms);
+            }
+            Payload::Event(e) => out.event = Some(e.clone()),
+            Payload::Desired(_) | Payload::Command(_) => {}
+        }
+        let (before, after) = self.reclassify(&env.device, now_ms).expect("device exists");
+        out.reason_before = before;
+        out.reason_after = after;
+        Ok(out)
+    }
+
+    /// Set a model's baseline firmware; every device of the model is judged again.
+    pub fn set_baseline(&mut self, model: Model, version: Version, now_ms: u64) {
+        self.baselines.insert(model.clone(), version);
+        let ids: Vec<DeviceId> = self
+            .devices
+            .values()
+            .filter(|d| d.reg.model == model)
+            .map(|d| d.reg.id.clone())
+            .collect();
+        for id in ids {
+            self.reclassify(&id, now_ms);
+        }
+    }
+
+    /// Judge every device again for the passage of time (freshness window).
+    /// Returns how many changed.
+    pub fn tick(&mut self, now_ms: u64) -> usize {
+        let ids: Vec<DeviceId> = self.devices.keys().cloned().collect();
+        ids.iter()
+            .filter(|id| matches!(self.reclassify(id, now_ms), Some((b, a)) if b != a))
+            .count()
+    }
+
+    pub fn province_counts(&self, p: ProvinceCode) -> Counts {
+        self.provinces[usize::from(p.number())]
+    }
+
+    /// Counts per county (devices without a county under `None`), optionally
+    /// for one province.
+    pub fn county_counts(
+        &self,
+        province: Option<ProvinceCode>,
+    ) -> impl Iterator<Item = (&CountyKey, &Counts)> {
+        self.counties
+            .iter()
+            .filter(move |((p, _), _)| province.is_none_or(|want| *p == want))
+    }
+
+    pub fn devices<'a>(&'a self, filter: &'a DeviceFilter) -> impl Iterator<Item = &'a Device> {
+        let by_province = filter.province;
+        self.devices
+            .values()
+            .filter(move |d| by_province.is_none_or(|p| d.reg.province == p) && filter.matches(d))
+    }
+}
+
+#[cfg(test)]
+mod tests;

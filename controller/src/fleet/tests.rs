@@ -1,0 +1,180 @@
+use fleet_protocol::*;
+
+use super::*;
+
+const FRESH: u64 = 60_000;
+
+fn reg(id: &str, province: &str, county: Option<&str>) -> Registration {
+    Registration {
+        id: DeviceId::parse(id).unwrap(),
+        model: Model::parse("ballot-box-v2").unwrap(),
+        province: ProvinceCode::parse(province).unwrap(),
+        county: county.map(|c| CountyCode::parse(c).unwrap()),
+        station: None,
+        lifecycle: Lifecycle::Enrolled,
+        registered_at_ms: 0,
+    }
+}
+
+fn env(id: &str, payload: Payload) -> Envelope {
+    Envelope::new(DeviceId::parse(id).unwrap(), 0, payload)
+}
+
+fn state(fw: &str, checks_ok: bool) -> Payload {
+    Payload::State(State {
+        model: Model::parse("ballot-box-v2").unwrap(),
+        firmware: Version::parse(fw).unwrap(),
+        agent: Version::parse("0.1.0").unwrap(),
+        update: UpdateStatus::Idle,
+        checks: vec![CheckResult {
+            name: "printer".into(),
+            passed: checks_ok,
+            message: None,
+        }],
+        config_rev: 0,
+    })
+}
+
+fn presence(online: bool) -> Payload {
+    Payload::Presence(Presence {
+        status: if online {
+            PresenceStatus::Online
+        } else {
+            PresenceStatus::Offline
+        },
+        agent: Version::parse("0.1.0").unwrap(),
+    })
+}
+
+/// The incremental counts always equal a recount from scratch.
+fn assert_consistent(f: &Fleet) {
+    for p in ProvinceCode::all() {
+        let mut want = Counts::default();
+        for d in f.devices.values().filter(|d| d.reg.province == p) {
+            want.add(d.reason);
+        }
+        assert_eq!(f.province_counts(p), want, "{p}");
+    }
+    let total: u32 = f.county_counts(None).map(|(_, c)| c.total).sum();
+    assert_eq!(total as usize, f.len());
+}
+
+#[test]
+fn lifecycle_of_readiness() {
+    let mut f = Fleet::new(FRESH);
+    let teh = ProvinceCode::parse("IR-23").unwrap();
+    f.upsert(reg("A", "IR-23", Some("IR-23-TEH")), Status::default(), 0);
+    f.upsert(reg("B", "IR-23", None), Status::default(), 0);
+    assert_eq!(f.province_counts(teh).reason(Reason::NeverSeen), 1);
+    assert_eq!(f.province_counts(teh).reason(Reason::NotEnrolled), 1);
+
+    let o = f.observe(&env("A", presence(true)), 1_000).unwrap();
+    assert!(o.came_online);
+    // online but no state yet: still never-seen
+    assert_eq!(
+        f.get(&DeviceId::parse("A").unwrap()).unwrap().reason,
+        Some(Reason::NeverSeen)
+    );
+    f.observe(&env("A", state("2.4.0", true)), 2_000).unwrap();
+    assert_eq!(f.province_counts(teh).ready, 1);
+
+    f.set_baseline(
+        Model::parse("ballot-box-v2").unwrap(),
+        Version::parse("2.5.0").unwrap(),
+        3_000,
+    );
+    assert_eq!(f.province_counts(teh).reason(Reason::Outdated), 1);
+    f.observe(&env("A", state("2.5.0", false)), 4_000).unwrap();
+    assert_eq!(f.province_counts(teh).reason(Reason::Unhealthy), 1);
+    f.observe(&env("A", presence(false)), 5_000).unwrap();
+    assert_eq!(f.province_counts(teh).reason(Reason::Offline), 1);
+    assert_consistent(&f);
+}
+
+#[test]
+fn freshness_window_expires_on_tick() {
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-02", Some("IR-02-SARI")), Status::default(), 0);
+    f.observe(&env("A", state("1.0.0", true)), 1_000).unwrap();
+    assert_eq!(f.tick(1_000 + FRESH), 0);
+    assert_eq!(f.tick(1_001 + FRESH), 1);
+    let p = ProvinceCode::parse("IR-02").unwrap();
+    assert_eq!(f.province_counts(p).reason(Reason::Offline), 1);
+    // any message makes it fresh again
+    f.observe(&env("A", Payload::Health(Health::default())), 2_000 + FRESH)
+        .unwrap();
+    assert_eq!(f.province_counts(p).ready, 1);
+    assert_consistent(&f);
+}
+
+#[test]
+fn unknown_devices_are_refused() {
+    let mut f = Fleet::new(FRESH);
+    assert_eq!(
+        f.observe(&env("GHOST", presence(true)), 0),
+        Err(UnknownDevice(DeviceId::parse("GHOST").unwrap()))
+    );
+    assert!(f.is_empty());
+}
+
+#[test]
+fn moving_a_device_moves_its_count() {
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-23", Some("IR-23-TEH")), Status::default(), 0);
+    f.observe(&env("A", state("1.0.0", true)), 0).unwrap();
+    f.register(reg("A", "IR-10", Some("IR-10-ISF")), 0);
+    let isf = ProvinceCode::parse("IR-10").unwrap();
+    assert_eq!(
+        f.province_counts(isf).ready,
+        1,
+        "status kept across re-registration"
+    );
+    assert_eq!(
+        f.province_counts(ProvinceCode::parse("IR-23").unwrap())
+            .total,
+        0
+    );
+    assert_eq!(f.county_counts(None).count(), 1);
+    assert_consistent(&f);
+}
+
+#[test]
+fn filters() {
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-23", Some("IR-23-TEH")), Status::default(), 0);
+    f.upsert(reg("B", "IR-23", Some("IR-23-RAY")), Status::default(), 0);
+    f.upsert(reg("C", "IR-10", Some("IR-10-ISF")), Status::default(), 0);
+    f.observe(&env("B", state("1.0.0", true)), 0).unwrap();
+    let by = |filter: DeviceFilter| -> Vec<String> {
+        f.devices(&filter).map(|d| d.reg.id.to_string()).collect()
+    };
+    assert_eq!(by(DeviceFilter::default()), ["A", "B", "C"]);
+    assert_eq!(
+        by(DeviceFilter {
+            province: Some(ProvinceCode::parse("IR-23").unwrap()),
+            ..Default::default()
+        }),
+        ["A", "B"]
+    );
+    assert_eq!(
+        by(DeviceFilter {
+            readiness: Some(ReadinessFilter::Ready),
+            ..Default::default()
+        }),
+        ["B"]
+    );
+    assert_eq!(
+        by(DeviceFilter {
+            readiness: Some("never-seen".parse().unwrap()),
+            ..Default::default()
+        }),
+        ["A", "C"]
+    );
+    assert_eq!(
+        by(DeviceFilter {
+            county: Some(CountyCode::parse("IR-10-ISF").unwrap()),
+            ..Default::default()
+        }),
+        ["C"]
+    );
+}

@@ -1,0 +1,212 @@
+//! fleet-controller: ingest, fleet state, readiness, store, HTTP API and the
+//! managed Mosquitto. `fleetctl` (the operators' CLI) lives in [`ctl`] and
+//! talks to the HTTP API only.
+//!
+//! - [`readiness`]: the readiness model, one reason per device (pure).
+//! - [`fleet`]: the in-memory fleet with incremental counts (pure).
+//! - [`registry`]: counties and polling stations from the operator's CSV (pure).
+//! - [`ingest`]: MQTT in: validate, apply, hand to the store writer.
+//! - [`store`]: SQLite through sqlx, migrations, batched writes.
+//! - [`broker`]: the managed Mosquitto (config, start, supervise, stop).
+//! - [`api`]: axum router under `/api/v1`, `/healthz`, `/metrics`.
+//! - [`ctl`]: fleetctl's client and output formats.
+
+pub mod api;
+pub mod broker;
+pub mod ctl;
+pub mod fleet;
+pub mod ingest;
+pub mod readiness;
+pub mod registry;
+pub mod store;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::api::{AppState, BrokerInfo};
+use crate::broker::{BrokerConfig, ManagedBroker};
+use crate::fleet::Fleet;
+use crate::ingest::IngestConfig;
+use crate::store::{Store, WriterConfig};
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The process-wide Prometheus recorder (metrics are global by nature; tests
+/// that start several apps in one process share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                warn!("a metrics recorder was already installed; /metrics may be incomplete");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Which broker the controller uses.
+#[derive(Debug, Clone)]
+pub enum BrokerMode {
+    /// Start and supervise Mosquitto; `None` picks the port.
+    Managed { port: Option<u16> },
+    /// A broker set up elsewhere (Ansible), `host:port`.
+    External { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub broker: BrokerMode,
+    /// A device not heard from for this long is `offline`.
+    pub freshness: Duration,
+    /// How often readiness is re-judged for the passage of time.
+    pub tick: Duration,
+    pub client_id: String,
+}
+
+impl ServeConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            broker: BrokerMode::Managed { port: None },
+            freshness: Duration::from_secs(900),
+            tick: Duration::from_secs(5),
+            client_id: "fleet-controller".into(),
+        }
+    }
+}
+
+/// Run the controller on `listener` until `shutdown` completes: broker,
+/// store, ingest, readiness ticks and the HTTP API. On shutdown everything
+/// pending is written before it returns.
+pub async fn run(
+    cfg: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let db_path = cfg.data_dir.join("fleet.db");
+    let store = Store::open(&db_path).await?;
+
+    let now = unix_ms();
+    let freshness_ms = u64::try_from(cfg.freshness.as_millis()).unwrap_or(u64::MAX);
+    let mut fleet = Fleet::new(freshness_ms);
+    for (model, version) in store.baselines().await? {
+        fleet.set_baseline(model, version, now);
+    }
+    let devices = store.load_devices().await?;
+    let loaded = devices.len();
+    for (reg, status) in devices {
+        fleet.upsert(reg, status, now);
+    }
+    let fleet = Arc::new(RwLock::new(fleet));
+    info!(devices = loaded, db = %db_path.display(), "fleet loaded");
+
+    let (managed, broker) = match &cfg.broker {
+        BrokerMode::Managed { port } => {
+            let b = ManagedBroker::start(BrokerConfig {
+                dir: cfg.data_dir.join("mosquitto"),
+                port: *port,
+            })
+            .await?;
+            let info = BrokerInfo {
+                host: "127.0.0.1".into(),
+                port: b.port(),
+            };
+            (Some(b), info)
+        }
+        BrokerMode::External { host, port } => (
+            None,
+            BrokerInfo {
+                host: host.clone(),
+                port: *port,
+            },
+        ),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (write_tx, write_rx) = mpsc::channel(10_000);
+    let writer = store::spawn_writer(store.clone(), write_rx, WriterConfig::default());
+    let ingest = tokio::spawn(ingest::run(
+        IngestConfig {
+            host: broker.host.clone(),
+            port: broker.port,
+            client_id: cfg.client_id.clone(),
+            keep_alive: Duration::from_secs(30),
+        },
+        Arc::clone(&fleet),
+        write_tx,
+        stop_rx.clone(),
+    ));
+    let ticker = {
+        let fleet = Arc::clone(&fleet);
+        let mut stop = stop_rx.clone();
+        let period = cfg.tick;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        let changed = fleet.write().expect("fleet lock is never poisoned").tick(unix_ms());
+                        if changed > 0 {
+                            info!(changed, "readiness changed with time (freshness window)");
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
+
+    let state = AppState {
+        fleet: Arc::clone(&fleet),
+        store: store.clone(),
+        broker: broker.clone(),
+        metrics: metrics_handle(),
+    };
+    let addr = listener.local_addr()?;
+    info!(
+        "fleet-controller ready: api http://{addr} broker mqtt://{}:{} data {}",
+        broker.host,
+        broker.port,
+        cfg.data_dir.display()
+    );
+    let served = axum::serve(listener, api::app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = ingest.await;
+    let _ = ticker.await;
+    // The ingest task held the last sender: the writer drains and ends.
+    let _ = writer.await;
+    if let Some(b) = managed {
+        b.stop().await;
+    }
+    store.close().await;
+    served.context("HTTP server failed")?;
+    info!("stopped");
+    Ok(())
+}

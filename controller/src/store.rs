@@ -1,0 +1,447 @@
+//! The store: one SQLite file (WAL) behind this narrow module. Registration,
+//! registry and baselines are written at once (the API answers after they
+//! are durable); what devices report is written by [`spawn_writer`] in
+//! batches, coalesced per device.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use fleet_protocol::{
+    CountyCode, DeviceId, Event, Model, PresenceStatus, ProvinceCode, StationId, Version,
+};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+use crate::fleet::{Lifecycle, Registration, Status};
+use crate::registry::Registry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A stored device event.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub received_ms: u64,
+    pub kind: String,
+    pub event: serde_json::Value,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_string(),
+    }
+}
+
+impl Store {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn import_registry(&self, reg: &Registry) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for c in reg.counties.values() {
+            sqlx::query(
+                "INSERT INTO counties (code, province, name_en, name_fa) VALUES (?, ?, ?, ?)
+                 ON CONFLICT(code) DO UPDATE SET name_en = excluded.name_en, name_fa = excluded.name_fa",
+            )
+            .bind(c.code.as_str())
+            .bind(c.province.to_string())
+            .bind(&c.name_en)
+            .bind(&c.name_fa)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for s in reg.stations.values() {
+            sqlx::query(
+                "INSERT INTO stations (id, county, name) VALUES (?, ?, ?)
+                 ON CONFLICT(id) DO UPDATE SET county = excluded.county, name = excluded.name",
+            )
+            .bind(s.id.as_str())
+            .bind(s.county.as_str())
+            .bind(&s.name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Counties of the registry, with their station counts.
+    pub async fn counties(
+        &self,
+        province: Option<ProvinceCode>,
+    ) -> Result<Vec<(String, String, String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.code, c.province, c.name_en, c.name_fa, COUNT(s.id) AS stations
+             FROM counties c LEFT JOIN stations s ON s.county = c.code
+             WHERE (?1 IS NULL OR c.province = ?1)
+             GROUP BY c.code ORDER BY c.code",
+        )
+        .bind(province.map(|p| p.to_string()))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect())
+    }
+
+    pub async fn county_exists(&self, code: &CountyCode) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM counties WHERE code = ?")
+            .bind(code.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// The county a station belongs to, if the station exists.
+    pub async fn station_county(&self, id: &StationId) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query("SELECT county FROM stations WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    pub async fn upsert_devices(&self, regs: &[Registration]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in regs {
+            sqlx::query(
+                "INSERT INTO devices (id, model, province, county, station, lifecycle, registered_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT(id) DO UPDATE SET model = excluded.model, province = excluded.province,
+                   county = excluded.county, station = excluded.station, lifecycle = excluded.lifecycle",
+            )
+            .bind(r.id.as_str())
+            .bind(r.model.as_str())
+            .bind(r.province.to_string())
+            .bind(r.county.as_ref().map(|c| c.as_str().to_owned()))
+            .bind(r.station.as_ref().map(|s| s.as_str().to_owned()))
+            .bind(r.lifecycle.as_str())
+            .bind(to_i64(r.registered_at_ms))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_baseline(
+        &self,
+        model: &Model,
+        version: &Version,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO baselines (model, version, set_at_ms) VALUES (?, ?, ?)
+             ON CONFLICT(model) DO UPDATE SET version = excluded.version, set_at_ms = excluded.set_at_ms",
+        )
+        .bind(model.as_str())
+        .bind(version.as_str())
+        .bind(to_i64(at_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn baselines(&self) -> Result<Vec<(Model, Version)>, StoreError> {
+        let rows = sqlx::query("SELECT model, version FROM baselines ORDER BY model")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let m: String = r.get(0);
+                let v: String = r.get(1);
+                Ok((
+                    Model::parse(&m).map_err(|e| corrupt("baselines", e))?,
+                    Version::parse(&v).map_err(|e| corrupt("baselines", e))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Every device with its last status, for the in-memory fleet at start.
+    pub async fn load_devices(&self) -> Result<Vec<(Registration, Status)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.model, d.province, d.county, d.station, d.lifecycle, d.registered_at,
+                    s.last_seen_ms, s.presence, s.state_json, s.health_json, s.health_at_ms
+             FROM devices d LEFT JOIN device_status s ON s.id = d.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.get(0);
+            let c = |e: fleet_protocol::IdError| corrupt("devices", format!("{id}: {e}"));
+            let county: Option<String> = r.get(3);
+            let station: Option<String> = r.get(4);
+            let lifecycle: String = r.get(5);
+            let reg = Registration {
+                id: DeviceId::parse(&id).map_err(c)?,
+                model: Model::parse(r.get(1)).map_err(c)?,
+                province: ProvinceCode::parse(r.get(2)).map_err(c)?,
+                county: county
+                    .as_deref()
+                    .map(CountyCode::parse)
+                    .transpose()
+                    .map_err(c)?,
+                station: station
+                    .as_deref()
+                    .map(StationId::parse)
+                    .transpose()
+                    .map_err(c)?,
+                lifecycle: Lifecycle::parse(&lifecycle)
+                    .ok_or_else(|| corrupt("devices", format!("{id}: lifecycle {lifecycle}")))?,
+                registered_at_ms: to_u64(r.get(6)),
+            };
+            let presence: Option<String> = r.get(8);
+            let state: Option<String> = r.get(9);
+            let health: Option<String> = r.get(10);
+            let json_err = |e: serde_json::Error| corrupt("device_status", format!("{id}: {e}"));
+            let status = Status {
+                last_seen_ms: r.get::<Option<i64>, _>(7).map(to_u64),
+                presence: match presence.as_deref() {
+                    Some("online") => Some(PresenceStatus::Online),
+                    Some("offline") => Some(PresenceStatus::Offline),
+                    _ => None,
+                },
+                state: state
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(json_err)?,
+                health: health
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(json_err)?,
+                health_at_ms: r.get::<Option<i64>, _>(11).map(to_u64),
+            };
+            out.push((reg, status));
+        }
+        Ok(out)
+    }
+
+    pub async fn recent_events(
+        &self,
+        device: &DeviceId,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, received_ms, kind, body_json FROM events
+             WHERE device = ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(device.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let body: String = r.get(4);
+                Ok(StoredEvent {
+                    seq: to_u64(r.get(0)),
+                    at_ms: to_u64(r.get(1)),
+                    received_ms: to_u64(r.get(2)),
+                    kind: r.get(3),
+                    event: serde_json::from_str(&body).map_err(|e| corrupt("events", e))?,
+                })
+            })
+            .collect()
+    }
+
+    /// One transaction for a whole batch of reported data.
+    pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (id, s) in &batch.statuses {
+            sqlx::query(
+                "INSERT INTO device_status (id, last_seen_ms, presence, state_json, health_json, health_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT(id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
+                   presence = excluded.presence, state_json = excluded.state_json,
+                   health_json = excluded.health_json, health_at_ms = excluded.health_at_ms",
+            )
+            .bind(id.as_str())
+            .bind(s.last_seen_ms.map(to_i64))
+            .bind(s.presence.map(|p| match p {
+                PresenceStatus::Online => "online",
+                PresenceStatus::Offline => "offline",
+            }))
+            .bind(s.state.as_ref().map(|v| serde_json::to_string(v).expect("state serializes")))
+            .bind(s.health.as_ref().map(|v| serde_json::to_string(v).expect("health serializes")))
+            .bind(s.health_at_ms.map(to_i64))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (id, e, received_ms) in &batch.events {
+            let body = serde_json::to_value(&e.kind).expect("event serializes");
+            let kind = match &body {
+                serde_json::Value::Object(m) => m.keys().next().cloned().unwrap_or_default(),
+                serde_json::Value::String(s) => s.clone(),
+                _ => String::new(),
+            };
+            sqlx::query(
+                "INSERT INTO events (device, seq, at_ms, received_ms, kind, body_json)
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device, seq) DO NOTHING",
+            )
+            .bind(id.as_str())
+            .bind(to_i64(e.seq))
+            .bind(to_i64(e.at_ms))
+            .bind(to_i64(*received_ms))
+            .bind(kind)
+            .bind(body.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// What the ingest hands to the writer.
+#[derive(Debug)]
+pub enum WriteOp {
+    Status(DeviceId, Box<Status>),
+    Event(DeviceId, Event, u64),
+}
+
+/// A batch, statuses coalesced per device (only the newest is written).
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub statuses: HashMap<DeviceId, Status>,
+    pub events: Vec<(DeviceId, Event, u64)>,
+}
+
+impl Batch {
+    pub fn push(&mut self, op: WriteOp) {
+        match op {
+            WriteOp::Status(id, s) => {
+                self.statuses.insert(id, *s);
+            }
+            WriteOp::Event(id, e, at) => self.events.push((id, e, at)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.statuses.len() + self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Batching knobs of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub max_batch: usize,
+    pub max_delay: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 5_000,
+            max_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Collect ops into batches (up to `max_batch` or `max_delay` after the
+/// first) and write each in one transaction. Ends, after writing what it
+/// has, when every sender is gone.
+pub fn spawn_writer(
+    store: Store,
+    mut rx: mpsc::Receiver<WriteOp>,
+    cfg: WriterConfig,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = Batch::default();
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + cfg.max_delay;
+            while batch.len() < cfg.max_batch {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(op)) => batch.push(op),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let mut attempt = 0;
+            loop {
+                match store.write_batch(&batch).await {
+                    Ok(()) => {
+                        metrics::counter!("fleet_store_batches_total").increment(1);
+                        break;
+                    }
+                    Err(e) if attempt < 3 => {
+                        attempt += 1;
+                        warn!(error = %e, attempt, "store write failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                    }
+                    Err(e) => {
+                        metrics::counter!("fleet_store_errors_total").increment(1);
+                        error!(error = %e, statuses = batch.statuses.len(), events = batch.events.len(),
+                            "store write failed; the in-memory fleet keeps the latest status and the next report is written again");
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+impl FromStr for Lifecycle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Lifecycle::parse(s).ok_or_else(|| format!("unknown lifecycle state {s:?}"))
+    }
+}
