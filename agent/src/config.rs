@@ -201,6 +201,7 @@ impl AgentConfig {
             },
             checks_interval: Duration::from_secs(checks_interval),
             seq: SeqStore::file(self.device.state_dir.join("event-seq")),
+            state_sent: None,
         })
     }
 }

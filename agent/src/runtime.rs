@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_protocol::{
@@ -14,7 +15,7 @@ use fleet_protocol::{
 };
 use rand::{rngs::SmallRng, SeedableRng};
 use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -49,6 +50,9 @@ pub struct RuntimeConfig {
     pub health: HealthPolicy,
     pub checks_interval: Duration,
     pub seq: SeqStore,
+    /// Signalled each time a state message is handed to the broker (the
+    /// simulator and tests wait on it).
+    pub state_sent: Option<Arc<Notify>>,
 }
 
 /// Where the next event sequence number lives: a small file on a device,
@@ -160,6 +164,9 @@ impl<H: Hardware> Agent<H> {
         let state = self.current_state();
         if self.state.needs_send(&state) && self.publish(Payload::State(state.clone())) {
             self.state.sent(state);
+            if let Some(n) = &self.cfg.state_sent {
+                n.notify_one();
+            }
         }
     }
 
@@ -206,6 +213,8 @@ impl<H: Hardware> Agent<H> {
         self.state.connection_established();
         self.send_state_if_changed();
         self.flush_events();
+        // A fresh sample right away (sent if none went out yet, or if due).
+        self.on_health_tick();
     }
 
     fn on_health_tick(&mut self) {

@@ -172,9 +172,19 @@ impl Client {
             Some(RequestBody::Text(t)) => req.header("content-type", "text/csv").body(t),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| CtlError::Connect {
-            url: url.clone(),
-            reason: e.without_url().to_string(),
+        let resp = req.send().await.map_err(|e| {
+            // The innermost cause says what happened ("Connection refused").
+            let e = e.without_url();
+            let mut reason = e.to_string();
+            let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                reason = c.to_string();
+                cause = c.source();
+            }
+            CtlError::Connect {
+                url: url.clone(),
+                reason,
+            }
         })?;
         let status = resp.status();
         let text = resp

@@ -123,12 +123,13 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 retry = Duration::from_millis(100);
                 info!(session_present = ack.session_present, broker = %format!("{}:{}", cfg.host, cfg.port), "ingest connected");
-                if !ack.session_present {
-                    if let Err(e) =
-                        client.try_subscribe(Topic::controller_shared_filter(), QoS::AtLeastOnce)
-                    {
-                        warn!(error = %e, "cannot subscribe");
-                    }
+                // Subscribe on every connection: Mosquitto does not always
+                // restore a shared subscription from its persistence file,
+                // and subscribing again is harmless.
+                if let Err(e) =
+                    client.try_subscribe(Topic::controller_shared_filter(), QoS::AtLeastOnce)
+                {
+                    warn!(error = %e, "cannot subscribe");
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {

@@ -25,14 +25,27 @@ async fn test_app() -> TestApp {
     let state = AppState {
         fleet: Arc::clone(&fleet),
         store,
-        broker: BrokerInfo { host: "127.0.0.1".into(), port: 1 },
+        broker: BrokerInfo {
+            host: "127.0.0.1".into(),
+            port: 1,
+        },
         metrics: crate::metrics_handle(),
     };
-    TestApp { router: app(state), fleet, _dir: dir }
+    TestApp {
+        router: app(state),
+        fleet,
+        _dir: dir,
+    }
 }
 
 impl TestApp {
-    async fn call(&self, method: &str, uri: &str, body: Option<Body>, ctype: &str) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Body>,
+        ctype: &str,
+    ) -> (StatusCode, Value) {
         let req = Request::builder()
             .method(method)
             .uri(uri)
@@ -42,17 +55,30 @@ impl TestApp {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, value)
     }
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
         self.call("GET", uri, None, "application/json").await
     }
     async fn json(&self, method: &str, uri: &str, v: Value) -> (StatusCode, Value) {
-        self.call(method, uri, Some(Body::from(v.to_string())), "application/json").await
+        self.call(
+            method,
+            uri,
+            Some(Body::from(v.to_string())),
+            "application/json",
+        )
+        .await
     }
     async fn csv(&self, text: &str) -> (StatusCode, Value) {
-        self.call("POST", "/api/v1/registry/import", Some(Body::from(text.to_owned())), "text/csv").await
+        self.call(
+            "POST",
+            "/api/v1/registry/import",
+            Some(Body::from(text.to_owned())),
+            "text/csv",
+        )
+        .await
     }
 }
 
@@ -71,7 +97,12 @@ async fn registry_import_reports_bad_lines_and_imports_nothing() {
     let bad = format!("{REGISTRY}IR-99,IR-99-X,Nowhere,ST-4,\nIR-02,IR-23-TEH,Tehran,ST-5,\n");
     let (status, body) = app.csv(&bad).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let lines: Vec<u64> = body["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
+    let lines: Vec<u64> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
     assert_eq!(lines, vec![5, 6]);
     let (_, counties) = app.get("/api/v1/registry/counties").await;
     assert_eq!(counties.as_array().unwrap().len(), 0, "nothing imported");
@@ -88,16 +119,25 @@ async fn registration_is_validated_all_or_nothing() {
     let app = test_app().await;
     app.csv(REGISTRY).await;
     let (status, body) = app
-        .json("POST", "/api/v1/devices", json!({ "devices": [
-            dev("BB-1", "IR-23", Some("IR-23-TEH")),
-            dev("BB-2", "IR-23", Some("IR-02-SARI")),
-            dev("BB-3", "IR-23", Some("IR-23-NOPE")),
-            dev("bad/id", "IR-23", None),
-            { "id": "BB-5", "model": "ballot-box-v2", "province": "IR-02", "station": "ST-1" },
-        ]}))
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [
+                dev("BB-1", "IR-23", Some("IR-23-TEH")),
+                dev("BB-2", "IR-23", Some("IR-02-SARI")),
+                dev("BB-3", "IR-23", Some("IR-23-NOPE")),
+                dev("bad/id", "IR-23", None),
+                { "id": "BB-5", "model": "ballot-box-v2", "province": "IR-02", "station": "ST-1" },
+            ]}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let idx: Vec<u64> = body["errors"].as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    let idx: Vec<u64> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(idx, vec![1, 2, 3, 4], "{body}");
     assert!(app.fleet.read().unwrap().is_empty());
 
@@ -118,12 +158,16 @@ async fn registration_is_validated_all_or_nothing() {
 async fn readiness_lists_every_province_and_adds_up() {
     let app = test_app().await;
     app.csv(REGISTRY).await;
-    app.json("POST", "/api/v1/devices", json!({ "devices": [
-        dev("BB-1", "IR-23", Some("IR-23-TEH")),
-        dev("BB-2", "IR-23", Some("IR-23-RAY")),
-        dev("BB-3", "IR-23", None),
-        dev("BB-4", "IR-02", Some("IR-02-SARI")),
-    ]}))
+    app.json(
+        "POST",
+        "/api/v1/devices",
+        json!({ "devices": [
+            dev("BB-1", "IR-23", Some("IR-23-TEH")),
+            dev("BB-2", "IR-23", Some("IR-23-RAY")),
+            dev("BB-3", "IR-23", None),
+            dev("BB-4", "IR-02", Some("IR-02-SARI")),
+        ]}),
+    )
     .await;
     let (status, rows) = app.get("/api/v1/readiness").await;
     assert_eq!(status, StatusCode::OK);
@@ -132,11 +176,22 @@ async fn readiness_lists_every_province_and_adds_up() {
     let total: u64 = rows.iter().map(|r| r["total"].as_u64().unwrap()).sum();
     assert_eq!(total, 4);
     let teh = rows.iter().find(|r| r["province"] == "IR-23").unwrap();
-    assert_eq!(teh["reasons"], json!({ "never-seen": 2, "not-enrolled": 1 }));
+    assert_eq!(
+        teh["reasons"],
+        json!({ "never-seen": 2, "not-enrolled": 1 })
+    );
 
     let (_, rows) = app.get("/api/v1/readiness?by=county&province=IR-23").await;
-    let counties: Vec<Value> = rows.as_array().unwrap().iter().map(|r| r["county"].clone()).collect();
-    assert_eq!(counties, vec![Value::Null, json!("IR-23-RAY"), json!("IR-23-TEH")]);
+    let counties: Vec<Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["county"].clone())
+        .collect();
+    assert_eq!(
+        counties,
+        vec![Value::Null, json!("IR-23-RAY"), json!("IR-23-TEH")]
+    );
 
     let (status, body) = app.get("/api/v1/readiness?by=planet").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -149,15 +204,27 @@ async fn readiness_lists_every_province_and_adds_up() {
 async fn device_list_filters_and_pages() {
     let app = test_app().await;
     app.csv(REGISTRY).await;
-    let devices: Vec<Value> = (0..25).map(|i| dev(&format!("BB-{i:02}"), "IR-23", Some("IR-23-TEH"))).collect();
-    app.json("POST", "/api/v1/devices", json!({ "devices": devices })).await;
-    let (_, page) = app.get("/api/v1/devices?province=IR-23&per_page=10&page=3").await;
+    let devices: Vec<Value> = (0..25)
+        .map(|i| dev(&format!("BB-{i:02}"), "IR-23", Some("IR-23-TEH")))
+        .collect();
+    app.json("POST", "/api/v1/devices", json!({ "devices": devices }))
+        .await;
+    let (_, page) = app
+        .get("/api/v1/devices?province=IR-23&per_page=10&page=3")
+        .await;
     assert_eq!(page["total"], 25);
-    let ids: Vec<&str> = page["items"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["BB-20", "BB-21", "BB-22", "BB-23", "BB-24"]);
     let (_, none) = app.get("/api/v1/devices?province=IR-02").await;
     assert_eq!(none["total"], 0);
-    let (_, never) = app.get("/api/v1/devices?readiness=never-seen&per_page=1").await;
+    let (_, never) = app
+        .get("/api/v1/devices?readiness=never-seen&per_page=1")
+        .await;
     assert_eq!(never["total"], 25);
     let (status, body) = app.get("/api/v1/devices?readiness=sleepy").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -170,18 +237,39 @@ async fn device_list_filters_and_pages() {
 #[tokio::test]
 async fn baselines_and_metrics() {
     let app = test_app().await;
-    let (status, body) = app.json("PUT", "/api/v1/baselines/ballot-box-v2", json!({ "version": "2.4.0" })).await;
+    let (status, body) = app
+        .json(
+            "PUT",
+            "/api/v1/baselines/ballot-box-v2",
+            json!({ "version": "2.4.0" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, all) = app.get("/api/v1/baselines").await;
     assert_eq!(all, json!({ "ballot-box-v2": "2.4.0" }));
-    let (status, _) = app.json("PUT", "/api/v1/baselines/ballot-box-v2", json!({ "version": "two" })).await;
+    let (status, _) = app
+        .json(
+            "PUT",
+            "/api/v1/baselines/ballot-box-v2",
+            json!({ "version": "two" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = app.json("PUT", "/api/v1/baselines/Bad%20Model", json!({ "version": "1.0.0" })).await;
+    let (status, _) = app
+        .json(
+            "PUT",
+            "/api/v1/baselines/Bad%20Model",
+            json!({ "version": "1.0.0" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let (status, text) = app.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let text = text.as_str().unwrap();
-    assert!(text.contains("fleet_devices{province=\"IR-23\",readiness=\"ready\"}"), "{text}");
+    assert!(
+        text.contains("fleet_devices{province=\"IR-23\",readiness=\"ready\"}"),
+        "{text}"
+    );
     assert!(!text.contains("device=\""), "no per-device labels");
 }

@@ -43,7 +43,10 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("FLEET_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -1,0 +1,337 @@
+//! Bench mode: start a real controller (and, for the agent bench, a real
+//! agent process), drive it, and print measured figures. Targets are
+//! checked by reading these figures, never by a timed test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use fleet_protocol::{DeviceId, Envelope, Payload};
+use serde_json::json;
+
+use crate::plan::{Plan, PlanConfig, MODELS};
+use crate::run::{self, Api, RunConfig};
+
+/// A binary next to this one (same cargo profile directory), or `explicit`.
+pub fn sibling_bin(name: &str, explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name(name);
+    if !p.is_file() {
+        bail!(
+            "{} not found; build it (cargo build --release --bins) or pass its path",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// A controller process on a temporary data dir, stopped on drop.
+pub struct ControllerProc {
+    child: Child,
+    pub api: String,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl ControllerProc {
+    pub fn start(bin: &Path) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--data-dir"])
+            .arg(data_dir.path())
+            .args(["--http", "127.0.0.1:0"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stderr = child.stderr.take().context("stderr is piped")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains("ready: api http://") {
+                    let _ = tx.send(line);
+                    sent = true;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("the controller did not become ready within 30 s")?;
+        let api = line
+            .split("api ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .context("unexpected ready line")?
+            .to_owned();
+        Ok(Self {
+            child,
+            api,
+            data_dir,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn broker_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir.path().join("mosquitto/mosquitto.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for ControllerProc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("odd /proc stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks / clock_ticks())
+}
+
+/// Resident memory in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+async fn ingested(api: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{api}/metrics")).await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("fleet_ingest_messages_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+async fn set_baselines(api: &Api) -> anyhow::Result<()> {
+    for (model, baseline, _) in MODELS {
+        let url = format!("{}/api/v1/baselines/{model}", api_base(api));
+        let resp = reqwest::Client::new()
+            .put(&url)
+            .json(&json!({ "version": baseline }))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("cannot set baseline of {model}: {}", resp.status());
+        }
+    }
+    Ok(())
+}
+
+fn api_base(api: &Api) -> &str {
+    api.base()
+}
+
+pub struct IngestBench {
+    pub devices: usize,
+    pub health_every: Duration,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub controller_bin: Option<PathBuf>,
+}
+
+pub async fn ingest(b: IngestBench) -> anyhow::Result<()> {
+    let bin = sibling_bin("fleet-controller", b.controller_bin)?;
+    let ctl = ControllerProc::start(&bin)?;
+    let api = Api::new(&ctl.api)?;
+    set_baselines(&api).await?;
+    let plan = Plan::new(&PlanConfig {
+        devices: b.devices,
+        ..PlanConfig::default()
+    })?;
+    run::register(&api, &plan, true).await?;
+    let (host, port) = run::broker_address(&api).await?;
+    let cfg = RunConfig {
+        controller: ctl.api.clone(),
+        health_every: b.health_every,
+        keep_alive: Duration::from_secs(60),
+        checks_every: Duration::from_secs(300),
+        connect_rate: 500,
+        backoff_max: Duration::from_secs(10),
+        show_progress: true,
+    };
+    let started = Instant::now();
+    let (fleet, reported) = run::start(&plan, &cfg, &host, port, Duration::from_secs(120)).await?;
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(b.warmup).await;
+
+    let pid = ctl.pid();
+    let (cpu0, msgs0, t0) = (cpu_seconds(pid)?, ingested(&ctl.api).await?, Instant::now());
+    let broker_cpu0 = ctl.broker_pid().map(cpu_seconds).transpose()?;
+    tokio::time::sleep(b.duration).await;
+    let (cpu1, msgs1, secs) = (
+        cpu_seconds(pid)?,
+        ingested(&ctl.api).await?,
+        t0.elapsed().as_secs_f64(),
+    );
+    let broker_cpu1 = ctl.broker_pid().map(cpu_seconds).transpose()?;
+    let rss = rss_kib(pid)?;
+
+    println!(
+        "ingest bench: {} devices, health every {} s",
+        b.devices,
+        b.health_every.as_secs()
+    );
+    println!("  devices that reported state:  {reported} of {} (connect + first state in {connect_secs:.1} s)", b.devices);
+    println!(
+        "  messages ingested:            {:.0} in {secs:.1} s = {:.1} msg/s",
+        msgs1 - msgs0,
+        (msgs1 - msgs0) / secs
+    );
+    println!(
+        "  controller CPU:               {:.2} % of one core",
+        (cpu1 - cpu0) / secs * 100.0
+    );
+    if let (Some(a), Some(z)) = (broker_cpu0, broker_cpu1) {
+        println!(
+            "  mosquitto CPU:                {:.2} % of one core",
+            (z - a) / secs * 100.0
+        );
+    }
+    println!(
+        "  controller resident memory:   {:.1} MiB",
+        rss as f64 / 1024.0
+    );
+    fleet.stop().await;
+    Ok(())
+}
+
+pub struct AgentBench {
+    pub duration: Duration,
+    pub controller_bin: Option<PathBuf>,
+    pub agent_bin: Option<PathBuf>,
+}
+
+pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
+    let ctl_bin = sibling_bin("fleet-controller", b.controller_bin)?;
+    let agent_bin = sibling_bin("fleet-agent", b.agent_bin)?;
+    let ctl = ControllerProc::start(&ctl_bin)?;
+    let api = Api::new(&ctl.api)?;
+    set_baselines(&api).await?;
+    let plan = Plan::new(&PlanConfig {
+        devices: 1,
+        provinces: vec![fleet_protocol::ProvinceCode::parse("IR-23")?],
+        offline_share: 0.0,
+        failing_share: 0.0,
+        outdated_share: 0.0,
+        seed: 1,
+    })?;
+    run::register(&api, &plan, false).await?;
+    let (host, port) = run::broker_address(&api).await?;
+    let d = &plan.devices[0];
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("firmware-version"), d.firmware.as_str())?;
+    let conf = dir.path().join("agent.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[device]\nid = \"{}\"\nmodel = \"{}\"\nfirmware_version_file = \"{}\"\nstate_dir = \"{}\"\n\
+             [mqtt]\nhost = \"{host}\"\nport = {port}\n\
+             [health]\nsample_secs = 15\nreport_secs = 60\n\
+             [checks]\ninterval_secs = 60\n[[checks.list]]\nname = \"printer\"\ncommand = [\"true\"]\n",
+            d.id,
+            d.model,
+            dir.path().join("firmware-version").display(),
+            dir.path().join("state").display()
+        ),
+    )?;
+    let mut child = Command::new(&agent_bin)
+        .args(["run", "--config"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", agent_bin.display()))?;
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let detail = api.get(&format!("/api/v1/devices/{}", d.id)).await?;
+    let readiness = detail["device"]["readiness"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    let (cpu0, t0) = (cpu_seconds(pid)?, Instant::now());
+    let mut peak = 0;
+    while t0.elapsed() < b.duration {
+        peak = peak.max(rss_kib(pid)?);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let cpu1 = cpu_seconds(pid)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let rss = rss_kib(pid)?;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut hw = fleet_agent::SystemHardware::new(d.firmware.clone(), "/".into(), vec![], vec![]);
+    let mut h = fleet_agent::Hardware::sample(&mut hw);
+    h.clock_offset_ms = Some(-1250);
+    let env = Envelope::new(
+        DeviceId::parse("BB-23-000123")?,
+        fleet_agent::unix_ms(),
+        Payload::Health(h),
+    );
+    let cbor = env.to_cbor()?.len();
+    let json = serde_json::to_string(&env)?.len();
+    let size = std::fs::metadata(&agent_bin)?.len();
+
+    println!(
+        "agent bench: {} ({:.2} MB on disk)",
+        agent_bin.display(),
+        size as f64 / 1_000_000.0
+    );
+    println!("  readiness seen by the controller: {readiness}");
+    println!(
+        "  resident memory: {:.2} MiB now, {:.2} MiB peak over {secs:.0} s",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    println!(
+        "  CPU while idle and reporting: {:.3} % of one core",
+        (cpu1 - cpu0) / secs * 100.0
+    );
+    println!("  health message: {cbor} bytes CBOR, {json} bytes JSON (device id BB-23-000123)");
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! fleet-sim: a simulated fleet of real agents (the `fleet-agent` library
+//! with simulated hardware), each its own MQTT client against the real
+//! broker. It drives the quick start, the end-to-end tests and the benchmarks.
+//!
+//! - [`plan`]: which devices, where, in which condition; and the readiness
+//!   that must follow (pure).
+//! - [`hardware`]: simulated metrics and checks.
+//! - [`run`]: register through the HTTP API, then run the agents.
+//! - [`bench`]: measured figures for the controller and the agent.
+
+pub mod bench;
+pub mod hardware;
+pub mod plan;
+pub mod run;

@@ -1,0 +1,243 @@
+//! `fleet-sim`: parse arguments, start tracing, run, plan or bench.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fleet_protocol::ProvinceCode;
+use fleet_sim::plan::{Plan, PlanConfig};
+use fleet_sim::run::{self, Api, RunConfig};
+
+#[derive(Parser)]
+#[command(name = "fleet-sim", version, about = "Sandogh simulated fleet")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct PlanArgs {
+    /// Number of simulated devices.
+    #[arg(long, default_value_t = 2000)]
+    devices: usize,
+    /// Seed: the same seed gives the same fleet.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Comma-separated province codes (default: all 31, weighted by population).
+    #[arg(long, value_delimiter = ',')]
+    provinces: Vec<String>,
+    /// Share of devices that report once and then power off.
+    #[arg(long, default_value_t = 0.04)]
+    offline_share: f64,
+    /// Share of devices whose printer check fails.
+    #[arg(long, default_value_t = 0.03)]
+    failing_share: f64,
+    /// Share of devices on the previous firmware.
+    #[arg(long, default_value_t = 0.08)]
+    outdated_share: f64,
+}
+
+impl PlanArgs {
+    fn plan(&self) -> anyhow::Result<Plan> {
+        let provinces = self
+            .provinces
+            .iter()
+            .map(|p| ProvinceCode::parse(p.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Plan::new(&PlanConfig {
+            devices: self.devices,
+            seed: self.seed,
+            provinces,
+            offline_share: self.offline_share,
+            failing_share: self.failing_share,
+            outdated_share: self.outdated_share,
+        })?)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Register the simulated fleet with the controller and run it until stopped.
+    Run {
+        /// Controller base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        controller: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Seconds between health reports.
+        #[arg(long, default_value_t = 60)]
+        health_secs: u64,
+        /// MQTT keep-alive seconds (the broker's last will fires after 1.5x).
+        #[arg(long, default_value_t = 30)]
+        keep_alive_secs: u64,
+        /// Seconds between check runs.
+        #[arg(long, default_value_t = 60)]
+        checks_secs: u64,
+        /// New MQTT connections per second while coming up.
+        #[arg(long, default_value_t = 500)]
+        connect_rate: u32,
+    },
+    /// Print the fleet a seed gives and the readiness it must produce.
+    Plan {
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Measure the controller or the agent and print the figures.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Controller CPU and memory with N devices reporting health on a timer.
+    Ingest {
+        #[arg(long, default_value_t = 2000)]
+        devices: usize,
+        #[arg(long, default_value_t = 10)]
+        health_secs: u64,
+        #[arg(long, default_value_t = 15)]
+        warmup_secs: u64,
+        #[arg(long, default_value_t = 60)]
+        duration_secs: u64,
+        #[arg(long)]
+        controller_bin: Option<PathBuf>,
+    },
+    /// One real fleet-agent process: resident memory, CPU, message sizes.
+    Agent {
+        #[arg(long, default_value_t = 60)]
+        duration_secs: u64,
+        #[arg(long)]
+        controller_bin: Option<PathBuf>,
+        /// The agent binary to measure (e.g. target/agent/fleet-agent).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLEET_LOG")
+                .unwrap_or_else(|_| "info,fleet_agent=warn".into()),
+        )
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::warn!("a TLS crypto provider was already installed");
+    }
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        Cmd::Plan { plan, output } => {
+            let p = plan.plan()?;
+            let rows = p.expected();
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Table => {
+                    println!("{:<8} {:>6} {:>6}  reasons", "PROVINCE", "TOTAL", "READY");
+                    for r in rows {
+                        println!(
+                            "{:<8} {:>6} {:>6}  {:?}",
+                            r.province, r.total, r.ready, r.reasons
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Run {
+            controller,
+            plan,
+            health_secs,
+            keep_alive_secs,
+            checks_secs,
+            connect_rate,
+        } => rt.block_on(async move {
+            let p = plan.plan()?;
+            let api = Api::new(&controller)?;
+            let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            run::register(&api, &p, show).await?;
+            let (host, port) = run::broker_address(&api).await?;
+            let cfg = RunConfig {
+                controller,
+                health_every: Duration::from_secs(health_secs.max(1)),
+                keep_alive: Duration::from_secs(keep_alive_secs.max(1)),
+                checks_every: Duration::from_secs(checks_secs.max(1)),
+                connect_rate,
+                backoff_max: Duration::from_secs(10),
+                show_progress: show,
+            };
+            let (fleet, reported) =
+                run::start(&p, &cfg, &host, port, Duration::from_secs(120)).await?;
+            tracing::info!(
+                devices = p.devices.len(),
+                reported,
+                broker = %format!("{host}:{port}"),
+                "simulated fleet running; Ctrl-C stops it"
+            );
+            shutdown_signal().await;
+            tracing::info!("stopping the simulated fleet");
+            fleet.stop().await;
+            Ok(())
+        }),
+        Cmd::Bench { what } => rt.block_on(async move {
+            match what {
+                BenchCmd::Ingest {
+                    devices,
+                    health_secs,
+                    warmup_secs,
+                    duration_secs,
+                    controller_bin,
+                } => {
+                    fleet_sim::bench::ingest(fleet_sim::bench::IngestBench {
+                        devices,
+                        health_every: Duration::from_secs(health_secs.max(1)),
+                        warmup: Duration::from_secs(warmup_secs),
+                        duration: Duration::from_secs(duration_secs.max(1)),
+                        controller_bin,
+                    })
+                    .await
+                }
+                BenchCmd::Agent {
+                    duration_secs,
+                    controller_bin,
+                    agent_bin,
+                } => {
+                    fleet_sim::bench::agent(fleet_sim::bench::AgentBench {
+                        duration: Duration::from_secs(duration_secs.max(1)),
+                        controller_bin,
+                        agent_bin,
+                    })
+                    .await
+                }
+            }
+        }),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Linux");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
