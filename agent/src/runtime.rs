@@ -121,6 +121,8 @@ struct Agent<H: Hardware> {
     config_rev: u32,
     clock_offset_ms: Option<i64>,
     pending_events: VecDeque<Event>,
+    /// The current connection's id, also in its last will.
+    session: u64,
 }
 
 impl<H: Hardware> Agent<H> {
@@ -209,6 +211,7 @@ impl<H: Hardware> Agent<H> {
         self.publish(Payload::Presence(Presence {
             status: PresenceStatus::Online,
             agent: agent_version(),
+            session: Some(self.session),
         }));
         self.state.connection_established();
         self.send_state_if_changed();
@@ -317,25 +320,31 @@ impl<H: Hardware> Agent<H> {
     }
 }
 
-fn mqtt_options(cfg: &RuntimeConfig) -> Result<MqttOptions, RuntimeError> {
-    let mut opts = MqttOptions::new(cfg.device.as_str(), &cfg.link.host, cfg.link.port);
-    opts.set_keep_alive(cfg.link.keep_alive)
-        .set_clean_session(false)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+/// The last will for the connection identified by `session`.
+fn last_will(device: &fleet_protocol::DeviceId, session: u64) -> Result<LastWill, RuntimeError> {
     let will = Envelope::new(
-        cfg.device.clone(),
-        unix_ms(),
+        device.clone(),
+        session,
         Payload::Presence(Presence {
             status: PresenceStatus::Offline,
             agent: agent_version(),
+            session: Some(session),
         }),
     );
-    opts.set_last_will(LastWill::new(
+    Ok(LastWill::new(
         will.topic().to_string(),
         will.to_cbor()?,
         QoS::AtLeastOnce,
         true,
-    ));
+    ))
+}
+
+fn mqtt_options(cfg: &RuntimeConfig, session: u64) -> Result<MqttOptions, RuntimeError> {
+    let mut opts = MqttOptions::new(cfg.device.as_str(), &cfg.link.host, cfg.link.port);
+    opts.set_keep_alive(cfg.link.keep_alive)
+        .set_clean_session(false)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_last_will(last_will(&cfg.device, session)?);
     Ok(opts)
 }
 
@@ -345,7 +354,8 @@ pub async fn run<H: Hardware>(
     hw: H,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
-    let opts = mqtt_options(&cfg)?;
+    let session = unix_ms();
+    let opts = mqtt_options(&cfg, session)?;
     let (client, mut eventloop) = AsyncClient::new(opts, CLIENT_CAPACITY);
     let mut backoff = Backoff::new(cfg.link.backoff_base, cfg.link.backoff_max);
     let mut rng = SmallRng::from_entropy();
@@ -369,6 +379,7 @@ pub async fn run<H: Hardware>(
         config_rev: 0,
         clock_offset_ms: None,
         pending_events: VecDeque::new(),
+        session,
     };
     let firmware = agent.hw.firmware();
     agent.push_event(EventKind::Boot { firmware });
@@ -405,6 +416,11 @@ pub async fn run<H: Hardware>(
                         () = tokio::time::sleep(delay) => {}
                         () = &mut shutdown => break,
                     }
+                    // The next connection is a new session with its own will.
+                    agent.session = unix_ms().max(agent.session + 1);
+                    eventloop
+                        .mqtt_options
+                        .set_last_will(last_will(&agent.cfg.device, agent.session)?);
                 }
             },
             _ = health_tick.tick() => agent.on_health_tick(),
@@ -420,6 +436,7 @@ pub async fn run<H: Hardware>(
         agent.publish(Payload::Presence(Presence {
             status: PresenceStatus::Offline,
             agent: agent_version(),
+            session: Some(agent.session),
         }));
         let _ = agent.client.try_disconnect();
         // Drive the connection until the offline presence and DISCONNECT are out.

@@ -28,7 +28,9 @@ CREATE TABLE device_status (
     id              TEXT PRIMARY KEY REFERENCES devices(id),
     last_seen_ms    INTEGER,
     presence        TEXT,                  -- online | offline
+    session         INTEGER,               -- connection id of the last online presence
     state_json      TEXT,                  -- last State message (JSON form)
+    state_sent_at_ms INTEGER,              -- the device's clock when it sent that state
     health_json     TEXT,                  -- last Health message (JSON form)
     health_at_ms    INTEGER
 );

@@ -85,6 +85,10 @@ fn running_as_root() -> bool {
 }
 
 /// The config file Mosquitto runs with. Written anew at every start.
+///
+/// The queue limit is per client and must hold a whole fleet reconnecting at
+/// once for the controller (Mosquitto drops QoS 1 messages past it without a
+/// word); devices themselves are only ever sent a handful of messages.
 pub fn render_config(dir: &Path, port: u16) -> String {
     // Started by root, Mosquitto would drop to the `mosquitto` user and lose
     // access to the controller's data directory; it runs as the controller's
@@ -100,7 +104,8 @@ pub fn render_config(dir: &Path, port: u16) -> String {
          persistence_location {dir}/\n\
          autosave_interval 30\n\
          max_packet_size 16384\n\
-         max_queued_messages 1000\n\
+         max_inflight_messages 1000\n\
+         max_queued_messages 1000000\n\
          pid_file {dir}/mosquitto.pid\n\
          log_dest file {dir}/mosquitto.log\n\
          log_type error\n\

@@ -54,6 +54,12 @@ pub struct Registration {
 pub struct Status {
     pub last_seen_ms: Option<u64>,
     pub presence: Option<PresenceStatus>,
+    /// The connection id of the last accepted presence (see `Presence::session`).
+    #[serde(default)]
+    pub session: Option<u64>,
+    /// The device's clock when it sent the state held here.
+    #[serde(default)]
+    pub state_sent_at_ms: Option<u64>,
     pub state: Option<State>,
     pub health: Option<Health>,
     pub health_at_ms: Option<u64>,
@@ -93,6 +99,8 @@ pub struct Observed {
     pub event: Option<Event>,
     pub reason_before: Option<Reason>,
     pub reason_after: Option<Reason>,
+    /// An outdated last will, ignored.
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -263,13 +271,47 @@ impl Fleet {
         d.status.last_seen_ms = Some(now_ms);
         match &env.payload {
             Payload::Presence(p) => {
-                out.came_online = p.status == PresenceStatus::Online;
-                d.status.presence = Some(p.status);
+                // Order presences by (connection, online before offline): a
+                // redelivered or late message of an older connection, or an
+                // "online" redelivered after that connection's "offline",
+                // must not undo what is known.
+                let key = |session: u64, status: PresenceStatus| {
+                    (session, status == PresenceStatus::Offline)
+                };
+                let stale = match (p.session, d.status.session, d.status.presence) {
+                    (Some(new), Some(old), Some(old_status)) => {
+                        key(new, p.status) < key(old, old_status)
+                    }
+                    _ => false,
+                };
+                if stale {
+                    out.stale = true;
+                } else {
+                    out.came_online = p.status == PresenceStatus::Online;
+                    d.status.presence = Some(p.status);
+                    d.status.session = p.session.or(d.status.session);
+                    if out.came_online
+                        && d.status
+                            .state_sent_at_ms
+                            .is_some_and(|t| t > env.sent_at_ms)
+                    {
+                        // The device's clock went back: start judging its
+                        // states' order afresh from this connection.
+                        d.status.state_sent_at_ms = Some(env.sent_at_ms);
+                    }
+                }
             }
             Payload::State(s) => {
-                // A device that reports is online, whatever an old will said.
-                d.status.presence = Some(PresenceStatus::Online);
-                d.status.state = Some(s.clone());
+                if d.status
+                    .state_sent_at_ms
+                    .is_some_and(|t| t > env.sent_at_ms)
+                {
+                    // Redelivered after a newer one: keep the newer.
+                    out.stale = true;
+                } else {
+                    d.status.state = Some(s.clone());
+                    d.status.state_sent_at_ms = Some(env.sent_at_ms);
+                }
             }
             Payload::Health(h) => {
                 d.status.health = Some(h.clone());

@@ -126,9 +126,10 @@ pub async fn run(
                 // Subscribe on every connection: Mosquitto does not always
                 // restore a shared subscription from its persistence file,
                 // and subscribing again is harmless.
-                if let Err(e) =
-                    client.try_subscribe(Topic::controller_shared_filter(), QoS::AtLeastOnce)
-                {
+                let filters = Topic::controller_shared_filters()
+                    .into_iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(filters) {
                     warn!(error = %e, "cannot subscribe");
                 }
             }
@@ -191,6 +192,10 @@ async fn handle_applied(
     observed: Observed,
 ) {
     let now = unix_ms();
+    if observed.stale {
+        metrics::counter!("fleet_ingest_stale_total").increment(1);
+        debug!(device = %env.device, kind = %env.payload.kind(), "message older than what is known ignored (late will or redelivery)");
+    }
     if let Some(event) = observed.event {
         let _ = writer
             .send(WriteOp::Event(env.device.clone(), event, now))

@@ -214,7 +214,7 @@ impl Store {
     pub async fn load_devices(&self) -> Result<Vec<(Registration, Status)>, StoreError> {
         let rows = sqlx::query(
             "SELECT d.id, d.model, d.province, d.county, d.station, d.lifecycle, d.registered_at,
-                    s.last_seen_ms, s.presence, s.state_json, s.health_json, s.health_at_ms
+                    s.last_seen_ms, s.presence, s.state_json, s.health_json, s.health_at_ms, s.session, s.state_sent_at_ms
              FROM devices d LEFT JOIN device_status s ON s.id = d.id",
         )
         .fetch_all(&self.pool)
@@ -266,6 +266,8 @@ impl Store {
                     .transpose()
                     .map_err(json_err)?,
                 health_at_ms: r.get::<Option<i64>, _>(11).map(to_u64),
+                session: r.get::<Option<i64>, _>(12).map(to_u64),
+                state_sent_at_ms: r.get::<Option<i64>, _>(13).map(to_u64),
             };
             out.push((reg, status));
         }
@@ -304,11 +306,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for (id, s) in &batch.statuses {
             sqlx::query(
-                "INSERT INTO device_status (id, last_seen_ms, presence, state_json, health_json, health_at_ms)
-                 VALUES (?, ?, ?, ?, ?, ?)
+                "INSERT INTO device_status (id, last_seen_ms, presence, state_json, health_json, health_at_ms, session, state_sent_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT(id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
                    presence = excluded.presence, state_json = excluded.state_json,
-                   health_json = excluded.health_json, health_at_ms = excluded.health_at_ms",
+                   health_json = excluded.health_json, health_at_ms = excluded.health_at_ms,
+                   session = excluded.session, state_sent_at_ms = excluded.state_sent_at_ms",
             )
             .bind(id.as_str())
             .bind(s.last_seen_ms.map(to_i64))
@@ -319,6 +322,8 @@ impl Store {
             .bind(s.state.as_ref().map(|v| serde_json::to_string(v).expect("state serializes")))
             .bind(s.health.as_ref().map(|v| serde_json::to_string(v).expect("health serializes")))
             .bind(s.health_at_ms.map(to_i64))
+            .bind(s.session.map(to_i64))
+            .bind(s.state_sent_at_ms.map(to_i64))
             .execute(&mut *tx)
             .await?;
         }

@@ -16,6 +16,12 @@ pub struct Presence {
     pub status: PresenceStatus,
     #[n(1)]
     pub agent: Version,
+    /// Which MQTT connection this is about: the agent's clock (Unix ms) when
+    /// it opened the connection. A last will from an older connection that
+    /// the broker delivers late carries a smaller value and is ignored.
+    #[n(2)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]

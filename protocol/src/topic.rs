@@ -135,6 +135,16 @@ impl Topic {
     pub fn controller_shared_filter() -> String {
         format!("$share/controllers/{DEV_PREFIX}+/+")
     }
+
+    /// The controllers' shared subscriptions to what agents publish only
+    /// (not the desired state and commands the controllers send themselves).
+    pub fn controller_shared_filters() -> Vec<String> {
+        TopicKind::ALL
+            .into_iter()
+            .filter(|k| k.from_agent())
+            .map(|k| format!("$share/controllers/{DEV_PREFIX}+/{k}"))
+            .collect()
+    }
 }
 
 impl fmt::Display for Topic {
@@ -180,6 +190,15 @@ mod tests {
         assert_eq!(
             Topic::controller_shared_filter(),
             "$share/controllers/fleet/v1/dev/+/+"
+        );
+        assert_eq!(
+            Topic::controller_shared_filters(),
+            [
+                "$share/controllers/fleet/v1/dev/+/presence",
+                "$share/controllers/fleet/v1/dev/+/state",
+                "$share/controllers/fleet/v1/dev/+/health",
+                "$share/controllers/fleet/v1/dev/+/events",
+            ]
         );
     }
 }

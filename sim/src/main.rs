@@ -58,8 +58,12 @@ impl PlanArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Output {
+    /// Expected readiness per province, for people.
     Table,
+    /// Expected readiness per province, as `fleetctl readiness --output json` prints it.
     Json,
+    /// Every planned device as CSV: id, model, province, county, station, firmware, condition.
+    Devices,
 }
 
 #[derive(Subcommand)]
@@ -151,6 +155,21 @@ fn main() -> anyhow::Result<()> {
             let rows = p.expected();
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Devices => {
+                    println!("id,model,province,county,station,firmware,condition");
+                    for d in &p.devices {
+                        println!(
+                            "{},{},{},{},{},{},{}",
+                            d.id,
+                            d.model,
+                            d.province,
+                            d.county,
+                            d.station,
+                            d.firmware,
+                            serde_json::to_value(d.condition)?.as_str().unwrap_or("")
+                        );
+                    }
+                }
                 Output::Table => {
                     println!("{:<8} {:>6} {:>6}  reasons", "PROVINCE", "TOTAL", "READY");
                     for r in rows {

@@ -20,6 +20,10 @@ fn env(id: &str, payload: Payload) -> Envelope {
     Envelope::new(DeviceId::parse(id).unwrap(), 0, payload)
 }
 
+fn env_at(id: &str, sent_at_ms: u64, payload: Payload) -> Envelope {
+    Envelope::new(DeviceId::parse(id).unwrap(), sent_at_ms, payload)
+}
+
 fn state(fw: &str, checks_ok: bool) -> Payload {
     Payload::State(State {
         model: Model::parse("ballot-box-v2").unwrap(),
@@ -43,6 +47,19 @@ fn presence(online: bool) -> Payload {
             PresenceStatus::Offline
         },
         agent: Version::parse("0.1.0").unwrap(),
+        session: None,
+    })
+}
+
+fn presence_in(online: bool, session: u64) -> Payload {
+    Payload::Presence(Presence {
+        status: if online {
+            PresenceStatus::Online
+        } else {
+            PresenceStatus::Offline
+        },
+        agent: Version::parse("0.1.0").unwrap(),
+        session: Some(session),
     })
 }
 
@@ -177,4 +194,58 @@ fn filters() {
         }),
         ["C"]
     );
+}
+
+#[test]
+fn a_late_will_from_an_older_connection_is_ignored() {
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-23", Some("IR-23-TEH")), Status::default(), 0);
+    let a = DeviceId::parse("A").unwrap();
+    f.observe(&env("A", presence_in(true, 100)), 0).unwrap();
+    f.observe(&env("A", state("1.0.0", true)), 0).unwrap();
+    // reconnected: a new session
+    f.observe(&env("A", presence_in(true, 200)), 10).unwrap();
+    // the broker delivers the old connection's will late
+    let o = f.observe(&env("A", presence_in(false, 100)), 20).unwrap();
+    assert!(o.stale);
+    assert_eq!(f.get(&a).unwrap().reason, None);
+    // the current connection's will is believed
+    f.observe(&env("A", presence_in(false, 200)), 30).unwrap();
+    assert_eq!(f.get(&a).unwrap().reason, Some(Reason::Offline));
+}
+
+#[test]
+fn redelivered_messages_do_not_undo_newer_ones() {
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-23", Some("IR-23-TEH")), Status::default(), 0);
+    let a = DeviceId::parse("A").unwrap();
+    f.observe(&env_at("A", 100, presence_in(true, 100)), 0)
+        .unwrap();
+    f.observe(&env_at("A", 101, state("1.0.0", false)), 0)
+        .unwrap();
+    f.observe(&env_at("A", 102, state("1.0.0", true)), 0)
+        .unwrap();
+    f.observe(&env_at("A", 103, presence_in(false, 100)), 0)
+        .unwrap();
+    // QoS 1 redelivery after a controller restart: the old online and the
+    // older state arrive again.
+    assert!(
+        f.observe(&env_at("A", 100, presence_in(true, 100)), 5)
+            .unwrap()
+            .stale
+    );
+    assert!(
+        f.observe(&env_at("A", 101, state("1.0.0", false)), 5)
+            .unwrap()
+            .stale
+    );
+    let d = f.get(&a).unwrap();
+    assert_eq!(d.reason, Some(Reason::Offline));
+    assert!(d.status.state.as_ref().unwrap().all_checks_pass());
+    // A device whose clock went back is believed again from its next connection.
+    f.observe(&env_at("A", 50, presence_in(true, 200)), 6)
+        .unwrap();
+    f.observe(&env_at("A", 51, state("1.0.0", true)), 6)
+        .unwrap();
+    assert_eq!(f.get(&a).unwrap().reason, None);
 }

@@ -158,16 +158,22 @@ fn arb_device() -> impl Strategy<Value = DeviceId> {
 }
 
 fn arb_payload() -> impl Strategy<Value = Payload> {
-    let presence = (any::<bool>(), arb_version()).prop_map(|(on, agent)| {
-        Payload::Presence(Presence {
-            status: if on {
-                PresenceStatus::Online
-            } else {
-                PresenceStatus::Offline
-            },
-            agent,
-        })
-    });
+    let presence = (
+        any::<bool>(),
+        arb_version(),
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(|(on, agent, session)| {
+            Payload::Presence(Presence {
+                status: if on {
+                    PresenceStatus::Online
+                } else {
+                    PresenceStatus::Offline
+                },
+                agent,
+                session,
+            })
+        });
     let state = (
         arb_version(),
         arb_version(),
