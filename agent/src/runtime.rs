@@ -14,7 +14,7 @@ use fleet_protocol::{
     PresenceStatus, State, Topic, TopicKind, UpdateStatus,
 };
 use rand::{rngs::SmallRng, SeedableRng};
-use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
@@ -348,6 +348,78 @@ fn mqtt_options(cfg: &RuntimeConfig, session: u64) -> Result<MqttOptions, Runtim
     Ok(opts)
 }
 
+/// The connection task ends with the agent, however the agent ends
+/// (returning, or its future dropped): a dead agent holds no connection open.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the connection task tells the agent loop.
+enum Link {
+    Connected { session_present: bool, session: u64 },
+    Lost,
+    Message(rumqttc::Publish),
+    /// Our own DISCONNECT went out.
+    Closed,
+}
+
+/// Own the MQTT connection: poll it without ever being cancelled (a
+/// connection attempt dropped half-way would close a socket the broker
+/// already counts as this device, and fire its will), back off with jitter
+/// after errors, and give every new connection its own session id and will.
+async fn drive(
+    mut eventloop: EventLoop,
+    device: fleet_protocol::DeviceId,
+    link: LinkConfig,
+    mut session: u64,
+    tx: mpsc::Sender<Link>,
+) {
+    let mut backoff = Backoff::new(link.backoff_base, link.backoff_max);
+    let mut rng = SmallRng::from_entropy();
+    loop {
+        let event = eventloop.poll().await;
+        let sent = match event {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                info!(session_present = ack.session_present, "connected to broker");
+                backoff.reset();
+                tx.send(Link::Connected {
+                    session_present: ack.session_present,
+                    session,
+                })
+                .await
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => tx.send(Link::Message(p)).await,
+            Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                let _ = tx.send(Link::Closed).await;
+                return;
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let delay = backoff.next_delay(&mut rng);
+                warn!(device = %device, error = %e, retry_in_ms = delay.as_millis() as u64, "broker connection lost");
+                let sent = tx.send(Link::Lost).await;
+                tokio::time::sleep(delay).await;
+                // The next connection is a new session with its own will.
+                session = unix_ms().max(session + 1);
+                match last_will(&device, session) {
+                    Ok(will) => {
+                        eventloop.mqtt_options.set_last_will(will);
+                    }
+                    Err(e) => warn!(error = %e, "cannot encode the last will"),
+                }
+                sent
+            }
+        };
+        if sent.is_err() {
+            return; // the agent loop is gone
+        }
+    }
+}
+
 /// Run the agent until `shutdown` completes; then say offline and disconnect.
 pub async fn run<H: Hardware>(
     cfg: RuntimeConfig,
@@ -356,9 +428,15 @@ pub async fn run<H: Hardware>(
 ) -> Result<(), RuntimeError> {
     let session = unix_ms();
     let opts = mqtt_options(&cfg, session)?;
-    let (client, mut eventloop) = AsyncClient::new(opts, CLIENT_CAPACITY);
-    let mut backoff = Backoff::new(cfg.link.backoff_base, cfg.link.backoff_max);
-    let mut rng = SmallRng::from_entropy();
+    let (client, eventloop) = AsyncClient::new(opts, CLIENT_CAPACITY);
+    let (link_tx, mut link_rx) = mpsc::channel::<Link>(CLIENT_CAPACITY);
+    let link = AbortOnDrop(tokio::spawn(drive(
+        eventloop,
+        cfg.device.clone(),
+        cfg.link.clone(),
+        session,
+        link_tx,
+    )));
     let mut health_tick = tokio::time::interval(cfg.health_sample);
     health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut checks_tick = tokio::time::interval(cfg.checks_interval);
@@ -398,30 +476,14 @@ pub async fn run<H: Hardware>(
         }
         tokio::select! {
             () = &mut shutdown => break,
-            event = eventloop.poll() => match event {
-                Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
-                    info!(session_present = ack.session_present, "connected to broker");
-                    backoff.reset();
-                    agent.on_connected(ack.session_present);
+            event = link_rx.recv() => match event {
+                Some(Link::Connected { session_present, session }) => {
+                    agent.session = session;
+                    agent.on_connected(session_present);
                 }
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    run_checks_now |= agent.on_message(&p.topic, &p.payload);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    agent.connected = false;
-                    let delay = backoff.next_delay(&mut rng);
-                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker connection lost");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = &mut shutdown => break,
-                    }
-                    // The next connection is a new session with its own will.
-                    agent.session = unix_ms().max(agent.session + 1);
-                    eventloop
-                        .mqtt_options
-                        .set_last_will(last_will(&agent.cfg.device, agent.session)?);
-                }
+                Some(Link::Message(p)) => run_checks_now |= agent.on_message(&p.topic, &p.payload),
+                Some(Link::Lost) => agent.connected = false,
+                Some(Link::Closed) | None => break,
             },
             _ = health_tick.tick() => agent.on_health_tick(),
             _ = checks_tick.tick() => run_checks_now = true,
@@ -439,17 +501,17 @@ pub async fn run<H: Hardware>(
             session: Some(agent.session),
         }));
         let _ = agent.client.try_disconnect();
-        // Drive the connection until the offline presence and DISCONNECT are out.
+        // Let the connection task send the offline presence and DISCONNECT.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
+            while let Some(event) = link_rx.recv().await {
+                if matches!(event, Link::Closed | Link::Lost) {
+                    break;
                 }
             }
         })
         .await;
     }
+    drop(link);
     info!(device = %agent.cfg.device, "agent stopped");
     Ok(())
 }

@@ -296,3 +296,114 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A `fleet-controller serve` process on its own data dir, HTTP on a free
+/// port (it prints which in its ready line), stopped on drop.
+pub struct Controller {
+    pub proc: Proc,
+    pub api: String,
+    pub mqtt_port: u16,
+    pub data_dir: PathBuf,
+}
+
+/// The workspace's one rustls provider, for reqwest in tests.
+pub fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl Controller {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        install_crypto();
+        let dir = data_dir.to_str().context("utf-8 temp path")?;
+        let mut args = vec!["serve", "--data-dir", dir, "--http", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn("fleet-controller", &args, &[("FLEET_LOG", "info,fleet_controller=debug")])?;
+        let line = proc.wait_for_line("ready: api http://", Duration::from_secs(30))?;
+        let api = line
+            .split("api ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .context("ready line without api address")?
+            .to_owned();
+        let mqtt_port = line
+            .split("broker mqtt://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .context("ready line without broker address")?;
+        Ok(Self {
+            proc,
+            api,
+            mqtt_port,
+            data_dir: data_dir.to_owned(),
+        })
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let status = self.proc.terminate(Duration::from_secs(20))?;
+        if !status.success() {
+            bail!("controller exited with {status}; output:\n{}", self.proc.output());
+        }
+        Ok(())
+    }
+
+    /// `fleetctl --controller <this> args…`: (success, stdout, stderr).
+    pub fn fleetctl(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        fleetctl(&self.api, args)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let resp = reqwest::get(format!("{}{path}", self.api)).await?;
+        Ok(resp.json().await?)
+    }
+
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.api)).await?.text().await?)
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.api))
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("POST {path}: {status}: {v}");
+        }
+        Ok(v)
+    }
+}
+
+/// Run `fleetctl --controller api args…` to completion.
+pub fn fleetctl(api: &str, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    run_bin("fleetctl", &[&["--controller", api], args].concat())
+}
+
+/// Run a workspace binary to completion: (success, stdout, stderr).
+pub fn run_bin(name: &str, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let out = Command::new(bin_path(name)?)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .with_context(|| format!("cannot run {name}"))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The sum of a Prometheus counter's samples whose line contains `labels`.
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
