@@ -360,7 +360,10 @@ impl Drop for AbortOnDrop {
 
 /// What the connection task tells the agent loop.
 enum Link {
-    Connected { session_present: bool, session: u64 },
+    Connected {
+        session_present: bool,
+        session: u64,
+    },
     Lost,
     Message(rumqttc::Publish),
     /// Our own DISCONNECT went out.

@@ -268,7 +268,6 @@ impl Fleet {
             .get_mut(&env.device)
             .ok_or_else(|| UnknownDevice(env.device.clone()))?;
         let mut out = Observed::default();
-        d.status.last_seen_ms = Some(now_ms);
         match &env.payload {
             Payload::Presence(p) => {
                 // Order presences by (connection, online before offline): a
@@ -280,7 +279,7 @@ impl Fleet {
                 };
                 let stale = match (p.session, d.status.session, d.status.presence) {
                     (Some(new), Some(old), Some(old_status)) => {
-                        key(new, p.status) < key(old, old_status)
+                        key(new, p.status) <= key(old, old_status)
                     }
                     _ => false,
                 };
@@ -304,9 +303,9 @@ impl Fleet {
             Payload::State(s) => {
                 if d.status
                     .state_sent_at_ms
-                    .is_some_and(|t| t > env.sent_at_ms)
+                    .is_some_and(|t| t >= env.sent_at_ms)
                 {
-                    // Redelivered after a newer one: keep the newer.
+                    // Redelivered, or older than the one held: keep the newer.
                     out.stale = true;
                 } else {
                     d.status.state = Some(s.clone());
@@ -319,6 +318,9 @@ impl Fleet {
             }
             Payload::Event(e) => out.event = Some(e.clone()),
             Payload::Desired(_) | Payload::Command(_) => {}
+        }
+        if !out.stale {
+            d.status.last_seen_ms = Some(now_ms);
         }
         let (before, after) = self.reclassify(&env.device, now_ms).expect("device exists");
         out.reason_before = before;

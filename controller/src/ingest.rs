@@ -114,10 +114,26 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let mut unknown = LoggedOnce(HashSet::new());
     let mut retry = Duration::from_millis(100);
+    // After shutdown is asked for, keep handling what still arrives (rumqttc
+    // acknowledges every message it reads, so dropping one would lose it)
+    // until our DISCONNECT is out.
+    let mut stop_by: Option<tokio::time::Instant> = None;
     loop {
-        let event = tokio::select! {
-            _ = shutdown.changed() => break,
-            e = eventloop.poll() => e,
+        let event = match stop_by {
+            None => tokio::select! {
+                _ = shutdown.changed() => {
+                    let _ = client.try_disconnect();
+                    stop_by = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                    continue;
+                }
+                e = eventloop.poll() => e,
+            },
+            Some(deadline) => match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+                Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => {
+                    break
+                }
+                Ok(e) => e,
+            },
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -163,6 +179,9 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                if stop_by.is_some() {
+                    break;
+                }
                 warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "ingest lost the broker");
                 tokio::select! {
                     _ = shutdown.changed() => break,
@@ -172,15 +191,6 @@ pub async fn run(
             }
         }
     }
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Ok(ev) = eventloop.poll().await {
-            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
-            }
-        }
-    })
-    .await;
     info!("ingest stopped");
 }
 

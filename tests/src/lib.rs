@@ -320,7 +320,11 @@ impl Controller {
         let dir = data_dir.to_str().context("utf-8 temp path")?;
         let mut args = vec!["serve", "--data-dir", dir, "--http", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut proc = Proc::spawn("fleet-controller", &args, &[("FLEET_LOG", "info,fleet_controller=debug")])?;
+        let mut proc = Proc::spawn(
+            "fleet-controller",
+            &args,
+            &[("FLEET_LOG", "info,fleet_controller=debug")],
+        )?;
         let line = proc.wait_for_line("ready: api http://", Duration::from_secs(30))?;
         let api = line
             .split("api ")
@@ -343,13 +347,16 @@ impl Controller {
         })
     }
 
-    /// SIGTERM and wait for a clean exit.
-    pub fn stop(mut self) -> anyhow::Result<()> {
+    /// SIGTERM and wait for a clean exit; returns what it printed.
+    pub fn stop(mut self) -> anyhow::Result<String> {
         let status = self.proc.terminate(Duration::from_secs(20))?;
         if !status.success() {
-            bail!("controller exited with {status}; output:\n{}", self.proc.output());
+            bail!(
+                "controller exited with {status}; output:\n{}",
+                self.proc.output()
+            );
         }
-        Ok(())
+        Ok(self.proc.output())
     }
 
     /// `fleetctl --controller <this> args…`: (success, stdout, stderr).
@@ -363,10 +370,17 @@ impl Controller {
     }
 
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        Ok(reqwest::get(format!("{}/metrics", self.api)).await?.text().await?)
+        Ok(reqwest::get(format!("{}/metrics", self.api))
+            .await?
+            .text()
+            .await?)
     }
 
-    pub async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
         let resp = reqwest::Client::new()
             .post(format!("{}{path}", self.api))
             .json(&body)

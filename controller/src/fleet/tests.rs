@@ -16,8 +16,15 @@ fn reg(id: &str, province: &str, county: Option<&str>) -> Registration {
     }
 }
 
+/// An envelope sent "now" by the device: each one later than the last.
 fn env(id: &str, payload: Payload) -> Envelope {
-    Envelope::new(DeviceId::parse(id).unwrap(), 0, payload)
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CLOCK: AtomicU64 = AtomicU64::new(1_000_000);
+    Envelope::new(
+        DeviceId::parse(id).unwrap(),
+        CLOCK.fetch_add(1, Ordering::Relaxed),
+        payload,
+    )
 }
 
 fn env_at(id: &str, sent_at_ms: u64, payload: Payload) -> Envelope {
@@ -242,6 +249,22 @@ fn redelivered_messages_do_not_undo_newer_ones() {
     let d = f.get(&a).unwrap();
     assert_eq!(d.reason, Some(Reason::Offline));
     assert!(d.status.state.as_ref().unwrap().all_checks_pass());
+    // An exact duplicate is not news either.
+    assert!(
+        f.observe(&env_at("A", 103, presence_in(false, 100)), 5)
+            .unwrap()
+            .stale
+    );
+    assert!(
+        f.observe(&env_at("A", 102, state("1.0.0", true)), 5)
+            .unwrap()
+            .stale
+    );
+    assert_eq!(
+        f.get(&a).unwrap().status.last_seen_ms,
+        Some(0),
+        "stale messages are not a sign of life"
+    );
     // A device whose clock went back is believed again from its next connection.
     f.observe(&env_at("A", 50, presence_in(true, 200)), 6)
         .unwrap();
