@@ -200,7 +200,7 @@ pub async fn run_check(spec: &CheckSpec) -> CheckResult {
                 name: spec.name.clone(),
                 passed: output.status.success(),
                 message: if first.is_empty() {
-                    (!output.status.success()).then(|| format!("exit status {}", output.status))
+                    (!output.status.success()).then(|| output.status.to_string())
                 } else {
                     Some(first)
                 },

@@ -171,7 +171,7 @@ pub async fn run(
                                 }
                             }
                             _ => {
-                                warn!(topic = %p.topic, bytes = p.payload.len(), reason = rejection.label(), error = %rejection, "message rejected")
+                                warn!(topic = %p.topic, bytes = p.payload.len(), reason = %rejection.label(), error = %rejection, "message rejected")
                             }
                         }
                     }
