@@ -69,7 +69,7 @@ impl SeqStore {
     }
 
     /// The next sequence number, persisted before it is used.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_seq(&mut self) -> u64 {
         match self {
             SeqStore::Memory(n) => {
                 *n += 1;
@@ -174,7 +174,7 @@ impl<H: Hardware> Agent<H> {
 
     fn push_event(&mut self, kind: EventKind) {
         let event = Event {
-            seq: self.cfg.seq.next(),
+            seq: self.cfg.seq.next_seq(),
             at_ms: unix_ms(),
             kind,
         };
@@ -528,11 +528,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("event-seq");
         let mut a = SeqStore::file(path.clone());
-        assert_eq!(a.next(), 1);
-        assert_eq!(a.next(), 2);
+        assert_eq!(a.next_seq(), 1);
+        assert_eq!(a.next_seq(), 2);
         let mut b = SeqStore::file(path);
-        assert_eq!(b.next(), 3);
+        assert_eq!(b.next_seq(), 3);
         let mut m = SeqStore::Memory(0);
-        assert_eq!((m.next(), m.next()), (1, 2));
+        assert_eq!((m.next_seq(), m.next_seq()), (1, 2));
     }
 }

@@ -1,5 +1,6 @@
 //! The agent runtime against a real Mosquitto: what it publishes, its last
 //! will, reconnecting and re-subscribing after a broker restart.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -58,7 +58,7 @@ impl Rejection {
 pub enum Accepted {
     /// A message the controller itself sends (desired, cmd): not ingested.
     Ignored,
-    Applied(Envelope, Observed),
+    Applied(Box<(Envelope, Observed)>),
 }
 
 /// Validate one message and apply it to the fleet.
@@ -84,7 +84,7 @@ pub fn process(
         .expect("fleet lock is never poisoned: no code panics while holding it")
         .observe(&env, now_ms)
         .map_err(|e| Rejection::UnknownDevice(e.0.to_string()))?;
-    Ok(Accepted::Applied(env, observed))
+    Ok(Accepted::Applied(Box::new((env, observed))))
 }
 
 /// Unknown device ids already logged (bounded, so a flood of made-up ids
@@ -158,7 +158,8 @@ pub async fn run(
                 metrics::counter!("fleet_ingest_messages_total", "kind" => kind).increment(1);
                 match process(&fleet, &p.topic, &p.payload, unix_ms()) {
                     Ok(Accepted::Ignored) => {}
-                    Ok(Accepted::Applied(env, observed)) => {
+                    Ok(Accepted::Applied(applied)) => {
+                        let (env, observed) = *applied;
                         handle_applied(&client, &fleet, &writer, env, observed).await;
                     }
                     Err(rejection) => {

@@ -3,6 +3,7 @@
 //! answering without disconnecting becomes `offline` once the broker's
 //! keep-alive window passes (its last will), long before the freshness
 //! window; it is `ready` again when it comes back.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::process::Command;
 use std::time::Duration;

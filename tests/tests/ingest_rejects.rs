@@ -3,6 +3,7 @@
 //! unregistered device each get a log line and a counted rejection, and
 //! change nothing. Also: the controller brings its Mosquitto back when it
 //! dies, and ingest carries on.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::process::Command;
 use std::time::Duration;

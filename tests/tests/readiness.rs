@@ -2,6 +2,7 @@
 //! real `fleet-sim` process with 200 devices in 5 provinces. The readiness
 //! the controller reports must equal, province by province, what the
 //! simulator planned; and it must survive a controller restart.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::time::Duration;
