@@ -242,7 +242,7 @@ impl<H: Hardware> Agent<H> {
     }
 
     /// Returns true when the checks must run now.
-    fn on_message(&mut self, topic: &str, payload: &[u8]) -> bool {
+    fn on_message(&mut self, topic: &str, payload: &[u8], retained: bool) -> bool {
         let topic = match Topic::parse(topic) {
             Ok(t) if t.device == self.cfg.device => t,
             Ok(t) => {
@@ -265,8 +265,10 @@ impl<H: Hardware> Agent<H> {
             - i64::try_from(env.sent_at_ms).unwrap_or(i64::MAX);
         match env.payload {
             Payload::Desired(desired) => {
-                // Retained messages may be old; only a live one dates the clock.
-                self.clock_offset_ms = Some(offset);
+                // A retained copy may be old; only a live one dates the clock.
+                if !retained {
+                    self.clock_offset_ms = Some(offset);
+                }
                 if desired.config_rev != self.config_rev {
                     info!(rev = desired.config_rev, "new desired config revision");
                     self.config_rev = desired.config_rev;
@@ -484,7 +486,9 @@ pub async fn run<H: Hardware>(
                     agent.session = session;
                     agent.on_connected(session_present);
                 }
-                Some(Link::Message(p)) => run_checks_now |= agent.on_message(&p.topic, &p.payload),
+                Some(Link::Message(p)) => {
+                    run_checks_now |= agent.on_message(&p.topic, &p.payload, p.retain);
+                }
                 Some(Link::Lost) => agent.connected = false,
                 Some(Link::Closed) | None => break,
             },

@@ -178,7 +178,9 @@ pub async fn start(
             },
             health_sample: cfg.health_every,
             health: HealthPolicy {
-                report_every: cfg.health_every,
+                // Samples come on the same period: a small margin keeps it
+                // one report per sample despite timer jitter.
+                report_every: cfg.health_every.mul_f64(0.9),
                 thresholds: Thresholds::default(),
             },
             checks_interval: cfg.checks_every,

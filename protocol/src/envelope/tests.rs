@@ -28,6 +28,12 @@ pub(crate) fn typical_health() -> Envelope {
 #[test]
 fn health_report_is_under_100_bytes() {
     let bytes = typical_health().to_cbor().unwrap();
+    let json = serde_json::to_string(&typical_health()).unwrap();
+    println!(
+        "typical health report: {} bytes CBOR, {} bytes JSON",
+        bytes.len(),
+        json.len()
+    );
     assert!(bytes.len() < 100, "health is {} bytes", bytes.len());
     // Even with the longest allowed device id it stays within its limit.
     let mut long = typical_health();
