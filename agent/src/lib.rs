@@ -7,6 +7,7 @@
 //! - [`reporter`]: what changed and must be published: state, check events (pure).
 //! - [`hardware`]: the [`Hardware`] trait, and the real one (sysinfo, battery
 //!   from `/sys/class/power_supply`, configured check commands).
+//! - [`process`]: logging and the shutdown signal for the binaries.
 //! - [`runtime`]: the event loop around the pure parts: MQTT session, last
 //!   will, subscriptions, timers. `fleet-sim` runs it with simulated hardware.
 
@@ -14,6 +15,7 @@ pub mod backoff;
 pub mod config;
 pub mod hardware;
 pub mod health;
+pub mod process;
 pub mod reporter;
 pub mod runtime;
 

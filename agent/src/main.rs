@@ -32,14 +32,7 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLEET_AGENT_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    fleet_agent::process::init_tracing("FLEET_AGENT_LOG", "info");
     // One thread is plenty for an agent and keeps it small.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -73,7 +66,11 @@ fn main() -> anyhow::Result<()> {
             let cfg = AgentConfig::load(config.as_deref())?;
             let runtime = cfg.runtime()?;
             let hw = hardware(&cfg)?;
-            rt.block_on(fleet_agent::run(runtime, hw, shutdown_signal()))?;
+            rt.block_on(fleet_agent::run(
+                runtime,
+                hw,
+                fleet_agent::process::shutdown_signal(),
+            ))?;
             Ok(())
         }
     }
@@ -93,13 +90,4 @@ fn hardware(cfg: &AgentConfig) -> anyhow::Result<SystemHardware> {
         cfg.checks.list.clone(),
         cfg.commands.reboot.clone(),
     ))
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler cannot fail on Linux");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

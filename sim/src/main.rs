@@ -131,17 +131,7 @@ enum BenchCmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLEET_LOG")
-                .unwrap_or_else(|_| "info,fleet_agent=warn".into()),
-        )
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    fleet_agent::process::init_tracing("FLEET_LOG", "info,fleet_agent=warn");
     if rustls::crypto::ring::default_provider()
         .install_default()
         .is_err()
@@ -212,7 +202,7 @@ fn main() -> anyhow::Result<()> {
                 broker = %format!("{host}:{port}"),
                 "simulated fleet running; Ctrl-C stops it"
             );
-            shutdown_signal().await;
+            fleet_agent::process::shutdown_signal().await;
             tracing::info!("stopping the simulated fleet");
             fleet.stop().await;
             Ok(())
@@ -249,14 +239,5 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }),
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler cannot fail on Linux");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
