@@ -26,6 +26,10 @@ pub struct Cli {
         global = true
     )]
     pub controller: String,
+    /// Bearer token (`fleet-controller init` printed the first admin token
+    /// and wrote it to DATA/admin.token).
+    #[arg(long, env = "FLEETCTL_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -89,6 +93,16 @@ pub enum Cmd {
         #[command(subcommand)]
         command: BaselineCmd,
     },
+    /// Operator tokens: create (shown once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// The hash-chained audit log of every change made through the API.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
     /// Decode a CBOR payload (a file, or - for stdin) into its JSON form.
     Decode {
         file: PathBuf,
@@ -96,6 +110,52 @@ pub enum Cmd {
         #[arg(long)]
         hex: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once and cannot be shown again.
+    Create {
+        /// admin, central-ops, province-tech, warehouse or viewer.
+        #[arg(long)]
+        role: String,
+        /// For province-tech: the provinces it may see (IR-02,IR-27).
+        #[arg(long, value_delimiter = ',')]
+        province: Vec<String>,
+        /// Who or what the token is for.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Revoke a token at once.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Entries, newest first.
+    List {
+        /// Part of the actor's name or token id.
+        #[arg(long)]
+        actor: Option<String>,
+        /// The device (or other target) changed.
+        #[arg(long)]
+        device: Option<String>,
+        /// Unix milliseconds.
+        #[arg(long)]
+        since_ms: Option<u64>,
+        #[arg(long)]
+        until_ms: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Check the whole chain; exit status 1 names the first broken entry.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -137,15 +197,20 @@ pub enum CtlError {
     },
     #[error("{0}")]
     Input(String),
+    #[error("no token: pass --token or set FLEETCTL_TOKEN (fleet-controller init printed the first admin token and wrote it to DATA/admin.token)")]
+    NoToken,
+    #[error("the audit log is broken at entry #{seq}: {reason}")]
+    AuditBroken { seq: u64, reason: String },
 }
 
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Client {
-    pub fn new(base: &str) -> Result<Self, CtlError> {
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, CtlError> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()
@@ -156,6 +221,7 @@ impl Client {
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            token: token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
         })
     }
 
@@ -166,7 +232,8 @@ impl Client {
         body: Option<RequestBody>,
     ) -> Result<Value, CtlError> {
         let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
+        let token = self.token.as_deref().ok_or(CtlError::NoToken)?;
+        let mut req = self.http.request(method, &url).bearer_auth(token);
         req = match body {
             Some(RequestBody::Json(v)) => req.json(&v),
             Some(RequestBody::Text(t)) => req.header("content-type", "text/csv").body(t),
@@ -416,7 +483,7 @@ fn read_input(path: &PathBuf) -> Result<Vec<u8>, CtlError> {
 
 /// Run one fleetctl command; returns what to print.
 pub async fn run(cli: Cli) -> Result<String, CtlError> {
-    let client = Client::new(&cli.controller)?;
+    let client = Client::new(&cli.controller, cli.token)?;
     match cli.command {
         Cmd::Readiness {
             by,
@@ -614,6 +681,114 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 Output::Csv => json_rows_to_csv(&rows, &["model", "version"]),
                 Output::Table => json_rows_to_table(&rows, &["model", "version"]),
             })
+        }
+        Cmd::Token {
+            command:
+                TokenCmd::Create {
+                    role,
+                    province,
+                    name,
+                },
+        } => {
+            let v = client
+                .request(
+                    reqwest::Method::POST,
+                    "/api/v1/tokens",
+                    Some(RequestBody::Json(
+                        json!({ "role": role, "provinces": province, "name": name }),
+                    )),
+                )
+                .await?;
+            eprintln!(
+                "token {} ({}, role {}) created; it is shown once:",
+                cell(&v["id"]),
+                cell(&v["name"]),
+                cell(&v["role"])
+            );
+            Ok(format!("{}\n", cell(&v["token"])))
+        }
+        Cmd::Token {
+            command: TokenCmd::List { output },
+        } => {
+            let v = client.get("/api/v1/tokens").await?;
+            let rows = v.as_array().cloned().unwrap_or_default();
+            let cols = [
+                "id",
+                "name",
+                "role",
+                "provinces",
+                "created_by",
+                "created_at_ms",
+                "revoked_at_ms",
+            ];
+            Ok(match output {
+                Output::Json => pretty(&v),
+                Output::Csv => json_rows_to_csv(&rows, &cols),
+                Output::Table => json_rows_to_table(&rows, &cols),
+            })
+        }
+        Cmd::Token {
+            command: TokenCmd::Revoke { id },
+        } => {
+            client
+                .request(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/tokens/{}", encode(&id)),
+                    None,
+                )
+                .await?;
+            Ok(format!("token {id} revoked\n"))
+        }
+        Cmd::Audit {
+            command:
+                AuditCmd::List {
+                    actor,
+                    device,
+                    since_ms,
+                    until_ms,
+                    limit,
+                    output,
+                },
+        } => {
+            let (since, until, lim) = (
+                since_ms.map(|v| v.to_string()),
+                until_ms.map(|v| v.to_string()),
+                limit.to_string(),
+            );
+            let v = client
+                .get(&format!(
+                    "/api/v1/audit{}",
+                    query(&[
+                        ("actor", actor.as_deref()),
+                        ("target", device.as_deref()),
+                        ("since_ms", since.as_deref()),
+                        ("until_ms", until.as_deref()),
+                        ("limit", Some(&lim)),
+                    ])
+                ))
+                .await?;
+            let rows = v.as_array().cloned().unwrap_or_default();
+            let cols = [
+                "seq", "at_ms", "actor", "role", "action", "target", "source", "detail",
+            ];
+            Ok(match output {
+                Output::Json => pretty(&v),
+                Output::Csv => json_rows_to_csv(&rows, &cols),
+                Output::Table => json_rows_to_table(&rows, &cols),
+            })
+        }
+        Cmd::Audit {
+            command: AuditCmd::Verify,
+        } => {
+            let v = client.get("/api/v1/audit/verify").await?;
+            if v["intact"] == json!(true) {
+                Ok(format!("audit log intact: {} entries\n", v["entries"]))
+            } else {
+                Err(CtlError::AuditBroken {
+                    seq: v["first_broken"].as_u64().unwrap_or(0),
+                    reason: cell(&v["reason"]),
+                })
+            }
         }
         Cmd::Decode { file, hex } => {
             let raw = read_input(&file)?;

@@ -8,14 +8,22 @@
 //! - [`ingest`]: MQTT in: validate, apply, hand to the store writer.
 //! - [`store`]: SQLite through sqlx, migrations, batched writes.
 //! - [`broker`]: the managed Mosquitto (config, start, supervise, stop).
+//! - [`auth`]: roles, permissions, province scope, tokens (pure).
+//! - [`audit`]: the audit log's hash chain and its verification (pure).
+//! - [`access`]: token cache and audit writer over the store.
+//! - [`pki`]: the fleet CA and the broker's and controller's certificates.
 //! - [`api`]: axum router under `/api/v1`, `/healthz`, `/metrics`.
 //! - [`ctl`]: fleetctl's client and output formats.
 
+pub mod access;
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod broker;
 pub mod ctl;
 pub mod fleet;
 pub mod ingest;
+pub mod pki;
 pub mod readiness;
 pub mod registry;
 pub mod store;
@@ -100,14 +108,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            cfg.data_dir.display()
-        )
-    })?;
+    pki::PkiPaths::new(&cfg.data_dir).require(&cfg.data_dir)?;
     let db_path = cfg.data_dir.join("fleet.db");
-    let store = Store::open(&db_path).await?;
+    let store = Store::open(&db_path)
+        .await
+        .context("cannot open the store")?;
+    let access = Arc::new(access::Access::load(store.clone(), &cfg.data_dir).await?);
 
     let now = unix_ms();
     let freshness_ms = u64::try_from(cfg.freshness.as_millis()).unwrap_or(u64::MAX);
@@ -184,6 +190,7 @@ pub async fn run(
         store: store.clone(),
         broker: broker.clone(),
         metrics: metrics_handle(),
+        access,
     };
     let addr = listener.local_addr()?;
     info!(
@@ -192,9 +199,12 @@ pub async fn run(
         broker.port,
         cfg.data_dir.display()
     );
-    let served = axum::serve(listener, api::app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(
+        listener,
+        api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
 
     info!("shutting down");
     let _ = stop_tx.send(true);
@@ -209,4 +219,35 @@ pub async fn run(
     served.context("HTTP server failed")?;
     info!("stopped");
     Ok(())
+}
+
+/// What `fleet-controller init` made.
+pub struct Initialised {
+    pub admin_token: String,
+    pub token_file: PathBuf,
+}
+
+/// Create the CA and the first admin token in a new data directory; the
+/// token is also written to `DIR/admin.token` (mode 0600).
+pub async fn init(data_dir: &std::path::Path) -> anyhow::Result<Initialised> {
+    use anyhow::Context;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    pki::init(data_dir)?;
+    let store = Store::open(&data_dir.join("fleet.db")).await?;
+    let access = access::Access::load(store.clone(), data_dir).await?;
+    let by = access::Caller::system("fleet-controller init");
+    access
+        .record(&by, "init", "fleet", serde_json::json!({ "ca": "created" }))
+        .await?;
+    let (_, token) = access
+        .create_token(&by, "first admin", auth::Role::Admin, vec![])
+        .await?;
+    let token_file = data_dir.join("admin.token");
+    pki::write_file(&token_file, format!("{token}\n").as_bytes(), true)?;
+    store.close().await;
+    Ok(Initialised {
+        admin_token: token,
+        token_file,
+    })
 }

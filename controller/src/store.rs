@@ -450,3 +450,167 @@ impl FromStr for Lifecycle {
         Lifecycle::parse(s).ok_or_else(|| format!("unknown lifecycle state {s:?}"))
     }
 }
+
+/// A stored operator token (never the token itself).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub provinces: Vec<String>,
+    #[serde(skip)]
+    pub hash: String,
+    pub created_at_ms: u64,
+    pub created_by: String,
+    pub revoked_at_ms: Option<u64>,
+}
+
+/// Filters for reading the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub limit: u32,
+}
+
+fn audit_row(r: &sqlx::sqlite::SqliteRow) -> crate::audit::Entry {
+    crate::audit::Entry {
+        seq: to_u64(r.get(0)),
+        at_ms: to_u64(r.get(1)),
+        actor: r.get(2),
+        role: r.get(3),
+        action: r.get(4),
+        target: r.get(5),
+        source: r.get(6),
+        detail: r.get(7),
+        prev_hash: r.get(8),
+        hash: r.get(9),
+    }
+}
+
+const AUDIT_COLUMNS: &str =
+    "seq, at_ms, actor, role, action, target, source, detail, prev_hash, hash";
+
+impl Store {
+    pub async fn insert_token(&self, t: &TokenRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (id, name, role, provinces, hash, created_at_ms, created_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(t.provinces.join(","))
+        .bind(&t.hash)
+        .bind(to_i64(t.created_at_ms))
+        .bind(&t.created_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, provinces, hash, created_at_ms, created_by, revoked_at_ms
+             FROM tokens ORDER BY created_at_ms, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let provinces: String = r.get(3);
+                TokenRow {
+                    id: r.get(0),
+                    name: r.get(1),
+                    role: r.get(2),
+                    provinces: provinces
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    hash: r.get(4),
+                    created_at_ms: to_u64(r.get(5)),
+                    created_by: r.get(6),
+                    revoked_at_ms: r.get::<Option<i64>, _>(7).map(to_u64),
+                }
+            })
+            .collect())
+    }
+
+    /// Revoke a token; false if there is no such (unrevoked) token.
+    pub async fn revoke_token(&self, id: &str, at_ms: u64) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL",
+        )
+        .bind(to_i64(at_ms))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Append one entry to the audit chain (the caller serializes appends).
+    pub async fn append_audit(
+        &self,
+        entry: crate::audit::Entry,
+    ) -> Result<crate::audit::Entry, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let last = sqlx::query(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1"
+        ))
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| audit_row(&r));
+        let e = crate::audit::seal(entry, last.as_ref());
+        sqlx::query(&format!(
+            "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(to_i64(e.seq))
+        .bind(to_i64(e.at_ms))
+        .bind(&e.actor)
+        .bind(&e.role)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.source)
+        .bind(&e.detail)
+        .bind(&e.prev_hash)
+        .bind(&e.hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(e)
+    }
+
+    pub async fn audit_entries(
+        &self,
+        f: &AuditFilter,
+    ) -> Result<Vec<crate::audit::Entry>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit
+             WHERE (?1 IS NULL OR actor LIKE '%' || ?1 || '%')
+               AND (?2 IS NULL OR target = ?2)
+               AND (?3 IS NULL OR at_ms >= ?3)
+               AND (?4 IS NULL OR at_ms <= ?4)
+             ORDER BY seq DESC LIMIT ?5"
+        ))
+        .bind(f.actor.as_deref())
+        .bind(f.target.as_deref())
+        .bind(f.since_ms.map(to_i64))
+        .bind(f.until_ms.map(to_i64))
+        .bind(i64::from(f.limit.max(1)))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(audit_row).collect())
+    }
+
+    /// The whole log in order, for verification.
+    pub async fn audit_chain(&self) -> Result<Vec<crate::audit::Entry>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(audit_row).collect())
+    }
+}

@@ -34,12 +34,26 @@ pub fn sibling_bin(name: &str, explicit: Option<PathBuf>) -> anyhow::Result<Path
 pub struct ControllerProc {
     child: Child,
     pub api: String,
+    pub token: String,
     pub data_dir: tempfile::TempDir,
 }
 
 impl ControllerProc {
     pub fn start(bin: &Path) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
+        let init = Command::new(bin)
+            .args(["init", "--data-dir"])
+            .arg(data_dir.path())
+            .output()
+            .with_context(|| format!("cannot run {} init", bin.display()))?;
+        if !init.status.success() {
+            bail!(
+                "{} init failed: {}",
+                bin.display(),
+                String::from_utf8_lossy(&init.stderr)
+            );
+        }
+        let token = String::from_utf8(init.stdout)?.trim().to_owned();
         let mut child = Command::new(bin)
             .args(["serve", "--data-dir"])
             .arg(data_dir.path())
@@ -73,6 +87,7 @@ impl ControllerProc {
         Ok(Self {
             child,
             api,
+            token,
             data_dir,
         })
     }
@@ -137,8 +152,14 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
-async fn ingested(api: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("{api}/metrics")).await?.text().await?;
+async fn ingested(api: &str, token: &str) -> anyhow::Result<f64> {
+    let text = reqwest::Client::new()
+        .get(format!("{api}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .text()
+        .await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with("fleet_ingest_messages_total"))
@@ -148,21 +169,14 @@ async fn ingested(api: &str) -> anyhow::Result<f64> {
 
 async fn set_baselines(api: &Api) -> anyhow::Result<()> {
     for (model, baseline, _) in MODELS {
-        let url = format!("{}/api/v1/baselines/{model}", api_base(api));
-        let resp = reqwest::Client::new()
-            .put(&url)
-            .json(&json!({ "version": baseline }))
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!("cannot set baseline of {model}: {}", resp.status());
-        }
+        api.put_json(
+            &format!("/api/v1/baselines/{model}"),
+            &json!({ "version": baseline }),
+        )
+        .await
+        .with_context(|| format!("cannot set the baseline of {model}"))?;
     }
     Ok(())
-}
-
-fn api_base(api: &Api) -> &str {
-    api.base()
 }
 
 pub struct IngestBench {
@@ -176,7 +190,7 @@ pub struct IngestBench {
 pub async fn ingest(b: IngestBench) -> anyhow::Result<()> {
     let bin = sibling_bin("fleet-controller", b.controller_bin)?;
     let ctl = ControllerProc::start(&bin)?;
-    let api = Api::new(&ctl.api)?;
+    let api = Api::new(&ctl.api, &ctl.token)?;
     set_baselines(&api).await?;
     let plan = Plan::new(&PlanConfig {
         devices: b.devices,
@@ -199,12 +213,16 @@ pub async fn ingest(b: IngestBench) -> anyhow::Result<()> {
     tokio::time::sleep(b.warmup).await;
 
     let pid = ctl.pid();
-    let (cpu0, msgs0, t0) = (cpu_seconds(pid)?, ingested(&ctl.api).await?, Instant::now());
+    let (cpu0, msgs0, t0) = (
+        cpu_seconds(pid)?,
+        ingested(&ctl.api, &ctl.token).await?,
+        Instant::now(),
+    );
     let broker_cpu0 = ctl.broker_pid().map(cpu_seconds).transpose()?;
     tokio::time::sleep(b.duration).await;
     let (cpu1, msgs1, secs) = (
         cpu_seconds(pid)?,
-        ingested(&ctl.api).await?,
+        ingested(&ctl.api, &ctl.token).await?,
         t0.elapsed().as_secs_f64(),
     );
     let broker_cpu1 = ctl.broker_pid().map(cpu_seconds).transpose()?;
@@ -249,7 +267,7 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
     let ctl_bin = sibling_bin("fleet-controller", b.controller_bin)?;
     let agent_bin = sibling_bin("fleet-agent", b.agent_bin)?;
     let ctl = ControllerProc::start(&ctl_bin)?;
-    let api = Api::new(&ctl.api)?;
+    let api = Api::new(&ctl.api, &ctl.token)?;
     set_baselines(&api).await?;
     let plan = Plan::new(&PlanConfig {
         devices: 1,

@@ -73,6 +73,9 @@ enum Cmd {
         /// Controller base URL.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         controller: String,
+        /// An admin (or central-ops) token; `fleet-controller init` wrote one to DATA/admin.token.
+        #[arg(long, env = "FLEETCTL_TOKEN", hide_env_values = true)]
+        token: String,
         #[command(flatten)]
         plan: PlanArgs,
         /// Seconds between health reports.
@@ -174,6 +177,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Run {
             controller,
+            token,
             plan,
             health_secs,
             keep_alive_secs,
@@ -181,7 +185,7 @@ fn main() -> anyhow::Result<()> {
             connect_rate,
         } => rt.block_on(async move {
             let p = plan.plan()?;
-            let api = Api::new(&controller)?;
+            let api = Api::new(&controller, &token)?;
             let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
             run::register(&api, &p, show).await?;
             let (host, port) = run::broker_address(&api).await?;

@@ -31,20 +31,31 @@ pub struct RunConfig {
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    token: String,
 }
 
 impl Api {
-    pub fn new(base: &str) -> anyhow::Result<Self> {
+    pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()?,
+            token: token.trim().to_owned(),
         })
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
+    pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .put(&url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the controller at {url}"))?;
+        Self::check(resp).await
     }
 
     async fn check(resp: reqwest::Response) -> anyhow::Result<Value> {
@@ -61,6 +72,7 @@ impl Api {
         let resp = self
             .http
             .get(&url)
+            .bearer_auth(&self.token)
             .send()
             .await
             .with_context(|| format!("cannot reach the controller at {url}"))?;
@@ -72,6 +84,7 @@ impl Api {
         let resp = self
             .http
             .post(&url)
+            .bearer_auth(&self.token)
             .json(body)
             .send()
             .await
@@ -84,6 +97,7 @@ impl Api {
         let resp = self
             .http
             .post(&url)
+            .bearer_auth(&self.token)
             .header("content-type", "text/csv")
             .body(body)
             .send()

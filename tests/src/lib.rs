@@ -304,6 +304,25 @@ pub struct Controller {
     pub api: String,
     pub mqtt_port: u16,
     pub data_dir: PathBuf,
+    /// The first admin token (from `init`, read back from DIR/admin.token).
+    pub token: String,
+}
+
+/// `fleet-controller init --data-dir DIR` unless DIR is initialised already.
+pub fn init_data_dir(data_dir: &Path) -> anyhow::Result<String> {
+    let token_file = data_dir.join("admin.token");
+    if !token_file.exists() {
+        let dir = data_dir.to_str().context("utf-8 temp path")?;
+        let (ok, out, err) = run_bin("fleet-controller", &["init", "--data-dir", dir])?;
+        if !ok {
+            bail!("fleet-controller init failed: {err}");
+        }
+        let token = std::fs::read_to_string(&token_file)?;
+        if token.trim() != out.trim() {
+            bail!("init printed a different token than it wrote to admin.token");
+        }
+    }
+    Ok(std::fs::read_to_string(&token_file)?.trim().to_owned())
 }
 
 /// The workspace's one rustls provider, for reqwest in tests.
@@ -317,6 +336,7 @@ pub fn install_crypto() {
 impl Controller {
     pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         install_crypto();
+        let token = init_data_dir(data_dir)?;
         let dir = data_dir.to_str().context("utf-8 temp path")?;
         let mut args = vec!["serve", "--data-dir", dir, "--http", "127.0.0.1:0"];
         args.extend_from_slice(extra);
@@ -344,6 +364,7 @@ impl Controller {
             api,
             mqtt_port,
             data_dir: data_dir.to_owned(),
+            token,
         })
     }
 
@@ -361,16 +382,23 @@ impl Controller {
 
     /// `fleetctl --controller <this> args…`: (success, stdout, stderr).
     pub fn fleetctl(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-        fleetctl(&self.api, args)
+        fleetctl(&self.api, &self.token, args)
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let resp = reqwest::get(format!("{}{path}", self.api)).await?;
+        let resp = reqwest::Client::new()
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
         Ok(resp.json().await?)
     }
 
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        Ok(reqwest::get(format!("{}/metrics", self.api))
+        Ok(reqwest::Client::new()
+            .get(format!("{}/metrics", self.api))
+            .bearer_auth(&self.token)
+            .send()
             .await?
             .text()
             .await?)
@@ -383,6 +411,7 @@ impl Controller {
     ) -> anyhow::Result<serde_json::Value> {
         let resp = reqwest::Client::new()
             .post(format!("{}{path}", self.api))
+            .bearer_auth(&self.token)
             .json(&body)
             .send()
             .await?;
@@ -395,9 +424,12 @@ impl Controller {
     }
 }
 
-/// Run `fleetctl --controller api args…` to completion.
-pub fn fleetctl(api: &str, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-    run_bin("fleetctl", &[&["--controller", api], args].concat())
+/// Run `fleetctl --controller api --token token args…` to completion.
+pub fn fleetctl(api: &str, token: &str, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    run_bin(
+        "fleetctl",
+        &[&["--controller", api, "--token", token], args].concat(),
+    )
 }
 
 /// Run a workspace binary to completion: (success, stdout, stderr).

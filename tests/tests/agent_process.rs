@@ -186,7 +186,8 @@ async fn operator_errors_are_clear() {
         .fleetctl(&["baseline", "set", "ballot-box-v2", "latest"])
         .unwrap();
     assert!(!ok && err.contains("MAJOR.MINOR.PATCH"), "{err}");
-    let (ok, _, err) = fleet_tests::fleetctl("http://127.0.0.1:9", &["readiness"]).unwrap();
+    let (ok, _, err) =
+        fleet_tests::fleetctl("http://127.0.0.1:9", &ctl.token, &["readiness"]).unwrap();
     assert!(!ok && err.contains("cannot reach the controller"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     ctl.stop().unwrap();

@@ -49,6 +49,7 @@ async fn forged_garbage_oversize_and_unknown_are_rejected() {
     let mut ctl = Controller::start(data.path(), &[]).unwrap();
     let reg = reqwest::Client::new()
         .post(format!("{}/api/v1/registry/import", ctl.api))
+        .bearer_auth(&ctl.token)
         .body("province,county,station_id\nIR-23,IR-23-TEH,ST-1\n")
         .send()
         .await
@@ -210,7 +211,12 @@ async fn forged_garbage_oversize_and_unknown_are_rejected() {
     ctl.proc
         .wait_for_line("managed mosquitto restarted", Duration::from_secs(5))
         .unwrap();
-    let health = ctl.get("/healthz").await.unwrap();
+    let health: serde_json::Value = reqwest::get(format!("{}/healthz", ctl.api))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["broker"], "up");
     ctl.stop().unwrap();
 }

@@ -88,7 +88,7 @@ async fn readiness_matches_the_simulated_fleet_and_survives_a_restart() {
         "--checks-secs",
         "5",
     ]));
-    let mut sim = Proc::spawn("fleet-sim", &run_args, &[]).unwrap();
+    let mut sim = Proc::spawn("fleet-sim", &run_args, &[("FLEETCTL_TOKEN", &ctl.token)]).unwrap();
 
     let matches = |ctl: &Controller| -> Result<(), String> {
         let got = readiness(ctl)?;

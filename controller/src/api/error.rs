@@ -15,6 +15,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("internal: {0}")]
+    Internal(String),
     /// The request was understood but some items are wrong; nothing was changed.
     #[error("{message}")]
     Invalid {
@@ -30,6 +36,15 @@ impl IntoResponse for ApiError {
         let (status, body) = match &self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
+            ApiError::Internal(cause) => {
+                error!(error = %cause, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "error": "internal error; see the controller log" }),
+                )
+            }
             ApiError::Invalid { message, errors } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "error": message, "errors": errors }),

@@ -6,11 +6,12 @@ mod error;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Extension, Json, Router};
 use fleet_protocol::{CountyCode, DeviceId, Model, ProvinceCode, StationId, Version};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,8 @@ use serde_json::json;
 
 pub use error::ApiError;
 
+use crate::access::{Access, AccessError, Caller};
+use crate::auth::{Permission, Role};
 use crate::fleet::{Device, DeviceFilter, Fleet, Lifecycle, ReadinessFilter, Registration};
 use crate::readiness::{Counts, Reason};
 use crate::registry;
@@ -38,6 +41,7 @@ pub struct AppState {
     pub store: Store,
     pub broker: BrokerInfo,
     pub metrics: PrometheusHandle,
+    pub access: Arc<Access>,
 }
 
 impl AppState {
@@ -51,8 +55,7 @@ impl AppState {
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/provinces", get(provinces))
         .route("/api/v1/readiness", get(readiness))
@@ -66,8 +69,89 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/baselines", get(baselines))
         .route("/api/v1/baselines/{model}", put(set_baseline))
         .route("/api/v1/broker", get(broker))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/audit", get(audit_list))
+        .route("/api/v1/audit/verify", get(audit_verify))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
+}
+
+/// Resolve the bearer token into the caller, or refuse with 401.
+async fn authenticate(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing bearer token (fleetctl: --token or FLEETCTL_TOKEN)".into(),
+            )
+        })?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be \"Bearer TOKEN\"".into())
+        })?
+        .trim();
+    let principal = st
+        .access
+        .authenticate(token)
+        .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))?;
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+    req.extensions_mut().insert(Caller { principal, source });
+    Ok(next.run(req).await)
+}
+
+impl Caller {
+    fn require(&self, p: Permission) -> Result<(), ApiError> {
+        if self.principal.may(p) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "role {} may not do this",
+                self.principal.role
+            )))
+        }
+    }
+
+    /// Refuse an explicit province outside the caller's scope.
+    fn require_province(&self, p: ProvinceCode) -> Result<(), ApiError> {
+        if self.principal.sees(p) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "your token is limited to {}",
+                self.principal
+                    .provinces
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Invalid(m) => ApiError::BadRequest(m),
+            AccessError::Store(s) => ApiError::Store(s),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
 }
 
 fn parse<T: std::str::FromStr>(what: &str, v: &str) -> Result<T, ApiError>
@@ -98,7 +182,16 @@ async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+async fn metrics(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permission::ReadFleet)?;
+    if caller.principal.is_scoped() {
+        return Err(ApiError::Forbidden(
+            "metrics cover every province; a province-scoped token cannot read them".into(),
+        ));
+    }
     {
         let fleet = st.fleet();
         for p in ProvinceCode::all() {
@@ -112,10 +205,10 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
             }
         }
     }
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(),
-    )
+    ))
 }
 
 #[derive(Serialize)]
@@ -125,8 +218,11 @@ struct ProvinceOut {
     name_fa: &'static str,
 }
 
-async fn provinces() -> Json<Vec<ProvinceOut>> {
-    Json(
+async fn provinces(
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<ProvinceOut>>, ApiError> {
+    caller.require(Permission::ReadFleet)?;
+    Ok(Json(
         ProvinceCode::all()
             .map(|p| ProvinceOut {
                 code: p.to_string(),
@@ -134,7 +230,7 @@ async fn provinces() -> Json<Vec<ProvinceOut>> {
                 name_fa: p.info().name_fa,
             })
             .collect(),
-    )
+    ))
 }
 
 #[derive(Deserialize)]
@@ -177,17 +273,24 @@ fn row(province: ProvinceCode, county: Option<Option<String>>, c: &Counts) -> Re
 
 async fn readiness(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ReadinessQuery>,
 ) -> Result<Json<Vec<ReadinessRow>>, ApiError> {
+    caller.require(Permission::ReadFleet)?;
     let province: Option<ProvinceCode> = opt("province", q.province.as_deref())?;
+    if let Some(p) = province {
+        caller.require_province(p)?;
+    }
+    let sees = |p: ProvinceCode| caller.principal.sees(p);
     let fleet = st.fleet();
     let rows = match q.by.as_deref().unwrap_or("province") {
         "province" => ProvinceCode::all()
-            .filter(|p| province.is_none_or(|want| *p == want))
+            .filter(|p| province.is_none_or(|want| *p == want) && sees(*p))
             .map(|p| row(p, None, &fleet.province_counts(p)))
             .collect(),
         "county" => fleet
             .county_counts(province)
+            .filter(|((p, _), _)| sees(*p))
             .map(|((p, c), counts)| row(*p, Some(c.as_ref().map(|c| c.to_string())), counts))
             .collect(),
         other => {
@@ -243,20 +346,31 @@ pub const MAX_PER_PAGE: usize = 1000;
 
 async fn list_devices(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::ReadFleet)?;
     let filter = DeviceFilter {
         province: opt("province", q.province.as_deref())?,
         county: opt("county", q.county.as_deref())?,
         model: opt("model", q.model.as_deref())?,
         readiness: opt::<ReadinessFilter>("readiness", q.readiness.as_deref())?,
     };
+    if let Some(p) = filter.province {
+        caller.require_province(p)?;
+    }
+    if let Some(c) = &filter.county {
+        caller.require_province(c.province())?;
+    }
     let per_page = q.per_page.unwrap_or(100).clamp(1, MAX_PER_PAGE);
     let page = q.page.unwrap_or(1).max(1);
     let fleet = st.fleet();
     let mut total = 0usize;
     let mut items = Vec::new();
-    for d in fleet.devices(&filter) {
+    for d in fleet
+        .devices(&filter)
+        .filter(|d| caller.principal.sees(d.reg.province))
+    {
         if total >= (page - 1) * per_page && items.len() < per_page {
             items.push(summary(d));
         }
@@ -272,13 +386,17 @@ async fn list_devices(
 
 async fn device_detail(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::ReadFleet)?;
     let id: DeviceId = parse("device id", &id)?;
     let (summary, status) = {
         let fleet = st.fleet();
+        // Another province's device looks exactly like one that does not exist.
         let d = fleet
             .get(&id)
+            .filter(|d| caller.principal.sees(d.reg.province))
             .ok_or_else(|| ApiError::NotFound(format!("device {id} is not registered")))?;
         (summary(d), d.status.clone())
     };
@@ -315,12 +433,23 @@ pub struct RegisterRequest {
 
 async fn validate_registration(
     st: &AppState,
+    caller: &Caller,
     r: &DeviceRegistration,
     now: u64,
 ) -> Result<Registration, String> {
     let id = DeviceId::parse(&r.id).map_err(|e| e.to_string())?;
     let model = Model::parse(&r.model).map_err(|e| e.to_string())?;
     let province = ProvinceCode::parse(&r.province).map_err(|e| e.to_string())?;
+    if !caller.principal.sees(province) {
+        return Err(format!("province {province} is outside your token's scope"));
+    }
+    if let Some(existing) = st.fleet().get(&id) {
+        if !caller.principal.sees(existing.reg.province) {
+            return Err(format!(
+                "device {id} is registered in a province outside your token's scope"
+            ));
+        }
+    }
     let mut county = r
         .county
         .as_deref()
@@ -380,13 +509,15 @@ async fn validate_registration(
 
 async fn register_devices(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<RegisterRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::RegisterDevices)?;
     let now = unix_ms();
     let mut regs = Vec::with_capacity(req.devices.len());
     let mut errors = Vec::new();
     for (index, r) in req.devices.iter().enumerate() {
-        match validate_registration(&st, r, now).await {
+        match validate_registration(&st, &caller, r, now).await {
             Ok(reg) => regs.push(reg),
             Err(message) => errors.push(json!({ "index": index, "id": r.id, "message": message })),
         }
@@ -402,18 +533,37 @@ async fn register_devices(
         });
     }
     st.store.upsert_devices(&regs).await?;
-    let mut fleet = st.fleet_mut();
     let n = regs.len();
-    for reg in regs {
-        fleet.register(reg, now);
-    }
-    Ok(Json(json!({ "registered": n, "fleet_size": fleet.len() })))
+    let ids: Vec<String> = regs.iter().map(|r| r.id.to_string()).collect();
+    let fleet_size = {
+        let mut fleet = st.fleet_mut();
+        for reg in regs {
+            fleet.register(reg, now);
+        }
+        fleet.len()
+    };
+    let target = if n == 1 {
+        ids[0].clone()
+    } else {
+        format!("{n} devices")
+    };
+    st.access
+        .record(
+            &caller,
+            "device.register",
+            &target,
+            json!({ "devices": ids }),
+        )
+        .await?;
+    Ok(Json(json!({ "registered": n, "fleet_size": fleet_size })))
 }
 
 async fn import_registry(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: String,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::ImportRegistry)?;
     let reg = registry::parse_csv(&body).map_err(|errors| ApiError::Invalid {
         message: format!(
             "the registry file has {} bad line(s); nothing was imported",
@@ -422,6 +572,14 @@ async fn import_registry(
         errors: serde_json::to_value(errors).expect("line errors serialize"),
     })?;
     st.store.import_registry(&reg).await?;
+    st.access
+        .record(
+            &caller,
+            "registry.import",
+            "registry",
+            json!({ "counties": reg.counties.len(), "stations": reg.stations.len() }),
+        )
+        .await?;
     Ok(Json(json!({
         "counties": reg.counties.len(),
         "stations": reg.stations.len(),
@@ -435,12 +593,20 @@ struct CountyQuery {
 
 async fn counties(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<CountyQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::ReadFleet)?;
     let province: Option<ProvinceCode> = opt("province", q.province.as_deref())?;
+    if let Some(p) = province {
+        caller.require_province(p)?;
+    }
     let rows = st.store.counties(province).await?;
     Ok(Json(serde_json::Value::Array(
         rows.into_iter()
+            .filter(|(_, p, _, _, _)| {
+                ProvinceCode::parse(p).is_ok_and(|p| caller.principal.sees(p))
+            })
             .map(|(code, province, name_en, name_fa, stations)| {
                 json!({ "code": code, "province": province, "name_en": name_en, "name_fa": name_fa, "stations": stations })
             })
@@ -448,14 +614,18 @@ async fn counties(
     )))
 }
 
-async fn baselines(State(st): State<AppState>) -> Json<BTreeMap<String, String>> {
-    Json(
+async fn baselines(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    caller.require(Permission::ReadFleet)?;
+    Ok(Json(
         st.fleet()
             .baselines()
             .iter()
             .map(|(m, v)| (m.to_string(), v.to_string()))
             .collect(),
-    )
+    ))
 }
 
 #[derive(Deserialize)]
@@ -465,20 +635,130 @@ struct BaselineBody {
 
 async fn set_baseline(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(model): Path<String>,
     Json(body): Json<BaselineBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::SetBaseline)?;
     let model: Model = parse("model", &model)?;
     let version: Version = parse("version", &body.version)?;
     let now = unix_ms();
     st.store.set_baseline(&model, &version, now).await?;
     st.fleet_mut()
         .set_baseline(model.clone(), version.clone(), now);
+    st.access
+        .record(
+            &caller,
+            "baseline.set",
+            model.as_str(),
+            json!({ "version": version }),
+        )
+        .await?;
     Ok(Json(json!({ "model": model, "version": version })))
 }
 
-async fn broker(State(st): State<AppState>) -> Json<BrokerInfo> {
-    Json(st.broker.clone())
+async fn broker(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<BrokerInfo>, ApiError> {
+    caller.require(Permission::ReadFleet)?;
+    Ok(Json(st.broker.clone()))
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    role: String,
+    #[serde(default)]
+    provinces: Vec<String>,
+    name: Option<String>,
+}
+
+async fn create_token(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<TokenRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::ManageTokens)?;
+    let role: Role = parse("role", &req.role)?;
+    let provinces = req
+        .provinces
+        .iter()
+        .map(|p| parse::<ProvinceCode>("province", p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let name = req.name.unwrap_or_else(|| role.as_str().to_owned());
+    let (row, token) = st
+        .access
+        .create_token(&caller, &name, role, provinces)
+        .await?;
+    Ok(Json(
+        json!({ "token": token, "id": row.id, "name": row.name, "role": row.role, "provinces": row.provinces }),
+    ))
+}
+
+async fn list_tokens(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::ManageTokens)?;
+    Ok(Json(
+        serde_json::to_value(st.access.tokens().await?).expect("token rows serialize"),
+    ))
+}
+
+async fn revoke_token(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::ManageTokens)?;
+    if st.access.revoke(&caller, &id).await? {
+        Ok(Json(json!({ "revoked": id })))
+    } else {
+        Err(ApiError::NotFound(format!("no live token with id {id}")))
+    }
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    actor: Option<String>,
+    target: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn audit_list(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::ReadAudit)?;
+    let entries = st
+        .store
+        .audit_entries(&crate::store::AuditFilter {
+            actor: q.actor.filter(|s| !s.is_empty()),
+            target: q.target.filter(|s| !s.is_empty()),
+            since_ms: q.since_ms,
+            until_ms: q.until_ms,
+            limit: q.limit.unwrap_or(100).min(10_000),
+        })
+        .await?;
+    Ok(Json(
+        serde_json::to_value(entries).expect("entries serialize"),
+    ))
+}
+
+async fn audit_verify(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::ReadAudit)?;
+    Ok(Json(match st.access.verify().await? {
+        Ok(n) => json!({ "intact": true, "entries": n }),
+        Err(broken) => {
+            json!({ "intact": false, "first_broken": broken.seq, "reason": broken.reason })
+        }
+    }))
 }
 
 #[cfg(test)]

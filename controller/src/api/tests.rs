@@ -9,19 +9,28 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::*;
+use crate::access::{Access, Caller};
+use crate::auth::Role;
 use crate::fleet::Fleet;
 use crate::store::Store;
 
 struct TestApp {
     router: Router,
     fleet: Arc<RwLock<Fleet>>,
-    _dir: tempfile::TempDir,
+    access: Arc<Access>,
+    token: String,
+    dir: tempfile::TempDir,
 }
 
 async fn test_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("fleet.db")).await.unwrap();
     let fleet = Arc::new(RwLock::new(Fleet::new(60_000)));
+    let access = Arc::new(Access::load(store.clone(), dir.path()).await.unwrap());
+    let (_, token) = access
+        .create_token(&Caller::system("test"), "test admin", Role::Admin, vec![])
+        .await
+        .unwrap();
     let state = AppState {
         fleet: Arc::clone(&fleet),
         store,
@@ -30,15 +39,30 @@ async fn test_app() -> TestApp {
             port: 1,
         },
         metrics: crate::metrics_handle(),
+        access: Arc::clone(&access),
     };
     TestApp {
         router: app(state),
         fleet,
-        _dir: dir,
+        access,
+        token,
+        dir,
     }
 }
 
 impl TestApp {
+    async fn token_for(&self, role: Role, provinces: &[&str]) -> String {
+        let provinces = provinces
+            .iter()
+            .map(|p| ProvinceCode::parse(p).unwrap())
+            .collect();
+        self.access
+            .create_token(&Caller::system("test"), role.as_str(), role, provinces)
+            .await
+            .unwrap()
+            .1
+    }
+
     async fn call(
         &self,
         method: &str,
@@ -46,12 +70,26 @@ impl TestApp {
         body: Option<Body>,
         ctype: &str,
     ) -> (StatusCode, Value) {
-        let req = Request::builder()
+        self.call_as(Some(&self.token), method, uri, body, ctype)
+            .await
+    }
+
+    async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        uri: &str,
+        body: Option<Body>,
+        ctype: &str,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder()
             .method(method)
             .uri(uri)
-            .header("content-type", ctype)
-            .body(body.unwrap_or_else(Body::empty))
-            .unwrap();
+            .header("content-type", ctype);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(body.unwrap_or_else(Body::empty)).unwrap();
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -272,4 +310,319 @@ async fn baselines_and_metrics() {
         "{text}"
     );
     assert!(!text.contains("device=\""), "no per-device labels");
+}
+
+/// Every endpoint with every role, no token and a revoked token: the
+/// expected status for each, including province scoping.
+#[tokio::test]
+async fn role_by_endpoint_matrix() {
+    let app = test_app().await;
+    app.csv(REGISTRY).await;
+    app.json(
+        "POST",
+        "/api/v1/devices",
+        json!({ "devices": [
+            dev("BB-TEH", "IR-23", Some("IR-23-TEH")),
+            dev("BB-SARI", "IR-02", Some("IR-02-SARI")),
+        ]}),
+    )
+    .await;
+
+    let central = app.token_for(Role::CentralOps, &[]).await;
+    let tech = app.token_for(Role::ProvinceTech, &["IR-02"]).await;
+    let warehouse = app.token_for(Role::Warehouse, &[]).await;
+    let viewer = app.token_for(Role::Viewer, &[]).await;
+    let revoked = app.token_for(Role::Admin, &[]).await;
+    let revoked_id = app.access.authenticate(&revoked).unwrap().token_id;
+    app.access
+        .revoke(&Caller::system("test"), &revoked_id)
+        .await
+        .unwrap();
+
+    const OK: u16 = 200;
+    const DENY: u16 = 403;
+    const NOAUTH: u16 = 401;
+    const GONE: u16 = 404;
+    let register = json!({ "devices": [dev("BB-NEW", "IR-02", Some("IR-02-SARI"))] }).to_string();
+    let token_req = json!({ "role": "viewer" }).to_string();
+    // (method, uri, body, [admin, central-ops, province-tech(IR-02), warehouse, viewer])
+    let cases: Vec<(&str, &str, Option<String>, [u16; 5])> = vec![
+        ("GET", "/api/v1/readiness", None, [OK, OK, OK, OK, OK]),
+        (
+            "GET",
+            "/api/v1/readiness?province=IR-02",
+            None,
+            [OK, OK, OK, OK, OK],
+        ),
+        (
+            "GET",
+            "/api/v1/readiness?province=IR-23",
+            None,
+            [OK, OK, DENY, OK, OK],
+        ),
+        (
+            "GET",
+            "/api/v1/readiness?by=county&province=IR-23",
+            None,
+            [OK, OK, DENY, OK, OK],
+        ),
+        ("GET", "/api/v1/devices", None, [OK, OK, OK, OK, OK]),
+        (
+            "GET",
+            "/api/v1/devices?province=IR-23",
+            None,
+            [OK, OK, DENY, OK, OK],
+        ),
+        (
+            "GET",
+            "/api/v1/devices?county=IR-23-TEH",
+            None,
+            [OK, OK, DENY, OK, OK],
+        ),
+        ("GET", "/api/v1/devices/BB-SARI", None, [OK, OK, OK, OK, OK]),
+        (
+            "GET",
+            "/api/v1/devices/BB-TEH",
+            None,
+            [OK, OK, GONE, OK, OK],
+        ),
+        (
+            "POST",
+            "/api/v1/devices",
+            Some(register.clone()),
+            [OK, OK, DENY, OK, DENY],
+        ),
+        (
+            "POST",
+            "/api/v1/registry/import",
+            Some(REGISTRY.to_owned()),
+            [OK, OK, DENY, DENY, DENY],
+        ),
+        (
+            "GET",
+            "/api/v1/registry/counties",
+            None,
+            [OK, OK, OK, OK, OK],
+        ),
+        (
+            "GET",
+            "/api/v1/registry/counties?province=IR-23",
+            None,
+            [OK, OK, DENY, OK, OK],
+        ),
+        ("GET", "/api/v1/baselines", None, [OK, OK, OK, OK, OK]),
+        (
+            "PUT",
+            "/api/v1/baselines/ballot-box-v2",
+            Some(json!({ "version": "2.4.0" }).to_string()),
+            [OK, OK, DENY, DENY, DENY],
+        ),
+        ("GET", "/api/v1/provinces", None, [OK, OK, OK, OK, OK]),
+        ("GET", "/api/v1/broker", None, [OK, OK, OK, OK, OK]),
+        ("GET", "/metrics", None, [OK, OK, DENY, OK, OK]),
+        ("GET", "/api/v1/tokens", None, [OK, DENY, DENY, DENY, DENY]),
+        (
+            "POST",
+            "/api/v1/tokens",
+            Some(token_req.clone()),
+            [OK, DENY, DENY, DENY, DENY],
+        ),
+        (
+            "DELETE",
+            "/api/v1/tokens/tok_nonexistent",
+            None,
+            [GONE, DENY, DENY, DENY, DENY],
+        ),
+        ("GET", "/api/v1/audit", None, [OK, OK, DENY, DENY, DENY]),
+        (
+            "GET",
+            "/api/v1/audit/verify",
+            None,
+            [OK, OK, DENY, DENY, DENY],
+        ),
+    ];
+    let tokens = [app.token.clone(), central, tech.clone(), warehouse, viewer];
+    let roles = [
+        "admin",
+        "central-ops",
+        "province-tech",
+        "warehouse",
+        "viewer",
+    ];
+    let mut failures = Vec::new();
+    for (method, uri, body, want) in &cases {
+        let ctype = if uri.contains("registry/import") {
+            "text/csv"
+        } else {
+            "application/json"
+        };
+        for (i, token) in tokens.iter().enumerate() {
+            let (status, v) = app
+                .call_as(
+                    Some(token),
+                    method,
+                    uri,
+                    body.clone().map(Body::from),
+                    ctype,
+                )
+                .await;
+            if status.as_u16() != want[i] {
+                failures.push(format!(
+                    "{method} {uri} as {}: {status} (want {}) {v}",
+                    roles[i], want[i]
+                ));
+            }
+        }
+        for (who, token) in [
+            ("no token", None),
+            ("revoked token", Some(revoked.as_str())),
+            ("garbage token", Some("sdg_nope")),
+        ] {
+            let (status, _) = app
+                .call_as(token, method, uri, body.clone().map(Body::from), ctype)
+                .await;
+            if status.as_u16() != NOAUTH {
+                failures.push(format!("{method} {uri} with {who}: {status} (want 401)"));
+            }
+        }
+    }
+    // /healthz is open to all.
+    let (status, _) = app
+        .call_as(None, "GET", "/healthz", None, "application/json")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Scoping inside lists: the technician of IR-02 sees only IR-02.
+    let (_, rows) = app
+        .call_as(
+            Some(&tech),
+            "GET",
+            "/api/v1/readiness",
+            None,
+            "application/json",
+        )
+        .await;
+    let provinces: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["province"].as_str().unwrap())
+        .collect();
+    assert_eq!(provinces, ["IR-02"]);
+    let (_, list) = app
+        .call_as(
+            Some(&tech),
+            "GET",
+            "/api/v1/devices",
+            None,
+            "application/json",
+        )
+        .await;
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["province"] == "IR-02"),
+        "{list}"
+    );
+    assert_eq!(list["total"], 2, "BB-SARI and BB-NEW: {list}");
+    let (_, counties) = app
+        .call_as(
+            Some(&tech),
+            "GET",
+            "/api/v1/registry/counties",
+            None,
+            "application/json",
+        )
+        .await;
+    assert!(counties
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["province"] == "IR-02"));
+    // ...and a 404 for another province's device reads like a missing one.
+    let (_, a) = app
+        .call_as(
+            Some(&tech),
+            "GET",
+            "/api/v1/devices/BB-TEH",
+            None,
+            "application/json",
+        )
+        .await;
+    let (_, b) = app
+        .call_as(
+            Some(&tech),
+            "GET",
+            "/api/v1/devices/BB-NONE",
+            None,
+            "application/json",
+        )
+        .await;
+    assert_eq!(
+        a["error"].as_str().unwrap().replace("BB-TEH", "X"),
+        b["error"].as_str().unwrap().replace("BB-NONE", "X")
+    );
+}
+
+#[tokio::test]
+async fn changes_are_audited_and_the_chain_verifies() {
+    let app = test_app().await;
+    app.csv(REGISTRY).await;
+    app.json(
+        "PUT",
+        "/api/v1/baselines/ballot-box-v2",
+        json!({ "version": "2.4.0" }),
+    )
+    .await;
+    app.json(
+        "POST",
+        "/api/v1/devices",
+        json!({ "devices": [dev("BB-1", "IR-23", Some("IR-23-TEH"))] }),
+    )
+    .await;
+    let (_, entries) = app.get("/api/v1/audit?limit=10").await;
+    let actions: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "device.register",
+            "baseline.set",
+            "registry.import",
+            "token.create"
+        ]
+    );
+    let first = &entries[0];
+    assert_eq!(first["target"], "BB-1");
+    assert_eq!(first["role"], "admin");
+    assert!(first["actor"].as_str().unwrap().contains("test admin"));
+    let (_, by_device) = app.get("/api/v1/audit?target=BB-1").await;
+    assert_eq!(by_device.as_array().unwrap().len(), 1);
+    let (_, v) = app.get("/api/v1/audit/verify").await;
+    assert_eq!(v, json!({ "intact": true, "entries": 4 }));
+    // A denied request changes nothing and leaves no entry.
+    let viewer = app.token_for(Role::Viewer, &[]).await;
+    let (status, _) = app
+        .call_as(
+            Some(&viewer),
+            "PUT",
+            "/api/v1/baselines/ballot-box-v2",
+            Some(Body::from(json!({ "version": "9.9.9" }).to_string())),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, v) = app.get("/api/v1/audit/verify").await;
+    assert_eq!(
+        v["entries"], 5,
+        "only the viewer token's creation was added"
+    );
+    assert!(app.dir.path().join("audit.head").is_file());
 }

@@ -16,6 +16,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Prepare a new data directory: the fleet CA, the broker's and the
+    /// controller's certificates, and the first admin token (printed once,
+    /// and written to DIR/admin.token with mode 0600).
+    Init {
+        #[arg(long, env = "FLEET_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Run the controller: managed Mosquitto, SQLite store, ingest, HTTP API.
     Serve {
         /// Where the database, the broker's files and logs live.
@@ -51,6 +58,16 @@ fn main() -> anyhow::Result<()> {
         .init();
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
+        Cmd::Init { data_dir } => rt.block_on(async move {
+            let done = fleet_controller::init(&data_dir).await?;
+            println!("{}", done.admin_token);
+            eprintln!(
+                "Initialised {}. The admin token above is shown once; it is also in {} (mode 0600).",
+                data_dir.display(),
+                done.token_file.display()
+            );
+            Ok(())
+        }),
         Cmd::Serve {
             data_dir,
             http,

@@ -1,0 +1,205 @@
+//! Access: operator tokens (cached in memory, stored hashed) and the audit
+//! log writer (appends serialized, the chain's head kept in a file beside
+//! the database so a cut tail is noticed).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use fleet_protocol::ProvinceCode;
+use serde_json::Value;
+
+use crate::audit::{self, Broken, Entry, Head};
+use crate::auth::{self, Principal, Role};
+use crate::store::{Store, StoreError, TokenRow};
+use crate::unix_ms;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the audit head {path}: {source}")]
+    Head {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Who made a change and from where, as the audit log records it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub source: String,
+}
+
+impl Caller {
+    /// The controller itself (init, start-up).
+    pub fn system(what: &str) -> Self {
+        Self {
+            principal: Principal {
+                token_id: "-".into(),
+                name: what.into(),
+                role: Role::Admin,
+                provinces: vec![],
+            },
+            source: "local".into(),
+        }
+    }
+}
+
+pub struct Access {
+    store: Store,
+    by_hash: RwLock<HashMap<String, Principal>>,
+    audit_lock: tokio::sync::Mutex<()>,
+    head_path: PathBuf,
+}
+
+fn principal_of(t: &TokenRow) -> Option<Principal> {
+    Some(Principal {
+        token_id: t.id.clone(),
+        name: t.name.clone(),
+        role: t.role.parse().ok()?,
+        provinces: t
+            .provinces
+            .iter()
+            .filter_map(|p| ProvinceCode::parse(p).ok())
+            .collect(),
+    })
+}
+
+impl Access {
+    pub async fn load(store: Store, data_dir: &Path) -> Result<Self, AccessError> {
+        let mut by_hash = HashMap::new();
+        for t in store.tokens().await? {
+            if t.revoked_at_ms.is_none() {
+                if let Some(p) = principal_of(&t) {
+                    by_hash.insert(t.hash.clone(), p);
+                }
+            }
+        }
+        Ok(Self {
+            store,
+            by_hash: RwLock::new(by_hash),
+            audit_lock: tokio::sync::Mutex::new(()),
+            head_path: data_dir.join("audit.head"),
+        })
+    }
+
+    /// The principal a presented token stands for, if it is valid.
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        self.by_hash
+            .read()
+            .expect("token cache lock is never poisoned")
+            .get(&auth::token_hash(token))
+            .cloned()
+    }
+
+    /// Create a token; returns its row and the token itself (shown once).
+    pub async fn create_token(
+        &self,
+        by: &Caller,
+        name: &str,
+        role: Role,
+        provinces: Vec<ProvinceCode>,
+    ) -> Result<(TokenRow, String), AccessError> {
+        auth::check_scope(role, &provinces).map_err(AccessError::Invalid)?;
+        if name.is_empty() || name.len() > 64 {
+            return Err(AccessError::Invalid(
+                "a token name has 1 to 64 characters".into(),
+            ));
+        }
+        let (id, token) = auth::new_token();
+        let row = TokenRow {
+            id,
+            name: name.to_owned(),
+            role: role.as_str().to_owned(),
+            provinces: provinces.iter().map(ToString::to_string).collect(),
+            hash: auth::token_hash(&token),
+            created_at_ms: unix_ms(),
+            created_by: by.principal.actor(),
+            revoked_at_ms: None,
+        };
+        self.store.insert_token(&row).await?;
+        if let Some(p) = principal_of(&row) {
+            self.by_hash
+                .write()
+                .expect("token cache lock is never poisoned")
+                .insert(row.hash.clone(), p);
+        }
+        self.record(
+            by,
+            "token.create",
+            &row.id,
+            serde_json::json!({ "name": row.name, "role": row.role, "provinces": row.provinces }),
+        )
+        .await?;
+        Ok((row, token))
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>, AccessError> {
+        Ok(self.store.tokens().await?)
+    }
+
+    /// Revoke a token at once; false if no such live token.
+    pub async fn revoke(&self, by: &Caller, id: &str) -> Result<bool, AccessError> {
+        if !self.store.revoke_token(id, unix_ms()).await? {
+            return Ok(false);
+        }
+        self.by_hash
+            .write()
+            .expect("token cache lock is never poisoned")
+            .retain(|_, p| p.token_id != id);
+        self.record(by, "token.revoke", id, Value::Null).await?;
+        Ok(true)
+    }
+
+    /// Append an audit entry for a change.
+    pub async fn record(
+        &self,
+        by: &Caller,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> Result<Entry, AccessError> {
+        let _serial = self.audit_lock.lock().await;
+        let entry = self
+            .store
+            .append_audit(Entry {
+                seq: 0,
+                at_ms: unix_ms(),
+                actor: by.principal.actor(),
+                role: by.principal.role.as_str().to_owned(),
+                action: action.to_owned(),
+                target: target.to_owned(),
+                source: by.source.clone(),
+                detail: detail.to_string(),
+                prev_hash: String::new(),
+                hash: String::new(),
+            })
+            .await?;
+        let head = Head {
+            seq: entry.seq,
+            hash: entry.hash.clone(),
+        };
+        let tmp = self.head_path.with_extension("tmp");
+        let err = |source| AccessError::Head {
+            path: self.head_path.clone(),
+            source,
+        };
+        std::fs::write(&tmp, serde_json::to_vec(&head).expect("head serializes")).map_err(err)?;
+        std::fs::rename(&tmp, &self.head_path).map_err(err)?;
+        Ok(entry)
+    }
+
+    /// Check the whole chain against the head file.
+    pub async fn verify(&self) -> Result<Result<u64, Broken>, AccessError> {
+        let _serial = self.audit_lock.lock().await;
+        let entries = self.store.audit_chain().await?;
+        let head: Option<Head> = std::fs::read(&self.head_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Ok(audit::verify(&entries, head.as_ref()))
+    }
+}

@@ -1,0 +1,281 @@
+//! The fleet's certificate authority, made by `fleet-controller init`: the
+//! CA itself, the managed broker's server certificate and the controller's
+//! own client certificate, as PEM files under `DATA/pki/`. Private keys are
+//! written with mode 0600. Every certificate's subject, names, validity and
+//! key usage are set here, never copied from a request.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+/// The controller's own MQTT identity (its certificate name and client id).
+pub const CONTROLLER_IDENTITY: &str = "fleet-controller";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{dir} is already initialised (found {found}); refusing to overwrite its CA")]
+    AlreadyInitialised { dir: PathBuf, found: PathBuf },
+    #[error("{dir} is not initialised; run: fleet-controller init --data-dir {dir}")]
+    NotInitialised { dir: PathBuf },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate error: {0}")]
+    Cert(#[from] rcgen::Error),
+}
+
+/// Where the PKI files of a data directory live.
+#[derive(Debug, Clone)]
+pub struct PkiPaths {
+    pub dir: PathBuf,
+}
+
+impl PkiPaths {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.join("pki"),
+        }
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn broker_cert(&self) -> PathBuf {
+        self.dir.join("broker.crt")
+    }
+    pub fn broker_key(&self) -> PathBuf {
+        self.dir.join("broker.key")
+    }
+    pub fn controller_cert(&self) -> PathBuf {
+        self.dir.join("controller.crt")
+    }
+    pub fn controller_key(&self) -> PathBuf {
+        self.dir.join("controller.key")
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        self.ca_cert().is_file() && self.ca_key().is_file()
+    }
+
+    pub fn require(&self, data_dir: &Path) -> Result<(), PkiError> {
+        if self.is_initialised() {
+            Ok(())
+        } else {
+            Err(PkiError::NotInitialised {
+                dir: data_dir.to_owned(),
+            })
+        }
+    }
+}
+
+/// Write `contents` to a new file, readable only by its owner if `private`.
+pub fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
+    let err = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    if private {
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(err)?;
+    f.write_all(contents).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn ca_params() -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Sandogh");
+    dn.push(DnType::CommonName, "Sandogh fleet CA");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(365 * 10);
+    p
+}
+
+/// Parameters of a leaf certificate whose every field the CA decides.
+pub fn leaf_params(
+    common_name: &str,
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+    valid_for: Duration,
+) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Sandogh");
+    dn.push(DnType::CommonName, common_name);
+    p.distinguished_name = dn;
+    p.subject_alt_names = sans;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![usage];
+    p.use_authority_key_identifier_extension = true;
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::minutes(5);
+    p.not_after = now + valid_for;
+    p
+}
+
+/// The CA, loaded from its files, to sign with.
+pub struct Ca {
+    key: KeyPair,
+    cert_pem: String,
+}
+
+impl Ca {
+    pub fn load(paths: &PkiPaths) -> Result<Self, PkiError> {
+        let key = KeyPair::from_pem(&read(&paths.ca_key())?)?;
+        Ok(Self {
+            key,
+            cert_pem: read(&paths.ca_cert())?,
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Sign `params` for `public_key`.
+    pub fn sign(
+        &self,
+        params: &CertificateParams,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<String, PkiError> {
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
+        Ok(params.signed_by(public_key, &issuer)?.pem())
+    }
+}
+
+/// Create the CA, the broker's and the controller's certificates.
+pub fn init(data_dir: &Path) -> Result<PkiPaths, PkiError> {
+    let paths = PkiPaths::new(data_dir);
+    if paths.ca_key().exists() {
+        return Err(PkiError::AlreadyInitialised {
+            dir: data_dir.to_owned(),
+            found: paths.ca_key(),
+        });
+    }
+    fs::create_dir_all(&paths.dir).map_err(|source| PkiError::Write {
+        path: paths.dir.clone(),
+        source,
+    })?;
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params().self_signed(&ca_key)?;
+    write_file(&paths.ca_key(), ca_key.serialize_pem().as_bytes(), true)?;
+    write_file(&paths.ca_cert(), ca_cert.pem().as_bytes(), false)?;
+    let ca = Ca::load(&paths)?;
+
+    let broker_key = KeyPair::generate()?;
+    let broker = leaf_params(
+        "fleet-broker",
+        vec![
+            SanType::DnsName("localhost".try_into()?),
+            SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
+        ],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        Duration::days(365 * 2),
+    );
+    write_file(
+        &paths.broker_key(),
+        broker_key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    write_file(
+        &paths.broker_cert(),
+        ca.sign(&broker, &broker_key)?.as_bytes(),
+        false,
+    )?;
+
+    let ctl_key = KeyPair::generate()?;
+    let ctl = leaf_params(
+        CONTROLLER_IDENTITY,
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        Duration::days(365 * 2),
+    );
+    write_file(
+        &paths.controller_key(),
+        ctl_key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    write_file(
+        &paths.controller_cert(),
+        ca.sign(&ctl, &ctl_key)?.as_bytes(),
+        false,
+    )?;
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn init_makes_a_ca_and_refuses_to_run_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = PkiPaths::new(dir.path());
+        assert!(matches!(
+            paths.require(dir.path()),
+            Err(PkiError::NotInitialised { .. })
+        ));
+        init(dir.path()).unwrap();
+        assert!(paths.is_initialised());
+        for key in [paths.ca_key(), paths.broker_key(), paths.controller_key()] {
+            let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", key.display());
+        }
+        let err = init(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("already initialised"), "{err}");
+        // The CA loads again and signs.
+        let ca = Ca::load(&paths).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let pem = ca
+            .sign(
+                &leaf_params(
+                    "BB-1",
+                    vec![],
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                    Duration::days(1),
+                ),
+                &key,
+            )
+            .unwrap();
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+}
