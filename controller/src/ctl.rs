@@ -454,10 +454,24 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// Table cells longer than this are cut (the JSON output has everything).
+const MAX_CELL: usize = 72;
+
 fn json_rows_to_table(rows: &[Value], cols: &[&str]) -> String {
     let mut table = vec![cols.iter().map(|c| c.to_uppercase()).collect::<Vec<_>>()];
     for r in rows {
-        table.push(cols.iter().map(|c| cell(&r[*c])).collect());
+        table.push(
+            cols.iter()
+                .map(|c| {
+                    let s = cell(&r[*c]);
+                    if s.chars().count() > MAX_CELL {
+                        format!("{}…", s.chars().take(MAX_CELL - 1).collect::<String>())
+                    } else {
+                        s
+                    }
+                })
+                .collect(),
+        );
     }
     align(&table)
 }

@@ -272,7 +272,12 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so a controller stops the Mosquitto it manages even
+    /// when a test fails half-way; SIGKILL if it does not exit in time.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.terminate(Duration::from_secs(10));
+        }
         self.kill();
     }
 }
