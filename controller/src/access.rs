@@ -155,10 +155,32 @@ impl Access {
         Ok(true)
     }
 
-    /// Append an audit entry for a change.
+    /// Append an audit entry for a change made by an operator.
     pub async fn record(
         &self,
         by: &Caller,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> Result<Entry, AccessError> {
+        self.record_as(
+            &by.principal.actor(),
+            by.principal.role.as_str(),
+            &by.source,
+            action,
+            target,
+            detail,
+        )
+        .await
+    }
+
+    /// Append an audit entry for a change made by someone who is not an
+    /// operator (a device enrolling with its token).
+    pub async fn record_as(
+        &self,
+        actor: &str,
+        role: &str,
+        source: &str,
         action: &str,
         target: &str,
         detail: Value,
@@ -169,11 +191,11 @@ impl Access {
             .append_audit(Entry {
                 seq: 0,
                 at_ms: unix_ms(),
-                actor: by.principal.actor(),
-                role: by.principal.role.as_str().to_owned(),
+                actor: actor.to_owned(),
+                role: role.to_owned(),
                 action: action.to_owned(),
                 target: target.to_owned(),
-                source: by.source.clone(),
+                source: source.to_owned(),
                 detail: detail.to_string(),
                 prev_hash: String::new(),
                 hash: String::new(),

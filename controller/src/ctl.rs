@@ -93,6 +93,11 @@ pub enum Cmd {
         #[command(subcommand)]
         command: BaselineCmd,
     },
+    /// Warehouse enrolment: a shipment of scanned serials, and its status.
+    Enrol {
+        #[command(subcommand)]
+        command: EnrolCmd,
+    },
     /// Operator tokens: create (shown once), list, revoke.
     Token {
         #[command(subcommand)]
@@ -109,6 +114,26 @@ pub enum Cmd {
         /// The input is hexadecimal text (as `mosquitto_sub -F %x` prints).
         #[arg(long)]
         hex: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EnrolCmd {
+    /// Register a shipment (CSV: serial,model,province[,county][,station])
+    /// and print one single-use enrolment token per device.
+    Batch {
+        file: PathBuf,
+        /// How long the tokens stay valid.
+        #[arg(long, default_value_t = 168)]
+        expires_hours: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Which devices of a shipment are enrolled, passed their self-test and are ready to ship.
+    Status {
+        shipment: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -694,6 +719,56 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 Output::Json => pretty(&v),
                 Output::Csv => json_rows_to_csv(&rows, &["model", "version"]),
                 Output::Table => json_rows_to_table(&rows, &["model", "version"]),
+            })
+        }
+        Cmd::Enrol {
+            command:
+                EnrolCmd::Batch {
+                    file,
+                    expires_hours,
+                    output,
+                },
+        } => {
+            let text = String::from_utf8(read_input(&file)?)
+                .map_err(|_| CtlError::Input(format!("{} is not UTF-8 text", file.display())))?;
+            let v = client
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/enrol/batch?expires_hours={expires_hours}"),
+                    Some(RequestBody::Text(text)),
+                )
+                .await?;
+            let rows = v["devices"].as_array().cloned().unwrap_or_default();
+            Ok(match output {
+                Output::Json => pretty(&v),
+                Output::Csv => json_rows_to_csv(&rows, &["device", "token"]),
+                Output::Table => format!(
+                    "{}{} devices in {}; tokens expire at {} (unix ms) and are shown only now\n",
+                    json_rows_to_table(&rows, &["device", "token"]),
+                    rows.len(),
+                    cell(&v["shipment"]),
+                    v["expires_at_ms"]
+                ),
+            })
+        }
+        Cmd::Enrol {
+            command: EnrolCmd::Status { shipment, output },
+        } => {
+            let v = client
+                .get(&format!("/api/v1/enrol/shipments/{}", encode(&shipment)))
+                .await?;
+            let rows = v["devices"].as_array().cloned().unwrap_or_default();
+            let cols = [
+                "device",
+                "lifecycle",
+                "enrolled_at_ms",
+                "self_test",
+                "ready_to_ship",
+            ];
+            Ok(match output {
+                Output::Json => pretty(&v),
+                Output::Csv => json_rows_to_csv(&rows, &cols),
+                Output::Table => json_rows_to_table(&rows, &cols),
             })
         }
         Cmd::Token {

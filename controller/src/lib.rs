@@ -11,6 +11,7 @@
 //! - [`auth`]: roles, permissions, province scope, tokens (pure).
 //! - [`audit`]: the audit log's hash chain and its verification (pure).
 //! - [`access`]: token cache and audit writer over the store.
+//! - [`enrol`]: shipment CSV and enrolment-token checks (pure).
 //! - [`pki`]: the fleet CA and the broker's and controller's certificates.
 //! - [`api`]: axum router under `/api/v1`, `/healthz`, `/metrics`.
 //! - [`ctl`]: fleetctl's client and output formats.
@@ -21,6 +22,7 @@ pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod ctl;
+pub mod enrol;
 pub mod fleet;
 pub mod ingest;
 pub mod pki;
@@ -191,6 +193,7 @@ pub async fn run(
         broker: broker.clone(),
         metrics: metrics_handle(),
         access,
+        data_dir: cfg.data_dir.clone(),
     };
     let addr = listener.local_addr()?;
     info!(

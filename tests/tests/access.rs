@@ -220,3 +220,80 @@ async fn audit_verify_names_reordered_entries() {
 async fn audit_verify_names_a_cut_tail() {
     tampered(&["DELETE FROM audit WHERE seq = 6"], 6).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warehouse_batch_through_fleetctl() {
+    let data = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(data.path(), &[]).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let stations = work.path().join("stations.csv");
+    std::fs::write(
+        &stations,
+        "province,county,station_id\nIR-02,IR-02-SARI,ST-1\n",
+    )
+    .unwrap();
+    assert!(
+        ctl.fleetctl(&["registry", "import", stations.to_str().unwrap()])
+            .unwrap()
+            .0
+    );
+    let (ok, wh, err) = ctl
+        .fleetctl(&[
+            "token",
+            "create",
+            "--role",
+            "warehouse",
+            "--name",
+            "bench 3",
+        ])
+        .unwrap();
+    assert!(ok, "{err}");
+    let shipment = work.path().join("shipment.csv");
+    std::fs::write(&shipment, "serial,model,province,county\nBB-02-000101,ballot-box-v2,IR-02,IR-02-SARI\nBB-02-000102,ballot-box-v2,IR-02,IR-02-SARI\n").unwrap();
+    let (ok, out, err) = fleetctl(
+        &ctl.api,
+        wh.trim(),
+        &[
+            "enrol",
+            "batch",
+            shipment.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    )
+    .unwrap();
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = v["shipment"].as_str().unwrap();
+    assert_eq!(v["devices"].as_array().unwrap().len(), 2);
+    assert!(v["devices"][0]["token"]
+        .as_str()
+        .unwrap()
+        .starts_with("enr-"));
+    let (ok, status, err) = fleetctl(&ctl.api, wh.trim(), &["enrol", "status", id]).unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(
+        status
+            .lines()
+            .filter(|l| l.contains("registered") && l.contains("not yet"))
+            .count(),
+        2,
+        "{status}"
+    );
+    // A bad row: line-numbered, nothing registered.
+    std::fs::write(
+        &shipment,
+        "serial,model,province\nBB-02-000103,ballot-box-v2,IR-02\nBB/104,ballot-box-v2,IR-02\n",
+    )
+    .unwrap();
+    let (ok, _, err) = fleetctl(
+        &ctl.api,
+        wh.trim(),
+        &["enrol", "batch", shipment.to_str().unwrap()],
+    )
+    .unwrap();
+    assert!(!ok && err.contains("line 3:"), "{err}");
+    let (_, d, _) = ctl.fleetctl(&["device", "BB-02-000103"]).unwrap();
+    assert!(d.is_empty(), "nothing registered: {d}");
+    ctl.stop().unwrap();
+}

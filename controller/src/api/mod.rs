@@ -42,6 +42,8 @@ pub struct AppState {
     pub broker: BrokerInfo,
     pub metrics: PrometheusHandle,
     pub access: Arc<Access>,
+    /// The data directory (the CA's files are under it).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl AppState {
@@ -73,9 +75,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/audit", get(audit_list))
         .route("/api/v1/audit/verify", get(audit_verify))
+        .route("/api/v1/enrol/batch", post(enrol_batch))
+        .route("/api/v1/enrol/shipments/{id}", get(shipment_status))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
+        // The enrolment token is the credential here, not a bearer token.
+        .route("/api/v1/enrol", post(enrol_device))
         .merge(protected)
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
@@ -154,7 +160,7 @@ impl From<AccessError> for ApiError {
     }
 }
 
-fn parse<T: std::str::FromStr>(what: &str, v: &str) -> Result<T, ApiError>
+pub(super) fn parse<T: std::str::FromStr>(what: &str, v: &str) -> Result<T, ApiError>
 where
     T::Err: std::fmt::Display,
 {
@@ -431,7 +437,7 @@ pub struct RegisterRequest {
     pub devices: Vec<DeviceRegistration>,
 }
 
-async fn validate_registration(
+pub(super) async fn validate_registration(
     st: &AppState,
     caller: &Caller,
     r: &DeviceRegistration,
@@ -760,6 +766,9 @@ async fn audit_verify(
         }
     }))
 }
+
+mod enrolment;
+use enrolment::{enrol_batch, enrol_device, shipment_status};
 
 #[cfg(test)]
 mod tests;

@@ -13,11 +13,13 @@ use crate::access::{Access, Caller};
 use crate::auth::Role;
 use crate::fleet::Fleet;
 use crate::store::Store;
+use fleet_protocol::DeviceId;
 
 struct TestApp {
     router: Router,
     fleet: Arc<RwLock<Fleet>>,
     access: Arc<Access>,
+    store: Store,
     token: String,
     dir: tempfile::TempDir,
 }
@@ -31,20 +33,23 @@ async fn test_app() -> TestApp {
         .create_token(&Caller::system("test"), "test admin", Role::Admin, vec![])
         .await
         .unwrap();
+    crate::pki::init(dir.path()).unwrap();
     let state = AppState {
         fleet: Arc::clone(&fleet),
-        store,
+        store: store.clone(),
         broker: BrokerInfo {
             host: "127.0.0.1".into(),
             port: 1,
         },
         metrics: crate::metrics_handle(),
         access: Arc::clone(&access),
+        data_dir: dir.path().to_owned(),
     };
     TestApp {
         router: app(state),
         fleet,
         access,
+        store,
         token,
         dir,
     }
@@ -451,7 +456,7 @@ async fn role_by_endpoint_matrix() {
     ];
     let mut failures = Vec::new();
     for (method, uri, body, want) in &cases {
-        let ctype = if uri.contains("registry/import") {
+        let ctype = if uri.contains("registry/import") || uri.contains("enrol/batch") {
             "text/csv"
         } else {
             "application/json"
@@ -625,4 +630,202 @@ async fn changes_are_audited_and_the_chain_verifies() {
         "only the viewer token's creation was added"
     );
     assert!(app.dir.path().join("audit.head").is_file());
+}
+
+fn csr(common_name: &str) -> (rcgen::KeyPair, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    (key, pem)
+}
+
+async fn enrol(app: &TestApp, device: &str, token: &str, csr: &str) -> (StatusCode, Value) {
+    app.call_as(
+        None,
+        "POST",
+        "/api/v1/enrol",
+        Some(Body::from(
+            json!({ "device": device, "token": token, "csr": csr }).to_string(),
+        )),
+        "application/json",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn warehouse_enrolment_issues_certificates_the_ca_decides() {
+    let app = test_app().await;
+    app.csv(REGISTRY).await;
+    let warehouse = app.token_for(Role::Warehouse, &[]).await;
+    let shipment = "serial,model,province,county\nBB-01,ballot-box-v2,IR-02,IR-02-SARI\nBB-02,ballot-box-v2,IR-02,IR-02-SARI\n";
+    let (status, batch) = app
+        .call_as(
+            Some(&warehouse),
+            "POST",
+            "/api/v1/enrol/batch",
+            Some(Body::from(shipment)),
+            "text/csv",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    let ship = batch["shipment"].as_str().unwrap().to_owned();
+    let token = |i: usize| batch["devices"][i]["token"].as_str().unwrap().to_owned();
+    assert_eq!(batch["devices"][0]["device"], "BB-01");
+    assert_eq!(
+        app.get("/api/v1/devices/BB-01").await.1["device"]["lifecycle"],
+        "registered"
+    );
+
+    // The request asks for another name, a SAN and a CA certificate: none of it is granted.
+    let (_key, request) = csr("EVIL-NAME");
+    let (status, issued) = enrol(&app, "BB-01", &token(0), &request).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    let pem_text = issued["certificate"].as_str().unwrap().to_owned();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes()).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap();
+    assert_eq!(cn, "BB-01");
+    assert!(cert.subject_alternative_name().unwrap().is_none());
+    assert!(!cert.is_ca());
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth);
+    let days = (cert.validity().not_after.timestamp()
+        - time::OffsetDateTime::now_utc().unix_timestamp())
+        / 86_400;
+    assert!((364..=366).contains(&days), "{days}");
+    assert!(issued["ca"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    assert_eq!(issued["broker"]["port"], 1);
+    assert_eq!(
+        app.get("/api/v1/devices/BB-01").await.1["device"]["lifecycle"],
+        "enrolled"
+    );
+
+    // Used twice: refused, nothing issued.
+    let (_k, again) = csr("BB-01");
+    let (status, body) = enrol(&app, "BB-01", &token(0), &again).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body["error"].as_str().unwrap().contains("already used"),
+        "{body}"
+    );
+    // Another device's token: refused, and BB-02 stays registered.
+    let (status, body) = enrol(&app, "BB-01", &token(1), &again).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body["error"].as_str().unwrap().contains("another device"),
+        "{body}"
+    );
+    let (status, body) = enrol(&app, "BB-02", "enr-made-up", &again).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body["error"].as_str().unwrap().contains("unknown"),
+        "{body}"
+    );
+    // A request not signed by the key it carries (proof of possession fails).
+    let mut broken = again.clone();
+    let mid = broken.len() / 2;
+    let c = if &broken[mid..mid + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    broken.replace_range(mid..mid + 1, c);
+    let (status, body) = enrol(&app, "BB-02", &token(1), &broken).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad certificate request"),
+        "{body}"
+    );
+    let (status, _) = enrol(&app, "BB-02", &token(1), "not a csr").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/api/v1/devices/BB-02").await.1["device"]["lifecycle"],
+        "registered"
+    );
+    // BB-02's token still works after all those refusals.
+    let (status, _) = enrol(&app, "BB-02", &token(1), &again).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Expired: refused.
+    app.json("POST", "/api/v1/devices", json!({ "devices": [{ "id": "BB-03", "model": "ballot-box-v2", "province": "IR-02", "county": "IR-02-SARI" }] })).await;
+    let old = "enr-00000000-00000000-00000000-00000000";
+    app.store
+        .insert_enrol_tokens(
+            "shipment-old",
+            &[(
+                DeviceId::parse("BB-03").unwrap(),
+                crate::auth::token_hash(old),
+            )],
+            1,
+            2,
+        )
+        .await
+        .unwrap();
+    let (status, body) = enrol(&app, "BB-03", old, &again).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+
+    // Shipment status for the bench, and the audit trail.
+    let (_, st) = app
+        .call_as(
+            Some(&warehouse),
+            "GET",
+            &format!("/api/v1/enrol/shipments/{ship}"),
+            None,
+            "application/json",
+        )
+        .await;
+    let lifecycles: Vec<&str> = st["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["lifecycle"].as_str().unwrap())
+        .collect();
+    assert_eq!(lifecycles, ["enrolled", "enrolled"]);
+    assert_eq!(st["devices"][0]["self_test"], "not yet");
+    let (_, audit) = app.get("/api/v1/audit?target=BB-01").await;
+    assert_eq!(audit[0]["action"], "device.enrol");
+    assert_eq!(audit[0]["role"], "device");
+    // Enrolled devices cannot be put back into a shipment.
+    let (status, body) = app
+        .call_as(
+            Some(&warehouse),
+            "POST",
+            "/api/v1/enrol/batch",
+            Some(Body::from(
+                "serial,model,province\nBB-01,ballot-box-v2,IR-02\n",
+            )),
+            "text/csv",
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.to_string().contains("already enrolled"), "{body}");
+    // Viewers cannot make shipments.
+    let viewer = app.token_for(Role::Viewer, &[]).await;
+    let (status, _) = app
+        .call_as(
+            Some(&viewer),
+            "POST",
+            "/api/v1/enrol/batch",
+            Some(Body::from(shipment)),
+            "text/csv",
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

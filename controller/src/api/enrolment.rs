@@ -1,0 +1,229 @@
+//! Enrolment routes: a shipment of scanned serials becomes registered
+//! devices with one single-use, expiring token each; a device presents its
+//! token with a certificate request and receives its certificate, the fleet
+//! CA and the broker address. Its private key never leaves it.
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::{Extension, Json};
+use fleet_protocol::DeviceId;
+use rand::RngCore;
+use rcgen::{CertificateSigningRequestParams, ExtendedKeyUsagePurpose, SerialNumber};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{validate_registration, ApiError, AppState, DeviceRegistration};
+use crate::access::Caller;
+use crate::auth::{self, Permission};
+use crate::enrol::{self, Refusal};
+use crate::fleet::Lifecycle;
+use crate::pki::{self, PkiPaths};
+use crate::unix_ms;
+
+#[derive(Deserialize)]
+pub struct BatchQuery {
+    expires_hours: Option<u64>,
+}
+
+pub async fn enrol_batch(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<BatchQuery>,
+    body: String,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::RegisterDevices)?;
+    let lines = enrol::parse_shipment(&body).map_err(|errors| ApiError::Invalid {
+        message: format!(
+            "the shipment file has {} bad line(s); nothing was registered",
+            errors.len()
+        ),
+        errors: serde_json::to_value(errors).expect("line errors serialize"),
+    })?;
+    let now = unix_ms();
+    let mut regs = Vec::with_capacity(lines.len());
+    let mut errors = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let line = i as u64 + 2;
+        if st
+            .fleet()
+            .get(&l.serial)
+            .is_some_and(|d| d.reg.lifecycle != Lifecycle::Registered)
+        {
+            errors.push(json!({ "line": line, "id": l.serial, "message": format!("device {} is already enrolled", l.serial) }));
+            continue;
+        }
+        let r = DeviceRegistration {
+            id: l.serial.to_string(),
+            model: l.model.to_string(),
+            province: l.province.to_string(),
+            county: l.county.as_ref().map(ToString::to_string),
+            station: l.station.as_ref().map(ToString::to_string),
+            lifecycle: Some("registered".into()),
+        };
+        match validate_registration(&st, &caller, &r, now).await {
+            Ok(reg) => regs.push(reg),
+            Err(message) => {
+                errors.push(json!({ "line": line, "id": l.serial, "message": message }))
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid {
+            message: format!(
+                "{} of {} devices are invalid; nothing was registered",
+                errors.len(),
+                lines.len()
+            ),
+            errors: serde_json::Value::Array(errors),
+        });
+    }
+    let hours = q
+        .expires_hours
+        .unwrap_or(enrol::DEFAULT_TOKEN_HOURS)
+        .clamp(1, 24 * 90);
+    let expires_at_ms = now + hours * 3_600_000;
+    let mut id = [0u8; 4];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    let shipment = format!("shipment-{}", hex::encode(id));
+    let tokens: Vec<(DeviceId, String)> = regs
+        .iter()
+        .map(|r| (r.id.clone(), enrol::new_enrol_token()))
+        .collect();
+    let hashes: Vec<(DeviceId, String)> = tokens
+        .iter()
+        .map(|(d, t)| (d.clone(), auth::token_hash(t)))
+        .collect();
+    st.store.upsert_devices(&regs).await?;
+    st.store
+        .insert_enrol_tokens(&shipment, &hashes, now, expires_at_ms)
+        .await?;
+    {
+        let mut fleet = st.fleet_mut();
+        for reg in regs {
+            fleet.register(reg, now);
+        }
+    }
+    st.access
+        .record(
+            &caller,
+            "enrol.batch",
+            &shipment,
+            json!({ "devices": tokens.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>(), "expires_at_ms": expires_at_ms }),
+        )
+        .await?;
+    Ok(Json(json!({
+        "shipment": shipment,
+        "expires_at_ms": expires_at_ms,
+        "devices": tokens.iter().map(|(d, t)| json!({ "device": d, "token": t })).collect::<Vec<_>>(),
+    })))
+}
+
+pub async fn shipment_status(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::ReadFleet)?;
+    let rows = st.store.shipment(&id).await?;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound(format!("no shipment {id}")));
+    }
+    let fleet = st.fleet();
+    let devices: Vec<serde_json::Value> = rows
+        .into_iter()
+        .filter_map(|(device, expires_at_ms, used_at_ms)| {
+            let d = fleet.get(&DeviceId::parse(&device).ok()?)?;
+            if !caller.principal.sees(d.reg.province) {
+                return None;
+            }
+            let self_test = d.status.state.as_ref().map(|s| if s.all_checks_pass() { "passed" } else { "failed" });
+            Some(json!({
+                "device": device,
+                "lifecycle": d.reg.lifecycle,
+                "enrolled_at_ms": used_at_ms,
+                "token_expires_at_ms": expires_at_ms,
+                "self_test": self_test.unwrap_or("not yet"),
+                "ready_to_ship": d.reg.lifecycle == Lifecycle::Enrolled && self_test == Some("passed"),
+            }))
+        })
+        .collect();
+    Ok(Json(json!({ "shipment": id, "devices": devices })))
+}
+
+#[derive(Deserialize)]
+pub struct EnrolRequest {
+    device: String,
+    token: String,
+    /// PEM certificate signing request made with the device's own key.
+    csr: String,
+}
+
+fn refused(device: &str, r: Refusal) -> ApiError {
+    tracing::warn!(device, reason = %r, "enrolment refused");
+    metrics::counter!("fleet_enrolment_refused_total").increment(1);
+    ApiError::Forbidden(r.to_string())
+}
+
+pub async fn enrol_device(
+    State(st): State<AppState>,
+    connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    Json(req): Json<EnrolRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let device: DeviceId = super::parse("device", &req.device)?;
+    let now = unix_ms();
+    let hash = auth::token_hash(req.token.trim());
+    let token = st.store.enrol_token(&hash).await?;
+    enrol::check_token(token.as_ref(), &device, now).map_err(|r| refused(device.as_str(), r))?;
+    let csr = CertificateSigningRequestParams::from_pem(&req.csr)
+        .map_err(|e| refused(device.as_str(), Refusal::BadRequest(e.to_string())))?;
+    // Only the public key comes from the request: name, validity and usage
+    // are the controller's.
+    let mut params = pki::leaf_params(
+        device.as_str(),
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        time::Duration::days(enrol::DEVICE_CERT_DAYS),
+    );
+    let mut serial = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut serial);
+    serial[0] &= 0x7f;
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    let not_after_ms = u64::try_from(params.not_after.unix_timestamp()).unwrap_or(0) * 1000;
+    let ca = pki::Ca::load(&PkiPaths::new(&st.data_dir))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let cert = ca
+        .sign(&params, &csr.public_key)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let serial_hex = hex::encode(serial);
+    if !st
+        .store
+        .complete_enrolment(&hash, &device, &serial_hex, now, not_after_ms)
+        .await?
+    {
+        return Err(refused(device.as_str(), Refusal::Used));
+    }
+    let reg = st.fleet().get(&device).map(|d| d.reg.clone());
+    if let Some(mut reg) = reg {
+        if reg.lifecycle == Lifecycle::Registered {
+            reg.lifecycle = Lifecycle::Enrolled;
+            st.fleet_mut().register(reg, now);
+        }
+    }
+    let source = connect.map_or_else(|| "unknown".to_owned(), |c| c.0 .0.ip().to_string());
+    st.access
+        .record_as(
+            &format!("device {device} (enrolment token)"),
+            "device",
+            &source,
+            "device.enrol",
+            device.as_str(),
+            json!({ "certificate_serial": serial_hex, "not_after_ms": not_after_ms }),
+        )
+        .await?;
+    Ok(Json(json!({
+        "device": device,
+        "certificate": cert,
+        "ca": ca.cert_pem(),
+        "broker": st.broker,
+        "certificate_serial": serial_hex,
+    })))
+}
