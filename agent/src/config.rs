@@ -24,6 +24,10 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
     #[error("cannot read the firmware version from {path}: {reason}")]
     Firmware { path: PathBuf, reason: String },
+    #[error("this device is not enrolled (no certificate in {dir}); run: fleet-agent enrol --controller URL --token TOKEN (or set mqtt.insecure_dev = true for a plaintext development broker)")]
+    NotEnrolled { dir: PathBuf },
+    #[error("the device identity in {dir} is unusable: {reason}")]
+    Identity { dir: PathBuf, reason: String },
     #[error("cannot prepare the state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -52,6 +56,7 @@ pub struct DeviceSection {
 pub struct MqttSection {
     pub host: String,
     pub port: u16,
+    pub insecure_dev: bool,
     pub keep_alive_secs: u64,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
@@ -178,12 +183,31 @@ impl AgentConfig {
                 source,
             }
         })?;
+        let files = crate::tls::TlsFiles::in_dir(&self.device.state_dir);
+        let (tls, host, port) = if files.exist() {
+            let tls = crate::tls::client_config(&files).map_err(|e| ConfigError::Identity {
+                dir: self.device.state_dir.clone(),
+                reason: e.to_string(),
+            })?;
+            let broker = crate::enrol::saved_broker(&self.device.state_dir);
+            let host = broker.as_ref().map_or_else(|| self.mqtt.host.clone(), |b| b.host.clone());
+            let port = broker.map_or(self.mqtt.port, |b| b.port);
+            (Some(tls), host, port)
+        } else if self.mqtt.insecure_dev {
+            tracing::warn!("mqtt.insecure_dev: talking to the broker WITHOUT TLS; development only");
+            (None, self.mqtt.host.clone(), self.mqtt.port)
+        } else {
+            return Err(ConfigError::NotEnrolled {
+                dir: self.device.state_dir.clone(),
+            });
+        };
         Ok(RuntimeConfig {
             device,
             model,
             link: LinkConfig {
-                host: self.mqtt.host.clone(),
-                port: self.mqtt.port,
+                host,
+                port,
+                tls,
                 keep_alive: Duration::from_secs(keep_alive),
                 backoff_base: Duration::from_millis(self.mqtt.backoff_base_ms.max(1)),
                 backoff_max: Duration::from_millis(self.mqtt.backoff_max_ms.max(1)),
@@ -241,6 +265,7 @@ model = "ballot-box-v2"
 state_dir = "{}"
 [mqtt]
 port = 18830
+insecure_dev = true
 [[checks.list]]
 name = "printer"
 command = ["true"]
@@ -260,6 +285,49 @@ command = ["true"]
         let rt = cfg.runtime().unwrap();
         assert_eq!(rt.device.as_str(), "BB-23-000001");
         assert_eq!(rt.health.report_every, Duration::from_secs(42));
+    }
+
+    #[test]
+    fn plaintext_needs_insecure_dev_and_enrolment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("agent.toml");
+        let state = dir.path().join("state");
+        std::fs::write(
+            &site,
+            format!(
+                "[device]\nid = \"BB-9\"\nmodel = \"ballot-box-v2\"\nstate_dir = \"{}\"\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        let err = AgentConfig::load(Some(&site)).unwrap().runtime().unwrap_err();
+        assert!(err.to_string().contains("fleet-agent enrol"), "{err}");
+        // A saved identity is used, with the broker address enrolment gave.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .signed_by(&key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+            .unwrap();
+        crate::enrol::save(
+            &crate::enrol::Identity {
+                key_pem: key.serialize_pem(),
+                cert_pem: cert.pem(),
+                ca_pem: ca.pem(),
+                broker: crate::enrol::Broker { host: "10.1.2.3".into(), port: 8883 },
+            },
+            &state,
+        )
+        .unwrap();
+        let rt = AgentConfig::load(Some(&site)).unwrap().runtime().unwrap();
+        assert!(rt.link.tls.is_some());
+        assert_eq!((rt.link.host.as_str(), rt.link.port), ("10.1.2.3", 8883));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(state.join("device.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

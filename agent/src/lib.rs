@@ -2,6 +2,9 @@
 //!
 //! - [`config`]: the layered configuration (built-in commented defaults, site
 //!   file, `FLEET_AGENT__…` environment) and the small per-component configs.
+//! - [`enrol`]: make the device key, request a certificate with an
+//!   enrolment token, keep the identity.
+//! - [`tls`]: the device's mutual-TLS client configuration.
 //! - [`backoff`]: reconnect delays, exponential with full jitter (pure).
 //! - [`health`]: when to send a health report: timer or threshold crossing (pure).
 //! - [`reporter`]: what changed and must be published: state, check events (pure).
@@ -13,11 +16,13 @@
 
 pub mod backoff;
 pub mod config;
+pub mod enrol;
 pub mod hardware;
 pub mod health;
 pub mod process;
 pub mod reporter;
 pub mod runtime;
+pub mod tls;
 
 pub use config::AgentConfig;
 pub use hardware::{Hardware, SystemHardware};

@@ -28,6 +28,19 @@ enum Cmd {
     },
     /// Print the built-in default configuration, which documents every key.
     DefaultConfig,
+    /// Enrol this device: make its key, send a certificate request with the
+    /// enrolment token from the warehouse sheet, keep the certificate, the
+    /// fleet CA and the broker address in the state directory.
+    Enrol {
+        /// The controller's base URL.
+        #[arg(long)]
+        controller: String,
+        /// The device's enrolment token.
+        #[arg(long, env = "FLEET_AGENT_ENROL_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +73,27 @@ fn main() -> anyhow::Result<()> {
             if failed {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Cmd::Enrol {
+            controller,
+            token,
+            config,
+        } => {
+            let cfg = AgentConfig::load(config.as_deref())?;
+            let device = cfg.device_id()?;
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let http = reqwest::Client::builder()
+                .build()
+                .context("cannot make an HTTP client")?;
+            let identity = rt.block_on(fleet_agent::enrol::enrol(&http, &controller, &device, &token))?;
+            let files = fleet_agent::enrol::save(&identity, &cfg.device.state_dir)?;
+            println!(
+                "enrolled {device}: certificate {}, broker {}:{}",
+                files.cert.display(),
+                identity.broker.host,
+                identity.broker.port
+            );
             Ok(())
         }
         Cmd::Run { config } => {

@@ -39,6 +39,9 @@ pub struct LinkConfig {
     pub keep_alive: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Mutual TLS with the device's certificate; `None` is plaintext, for
+    /// development brokers only.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, Clone)]
@@ -347,6 +350,11 @@ fn mqtt_options(cfg: &RuntimeConfig, session: u64) -> Result<MqttOptions, Runtim
         .set_clean_session(false)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_last_will(last_will(&cfg.device, session)?);
+    if let Some(tls) = &cfg.link.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Arc::clone(tls)),
+        ));
+    }
     Ok(opts)
 }
 

@@ -58,6 +58,7 @@ fn config(id: &str, port: u16) -> RuntimeConfig {
             keep_alive: Duration::from_secs(2),
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_millis(300),
+            tls: None,
         },
         health_sample: Duration::from_millis(200),
         health: HealthPolicy {

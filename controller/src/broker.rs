@@ -11,7 +11,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
 pub const MOSQUITTO_INSTALL: &str = "apt-get install -y mosquitto mosquitto-clients";
@@ -38,6 +40,35 @@ pub struct BrokerConfig {
     pub dir: PathBuf,
     /// Fixed port; `None` reuses the last port or picks a free one.
     pub port: Option<u16>,
+    /// Mutual TLS; `None` only with `--insecure-dev`.
+    pub tls: Option<BrokerTls>,
+}
+
+/// The files of the broker's mutual-TLS listener.
+#[derive(Debug, Clone)]
+pub struct BrokerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub crl: PathBuf,
+}
+
+/// Who may touch which topic: a device (its certificate name is its user
+/// name and its client id) writes its own reports and reads its own desired
+/// state and commands, nothing else; the controller reads and writes all.
+pub fn render_acl(controller: &str) -> String {
+    format!(
+        "# Written by fleet-controller at every start; edits here are overwritten.\n\
+         user {controller}\n\
+         topic readwrite fleet/v1/dev/#\n\
+         \n\
+         pattern write fleet/v1/dev/%u/presence\n\
+         pattern write fleet/v1/dev/%u/state\n\
+         pattern write fleet/v1/dev/%u/health\n\
+         pattern write fleet/v1/dev/%u/events\n\
+         pattern read fleet/v1/dev/%u/desired\n\
+         pattern read fleet/v1/dev/%u/cmd\n"
+    )
 }
 
 /// Mosquitto from `$PATH` or Debian's `/usr/sbin`.
@@ -89,17 +120,39 @@ fn running_as_root() -> bool {
 /// The queue limit is per client and must hold a whole fleet reconnecting at
 /// once for the controller (Mosquitto drops QoS 1 messages past it without a
 /// word); devices themselves are only ever sent a handful of messages.
-pub fn render_config(dir: &Path, port: u16) -> String {
+pub fn render_config(dir: &Path, port: u16, tls: Option<&BrokerTls>) -> String {
     // Started by root, Mosquitto would drop to the `mosquitto` user and lose
     // access to the controller's data directory; it runs as the controller's
     // own user instead (a service account in production), never above it.
     let user = if running_as_root() { "user root\n" } else { "" };
+    let security = match tls {
+        // The certificate name becomes the user name and the client id, so a
+        // device can neither claim another's session nor pass the ACL as
+        // another device.
+        Some(t) => format!(
+            "cafile {}\n\
+             certfile {}\n\
+             keyfile {}\n\
+             crlfile {}\n\
+             require_certificate true\n\
+             use_identity_as_username true\n\
+             use_username_as_clientid true\n\
+             allow_anonymous false\n\
+             acl_file {}/acl\n",
+            t.ca.display(),
+            t.cert.display(),
+            t.key.display(),
+            t.crl.display(),
+            dir.display()
+        ),
+        None => "allow_anonymous true\n".to_owned(),
+    };
     format!(
         "# Written by fleet-controller at every start; edits here are overwritten.\n\
          {user}\
          per_listener_settings false\n\
          listener {port} 127.0.0.1\n\
-         allow_anonymous true\n\
+         {security}\
          persistence true\n\
          persistence_location {dir}/\n\
          autosave_interval 30\n\
@@ -133,7 +186,20 @@ async fn wait_listening(port: u16, timeout: Duration) -> bool {
 pub struct ManagedBroker {
     port: u16,
     stop: watch::Sender<bool>,
+    restart: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Asks the supervisor to restart Mosquitto.
+#[derive(Clone)]
+pub struct BrokerRestarter {
+    restart: Arc<Notify>,
+}
+
+impl BrokerRestarter {
+    pub fn restart(&self) {
+        self.restart.notify_one();
+    }
 }
 
 impl ManagedBroker {
@@ -146,7 +212,9 @@ impl ManagedBroker {
         std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
         let port = pick_port(&cfg);
         let conf = cfg.dir.join("mosquitto.conf");
-        std::fs::write(&conf, render_config(&cfg.dir, port)).map_err(io(&conf))?;
+        std::fs::write(&conf, render_config(&cfg.dir, port, cfg.tls.as_ref())).map_err(io(&conf))?;
+        let acl = cfg.dir.join("acl");
+        std::fs::write(&acl, render_acl(crate::pki::CONTROLLER_IDENTITY)).map_err(io(&acl))?;
         std::fs::write(cfg.dir.join("port"), port.to_string()).map_err(io(&cfg.dir))?;
         let log = cfg.dir.join("mosquitto.log");
 
@@ -176,12 +244,26 @@ impl ManagedBroker {
         }
         info!(port, config = %conf.display(), "managed mosquitto started");
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(supervise(child, spawn, port, stop_rx));
-        Ok(Self { port, stop, task })
+        let restart = Arc::new(Notify::new());
+        let task = tokio::spawn(supervise(child, spawn, port, stop_rx, Arc::clone(&restart)));
+        Ok(Self {
+            port,
+            stop,
+            restart,
+            task,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// A handle that restarts Mosquitto (to re-read its CRL, and to drop
+    /// every connection so each client is checked against it again).
+    pub fn restarter(&self) -> BrokerRestarter {
+        BrokerRestarter {
+            restart: self.restart.clone(),
+        }
     }
 
     /// Stop Mosquitto (SIGTERM, so it saves its persistence file) and wait.
@@ -212,10 +294,16 @@ async fn supervise(
     spawn: impl Fn() -> Result<Child, BrokerError> + Send + 'static,
     port: u16,
     mut stop: watch::Receiver<bool>,
+    restart: Arc<Notify>,
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
         tokio::select! {
+            () = restart.notified() => {
+                info!("restarting managed mosquitto (revocation list changed)");
+                terminate(&mut child).await;
+                // the exit is handled by the branch below on the next turn
+            }
             status = child.wait() => {
                 metrics::counter!("fleet_broker_restarts_total").increment(1);
                 warn!(?status, retry_in_ms = delay.as_millis() as u64, "managed mosquitto exited; restarting it");
@@ -259,7 +347,7 @@ mod tests {
 
     #[test]
     fn config_listens_on_loopback_only() {
-        let c = render_config(Path::new("/data/mosquitto"), 18831);
+        let c = render_config(Path::new("/data/mosquitto"), 18831, None);
         assert!(c.contains("listener 18831 127.0.0.1\n"));
         assert!(c.contains("persistence_location /data/mosquitto/\n"));
         assert!(!c.contains("0.0.0.0"));
@@ -271,6 +359,7 @@ mod tests {
         let broker = ManagedBroker::start(BrokerConfig {
             dir: dir.path().to_owned(),
             port: None,
+            tls: None,
         })
         .await
         .unwrap();
@@ -305,6 +394,7 @@ mod tests {
         let again = ManagedBroker::start(BrokerConfig {
             dir: dir.path().to_owned(),
             port: None,
+            tls: None,
         })
         .await
         .unwrap();

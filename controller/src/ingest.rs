@@ -23,6 +23,8 @@ pub struct IngestConfig {
     pub port: u16,
     pub client_id: String,
     pub keep_alive: Duration,
+    /// Mutual TLS with the controller's certificate (`None`: --insecure-dev).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why a message was refused.
@@ -111,6 +113,11 @@ pub async fn run(
         .set_clean_session(false)
         .set_max_packet_size(64 * 1024, 64 * 1024)
         .set_inflight(200);
+    if let Some(tls) = &cfg.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Arc::clone(tls)),
+        ));
+    }
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let mut unknown = LoggedOnce(HashSet::new());
     let mut retry = Duration::from_millis(100);

@@ -87,6 +87,8 @@ pub struct ServeConfig {
     /// How often readiness is re-judged for the passage of time.
     pub tick: Duration,
     pub client_id: String,
+    /// Plaintext MQTT (development only; logged loudly).
+    pub insecure_dev: bool,
 }
 
 impl ServeConfig {
@@ -96,7 +98,8 @@ impl ServeConfig {
             broker: BrokerMode::Managed { port: None },
             freshness: Duration::from_secs(900),
             tick: Duration::from_secs(5),
-            client_id: "fleet-controller".into(),
+            client_id: pki::CONTROLLER_IDENTITY.into(),
+            insecure_dev: false,
         }
     }
 }
@@ -131,16 +134,42 @@ pub async fn run(
     let fleet = Arc::new(RwLock::new(fleet));
     info!(devices = loaded, db = %db_path.display(), "fleet loaded");
 
+    let paths = pki::PkiPaths::new(&cfg.data_dir);
+    if cfg.insecure_dev {
+        for _ in 0..3 {
+            tracing::warn!("--insecure-dev: MQTT WITHOUT TLS or client certificates; any local program can pose as a device. Development only.");
+        }
+    }
+    let tls = (!cfg.insecure_dev).then(|| broker::BrokerTls {
+        ca: paths.ca_cert(),
+        cert: paths.broker_cert(),
+        key: paths.broker_key(),
+        crl: paths.crl(),
+    });
+    let ingest_tls = if cfg.insecure_dev {
+        None
+    } else {
+        let read = |p: std::path::PathBuf| {
+            std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        Some(tls_client_config(
+            &read(paths.ca_cert())?,
+            &read(paths.controller_cert())?,
+            &read(paths.controller_key())?,
+        )?)
+    };
     let (managed, broker) = match &cfg.broker {
         BrokerMode::Managed { port } => {
             let b = ManagedBroker::start(BrokerConfig {
                 dir: cfg.data_dir.join("mosquitto"),
                 port: *port,
+                tls,
             })
             .await?;
             let info = BrokerInfo {
                 host: "127.0.0.1".into(),
                 port: b.port(),
+                tls: !cfg.insecure_dev,
             };
             (Some(b), info)
         }
@@ -149,10 +178,11 @@ pub async fn run(
             BrokerInfo {
                 host: host.clone(),
                 port: *port,
+                tls: !cfg.insecure_dev,
             },
         ),
     };
-
+    let restarter = managed.as_ref().map(ManagedBroker::restarter);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (write_tx, write_rx) = mpsc::channel(10_000);
     let writer = store::spawn_writer(store.clone(), write_rx, WriterConfig::default());
@@ -162,6 +192,7 @@ pub async fn run(
             port: broker.port,
             client_id: cfg.client_id.clone(),
             keep_alive: Duration::from_secs(30),
+            tls: ingest_tls,
         },
         Arc::clone(&fleet),
         write_tx,
@@ -194,6 +225,7 @@ pub async fn run(
         metrics: metrics_handle(),
         access,
         data_dir: cfg.data_dir.clone(),
+        broker_restarter: restarter,
     };
     let addr = listener.local_addr()?;
     info!(
@@ -253,4 +285,27 @@ pub async fn init(data_dir: &std::path::Path) -> anyhow::Result<Initialised> {
         admin_token: token,
         token_file,
     })
+}
+
+/// A rustls client configuration (ring) trusting `ca` and presenting `cert`.
+pub fn tls_client_config(
+    ca: &[u8],
+    cert: &[u8],
+    key: &[u8],
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca) {
+        roots.add(c?)?;
+    }
+    let chain = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?,
+    ))
 }

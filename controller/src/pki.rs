@@ -68,6 +68,10 @@ impl PkiPaths {
     pub fn controller_key(&self) -> PathBuf {
         self.dir.join("controller.key")
     }
+    /// The certificate revocation list the broker checks.
+    pub fn crl(&self) -> PathBuf {
+        self.dir.join("ca.crl")
+    }
 
     pub fn is_initialised(&self) -> bool {
         self.ca_cert().is_file() && self.ca_key().is_file()
@@ -170,6 +174,31 @@ impl Ca {
         &self.cert_pem
     }
 
+    /// A CRL listing `revoked` (hex serial, revocation time), signed now.
+    pub fn crl(&self, number: u64, revoked: &[(String, OffsetDateTime)]) -> Result<String, PkiError> {
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(3650),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .filter_map(|(serial, at)| {
+                    Some(rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from_slice(&hex::decode(serial).ok()?),
+                        revocation_time: *at,
+                        reason_code: Some(rcgen::RevocationReason::CessationOfOperation),
+                        invalidity_date: None,
+                    })
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&issuer)?.pem()?)
+    }
+
     /// Sign `params` for `public_key`.
     pub fn sign(
         &self,
@@ -238,6 +267,7 @@ pub fn init(data_dir: &Path) -> Result<PkiPaths, PkiError> {
         ca.sign(&ctl, &ctl_key)?.as_bytes(),
         false,
     )?;
+    write_file(&paths.crl(), ca.crl(1, &[])?.as_bytes(), false)?;
     Ok(paths)
 }
 

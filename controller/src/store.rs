@@ -83,12 +83,19 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// A write transaction that takes the write lock at once (BEGIN
+    /// IMMEDIATE), so concurrent writers wait for each other (busy timeout)
+    /// instead of failing when a read turns into a write.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
     pub async fn import_registry(&self, reg: &Registry) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for c in reg.counties.values() {
             sqlx::query(
                 "INSERT INTO counties (code, province, name_en, name_fa) VALUES (?, ?, ?, ?)
@@ -154,7 +161,7 @@ impl Store {
     }
 
     pub async fn upsert_devices(&self, regs: &[Registration]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for r in regs {
             sqlx::query(
                 "INSERT INTO devices (id, model, province, county, station, lifecycle, registered_at)
@@ -303,7 +310,7 @@ impl Store {
 
     /// One transaction for a whole batch of reported data.
     pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (id, s) in &batch.statuses {
             sqlx::query(
                 "INSERT INTO device_status (id, last_seen_ms, presence, state_json, health_json, health_at_ms, session, state_sent_at_ms)
@@ -557,7 +564,7 @@ impl Store {
         &self,
         entry: crate::audit::Entry,
     ) -> Result<crate::audit::Entry, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let last = sqlx::query(&format!(
             "SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1"
         ))
@@ -624,7 +631,7 @@ impl Store {
         now_ms: u64,
         expires_at_ms: u64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (device, hash) in tokens {
             sqlx::query(
                 "INSERT INTO enrol_tokens (hash, device, shipment, created_at_ms, expires_at_ms)
@@ -671,7 +678,7 @@ impl Store {
         now_ms: u64,
         not_after_ms: u64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let used = sqlx::query(
             "UPDATE enrol_tokens SET used_at_ms = ? WHERE hash = ? AND used_at_ms IS NULL",
         )

@@ -196,8 +196,8 @@ pub async fn ingest(b: IngestBench) -> anyhow::Result<()> {
         devices: b.devices,
         ..PlanConfig::default()
     })?;
-    run::register(&api, &plan, true).await?;
-    let (host, port) = run::broker_address(&api).await?;
+    let identities = run::enrol_fleet(&api, &plan, None, true).await?;
+    let broker = run::broker_address(&api).await?;
     let cfg = RunConfig {
         controller: ctl.api.clone(),
         health_every: b.health_every,
@@ -208,7 +208,7 @@ pub async fn ingest(b: IngestBench) -> anyhow::Result<()> {
         show_progress: true,
     };
     let started = Instant::now();
-    let (fleet, reported) = run::start(&plan, &cfg, &host, port, Duration::from_secs(120)).await?;
+    let (fleet, reported) = run::start(&plan, &cfg, &broker, &identities, Duration::from_secs(120)).await?;
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(b.warmup).await;
 
@@ -277,9 +277,15 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
         outdated_share: 0.0,
         seed: 1,
     })?;
-    run::register(&api, &plan, false).await?;
-    let (host, port) = run::broker_address(&api).await?;
+    api.post_text("/api/v1/registry/import", plan.registry_csv()).await?;
     let d = &plan.devices[0];
+    let batch = api
+        .post_text(
+            "/api/v1/enrol/batch",
+            format!("serial,model,province,county,station\n{},{},{},{},{}\n", d.id, d.model, d.province, d.county, d.station),
+        )
+        .await?;
+    let token = batch["devices"][0]["token"].as_str().context("no enrolment token")?.to_owned();
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("firmware-version"), d.firmware.as_str())?;
     let conf = dir.path().join("agent.toml");
@@ -287,7 +293,6 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
         &conf,
         format!(
             "[device]\nid = \"{}\"\nmodel = \"{}\"\nfirmware_version_file = \"{}\"\nstate_dir = \"{}\"\n\
-             [mqtt]\nhost = \"{host}\"\nport = {port}\n\
              [health]\nsample_secs = 15\nreport_secs = 60\n\
              [checks]\ninterval_secs = 60\n[[checks.list]]\nname = \"printer\"\ncommand = [\"true\"]\n",
             d.id,
@@ -296,6 +301,13 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
             dir.path().join("state").display()
         ),
     )?;
+    let enrolled = Command::new(&agent_bin)
+        .args(["enrol", "--controller", &ctl.api, "--token", &token, "--config"])
+        .arg(&conf)
+        .output()?;
+    if !enrolled.status.success() {
+        bail!("fleet-agent enrol failed: {}", String::from_utf8_lossy(&enrolled.stderr));
+    }
     let mut child = Command::new(&agent_bin)
         .args(["run", "--config"])
         .arg(&conf)

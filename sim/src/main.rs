@@ -90,6 +90,10 @@ enum Cmd {
         /// New MQTT connections per second while coming up.
         #[arg(long, default_value_t = 500)]
         connect_rate: u32,
+        /// Keep the simulated devices' keys and certificates here, so the
+        /// same fleet can run again against the same controller.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Print the fleet a seed gives and the readiness it must produce.
     Plan {
@@ -183,12 +187,13 @@ fn main() -> anyhow::Result<()> {
             keep_alive_secs,
             checks_secs,
             connect_rate,
+            state_dir,
         } => rt.block_on(async move {
             let p = plan.plan()?;
             let api = Api::new(&controller, &token)?;
             let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            run::register(&api, &p, show).await?;
-            let (host, port) = run::broker_address(&api).await?;
+            let identities = run::enrol_fleet(&api, &p, state_dir.as_deref(), show).await?;
+            let broker = run::broker_address(&api).await?;
             let cfg = RunConfig {
                 controller,
                 health_every: Duration::from_secs(health_secs.max(1)),
@@ -199,11 +204,11 @@ fn main() -> anyhow::Result<()> {
                 show_progress: show,
             };
             let (fleet, reported) =
-                run::start(&p, &cfg, &host, port, Duration::from_secs(120)).await?;
+                run::start(&p, &cfg, &broker, &identities, Duration::from_secs(120)).await?;
             tracing::info!(
                 devices = p.devices.len(),
                 reported,
-                broker = %format!("{host}:{port}"),
+                broker = %format!("{}:{} (tls {})", broker.host, broker.port, broker.tls),
                 "simulated fleet running; Ctrl-C stops it"
             );
             fleet_agent::process::shutdown_signal().await;

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use fleet_agent::health::{HealthPolicy, Thresholds};
 use fleet_agent::runtime::{LinkConfig, RuntimeConfig, SeqStore};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tracing::info;
 
@@ -29,7 +29,7 @@ pub struct RunConfig {
 }
 
 pub struct Api {
-    base: String,
+    pub base: String,
     http: reqwest::Client,
     token: String,
 }
@@ -121,32 +121,93 @@ fn bar(show: bool, len: usize, what: &str) -> ProgressBar {
     pb
 }
 
-/// Register the plan's registry and devices with the controller.
-pub async fn register(api: &Api, plan: &Plan, show_progress: bool) -> anyhow::Result<()> {
+/// Every simulated device's identity from enrolment (kept in the
+/// `--state-dir` so a fleet can be run again against the same controller).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Identities {
+    pub ca: String,
+    /// device id -> (key PEM, certificate PEM)
+    pub devices: std::collections::HashMap<String, (String, String)>,
+}
+
+const IDENTITIES_FILE: &str = "identities.json";
+
+/// Import the plan's registry, then enrol every device that has no identity
+/// yet through the real warehouse flow: a shipment batch (tokens), then one
+/// key, certificate request and certificate per device.
+pub async fn enrol_fleet(
+    api: &Api,
+    plan: &Plan,
+    state_dir: Option<&std::path::Path>,
+    show_progress: bool,
+) -> anyhow::Result<Identities> {
     let v = api
         .post_text("/api/v1/registry/import", plan.registry_csv())
         .await
         .context("importing the simulated registry")?;
     info!(counties = %v["counties"], stations = %v["stations"], "registry imported");
-    let pb = bar(show_progress, plan.devices.len(), "registering");
-    for chunk in plan.devices.chunks(500) {
-        let devices: Vec<Value> = chunk
+    let mut ids: Identities = match state_dir.map(|d| d.join(IDENTITIES_FILE)) {
+        Some(f) if f.exists() => serde_json::from_slice(&std::fs::read(&f)?)
+            .with_context(|| format!("cannot read {}", f.display()))?,
+        _ => Identities::default(),
+    };
+    let todo: Vec<&crate::plan::SimDevice> = plan
+        .devices
+        .iter()
+        .filter(|d| !ids.devices.contains_key(d.id.as_str()))
+        .collect();
+    let pb = bar(show_progress, todo.len(), "enrolling");
+    let http = reqwest::Client::builder().build()?;
+    for chunk in todo.chunks(500) {
+        let mut csv = String::from("serial,model,province,county,station\n");
+        for d in chunk {
+            csv.push_str(&format!("{},{},{},{},{}\n", d.id, d.model, d.province, d.county, d.station));
+        }
+        let batch = api
+            .post_text("/api/v1/enrol/batch?expires_hours=1", csv)
+            .await
+            .context("making a shipment of the simulated devices (if they were enrolled by an earlier run, pass the same --state-dir, or start from a fresh controller data directory)")?;
+        let tokens: Vec<(fleet_protocol::DeviceId, String)> = batch["devices"]
+            .as_array()
+            .context("no devices in the shipment answer")?
             .iter()
-            .map(|d| {
-                json!({
-                    "id": d.id, "model": d.model, "province": d.province,
-                    "county": d.county, "station": d.station, "lifecycle": "enrolled",
-                })
+            .filter_map(|d| {
+                Some((
+                    fleet_protocol::DeviceId::parse(d["device"].as_str()?).ok()?,
+                    d["token"].as_str()?.to_owned(),
+                ))
             })
             .collect();
-        api.post_json("/api/v1/devices", &json!({ "devices": devices }))
-            .await
-            .context("registering simulated devices")?;
-        pb.inc(chunk.len() as u64);
+        let mut set = tokio::task::JoinSet::new();
+        let mut pending = tokens.into_iter();
+        loop {
+            while set.len() < 32 {
+                let Some((device, token)) = pending.next() else { break };
+                let http = http.clone();
+                let base = api.base.clone();
+                set.spawn(async move {
+                    let r = fleet_agent::enrol::enrol(&http, &base, &device, &token).await;
+                    (device, r)
+                });
+            }
+            let Some(done) = set.join_next().await else { break };
+            let (device, identity) = done?;
+            let identity = identity.with_context(|| format!("enrolling {device}"))?;
+            ids.ca = identity.ca_pem;
+            ids.devices
+                .insert(device.to_string(), (identity.key_pem, identity.cert_pem));
+            pb.inc(1);
+        }
     }
     pb.finish_and_clear();
-    info!(devices = plan.devices.len(), "devices registered");
-    Ok(())
+    if let Some(dir) = state_dir {
+        std::fs::create_dir_all(dir)?;
+        let f = dir.join(IDENTITIES_FILE);
+        fleet_agent::enrol::write_private(&f, &serde_json::to_vec(&ids)?)
+            .with_context(|| format!("cannot write {}", f.display()))?;
+    }
+    info!(devices = plan.devices.len(), enrolled_now = todo.len(), "simulated devices enrolled");
+    Ok(ids)
 }
 
 /// The fleet's agents, running until [`Fleet::stop`].
@@ -169,8 +230,8 @@ impl Fleet {
 pub async fn start(
     plan: &Plan,
     cfg: &RunConfig,
-    host: &str,
-    port: u16,
+    broker: &BrokerAddress,
+    identities: &Identities,
     ready_timeout: Duration,
 ) -> anyhow::Result<(Fleet, usize)> {
     let (stop, stop_rx) = watch::channel(false);
@@ -180,12 +241,26 @@ pub async fn start(
     let gap = Duration::from_secs(1) / cfg.connect_rate.max(1);
     for (i, d) in plan.devices.iter().enumerate() {
         let notify = Arc::new(Notify::new());
+        let tls = if broker.tls {
+            let (key, cert) = identities
+                .devices
+                .get(d.id.as_str())
+                .with_context(|| format!("{} has no identity", d.id))?;
+            Some(fleet_agent::tls::client_config_pem(
+                identities.ca.as_bytes(),
+                cert.as_bytes(),
+                key.as_bytes(),
+            )?)
+        } else {
+            None
+        };
         let rt = RuntimeConfig {
             device: d.id.clone(),
             model: d.model.clone(),
             link: LinkConfig {
-                host: host.to_owned(),
-                port,
+                host: broker.host.clone(),
+                port: broker.port,
+                tls,
                 keep_alive: cfg.keep_alive,
                 backoff_base: Duration::from_millis(500),
                 backoff_max: cfg.backoff_max,
@@ -249,16 +324,26 @@ pub async fn start(
     Ok((Fleet { stop, tasks }, ok))
 }
 
+/// Where the simulated devices reach the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
 /// Ask the controller where the broker is.
-pub async fn broker_address(api: &Api) -> anyhow::Result<(String, u16)> {
+pub async fn broker_address(api: &Api) -> anyhow::Result<BrokerAddress> {
     let b = api.get("/api/v1/broker").await?;
-    let host = b["host"]
-        .as_str()
-        .context("controller did not say the broker host")?
-        .to_owned();
-    let port = b["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .context("controller did not say the broker port")?;
-    Ok((host, port))
+    Ok(BrokerAddress {
+        host: b["host"]
+            .as_str()
+            .context("controller did not say the broker host")?
+            .to_owned(),
+        port: b["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .context("controller did not say the broker port")?,
+        tls: b["tls"].as_bool().unwrap_or(true),
+    })
 }

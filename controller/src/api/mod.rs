@@ -33,6 +33,8 @@ use crate::unix_ms;
 pub struct BrokerInfo {
     pub host: String,
     pub port: u16,
+    /// Mutual TLS (false only with --insecure-dev).
+    pub tls: bool,
 }
 
 #[derive(Clone)]
@@ -44,6 +46,8 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// The data directory (the CA's files are under it).
     pub data_dir: std::path::PathBuf,
+    /// Restarts the managed broker after a revocation (None: external broker).
+    pub broker_restarter: Option<crate::broker::BrokerRestarter>,
 }
 
 impl AppState {

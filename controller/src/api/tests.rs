@@ -40,10 +40,12 @@ async fn test_app() -> TestApp {
         broker: BrokerInfo {
             host: "127.0.0.1".into(),
             port: 1,
+            tls: true,
         },
         metrics: crate::metrics_handle(),
         access: Arc::clone(&access),
         data_dir: dir.path().to_owned(),
+        broker_restarter: None,
     };
     TestApp {
         router: app(state),

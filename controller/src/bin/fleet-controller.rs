@@ -40,6 +40,9 @@ enum Cmd {
         /// Seconds without any message after which a device counts as offline.
         #[arg(long, default_value_t = 900)]
         freshness_secs: u64,
+        /// Plaintext MQTT without client certificates. Development only.
+        #[arg(long)]
+        insecure_dev: bool,
     },
 }
 
@@ -74,8 +77,10 @@ fn main() -> anyhow::Result<()> {
             mqtt_port,
             broker,
             freshness_secs,
+            insecure_dev,
         } => rt.block_on(async move {
             let mut cfg = ServeConfig::new(data_dir);
+            cfg.insecure_dev = insecure_dev;
             cfg.freshness = Duration::from_secs(freshness_secs.max(1));
             cfg.broker = match broker {
                 Some(b) => {
