@@ -190,11 +190,15 @@ impl AgentConfig {
                 reason: e.to_string(),
             })?;
             let broker = crate::enrol::saved_broker(&self.device.state_dir);
-            let host = broker.as_ref().map_or_else(|| self.mqtt.host.clone(), |b| b.host.clone());
+            let host = broker
+                .as_ref()
+                .map_or_else(|| self.mqtt.host.clone(), |b| b.host.clone());
             let port = broker.map_or(self.mqtt.port, |b| b.port);
             (Some(tls), host, port)
         } else if self.mqtt.insecure_dev {
-            tracing::warn!("mqtt.insecure_dev: talking to the broker WITHOUT TLS; development only");
+            tracing::warn!(
+                "mqtt.insecure_dev: talking to the broker WITHOUT TLS; development only"
+            );
             (None, self.mqtt.host.clone(), self.mqtt.port)
         } else {
             return Err(ConfigError::NotEnrolled {
@@ -300,7 +304,10 @@ command = ["true"]
             ),
         )
         .unwrap();
-        let err = AgentConfig::load(Some(&site)).unwrap().runtime().unwrap_err();
+        let err = AgentConfig::load(Some(&site))
+            .unwrap()
+            .runtime()
+            .unwrap_err();
         assert!(err.to_string().contains("fleet-agent enrol"), "{err}");
         // A saved identity is used, with the broker address enrolment gave.
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -317,7 +324,10 @@ command = ["true"]
                 key_pem: key.serialize_pem(),
                 cert_pem: cert.pem(),
                 ca_pem: ca.pem(),
-                broker: crate::enrol::Broker { host: "10.1.2.3".into(), port: 8883 },
+                broker: crate::enrol::Broker {
+                    host: "10.1.2.3".into(),
+                    port: 8883,
+                },
             },
             &state,
         )
@@ -326,7 +336,10 @@ command = ["true"]
         assert!(rt.link.tls.is_some());
         assert_eq!((rt.link.host.as_str(), rt.link.port), ("10.1.2.3", 8883));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(state.join("device.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(state.join("device.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -47,8 +47,8 @@ pub async fn enrol(
     token: &str,
 ) -> Result<Identity, EnrolError> {
     let key = rcgen::KeyPair::generate().map_err(|e| EnrolError::Key(e.to_string()))?;
-    let mut params =
-        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| EnrolError::Key(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| EnrolError::Key(e.to_string()))?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, device.as_str());
@@ -82,7 +82,10 @@ pub async fn enrol(
         .map_err(|e| EnrolError::Answer(e.to_string()))?;
     if !status.is_success() {
         return Err(EnrolError::Refused(
-            body["error"].as_str().unwrap_or("no reason given").to_owned(),
+            body["error"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_owned(),
         ));
     }
     let text = |k: &str| {

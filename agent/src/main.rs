@@ -86,7 +86,12 @@ fn main() -> anyhow::Result<()> {
             let http = reqwest::Client::builder()
                 .build()
                 .context("cannot make an HTTP client")?;
-            let identity = rt.block_on(fleet_agent::enrol::enrol(&http, &controller, &device, &token))?;
+            let identity = rt.block_on(fleet_agent::enrol::enrol(
+                &http,
+                &controller,
+                &device,
+                &token,
+            ))?;
             let files = fleet_agent::enrol::save(&identity, &cfg.device.state_dir)?;
             println!(
                 "enrolled {device}: certificate {}, broker {}:{}",

@@ -44,10 +44,16 @@ impl Role {
             Role::Admin => true,
             Role::CentralOps => matches!(
                 p,
-                ReadFleet | RegisterDevices | ImportRegistry | SetBaseline | ReadAudit
+                ReadFleet
+                    | RegisterDevices
+                    | ImportRegistry
+                    | SetBaseline
+                    | ReadAudit
+                    | MoveDevices
+                    | RetireDevices
             ),
             Role::ProvinceTech => matches!(p, ReadFleet),
-            Role::Warehouse => matches!(p, ReadFleet | RegisterDevices),
+            Role::Warehouse => matches!(p, ReadFleet | RegisterDevices | MoveDevices),
             Role::Viewer => matches!(p, ReadFleet),
         }
     }
@@ -83,6 +89,10 @@ pub enum Permission {
     SetBaseline,
     ManageTokens,
     ReadAudit,
+    /// Ship and deploy devices (warehouse work).
+    MoveDevices,
+    /// Retire a device and revoke its certificate.
+    RetireDevices,
 }
 
 /// Who is calling, resolved from a valid token.

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
 use std::sync::Arc;
+use tokio::process::{Child, Command};
 
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
@@ -212,7 +212,8 @@ impl ManagedBroker {
         std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
         let port = pick_port(&cfg);
         let conf = cfg.dir.join("mosquitto.conf");
-        std::fs::write(&conf, render_config(&cfg.dir, port, cfg.tls.as_ref())).map_err(io(&conf))?;
+        std::fs::write(&conf, render_config(&cfg.dir, port, cfg.tls.as_ref()))
+            .map_err(io(&conf))?;
         let acl = cfg.dir.join("acl");
         std::fs::write(&acl, render_acl(crate::pki::CONTROLLER_IDENTITY)).map_err(io(&acl))?;
         std::fs::write(cfg.dir.join("port"), port.to_string()).map_err(io(&cfg.dir))?;

@@ -77,11 +77,15 @@ pub enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// One device: registration, last state and health, recent events.
+    /// One device: registration, last state and health, recent events;
+    /// or move it through its life (`device ship|deploy|retire ID`).
+    #[command(args_conflicts_with_subcommands = true)]
     Device {
-        id: String,
+        id: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
+        #[command(subcommand)]
+        command: Option<DeviceCmd>,
     },
     /// Counties and polling stations.
     Registry {
@@ -115,6 +119,17 @@ pub enum Cmd {
         #[arg(long)]
         hex: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCmd {
+    /// Mark an enrolled device as shipped to its polling station.
+    Ship { id: String },
+    /// Mark a shipped device as deployed at its polling station.
+    Deploy { id: String },
+    /// Retire a device (lost, stolen, broken): its certificate is revoked and
+    /// the broker refuses it from then on.
+    Retire { id: String },
 }
 
 #[derive(Subcommand)]
@@ -520,6 +535,21 @@ fn read_input(path: &PathBuf) -> Result<Vec<u8>, CtlError> {
     })
 }
 
+async fn move_device(client: &Client, id: &str, to: &str) -> Result<String, CtlError> {
+    let v = client
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/devices/{}/lifecycle", encode(id)),
+            Some(RequestBody::Json(json!({ "to": to }))),
+        )
+        .await?;
+    Ok(format!(
+        "{} is now {}\n",
+        cell(&v["device"]),
+        cell(&v["lifecycle"])
+    ))
+}
+
 /// Run one fleetctl command; returns what to print.
 pub async fn run(cli: Cli) -> Result<String, CtlError> {
     let client = Client::new(&cli.controller, cli.token)?;
@@ -605,7 +635,13 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 ),
             })
         }
-        Cmd::Device { id, output } => {
+        Cmd::Device {
+            id,
+            output,
+            command: None,
+        } => {
+            let id =
+                id.ok_or_else(|| CtlError::Input("which device? fleetctl device ID".into()))?;
             let value = client
                 .get(&format!("/api/v1/devices/{}", encode(&id)))
                 .await?;
@@ -653,6 +689,13 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 Output::Json => pretty(&value),
             })
         }
+        Cmd::Device {
+            command: Some(cmd), ..
+        } => match cmd {
+            DeviceCmd::Ship { id } => move_device(&client, &id, "shipped").await,
+            DeviceCmd::Deploy { id } => move_device(&client, &id, "deployed").await,
+            DeviceCmd::Retire { id } => move_device(&client, &id, "retired").await,
+        },
         Cmd::Registry {
             command: RegistryCmd::Import { file },
         } => {

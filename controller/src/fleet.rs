@@ -13,27 +13,92 @@ use serde::{Deserialize, Serialize};
 
 use crate::readiness::{classify, Counts, Inputs, Reason};
 
+/// Where a device is in its life: registered (serial known) → enrolled
+/// (certificate issued) → shipped → deployed → retired (certificate
+/// revoked). A deployed device can be shipped back; nothing leaves retired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Lifecycle {
     Registered,
     Enrolled,
+    Shipped,
+    Deployed,
+    Retired,
 }
 
 impl Lifecycle {
+    pub const ALL: [Lifecycle; 5] = [
+        Lifecycle::Registered,
+        Lifecycle::Enrolled,
+        Lifecycle::Shipped,
+        Lifecycle::Deployed,
+        Lifecycle::Retired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Lifecycle::Registered => "registered",
             Lifecycle::Enrolled => "enrolled",
+            Lifecycle::Shipped => "shipped",
+            Lifecycle::Deployed => "deployed",
+            Lifecycle::Retired => "retired",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "registered" => Some(Lifecycle::Registered),
-            "enrolled" => Some(Lifecycle::Enrolled),
-            _ => None,
+        Lifecycle::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// Holds a valid certificate and counts as enrolled for readiness.
+    pub fn is_enrolled(self) -> bool {
+        matches!(
+            self,
+            Lifecycle::Enrolled | Lifecycle::Shipped | Lifecycle::Deployed
+        )
+    }
+
+    /// Whether an operator may move a device from `self` to `to`.
+    /// (Registered → enrolled happens only through enrolment.)
+    pub fn check_move(self, to: Lifecycle) -> Result<(), String> {
+        use Lifecycle::*;
+        let ok = matches!(
+            (self, to),
+            (Enrolled, Shipped) | (Shipped, Deployed) | (Deployed, Shipped)
+        ) || (to == Retired && self != Retired);
+        if ok {
+            Ok(())
+        } else {
+            let why = match (self, to) {
+                (Retired, _) => "nothing leaves retired".to_owned(),
+                (_, Registered) => "a device cannot be un-enrolled; retire it".to_owned(),
+                (_, Enrolled) => {
+                    "a device becomes enrolled only through enrolment (fleet-agent enrol)"
+                        .to_owned()
+                }
+                (Registered, _) => "the device is not enrolled yet".to_owned(),
+                _ => format!("allowed from {}: {}", self.as_str(), self.next().join(", ")),
+            };
+            Err(format!(
+                "cannot move a {} device to {}: {why}",
+                self.as_str(),
+                to.as_str()
+            ))
         }
+    }
+
+    fn next(self) -> Vec<&'static str> {
+        Lifecycle::ALL
+            .into_iter()
+            .filter(|t| {
+                matches!(
+                    (self, *t),
+                    (Lifecycle::Enrolled, Lifecycle::Shipped)
+                        | (Lifecycle::Shipped, Lifecycle::Deployed)
+                        | (Lifecycle::Deployed, Lifecycle::Shipped)
+                ) || (*t == Lifecycle::Retired && self != Lifecycle::Retired)
+            })
+            .map(Lifecycle::as_str)
+            .collect()
     }
 }
 
@@ -77,7 +142,7 @@ impl Device {
     fn inputs<'a>(&'a self, baseline: Option<&'a Version>) -> Inputs<'a> {
         let state = self.status.state.as_ref();
         Inputs {
-            enrolled: self.reg.lifecycle == Lifecycle::Enrolled,
+            enrolled: self.reg.lifecycle.is_enrolled(),
             assigned: self.reg.county.is_some(),
             reported: state.is_some(),
             last_seen_ms: self.status.last_seen_ms,

@@ -175,7 +175,11 @@ impl Ca {
     }
 
     /// A CRL listing `revoked` (hex serial, revocation time), signed now.
-    pub fn crl(&self, number: u64, revoked: &[(String, OffsetDateTime)]) -> Result<String, PkiError> {
+    pub fn crl(
+        &self,
+        number: u64,
+        revoked: &[(String, OffsetDateTime)],
+    ) -> Result<String, PkiError> {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
         let now = OffsetDateTime::now_utc();
         let params = rcgen::CertificateRevocationListParams {

@@ -731,3 +731,49 @@ impl Store {
             .collect())
     }
 }
+
+impl Store {
+    pub async fn set_lifecycle(
+        &self,
+        device: &DeviceId,
+        lifecycle: Lifecycle,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE devices SET lifecycle = ? WHERE id = ?")
+            .bind(lifecycle.as_str())
+            .bind(device.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Retire a device and revoke its certificates in one transaction;
+    /// returns every revoked certificate (serial, revoked at) for the CRL.
+    pub async fn retire(
+        &self,
+        device: &DeviceId,
+        now_ms: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE devices SET lifecycle = 'retired' WHERE id = ?")
+            .bind(device.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE certificates SET revoked_at_ms = ? WHERE device = ? AND revoked_at_ms IS NULL",
+        )
+        .bind(to_i64(now_ms))
+        .bind(device.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at_ms FROM certificates WHERE revoked_at_ms IS NOT NULL ORDER BY serial",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<String, _>(0), to_u64(r.get(1))))
+            .collect())
+    }
+}

@@ -208,7 +208,8 @@ pub async fn ingest(b: IngestBench) -> anyhow::Result<()> {
         show_progress: true,
     };
     let started = Instant::now();
-    let (fleet, reported) = run::start(&plan, &cfg, &broker, &identities, Duration::from_secs(120)).await?;
+    let (fleet, reported) =
+        run::start(&plan, &cfg, &broker, &identities, Duration::from_secs(120)).await?;
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(b.warmup).await;
 
@@ -277,15 +278,22 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
         outdated_share: 0.0,
         seed: 1,
     })?;
-    api.post_text("/api/v1/registry/import", plan.registry_csv()).await?;
+    api.post_text("/api/v1/registry/import", plan.registry_csv())
+        .await?;
     let d = &plan.devices[0];
     let batch = api
         .post_text(
             "/api/v1/enrol/batch",
-            format!("serial,model,province,county,station\n{},{},{},{},{}\n", d.id, d.model, d.province, d.county, d.station),
+            format!(
+                "serial,model,province,county,station\n{},{},{},{},{}\n",
+                d.id, d.model, d.province, d.county, d.station
+            ),
         )
         .await?;
-    let token = batch["devices"][0]["token"].as_str().context("no enrolment token")?.to_owned();
+    let token = batch["devices"][0]["token"]
+        .as_str()
+        .context("no enrolment token")?
+        .to_owned();
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("firmware-version"), d.firmware.as_str())?;
     let conf = dir.path().join("agent.toml");
@@ -302,11 +310,21 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
         ),
     )?;
     let enrolled = Command::new(&agent_bin)
-        .args(["enrol", "--controller", &ctl.api, "--token", &token, "--config"])
+        .args([
+            "enrol",
+            "--controller",
+            &ctl.api,
+            "--token",
+            &token,
+            "--config",
+        ])
         .arg(&conf)
         .output()?;
     if !enrolled.status.success() {
-        bail!("fleet-agent enrol failed: {}", String::from_utf8_lossy(&enrolled.stderr));
+        bail!(
+            "fleet-agent enrol failed: {}",
+            String::from_utf8_lossy(&enrolled.stderr)
+        );
     }
     let mut child = Command::new(&agent_bin)
         .args(["run", "--config"])

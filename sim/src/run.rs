@@ -161,7 +161,10 @@ pub async fn enrol_fleet(
     for chunk in todo.chunks(500) {
         let mut csv = String::from("serial,model,province,county,station\n");
         for d in chunk {
-            csv.push_str(&format!("{},{},{},{},{}\n", d.id, d.model, d.province, d.county, d.station));
+            csv.push_str(&format!(
+                "{},{},{},{},{}\n",
+                d.id, d.model, d.province, d.county, d.station
+            ));
         }
         let batch = api
             .post_text("/api/v1/enrol/batch?expires_hours=1", csv)
@@ -182,7 +185,9 @@ pub async fn enrol_fleet(
         let mut pending = tokens.into_iter();
         loop {
             while set.len() < 32 {
-                let Some((device, token)) = pending.next() else { break };
+                let Some((device, token)) = pending.next() else {
+                    break;
+                };
                 let http = http.clone();
                 let base = api.base.clone();
                 set.spawn(async move {
@@ -190,7 +195,9 @@ pub async fn enrol_fleet(
                     (device, r)
                 });
             }
-            let Some(done) = set.join_next().await else { break };
+            let Some(done) = set.join_next().await else {
+                break;
+            };
             let (device, identity) = done?;
             let identity = identity.with_context(|| format!("enrolling {device}"))?;
             ids.ca = identity.ca_pem;
@@ -206,7 +213,11 @@ pub async fn enrol_fleet(
         fleet_agent::enrol::write_private(&f, &serde_json::to_vec(&ids)?)
             .with_context(|| format!("cannot write {}", f.display()))?;
     }
-    info!(devices = plan.devices.len(), enrolled_now = todo.len(), "simulated devices enrolled");
+    info!(
+        devices = plan.devices.len(),
+        enrolled_now = todo.len(),
+        "simulated devices enrolled"
+    );
     Ok(ids)
 }
 

@@ -458,3 +458,83 @@ pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A device enrolled through the real flow: a shipment batch (fleetctl)
+/// and `fleet-agent enrol`, with its agent config and identity files.
+pub struct EnrolledDevice {
+    pub id: String,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl Controller {
+    /// Enrol a new device (its county must be in the registry already).
+    /// `extra_config` is appended to the agent's config file.
+    pub fn enrol(
+        &self,
+        id: &str,
+        province: &str,
+        county: &str,
+        extra_config: &str,
+    ) -> anyhow::Result<EnrolledDevice> {
+        let dir = tempfile::tempdir()?;
+        let shipment = dir.path().join("shipment.csv");
+        std::fs::write(
+            &shipment,
+            format!("serial,model,province,county\n{id},ballot-box-v2,{province},{county}\n"),
+        )?;
+        let (ok, out, err) = self.fleetctl(&[
+            "enrol",
+            "batch",
+            shipment.to_str().context("utf-8 path")?,
+            "--output",
+            "json",
+        ])?;
+        if !ok {
+            bail!("enrol batch failed: {err}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let token = v["devices"][0]["token"]
+            .as_str()
+            .context("no token in the batch answer")?
+            .to_owned();
+        let fw = dir.path().join("firmware-version");
+        std::fs::write(&fw, "2.4.0\n")?;
+        let state = dir.path().join("state");
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[device]\nid = \"{id}\"\nmodel = \"ballot-box-v2\"\nfirmware_version_file = \"{}\"\nstate_dir = \"{}\"\n{extra_config}",
+                fw.display(),
+                state.display()
+            ),
+        )?;
+        let (ok, out, err) = run_bin(
+            "fleet-agent",
+            &[
+                "enrol",
+                "--controller",
+                &self.api,
+                "--token",
+                &token,
+                "--config",
+                config.to_str().context("utf-8 path")?,
+            ],
+        )?;
+        if !ok {
+            bail!("fleet-agent enrol failed: {out}{err}");
+        }
+        Ok(EnrolledDevice {
+            id: id.to_owned(),
+            ca: std::fs::read(state.join("ca.crt"))?,
+            cert: std::fs::read(state.join("device.crt"))?,
+            key: std::fs::read(state.join("device.key"))?,
+            config,
+            dir,
+        })
+    }
+}

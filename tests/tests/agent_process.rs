@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use fleet_tests::{eventually, Controller, Proc};
-use serde_json::json;
 
 const REGISTRY: &str = "province,county,county_name_en,station_id,station_name\n\
     IR-02,IR-02-SARI,Sari,ST-SARI-1,School 1\n";
@@ -60,34 +59,16 @@ async fn real_agent_check_failure_silence_and_return() {
         .fleetctl(&["baseline", "set", "ballot-box-v2", "2.4.0"])
         .unwrap();
     assert!(ok, "{err}");
-    ctl.post(
-        "/api/v1/devices",
-        json!({ "devices": [{ "id": "BB-02-000001", "model": "ballot-box-v2", "province": "IR-02",
-                              "station": "ST-SARI-1", "lifecycle": "enrolled" }] }),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        readiness_of(&ctl, "BB-02-000001").await.unwrap(),
-        "never-seen"
-    );
-
-    // Device side: the firmware version file, a check, the config file.
-    let fw = work.path().join("firmware-version");
-    std::fs::write(&fw, "2.4.0\n").unwrap();
     let paper = work.path().join("paper-loaded");
     std::fs::write(&paper, "").unwrap();
-    let conf = work.path().join("agent.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"[device]
-id = "BB-02-000001"
-model = "ballot-box-v2"
-firmware_version_file = "{fw}"
-state_dir = "{state}"
-[mqtt]
-port = {port}
+    // The warehouse makes a shipment; the device enrols with its token.
+    let dev = ctl
+        .enrol(
+            "BB-02-000001",
+            "IR-02",
+            "IR-02-SARI",
+            &format!(
+                r#"[mqtt]
 keep_alive_secs = 2
 backoff_base_ms = 100
 backoff_max_ms = 1000
@@ -100,13 +81,17 @@ name = "printer"
 command = ["test", "-e", "{paper}"]
 timeout_secs = 5
 "#,
-            fw = fw.display(),
-            state = work.path().join("state").display(),
-            port = ctl.mqtt_port,
-            paper = paper.display(),
-        ),
-    )
-    .unwrap();
+                paper = paper.display(),
+            ),
+        )
+        .unwrap();
+    assert_eq!(
+        readiness_of(&ctl, "BB-02-000001").await.unwrap(),
+        "never-seen"
+    );
+    let (_, d, _) = ctl.fleetctl(&["device", "BB-02-000001"]).unwrap();
+    assert!(d.contains("enrolled"), "{d}");
+    let conf = dev.config.clone();
     let conf_s = conf.to_str().unwrap();
     let agent = Proc::spawn("fleet-agent", &["run", "--config", conf_s], &[]).unwrap();
     wait_for(&ctl, "BB-02-000001", "ready", &agent).await;

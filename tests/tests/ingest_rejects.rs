@@ -46,7 +46,9 @@ async fn client(port: u16, id: &str) -> AsyncClient {
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_garbage_oversize_and_unknown_are_rejected() {
     let data = tempfile::tempdir().unwrap();
-    let mut ctl = Controller::start(data.path(), &[]).unwrap();
+    // Plaintext broker: this test is about the controller's own checks, the
+    // last line of defence behind the broker's (tests/mtls.rs covers those).
+    let mut ctl = Controller::start(data.path(), &["--insecure-dev"]).unwrap();
     let reg = reqwest::Client::new()
         .post(format!("{}/api/v1/registry/import", ctl.api))
         .bearer_auth(&ctl.token)

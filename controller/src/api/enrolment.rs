@@ -227,3 +227,82 @@ pub async fn enrol_device(
         "certificate_serial": serial_hex,
     })))
 }
+
+#[derive(Deserialize)]
+pub struct MoveRequest {
+    to: String,
+}
+
+/// Ship, deploy or retire a device. Retiring revokes its certificate: the
+/// CRL is rewritten and the managed broker restarted so it is checked again.
+pub async fn move_device(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(req): Json<MoveRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let device: DeviceId = super::parse("device id", &id)?;
+    let to = Lifecycle::parse(&req.to).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "to: {:?} is not one of {}",
+            req.to,
+            Lifecycle::ALL.map(Lifecycle::as_str).join(", ")
+        ))
+    })?;
+    caller.require(if to == Lifecycle::Retired {
+        Permission::RetireDevices
+    } else {
+        Permission::MoveDevices
+    })?;
+    let mut reg = st
+        .fleet()
+        .get(&device)
+        .filter(|d| caller.principal.sees(d.reg.province))
+        .map(|d| d.reg.clone())
+        .ok_or_else(|| ApiError::NotFound(format!("device {device} is not registered")))?;
+    let from = reg.lifecycle;
+    from.check_move(to).map_err(ApiError::Conflict)?;
+    let now = unix_ms();
+    let mut detail = json!({ "from": from.as_str(), "to": to.as_str() });
+    if to == Lifecycle::Retired {
+        let revoked = st.store.retire(&device, now).await?;
+        let paths = PkiPaths::new(&st.data_dir);
+        let ca = pki::Ca::load(&paths).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let list: Vec<(String, time::OffsetDateTime)> = revoked
+            .iter()
+            .filter_map(|(serial, at)| {
+                let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(*at / 1000).ok()?)
+                    .ok()?;
+                Some((serial.clone(), at))
+            })
+            .collect();
+        let crl = ca
+            .crl(now / 1000, &list)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let tmp = paths.crl().with_extension("tmp");
+        std::fs::write(&tmp, crl)
+            .and_then(|()| std::fs::rename(&tmp, paths.crl()))
+            .map_err(|e| ApiError::Internal(format!("cannot write the CRL: {e}")))?;
+        if let Some(r) = &st.broker_restarter {
+            r.restart();
+        }
+        detail["revoked_certificates"] = json!(revoked.len());
+    } else {
+        st.store.set_lifecycle(&device, to).await?;
+    }
+    reg.lifecycle = to;
+    st.fleet_mut().register(reg, now);
+    let action = format!(
+        "device.{}",
+        match to {
+            Lifecycle::Shipped => "ship",
+            Lifecycle::Deployed => "deploy",
+            Lifecycle::Retired => "retire",
+            Lifecycle::Registered | Lifecycle::Enrolled => "move",
+        }
+    );
+    st.access
+        .record(&caller, &action, device.as_str(), detail)
+        .await?;
+    Ok(Json(json!({ "device": device, "lifecycle": to })))
+}

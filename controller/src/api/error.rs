@@ -19,6 +19,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The request conflicts with the current state (a lifecycle move that is not allowed).
+    #[error("{0}")]
+    Conflict(String),
     #[error("internal: {0}")]
     Internal(String),
     /// The request was understood but some items are wrong; nothing was changed.
@@ -38,6 +41,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
             ApiError::Internal(cause) => {
                 error!(error = %cause, "request failed");
                 (

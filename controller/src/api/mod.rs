@@ -67,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/readiness", get(readiness))
         .route("/api/v1/devices", get(list_devices).post(register_devices))
         .route("/api/v1/devices/{id}", get(device_detail))
+        .route("/api/v1/devices/{id}/lifecycle", post(move_device))
         .route(
             "/api/v1/registry/import",
             post(import_registry).layer(DefaultBodyLimit::max(64 * 1024 * 1024)),
@@ -772,7 +773,7 @@ async fn audit_verify(
 }
 
 mod enrolment;
-use enrolment::{enrol_batch, enrol_device, shipment_status};
+use enrolment::{enrol_batch, enrol_device, move_device, shipment_status};
 
 #[cfg(test)]
 mod tests;

@@ -272,3 +272,33 @@ fn redelivered_messages_do_not_undo_newer_ones() {
         .unwrap();
     assert_eq!(f.get(&a).unwrap().reason, None);
 }
+
+#[test]
+fn lifecycle_moves() {
+    use Lifecycle::*;
+    assert!(Enrolled.check_move(Shipped).is_ok());
+    assert!(Shipped.check_move(Deployed).is_ok());
+    assert!(Deployed.check_move(Shipped).is_ok());
+    for from in [Registered, Enrolled, Shipped, Deployed] {
+        assert!(from.check_move(Retired).is_ok());
+    }
+    let err = Retired.check_move(Shipped).unwrap_err();
+    assert!(err.contains("nothing leaves retired"), "{err}");
+    assert!(Registered
+        .check_move(Shipped)
+        .unwrap_err()
+        .contains("not enrolled yet"));
+    assert!(Shipped
+        .check_move(Enrolled)
+        .unwrap_err()
+        .contains("only through enrolment"));
+    assert!(Deployed
+        .check_move(Registered)
+        .unwrap_err()
+        .contains("un-enrolled"));
+    assert!(Enrolled
+        .check_move(Deployed)
+        .unwrap_err()
+        .contains("allowed from enrolled: shipped, retired"));
+    assert!(Shipped.is_enrolled() && Deployed.is_enrolled() && !Retired.is_enrolled());
+}
