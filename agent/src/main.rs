@@ -38,6 +38,10 @@ enum Cmd {
         /// The device's enrolment token.
         #[arg(long, env = "FLEET_AGENT_ENROL_TOKEN", hide_env_values = true)]
         token: String,
+        /// The fleet CA shipped with the device image, to check the
+        /// controller's HTTPS certificate before sending anything.
+        #[arg(long)]
+        ca: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -78,14 +82,22 @@ fn main() -> anyhow::Result<()> {
         Cmd::Enrol {
             controller,
             token,
+            ca,
             config,
         } => {
             let cfg = AgentConfig::load(config.as_deref())?;
             let device = cfg.device_id()?;
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let http = reqwest::Client::builder()
-                .build()
-                .context("cannot make an HTTP client")?;
+            let mut http = reqwest::Client::builder();
+            if controller.starts_with("https://") {
+                let ca = ca.context(
+                    "the controller speaks HTTPS with the fleet's CA: pass --ca /path/to/fleet-ca.crt",
+                )?;
+                let pem =
+                    std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
+                http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+            }
+            let http = http.build().context("cannot make an HTTP client")?;
             let identity = rt.block_on(fleet_agent::enrol::enrol(
                 &http,
                 &controller,

@@ -22,7 +22,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "FLEETCTL_CONTROLLER",
-        default_value = "http://127.0.0.1:8080",
+        default_value = "https://127.0.0.1:8080",
         global = true
     )]
     pub controller: String,
@@ -30,6 +30,10 @@ pub struct Cli {
     /// and wrote it to DATA/admin.token).
     #[arg(long, env = "FLEETCTL_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// The fleet CA (DATA/pki/ca.crt): the controller's HTTPS certificate
+    /// is checked against it and nothing else.
+    #[arg(long, env = "FLEETCTL_CA", global = true)]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -237,6 +241,8 @@ pub enum CtlError {
     },
     #[error("{0}")]
     Input(String),
+    #[error("the controller speaks HTTPS with the fleet's own CA: pass --ca DATA/pki/ca.crt or set FLEETCTL_CA")]
+    NoCa,
     #[error("no token: pass --token or set FLEETCTL_TOKEN (fleet-controller init printed the first admin token and wrote it to DATA/admin.token)")]
     NoToken,
     #[error("the audit log is broken at entry #{seq}: {reason}")]
@@ -250,14 +256,26 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, CtlError> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| CtlError::Connect {
-                url: base.to_owned(),
-                reason: e.to_string(),
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, CtlError> {
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        if base.starts_with("https://") {
+            let path = ca.ok_or(CtlError::NoCa)?;
+            let pem = std::fs::read(path).map_err(|source| CtlError::Read {
+                path: path.to_owned(),
+                source,
             })?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| CtlError::Input(format!("{}: {e}", path.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| CtlError::Connect {
+            url: base.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             http,
@@ -550,9 +568,24 @@ async fn move_device(client: &Client, id: &str, to: &str) -> Result<String, CtlE
     ))
 }
 
+fn decode(file: &PathBuf, hex: bool) -> Result<String, CtlError> {
+    let raw = read_input(file)?;
+    let bytes = if hex {
+        let text: String = String::from_utf8_lossy(&raw).split_whitespace().collect();
+        ::hex::decode(text).map_err(|e| CtlError::Input(format!("not hexadecimal: {e}")))?
+    } else {
+        raw
+    };
+    let env = Envelope::from_cbor(&bytes).map_err(|e| CtlError::Input(e.to_string()))?;
+    Ok(env.to_json() + "\n")
+}
+
 /// Run one fleetctl command; returns what to print.
 pub async fn run(cli: Cli) -> Result<String, CtlError> {
-    let client = Client::new(&cli.controller, cli.token)?;
+    if let Cmd::Decode { file, hex } = &cli.command {
+        return decode(file, *hex);
+    }
+    let client = Client::new(&cli.controller, cli.token, cli.ca.as_deref())?;
     match cli.command {
         Cmd::Readiness {
             by,
@@ -922,17 +955,7 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 })
             }
         }
-        Cmd::Decode { file, hex } => {
-            let raw = read_input(&file)?;
-            let bytes = if hex {
-                let text: String = String::from_utf8_lossy(&raw).split_whitespace().collect();
-                ::hex::decode(text).map_err(|e| CtlError::Input(format!("not hexadecimal: {e}")))?
-            } else {
-                raw
-            };
-            let env = Envelope::from_cbor(&bytes).map_err(|e| CtlError::Input(e.to_string()))?;
-            Ok(env.to_json() + "\n")
-        }
+        Cmd::Decode { .. } => unreachable!("handled before the client is made"),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod broker;
 pub mod ctl;
 pub mod enrol;
 pub mod fleet;
+pub mod https;
 pub mod ingest;
 pub mod pki;
 pub mod readiness;
@@ -229,17 +230,24 @@ pub async fn run(
     };
     let addr = listener.local_addr()?;
     info!(
-        "fleet-controller ready: api http://{addr} broker mqtt://{}:{} data {}",
+        "fleet-controller ready: api {}://{addr} broker {}://{}:{} data {}",
+        if cfg.insecure_dev { "http" } else { "https" },
+        if cfg.insecure_dev { "mqtt" } else { "mqtts" },
         broker.host,
         broker.port,
         cfg.data_dir.display()
     );
-    let served = axum::serve(
-        listener,
-        api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let app = api::app(state).into_make_service_with_connect_info::<https::Peer>();
+    let served = if cfg.insecure_dev {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    } else {
+        let tls = https::server_config(&paths.broker_cert(), &paths.broker_key())?;
+        axum::serve(https::TlsListener::new(listener, tls)?, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    };
 
     info!("shutting down");
     let _ = stop_tx.send(true);

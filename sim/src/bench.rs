@@ -69,7 +69,7 @@ impl ControllerProc {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && line.contains("ready: api http://") {
+                if !sent && line.contains("ready: api ") {
                     let _ = tx.send(line);
                     sent = true;
                 }
@@ -94,6 +94,10 @@ impl ControllerProc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.data_dir.path().join("pki/ca.crt")
     }
 
     pub fn broker_pid(&self) -> Option<u32> {
@@ -152,10 +156,11 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
-async fn ingested(api: &str, token: &str) -> anyhow::Result<f64> {
-    let text = reqwest::Client::new()
-        .get(format!("{api}/metrics"))
-        .bearer_auth(token)
+async fn ingested(api: &Api) -> anyhow::Result<f64> {
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(api.token())
         .send()
         .await?
         .text()
@@ -190,7 +195,7 @@ pub struct IngestBench {
 pub async fn ingest(b: IngestBench) -> anyhow::Result<()> {
     let bin = sibling_bin("fleet-controller", b.controller_bin)?;
     let ctl = ControllerProc::start(&bin)?;
-    let api = Api::new(&ctl.api, &ctl.token)?;
+    let api = Api::new(&ctl.api, &ctl.token, Some(&ctl.ca()))?;
     set_baselines(&api).await?;
     let plan = Plan::new(&PlanConfig {
         devices: b.devices,
@@ -214,16 +219,12 @@ pub async fn ingest(b: IngestBench) -> anyhow::Result<()> {
     tokio::time::sleep(b.warmup).await;
 
     let pid = ctl.pid();
-    let (cpu0, msgs0, t0) = (
-        cpu_seconds(pid)?,
-        ingested(&ctl.api, &ctl.token).await?,
-        Instant::now(),
-    );
+    let (cpu0, msgs0, t0) = (cpu_seconds(pid)?, ingested(&api).await?, Instant::now());
     let broker_cpu0 = ctl.broker_pid().map(cpu_seconds).transpose()?;
     tokio::time::sleep(b.duration).await;
     let (cpu1, msgs1, secs) = (
         cpu_seconds(pid)?,
-        ingested(&ctl.api, &ctl.token).await?,
+        ingested(&api).await?,
         t0.elapsed().as_secs_f64(),
     );
     let broker_cpu1 = ctl.broker_pid().map(cpu_seconds).transpose()?;
@@ -268,7 +269,7 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
     let ctl_bin = sibling_bin("fleet-controller", b.controller_bin)?;
     let agent_bin = sibling_bin("fleet-agent", b.agent_bin)?;
     let ctl = ControllerProc::start(&ctl_bin)?;
-    let api = Api::new(&ctl.api, &ctl.token)?;
+    let api = Api::new(&ctl.api, &ctl.token, Some(&ctl.ca()))?;
     set_baselines(&api).await?;
     let plan = Plan::new(&PlanConfig {
         devices: 1,
@@ -319,6 +320,8 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
             "--config",
         ])
         .arg(&conf)
+        .arg("--ca")
+        .arg(ctl.ca())
         .output()?;
     if !enrolled.status.success() {
         bail!(

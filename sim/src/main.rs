@@ -71,11 +71,14 @@ enum Cmd {
     /// Register the simulated fleet with the controller and run it until stopped.
     Run {
         /// Controller base URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        #[arg(long, default_value = "https://127.0.0.1:8080")]
         controller: String,
         /// An admin (or central-ops) token; `fleet-controller init` wrote one to DATA/admin.token.
         #[arg(long, env = "FLEETCTL_TOKEN", hide_env_values = true)]
         token: String,
+        /// The fleet CA (DATA/pki/ca.crt), to check the controller's HTTPS certificate.
+        #[arg(long, env = "FLEETCTL_CA")]
+        ca: Option<PathBuf>,
         #[command(flatten)]
         plan: PlanArgs,
         /// Seconds between health reports.
@@ -182,6 +185,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run {
             controller,
             token,
+            ca,
             plan,
             health_secs,
             keep_alive_secs,
@@ -190,7 +194,7 @@ fn main() -> anyhow::Result<()> {
             state_dir,
         } => rt.block_on(async move {
             let p = plan.plan()?;
-            let api = Api::new(&controller, &token)?;
+            let api = Api::new(&controller, &token, ca.as_deref())?;
             let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let identities = run::enrol_fleet(&api, &p, state_dir.as_deref(), show).await?;
             let broker = run::broker_address(&api).await?;

@@ -30,17 +30,16 @@ pub struct RunConfig {
 
 pub struct Api {
     pub base: String,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
     token: String,
 }
 
 impl Api {
-    pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+    /// `ca`: the fleet CA, to check the controller's HTTPS certificate.
+    pub fn new(base: &str, token: &str, ca: Option<&std::path::Path>) -> anyhow::Result<Self> {
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()?,
+            http: http_client(base, ca)?,
             token: token.trim().to_owned(),
         })
     }
@@ -65,6 +64,10 @@ impl Api {
             bail!("controller answered {status}: {body}");
         }
         Ok(body)
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -105,6 +108,19 @@ impl Api {
             .with_context(|| format!("cannot reach the controller at {url}"))?;
         Self::check(resp).await
     }
+}
+
+/// An HTTP client that trusts only the fleet CA for `https://` URLs.
+pub fn http_client(base: &str, ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(120));
+    if base.starts_with("https://") {
+        let ca = ca.context(
+            "the controller speaks HTTPS with the fleet's own CA: pass --ca DATA/pki/ca.crt or set FLEETCTL_CA",
+        )?;
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    Ok(b.build()?)
 }
 
 fn bar(show: bool, len: usize, what: &str) -> ProgressBar {
@@ -157,7 +173,7 @@ pub async fn enrol_fleet(
         .filter(|d| !ids.devices.contains_key(d.id.as_str()))
         .collect();
     let pb = bar(show_progress, todo.len(), "enrolling");
-    let http = reqwest::Client::builder().build()?;
+    let http = api.http.clone();
     for chunk in todo.chunks(500) {
         let mut csv = String::from("serial,model,province,county,station\n");
         for d in chunk {

@@ -350,7 +350,7 @@ impl Controller {
             &args,
             &[("FLEET_LOG", "info,fleet_controller=debug")],
         )?;
-        let line = proc.wait_for_line("ready: api http://", Duration::from_secs(30))?;
+        let line = proc.wait_for_line("ready: api ", Duration::from_secs(30))?;
         let api = line
             .split("api ")
             .nth(1)
@@ -358,8 +358,9 @@ impl Controller {
             .context("ready line without api address")?
             .to_owned();
         let mqtt_port = line
-            .split("broker mqtt://")
+            .split("broker ")
             .nth(1)
+            .and_then(|s| s.split("://").nth(1))
             .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.rsplit(':').next())
             .and_then(|p| p.parse().ok())
@@ -387,11 +388,51 @@ impl Controller {
 
     /// `fleetctl --controller <this> args…`: (success, stdout, stderr).
     pub fn fleetctl(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-        fleetctl(&self.api, &self.token, args)
+        self.fleetctl_as(&self.token, args)
+    }
+
+    /// fleetctl with another token.
+    pub fn fleetctl_as(
+        &self,
+        token: &str,
+        args: &[&str],
+    ) -> anyhow::Result<(bool, String, String)> {
+        let ca = self.ca();
+        let ca = ca.to_str().context("utf-8 path")?;
+        run_bin(
+            "fleetctl",
+            &[
+                &[
+                    "--controller",
+                    self.api.as_str(),
+                    "--token",
+                    token,
+                    "--ca",
+                    ca,
+                ],
+                args,
+            ]
+            .concat(),
+        )
+    }
+
+    /// The fleet CA, which the controller's HTTPS certificate chains to.
+    pub fn ca(&self) -> PathBuf {
+        self.data_dir.join("pki/ca.crt")
+    }
+
+    /// An HTTP client that trusts the fleet CA.
+    pub fn http(&self) -> anyhow::Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder();
+        if self.api.starts_with("https://") {
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(self.ca())?)?);
+        }
+        Ok(b.build()?)
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let resp = reqwest::Client::new()
+        let resp = self
+            .http()?
             .get(format!("{}{path}", self.api))
             .bearer_auth(&self.token)
             .send()
@@ -400,7 +441,8 @@ impl Controller {
     }
 
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        Ok(reqwest::Client::new()
+        Ok(self
+            .http()?
             .get(format!("{}/metrics", self.api))
             .bearer_auth(&self.token)
             .send()
@@ -414,7 +456,8 @@ impl Controller {
         path: &str,
         body: serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
-        let resp = reqwest::Client::new()
+        let resp = self
+            .http()?
             .post(format!("{}{path}", self.api))
             .bearer_auth(&self.token)
             .json(&body)
@@ -523,6 +566,8 @@ impl Controller {
                 &token,
                 "--config",
                 config.to_str().context("utf-8 path")?,
+                "--ca",
+                self.ca().to_str().context("utf-8 path")?,
             ],
         )?;
         if !ok {

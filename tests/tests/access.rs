@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use fleet_tests::{fleetctl, run_bin, Controller, Proc};
+use fleet_tests::{run_bin, Controller, Proc};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_serve_and_tokens() {
@@ -53,13 +53,34 @@ async fn init_serve_and_tokens() {
     let ctl = Controller::start(data.path(), &[]).unwrap();
     assert_eq!(ctl.token, token);
 
+    // HTTPS only: plain HTTP gets nowhere, and fleetctl wants the fleet CA.
+    assert!(ctl.api.starts_with("https://"));
+    let plain = format!("{}/healthz", ctl.api.replacen("https://", "http://", 1));
+    assert!(reqwest::get(&plain).await.is_err(), "plain HTTP answered");
+    let (ok, _, err) = run_bin(
+        "fleetctl",
+        &["--controller", &ctl.api, "--token", &token, "readiness"],
+    )
+    .unwrap();
+    assert!(!ok && err.contains("pass --ca"), "{err}");
+
     // no token, a wrong token: clear errors
-    let (ok, _, err) = run_bin("fleetctl", &["--controller", &ctl.api, "readiness"]).unwrap();
+    let (ok, _, err) = run_bin(
+        "fleetctl",
+        &[
+            "--controller",
+            &ctl.api,
+            "--ca",
+            ctl.ca().to_str().unwrap(),
+            "readiness",
+        ],
+    )
+    .unwrap();
     assert!(
         !ok && err.contains("no token") && err.contains("FLEETCTL_TOKEN"),
         "{err}"
     );
-    let (ok, _, err) = fleetctl(&ctl.api, "sdg_wrong", &["readiness"]).unwrap();
+    let (ok, _, err) = ctl.fleetctl_as("sdg_wrong", &["readiness"]).unwrap();
     assert!(
         !ok && err.contains("invalid or revoked token") && err.contains("HTTP 401"),
         "{err}"
@@ -80,22 +101,23 @@ async fn init_serve_and_tokens() {
         .unwrap();
     assert!(ok, "{err}");
     let tech = tech.trim().to_owned();
-    let (ok, rows, err) = fleetctl(&ctl.api, &tech, &["readiness", "--output", "json"]).unwrap();
+    let (ok, rows, err) = ctl
+        .fleetctl_as(&tech, &["readiness", "--output", "json"])
+        .unwrap();
     assert!(ok, "{err}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&rows).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["province"], "IR-02");
-    let (ok, _, err) = fleetctl(&ctl.api, &tech, &["readiness", "--province", "IR-23"]).unwrap();
+    let (ok, _, err) = ctl
+        .fleetctl_as(&tech, &["readiness", "--province", "IR-23"])
+        .unwrap();
     assert!(
         !ok && err.contains("HTTP 403") && err.contains("IR-02"),
         "{err}"
     );
-    let (ok, _, err) = fleetctl(
-        &ctl.api,
-        &tech,
-        &["baseline", "set", "ballot-box-v2", "2.4.0"],
-    )
-    .unwrap();
+    let (ok, _, err) = ctl
+        .fleetctl_as(&tech, &["baseline", "set", "ballot-box-v2", "2.4.0"])
+        .unwrap();
     assert!(!ok && err.contains("HTTP 403"), "{err}");
     let (ok, _, err) = ctl
         .fleetctl(&["token", "create", "--role", "province-tech"])
@@ -114,7 +136,7 @@ async fn init_serve_and_tokens() {
         .to_owned();
     let (ok, _, err) = ctl.fleetctl(&["token", "revoke", &id]).unwrap();
     assert!(ok, "{err}");
-    let (ok, _, err) = fleetctl(&ctl.api, &tech, &["readiness"]).unwrap();
+    let (ok, _, err) = ctl.fleetctl_as(&tech, &["readiness"]).unwrap();
     assert!(!ok && err.contains("HTTP 401"), "revoked at once: {err}");
 
     // the audit log has all of it, by actor
@@ -250,18 +272,18 @@ async fn warehouse_batch_through_fleetctl() {
     assert!(ok, "{err}");
     let shipment = work.path().join("shipment.csv");
     std::fs::write(&shipment, "serial,model,province,county\nBB-02-000101,ballot-box-v2,IR-02,IR-02-SARI\nBB-02-000102,ballot-box-v2,IR-02,IR-02-SARI\n").unwrap();
-    let (ok, out, err) = fleetctl(
-        &ctl.api,
-        wh.trim(),
-        &[
-            "enrol",
-            "batch",
-            shipment.to_str().unwrap(),
-            "--output",
-            "json",
-        ],
-    )
-    .unwrap();
+    let (ok, out, err) = ctl
+        .fleetctl_as(
+            wh.trim(),
+            &[
+                "enrol",
+                "batch",
+                shipment.to_str().unwrap(),
+                "--output",
+                "json",
+            ],
+        )
+        .unwrap();
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let id = v["shipment"].as_str().unwrap();
@@ -270,7 +292,9 @@ async fn warehouse_batch_through_fleetctl() {
         .as_str()
         .unwrap()
         .starts_with("enr-"));
-    let (ok, status, err) = fleetctl(&ctl.api, wh.trim(), &["enrol", "status", id]).unwrap();
+    let (ok, status, err) = ctl
+        .fleetctl_as(wh.trim(), &["enrol", "status", id])
+        .unwrap();
     assert!(ok, "{err}");
     assert_eq!(
         status
@@ -286,12 +310,9 @@ async fn warehouse_batch_through_fleetctl() {
         "serial,model,province\nBB-02-000103,ballot-box-v2,IR-02\nBB/104,ballot-box-v2,IR-02\n",
     )
     .unwrap();
-    let (ok, _, err) = fleetctl(
-        &ctl.api,
-        wh.trim(),
-        &["enrol", "batch", shipment.to_str().unwrap()],
-    )
-    .unwrap();
+    let (ok, _, err) = ctl
+        .fleetctl_as(wh.trim(), &["enrol", "batch", shipment.to_str().unwrap()])
+        .unwrap();
     assert!(!ok && err.contains("line 3:"), "{err}");
     let (_, d, _) = ctl.fleetctl(&["device", "BB-02-000103"]).unwrap();
     assert!(d.is_empty(), "nothing registered: {d}");

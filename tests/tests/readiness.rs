@@ -88,7 +88,15 @@ async fn readiness_matches_the_simulated_fleet_and_survives_a_restart() {
         "--checks-secs",
         "5",
     ]));
-    let mut sim = Proc::spawn("fleet-sim", &run_args, &[("FLEETCTL_TOKEN", &ctl.token)]).unwrap();
+    let mut sim = Proc::spawn(
+        "fleet-sim",
+        &run_args,
+        &[
+            ("FLEETCTL_TOKEN", &ctl.token),
+            ("FLEETCTL_CA", ctl.ca().to_str().unwrap()),
+        ],
+    )
+    .unwrap();
 
     let matches = |ctl: &Controller| -> Result<(), String> {
         let got = readiness(ctl)?;

@@ -165,7 +165,7 @@ fn refused(device: &str, r: Refusal) -> ApiError {
 
 pub async fn enrol_device(
     State(st): State<AppState>,
-    connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    connect: Option<Extension<ConnectInfo<crate::https::Peer>>>,
     Json(req): Json<EnrolRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let device: DeviceId = super::parse("device", &req.device)?;
@@ -208,7 +208,7 @@ pub async fn enrol_device(
             st.fleet_mut().register(reg, now);
         }
     }
-    let source = connect.map_or_else(|| "unknown".to_owned(), |c| c.0 .0.ip().to_string());
+    let source = connect.map_or_else(|| "unknown".to_owned(), |c| c.0 .0 .0.ip().to_string());
     st.access
         .record_as(
             &format!("device {device} (enrolment token)"),

@@ -119,8 +119,8 @@ async fn authenticate(
         .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))?;
     let source = req
         .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+        .get::<ConnectInfo<crate::https::Peer>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0 .0.ip().to_string());
     req.extensions_mut().insert(Caller { principal, source });
     Ok(next.run(req).await)
 }
