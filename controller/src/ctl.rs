@@ -145,6 +145,10 @@ pub enum EnrolCmd {
         /// How long the tokens stay valid.
         #[arg(long, default_value_t = 168)]
         expires_hours: u64,
+        /// Where the printable sheets go (SHIPMENT.html and SHIPMENT.pdf,
+        /// a QR code per device; readable by you only: they hold the tokens).
+        #[arg(long, default_value = ".")]
+        sheet_dir: PathBuf,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -802,6 +806,7 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 EnrolCmd::Batch {
                     file,
                     expires_hours,
+                    sheet_dir,
                     output,
                 },
         } => {
@@ -815,6 +820,40 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 )
                 .await?;
             let rows = v["devices"].as_array().cloned().unwrap_or_default();
+            let shipment = cell(&v["shipment"]);
+            let devices: Vec<crate::sheet::SheetDevice> = rows
+                .iter()
+                .map(|r| crate::sheet::SheetDevice {
+                    device: cell(&r["device"]),
+                    token: cell(&r["token"]),
+                })
+                .collect();
+            let expires = v["expires_at_ms"].as_u64().unwrap_or(0);
+            let controller = client.base.clone();
+            let write = |ext: &str, data: &[u8]| -> Result<PathBuf, CtlError> {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt;
+                let path = sheet_dir.join(format!("{shipment}.{ext}"));
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(data))
+                    .map_err(|e| {
+                        CtlError::Input(format!("cannot write {}: {e}", path.display()))
+                    })?;
+                Ok(path)
+            };
+            let html = write(
+                "html",
+                crate::sheet::render_html(&shipment, &controller, expires, &devices).as_bytes(),
+            )?;
+            let pdf = write(
+                "pdf",
+                &crate::sheet::render_pdf(&shipment, &controller, expires, &devices),
+            )?;
+            eprintln!("printable sheets: {} and {}", html.display(), pdf.display());
             Ok(match output {
                 Output::Json => pretty(&v),
                 Output::Csv => json_rows_to_csv(&rows, &["device", "token"]),

@@ -13,6 +13,7 @@
 //! - [`access`]: token cache and audit writer over the store.
 //! - [`enrol`]: shipment CSV and enrolment-token checks (pure).
 //! - [`pki`]: the fleet CA and the broker's and controller's certificates.
+//! - [`sheet`]: the printable enrolment sheet, HTML and PDF with QR codes.
 //! - [`api`]: axum router under `/api/v1`, `/healthz`, `/metrics`.
 //! - [`ctl`]: fleetctl's client and output formats.
 
@@ -29,6 +30,7 @@ pub mod ingest;
 pub mod pki;
 pub mod readiness;
 pub mod registry;
+pub mod sheet;
 pub mod store;
 
 use std::future::Future;

@@ -535,6 +535,8 @@ impl Controller {
             shipment.to_str().context("utf-8 path")?,
             "--output",
             "json",
+            "--sheet-dir",
+            dir.path().to_str().context("utf-8 path")?,
         ])?;
         if !ok {
             bail!("enrol batch failed: {err}");

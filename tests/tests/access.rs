@@ -281,12 +281,25 @@ async fn warehouse_batch_through_fleetctl() {
                 shipment.to_str().unwrap(),
                 "--output",
                 "json",
+                "--sheet-dir",
+                work.path().to_str().unwrap(),
             ],
         )
         .unwrap();
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let id = v["shipment"].as_str().unwrap();
+    // The printable sheets, one QR code per device, readable by the operator only.
+    use std::os::unix::fs::PermissionsExt;
+    let html = std::fs::read_to_string(work.path().join(format!("{id}.html"))).unwrap();
+    assert_eq!(html.matches("<svg").count(), 2);
+    assert!(html.contains(v["devices"][1]["token"].as_str().unwrap()));
+    let pdf = work.path().join(format!("{id}.pdf"));
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"));
+    assert_eq!(
+        std::fs::metadata(&pdf).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert_eq!(v["devices"].as_array().unwrap().len(), 2);
     assert!(v["devices"][0]["token"]
         .as_str()
@@ -311,7 +324,16 @@ async fn warehouse_batch_through_fleetctl() {
     )
     .unwrap();
     let (ok, _, err) = ctl
-        .fleetctl_as(wh.trim(), &["enrol", "batch", shipment.to_str().unwrap()])
+        .fleetctl_as(
+            wh.trim(),
+            &[
+                "enrol",
+                "batch",
+                shipment.to_str().unwrap(),
+                "--sheet-dir",
+                work.path().to_str().unwrap(),
+            ],
+        )
         .unwrap();
     assert!(!ok && err.contains("line 3:"), "{err}");
     let (_, d, _) = ctl.fleetctl(&["device", "BB-02-000103"]).unwrap();
