@@ -64,17 +64,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = AgentConfig::load(config.as_deref())?;
             let mut hw = hardware(&cfg)?;
             let results = rt.block_on(hw.run_checks());
-            let mut failed = false;
-            for r in results {
-                failed |= !r.passed;
-                println!(
-                    "{:<20} {:<4} {}",
-                    r.name,
-                    if r.passed { "ok" } else { "FAIL" },
-                    r.message.unwrap_or_default()
-                );
-            }
-            if failed {
+            if print_checks(results) {
                 std::process::exit(1);
             }
             Ok(())
@@ -111,6 +101,15 @@ fn main() -> anyhow::Result<()> {
                 identity.broker.host,
                 identity.broker.port
             );
+            // The bench self-test: the configured checks, once, here; the
+            // results reach the controller when `fleet-agent run` starts.
+            let mut hw = hardware(&cfg)?;
+            let results = rt.block_on(hw.run_checks());
+            let failed = print_checks(results);
+            println!("self-test: {}", if failed { "FAILED" } else { "passed" });
+            if failed {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Cmd::Run { config } => {
@@ -125,6 +124,21 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Print check results; true if any failed.
+fn print_checks(results: Vec<fleet_protocol::CheckResult>) -> bool {
+    let mut failed = false;
+    for r in results {
+        failed |= !r.passed;
+        println!(
+            "{:<20} {:<4} {}",
+            r.name,
+            if r.passed { "ok" } else { "FAIL" },
+            r.message.unwrap_or_default()
+        );
+    }
+    failed
 }
 
 fn hardware(cfg: &AgentConfig) -> anyhow::Result<SystemHardware> {
