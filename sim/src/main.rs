@@ -208,7 +208,7 @@ fn main() -> anyhow::Result<()> {
                 show_progress: show,
             };
             let (fleet, reported) =
-                run::start(&p, &cfg, &broker, &identities, Duration::from_secs(120)).await?;
+                run::start(&p, &cfg, &broker, &identities, Duration::from_secs(30)).await?;
             tracing::info!(
                 devices = p.devices.len(),
                 reported,
