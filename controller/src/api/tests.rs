@@ -350,6 +350,7 @@ async fn role_by_endpoint_matrix() {
     const DENY: u16 = 403;
     const NOAUTH: u16 = 401;
     const GONE: u16 = 404;
+    const CONFLICT: u16 = 409;
     let register = json!({ "devices": [dev("BB-NEW", "IR-02", Some("IR-02-SARI"))] }).to_string();
     let token_req = json!({ "role": "viewer" }).to_string();
     // (method, uri, body, [admin, central-ops, province-tech(IR-02), warehouse, viewer])
@@ -447,6 +448,34 @@ async fn role_by_endpoint_matrix() {
             None,
             [OK, OK, DENY, DENY, DENY],
         ),
+        (
+            "POST",
+            "/api/v1/enrol/batch",
+            Some(
+                "serial,model,province,county\nBB-SHIP,ballot-box-v2,IR-02,IR-02-SARI\n".to_owned(),
+            ),
+            [OK, OK, DENY, OK, DENY],
+        ),
+        (
+            "GET",
+            "/api/v1/enrol/shipments/shipment-none",
+            None,
+            [GONE, GONE, GONE, GONE, GONE],
+        ),
+        // lifecycle: an impossible move is 409 for whoever may move devices;
+        // retiring needs more than moving (404: no such device, no harm done)
+        (
+            "POST",
+            "/api/v1/devices/BB-SARI/lifecycle",
+            Some(json!({ "to": "deployed" }).to_string()),
+            [CONFLICT, CONFLICT, DENY, CONFLICT, DENY],
+        ),
+        (
+            "POST",
+            "/api/v1/devices/BB-NONE/lifecycle",
+            Some(json!({ "to": "retired" }).to_string()),
+            [GONE, GONE, DENY, DENY, DENY],
+        ),
     ];
     let tokens = [app.token.clone(), central, tech.clone(), warehouse, viewer];
     let roles = [
@@ -534,7 +563,7 @@ async fn role_by_endpoint_matrix() {
             .all(|d| d["province"] == "IR-02"),
         "{list}"
     );
-    assert_eq!(list["total"], 2, "BB-SARI and BB-NEW: {list}");
+    assert_eq!(list["total"], 3, "BB-SARI, BB-NEW, BB-SHIP: {list}");
     let (_, counties) = app
         .call_as(
             Some(&tech),
