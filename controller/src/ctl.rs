@@ -538,6 +538,15 @@ fn json_rows_to_table(rows: &[Value], cols: &[&str]) -> String {
     align(&table)
 }
 
+/// A list answer in the asked format: the whole JSON, or `cols` of `rows`.
+fn rows_out(output: Output, whole: &Value, rows: &[Value], cols: &[&str]) -> String {
+    match output {
+        Output::Json => pretty(whole),
+        Output::Csv => json_rows_to_csv(rows, cols),
+        Output::Table => json_rows_to_table(rows, cols),
+    }
+}
+
 fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
@@ -761,11 +770,7 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 .await?;
             let rows = v.as_array().cloned().unwrap_or_default();
             let cols = ["code", "province", "name_en", "name_fa", "stations"];
-            Ok(match output {
-                Output::Json => pretty(&v),
-                Output::Csv => json_rows_to_csv(&rows, &cols),
-                Output::Table => json_rows_to_table(&rows, &cols),
-            })
+            Ok(rows_out(output, &v, &rows, &cols))
         }
         Cmd::Baseline {
             command: BaselineCmd::Set { model, version },
@@ -795,11 +800,7 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                         .collect()
                 })
                 .unwrap_or_default();
-            Ok(match output {
-                Output::Json => pretty(&v),
-                Output::Csv => json_rows_to_csv(&rows, &["model", "version"]),
-                Output::Table => json_rows_to_table(&rows, &["model", "version"]),
-            })
+            Ok(rows_out(output, &v, &rows, &["model", "version"]))
         }
         Cmd::Enrol {
             command:
@@ -880,11 +881,7 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 "self_test",
                 "ready_to_ship",
             ];
-            Ok(match output {
-                Output::Json => pretty(&v),
-                Output::Csv => json_rows_to_csv(&rows, &cols),
-                Output::Table => json_rows_to_table(&rows, &cols),
-            })
+            Ok(rows_out(output, &v, &rows, &cols))
         }
         Cmd::Token {
             command:
@@ -925,11 +922,7 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 "created_at_ms",
                 "revoked_at_ms",
             ];
-            Ok(match output {
-                Output::Json => pretty(&v),
-                Output::Csv => json_rows_to_csv(&rows, &cols),
-                Output::Table => json_rows_to_table(&rows, &cols),
-            })
+            Ok(rows_out(output, &v, &rows, &cols))
         }
         Cmd::Token {
             command: TokenCmd::Revoke { id },
@@ -975,11 +968,7 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
             let cols = [
                 "seq", "at_ms", "actor", "role", "action", "target", "source", "detail",
             ];
-            Ok(match output {
-                Output::Json => pretty(&v),
-                Output::Csv => json_rows_to_csv(&rows, &cols),
-                Output::Table => json_rows_to_table(&rows, &cols),
-            })
+            Ok(rows_out(output, &v, &rows, &cols))
         }
         Cmd::Audit {
             command: AuditCmd::Verify,

@@ -44,69 +44,45 @@ impl Api {
         })
     }
 
-    pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .put(&url)
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the controller at {url}"))?;
-        Self::check(resp).await
-    }
-
-    async fn check(resp: reqwest::Response) -> anyhow::Result<Value> {
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("controller answered {status}: {body}");
-        }
-        Ok(body)
-    }
-
     pub fn token(&self) -> &str {
         &self.token
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    /// Send an authorised request to `path` and return the JSON answer,
+    /// or an error with the controller's status and message.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
+        let resp = body(self.http.request(method, &url).bearer_auth(&self.token))
             .send()
             .await
             .with_context(|| format!("cannot reach the controller at {url}"))?;
-        Self::check(resp).await
+        let status = resp.status();
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("controller answered {status}: {answer}");
+        }
+        Ok(answer)
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::GET, path, |r| r).await
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::PUT, path, |r| r.json(body))
             .await
-            .with_context(|| format!("cannot reach the controller at {url}"))?;
-        Self::check(resp).await
     }
 
     pub async fn post_text(&self, path: &str, body: String) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
-            .header("content-type", "text/csv")
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the controller at {url}"))?;
-        Self::check(resp).await
+        self.send(reqwest::Method::POST, path, |r| {
+            r.header("content-type", "text/csv").body(body)
+        })
+        .await
     }
 }
 
