@@ -25,6 +25,8 @@ pub enum AccessError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("the audit log does not match its head file ({0}); no change is recorded until `fleetctl audit verify` is looked into")]
+    Tampered(String),
 }
 
 /// Who made a change and from where, as the audit log records it.
@@ -186,6 +188,28 @@ impl Access {
         detail: Value,
     ) -> Result<Entry, AccessError> {
         let _serial = self.audit_lock.lock().await;
+        // Never chain onto a log that differs from what was written.
+        match self.head() {
+            Some(head) => match self.store.audit_entry(head.seq).await? {
+                Some(e) if e.hash == head.hash => {}
+                Some(_) => {
+                    return Err(AccessError::Tampered(format!(
+                        "entry #{} was altered",
+                        head.seq
+                    )))
+                }
+                None => {
+                    return Err(AccessError::Tampered(format!(
+                        "entry #{} is missing",
+                        head.seq
+                    )))
+                }
+            },
+            None if self.store.audit_entry(1).await?.is_some() => {
+                return Err(AccessError::Tampered("the head file is missing".into()))
+            }
+            None => {}
+        }
         let entry = self
             .store
             .append_audit(Entry {
@@ -219,9 +243,12 @@ impl Access {
     pub async fn verify(&self) -> Result<Result<u64, Broken>, AccessError> {
         let _serial = self.audit_lock.lock().await;
         let entries = self.store.audit_chain().await?;
-        let head: Option<Head> = std::fs::read(&self.head_path)
+        Ok(audit::verify(&entries, self.head().as_ref()))
+    }
+
+    fn head(&self) -> Option<Head> {
+        std::fs::read(&self.head_path)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        Ok(audit::verify(&entries, head.as_ref()))
+            .and_then(|b| serde_json::from_slice(&b).ok())
     }
 }

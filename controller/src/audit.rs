@@ -83,19 +83,32 @@ pub fn verify(entries: &[Entry], head: Option<&Head>) -> Result<u64, Broken> {
         prev = e.hash.clone();
     }
     let n = entries.len() as u64;
-    if let Some(h) = head {
-        if h.seq > n {
+    match head {
+        None if n > 0 => {
+            return Err(Broken {
+                seq: n,
+                reason: "the head file (the last entry as written) is missing".into(),
+            })
+        }
+        None => {}
+        Some(h) if h.seq > n => {
             return Err(Broken {
                 seq: n + 1,
                 reason: format!("entries #{} to #{} are missing", n + 1, h.seq),
-            });
+            })
         }
-        if h.seq == n && n > 0 && h.hash != prev {
-            return Err(Broken {
-                seq: n,
-                reason: format!("entry #{n} differs from the one written"),
-            });
+        Some(h) if h.seq > 0 => {
+            // A rewritten chain re-hashed from some entry on cannot match
+            // the head's hash of the entry it names.
+            let at = &entries[usize::try_from(h.seq - 1).expect("h.seq <= n fits in usize")];
+            if at.hash != h.hash {
+                return Err(Broken {
+                    seq: h.seq,
+                    reason: format!("entry #{} differs from the one written", h.seq),
+                });
+            }
         }
+        Some(_) => {}
     }
     Ok(n)
 }
@@ -183,6 +196,19 @@ mod tests {
         let err = verify(cut, Some(&h)).unwrap_err();
         assert_eq!(err.seq, 4);
         assert!(err.reason.contains("missing"));
+        // ...a chain rewritten from an entry on and one entry longer, too
+        let mut rewritten = v.clone();
+        rewritten[2].detail = "{\"forged\":true}".into();
+        for k in 2..5 {
+            let prev = rewritten[k - 1].hash.clone();
+            rewritten[k].prev_hash = prev.clone();
+            rewritten[k].hash = entry_hash(&prev, &rewritten[k]);
+        }
+        let extra = seal(entry("cover"), rewritten.last());
+        rewritten.push(extra);
+        assert_eq!(verify(&rewritten, Some(&h)).unwrap_err().seq, 5);
+        // ...and a missing head
+        assert!(verify(&v, None).unwrap_err().reason.contains("head"));
         // ...and a re-chained last entry too
         let mut last = v.clone();
         last[4].detail = "{}x".into();

@@ -293,6 +293,15 @@ impl Fleet {
         self.devices.insert(d.reg.id.clone(), d);
     }
 
+    /// Change only a device's lifecycle (the rest of its registration may
+    /// have changed meanwhile).
+    pub fn set_lifecycle(&mut self, id: &DeviceId, lifecycle: Lifecycle, now_ms: u64) {
+        if let Some(d) = self.devices.get_mut(id) {
+            d.reg.lifecycle = lifecycle;
+        }
+        self.reclassify(id, now_ms);
+    }
+
     /// Re-register a device, keeping what it reported.
     pub fn register(&mut self, reg: Registration, now_ms: u64) {
         let status = self
@@ -335,34 +344,32 @@ impl Fleet {
         let mut out = Observed::default();
         match &env.payload {
             Payload::Presence(p) => {
-                // Order presences by (connection, online before offline): a
-                // redelivered or late message of an older connection, or an
-                // "online" redelivered after that connection's "offline",
-                // must not undo what is known.
-                let key = |session: u64, status: PresenceStatus| {
-                    (session, status == PresenceStatus::Offline)
-                };
-                let stale = match (p.session, d.status.session, d.status.presence) {
-                    (Some(new), Some(old), Some(old_status)) => {
-                        key(new, p.status) <= key(old, old_status)
-                    }
+                // A presence speaks for one connection (its session). An
+                // "online" of a connection we have not seen is news: a new
+                // connection, whatever its number (a device's clock may have
+                // gone back). An "offline" counts only for the connection we
+                // hold as current: a late will of an older connection, or a
+                // repeat, is not news.
+                let stale = match (p.session, d.status.session) {
+                    (Some(new), Some(held)) => match p.status {
+                        PresenceStatus::Online => new == held && d.status.presence.is_some(),
+                        PresenceStatus::Offline => {
+                            new != held || d.status.presence == Some(PresenceStatus::Offline)
+                        }
+                    },
                     _ => false,
                 };
                 if stale {
                     out.stale = true;
                 } else {
                     out.came_online = p.status == PresenceStatus::Online;
+                    if out.came_online && p.session != d.status.session {
+                        // A new connection: judge its states' order afresh
+                        // (its clock may differ from the last connection's).
+                        d.status.state_sent_at_ms = None;
+                    }
                     d.status.presence = Some(p.status);
                     d.status.session = p.session.or(d.status.session);
-                    if out.came_online
-                        && d.status
-                            .state_sent_at_ms
-                            .is_some_and(|t| t > env.sent_at_ms)
-                    {
-                        // The device's clock went back: start judging its
-                        // states' order afresh from this connection.
-                        d.status.state_sent_at_ms = Some(env.sent_at_ms);
-                    }
                 }
             }
             Payload::State(s) => {

@@ -229,6 +229,7 @@ pub async fn run(
         access,
         data_dir: cfg.data_dir.clone(),
         broker_restarter: restarter,
+        lifecycle_lock: Arc::default(),
     };
     let addr = listener.local_addr()?;
     info!(

@@ -15,8 +15,11 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-/// The controller's own MQTT identity (its certificate name and client id).
-pub const CONTROLLER_IDENTITY: &str = "fleet-controller";
+/// The controller's own MQTT identity (its certificate name, user name
+/// and client id). The dot makes it impossible as a device id
+/// (`[A-Za-z0-9_-]`), so no enrolled device can ever hold the controller's
+/// broker rights.
+pub const CONTROLLER_IDENTITY: &str = "fleet.controller";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -299,6 +302,7 @@ mod tests {
         // The CA loads again and signs.
         let ca = Ca::load(&paths).unwrap();
         let key = KeyPair::generate().unwrap();
+        assert!(fleet_protocol::DeviceId::parse(CONTROLLER_IDENTITY).is_err());
         let pem = ca
             .sign(
                 &leaf_params(

@@ -613,6 +613,17 @@ impl Store {
         Ok(rows.iter().map(audit_row).collect())
     }
 
+    /// One audit entry by sequence number.
+    pub async fn audit_entry(&self, seq: u64) -> Result<Option<crate::audit::Entry>, StoreError> {
+        Ok(
+            sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE seq = ?"))
+                .bind(to_i64(seq))
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| audit_row(&r)),
+        )
+    }
+
     /// The whole log in order, for verification.
     pub async fn audit_chain(&self) -> Result<Vec<crate::audit::Entry>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq"))
@@ -679,6 +690,15 @@ impl Store {
         not_after_ms: u64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
+        let awaiting =
+            sqlx::query("SELECT 1 FROM devices WHERE id = ? AND lifecycle = 'registered'")
+                .bind(device.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        if !awaiting {
+            return Ok(false);
+        }
         let used = sqlx::query(
             "UPDATE enrol_tokens SET used_at_ms = ? WHERE hash = ? AND used_at_ms IS NULL",
         )
@@ -733,17 +753,20 @@ impl Store {
 }
 
 impl Store {
+    /// Move a device from `from` to `to`; false if it was not at `from`.
     pub async fn set_lifecycle(
         &self,
         device: &DeviceId,
-        lifecycle: Lifecycle,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET lifecycle = ? WHERE id = ?")
-            .bind(lifecycle.as_str())
+        from: Lifecycle,
+        to: Lifecycle,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE devices SET lifecycle = ? WHERE id = ? AND lifecycle = ?")
+            .bind(to.as_str())
             .bind(device.as_str())
+            .bind(from.as_str())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     /// Retire a device and revoke its certificates in one transaction;
@@ -758,6 +781,14 @@ impl Store {
             .bind(device.as_str())
             .execute(&mut *tx)
             .await?;
+        // Unused enrolment tokens die with the device.
+        sqlx::query(
+            "UPDATE enrol_tokens SET used_at_ms = ? WHERE device = ? AND used_at_ms IS NULL",
+        )
+        .bind(to_i64(now_ms))
+        .bind(device.as_str())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE certificates SET revoked_at_ms = ? WHERE device = ? AND revoked_at_ms IS NULL",
         )

@@ -146,6 +146,10 @@ pub async fn shipment_status(
             }))
         })
         .collect();
+    if devices.is_empty() {
+        // Another province's shipment looks exactly like none.
+        return Err(ApiError::NotFound(format!("no shipment {id}")));
+    }
     Ok(Json(json!({ "shipment": id, "devices": devices })))
 }
 
@@ -173,6 +177,18 @@ pub async fn enrol_device(
     let hash = auth::token_hash(req.token.trim());
     let token = st.store.enrol_token(&hash).await?;
     enrol::check_token(token.as_ref(), &device, now).map_err(|r| refused(device.as_str(), r))?;
+    // Only a device still waiting for its certificate may enrol.
+    let _one_at_a_time = st.lifecycle_lock.lock().await;
+    match st.fleet().get(&device).map(|d| d.reg.lifecycle) {
+        Some(Lifecycle::Registered) => {}
+        Some(Lifecycle::Retired) => {
+            return Err(refused(
+                device.as_str(),
+                Refusal::Retired(device.to_string()),
+            ))
+        }
+        _ => return Err(refused(device.as_str(), Refusal::Used)),
+    }
     let csr = CertificateSigningRequestParams::from_pem(&req.csr)
         .map_err(|e| refused(device.as_str(), Refusal::BadRequest(e.to_string())))?;
     // Only the public key comes from the request: name, validity and usage
@@ -201,13 +217,8 @@ pub async fn enrol_device(
     {
         return Err(refused(device.as_str(), Refusal::Used));
     }
-    let reg = st.fleet().get(&device).map(|d| d.reg.clone());
-    if let Some(mut reg) = reg {
-        if reg.lifecycle == Lifecycle::Registered {
-            reg.lifecycle = Lifecycle::Enrolled;
-            st.fleet_mut().register(reg, now);
-        }
-    }
+    st.fleet_mut()
+        .set_lifecycle(&device, Lifecycle::Enrolled, now);
     let source = connect.map_or_else(|| "unknown".to_owned(), |c| c.0 .0 .0.ip().to_string());
     st.access
         .record_as(
@@ -254,13 +265,13 @@ pub async fn move_device(
     } else {
         Permission::MoveDevices
     })?;
-    let mut reg = st
+    let _one_at_a_time = st.lifecycle_lock.lock().await;
+    let from = st
         .fleet()
         .get(&device)
         .filter(|d| caller.principal.sees(d.reg.province))
-        .map(|d| d.reg.clone())
+        .map(|d| d.reg.lifecycle)
         .ok_or_else(|| ApiError::NotFound(format!("device {device} is not registered")))?;
-    let from = reg.lifecycle;
     from.check_move(to).map_err(ApiError::Conflict)?;
     let now = unix_ms();
     let mut detail = json!({ "from": from.as_str(), "to": to.as_str() });
@@ -277,9 +288,10 @@ pub async fn move_device(
             })
             .collect();
         let crl = ca
-            .crl(now / 1000, &list)
+            .crl(now, &list)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let tmp = paths.crl().with_extension("tmp");
+        // Written whole, then renamed: Mosquitto never reads half a CRL.
+        let tmp = paths.crl().with_extension(format!("tmp-{now}"));
         std::fs::write(&tmp, crl)
             .and_then(|()| std::fs::rename(&tmp, paths.crl()))
             .map_err(|e| ApiError::Internal(format!("cannot write the CRL: {e}")))?;
@@ -287,11 +299,12 @@ pub async fn move_device(
             r.restart();
         }
         detail["revoked_certificates"] = json!(revoked.len());
-    } else {
-        st.store.set_lifecycle(&device, to).await?;
+    } else if !st.store.set_lifecycle(&device, from, to).await? {
+        return Err(ApiError::Conflict(format!(
+            "device {device} changed meanwhile; look again"
+        )));
     }
-    reg.lifecycle = to;
-    st.fleet_mut().register(reg, now);
+    st.fleet_mut().set_lifecycle(&device, to, now);
     let action = format!(
         "device.{}",
         match to {

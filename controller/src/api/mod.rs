@@ -48,6 +48,8 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     /// Restarts the managed broker after a revocation (None: external broker).
     pub broker_restarter: Option<crate::broker::BrokerRestarter>,
+    /// One lifecycle change (enrolment, move, retirement with its CRL) at a time.
+    pub lifecycle_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -502,9 +504,32 @@ pub(super) async fn validate_registration(
             ));
         }
     }
-    let lifecycle = match r.lifecycle.as_deref() {
-        None | Some("") => Lifecycle::Registered,
-        Some(s) => s.parse::<Lifecycle>()?,
+    // A new device starts registered (or enrolled, said by the operator;
+    // see docs/decisions/0002). An existing device keeps its lifecycle: it
+    // changes only through enrolment and `fleetctl device ship|deploy|retire`.
+    let existing = st.fleet().get(&id).map(|d| d.reg.lifecycle);
+    let asked = match r.lifecycle.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<Lifecycle>()?),
+    };
+    let lifecycle = match (existing, asked) {
+        (Some(now), None) => now,
+        (Some(now), Some(a)) if a == now => now,
+        (Some(now), Some(a)) => {
+            return Err(format!(
+                "device {id} is {}; its lifecycle changes only through enrolment or fleetctl device ship|deploy|retire, not to {} by registration",
+                now.as_str(),
+                a.as_str()
+            ))
+        }
+        (None, None) => Lifecycle::Registered,
+        (None, Some(a @ (Lifecycle::Registered | Lifecycle::Enrolled))) => a,
+        (None, Some(a)) => {
+            return Err(format!(
+                "a new device starts registered (or enrolled), not {}",
+                a.as_str()
+            ))
+        }
     };
     let registered_at_ms = st.fleet().get(&id).map_or(now, |d| d.reg.registered_at_ms);
     Ok(Registration {

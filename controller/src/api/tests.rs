@@ -46,6 +46,7 @@ async fn test_app() -> TestApp {
         access: Arc::clone(&access),
         data_dir: dir.path().to_owned(),
         broker_restarter: None,
+        lifecycle_lock: Arc::default(),
     };
     TestApp {
         router: app(state),
@@ -859,4 +860,99 @@ async fn warehouse_enrolment_issues_certificates_the_ca_decides() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+/// Lifecycle only moves through enrolment and the checked moves: not by
+/// re-registering, and a retired device cannot enrol again.
+#[tokio::test]
+async fn lifecycle_cannot_be_sidestepped() {
+    let app = test_app().await;
+    app.csv(REGISTRY).await;
+    let (status, batch) = app
+        .call(
+            "POST",
+            "/api/v1/enrol/batch",
+            Some(Body::from(
+                "serial,model,province,county\nBB-R1,ballot-box-v2,IR-02,IR-02-SARI\n",
+            )),
+            "text/csv",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    let token = batch["devices"][0]["token"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .json(
+            "POST",
+            "/api/v1/devices/BB-R1/lifecycle",
+            json!({ "to": "retired" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_k, request) = csr("BB-R1");
+    let (status, body) = enrol(&app, "BB-R1", &token, &request).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        app.get("/api/v1/devices/BB-R1").await.1["device"]["lifecycle"],
+        "retired"
+    );
+    // Re-registering cannot bring it back, nor retire or ship anything.
+    for (id, lifecycle) in [("BB-R1", "registered"), ("BB-R1", "enrolled")] {
+        let (status, body) = app
+            .json("POST", "/api/v1/devices", json!({ "devices": [{ "id": id, "model": "ballot-box-v2", "province": "IR-02", "county": "IR-02-SARI", "lifecycle": lifecycle }] }))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+    let (status, body) = app
+        .json("POST", "/api/v1/devices", json!({ "devices": [{ "id": "BB-R2", "model": "ballot-box-v2", "province": "IR-02", "lifecycle": "retired" }] }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // Fixing a county keeps the lifecycle when none is given.
+    app.json(
+        "POST",
+        "/api/v1/devices",
+        json!({ "devices": [dev("BB-R3", "IR-23", Some("IR-23-TEH"))] }),
+    )
+    .await;
+    let (status, _) = app
+        .json(
+            "POST",
+            "/api/v1/devices/BB-R3/lifecycle",
+            json!({ "to": "shipped" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .json("POST", "/api/v1/devices", json!({ "devices": [{ "id": "BB-R3", "model": "ballot-box-v2", "province": "IR-23", "county": "IR-23-RAY" }] }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let d = app.get("/api/v1/devices/BB-R3").await.1;
+    assert_eq!(
+        (
+            d["device"]["lifecycle"].as_str(),
+            d["device"]["county"].as_str()
+        ),
+        (Some("shipped"), Some("IR-23-RAY"))
+    );
+    // The controller's MQTT identity can never be a device's.
+    let (status, _) = app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [dev(crate::pki::CONTROLLER_IDENTITY, "IR-23", None)] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A technician of another province does not learn that a shipment exists.
+    let tech = app.token_for(Role::ProvinceTech, &["IR-23"]).await;
+    let ship = batch["shipment"].as_str().unwrap();
+    let (status, _) = app
+        .call_as(
+            Some(&tech),
+            "GET",
+            &format!("/api/v1/enrol/shipments/{ship}"),
+            None,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -302,3 +302,38 @@ fn lifecycle_moves() {
         .contains("allowed from enrolled: shipped, retired"));
     assert!(Shipped.is_enrolled() && Deployed.is_enrolled() && !Retired.is_enrolled());
 }
+
+/// A device reboots with its clock behind the last connection's: its new
+/// connection is believed, and a late will of the old one is not.
+#[test]
+fn a_reboot_with_the_clock_behind_is_believed() {
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-23", Some("IR-23-TEH")), Status::default(), 0);
+    let a = DeviceId::parse("A").unwrap();
+    f.observe(&env_at("A", 1000, presence_in(true, 1000)), 0)
+        .unwrap();
+    f.observe(&env_at("A", 1001, state("1.0.0", true)), 0)
+        .unwrap();
+    f.observe(&env_at("A", 1002, presence_in(false, 1000)), 0)
+        .unwrap();
+    assert_eq!(f.get(&a).unwrap().reason, Some(Reason::Offline));
+    // rebooted, clock at 500
+    assert!(
+        !f.observe(&env_at("A", 500, presence_in(true, 500)), 1)
+            .unwrap()
+            .stale
+    );
+    assert!(
+        !f.observe(&env_at("A", 501, state("1.0.0", false)), 1)
+            .unwrap()
+            .stale
+    );
+    assert_eq!(f.get(&a).unwrap().reason, Some(Reason::Unhealthy));
+    // the old connection's will arrives again, late: not news
+    assert!(
+        f.observe(&env_at("A", 1000, presence_in(false, 1000)), 2)
+            .unwrap()
+            .stale
+    );
+    assert_eq!(f.get(&a).unwrap().reason, Some(Reason::Unhealthy));
+}
