@@ -123,13 +123,6 @@ impl Access {
             created_by: by.principal.actor(),
             revoked_at_ms: None,
         };
-        self.store.insert_token(&row).await?;
-        if let Some(p) = principal_of(&row) {
-            self.by_hash
-                .write()
-                .expect("token cache lock is never poisoned")
-                .insert(row.hash.clone(), p);
-        }
         self.record(
             by,
             "token.create",
@@ -137,6 +130,17 @@ impl Access {
             serde_json::json!({ "name": row.name, "role": row.role, "provinces": row.provinces }),
         )
         .await?;
+        if let Err(e) = self.store.insert_token(&row).await {
+            self.failed(by, "token.create", &row.id, &e.to_string())
+                .await;
+            return Err(e.into());
+        }
+        if let Some(p) = principal_of(&row) {
+            self.by_hash
+                .write()
+                .expect("token cache lock is never poisoned")
+                .insert(row.hash.clone(), p);
+        }
         Ok((row, token))
     }
 
@@ -146,15 +150,67 @@ impl Access {
 
     /// Revoke a token at once; false if no such live token.
     pub async fn revoke(&self, by: &Caller, id: &str) -> Result<bool, AccessError> {
-        if !self.store.revoke_token(id, unix_ms()).await? {
+        let live = self
+            .store
+            .tokens()
+            .await?
+            .iter()
+            .any(|t| t.id == id && t.revoked_at_ms.is_none());
+        if !live {
             return Ok(false);
+        }
+        self.record(by, "token.revoke", id, Value::Null).await?;
+        match self.store.revoke_token(id, unix_ms()).await {
+            Ok(_) => {}
+            Err(e) => {
+                self.failed(by, "token.revoke", id, &e.to_string()).await;
+                return Err(e.into());
+            }
         }
         self.by_hash
             .write()
             .expect("token cache lock is never poisoned")
             .retain(|_, p| p.token_id != id);
-        self.record(by, "token.revoke", id, Value::Null).await?;
         Ok(true)
+    }
+
+    /// Record that a change whose entry was written did not happen after
+    /// all (best effort: the first entry stands either way).
+    pub async fn failed(&self, by: &Caller, action: &str, target: &str, error: &str) {
+        self.failed_as(
+            &by.principal.actor(),
+            by.principal.role.as_str(),
+            &by.source,
+            action,
+            target,
+            error,
+        )
+        .await;
+    }
+
+    pub async fn failed_as(
+        &self,
+        actor: &str,
+        role: &str,
+        source: &str,
+        action: &str,
+        target: &str,
+        error: &str,
+    ) {
+        let action = format!("{action}.failed");
+        if let Err(e) = self
+            .record_as(
+                actor,
+                role,
+                source,
+                &action,
+                target,
+                serde_json::json!({ "error": error }),
+            )
+            .await
+        {
+            tracing::error!(error = %e, %action, target, "cannot record a failed change in the audit log");
+        }
     }
 
     /// Append an audit entry for a change made by an operator.

@@ -92,24 +92,27 @@ pub async fn enrol_batch(
         .iter()
         .map(|(d, t)| (d.clone(), auth::token_hash(t)))
         .collect();
-    st.store.upsert_devices(&regs).await?;
-    st.store
-        .insert_enrol_tokens(&shipment, &hashes, now, expires_at_ms)
-        .await?;
+    super::audited(
+        &st,
+        &caller,
+        "enrol.batch",
+        &shipment,
+        json!({ "devices": tokens.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>(), "expires_at_ms": expires_at_ms }),
+        async {
+            st.store.upsert_devices(&regs).await?;
+            st.store
+                .insert_enrol_tokens(&shipment, &hashes, now, expires_at_ms)
+                .await?;
+            Ok(())
+        },
+    )
+    .await?;
     {
         let mut fleet = st.fleet_mut();
         for reg in regs {
             fleet.register(reg, now);
         }
     }
-    st.access
-        .record(
-            &caller,
-            "enrol.batch",
-            &shipment,
-            json!({ "devices": tokens.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>(), "expires_at_ms": expires_at_ms }),
-        )
-        .await?;
     Ok(Json(json!({
         "shipment": shipment,
         "expires_at_ms": expires_at_ms,
@@ -210,19 +213,11 @@ pub async fn enrol_device(
         .sign(&params, &csr.public_key)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let serial_hex = hex::encode(serial);
-    if !st
-        .store
-        .complete_enrolment(&hash, &device, &serial_hex, now, not_after_ms)
-        .await?
-    {
-        return Err(refused(device.as_str(), Refusal::Used));
-    }
-    st.fleet_mut()
-        .set_lifecycle(&device, Lifecycle::Enrolled, now);
     let source = connect.map_or_else(|| "unknown".to_owned(), |c| c.0 .0 .0.ip().to_string());
+    let actor = format!("device {device} (enrolment token)");
     st.access
         .record_as(
-            &format!("device {device} (enrolment token)"),
+            &actor,
             "device",
             &source,
             "device.enrol",
@@ -230,6 +225,30 @@ pub async fn enrol_device(
             json!({ "certificate_serial": serial_hex, "not_after_ms": not_after_ms }),
         )
         .await?;
+    let completed = st
+        .store
+        .complete_enrolment(&hash, &device, &serial_hex, now, not_after_ms)
+        .await;
+    if !matches!(completed, Ok(true)) {
+        let why = match &completed {
+            Err(e) => e.to_string(),
+            Ok(_) => Refusal::Used.to_string(),
+        };
+        st.access
+            .failed_as(
+                &actor,
+                "device",
+                &source,
+                "device.enrol",
+                device.as_str(),
+                &why,
+            )
+            .await;
+        completed?;
+        return Err(refused(device.as_str(), Refusal::Used));
+    }
+    st.fleet_mut()
+        .set_lifecycle(&device, Lifecycle::Enrolled, now);
     Ok(Json(json!({
         "device": device,
         "certificate": cert,
@@ -274,37 +293,6 @@ pub async fn move_device(
         .ok_or_else(|| ApiError::NotFound(format!("device {device} is not registered")))?;
     from.check_move(to).map_err(ApiError::Conflict)?;
     let now = unix_ms();
-    let mut detail = json!({ "from": from.as_str(), "to": to.as_str() });
-    if to == Lifecycle::Retired {
-        let revoked = st.store.retire(&device, now).await?;
-        let paths = PkiPaths::new(&st.data_dir);
-        let ca = pki::Ca::load(&paths).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let list: Vec<(String, time::OffsetDateTime)> = revoked
-            .iter()
-            .filter_map(|(serial, at)| {
-                let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(*at / 1000).ok()?)
-                    .ok()?;
-                Some((serial.clone(), at))
-            })
-            .collect();
-        let crl = ca
-            .crl(now, &list)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        // Written whole, then renamed: Mosquitto never reads half a CRL.
-        let tmp = paths.crl().with_extension(format!("tmp-{now}"));
-        std::fs::write(&tmp, crl)
-            .and_then(|()| std::fs::rename(&tmp, paths.crl()))
-            .map_err(|e| ApiError::Internal(format!("cannot write the CRL: {e}")))?;
-        if let Some(r) = &st.broker_restarter {
-            r.restart();
-        }
-        detail["revoked_certificates"] = json!(revoked.len());
-    } else if !st.store.set_lifecycle(&device, from, to).await? {
-        return Err(ApiError::Conflict(format!(
-            "device {device} changed meanwhile; look again"
-        )));
-    }
-    st.fleet_mut().set_lifecycle(&device, to, now);
     let action = format!(
         "device.{}",
         match to {
@@ -314,8 +302,46 @@ pub async fn move_device(
             Lifecycle::Registered | Lifecycle::Enrolled => "move",
         }
     );
-    st.access
-        .record(&caller, &action, device.as_str(), detail)
-        .await?;
+    let detail = json!({ "from": from.as_str(), "to": to.as_str() });
+    super::audited(&st, &caller, &action, device.as_str(), detail, async {
+        if to == Lifecycle::Retired {
+            retire(&st, &device, now).await
+        } else if st.store.set_lifecycle(&device, from, to).await? {
+            Ok(())
+        } else {
+            Err(ApiError::Conflict(format!(
+                "device {device} changed meanwhile; look again"
+            )))
+        }
+    })
+    .await?;
+    st.fleet_mut().set_lifecycle(&device, to, now);
     Ok(Json(json!({ "device": device, "lifecycle": to })))
+}
+
+/// Retire: revoke the device's certificates (and unused tokens), write the
+/// new CRL whole and then rename it into place, restart the managed broker.
+async fn retire(st: &AppState, device: &DeviceId, now: u64) -> Result<(), ApiError> {
+    let revoked = st.store.retire(device, now).await?;
+    let paths = PkiPaths::new(&st.data_dir);
+    let ca = pki::Ca::load(&paths).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let list: Vec<(String, time::OffsetDateTime)> = revoked
+        .iter()
+        .filter_map(|(serial, at)| {
+            let at =
+                time::OffsetDateTime::from_unix_timestamp(i64::try_from(*at / 1000).ok()?).ok()?;
+            Some((serial.clone(), at))
+        })
+        .collect();
+    let crl = ca
+        .crl(now, &list)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let tmp = paths.crl().with_extension(format!("tmp-{now}"));
+    std::fs::write(&tmp, crl)
+        .and_then(|()| std::fs::rename(&tmp, paths.crl()))
+        .map_err(|e| ApiError::Internal(format!("cannot write the CRL: {e}")))?;
+    if let Some(r) = &st.broker_restarter {
+        r.restart();
+    }
+    Ok(())
 }

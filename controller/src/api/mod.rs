@@ -157,6 +157,29 @@ impl Caller {
     }
 }
 
+/// Run `change` only after its audit entry is written, so no change made
+/// through the API is missing from the log; a change that then fails gets a
+/// `….failed` entry after it.
+pub(super) async fn audited<T>(
+    st: &AppState,
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+    change: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    st.access.record(caller, action, target, detail).await?;
+    match change.await {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            st.access
+                .failed(caller, action, target, &e.to_string())
+                .await;
+            Err(e)
+        }
+    }
+}
+
 impl From<AccessError> for ApiError {
     fn from(e: AccessError) -> Self {
         match e {
@@ -568,9 +591,22 @@ async fn register_devices(
             errors: serde_json::Value::Array(errors),
         });
     }
-    st.store.upsert_devices(&regs).await?;
     let n = regs.len();
     let ids: Vec<String> = regs.iter().map(|r| r.id.to_string()).collect();
+    let target = if n == 1 {
+        ids[0].clone()
+    } else {
+        format!("{n} devices")
+    };
+    audited(
+        &st,
+        &caller,
+        "device.register",
+        &target,
+        json!({ "devices": ids }),
+        async { Ok(st.store.upsert_devices(&regs).await?) },
+    )
+    .await?;
     let fleet_size = {
         let mut fleet = st.fleet_mut();
         for reg in regs {
@@ -578,19 +614,6 @@ async fn register_devices(
         }
         fleet.len()
     };
-    let target = if n == 1 {
-        ids[0].clone()
-    } else {
-        format!("{n} devices")
-    };
-    st.access
-        .record(
-            &caller,
-            "device.register",
-            &target,
-            json!({ "devices": ids }),
-        )
-        .await?;
     Ok(Json(json!({ "registered": n, "fleet_size": fleet_size })))
 }
 
@@ -607,15 +630,15 @@ async fn import_registry(
         ),
         errors: serde_json::to_value(errors).expect("line errors serialize"),
     })?;
-    st.store.import_registry(&reg).await?;
-    st.access
-        .record(
-            &caller,
-            "registry.import",
-            "registry",
-            json!({ "counties": reg.counties.len(), "stations": reg.stations.len() }),
-        )
-        .await?;
+    audited(
+        &st,
+        &caller,
+        "registry.import",
+        "registry",
+        json!({ "counties": reg.counties.len(), "stations": reg.stations.len() }),
+        async { Ok(st.store.import_registry(&reg).await?) },
+    )
+    .await?;
     Ok(Json(json!({
         "counties": reg.counties.len(),
         "stations": reg.stations.len(),
@@ -679,17 +702,17 @@ async fn set_baseline(
     let model: Model = parse("model", &model)?;
     let version: Version = parse("version", &body.version)?;
     let now = unix_ms();
-    st.store.set_baseline(&model, &version, now).await?;
+    audited(
+        &st,
+        &caller,
+        "baseline.set",
+        model.as_str(),
+        json!({ "version": version }),
+        async { Ok(st.store.set_baseline(&model, &version, now).await?) },
+    )
+    .await?;
     st.fleet_mut()
         .set_baseline(model.clone(), version.clone(), now);
-    st.access
-        .record(
-            &caller,
-            "baseline.set",
-            model.as_str(),
-            json!({ "version": version }),
-        )
-        .await?;
     Ok(Json(json!({ "model": model, "version": version })))
 }
 

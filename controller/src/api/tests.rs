@@ -956,3 +956,49 @@ async fn lifecycle_cannot_be_sidestepped() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// The audit entry comes before the change; a change that then fails is
+/// followed by a `.failed` entry naming the error.
+#[tokio::test]
+async fn failed_changes_are_recorded_after_their_entry() {
+    let app = test_app().await;
+    let state = AppState {
+        fleet: Arc::clone(&app.fleet),
+        store: app.store.clone(),
+        broker: BrokerInfo {
+            host: "127.0.0.1".into(),
+            port: 1,
+            tls: true,
+        },
+        metrics: crate::metrics_handle(),
+        access: Arc::clone(&app.access),
+        data_dir: app.dir.path().to_owned(),
+        broker_restarter: None,
+        lifecycle_lock: Arc::default(),
+    };
+    let caller = Caller::system("test");
+    let r: Result<(), ApiError> = super::audited(
+        &state,
+        &caller,
+        "thing.change",
+        "T-1",
+        json!({ "n": 1 }),
+        async { Err(ApiError::Conflict("the store said no".into())) },
+    )
+    .await;
+    assert!(r.is_err());
+    let (_, entries) = app.get("/api/v1/audit?target=T-1").await;
+    let actions: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["thing.change.failed", "thing.change"]);
+    assert!(entries[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("the store said no"));
+    let (_, v) = app.get("/api/v1/audit/verify").await;
+    assert_eq!(v["intact"], true);
+}
