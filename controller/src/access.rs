@@ -150,12 +150,13 @@ impl Access {
 
     /// Revoke a token at once; false if no such live token.
     pub async fn revoke(&self, by: &Caller, id: &str) -> Result<bool, AccessError> {
+        // The cache holds exactly the live tokens.
         let live = self
-            .store
-            .tokens()
-            .await?
-            .iter()
-            .any(|t| t.id == id && t.revoked_at_ms.is_none());
+            .by_hash
+            .read()
+            .expect("token cache lock is never poisoned")
+            .values()
+            .any(|p| p.token_id == id);
         if !live {
             return Ok(false);
         }

@@ -59,13 +59,17 @@ impl Lifecycle {
 
     /// Whether an operator may move a device from `self` to `to`.
     /// (Registered → enrolled happens only through enrolment.)
-    pub fn check_move(self, to: Lifecycle) -> Result<(), String> {
+    fn allows(self, to: Lifecycle) -> bool {
         use Lifecycle::*;
-        let ok = matches!(
+        matches!(
             (self, to),
             (Enrolled, Shipped) | (Shipped, Deployed) | (Deployed, Shipped)
-        ) || (to == Retired && self != Retired);
-        if ok {
+        ) || (to == Retired && self != Retired)
+    }
+
+    pub fn check_move(self, to: Lifecycle) -> Result<(), String> {
+        use Lifecycle::*;
+        if self.allows(to) {
             Ok(())
         } else {
             let why = match (self, to) {
@@ -89,14 +93,7 @@ impl Lifecycle {
     fn next(self) -> Vec<&'static str> {
         Lifecycle::ALL
             .into_iter()
-            .filter(|t| {
-                matches!(
-                    (self, *t),
-                    (Lifecycle::Enrolled, Lifecycle::Shipped)
-                        | (Lifecycle::Shipped, Lifecycle::Deployed)
-                        | (Lifecycle::Deployed, Lifecycle::Shipped)
-                ) || (*t == Lifecycle::Retired && self != Lifecycle::Retired)
-            })
+            .filter(|t| self.allows(*t))
             .map(Lifecycle::as_str)
             .collect()
     }
@@ -219,8 +216,7 @@ type CountyKey = (ProvinceCode, Option<CountyCode>);
 pub struct Fleet {
     devices: BTreeMap<DeviceId, Device>,
     baselines: HashMap<Model, Version>,
-    provinces: [Counts; 31],
-    counties: BTreeMap<CountyKey, Counts>,
+    tally: Tally,
     freshness_ms: u64,
 }
 
@@ -229,8 +225,10 @@ impl Fleet {
         Self {
             devices: BTreeMap::new(),
             baselines: HashMap::new(),
-            provinces: [Counts::default(); 31],
-            counties: BTreeMap::new(),
+            tally: Tally {
+                provinces: [Counts::default(); 31],
+                counties: BTreeMap::new(),
+            },
             freshness_ms,
         }
     }
@@ -255,29 +253,10 @@ impl Fleet {
         &self.baselines
     }
 
-    fn count_in(&mut self, d: &Device) {
-        self.provinces[usize::from(d.reg.province.number())].add(d.reason);
-        self.counties
-            .entry((d.reg.province, d.reg.county.clone()))
-            .or_default()
-            .add(d.reason);
-    }
-
-    fn count_out(&mut self, d: &Device) {
-        self.provinces[usize::from(d.reg.province.number())].remove(d.reason);
-        let key = (d.reg.province, d.reg.county.clone());
-        if let Some(c) = self.counties.get_mut(&key) {
-            c.remove(d.reason);
-            if c.total == 0 {
-                self.counties.remove(&key);
-            }
-        }
-    }
-
     /// Add or replace a device (registration or start-up load).
     pub fn upsert(&mut self, reg: Registration, status: Status, now_ms: u64) {
         if let Some(old) = self.devices.remove(&reg.id) {
-            self.count_out(&old);
+            self.tally.remove(&old.reg, old.reason);
         }
         let mut d = Device {
             reg,
@@ -289,7 +268,7 @@ impl Fleet {
             now_ms,
             self.freshness_ms,
         );
-        self.count_in(&d);
+        self.tally.add(&d.reg, d.reason);
         self.devices.insert(d.reg.id.clone(), d);
     }
 
@@ -317,22 +296,14 @@ impl Fleet {
         id: &DeviceId,
         now_ms: u64,
     ) -> Option<(Option<Reason>, Option<Reason>)> {
-        let d = self.devices.get(id)?;
-        let before = d.reason;
-        let after = classify(
-            &d.inputs(self.baselines.get(&d.reg.model)),
+        let d = self.devices.get_mut(id)?;
+        Some(judge(
+            d,
+            &self.baselines,
+            &mut self.tally,
             now_ms,
             self.freshness_ms,
-        );
-        if before != after {
-            let snapshot = d.clone();
-            self.count_out(&snapshot);
-            let d = self.devices.get_mut(id).expect("looked up above");
-            d.reason = after;
-            let snapshot = d.clone();
-            self.count_in(&snapshot);
-        }
-        Some((before, after))
+        ))
     }
 
     /// Apply a validated message from a device.
@@ -417,14 +388,16 @@ impl Fleet {
     /// Judge every device again for the passage of time (freshness window).
     /// Returns how many changed.
     pub fn tick(&mut self, now_ms: u64) -> usize {
-        let ids: Vec<DeviceId> = self.devices.keys().cloned().collect();
-        ids.iter()
-            .filter(|id| matches!(self.reclassify(id, now_ms), Some((b, a)) if b != a))
+        let (baselines, tally, fresh) = (&self.baselines, &mut self.tally, self.freshness_ms);
+        self.devices
+            .values_mut()
+            .map(|d| judge(d, baselines, tally, now_ms, fresh))
+            .filter(|(before, after)| before != after)
             .count()
     }
 
     pub fn province_counts(&self, p: ProvinceCode) -> Counts {
-        self.provinces[usize::from(p.number())]
+        self.tally.provinces[usize::from(p.number())]
     }
 
     /// Counts per county (devices without a county under `None`), optionally
@@ -433,17 +406,60 @@ impl Fleet {
         &self,
         province: Option<ProvinceCode>,
     ) -> impl Iterator<Item = (&CountyKey, &Counts)> {
-        self.counties
+        self.tally
+            .counties
             .iter()
             .filter(move |((p, _), _)| province.is_none_or(|want| *p == want))
     }
 
     pub fn devices<'a>(&'a self, filter: &'a DeviceFilter) -> impl Iterator<Item = &'a Device> {
-        let by_province = filter.province;
-        self.devices
-            .values()
-            .filter(move |d| by_province.is_none_or(|p| d.reg.province == p) && filter.matches(d))
+        self.devices.values().filter(move |d| filter.matches(d))
     }
+}
+
+/// Readiness counts per province and per (province, county).
+struct Tally {
+    provinces: [Counts; 31],
+    counties: BTreeMap<CountyKey, Counts>,
+}
+
+impl Tally {
+    fn add(&mut self, reg: &Registration, reason: Option<Reason>) {
+        self.provinces[usize::from(reg.province.number())].add(reason);
+        self.counties
+            .entry((reg.province, reg.county.clone()))
+            .or_default()
+            .add(reason);
+    }
+
+    fn remove(&mut self, reg: &Registration, reason: Option<Reason>) {
+        self.provinces[usize::from(reg.province.number())].remove(reason);
+        let key = (reg.province, reg.county.clone());
+        if let Some(c) = self.counties.get_mut(&key) {
+            c.remove(reason);
+            if c.total == 0 {
+                self.counties.remove(&key);
+            }
+        }
+    }
+}
+
+/// Judge one device again; move its count if its readiness changed.
+fn judge(
+    d: &mut Device,
+    baselines: &HashMap<Model, Version>,
+    tally: &mut Tally,
+    now_ms: u64,
+    freshness_ms: u64,
+) -> (Option<Reason>, Option<Reason>) {
+    let before = d.reason;
+    let after = classify(&d.inputs(baselines.get(&d.reg.model)), now_ms, freshness_ms);
+    if before != after {
+        tally.remove(&d.reg, before);
+        d.reason = after;
+        tally.add(&d.reg, after);
+    }
+    (before, after)
 }
 
 #[cfg(test)]
