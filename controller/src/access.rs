@@ -9,10 +9,10 @@ use std::sync::RwLock;
 use fleet_protocol::ProvinceCode;
 use serde_json::Value;
 
-use crate::audit::{self, Broken, Entry, Head};
-use crate::auth::{self, Principal, Role};
+use crate::clock::unix_ms;
+use crate::domain::audit::{self, Broken, Entry, Head};
+use crate::domain::auth::{self, Principal, Role};
 use crate::store::{Store, StoreError, TokenRow};
-use crate::unix_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -58,17 +58,13 @@ pub struct Access {
     head_path: PathBuf,
 }
 
-fn principal_of(t: &TokenRow) -> Option<Principal> {
-    Some(Principal {
+fn principal_of(t: &TokenRow) -> Principal {
+    Principal {
         token_id: t.id.clone(),
         name: t.name.clone(),
-        role: t.role.parse().ok()?,
-        provinces: t
-            .provinces
-            .iter()
-            .filter_map(|p| ProvinceCode::parse(p).ok())
-            .collect(),
-    })
+        role: t.role,
+        provinces: t.provinces.clone(),
+    }
 }
 
 impl Access {
@@ -76,9 +72,7 @@ impl Access {
         let mut by_hash = HashMap::new();
         for t in store.tokens().await? {
             if t.revoked_at_ms.is_none() {
-                if let Some(p) = principal_of(&t) {
-                    by_hash.insert(t.hash.clone(), p);
-                }
+                by_hash.insert(t.hash.clone(), principal_of(&t));
             }
         }
         Ok(Self {
@@ -116,8 +110,8 @@ impl Access {
         let row = TokenRow {
             id,
             name: name.to_owned(),
-            role: role.as_str().to_owned(),
-            provinces: provinces.iter().map(ToString::to_string).collect(),
+            role,
+            provinces,
             hash: auth::token_hash(&token),
             created_at_ms: unix_ms(),
             created_by: by.principal.actor(),
@@ -135,12 +129,10 @@ impl Access {
                 .await;
             return Err(e.into());
         }
-        if let Some(p) = principal_of(&row) {
-            self.by_hash
-                .write()
-                .expect("token cache lock is never poisoned")
-                .insert(row.hash.clone(), p);
-        }
+        self.by_hash
+            .write()
+            .expect("token cache lock is never poisoned")
+            .insert(row.hash.clone(), principal_of(&row));
         Ok((row, token))
     }
 

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fleet_protocol::Envelope;
 use serde_json::{json, Value};
 
-use crate::api::ReadinessRow;
-use crate::readiness::Reason;
+use crate::domain::readiness::Reason;
+use crate::http::api::readiness::ReadinessRow;
 
 #[derive(Parser)]
 #[command(

@@ -1,11 +1,12 @@
-//! `fleet-controller`: parse arguments, start tracing, call `run`.
+//! `fleet-controller`: parse arguments, load the configuration, start
+//! tracing, and call into the library (`startup`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fleet_controller::{BrokerMode, ServeConfig};
+use fleet_controller::config::{BrokerKind, ControllerConfig, Site};
+use fleet_controller::startup::{self, Application};
 
 #[derive(Parser)]
 #[command(name = "fleet-controller", version, about = "Sandogh fleet controller")]
@@ -24,26 +25,33 @@ enum Cmd {
         data_dir: PathBuf,
     },
     /// Run the controller: managed Mosquitto, SQLite store, ingest, HTTP API.
+    /// Flags override the configuration (defaults, site file, environment).
     Serve {
-        /// Where the database, the broker's files and logs live.
+        /// Site configuration file (default: /etc/fleet-controller/controller.toml if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the database, the broker's files and logs live (data.dir).
         #[arg(long, env = "FLEET_DATA_DIR")]
-        data_dir: PathBuf,
-        /// HTTP API address (port 0 picks a free port; the ready line says which).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        http: String,
+        data_dir: Option<PathBuf>,
+        /// HTTP API address; port 0 picks a free port, the ready line says which (http.listen).
+        #[arg(long)]
+        http: Option<String>,
         /// Port for the managed Mosquitto (default: the last one used, or a free one).
         #[arg(long, conflicts_with = "broker")]
         mqtt_port: Option<u16>,
         /// Use an external broker HOST:PORT instead of managing Mosquitto.
         #[arg(long)]
         broker: Option<String>,
-        /// Seconds without any message after which a device counts as offline.
-        #[arg(long, default_value_t = 900)]
-        freshness_secs: u64,
+        /// Seconds without any message after which a device counts as offline
+        /// (readiness.freshness_secs, default 900).
+        #[arg(long)]
+        freshness_secs: Option<u64>,
         /// Plaintext MQTT without client certificates. Development only.
         #[arg(long)]
         insecure_dev: bool,
     },
+    /// Print the built-in configuration: every key, documented, with its default.
+    DefaultConfig,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,10 +67,13 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
-        Cmd::Init { data_dir } => rt.block_on(async move {
-            let done = fleet_controller::init(&data_dir).await?;
+        Cmd::DefaultConfig => {
+            print!("{}", fleet_controller::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Cmd::Init { data_dir } => runtime()?.block_on(async move {
+            let done = startup::init(&data_dir).await?;
             println!("{}", done.admin_token);
             eprintln!(
                 "Initialised {}. The admin token above is shown once; it is also in {} (mode 0600).",
@@ -72,36 +83,57 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Cmd::Serve {
+            config,
             data_dir,
             http,
             mqtt_port,
             broker,
             freshness_secs,
             insecure_dev,
-        } => rt.block_on(async move {
-            let mut cfg = ServeConfig::new(data_dir);
-            cfg.insecure_dev = insecure_dev;
-            cfg.freshness = Duration::from_secs(freshness_secs.max(1));
-            cfg.broker = match broker {
-                Some(b) => {
-                    let (host, port) = b
-                        .rsplit_once(':')
-                        .with_context(|| format!("--broker {b:?}: expected HOST:PORT"))?;
-                    BrokerMode::External {
-                        host: host.to_owned(),
-                        port: port
-                            .parse()
-                            .with_context(|| format!("--broker {b:?}: bad port"))?,
-                    }
-                }
-                None => BrokerMode::Managed { port: mqtt_port },
-            };
-            let listener = tokio::net::TcpListener::bind(&http)
-                .await
-                .with_context(|| format!("cannot listen on {http}"))?;
-            fleet_controller::run(cfg, listener, shutdown_signal()).await
-        }),
+        } => {
+            let site = config.as_deref().map_or(Site::Default, Site::File);
+            let mut cfg = ControllerConfig::load(site, std::env::vars().collect())?;
+            if let Some(dir) = data_dir {
+                cfg.data.dir = dir;
+            }
+            if let Some(http) = http {
+                cfg.http.listen = http;
+            }
+            if let Some(port) = mqtt_port {
+                cfg.broker.mode = BrokerKind::Managed;
+                cfg.broker.port = port;
+            }
+            if let Some(b) = broker {
+                let (host, port) = b
+                    .rsplit_once(':')
+                    .with_context(|| format!("--broker {b:?}: expected HOST:PORT"))?;
+                cfg.broker.mode = BrokerKind::External;
+                cfg.broker.host = host.to_owned();
+                cfg.broker.port = port
+                    .parse()
+                    .with_context(|| format!("--broker {b:?}: bad port"))?;
+            }
+            if let Some(secs) = freshness_secs {
+                cfg.readiness.freshness_secs = secs.max(1);
+            }
+            cfg.broker.insecure_dev |= insecure_dev;
+            cfg.validate()?;
+            cfg.data_dir()?;
+            runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
+                Application::build(cfg, listener)
+                    .await?
+                    .run_until_stopped(shutdown_signal())
+                    .await
+            })
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
 async fn shutdown_signal() {

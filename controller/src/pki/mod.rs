@@ -39,6 +39,12 @@ pub enum PkiError {
     },
     #[error("certificate error: {0}")]
     Cert(#[from] rcgen::Error),
+    #[error("unusable {what}: {reason}")]
+    Tls { what: &'static str, reason: String },
+}
+
+fn tls_err(what: &'static str) -> impl Fn(String) -> PkiError {
+    move |reason| PkiError::Tls { what, reason }
 }
 
 /// Where the PKI files of a data directory live.
@@ -276,6 +282,38 @@ pub fn init(data_dir: &Path) -> Result<PkiPaths, PkiError> {
     )?;
     write_file(&paths.crl(), ca.crl(1, &[])?.as_bytes(), false)?;
     Ok(paths)
+}
+
+/// A rustls client configuration (ring) trusting `ca` and presenting `cert`:
+/// the controller's own MQTT identity.
+pub fn tls_client_config(
+    ca: &[u8],
+    cert: &[u8],
+    key: &[u8],
+) -> Result<std::sync::Arc<rustls::ClientConfig>, PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca) {
+        let c = c.map_err(|e| tls_err("CA certificate")(e.to_string()))?;
+        roots
+            .add(c)
+            .map_err(|e| tls_err("CA certificate")(e.to_string()))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err("controller certificate")(e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key).map_err(|e| tls_err("controller key")(e.to_string()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_err("TLS versions")(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| tls_err("controller certificate")(e.to_string()))?,
+    ))
 }
 
 #[cfg(test)]

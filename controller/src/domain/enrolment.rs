@@ -6,7 +6,7 @@
 use fleet_protocol::{CountyCode, DeviceId, Model, ProvinceCode, StationId};
 use rand::RngCore;
 
-use crate::registry::LineError;
+use crate::domain::registry::LineError;
 
 /// How long an enrolment token lives unless the shipment says otherwise.
 pub const DEFAULT_TOKEN_HOURS: u64 = 7 * 24;
@@ -115,7 +115,7 @@ pub fn new_enrol_token() -> String {
 /// A stored enrolment token as the check sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenState {
-    pub device: String,
+    pub device: DeviceId,
     pub expires_at_ms: u64,
     pub used_at_ms: Option<u64>,
 }
@@ -143,7 +143,7 @@ pub fn check_token(
     now_ms: u64,
 ) -> Result<(), Refusal> {
     let t = token.ok_or(Refusal::Unknown)?;
-    if t.device != device.as_str() {
+    if t.device != *device {
         return Err(Refusal::OtherDevice);
     }
     if t.used_at_ms.is_some() {
@@ -176,7 +176,7 @@ mod tests {
     fn tokens_are_single_use_expiring_and_bound() {
         let dev = DeviceId::parse("BB-1").unwrap();
         let t = TokenState {
-            device: "BB-1".into(),
+            device: DeviceId::parse("BB-1").unwrap(),
             expires_at_ms: 1000,
             used_at_ms: None,
         };

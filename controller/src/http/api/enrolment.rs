@@ -11,13 +11,14 @@ use rcgen::{CertificateSigningRequestParams, ExtendedKeyUsagePurpose, SerialNumb
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{validate_registration, ApiError, AppState, DeviceRegistration};
+use super::devices::{validate_registration, DeviceRegistration};
 use crate::access::Caller;
-use crate::auth::{self, Permission};
-use crate::enrol::{self, Refusal};
-use crate::fleet::Lifecycle;
+use crate::clock::unix_ms;
+use crate::domain::auth::{self, Permission};
+use crate::domain::enrolment::{self, Refusal};
+use crate::domain::lifecycle::Lifecycle;
+use crate::http::{ApiError, AppState};
 use crate::pki::{self, PkiPaths};
-use crate::unix_ms;
 
 #[derive(Deserialize)]
 pub struct BatchQuery {
@@ -31,7 +32,7 @@ pub async fn enrol_batch(
     body: String,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Permission::RegisterDevices)?;
-    let lines = enrol::parse_shipment(&body).map_err(|errors| ApiError::Invalid {
+    let lines = enrolment::parse_shipment(&body).map_err(|errors| ApiError::Invalid {
         message: format!(
             "the shipment file has {} bad line(s); nothing was registered",
             errors.len()
@@ -59,10 +60,10 @@ pub async fn enrol_batch(
             station: l.station.as_ref().map(ToString::to_string),
             lifecycle: Some("registered".into()),
         };
-        match validate_registration(&st, &caller, &r, now).await {
+        match validate_registration(&st, &caller, &r, now).await? {
             Ok(reg) => regs.push(reg),
-            Err(message) => {
-                errors.push(json!({ "line": line, "id": l.serial, "message": message }))
+            Err(e) => {
+                errors.push(json!({ "line": line, "id": l.serial, "message": e.to_string() }))
             }
         }
     }
@@ -78,7 +79,7 @@ pub async fn enrol_batch(
     }
     let hours = q
         .expires_hours
-        .unwrap_or(enrol::DEFAULT_TOKEN_HOURS)
+        .unwrap_or(enrolment::DEFAULT_TOKEN_HOURS)
         .clamp(1, 24 * 90);
     let expires_at_ms = now + hours * 3_600_000;
     let mut id = [0u8; 4];
@@ -86,13 +87,13 @@ pub async fn enrol_batch(
     let shipment = format!("shipment-{}", hex::encode(id));
     let tokens: Vec<(DeviceId, String)> = regs
         .iter()
-        .map(|r| (r.id.clone(), enrol::new_enrol_token()))
+        .map(|r| (r.id.clone(), enrolment::new_enrol_token()))
         .collect();
     let hashes: Vec<(DeviceId, String)> = tokens
         .iter()
         .map(|(d, t)| (d.clone(), auth::token_hash(t)))
         .collect();
-    super::audited(
+    crate::http::audited(
         &st,
         &caller,
         "enrol.batch",
@@ -133,17 +134,17 @@ pub async fn shipment_status(
     let fleet = st.fleet();
     let devices: Vec<serde_json::Value> = rows
         .into_iter()
-        .filter_map(|(device, expires_at_ms, used_at_ms)| {
-            let d = fleet.get(&DeviceId::parse(&device).ok()?)?;
+        .filter_map(|row| {
+            let d = fleet.get(&row.device)?;
             if !caller.principal.sees(d.reg.province) {
                 return None;
             }
             let self_test = d.status.state.as_ref().map(|s| if s.all_checks_pass() { "passed" } else { "failed" });
             Some(json!({
-                "device": device,
+                "device": row.device,
                 "lifecycle": d.reg.lifecycle,
-                "enrolled_at_ms": used_at_ms,
-                "token_expires_at_ms": expires_at_ms,
+                "enrolled_at_ms": row.used_at_ms,
+                "token_expires_at_ms": row.expires_at_ms,
                 "self_test": self_test.unwrap_or("not yet"),
                 "ready_to_ship": d.reg.lifecycle == Lifecycle::Enrolled && self_test == Some("passed"),
             }))
@@ -172,14 +173,15 @@ fn refused(device: &str, r: Refusal) -> ApiError {
 
 pub async fn enrol_device(
     State(st): State<AppState>,
-    connect: Option<Extension<ConnectInfo<crate::https::Peer>>>,
+    connect: Option<Extension<ConnectInfo<crate::http::tls::Peer>>>,
     Json(req): Json<EnrolRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let device: DeviceId = super::parse("device", &req.device)?;
+    let device: DeviceId = crate::http::parse("device", &req.device)?;
     let now = unix_ms();
     let hash = auth::token_hash(req.token.trim());
     let token = st.store.enrol_token(&hash).await?;
-    enrol::check_token(token.as_ref(), &device, now).map_err(|r| refused(device.as_str(), r))?;
+    enrolment::check_token(token.as_ref(), &device, now)
+        .map_err(|r| refused(device.as_str(), r))?;
     // Only a device still waiting for its certificate may enrol.
     let _one_at_a_time = st.lifecycle_lock.lock().await;
     match st.fleet().get(&device).map(|d| d.reg.lifecycle) {
@@ -200,7 +202,7 @@ pub async fn enrol_device(
         device.as_str(),
         vec![],
         ExtendedKeyUsagePurpose::ClientAuth,
-        time::Duration::days(enrol::DEVICE_CERT_DAYS),
+        time::Duration::days(enrolment::DEVICE_CERT_DAYS),
     );
     let mut serial = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut serial);
@@ -271,14 +273,8 @@ pub async fn move_device(
     Path(id): Path<String>,
     Json(req): Json<MoveRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let device: DeviceId = super::parse("device id", &id)?;
-    let to = Lifecycle::parse(&req.to).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "to: {:?} is not one of {}",
-            req.to,
-            Lifecycle::ALL.map(Lifecycle::as_str).join(", ")
-        ))
-    })?;
+    let device: DeviceId = crate::http::parse("device id", &id)?;
+    let to: Lifecycle = crate::http::parse("to", &req.to)?;
     caller.require(if to == Lifecycle::Retired {
         Permission::RetireDevices
     } else {
@@ -291,7 +287,7 @@ pub async fn move_device(
         .filter(|d| caller.principal.sees(d.reg.province))
         .map(|d| d.reg.lifecycle)
         .ok_or_else(|| ApiError::NotFound(format!("device {device} is not registered")))?;
-    from.check_move(to).map_err(ApiError::Conflict)?;
+    from.check_move(to)?;
     let now = unix_ms();
     let action = format!(
         "device.{}",
@@ -303,7 +299,7 @@ pub async fn move_device(
         }
     );
     let detail = json!({ "from": from.as_str(), "to": to.as_str() });
-    super::audited(&st, &caller, &action, device.as_str(), detail, async {
+    crate::http::audited(&st, &caller, &action, device.as_str(), detail, async {
         if to == Lifecycle::Retired {
             retire(&st, &device, now).await
         } else if st.store.set_lifecycle(&device, from, to).await? {

@@ -13,9 +13,9 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::fleet::{Fleet, Observed};
+use crate::clock::unix_ms;
+use crate::domain::fleet::{Fleet, Observed};
 use crate::store::WriteOp;
-use crate::unix_ms;
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -255,7 +255,8 @@ async fn handle_applied(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{Lifecycle, Registration, Status};
+    use crate::domain::fleet::{Registration, Status};
+    use crate::domain::lifecycle::Lifecycle;
     use fleet_protocol::*;
 
     fn fleet_with(id: &str) -> RwLock<Fleet> {

@@ -7,6 +7,7 @@ use axum::Json;
 use serde_json::json;
 use tracing::error;
 
+use crate::domain::lifecycle::MoveRefused;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,9 @@ pub enum ApiError {
     },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A lifecycle move the device's state does not allow.
+    #[error(transparent)]
+    MoveRefused(#[from] MoveRefused),
 }
 
 impl IntoResponse for ApiError {
@@ -42,6 +46,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
+            ApiError::MoveRefused(e) => (StatusCode::CONFLICT, json!({ "error": e.to_string() })),
             ApiError::Internal(cause) => {
                 error!(error = %cause, "request failed");
                 (

@@ -10,10 +10,10 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::access::{Access, Caller};
-use crate::auth::Role;
-use crate::fleet::Fleet;
+use crate::domain::auth::Role;
+use crate::domain::fleet::Fleet;
 use crate::store::Store;
-use fleet_protocol::DeviceId;
+use fleet_protocol::{DeviceId, ProvinceCode};
 
 struct TestApp {
     router: Router,
@@ -42,7 +42,7 @@ async fn test_app() -> TestApp {
             port: 1,
             tls: true,
         },
-        metrics: crate::metrics_handle(),
+        metrics: crate::startup::metrics_handle(),
         access: Arc::clone(&access),
         data_dir: dir.path().to_owned(),
         broker_restarter: None,
@@ -799,7 +799,7 @@ async fn warehouse_enrolment_issues_certificates_the_ca_decides() {
             "shipment-old",
             &[(
                 DeviceId::parse("BB-03").unwrap(),
-                crate::auth::token_hash(old),
+                crate::domain::auth::token_hash(old),
             )],
             1,
             2,
@@ -970,7 +970,7 @@ async fn failed_changes_are_recorded_after_their_entry() {
             port: 1,
             tls: true,
         },
-        metrics: crate::metrics_handle(),
+        metrics: crate::startup::metrics_handle(),
         access: Arc::clone(&app.access),
         data_dir: app.dir.path().to_owned(),
         broker_restarter: None,

@@ -1,0 +1,335 @@
+//! The controller's layered configuration: the commented defaults built into
+//! the binary (`fleet-controller.default.toml`, the documentation of every
+//! key), then the site file, then `FLEET_CONTROLLER__SECTION__KEY`
+//! environment variables; `fleet-controller serve`'s flags come last. Each
+//! component gets its own small config from here ([`ControllerConfig::writer`],
+//! [`ControllerConfig::broker_mode`], …), never the whole.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::store::WriterConfig;
+
+pub const DEFAULT_TOML: &str = include_str!("../fleet-controller.default.toml");
+pub const DEFAULT_SITE_FILE: &str = "/etc/fleet-controller/controller.toml";
+const ENV_PREFIX: &str = "FLEET_CONTROLLER";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("configuration key {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ControllerConfig {
+    pub data: DataSection,
+    pub http: HttpSection,
+    pub broker: BrokerSection,
+    pub ingest: IngestSection,
+    pub store: StoreSection,
+    pub readiness: ReadinessSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DataSection {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSection {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BrokerKind {
+    Managed,
+    External,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrokerSection {
+    pub mode: BrokerKind,
+    pub host: String,
+    pub port: u16,
+    pub insecure_dev: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestSection {
+    pub client_id: String,
+    pub keep_alive_secs: u64,
+    pub write_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSection {
+    pub batch_max: usize,
+    pub batch_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReadinessSection {
+    pub freshness_secs: u64,
+    pub tick_secs: u64,
+}
+
+/// Which site file to read on top of the defaults.
+#[derive(Debug, Clone, Copy)]
+pub enum Site<'a> {
+    /// [`DEFAULT_SITE_FILE`] if it exists.
+    Default,
+    /// This file, which must exist.
+    File(&'a Path),
+    /// None: the defaults and the environment only.
+    Skip,
+}
+
+/// Which broker the controller uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerMode {
+    /// Start and supervise Mosquitto; `None` picks the port.
+    Managed { port: Option<u16> },
+    /// A broker set up elsewhere (Ansible), `host:port`.
+    External { host: String, port: u16 },
+}
+
+impl ControllerConfig {
+    /// The built-in defaults alone.
+    pub fn defaults() -> Self {
+        Self::load(Site::Skip, HashMap::new()).expect("the built-in defaults are valid")
+    }
+
+    /// The defaults with `dir` as the data directory (tests, `init`).
+    pub fn for_data_dir(dir: &Path) -> Self {
+        let mut cfg = Self::defaults();
+        cfg.data.dir = dir.to_owned();
+        cfg
+    }
+
+    /// Defaults, then `site`, then the `FLEET_CONTROLLER__…` entries of
+    /// `env` (the process environment, passed in so tests need not change it).
+    pub fn load(site: Site<'_>, env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        builder = match site {
+            Site::File(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Missing {
+                        path: path.to_owned(),
+                    });
+                }
+                builder.add_source(config::File::from(path).format(config::FileFormat::Toml))
+            }
+            Site::Skip => builder,
+            Site::Default => builder.add_source(
+                config::File::with_name(DEFAULT_SITE_FILE)
+                    .format(config::FileFormat::Toml)
+                    .required(false),
+            ),
+        };
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        let cfg: Self = builder
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(env)),
+            )
+            .build()?
+            .try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that the flags can break too: run again after applying them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.broker.mode == BrokerKind::External && self.broker.port == 0 {
+            return invalid("broker.port", "an external broker needs its port");
+        }
+        if self.ingest.keep_alive_secs < 5 {
+            return invalid("ingest.keep_alive_secs", "at least 5 seconds");
+        }
+        if self.ingest.write_queue == 0 {
+            return invalid("ingest.write_queue", "at least 1");
+        }
+        if self.store.batch_max == 0 {
+            return invalid("store.batch_max", "at least 1");
+        }
+        if self.readiness.freshness_secs == 0 {
+            return invalid("readiness.freshness_secs", "at least 1 second");
+        }
+        if self.readiness.tick_secs == 0 {
+            return invalid("readiness.tick_secs", "at least 1 second");
+        }
+        Ok(())
+    }
+
+    /// The data directory, or why there is none.
+    pub fn data_dir(&self) -> Result<&Path, ConfigError> {
+        if self.data.dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "data.dir",
+                reason: "no data directory: pass --data-dir (or FLEET_DATA_DIR), or set data.dir"
+                    .into(),
+            });
+        }
+        Ok(&self.data.dir)
+    }
+
+    pub fn broker_mode(&self) -> BrokerMode {
+        match self.broker.mode {
+            BrokerKind::Managed => BrokerMode::Managed {
+                port: (self.broker.port != 0).then_some(self.broker.port),
+            },
+            BrokerKind::External => BrokerMode::External {
+                host: self.broker.host.clone(),
+                port: self.broker.port,
+            },
+        }
+    }
+
+    pub fn writer(&self) -> WriterConfig {
+        WriterConfig {
+            max_batch: self.store.batch_max,
+            max_delay: Duration::from_millis(self.store.batch_delay_ms),
+        }
+    }
+
+    pub fn freshness(&self) -> Duration {
+        Duration::from_secs(self.readiness.freshness_secs)
+    }
+
+    pub fn tick(&self) -> Duration {
+        Duration::from_secs(self.readiness.tick_secs)
+    }
+
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.ingest.keep_alive_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_what_was_hard_coded() {
+        let cfg = ControllerConfig::defaults();
+        assert_eq!(cfg.freshness(), Duration::from_secs(900));
+        assert_eq!(cfg.tick(), Duration::from_secs(5));
+        assert_eq!(cfg.keep_alive(), Duration::from_secs(30));
+        assert_eq!(cfg.ingest.write_queue, 10_000);
+        assert_eq!(cfg.ingest.client_id, crate::pki::CONTROLLER_IDENTITY);
+        assert_eq!(cfg.writer().max_batch, 5_000);
+        assert_eq!(cfg.writer().max_delay, Duration::from_millis(200));
+        assert_eq!(cfg.broker_mode(), BrokerMode::Managed { port: None });
+        assert_eq!(cfg.http.listen, "127.0.0.1:8080");
+        assert!(!cfg.broker.insecure_dev);
+    }
+
+    #[test]
+    fn site_file_then_environment_override_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("controller.toml");
+        std::fs::write(
+            &site,
+            "[data]\ndir = \"/srv/fleet\"\n[readiness]\nfreshness_secs = 600\ntick_secs = 2\n",
+        )
+        .unwrap();
+        let cfg = ControllerConfig::load(
+            Site::File(&site),
+            env(&[
+                ("FLEET_CONTROLLER__READINESS__FRESHNESS_SECS", "300"),
+                ("FLEET_CONTROLLER__BROKER__MODE", "external"),
+                ("FLEET_CONTROLLER__BROKER__HOST", "broker.example"),
+                ("FLEET_CONTROLLER__BROKER__PORT", "8883"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.data_dir().unwrap(), Path::new("/srv/fleet"));
+        assert_eq!(
+            cfg.freshness(),
+            Duration::from_secs(300),
+            "env beats the file"
+        );
+        assert_eq!(
+            cfg.tick(),
+            Duration::from_secs(2),
+            "the file beats the defaults"
+        );
+        assert_eq!(
+            cfg.broker_mode(),
+            BrokerMode::External {
+                host: "broker.example".into(),
+                port: 8883
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = ControllerConfig::load(
+            Site::Skip,
+            env(&[("FLEET_CONTROLLER__READINESS__FRESHNESS_SECS", "0")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("readiness.freshness_secs"),
+            "{err}"
+        );
+        let err = ControllerConfig::load(
+            Site::Skip,
+            env(&[("FLEET_CONTROLLER__BROKER__MODE", "external")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("broker.port"), "{err}");
+        let missing =
+            ControllerConfig::load(Site::File(Path::new("/nonexistent/c.toml")), env(&[]));
+        assert!(matches!(missing, Err(ConfigError::Missing { .. })));
+        let err = ControllerConfig::defaults().data_dir().unwrap_err();
+        assert!(err.to_string().contains("--data-dir"), "{err}");
+    }
+
+    #[test]
+    fn every_section_of_the_default_file_is_documented() {
+        let mut keys = 0;
+        let lines: Vec<&str> = DEFAULT_TOML.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains(" = ") && !line.starts_with('#') {
+                keys += 1;
+                assert!(
+                    i > 0 && lines[i - 1].starts_with('#'),
+                    "key without a comment above it: {line}"
+                );
+            }
+        }
+        assert!(keys >= 12, "found only {keys} keys");
+    }
+}

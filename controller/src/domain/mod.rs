@@ -1,0 +1,21 @@
+//! The controller's pure core: rules and state with no I/O. Nothing here
+//! names tokio, sqlx, axum, rumqttc or the file system, and time comes in as
+//! a `now` parameter (`tests/domain_is_pure.rs` fails the build otherwise).
+//!
+//! - [`readiness`]: one reason per device, and counts.
+//! - [`fleet`]: the in-memory fleet with incremental counts per province and county.
+//! - [`lifecycle`]: registered → enrolled → shipped → deployed → retired.
+//! - [`registration`]: what a registration may say about a device.
+//! - [`registry`]: counties and polling stations from the operator's CSV.
+//! - [`enrolment`]: shipment CSV and enrolment-token checks.
+//! - [`auth`]: roles, permissions, province scope, operator tokens.
+//! - [`audit`]: the audit log's hash chain and its verification.
+
+pub mod audit;
+pub mod auth;
+pub mod enrolment;
+pub mod fleet;
+pub mod lifecycle;
+pub mod readiness;
+pub mod registration;
+pub mod registry;

@@ -1,0 +1,53 @@
+//! `/healthz` (no token) and `/metrics` (Prometheus).
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use fleet_protocol::ProvinceCode;
+use serde_json::json;
+
+use crate::access::Caller;
+use crate::domain::auth::Permission;
+use crate::domain::readiness::Reason;
+use crate::http::{ApiError, AppState};
+
+pub async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
+    let broker_up = tokio::net::TcpStream::connect((st.broker.host.as_str(), st.broker.port))
+        .await
+        .is_ok();
+    Json(json!({
+        "status": if broker_up { "ok" } else { "degraded" },
+        "broker": if broker_up { "up" } else { "down" },
+        "devices": st.fleet().len(),
+    }))
+}
+
+pub async fn metrics(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permission::ReadFleet)?;
+    if caller.principal.is_scoped() {
+        return Err(ApiError::Forbidden(
+            "metrics cover every province; a province-scoped token cannot read them".into(),
+        ));
+    }
+    {
+        let fleet = st.fleet();
+        for p in ProvinceCode::all() {
+            let c = fleet.province_counts(p);
+            let province = p.to_string();
+            metrics::gauge!("fleet_devices", "province" => province.clone(), "readiness" => "ready")
+                .set(f64::from(c.ready));
+            for r in Reason::ALL {
+                metrics::gauge!("fleet_devices", "province" => province.clone(), "readiness" => r.as_str())
+                    .set(f64::from(c.reason(r)));
+            }
+        }
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    ))
+}

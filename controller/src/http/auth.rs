@@ -1,0 +1,74 @@
+//! Bearer-token authentication and the caller's permission and scope checks.
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use fleet_protocol::ProvinceCode;
+
+use crate::access::Caller;
+use crate::domain::auth::Permission;
+use crate::http::{ApiError, AppState};
+
+/// Resolve the bearer token into the caller, or refuse with 401.
+pub async fn authenticate(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing bearer token (fleetctl: --token or FLEETCTL_TOKEN)".into(),
+            )
+        })?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be \"Bearer TOKEN\"".into())
+        })?
+        .trim();
+    let principal = st
+        .access
+        .authenticate(token)
+        .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))?;
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<super::tls::Peer>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0 .0.ip().to_string());
+    req.extensions_mut().insert(Caller { principal, source });
+    Ok(next.run(req).await)
+}
+
+impl Caller {
+    pub fn require(&self, p: Permission) -> Result<(), ApiError> {
+        if self.principal.may(p) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "role {} may not do this",
+                self.principal.role
+            )))
+        }
+    }
+
+    /// Refuse an explicit province outside the caller's scope.
+    pub fn require_province(&self, p: ProvinceCode) -> Result<(), ApiError> {
+        if self.principal.sees(p) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "your token is limited to {}",
+                self.principal
+                    .provinces
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }
+}

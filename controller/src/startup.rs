@@ -1,0 +1,317 @@
+//! Start-up and shut-down as named steps. [`Application::build`] opens the
+//! store, loads the fleet, starts the broker, the store writer, ingest and
+//! the readiness ticker; [`Application::run_until_stopped`] serves the API
+//! until the shutdown future completes, then stops everything in order
+//! (ingest, ticker, writer drained, broker, store). Tests build it on port 0
+//! with a temporary data directory.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::access::{self, Access};
+use crate::broker::{self, BrokerConfig, ManagedBroker};
+use crate::clock::unix_ms;
+use crate::config::{BrokerMode, ControllerConfig};
+use crate::domain::auth;
+use crate::domain::fleet::Fleet;
+use crate::http::{self, AppState, BrokerInfo};
+use crate::ingest::{self, IngestConfig};
+use crate::pki::{self, PkiPaths};
+use crate::store::{self, Store};
+
+/// The process-wide Prometheus recorder (metrics are global by nature; tests
+/// that start several apps in one process share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                warn!("a metrics recorder was already installed; /metrics may be incomplete");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// A controller that is running everything but the HTTP API.
+pub struct Application {
+    cfg: ControllerConfig,
+    data_dir: PathBuf,
+    listener: TcpListener,
+    state: AppState,
+    store: Store,
+    managed: Option<ManagedBroker>,
+    stop_tx: watch::Sender<bool>,
+    ingest: JoinHandle<()>,
+    ticker: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Application {
+    /// Load, start the broker, start ingest: everything up to serving.
+    pub async fn build(cfg: ControllerConfig, listener: TcpListener) -> anyhow::Result<Self> {
+        let data_dir = cfg.data_dir()?.to_owned();
+        let paths = PkiPaths::new(&data_dir);
+        paths.require(&data_dir)?;
+        warn_if_insecure(&cfg);
+        let http_tls = http_tls(&cfg, &paths)?;
+        let ingest_tls = ingest_tls(&cfg, &paths)?;
+
+        let (store, access) = open_store(&data_dir).await?;
+        let fleet = load_fleet(&cfg, &store).await?;
+        let (managed, broker) = start_broker(&cfg, &data_dir, &paths).await?;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (write_tx, write_rx) = mpsc::channel(cfg.ingest.write_queue);
+        let writer = store::spawn_writer(store.clone(), write_rx, cfg.writer());
+        let ingest = tokio::spawn(ingest::run(
+            IngestConfig {
+                host: broker.host.clone(),
+                port: broker.port,
+                client_id: cfg.ingest.client_id.clone(),
+                keep_alive: cfg.keep_alive(),
+                tls: ingest_tls,
+            },
+            Arc::clone(&fleet),
+            write_tx,
+            stop_rx.clone(),
+        ));
+        let ticker = start_ticker(&cfg, Arc::clone(&fleet), stop_rx);
+
+        let state = AppState {
+            fleet,
+            store: store.clone(),
+            broker,
+            metrics: metrics_handle(),
+            access,
+            data_dir: data_dir.clone(),
+            broker_restarter: managed.as_ref().map(ManagedBroker::restarter),
+            lifecycle_lock: Arc::default(),
+        };
+        Ok(Self {
+            cfg,
+            data_dir,
+            listener,
+            state,
+            store,
+            managed,
+            stop_tx,
+            ingest,
+            ticker,
+            writer,
+            http_tls,
+        })
+    }
+
+    /// Where the API listens (port 0 resolved).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The managed broker's port (or the external broker's).
+    pub fn broker_port(&self) -> u16 {
+        self.state.broker.port
+    }
+
+    /// Serve the API until `shutdown` completes, then stop in order; every
+    /// pending write reaches the store before this returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = self.listener.local_addr()?;
+        let insecure = self.cfg.broker.insecure_dev;
+        info!(
+            "fleet-controller ready: api {}://{addr} broker {}://{}:{} data {}",
+            if insecure { "http" } else { "https" },
+            if insecure { "mqtt" } else { "mqtts" },
+            self.state.broker.host,
+            self.state.broker.port,
+            self.data_dir.display()
+        );
+        let app = http::app(self.state).into_make_service_with_connect_info::<http::tls::Peer>();
+        let served = match self.http_tls {
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(tls) => {
+                let listener = http::tls::TlsListener::new(self.listener, tls)
+                    .context("cannot start the HTTPS listener")?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
+
+        info!("shutting down");
+        let _ = self.stop_tx.send(true);
+        let _ = self.ingest.await;
+        let _ = self.ticker.await;
+        // The ingest task held the last sender: the writer drains and ends.
+        let _ = self.writer.await;
+        if let Some(b) = self.managed {
+            b.stop().await;
+        }
+        self.store.close().await;
+        served.context("HTTP server failed")?;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+fn warn_if_insecure(cfg: &ControllerConfig) {
+    if cfg.broker.insecure_dev {
+        for _ in 0..3 {
+            warn!("--insecure-dev: MQTT WITHOUT TLS or client certificates; any local program can pose as a device. Development only.");
+        }
+    }
+}
+
+fn http_tls(
+    cfg: &ControllerConfig,
+    paths: &PkiPaths,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    if cfg.broker.insecure_dev {
+        return Ok(None);
+    }
+    Ok(Some(http::tls::server_config(
+        &paths.broker_cert(),
+        &paths.broker_key(),
+    )?))
+}
+
+fn ingest_tls(
+    cfg: &ControllerConfig,
+    paths: &PkiPaths,
+) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    if cfg.broker.insecure_dev {
+        return Ok(None);
+    }
+    let read =
+        |p: PathBuf| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()));
+    Ok(Some(pki::tls_client_config(
+        &read(paths.ca_cert())?,
+        &read(paths.controller_cert())?,
+        &read(paths.controller_key())?,
+    )?))
+}
+
+async fn open_store(data_dir: &Path) -> anyhow::Result<(Store, Arc<Access>)> {
+    let store = Store::open(&data_dir.join("fleet.db"))
+        .await
+        .context("cannot open the store")?;
+    let access = Arc::new(Access::load(store.clone(), data_dir).await?);
+    Ok((store, access))
+}
+
+async fn load_fleet(cfg: &ControllerConfig, store: &Store) -> anyhow::Result<Arc<RwLock<Fleet>>> {
+    let now = unix_ms();
+    let freshness_ms = u64::try_from(cfg.freshness().as_millis()).unwrap_or(u64::MAX);
+    let mut fleet = Fleet::new(freshness_ms);
+    for (model, version) in store.baselines().await? {
+        fleet.set_baseline(model, version, now);
+    }
+    let devices = store.load_devices().await?;
+    let loaded = devices.len();
+    for (reg, status) in devices {
+        fleet.upsert(reg, status, now);
+    }
+    info!(devices = loaded, "fleet loaded");
+    Ok(Arc::new(RwLock::new(fleet)))
+}
+
+async fn start_broker(
+    cfg: &ControllerConfig,
+    data_dir: &Path,
+    paths: &PkiPaths,
+) -> anyhow::Result<(Option<ManagedBroker>, BrokerInfo)> {
+    let tls = !cfg.broker.insecure_dev;
+    Ok(match cfg.broker_mode() {
+        BrokerMode::Managed { port } => {
+            let b = ManagedBroker::start(BrokerConfig {
+                dir: data_dir.join("mosquitto"),
+                port,
+                tls: tls.then(|| broker::BrokerTls {
+                    ca: paths.ca_cert(),
+                    cert: paths.broker_cert(),
+                    key: paths.broker_key(),
+                    crl: paths.crl(),
+                }),
+            })
+            .await?;
+            let info = BrokerInfo {
+                host: cfg.broker.host.clone(),
+                port: b.port(),
+                tls,
+            };
+            (Some(b), info)
+        }
+        BrokerMode::External { host, port } => (None, BrokerInfo { host, port, tls }),
+    })
+}
+
+/// Re-judge readiness for the passage of time (the freshness window).
+fn start_ticker(
+    cfg: &ControllerConfig,
+    fleet: Arc<RwLock<Fleet>>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let period = cfg.tick();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let changed = fleet.write().expect("fleet lock is never poisoned").tick(unix_ms());
+                    if changed > 0 {
+                        info!(changed, "readiness changed with time (freshness window)");
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
+/// What `fleet-controller init` made.
+pub struct Initialised {
+    pub admin_token: String,
+    pub token_file: PathBuf,
+}
+
+/// Create the CA and the first admin token in a new data directory; the
+/// token is also written to `DIR/admin.token` (mode 0600).
+pub async fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    pki::init(data_dir)?;
+    let (store, access) = open_store(data_dir).await?;
+    let by = access::Caller::system("fleet-controller init");
+    access
+        .record(&by, "init", "fleet", serde_json::json!({ "ca": "created" }))
+        .await?;
+    let (_, token) = access
+        .create_token(&by, "first admin", auth::Role::Admin, vec![])
+        .await?;
+    let token_file = data_dir.join("admin.token");
+    pki::write_file(&token_file, format!("{token}\n").as_bytes(), true)?;
+    store.close().await;
+    Ok(Initialised {
+        admin_token: token,
+        token_file,
+    })
+}
