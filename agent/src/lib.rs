@@ -16,6 +16,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod core;
 pub mod enrol;
 pub mod hardware;
 pub mod health;
