@@ -18,7 +18,7 @@ pub type CheckFuture = Pin<Box<dyn Future<Output = Vec<CheckResult>> + Send + 's
 pub trait Hardware: Send + 'static {
     /// The installed firmware version.
     fn firmware(&self) -> Version;
-    /// One health sample (the runtime fills in the clock offset).
+    /// One health sample (the core fills in the clock offset).
     fn sample(&mut self) -> Health;
     /// Run every configured check. The future owns what it needs, so the
     /// runtime can run it beside the MQTT session.

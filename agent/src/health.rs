@@ -75,6 +75,9 @@ pub struct HealthReporter {
     policy: HealthPolicy,
     last_report_ms: Option<u64>,
     last_breaches: Breaches,
+    /// What the two fields above were before the latest [`Self::reported`],
+    /// so a refused publish can be taken back.
+    before: (Option<u64>, Breaches),
 }
 
 impl HealthReporter {
@@ -83,6 +86,7 @@ impl HealthReporter {
             policy,
             last_report_ms: None,
             last_breaches: Breaches::default(),
+            before: (None, Breaches::default()),
         }
     }
 
@@ -100,8 +104,15 @@ impl HealthReporter {
     }
 
     pub fn reported(&mut self, now_ms: u64, sample: &Health) {
+        self.before = (self.last_report_ms, self.last_breaches);
         self.last_report_ms = Some(now_ms);
         self.last_breaches = Breaches::of(sample, &self.policy.thresholds);
+    }
+
+    /// The report last marked [`Self::reported`] never reached the broker:
+    /// the next sample is judged as if it had not been sent.
+    pub fn refused(&mut self) {
+        (self.last_report_ms, self.last_breaches) = self.before;
     }
 }
 
@@ -137,6 +148,15 @@ mod tests {
         assert!(!r.should_report(15_000, &normal()));
         assert!(!r.should_report(299_999, &normal()));
         assert!(r.should_report(300_000, &normal()));
+    }
+
+    #[test]
+    fn refused_report_is_taken_back() {
+        let mut r = HealthReporter::new(policy());
+        r.reported(0, &normal());
+        r.reported(300_000, &normal());
+        r.refused();
+        assert!(r.should_report(300_001, &normal()));
     }
 
     #[test]

@@ -5,17 +5,27 @@
 //! - [`enrol`]: make the device key, request a certificate with an
 //!   enrolment token, keep the identity.
 //! - [`tls`]: the device's mutual-TLS client configuration.
+//! - [`core`]: the agent's core (pure): [`core::AgentCore`] takes each
+//!   [`core::Input`] (connected, a timer, a health sample, check results,
+//!   desired state, a command, …) with the time it happened and returns the
+//!   [`core::Action`]s to take: subscribe, publish, persist the event
+//!   sequence number, sample, run the checks, reboot, arm a timer,
+//!   disconnect. It decides everything and touches nothing.
 //! - [`backoff`]: reconnect delays, exponential with full jitter (pure).
 //! - [`health`]: when to send a health report: timer or threshold crossing (pure).
 //! - [`reporter`]: what changed and must be published: state, check events (pure).
 //! - [`hardware`]: the [`Hardware`] trait, and the real one (sysinfo, battery
 //!   from `/sys/class/power_supply`, configured check commands).
 //! - [`process`]: logging and the shutdown signal for the binaries.
-//! - [`runtime`]: the event loop around the pure parts: MQTT session, last
-//!   will, subscriptions, timers. `fleet-sim` runs it with simulated hardware.
+//! - [`runtime`]: the event loop around the core: it owns the MQTT
+//!   connection (last will, reconnect backoff), the hardware, the timers and
+//!   the [`SeqStore`]; it turns what happens into inputs, reading the clock
+//!   once per input, and carries out the actions. `fleet-sim` runs it with
+//!   simulated hardware.
 
 pub mod backoff;
 pub mod config;
+pub mod core;
 pub mod enrol;
 pub mod hardware;
 pub mod health;

@@ -7,6 +7,9 @@ use fleet_protocol::{CheckResult, EventKind, State};
 #[derive(Debug, Default)]
 pub struct StateReporter {
     last_sent: Option<State>,
+    /// What `last_sent` was before the latest [`Self::sent`], so a refused
+    /// publish can be taken back.
+    before: Option<State>,
 }
 
 impl StateReporter {
@@ -21,7 +24,13 @@ impl StateReporter {
     }
 
     pub fn sent(&mut self, state: State) {
-        self.last_sent = Some(state);
+        self.before = self.last_sent.replace(state);
+    }
+
+    /// The state last marked [`Self::sent`] never reached the broker: the
+    /// next check compares against what went out before it.
+    pub fn refused(&mut self) {
+        self.last_sent = self.before.take();
     }
 }
 
@@ -81,6 +90,18 @@ mod tests {
         assert!(r.needs_send(&changed));
         r.connection_established();
         assert!(r.needs_send(&s));
+    }
+
+    #[test]
+    fn refused_state_is_taken_back() {
+        let mut r = StateReporter::default();
+        let s = state(vec![check("printer", true)]);
+        r.sent(s.clone());
+        let changed = state(vec![check("printer", false)]);
+        r.sent(changed.clone());
+        r.refused();
+        assert!(r.needs_send(&changed));
+        assert!(!r.needs_send(&s));
     }
 
     #[test]

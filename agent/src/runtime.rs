@@ -1,7 +1,8 @@
-//! The agent's event loop: the I/O around the pure parts. One MQTT session
-//! (client id = device id, `clean_session = false`, last will = offline),
-//! presence and state on every connection, health on the [`HealthReporter`]'s
-//! say, checks on a timer beside the session, desired state and commands in.
+//! The agent's event loop: the I/O around the pure [`AgentCore`]. It owns
+//! the MQTT connection task (client id = device id, `clean_session = false`,
+//! last will = offline, reconnect with backoff), the hardware, the timers and
+//! the sequence store; it turns what happens into [`Input`]s, reading the
+//! clock once per input, and carries out the [`CoreAction`]s the core returns.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -9,24 +10,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_protocol::{
-    Action, CheckResult, Command, Envelope, Event, EventKind, Model, Payload, Presence,
-    PresenceStatus, State, Topic, TopicKind, UpdateStatus,
-};
+use fleet_protocol::{CheckResult, Envelope, Model, Payload, Presence, PresenceStatus, TopicKind};
 use rand::{rngs::SmallRng, SeedableRng};
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::core::{incoming, Action as CoreAction, AgentCore, CoreConfig, Input, Qos, Timer};
 use crate::hardware::Hardware;
-use crate::health::{HealthPolicy, HealthReporter};
-use crate::reporter::{check_events, StateReporter};
+use crate::health::HealthPolicy;
 use crate::{agent_version, unix_ms};
 
-/// Events kept in memory while the broker is unreachable (the durable
-/// on-disk outbox replaces this bound later).
-const PENDING_EVENTS: usize = 256;
 /// Requests queued between the loop and the MQTT connection.
 const CLIENT_CAPACITY: usize = 64;
 /// Largest packet in either direction; every payload kind is far below.
@@ -58,42 +54,70 @@ pub struct RuntimeConfig {
     pub state_sent: Option<Arc<Notify>>,
 }
 
-/// Where the next event sequence number lives: a small file on a device,
-/// memory in the simulator.
+/// Where the last event sequence number used is kept: a small file on a
+/// device, memory in the simulator. The runtime reads it once at start and
+/// writes it when the core says so ([`CoreAction::PersistSeq`]).
 #[derive(Debug, Clone)]
 pub enum SeqStore {
     Memory(u64),
-    File { path: PathBuf, next: Option<u64> },
+    File { path: PathBuf },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeqError {
+    #[error("cannot read the event sequence number from {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the event sequence file {path} holds {content:?}, not a number")]
+    Corrupt { path: PathBuf, content: String },
+    #[error("cannot write the event sequence number to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl SeqStore {
     pub fn file(path: PathBuf) -> Self {
-        SeqStore::File { path, next: None }
+        SeqStore::File { path }
     }
 
-    /// The next sequence number, persisted before it is used.
-    pub fn next_seq(&mut self) -> u64 {
+    /// The last sequence number persisted; 0 when none was yet.
+    pub fn load(&self) -> Result<u64, SeqError> {
+        match self {
+            SeqStore::Memory(n) => Ok(*n),
+            SeqStore::File { path } => match std::fs::read_to_string(path) {
+                Ok(text) => text.trim().parse().map_err(|_| SeqError::Corrupt {
+                    path: path.clone(),
+                    content: text.chars().take(40).collect(),
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                Err(source) => Err(SeqError::Read {
+                    path: path.clone(),
+                    source,
+                }),
+            },
+        }
+    }
+
+    /// Persist `seq` as the last number used. The file is replaced whole
+    /// (write, then rename), so a power cut leaves the old or the new number.
+    pub fn save(&mut self, seq: u64) -> Result<(), SeqError> {
         match self {
             SeqStore::Memory(n) => {
-                *n += 1;
-                *n
+                *n = seq;
+                Ok(())
             }
-            SeqStore::File { path, next } => {
-                let current = next.unwrap_or_else(|| {
-                    std::fs::read_to_string(&*path)
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok())
-                        .unwrap_or(0)
-                });
-                let n = current + 1;
+            SeqStore::File { path } => {
                 let tmp = path.with_extension("tmp");
-                if let Err(e) =
-                    std::fs::write(&tmp, n.to_string()).and_then(|()| std::fs::rename(&tmp, &*path))
-                {
-                    warn!(path = %path.display(), error = %e, "cannot persist the event sequence number");
-                }
-                *next = Some(n);
-                n
+                std::fs::write(&tmp, seq.to_string())
+                    .and_then(|()| std::fs::rename(&tmp, &*path))
+                    .map_err(|source| SeqError::Write {
+                        path: path.clone(),
+                        source,
+                    })
             }
         }
     }
@@ -105,221 +129,142 @@ pub enum RuntimeError {
     Will(#[from] fleet_protocol::EncodeError),
 }
 
-fn qos(kind: TopicKind) -> QoS {
-    match kind {
-        TopicKind::Health => QoS::AtMostOnce,
-        _ => QoS::AtLeastOnce,
+fn mqtt_qos(qos: Qos) -> QoS {
+    match qos {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
     }
 }
 
-struct Agent<H: Hardware> {
-    cfg: RuntimeConfig,
+/// The deadlines of the core's timers, on the monotonic clock.
+#[derive(Debug, Default)]
+struct Timers(Vec<(Timer, Instant)>);
+
+impl Timers {
+    fn arm(&mut self, timer: Timer, at: Instant) {
+        self.0.retain(|(t, _)| *t != timer);
+        self.0.push((timer, at));
+    }
+
+    fn next(&self) -> Option<(Timer, Instant)> {
+        self.0.iter().copied().min_by_key(|(_, at)| *at)
+    }
+
+    fn disarm(&mut self, timer: Timer) {
+        self.0.retain(|(t, _)| *t != timer);
+    }
+}
+
+/// What carries out the core's actions: the MQTT client, the hardware, the
+/// sequence store, the timers and the checks task.
+struct Io<H: Hardware> {
+    device: fleet_protocol::DeviceId,
     hw: H,
     client: AsyncClient,
-    connected: bool,
-    state: StateReporter,
-    health: HealthReporter,
-    checks: Vec<CheckResult>,
-    checks_done: bool,
-    config_rev: u32,
-    clock_offset_ms: Option<i64>,
-    pending_events: VecDeque<Event>,
-    /// The current connection's id, also in its last will.
-    session: u64,
+    seq: SeqStore,
+    timers: Timers,
+    checks_tx: mpsc::Sender<Vec<CheckResult>>,
+    state_sent: Option<Arc<Notify>>,
+    /// Our DISCONNECT is queued.
+    disconnecting: bool,
 }
 
-impl<H: Hardware> Agent<H> {
-    fn publish(&self, payload: Payload) -> bool {
-        let env = Envelope::new(self.cfg.device.clone(), unix_ms(), payload);
-        let kind = env.payload.kind();
-        let bytes = match env.to_cbor() {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(error = %e, "not sending an oversize message");
-                return false;
-            }
-        };
-        match self
-            .client
-            .try_publish(env.topic().to_string(), qos(kind), kind.retained(), bytes)
-        {
-            Ok(()) => true,
-            Err(e) => {
-                debug!(%kind, error = %e, "publish queue full");
-                false
-            }
-        }
-    }
-
-    fn current_state(&self) -> State {
-        State {
-            model: self.cfg.model.clone(),
-            firmware: self.hw.firmware(),
-            agent: agent_version(),
-            update: UpdateStatus::Idle,
-            checks: self.checks.clone(),
-            config_rev: self.config_rev,
-        }
-    }
-
-    fn send_state_if_changed(&mut self) {
-        if !self.connected || !self.checks_done {
-            return;
-        }
-        let state = self.current_state();
-        if self.state.needs_send(&state) && self.publish(Payload::State(state.clone())) {
-            self.state.sent(state);
-            if let Some(n) = &self.cfg.state_sent {
-                n.notify_one();
-            }
-        }
-    }
-
-    fn push_event(&mut self, kind: EventKind) {
-        let event = Event {
-            seq: self.cfg.seq.next_seq(),
-            at_ms: unix_ms(),
-            kind,
-        };
-        if self.pending_events.len() >= PENDING_EVENTS {
-            self.pending_events.pop_front();
-        }
-        self.pending_events.push_back(event);
-        self.flush_events();
-    }
-
-    fn flush_events(&mut self) {
-        while self.connected {
-            let Some(event) = self.pending_events.front().cloned() else {
-                break;
+impl<H: Hardware> Io<H> {
+    /// Tell the core about `input` and carry out what it decides, including
+    /// the inputs that actions answer at once (a sample, a reboot attempt, a
+    /// refused publish). The clock is read once per input.
+    fn handle(&mut self, core: &mut AgentCore, input: Input) {
+        let mut todo: VecDeque<CoreAction> = core.on(input, unix_ms()).into();
+        // Once an event is refused, the later ones in this batch are handed
+        // back too, so that events leave in sequence order.
+        let mut events_refused = false;
+        while let Some(action) = todo.pop_front() {
+            let Some(answer) = self.perform(action, &mut events_refused) else {
+                continue;
             };
-            if !self.publish(Payload::Event(event)) {
-                break;
-            }
-            self.pending_events.pop_front();
-        }
-    }
-
-    fn on_connected(&mut self, session_present: bool) {
-        self.connected = true;
-        if !session_present {
-            // The broker kept nothing for us: subscribe again.
-            for kind in [TopicKind::Desired, TopicKind::Cmd] {
-                let topic = Topic::new(self.cfg.device.clone(), kind).to_string();
-                if let Err(e) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
-                    warn!(error = %e, "cannot queue subscription");
-                }
-            }
-        }
-        self.publish(Payload::Presence(Presence {
-            status: PresenceStatus::Online,
-            agent: agent_version(),
-            session: Some(self.session),
-        }));
-        self.state.connection_established();
-        self.send_state_if_changed();
-        self.flush_events();
-        // A fresh sample right away (sent if none went out yet, or if due).
-        self.on_health_tick();
-    }
-
-    fn on_health_tick(&mut self) {
-        let mut sample = self.hw.sample();
-        sample.clock_offset_ms = self.clock_offset_ms;
-        let now = unix_ms();
-        if self.connected
-            && self.health.should_report(now, &sample)
-            && self.publish(Payload::Health(sample.clone()))
-        {
-            self.health.reported(now, &sample);
-        }
-    }
-
-    fn on_checks(&mut self, results: Vec<CheckResult>) {
-        for event in check_events(&self.checks, &results) {
-            self.push_event(event);
-        }
-        self.checks = results;
-        self.checks_done = true;
-        self.send_state_if_changed();
-    }
-
-    /// Returns true when the checks must run now.
-    fn on_message(&mut self, topic: &str, payload: &[u8], retained: bool) -> bool {
-        let topic = match Topic::parse(topic) {
-            Ok(t) if t.device == self.cfg.device => t,
-            Ok(t) => {
-                warn!(topic = %t, "message for another device ignored");
-                return false;
-            }
-            Err(e) => {
-                warn!(error = %e, "message on an unknown topic ignored");
-                return false;
-            }
-        };
-        let env = match Envelope::from_cbor_on(&topic, payload) {
-            Ok(env) => env,
-            Err(e) => {
-                warn!(%topic, error = %e, "malformed message ignored");
-                return false;
-            }
-        };
-        let offset = i64::try_from(unix_ms()).unwrap_or(i64::MAX)
-            - i64::try_from(env.sent_at_ms).unwrap_or(i64::MAX);
-        match env.payload {
-            Payload::Desired(desired) => {
-                // A retained copy may be old; only a live one dates the clock.
-                if !retained {
-                    self.clock_offset_ms = Some(offset);
-                }
-                if desired.config_rev != self.config_rev {
-                    info!(rev = desired.config_rev, "new desired config revision");
-                    self.config_rev = desired.config_rev;
-                    self.send_state_if_changed();
-                }
-                if let Some(target) = desired.firmware {
-                    debug!(version = %target.version, "desired firmware noted; updates are not handled by this agent build");
-                }
-                false
-            }
-            Payload::Command(cmd) => self.on_command(cmd),
-            other => {
-                warn!(kind = %other.kind(), "unexpected message kind ignored");
-                false
+            for follow in core.on(answer, unix_ms()).into_iter().rev() {
+                todo.push_front(follow);
             }
         }
     }
 
-    fn on_command(&mut self, cmd: Command) -> bool {
-        let result = |ok: bool, message: &str| EventKind::CommandResult {
-            id: cmd.id.clone(),
-            ok,
-            message: message.to_owned(),
-        };
-        if cmd.expires_at_ms < unix_ms() {
-            self.push_event(result(false, "expired before it arrived"));
-            return false;
-        }
-        info!(id = %cmd.id, action = ?cmd.action, "command received");
-        match cmd.action {
-            Action::RunChecks => {
-                self.push_event(result(true, "checks started"));
-                true
-            }
-            Action::Reboot => {
-                let outcome = self.hw.reboot();
-                match outcome {
-                    Ok(()) => self.push_event(result(true, "rebooting")),
-                    Err(e) => self.push_event(result(false, &e)),
+    fn perform(&mut self, action: CoreAction, events_refused: &mut bool) -> Option<Input> {
+        match action {
+            CoreAction::Subscribe { topic, qos } => {
+                if let Err(e) = self.client.try_subscribe(topic.to_string(), mqtt_qos(qos)) {
+                    warn!(%topic, error = %e, "cannot queue subscription");
                 }
-                false
+                None
             }
-            Action::UploadLogs => {
-                self.push_event(result(
-                    false,
-                    "log upload is not supported by this agent build",
-                ));
-                false
+            CoreAction::Publish {
+                envelope,
+                qos,
+                retain,
+            } => {
+                let kind = envelope.payload.kind();
+                if kind == TopicKind::Events && *events_refused {
+                    return Some(Input::PublishRefused(envelope));
+                }
+                let sent = match envelope.to_cbor() {
+                    Ok(bytes) => match self.client.try_publish(
+                        envelope.topic().to_string(),
+                        mqtt_qos(qos),
+                        retain,
+                        bytes,
+                    ) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            debug!(%kind, error = %e, "publish queue full");
+                            false
+                        }
+                    },
+                    Err(e) => {
+                        warn!(error = %e, "not sending an oversize message");
+                        false
+                    }
+                };
+                if sent {
+                    if kind == TopicKind::State {
+                        if let Some(n) = &self.state_sent {
+                            n.notify_one();
+                        }
+                    }
+                    None
+                } else {
+                    *events_refused |= kind == TopicKind::Events;
+                    Some(Input::PublishRefused(envelope))
+                }
+            }
+            CoreAction::PersistSeq(n) => {
+                if let Err(e) = self.seq.save(n) {
+                    warn!(error = %e, "cannot persist the event sequence number");
+                }
+                None
+            }
+            CoreAction::SampleHealth => Some(Input::HealthSampled(self.hw.sample())),
+            CoreAction::RunChecks => {
+                let checks = self.hw.run_checks();
+                let tx = self.checks_tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(checks.await).await;
+                });
+                None
+            }
+            CoreAction::Reboot { command } => Some(Input::RebootAttempted {
+                command,
+                outcome: self.hw.reboot(),
+            }),
+            CoreAction::ArmTimer { timer, after } => {
+                self.timers.arm(timer, Instant::now() + after);
+                None
+            }
+            CoreAction::Disconnect => {
+                if let Err(e) = self.client.try_disconnect() {
+                    warn!(device = %self.device, error = %e, "cannot queue the disconnect");
+                } else {
+                    self.disconnecting = true;
+                }
+                None
             }
         }
     }
@@ -450,72 +395,75 @@ pub async fn run<H: Hardware>(
         session,
         link_tx,
     )));
-    let mut health_tick = tokio::time::interval(cfg.health_sample);
-    health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut checks_tick = tokio::time::interval(cfg.checks_interval);
-    checks_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (checks_tx, mut checks_rx) = mpsc::channel::<Vec<CheckResult>>(1);
-    let mut checks_running = false;
-    let mut run_checks_now = false;
 
-    let mut agent = Agent {
-        health: HealthReporter::new(cfg.health.clone()),
-        cfg,
+    let last_seq = cfg.seq.load().unwrap_or_else(|e| {
+        warn!(error = %e, "event sequence numbers start again from 1");
+        0
+    });
+    let mut core = AgentCore::new(
+        CoreConfig {
+            device: cfg.device.clone(),
+            model: cfg.model.clone(),
+            firmware: hw.firmware(),
+            agent: agent_version(),
+            health_sample: cfg.health_sample,
+            health: cfg.health.clone(),
+            checks_interval: cfg.checks_interval,
+        },
+        last_seq,
+    );
+    let mut io = Io {
+        device: cfg.device.clone(),
         hw,
         client,
-        connected: false,
-        state: StateReporter::default(),
-        checks: Vec::new(),
-        checks_done: false,
-        config_rev: 0,
-        clock_offset_ms: None,
-        pending_events: VecDeque::new(),
-        session,
+        seq: cfg.seq.clone(),
+        timers: Timers::default(),
+        checks_tx,
+        state_sent: cfg.state_sent.clone(),
+        disconnecting: false,
     };
-    let firmware = agent.hw.firmware();
-    agent.push_event(EventKind::Boot { firmware });
-    info!(device = %agent.cfg.device, broker = %format!("{}:{}", agent.cfg.link.host, agent.cfg.link.port), "agent starting");
+    info!(device = %cfg.device, broker = %format!("{}:{}", cfg.link.host, cfg.link.port), "agent starting");
+    io.handle(&mut core, Input::Started);
 
     tokio::pin!(shutdown);
     loop {
-        if run_checks_now && !checks_running {
-            run_checks_now = false;
-            checks_running = true;
-            let fut = agent.hw.run_checks();
-            let tx = checks_tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(fut.await).await;
-            });
-        }
+        let next_timer = io.timers.next();
+        let timer_due = async {
+            match next_timer {
+                Some((_, at)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut shutdown => {
+                io.handle(&mut core, Input::ShutdownRequested);
+                break;
+            }
             event = link_rx.recv() => match event {
                 Some(Link::Connected { session_present, session }) => {
-                    agent.session = session;
-                    agent.on_connected(session_present);
+                    io.handle(&mut core, Input::Connected { session_present, session });
                 }
                 Some(Link::Message(p)) => {
-                    run_checks_now |= agent.on_message(&p.topic, &p.payload, p.retain);
+                    match incoming(&cfg.device, &p.topic, &p.payload, p.retain) {
+                        Ok(input) => io.handle(&mut core, input),
+                        Err(e) => warn!(error = %e, "message ignored"),
+                    }
                 }
-                Some(Link::Lost) => agent.connected = false,
+                Some(Link::Lost) => io.handle(&mut core, Input::Disconnected),
                 Some(Link::Closed) | None => break,
             },
-            _ = health_tick.tick() => agent.on_health_tick(),
-            _ = checks_tick.tick() => run_checks_now = true,
-            Some(results) = checks_rx.recv() => {
-                checks_running = false;
-                agent.on_checks(results);
+            () = timer_due => {
+                if let Some((timer, _)) = next_timer {
+                    io.timers.disarm(timer);
+                    io.handle(&mut core, Input::TimerFired(timer));
+                }
             }
+            Some(results) = checks_rx.recv() => io.handle(&mut core, Input::ChecksCompleted(results)),
         }
     }
 
-    if agent.connected {
-        agent.publish(Payload::Presence(Presence {
-            status: PresenceStatus::Offline,
-            agent: agent_version(),
-            session: Some(agent.session),
-        }));
-        let _ = agent.client.try_disconnect();
+    if io.disconnecting {
         // Let the connection task send the offline presence and DISCONNECT.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while let Some(event) = link_rx.recv().await {
@@ -527,7 +475,7 @@ pub async fn run<H: Hardware>(
         .await;
     }
     drop(link);
-    info!(device = %agent.cfg.device, "agent stopped");
+    info!(device = %cfg.device, "agent stopped");
     Ok(())
 }
 
@@ -540,11 +488,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("event-seq");
         let mut a = SeqStore::file(path.clone());
-        assert_eq!(a.next_seq(), 1);
-        assert_eq!(a.next_seq(), 2);
-        let mut b = SeqStore::file(path);
-        assert_eq!(b.next_seq(), 3);
+        assert_eq!(a.load().unwrap(), 0);
+        a.save(1).unwrap();
+        a.save(2).unwrap();
+        let b = SeqStore::file(path.clone());
+        assert_eq!(b.load().unwrap(), 2);
         let mut m = SeqStore::Memory(0);
-        assert_eq!((m.next_seq(), m.next_seq()), (1, 2));
+        m.save(5).unwrap();
+        assert_eq!(m.load().unwrap(), 5);
+        std::fs::write(&path, "not a number").unwrap();
+        assert!(matches!(b.load(), Err(SeqError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn timers_fire_earliest_first_and_rearm_replaces() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        assert_eq!(timers.next(), None);
+        timers.arm(Timer::Checks, t0 + Duration::from_secs(5));
+        timers.arm(Timer::Health, t0 + Duration::from_secs(9));
+        assert_eq!(
+            timers.next(),
+            Some((Timer::Checks, t0 + Duration::from_secs(5)))
+        );
+        timers.arm(Timer::Checks, t0 + Duration::from_secs(20));
+        assert_eq!(
+            timers.next(),
+            Some((Timer::Health, t0 + Duration::from_secs(9)))
+        );
+        timers.disarm(Timer::Health);
+        assert_eq!(
+            timers.next(),
+            Some((Timer::Checks, t0 + Duration::from_secs(20)))
+        );
     }
 }

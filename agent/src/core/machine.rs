@@ -1,0 +1,444 @@
+//! The state machine: what the agent knows (connected or not, last checks,
+//! config revision, clock offset, the next sequence number, events not yet
+//! handed to the broker) and what it does about each input.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use fleet_protocol::{
+    Action as CommandAction, CheckResult, Command, Desired, Envelope, Event, EventKind, Health,
+    Payload, Presence, PresenceStatus, State, Topic, TopicKind, UpdateStatus,
+};
+use tracing::{debug, info};
+
+use super::config::CoreConfig;
+use crate::health::HealthReporter;
+use crate::reporter::{check_events, StateReporter};
+
+/// Events kept in memory while the broker is unreachable; the oldest goes
+/// first when full (the durable on-disk outbox replaces this bound later).
+pub const PENDING_EVENTS: usize = 256;
+
+/// MQTT delivery guarantee, named here so the core needs no MQTT client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+}
+
+impl Qos {
+    /// Health is periodic and the next report supersedes a lost one; every
+    /// other kind must arrive.
+    pub fn of(kind: TopicKind) -> Self {
+        match kind {
+            TopicKind::Health => Qos::AtMostOnce,
+            _ => Qos::AtLeastOnce,
+        }
+    }
+}
+
+/// The core's timers; the runtime keeps at most one deadline per timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// Take a health sample.
+    Health,
+    /// Run the configured checks.
+    Checks,
+}
+
+/// Something that happened, told to [`AgentCore::on`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The agent starts; nothing is connected yet.
+    Started,
+    /// The broker accepted a connection. `session`: the connection's id, as
+    /// in its last will.
+    Connected {
+        session_present: bool,
+        session: u64,
+    },
+    /// The connection is gone; the runtime reconnects on its own.
+    Disconnected,
+    TimerFired(Timer),
+    /// The answer to [`Action::SampleHealth`].
+    HealthSampled(Health),
+    /// The answer to [`Action::RunChecks`].
+    ChecksCompleted(Vec<CheckResult>),
+    DesiredReceived {
+        desired: Desired,
+        /// The controller's clock when it sent the message.
+        sent_at_ms: u64,
+        /// Delivered from the broker's retained copy (possibly old).
+        retained: bool,
+    },
+    CommandReceived(Command),
+    /// The answer to [`Action::Reboot`]: the reboot was started, or why not.
+    RebootAttempted {
+        command: String,
+        outcome: Result<(), String>,
+    },
+    /// A [`Action::Publish`] could not be handed to the broker (queue full,
+    /// or over its size limit).
+    PublishRefused(Envelope),
+    /// Stop: say goodbye if connected.
+    ShutdownRequested,
+}
+
+/// Something the runtime must do, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Subscribe {
+        topic: Topic,
+        qos: Qos,
+    },
+    /// Publish on `envelope.topic()`. Refusals come back as
+    /// [`Input::PublishRefused`].
+    Publish {
+        envelope: Envelope,
+        qos: Qos,
+        retain: bool,
+    },
+    /// Persist this as the last sequence number used. Comes before the
+    /// event that carries it, so a number is never sent twice after a crash.
+    PersistSeq(u64),
+    /// Take a health sample and answer with [`Input::HealthSampled`].
+    SampleHealth,
+    /// Run the configured checks and answer with [`Input::ChecksCompleted`].
+    RunChecks,
+    /// Reboot the device for command `command`; answer with
+    /// [`Input::RebootAttempted`].
+    Reboot {
+        command: String,
+    },
+    /// Fire [`Input::TimerFired`] after `after`, replacing any deadline the
+    /// timer had.
+    ArmTimer {
+        timer: Timer,
+        after: Duration,
+    },
+    /// Close the MQTT session cleanly (no last will).
+    Disconnect,
+}
+
+/// The agent's state. Create it with [`AgentCore::new`], then feed it
+/// [`Input::Started`] and everything that happens after.
+#[derive(Debug)]
+pub struct AgentCore {
+    cfg: CoreConfig,
+    connected: bool,
+    /// The current connection's id, also in its last will.
+    session: u64,
+    state: StateReporter,
+    health: HealthReporter,
+    checks: Vec<CheckResult>,
+    /// No state is sent before the first checks completed: a state without
+    /// checks would read as a device with nothing to check.
+    checks_done: bool,
+    checks_running: bool,
+    /// Checks were asked for while a run was going; run again when it ends.
+    checks_wanted: bool,
+    config_rev: u32,
+    clock_offset_ms: Option<i64>,
+    last_seq: u64,
+    pending_events: VecDeque<Event>,
+}
+
+impl AgentCore {
+    /// `last_seq`: the last event sequence number persisted by an earlier
+    /// run (0 if none); the next event gets the number after it.
+    pub fn new(cfg: CoreConfig, last_seq: u64) -> Self {
+        Self {
+            health: HealthReporter::new(cfg.health.clone()),
+            cfg,
+            connected: false,
+            session: 0,
+            state: StateReporter::default(),
+            checks: Vec::new(),
+            checks_done: false,
+            checks_running: false,
+            checks_wanted: false,
+            config_rev: 0,
+            clock_offset_ms: None,
+            last_seq,
+            pending_events: VecDeque::new(),
+        }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The last sequence number given to an event.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Events waiting for a connection.
+    pub fn pending_events(&self) -> usize {
+        self.pending_events.len()
+    }
+
+    /// Decide what to do about `input`, which happened at `now_ms` (Unix
+    /// milliseconds).
+    pub fn on(&mut self, input: Input, now_ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Started => self.on_started(now_ms, &mut out),
+            Input::Connected {
+                session_present,
+                session,
+            } => self.on_connected(session_present, session, now_ms, &mut out),
+            Input::Disconnected => self.connected = false,
+            Input::TimerFired(Timer::Health) => {
+                out.push(Action::ArmTimer {
+                    timer: Timer::Health,
+                    after: self.cfg.health_sample,
+                });
+                out.push(Action::SampleHealth);
+            }
+            Input::TimerFired(Timer::Checks) => {
+                out.push(Action::ArmTimer {
+                    timer: Timer::Checks,
+                    after: self.cfg.checks_interval,
+                });
+                self.want_checks(&mut out);
+            }
+            Input::HealthSampled(sample) => self.on_health(sample, now_ms, &mut out),
+            Input::ChecksCompleted(results) => self.on_checks(results, now_ms, &mut out),
+            Input::DesiredReceived {
+                desired,
+                sent_at_ms,
+                retained,
+            } => self.on_desired(desired, sent_at_ms, retained, now_ms, &mut out),
+            Input::CommandReceived(command) => self.on_command(command, now_ms, &mut out),
+            Input::RebootAttempted { command, outcome } => {
+                let kind = match outcome {
+                    Ok(()) => command_result(&command, true, "rebooting"),
+                    Err(why) => command_result(&command, false, &why),
+                };
+                self.push_event(kind, now_ms, &mut out);
+            }
+            Input::PublishRefused(envelope) => self.on_refused(envelope),
+            Input::ShutdownRequested => {
+                if self.connected {
+                    self.publish(self.presence(PresenceStatus::Offline), now_ms, &mut out);
+                    out.push(Action::Disconnect);
+                    self.connected = false;
+                }
+            }
+        }
+        out
+    }
+
+    fn on_started(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        let firmware = self.cfg.firmware.clone();
+        self.push_event(EventKind::Boot { firmware }, now_ms, out);
+        // Checks and a first sample at once: the sample is not sent before a
+        // connection, but it starts the CPU measurement, which needs two.
+        self.want_checks(out);
+        out.push(Action::SampleHealth);
+        out.push(Action::ArmTimer {
+            timer: Timer::Health,
+            after: self.cfg.health_sample,
+        });
+        out.push(Action::ArmTimer {
+            timer: Timer::Checks,
+            after: self.cfg.checks_interval,
+        });
+    }
+
+    fn on_connected(
+        &mut self,
+        session_present: bool,
+        session: u64,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.connected = true;
+        self.session = session;
+        if !session_present {
+            // The broker kept nothing for us: subscribe again.
+            for kind in [TopicKind::Desired, TopicKind::Cmd] {
+                out.push(Action::Subscribe {
+                    topic: Topic::new(self.cfg.device.clone(), kind),
+                    qos: Qos::AtLeastOnce,
+                });
+            }
+        }
+        self.publish(self.presence(PresenceStatus::Online), now_ms, out);
+        // The broker may have lost the retained state: send it again.
+        self.state.connection_established();
+        self.send_state_if_changed(now_ms, out);
+        self.flush_events(now_ms, out);
+        // A fresh sample right away (sent if none went out yet, or if due).
+        out.push(Action::SampleHealth);
+    }
+
+    fn on_health(&mut self, mut sample: Health, now_ms: u64, out: &mut Vec<Action>) {
+        sample.clock_offset_ms = self.clock_offset_ms;
+        if self.connected && self.health.should_report(now_ms, &sample) {
+            self.health.reported(now_ms, &sample);
+            self.publish(Payload::Health(sample), now_ms, out);
+        }
+    }
+
+    fn on_checks(&mut self, results: Vec<CheckResult>, now_ms: u64, out: &mut Vec<Action>) {
+        self.checks_running = false;
+        for kind in check_events(&self.checks, &results) {
+            self.push_event(kind, now_ms, out);
+        }
+        self.checks = results;
+        self.checks_done = true;
+        self.send_state_if_changed(now_ms, out);
+        if std::mem::take(&mut self.checks_wanted) {
+            self.want_checks(out);
+        }
+    }
+
+    fn on_desired(
+        &mut self,
+        desired: Desired,
+        sent_at_ms: u64,
+        retained: bool,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        // A retained copy may be old; only a live one dates the clock.
+        if !retained {
+            let offset = i64::try_from(now_ms).unwrap_or(i64::MAX)
+                - i64::try_from(sent_at_ms).unwrap_or(i64::MAX);
+            self.clock_offset_ms = Some(offset);
+        }
+        if desired.config_rev != self.config_rev {
+            info!(rev = desired.config_rev, "new desired config revision");
+            self.config_rev = desired.config_rev;
+            self.send_state_if_changed(now_ms, out);
+        }
+        if let Some(target) = desired.firmware {
+            debug!(version = %target.version, "desired firmware noted; updates are not handled by this agent build");
+        }
+    }
+
+    fn on_command(&mut self, command: Command, now_ms: u64, out: &mut Vec<Action>) {
+        if command.expires_at_ms < now_ms {
+            let kind = command_result(&command.id, false, "expired before it arrived");
+            self.push_event(kind, now_ms, out);
+            return;
+        }
+        info!(id = %command.id, action = ?command.action, "command received");
+        match command.action {
+            CommandAction::RunChecks => {
+                let kind = command_result(&command.id, true, "checks started");
+                self.push_event(kind, now_ms, out);
+                self.want_checks(out);
+            }
+            // The result event follows once the runtime tried.
+            CommandAction::Reboot => out.push(Action::Reboot {
+                command: command.id,
+            }),
+            CommandAction::UploadLogs => {
+                let kind = command_result(
+                    &command.id,
+                    false,
+                    "log upload is not supported by this agent build",
+                );
+                self.push_event(kind, now_ms, out);
+            }
+        }
+    }
+
+    fn on_refused(&mut self, envelope: Envelope) {
+        match envelope.payload {
+            Payload::State(_) => self.state.refused(),
+            Payload::Health(_) => self.health.refused(),
+            // Back in its place, so events still leave in sequence order.
+            Payload::Event(event) => {
+                let at = self.pending_events.partition_point(|e| e.seq < event.seq);
+                self.pending_events.insert(at, event);
+            }
+            // Presence is said again on the next connection.
+            _ => {}
+        }
+    }
+
+    fn want_checks(&mut self, out: &mut Vec<Action>) {
+        if self.checks_running {
+            self.checks_wanted = true;
+        } else {
+            self.checks_running = true;
+            out.push(Action::RunChecks);
+        }
+    }
+
+    fn presence(&self, status: PresenceStatus) -> Payload {
+        Payload::Presence(Presence {
+            status,
+            agent: self.cfg.agent.clone(),
+            session: Some(self.session),
+        })
+    }
+
+    fn current_state(&self) -> State {
+        State {
+            model: self.cfg.model.clone(),
+            firmware: self.cfg.firmware.clone(),
+            agent: self.cfg.agent.clone(),
+            update: UpdateStatus::Idle,
+            checks: self.checks.clone(),
+            config_rev: self.config_rev,
+        }
+    }
+
+    fn send_state_if_changed(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        if !self.connected || !self.checks_done {
+            return;
+        }
+        let state = self.current_state();
+        if self.state.needs_send(&state) {
+            self.state.sent(state.clone());
+            self.publish(Payload::State(state), now_ms, out);
+        }
+    }
+
+    /// Number the event, persist the number, then send it (or keep it until
+    /// connected).
+    fn push_event(&mut self, kind: EventKind, now_ms: u64, out: &mut Vec<Action>) {
+        self.last_seq += 1;
+        out.push(Action::PersistSeq(self.last_seq));
+        if self.pending_events.len() >= PENDING_EVENTS {
+            self.pending_events.pop_front();
+        }
+        self.pending_events.push_back(Event {
+            seq: self.last_seq,
+            at_ms: now_ms,
+            kind,
+        });
+        self.flush_events(now_ms, out);
+    }
+
+    fn flush_events(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        if !self.connected {
+            return;
+        }
+        while let Some(event) = self.pending_events.pop_front() {
+            self.publish(Payload::Event(event), now_ms, out);
+        }
+    }
+
+    fn publish(&self, payload: Payload, now_ms: u64, out: &mut Vec<Action>) {
+        let kind = payload.kind();
+        out.push(Action::Publish {
+            envelope: Envelope::new(self.cfg.device.clone(), now_ms, payload),
+            qos: Qos::of(kind),
+            retain: kind.retained(),
+        });
+    }
+}
+
+fn command_result(id: &str, ok: bool, message: &str) -> EventKind {
+    EventKind::CommandResult {
+        id: id.to_owned(),
+        ok,
+        message: message.to_owned(),
+    }
+}

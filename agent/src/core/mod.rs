@@ -1,0 +1,21 @@
+//! The agent's core (pure): one state value, [`AgentCore`], that decides
+//! everything the agent does. The runtime feeds it an [`Input`] with the
+//! time it happened and carries out the returned [`Action`]s in order:
+//! subscribe, publish, persist the sequence number, sample health, run the
+//! checks, reboot, arm a timer, disconnect.
+//!
+//! Nothing here touches the network, the disk, the clock or the hardware,
+//! so every decision is tested by plain synchronous tests (`tests.rs`).
+
+mod config;
+mod error;
+mod incoming;
+mod machine;
+
+pub use config::CoreConfig;
+pub use error::IncomingError;
+pub use incoming::incoming;
+pub use machine::{Action, AgentCore, Input, Qos, Timer, PENDING_EVENTS};
+
+#[cfg(test)]
+mod tests;

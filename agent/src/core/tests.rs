@@ -1,0 +1,766 @@
+//! The core without a broker: each test feeds inputs at chosen times and
+//! asserts the exact actions, wire flags included.
+
+use std::time::Duration;
+
+use fleet_protocol::{
+    Action as CommandAction, CheckResult, Command, Desired, DeviceId, Envelope, Event, EventKind,
+    Health, Model, Payload, Presence, PresenceStatus, State, Topic, TopicKind, UpdateStatus,
+    Version,
+};
+
+use super::*;
+use crate::health::{HealthPolicy, Thresholds};
+
+const T0: u64 = 1_700_000_000_000;
+const SESSION: u64 = T0 + 500;
+const SAMPLE_EVERY: Duration = Duration::from_secs(15);
+const CHECKS_EVERY: Duration = Duration::from_secs(60);
+
+fn device() -> DeviceId {
+    DeviceId::parse("BB-23-000123").unwrap()
+}
+
+fn config() -> CoreConfig {
+    CoreConfig {
+        device: device(),
+        model: Model::parse("ballot-box-v2").unwrap(),
+        firmware: Version::parse("2.4.0").unwrap(),
+        agent: Version::parse("0.1.0").unwrap(),
+        health_sample: SAMPLE_EVERY,
+        health: HealthPolicy {
+            report_every: Duration::from_secs(300),
+            thresholds: Thresholds::default(),
+        },
+        checks_interval: CHECKS_EVERY,
+    }
+}
+
+fn check(name: &str, passed: bool) -> CheckResult {
+    CheckResult {
+        name: name.into(),
+        passed,
+        message: (!passed).then(|| "paper jam".to_string()),
+    }
+}
+
+fn printer(passed: bool) -> Vec<CheckResult> {
+    vec![check("printer", passed)]
+}
+
+fn normal() -> Health {
+    Health {
+        cpu_pct: 10,
+        mem_used_pct: 40,
+        disk_free_pct: 60,
+        temp_c: Some(45),
+        battery_pct: Some(90),
+        uptime_s: 100,
+        clock_offset_ms: None,
+        disk_free_mb: 5000,
+    }
+}
+
+fn envelope(now: u64, payload: Payload) -> Envelope {
+    Envelope::new(device(), now, payload)
+}
+
+fn subscribe(kind: TopicKind) -> Action {
+    Action::Subscribe {
+        topic: Topic::new(device(), kind),
+        qos: Qos::AtLeastOnce,
+    }
+}
+
+fn presence(now: u64, status: PresenceStatus, session: u64) -> Action {
+    Action::Publish {
+        envelope: envelope(
+            now,
+            Payload::Presence(Presence {
+                status,
+                agent: Version::parse("0.1.0").unwrap(),
+                session: Some(session),
+            }),
+        ),
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    }
+}
+
+fn state_msg(now: u64, checks: Vec<CheckResult>, config_rev: u32) -> Action {
+    Action::Publish {
+        envelope: envelope(
+            now,
+            Payload::State(State {
+                model: Model::parse("ballot-box-v2").unwrap(),
+                firmware: Version::parse("2.4.0").unwrap(),
+                agent: Version::parse("0.1.0").unwrap(),
+                update: UpdateStatus::Idle,
+                checks,
+                config_rev,
+            }),
+        ),
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    }
+}
+
+fn health_msg(now: u64, health: Health) -> Action {
+    Action::Publish {
+        envelope: envelope(now, Payload::Health(health)),
+        qos: Qos::AtMostOnce,
+        retain: false,
+    }
+}
+
+/// An event numbered `seq`, made at `at_ms`, sent at `now`.
+fn event_msg(now: u64, seq: u64, at_ms: u64, kind: EventKind) -> Action {
+    Action::Publish {
+        envelope: envelope(now, Payload::Event(Event { seq, at_ms, kind })),
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    }
+}
+
+fn boot() -> EventKind {
+    EventKind::Boot {
+        firmware: Version::parse("2.4.0").unwrap(),
+    }
+}
+
+fn result(id: &str, ok: bool, message: &str) -> EventKind {
+    EventKind::CommandResult {
+        id: id.into(),
+        ok,
+        message: message.into(),
+    }
+}
+
+fn command(id: &str, expires_at_ms: u64, action: CommandAction) -> Command {
+    Command {
+        id: id.into(),
+        expires_at_ms,
+        action,
+    }
+}
+
+/// Started with `last_seq` persisted, connected at `T0 + 1000` with no
+/// saved session, first checks completed (all passing) at `T0 + 2000`; the
+/// boot event is number `last_seq + 1`. No health sample was sent yet.
+fn running(last_seq: u64) -> AgentCore {
+    let mut core = AgentCore::new(config(), last_seq);
+    core.on(Input::Started, T0);
+    core.on(
+        Input::Connected {
+            session_present: false,
+            session: SESSION,
+        },
+        T0 + 1000,
+    );
+    let actions = core.on(Input::ChecksCompleted(printer(true)), T0 + 2000);
+    assert_eq!(actions, vec![state_msg(T0 + 2000, printer(true), 0)]);
+    core
+}
+
+#[test]
+fn start_persists_the_boot_event_number_runs_checks_samples_and_arms_both_timers() {
+    let mut core = AgentCore::new(config(), 41);
+    let actions = core.on(Input::Started, T0);
+    assert_eq!(
+        actions,
+        vec![
+            Action::PersistSeq(42),
+            Action::RunChecks,
+            Action::SampleHealth,
+            Action::ArmTimer {
+                timer: Timer::Health,
+                after: SAMPLE_EVERY
+            },
+            Action::ArmTimer {
+                timer: Timer::Checks,
+                after: CHECKS_EVERY
+            },
+        ]
+    );
+    // Not connected: the boot event waits.
+    assert_eq!(core.pending_events(), 1);
+    assert_eq!(core.last_seq(), 42);
+}
+
+#[test]
+fn health_sampled_while_offline_is_not_sent() {
+    let mut core = AgentCore::new(config(), 0);
+    core.on(Input::Started, T0);
+    assert_eq!(core.on(Input::HealthSampled(normal()), T0), vec![]);
+}
+
+#[test]
+fn connect_without_saved_session_subscribes_says_online_sends_waiting_events_and_samples() {
+    let mut core = AgentCore::new(config(), 0);
+    core.on(Input::Started, T0);
+    let actions = core.on(
+        Input::Connected {
+            session_present: false,
+            session: SESSION,
+        },
+        T0 + 1000,
+    );
+    // No state yet: the first checks have not completed.
+    assert_eq!(
+        actions,
+        vec![
+            subscribe(TopicKind::Desired),
+            subscribe(TopicKind::Cmd),
+            presence(T0 + 1000, PresenceStatus::Online, SESSION),
+            event_msg(T0 + 1000, 1, T0, boot()),
+            Action::SampleHealth,
+        ]
+    );
+    assert!(core.connected());
+    assert_eq!(core.pending_events(), 0);
+}
+
+#[test]
+fn connect_with_saved_session_does_not_subscribe_again_but_repeats_presence_and_state() {
+    let mut core = running(0);
+    assert_eq!(core.on(Input::Disconnected, T0 + 3000), vec![]);
+    assert!(!core.connected());
+    let actions = core.on(
+        Input::Connected {
+            session_present: true,
+            session: SESSION + 9000,
+        },
+        T0 + 9000,
+    );
+    // The broker kept the subscriptions; its retained state may be lost,
+    // so the unchanged state goes out again.
+    assert_eq!(
+        actions,
+        vec![
+            presence(T0 + 9000, PresenceStatus::Online, SESSION + 9000),
+            state_msg(T0 + 9000, printer(true), 0),
+            Action::SampleHealth,
+        ]
+    );
+}
+
+#[test]
+fn events_made_while_offline_wait_and_leave_in_order_after_state_on_connect() {
+    let mut core = AgentCore::new(config(), 0);
+    core.on(Input::Started, T0);
+    let actions = core.on(Input::ChecksCompleted(printer(false)), T0 + 100);
+    // Numbered and persisted now; sent (with the state) only when connected.
+    assert_eq!(actions, vec![Action::PersistSeq(2)]);
+    let actions = core.on(
+        Input::Connected {
+            session_present: false,
+            session: SESSION,
+        },
+        T0 + 1000,
+    );
+    assert_eq!(
+        actions,
+        vec![
+            subscribe(TopicKind::Desired),
+            subscribe(TopicKind::Cmd),
+            presence(T0 + 1000, PresenceStatus::Online, SESSION),
+            state_msg(T0 + 1000, printer(false), 0),
+            event_msg(T0 + 1000, 1, T0, boot()),
+            event_msg(
+                T0 + 1000,
+                2,
+                T0 + 100,
+                EventKind::CheckFailed {
+                    name: "printer".into(),
+                    message: "paper jam".into()
+                }
+            ),
+            Action::SampleHealth,
+        ]
+    );
+}
+
+#[test]
+fn state_change_is_sent_once_and_unchanged_state_not_again() {
+    let mut core = running(0);
+    // `running` asserted the first state went out; the same results again
+    // say nothing.
+    assert_eq!(
+        core.on(Input::ChecksCompleted(printer(true)), T0 + 62_000),
+        vec![]
+    );
+    let desired = Input::DesiredReceived {
+        desired: Desired {
+            config_rev: 3,
+            firmware: None,
+        },
+        sent_at_ms: T0 + 70_000,
+        retained: false,
+    };
+    assert_eq!(
+        core.on(desired.clone(), T0 + 70_000),
+        vec![state_msg(T0 + 70_000, printer(true), 3)]
+    );
+    assert_eq!(core.on(desired, T0 + 71_000), vec![]);
+}
+
+#[test]
+fn health_timer_rearms_and_asks_for_a_sample() {
+    let mut core = running(0);
+    assert_eq!(
+        core.on(Input::TimerFired(Timer::Health), T0 + 15_000),
+        vec![
+            Action::ArmTimer {
+                timer: Timer::Health,
+                after: SAMPLE_EVERY
+            },
+            Action::SampleHealth,
+        ]
+    );
+}
+
+#[test]
+fn health_threshold_crossed_is_sent_at_once_before_the_report_timer_is_due() {
+    let mut core = running(0);
+    let t = T0 + 3000;
+    assert_eq!(
+        core.on(Input::HealthSampled(normal()), t),
+        vec![health_msg(t, normal())]
+    );
+    // Report every 300 s: a normal sample 15 s later says nothing.
+    assert_eq!(core.on(Input::HealthSampled(normal()), t + 15_000), vec![]);
+    let hot = Health {
+        temp_c: Some(85),
+        ..normal()
+    };
+    assert_eq!(
+        core.on(Input::HealthSampled(hot.clone()), t + 30_000),
+        vec![health_msg(t + 30_000, hot.clone())]
+    );
+    assert_eq!(core.on(Input::HealthSampled(hot), t + 45_000), vec![]);
+    // Cooling down is a crossing too.
+    assert_eq!(
+        core.on(Input::HealthSampled(normal()), t + 60_000),
+        vec![health_msg(t + 60_000, normal())]
+    );
+}
+
+#[test]
+fn failing_check_persists_the_next_seq_then_sends_check_failed_and_state() {
+    let mut core = running(41);
+    let t = T0 + 62_000;
+    let actions = core.on(Input::ChecksCompleted(printer(false)), t);
+    assert_eq!(
+        actions,
+        vec![
+            Action::PersistSeq(43),
+            event_msg(
+                t,
+                43,
+                t,
+                EventKind::CheckFailed {
+                    name: "printer".into(),
+                    message: "paper jam".into()
+                }
+            ),
+            state_msg(t, printer(false), 0),
+        ]
+    );
+    // Still failing: no new event, no new state.
+    assert_eq!(
+        core.on(Input::ChecksCompleted(printer(false)), t + 60_000),
+        vec![]
+    );
+}
+
+#[test]
+fn recovering_check_sends_check_recovered_and_state() {
+    let mut core = running(41);
+    core.on(Input::ChecksCompleted(printer(false)), T0 + 62_000);
+    let t = T0 + 122_000;
+    let actions = core.on(Input::ChecksCompleted(printer(true)), t);
+    assert_eq!(
+        actions,
+        vec![
+            Action::PersistSeq(44),
+            event_msg(
+                t,
+                44,
+                t,
+                EventKind::CheckRecovered {
+                    name: "printer".into()
+                }
+            ),
+            state_msg(t, printer(true), 0),
+        ]
+    );
+}
+
+#[test]
+fn checks_timer_rearms_and_never_starts_a_second_run_beside_a_running_one() {
+    let mut core = running(0);
+    let rearm = Action::ArmTimer {
+        timer: Timer::Checks,
+        after: CHECKS_EVERY,
+    };
+    assert_eq!(
+        core.on(Input::TimerFired(Timer::Checks), T0 + 60_000),
+        vec![rearm.clone(), Action::RunChecks]
+    );
+    // Still running a minute later: only re-arm, and run once it ends.
+    assert_eq!(
+        core.on(Input::TimerFired(Timer::Checks), T0 + 120_000),
+        vec![rearm]
+    );
+    assert_eq!(
+        core.on(Input::ChecksCompleted(printer(true)), T0 + 121_000),
+        vec![Action::RunChecks]
+    );
+}
+
+#[test]
+fn sequence_numbers_continue_from_the_persisted_value_after_a_restart() {
+    let mut first = running(0);
+    first.on(Input::ChecksCompleted(printer(false)), T0 + 62_000);
+    let persisted = first.last_seq();
+    assert_eq!(persisted, 2);
+
+    let mut second = AgentCore::new(config(), persisted);
+    assert_eq!(
+        second.on(Input::Started, T0 + 600_000)[0],
+        Action::PersistSeq(3)
+    );
+    let actions = second.on(
+        Input::Connected {
+            session_present: true,
+            session: T0 + 601_000,
+        },
+        T0 + 601_000,
+    );
+    assert!(
+        actions.contains(&event_msg(T0 + 601_000, 3, T0 + 600_000, boot())),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn live_desired_state_dates_the_clock_and_reports_its_config_revision() {
+    let mut core = running(0);
+    let now = T0 + 5000;
+    let actions = core.on(
+        Input::DesiredReceived {
+            desired: Desired {
+                config_rev: 7,
+                firmware: None,
+            },
+            sent_at_ms: now - 1500,
+            retained: false,
+        },
+        now,
+    );
+    assert_eq!(actions, vec![state_msg(now, printer(true), 7)]);
+    // Our clock is 1.5 s ahead of the controller's.
+    let dated = Health {
+        clock_offset_ms: Some(1500),
+        ..normal()
+    };
+    assert_eq!(
+        core.on(Input::HealthSampled(normal()), now + 1),
+        vec![health_msg(now + 1, dated)]
+    );
+}
+
+#[test]
+fn retained_desired_state_does_not_date_the_clock() {
+    let mut core = running(0);
+    let now = T0 + 5000;
+    let actions = core.on(
+        Input::DesiredReceived {
+            desired: Desired::default(),
+            sent_at_ms: T0 - 86_400_000,
+            retained: true,
+        },
+        now,
+    );
+    // Same config revision (0): nothing to report either.
+    assert_eq!(actions, vec![]);
+    assert_eq!(
+        core.on(Input::HealthSampled(normal()), now + 1),
+        vec![health_msg(now + 1, normal())]
+    );
+}
+
+#[test]
+fn reboot_command_asks_the_runtime_to_reboot_then_reports_the_outcome() {
+    let mut core = running(0);
+    let now = T0 + 5000;
+    let actions = core.on(
+        Input::CommandReceived(command("c-1", now + 60_000, CommandAction::Reboot)),
+        now,
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Reboot {
+            command: "c-1".into()
+        }]
+    );
+    let actions = core.on(
+        Input::RebootAttempted {
+            command: "c-1".into(),
+            outcome: Ok(()),
+        },
+        now,
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::PersistSeq(2),
+            event_msg(now, 2, now, result("c-1", true, "rebooting")),
+        ]
+    );
+    let actions = core.on(
+        Input::RebootAttempted {
+            command: "c-2".into(),
+            outcome: Err("no reboot command is configured".into()),
+        },
+        now,
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::PersistSeq(3),
+            event_msg(
+                now,
+                3,
+                now,
+                result("c-2", false, "no reboot command is configured")
+            ),
+        ]
+    );
+}
+
+#[test]
+fn run_checks_command_reports_started_and_runs_the_checks() {
+    let mut core = running(0);
+    let now = T0 + 5000;
+    let actions = core.on(
+        Input::CommandReceived(command("c-1", now + 60_000, CommandAction::RunChecks)),
+        now,
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::PersistSeq(2),
+            event_msg(now, 2, now, result("c-1", true, "checks started")),
+            Action::RunChecks,
+        ]
+    );
+}
+
+#[test]
+fn expired_command_is_rejected_without_acting() {
+    let mut core = running(0);
+    let now = T0 + 5000;
+    let actions = core.on(
+        Input::CommandReceived(command("c-1", now - 1, CommandAction::Reboot)),
+        now,
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::PersistSeq(2),
+            event_msg(
+                now,
+                2,
+                now,
+                result("c-1", false, "expired before it arrived")
+            ),
+        ]
+    );
+}
+
+#[test]
+fn upload_logs_command_is_rejected_by_this_build() {
+    let mut core = running(0);
+    let now = T0 + 5000;
+    let actions = core.on(
+        Input::CommandReceived(command("c-1", now, CommandAction::UploadLogs)),
+        now,
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::PersistSeq(2),
+            event_msg(
+                now,
+                2,
+                now,
+                result(
+                    "c-1",
+                    false,
+                    "log upload is not supported by this agent build"
+                )
+            ),
+        ]
+    );
+}
+
+#[test]
+fn refused_event_is_sent_again_before_later_ones() {
+    let mut core = running(0);
+    let now = T0 + 5000;
+    let actions = core.on(
+        Input::CommandReceived(command("c-1", now + 60_000, CommandAction::UploadLogs)),
+        now,
+    );
+    let Some(Action::Publish { envelope, .. }) = actions.get(1).cloned() else {
+        panic!("no event publish in {actions:?}");
+    };
+    assert_eq!(core.on(Input::PublishRefused(envelope), now), vec![]);
+    assert_eq!(core.pending_events(), 1);
+    let later = now + 1000;
+    let actions = core.on(
+        Input::CommandReceived(command("c-2", later + 60_000, CommandAction::UploadLogs)),
+        later,
+    );
+    let unsupported = "log upload is not supported by this agent build";
+    assert_eq!(
+        actions,
+        vec![
+            Action::PersistSeq(3),
+            event_msg(later, 2, now, result("c-1", false, unsupported)),
+            event_msg(later, 3, later, result("c-2", false, unsupported)),
+        ]
+    );
+}
+
+#[test]
+fn refused_state_is_sent_again_on_the_next_look() {
+    let mut core = running(0);
+    let t = T0 + 62_000;
+    let actions = core.on(Input::ChecksCompleted(printer(false)), t);
+    let Some(Action::Publish { envelope, .. }) = actions.last().cloned() else {
+        panic!("no state publish in {actions:?}");
+    };
+    assert_eq!(core.on(Input::PublishRefused(envelope), t), vec![]);
+    assert_eq!(
+        core.on(Input::ChecksCompleted(printer(false)), t + 60_000),
+        vec![state_msg(t + 60_000, printer(false), 0)]
+    );
+}
+
+#[test]
+fn events_while_disconnected_are_persisted_but_not_sent() {
+    let mut core = running(0);
+    core.on(Input::Disconnected, T0 + 3000);
+    let actions = core.on(
+        Input::CommandReceived(command("c-1", T0, CommandAction::RunChecks)),
+        T0 + 4000,
+    );
+    assert_eq!(actions, vec![Action::PersistSeq(2)]);
+    assert_eq!(core.pending_events(), 1);
+}
+
+#[test]
+fn pending_events_keep_the_newest_when_full() {
+    let mut core = AgentCore::new(config(), 0);
+    core.on(Input::Started, T0);
+    for i in 0..PENDING_EVENTS as u64 + 5 {
+        core.on(
+            Input::CommandReceived(command("old", 0, CommandAction::Reboot)),
+            T0 + i,
+        );
+    }
+    assert_eq!(core.pending_events(), PENDING_EVENTS);
+    let actions = core.on(
+        Input::Connected {
+            session_present: true,
+            session: SESSION,
+        },
+        T0 + 10_000,
+    );
+    let seqs: Vec<u64> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Publish { envelope, .. } => match &envelope.payload {
+                Payload::Event(e) => Some(e.seq),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs.len(), PENDING_EVENTS);
+    // The boot event (1) and the five oldest results (2 to 6) were dropped.
+    assert_eq!(seqs.first(), Some(&7));
+    assert_eq!(seqs.last(), Some(&(PENDING_EVENTS as u64 + 6)));
+}
+
+#[test]
+fn shutdown_says_offline_and_disconnects_when_connected() {
+    let mut core = running(0);
+    assert_eq!(
+        core.on(Input::ShutdownRequested, T0 + 9000),
+        vec![
+            presence(T0 + 9000, PresenceStatus::Offline, SESSION),
+            Action::Disconnect,
+        ]
+    );
+}
+
+#[test]
+fn shutdown_while_disconnected_does_nothing() {
+    let mut core = AgentCore::new(config(), 0);
+    core.on(Input::Started, T0);
+    assert_eq!(core.on(Input::ShutdownRequested, T0 + 9000), vec![]);
+}
+
+#[test]
+fn incoming_accepts_only_this_devices_desired_state_and_commands() {
+    let on = |kind| Topic::new(device(), kind).to_string();
+    let desired = Desired {
+        config_rev: 4,
+        firmware: None,
+    };
+    let bytes = envelope(T0, Payload::Desired(desired.clone()))
+        .to_cbor()
+        .unwrap();
+    assert_eq!(
+        incoming(&device(), &on(TopicKind::Desired), &bytes, true),
+        Ok(Input::DesiredReceived {
+            desired,
+            sent_at_ms: T0,
+            retained: true
+        })
+    );
+    let cmd = command("c-1", T0, CommandAction::RunChecks);
+    let bytes = envelope(T0, Payload::Command(cmd.clone()))
+        .to_cbor()
+        .unwrap();
+    assert_eq!(
+        incoming(&device(), &on(TopicKind::Cmd), &bytes, false),
+        Ok(Input::CommandReceived(cmd))
+    );
+
+    let other = DeviceId::parse("BB-23-000999").unwrap();
+    let theirs = Topic::new(other.clone(), TopicKind::Cmd).to_string();
+    assert!(matches!(
+        incoming(&device(), &theirs, &bytes, false),
+        Err(IncomingError::OtherDevice { other: o, .. }) if o == other
+    ));
+    assert!(matches!(
+        incoming(&device(), "fleet/v1/elsewhere", &bytes, false),
+        Err(IncomingError::Topic { .. })
+    ));
+    assert!(matches!(
+        incoming(&device(), &on(TopicKind::Cmd), b"\xff\x00", false),
+        Err(IncomingError::Malformed { .. })
+    ));
+    let health = envelope(T0, Payload::Health(normal())).to_cbor().unwrap();
+    assert!(matches!(
+        incoming(&device(), &on(TopicKind::Health), &health, false),
+        Err(IncomingError::UnexpectedKind {
+            kind: TopicKind::Health,
+            ..
+        })
+    ));
+}
