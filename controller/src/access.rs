@@ -23,8 +23,10 @@ pub enum AccessError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Scope(#[from] auth::ScopeError),
+    #[error("a token name has 1 to 64 characters")]
+    BadName,
     #[error("the audit log does not match its head file ({0}); no change is recorded until `fleetctl audit verify` is looked into")]
     Tampered(String),
 }
@@ -100,11 +102,9 @@ impl Access {
         role: Role,
         provinces: Vec<ProvinceCode>,
     ) -> Result<(TokenRow, String), AccessError> {
-        auth::check_scope(role, &provinces).map_err(AccessError::Invalid)?;
+        auth::check_scope(role, &provinces)?;
         if name.is_empty() || name.len() > 64 {
-            return Err(AccessError::Invalid(
-                "a token name has 1 to 64 characters".into(),
-            ));
+            return Err(AccessError::BadName);
         }
         let (id, token) = auth::new_token();
         let row = TokenRow {

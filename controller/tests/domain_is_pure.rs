@@ -23,8 +23,8 @@ const FORBIDDEN: &[(&str, &str)] = &[
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+    for entry in std::fs::read_dir(dir).expect("the domain directory is readable") {
+        let path = entry.expect("a readable entry").path();
         if path.is_dir() {
             rust_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
@@ -54,7 +54,7 @@ fn domain_names_no_io_crate_and_reads_no_clock() {
     );
     let mut found = Vec::new();
     for file in &files {
-        let text = std::fs::read_to_string(file).unwrap();
+        let text = std::fs::read_to_string(file).expect("a readable source file");
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             for (name, why) in FORBIDDEN {

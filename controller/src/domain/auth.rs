@@ -8,6 +8,8 @@ use fleet_protocol::ProvinceCode;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::UnknownName;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
@@ -66,16 +68,15 @@ impl fmt::Display for Role {
 }
 
 impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown role {s:?}; one of: {}",
-                    Role::ALL.map(Role::as_str).join(", ")
-                )
+            .ok_or_else(|| UnknownName {
+                kind: "role",
+                given: s.to_owned(),
+                one_of: Role::ALL.map(Role::as_str).join(", "),
             })
     }
 }
@@ -125,17 +126,21 @@ impl Principal {
 }
 
 /// Why a token cannot be created as asked.
-pub fn check_scope(role: Role, provinces: &[ProvinceCode]) -> Result<(), String> {
+pub fn check_scope(role: Role, provinces: &[ProvinceCode]) -> Result<(), ScopeError> {
     match (role, provinces.is_empty()) {
-        (Role::ProvinceTech, true) => {
-            Err("a province-tech token needs at least one province".into())
-        }
-        (Role::ProvinceTech, false) => Ok(()),
-        (_, false) => Err(format!(
-            "only province-tech tokens are scoped to provinces, not {role}"
-        )),
-        (_, true) => Ok(()),
+        (Role::ProvinceTech, true) => Err(ScopeError::ProvinceTechUnscoped),
+        (Role::ProvinceTech, false) | (_, true) => Ok(()),
+        (_, false) => Err(ScopeError::OnlyProvinceTech(role)),
     }
+}
+
+/// A token that cannot be created with the scope asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("a province-tech token needs at least one province")]
+    ProvinceTechUnscoped,
+    #[error("only province-tech tokens are scoped to provinces, not {0}")]
+    OnlyProvinceTech(Role),
 }
 
 pub const TOKEN_PREFIX: &str = "sdg_";

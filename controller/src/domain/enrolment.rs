@@ -3,7 +3,7 @@
 //! key taken from the device's request; every other certificate field is
 //! decided by the controller.
 
-use fleet_protocol::{CountyCode, DeviceId, Model, ProvinceCode, StationId};
+use fleet_protocol::{CountyCode, DeviceId, IdError, Model, ProvinceCode, StationId};
 use rand::RngCore;
 
 use crate::domain::registry::LineError;
@@ -65,20 +65,14 @@ pub fn parse_shipment(text: &str) -> Result<Vec<ShipmentLine>, Vec<LineError>> {
         };
         let line = record.position().map_or(0, |p| p.line());
         let get = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("").to_owned();
-        let parsed = (|| -> Result<ShipmentLine, String> {
+        let parsed = (|| -> Result<ShipmentLine, IdError> {
             let opt = |s: String| (!s.is_empty()).then_some(s);
             Ok(ShipmentLine {
-                serial: DeviceId::parse(&get(Some(is))).map_err(|e| e.to_string())?,
-                model: Model::parse(&get(Some(im))).map_err(|e| e.to_string())?,
-                province: ProvinceCode::parse(&get(Some(ip))).map_err(|e| e.to_string())?,
-                county: opt(get(ic))
-                    .map(|c| CountyCode::parse(&c))
-                    .transpose()
-                    .map_err(|e| e.to_string())?,
-                station: opt(get(ist))
-                    .map(|s| StationId::parse(&s))
-                    .transpose()
-                    .map_err(|e| e.to_string())?,
+                serial: DeviceId::parse(&get(Some(is)))?,
+                model: Model::parse(&get(Some(im)))?,
+                province: ProvinceCode::parse(&get(Some(ip)))?,
+                county: opt(get(ic)).map(|c| CountyCode::parse(&c)).transpose()?,
+                station: opt(get(ist)).map(|s| StationId::parse(&s)).transpose()?,
             })
         })();
         match parsed {
@@ -87,7 +81,10 @@ pub fn parse_shipment(text: &str) -> Result<Vec<ShipmentLine>, Vec<LineError>> {
                 message: format!("serial {} appears twice", l.serial),
             }),
             Ok(l) => out.push(l),
-            Err(message) => errors.push(LineError { line, message }),
+            Err(e) => errors.push(LineError {
+                line,
+                message: e.to_string(),
+            }),
         }
     }
     if errors.is_empty() {
@@ -131,9 +128,7 @@ pub enum Refusal {
     #[error("this enrolment token is for another device")]
     OtherDevice,
     #[error("device {0} is retired")]
-    Retired(String),
-    #[error("bad certificate request: {0}")]
-    BadRequest(String),
+    Retired(DeviceId),
 }
 
 /// Whether `token` may enrol `device` now.

@@ -101,8 +101,8 @@ pub enum ReadinessFilter {
 }
 
 impl std::str::FromStr for ReadinessFilter {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::domain::UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "ready" {
             Ok(ReadinessFilter::Ready)
         } else {

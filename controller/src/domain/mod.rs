@@ -11,6 +11,15 @@
 //! - [`auth`]: roles, permissions, province scope, operator tokens.
 //! - [`audit`]: the audit log's hash chain and its verification.
 
+/// A name that is not one of a closed list (a role, a readiness reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {given:?}; one of: {one_of}")]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub given: String,
+    pub one_of: String,
+}
+
 pub mod audit;
 pub mod auth;
 pub mod enrolment;

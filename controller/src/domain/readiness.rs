@@ -11,6 +11,8 @@ use std::str::FromStr;
 use fleet_protocol::{PresenceStatus, UpdateStatus, Version};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::UnknownName;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
@@ -64,16 +66,15 @@ impl fmt::Display for Reason {
 }
 
 impl FromStr for Reason {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         Reason::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown reason {s:?}; one of: {}",
-                    Reason::ALL.map(Reason::as_str).join(", ")
-                )
+            .ok_or_else(|| UnknownName {
+                kind: "reason",
+                given: s.to_owned(),
+                one_of: Reason::ALL.map(Reason::as_str).join(", "),
             })
     }
 }

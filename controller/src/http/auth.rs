@@ -8,7 +8,7 @@ use fleet_protocol::ProvinceCode;
 
 use crate::access::Caller;
 use crate::domain::auth::Permission;
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, Unauthenticated};
 
 /// Resolve the bearer token into the caller, or refuse with 401.
 pub async fn authenticate(
@@ -20,21 +20,15 @@ pub async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "missing bearer token (fleetctl: --token or FLEETCTL_TOKEN)".into(),
-            )
-        })?;
+        .ok_or(Unauthenticated::Missing)?;
     let token = header
         .strip_prefix("Bearer ")
-        .ok_or_else(|| {
-            ApiError::Unauthorized("the Authorization header must be \"Bearer TOKEN\"".into())
-        })?
+        .ok_or(Unauthenticated::NotBearer)?
         .trim();
     let principal = st
         .access
         .authenticate(token)
-        .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))?;
+        .ok_or(Unauthenticated::Invalid)?;
     let source = req
         .extensions()
         .get::<ConnectInfo<super::tls::Peer>>()
@@ -48,10 +42,7 @@ impl Caller {
         if self.principal.may(p) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "role {} may not do this",
-                self.principal.role
-            )))
+            Err(ApiError::NotPermitted(self.principal.role))
         }
     }
 
@@ -60,15 +51,7 @@ impl Caller {
         if self.principal.sees(p) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "your token is limited to {}",
-                self.principal
-                    .provinces
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
+            Err(ApiError::OutOfScope(self.principal.provinces.clone()))
         }
     }
 }

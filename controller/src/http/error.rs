@@ -1,71 +1,170 @@
-//! HTTP status codes are decided here and nowhere else. A 5xx is logged with
-//! its cause and shown to the client as a plain message.
+//! HTTP status codes are decided here and nowhere else: handlers return an
+//! [`ApiError`] that says what happened, and [`IntoResponse`] picks the
+//! status. A 5xx is logged with its whole cause chain and shown to the
+//! client as a plain message.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use fleet_protocol::{DeviceId, ProvinceCode};
 use serde_json::json;
 use tracing::error;
 
+use crate::access::AccessError;
+use crate::domain::auth::Role;
+use crate::domain::enrolment::Refusal;
 use crate::domain::lifecycle::MoveRefused;
+use crate::pki::PkiError;
 use crate::store::StoreError;
+
+/// Why a request carries no usable bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error("missing bearer token (fleetctl: --token or FLEETCTL_TOKEN)")]
+    Missing,
+    #[error("the Authorization header must be \"Bearer TOKEN\"")]
+    NotBearer,
+    #[error("invalid or revoked token")]
+    Invalid,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    /// The request conflicts with the current state (a lifecycle move that is not allowed).
-    #[error("{0}")]
-    Conflict(String),
-    #[error("internal: {0}")]
-    Internal(String),
+    /// A path, query or body field that does not parse.
+    #[error("{field}: {reason}")]
+    BadField { field: &'static str, reason: String },
+    /// A certificate signing request that does not parse.
+    #[error("bad certificate request: {0}")]
+    BadCsr(String),
+    #[error(transparent)]
+    Unauthenticated(#[from] Unauthenticated),
+    #[error("role {0} may not do this")]
+    NotPermitted(Role),
+    #[error("your token is limited to {}", list(.0))]
+    OutOfScope(Vec<ProvinceCode>),
+    #[error("metrics cover every province; a province-scoped token cannot read them")]
+    ScopedMetrics,
+    /// Unknown, or in a province the caller does not see: the two look alike.
+    #[error("device {0} is not registered")]
+    UnknownDevice(DeviceId),
+    #[error("no shipment {0}")]
+    UnknownShipment(String),
+    #[error("no live token with id {0}")]
+    UnknownToken(String),
+    /// An enrolment the token or the device's state does not allow.
+    #[error(transparent)]
+    RefusedToken(Refusal),
+    /// A lifecycle move the device's state does not allow.
+    #[error(transparent)]
+    MoveRefused(#[from] MoveRefused),
+    #[error("device {0} changed meanwhile; look again")]
+    ChangedMeanwhile(DeviceId),
     /// The request was understood but some items are wrong; nothing was changed.
     #[error("{message}")]
     Invalid {
         message: String,
         errors: serde_json::Value,
     },
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// A lifecycle move the device's state does not allow.
-    #[error(transparent)]
-    MoveRefused(#[from] MoveRefused),
+    #[error("pki: {0}")]
+    Pki(#[from] PkiError),
+    #[error("cannot write the CRL {path}: {source}")]
+    CrlWrite {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn list(provinces: &[ProvinceCode]) -> String {
+    provinces
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The error and every cause under it, for the log.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            BadField { .. } | BadCsr(_) => StatusCode::BAD_REQUEST,
+            Access(AccessError::Scope(_) | AccessError::BadName) => StatusCode::BAD_REQUEST,
+            Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            NotPermitted(_) | OutOfScope(_) | ScopedMetrics | RefusedToken(_) => {
+                StatusCode::FORBIDDEN
+            }
+            UnknownDevice(_) | UnknownShipment(_) | UnknownToken(_) => StatusCode::NOT_FOUND,
+            MoveRefused(_) | ChangedMeanwhile(_) => StatusCode::CONFLICT,
+            Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Access(_) | Store(_) | Pki(_) | CrlWrite { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, body) = match &self {
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
-            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
-            ApiError::MoveRefused(e) => (StatusCode::CONFLICT, json!({ "error": e.to_string() })),
-            ApiError::Internal(cause) => {
-                error!(error = %cause, "request failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "error": "internal error; see the controller log" }),
-                )
-            }
-            ApiError::Invalid { message, errors } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "error": message, "errors": errors }),
-            ),
-            ApiError::Store(cause) => {
-                error!(error = %cause, "request failed in the store");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "error": "internal error; see the controller log" }),
-                )
-            }
+        let status = self.status();
+        let body = if status.is_server_error() {
+            error!(error = %chain(&self), "request failed");
+            json!({ "error": "internal error; see the controller log" })
+        } else if let ApiError::Invalid { message, errors } = &self {
+            json!({ "error": message, "errors": errors })
+        } else {
+            json!({ "error": self.to_string() })
         };
         (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_request_is_400_and_a_refused_token_403() {
+        assert_eq!(
+            ApiError::BadCsr("x".into()).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            ApiError::RefusedToken(Refusal::Expired).status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            ApiError::Access(AccessError::BadName).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            ApiError::Access(AccessError::Tampered("x".into())).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    #[test]
+    fn the_log_line_of_a_5xx_carries_every_cause() {
+        let e = ApiError::CrlWrite {
+            path: "/x/crl.pem".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        let line = chain(&e);
+        assert!(
+            line.contains("/x/crl.pem") && line.contains("disk full"),
+            "{line}"
+        );
     }
 }

@@ -15,9 +15,9 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
-pub use error::ApiError;
+pub use error::{ApiError, Unauthenticated};
 
-use crate::access::{Access, AccessError, Caller};
+use crate::access::{Access, Caller};
 use crate::domain::fleet::Fleet;
 use crate::store::Store;
 
@@ -129,30 +129,27 @@ pub(crate) async fn audited<T>(
     }
 }
 
-impl From<AccessError> for ApiError {
-    fn from(e: AccessError) -> Self {
-        match e {
-            AccessError::Invalid(m) => ApiError::BadRequest(m),
-            AccessError::Store(s) => ApiError::Store(s),
-            other => ApiError::Internal(other.to_string()),
-        }
-    }
-}
-
-pub(crate) fn parse<T: std::str::FromStr>(what: &str, v: &str) -> Result<T, ApiError>
+/// Parse a raw request field once, at the boundary.
+pub(crate) fn parse<T: std::str::FromStr>(field: &'static str, v: &str) -> Result<T, ApiError>
 where
     T::Err: std::fmt::Display,
 {
-    v.parse()
-        .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
+    v.parse().map_err(|e: T::Err| ApiError::BadField {
+        field,
+        reason: e.to_string(),
+    })
 }
 
-pub(crate) fn opt<T: std::str::FromStr>(what: &str, v: Option<&str>) -> Result<Option<T>, ApiError>
+/// An optional field: absent or empty is `None`.
+pub(crate) fn opt<T: std::str::FromStr>(
+    field: &'static str,
+    v: Option<&str>,
+) -> Result<Option<T>, ApiError>
 where
     T::Err: std::fmt::Display,
 {
     v.filter(|s| !s.is_empty())
-        .map(|s| parse(what, s))
+        .map(|s| parse(field, s))
         .transpose()
 }
 

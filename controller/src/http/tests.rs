@@ -773,7 +773,8 @@ async fn warehouse_enrolment_issues_certificates_the_ca_decides() {
     };
     broken.replace_range(mid..mid + 1, c);
     let (status, body) = enrol(&app, "BB-02", &token(1), &broken).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A malformed request is the client's mistake (400), not a refusal (403).
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         body["error"]
             .as_str()
@@ -782,7 +783,7 @@ async fn warehouse_enrolment_issues_certificates_the_ca_decides() {
         "{body}"
     );
     let (status, _) = enrol(&app, "BB-02", &token(1), "not a csr").await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
         app.get("/api/v1/devices/BB-02").await.1["device"]["lifecycle"],
         "registered"
@@ -983,7 +984,7 @@ async fn failed_changes_are_recorded_after_their_entry() {
         "thing.change",
         "T-1",
         json!({ "n": 1 }),
-        async { Err(ApiError::Conflict("the store said no".into())) },
+        async { Err(ApiError::ChangedMeanwhile(DeviceId::parse("T-1").unwrap())) },
     )
     .await;
     assert!(r.is_err());
@@ -998,7 +999,7 @@ async fn failed_changes_are_recorded_after_their_entry() {
     assert!(entries[0]["detail"]
         .as_str()
         .unwrap()
-        .contains("the store said no"));
+        .contains("changed meanwhile"));
     let (_, v) = app.get("/api/v1/audit/verify").await;
     assert_eq!(v["intact"], true);
 }

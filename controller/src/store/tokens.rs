@@ -59,7 +59,7 @@ impl Store {
                 let provinces: String = r.get(3);
                 let bad = |e: String| corrupt("tokens", format!("{id}: {e}"));
                 Ok(TokenRow {
-                    role: role.parse().map_err(bad)?,
+                    role: role.parse::<Role>().map_err(|e| bad(e.to_string()))?,
                     provinces: provinces
                         .split(',')
                         .filter(|s| !s.is_empty())

@@ -110,7 +110,7 @@ pub async fn device_detail(
         let d = fleet
             .get(&id)
             .filter(|d| caller.principal.sees(d.reg.province))
-            .ok_or_else(|| ApiError::NotFound(format!("device {id} is not registered")))?;
+            .ok_or_else(|| ApiError::UnknownDevice(id.clone()))?;
         (summary(d), d.status.clone())
     };
     let events = st.store.recent_events(&id, 20).await?;

@@ -129,7 +129,7 @@ pub async fn shipment_status(
     caller.require(Permission::ReadFleet)?;
     let rows = st.store.shipment(&id).await?;
     if rows.is_empty() {
-        return Err(ApiError::NotFound(format!("no shipment {id}")));
+        return Err(ApiError::UnknownShipment(id));
     }
     let fleet = st.fleet();
     let devices: Vec<serde_json::Value> = rows
@@ -152,7 +152,7 @@ pub async fn shipment_status(
         .collect();
     if devices.is_empty() {
         // Another province's shipment looks exactly like none.
-        return Err(ApiError::NotFound(format!("no shipment {id}")));
+        return Err(ApiError::UnknownShipment(id));
     }
     Ok(Json(json!({ "shipment": id, "devices": devices })))
 }
@@ -168,7 +168,7 @@ pub struct EnrolRequest {
 fn refused(device: &str, r: Refusal) -> ApiError {
     tracing::warn!(device, reason = %r, "enrolment refused");
     metrics::counter!("fleet_enrolment_refused_total").increment(1);
-    ApiError::Forbidden(r.to_string())
+    ApiError::RefusedToken(r)
 }
 
 pub async fn enrol_device(
@@ -187,15 +187,12 @@ pub async fn enrol_device(
     match st.fleet().get(&device).map(|d| d.reg.lifecycle) {
         Some(Lifecycle::Registered) => {}
         Some(Lifecycle::Retired) => {
-            return Err(refused(
-                device.as_str(),
-                Refusal::Retired(device.to_string()),
-            ))
+            return Err(refused(device.as_str(), Refusal::Retired(device.clone())))
         }
         _ => return Err(refused(device.as_str(), Refusal::Used)),
     }
     let csr = CertificateSigningRequestParams::from_pem(&req.csr)
-        .map_err(|e| refused(device.as_str(), Refusal::BadRequest(e.to_string())))?;
+        .map_err(|e| ApiError::BadCsr(e.to_string()))?;
     // Only the public key comes from the request: name, validity and usage
     // are the controller's.
     let mut params = pki::leaf_params(
@@ -209,11 +206,8 @@ pub async fn enrol_device(
     serial[0] &= 0x7f;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     let not_after_ms = u64::try_from(params.not_after.unix_timestamp()).unwrap_or(0) * 1000;
-    let ca = pki::Ca::load(&PkiPaths::new(&st.data_dir))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let cert = ca
-        .sign(&params, &csr.public_key)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let ca = pki::Ca::load(&PkiPaths::new(&st.data_dir))?;
+    let cert = ca.sign(&params, &csr.public_key)?;
     let serial_hex = hex::encode(serial);
     let source = connect.map_or_else(|| "unknown".to_owned(), |c| c.0 .0 .0.ip().to_string());
     let actor = format!("device {device} (enrolment token)");
@@ -286,7 +280,7 @@ pub async fn move_device(
         .get(&device)
         .filter(|d| caller.principal.sees(d.reg.province))
         .map(|d| d.reg.lifecycle)
-        .ok_or_else(|| ApiError::NotFound(format!("device {device} is not registered")))?;
+        .ok_or_else(|| ApiError::UnknownDevice(device.clone()))?;
     from.check_move(to)?;
     let now = unix_ms();
     let action = format!(
@@ -305,9 +299,7 @@ pub async fn move_device(
         } else if st.store.set_lifecycle(&device, from, to).await? {
             Ok(())
         } else {
-            Err(ApiError::Conflict(format!(
-                "device {device} changed meanwhile; look again"
-            )))
+            Err(ApiError::ChangedMeanwhile(device.clone()))
         }
     })
     .await?;
@@ -320,7 +312,7 @@ pub async fn move_device(
 async fn retire(st: &AppState, device: &DeviceId, now: u64) -> Result<(), ApiError> {
     let revoked = st.store.retire(device, now).await?;
     let paths = PkiPaths::new(&st.data_dir);
-    let ca = pki::Ca::load(&paths).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let ca = pki::Ca::load(&paths)?;
     let list: Vec<(String, time::OffsetDateTime)> = revoked
         .iter()
         .filter_map(|(serial, at)| {
@@ -329,13 +321,14 @@ async fn retire(st: &AppState, device: &DeviceId, now: u64) -> Result<(), ApiErr
             Some((serial.clone(), at))
         })
         .collect();
-    let crl = ca
-        .crl(now, &list)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let crl = ca.crl(now, &list)?;
     let tmp = paths.crl().with_extension(format!("tmp-{now}"));
     std::fs::write(&tmp, crl)
         .and_then(|()| std::fs::rename(&tmp, paths.crl()))
-        .map_err(|e| ApiError::Internal(format!("cannot write the CRL: {e}")))?;
+        .map_err(|source| ApiError::CrlWrite {
+            path: paths.crl(),
+            source,
+        })?;
     if let Some(r) = &st.broker_restarter {
         r.restart();
     }

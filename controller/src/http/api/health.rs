@@ -29,9 +29,7 @@ pub async fn metrics(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::ReadFleet)?;
     if caller.principal.is_scoped() {
-        return Err(ApiError::Forbidden(
-            "metrics cover every province; a province-scoped token cannot read them".into(),
-        ));
+        return Err(ApiError::ScopedMetrics);
     }
     {
         let fleet = st.fleet();

@@ -95,9 +95,10 @@ pub async fn readiness(
             .map(|((p, c), counts)| row(*p, Some(c.as_ref().map(|c| c.to_string())), counts))
             .collect(),
         other => {
-            return Err(ApiError::BadRequest(format!(
-                "by: {other:?} is not one of province, county"
-            )))
+            return Err(ApiError::BadField {
+                field: "by",
+                reason: format!("{other:?} is not one of province, county"),
+            })
         }
     };
     Ok(Json(rows))

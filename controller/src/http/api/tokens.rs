@@ -59,6 +59,6 @@ pub async fn revoke_token(
     if st.access.revoke(&caller, &id).await? {
         Ok(Json(json!({ "revoked": id })))
     } else {
-        Err(ApiError::NotFound(format!("no live token with id {id}")))
+        Err(ApiError::UnknownToken(id))
     }
 }
