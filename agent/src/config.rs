@@ -101,7 +101,18 @@ pub struct CommandsSection {
 impl AgentConfig {
     /// Defaults, then `site` (required if given explicitly; the default site
     /// file is optional), then the environment.
+    /// Defaults, then `site` (or the default site file if it exists), then
+    /// the process environment's `FLEET_AGENT__…` variables.
     pub fn load(site: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(site, std::env::vars().collect())
+    }
+
+    /// As [`AgentConfig::load`], with the environment given (tests pass
+    /// their own instead of changing the process's).
+    pub fn load_with_env(
+        site: Option<&Path>,
+        env: std::collections::HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
             config::FileFormat::Toml,
@@ -128,7 +139,12 @@ impl AgentConfig {
             .add_source(
                 config::Environment::with_prefix("FLEET_AGENT")
                     .prefix_separator("__")
-                    .separator("__"),
+                    .separator("__")
+                    .source(Some(
+                        env.into_iter()
+                            .filter(|(k, _)| k.starts_with("FLEET_AGENT"))
+                            .collect(),
+                    )),
             )
             .build()?
             .try_deserialize()?;
@@ -278,10 +294,11 @@ command = ["true"]
             ),
         )
         .unwrap();
-        // Environment layering is exercised through a key nobody else sets.
-        std::env::set_var("FLEET_AGENT__HEALTH__REPORT_SECS", "42");
-        let cfg = AgentConfig::load(Some(&site)).unwrap();
-        std::env::remove_var("FLEET_AGENT__HEALTH__REPORT_SECS");
+        let env = [("FLEET_AGENT__HEALTH__REPORT_SECS", "42")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let cfg = AgentConfig::load_with_env(Some(&site), env).unwrap();
         assert_eq!(cfg.mqtt.port, 18830);
         assert_eq!(cfg.mqtt.host, "127.0.0.1");
         assert_eq!(cfg.health.report_secs, 42);
