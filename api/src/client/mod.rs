@@ -184,28 +184,7 @@ impl Client {
         if status.is_success() {
             return Ok(body.to_vec());
         }
-        Err(match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => ClientError::Http {
-                status: status.as_u16(),
-                message: e.error,
-                errors: e.errors.unwrap_or_default(),
-            },
-            // Not the controller's error body (a proxy, or the framework
-            // refusing a body): its text is the best explanation there is.
-            Err(_) => {
-                let text = String::from_utf8_lossy(&body);
-                let text: String = text.trim().chars().take(200).collect();
-                ClientError::Http {
-                    status: status.as_u16(),
-                    message: if text.is_empty() {
-                        "request failed".to_owned()
-                    } else {
-                        text
-                    },
-                    errors: Vec::new(),
-                }
-            }
-        })
+        Err(refusal(status.as_u16(), &body))
     }
 
     async fn call<T: DeserializeOwned, Q: Serialize + ?Sized>(
@@ -352,6 +331,35 @@ impl Client {
 
 /// "No query string", typed for the generic helpers.
 const NO_QUERY: Option<&()> = None;
+
+/// A refusal from its status and body: the controller's [`ErrorBody`], or
+/// else (a proxy, or the framework refusing a body it could not read) the
+/// start of the body's text, the best explanation there is.
+fn refusal(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Http {
+            status,
+            message: e.error,
+            errors: e.errors.unwrap_or_default(),
+        },
+        Err(_) => {
+            let text: String = String::from_utf8_lossy(body)
+                .trim()
+                .chars()
+                .take(200)
+                .collect();
+            ClientError::Http {
+                status,
+                message: if text.is_empty() {
+                    "request failed".to_owned()
+                } else {
+                    text
+                },
+                errors: Vec::new(),
+            }
+        }
+    }
+}
 
 /// Trust `ca_pem` only (nothing at all without it: plain HTTP).
 fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError> {
