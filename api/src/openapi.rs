@@ -66,6 +66,8 @@ fn components() -> utoipa::openapi::Components {
         .schema_from::<ErrorBody>()
         .schema_from::<InvalidItem>()
         .schema_from::<ControllerHealth>()
+        .schema_from::<HealthStatus>()
+        .schema_from::<BrokerState>()
         .schema_from::<ProvinceRow>()
         .schema_from::<ReadinessRow>()
         .schema_from::<Reason>()
@@ -230,4 +232,196 @@ fn tag(path: &str) -> &str {
     path.strip_prefix("/api/v1/")
         .and_then(|p| p.split('/').next())
         .map_or("operations", |t| t.trim_end_matches(".json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn doc() -> Value {
+        serde_json::from_str(&document_json()).unwrap()
+    }
+
+    fn op<'a>(doc: &'a Value, e: &Endpoint) -> &'a Value {
+        &doc["paths"][e.path][e.method.as_str().to_lowercase()]
+    }
+
+    #[test]
+    fn the_json_is_an_openapi_3_document() {
+        let v = doc();
+        let version = v["openapi"].as_str().unwrap();
+        assert!(version.starts_with("3."), "{version}");
+        assert_eq!(v["info"]["title"], "Sandogh controller API");
+    }
+
+    #[test]
+    fn every_endpoint_is_an_operation_with_its_method() {
+        assert!(!ENDPOINTS.is_empty());
+        let d = document();
+        for e in ENDPOINTS {
+            let op = d
+                .paths
+                .get_path_operation(e.path, http_method(e.method))
+                .unwrap_or_else(|| panic!("{} {} is not in the document", e.method, e.path));
+            assert_eq!(op.operation_id.as_deref(), Some(e.operation_id));
+        }
+        let operations: usize = doc()["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|item| item.as_object().unwrap().len())
+            .sum();
+        assert_eq!(operations, ENDPOINTS.len());
+    }
+
+    #[test]
+    fn bearer_operations_list_the_roles_that_may_call_them() {
+        let v = doc();
+        let mut checked = 0;
+        for e in ENDPOINTS {
+            let Auth::Bearer(any_of) = e.auth else {
+                continue;
+            };
+            let want: Vec<&str> = Role::ALL
+                .into_iter()
+                .filter(|r| any_of.iter().any(|p| r.allows(*p)))
+                .map(Role::as_str)
+                .collect();
+            assert!(!want.is_empty(), "nobody may call {}", e.operation_id);
+            let op = op(&v, e);
+            assert_eq!(op["x-roles"], serde_json::json!(want), "{}", e.operation_id);
+            assert_eq!(
+                op["security"],
+                serde_json::json!([{ BEARER: [] }]),
+                "{}",
+                e.operation_id
+            );
+            checked += 1;
+        }
+        assert!(checked > 0);
+    }
+
+    #[test]
+    fn public_and_enrolment_operations_have_no_security_requirement() {
+        let v = doc();
+        assert!(v.get("security").is_none(), "no document-wide requirement");
+        let mut checked = 0;
+        for e in ENDPOINTS
+            .iter()
+            .filter(|e| !matches!(e.auth, Auth::Bearer(_)))
+        {
+            let op = op(&v, e);
+            assert!(op.is_object(), "{}", e.operation_id);
+            assert!(op.get("security").is_none(), "{}", e.operation_id);
+            assert!(op.get("x-roles").is_none(), "{}", e.operation_id);
+            checked += 1;
+        }
+        // healthz, openapi.json, enrol
+        assert_eq!(checked, 3);
+    }
+
+    #[test]
+    fn every_schema_named_in_the_table_is_a_component() {
+        let v = doc();
+        let schemas = v["components"]["schemas"].as_object().unwrap();
+        let mut named = 0;
+        for e in ENDPOINTS {
+            for body in [e.request, e.response] {
+                if let Body::Json(name) | Body::JsonList(name) = body {
+                    assert!(schemas.contains_key(name), "{name} of {}", e.operation_id);
+                    named += 1;
+                }
+            }
+            if let Some(q) = e.query {
+                assert!(query_params(q).is_some_and(|p| !p.is_empty()), "{q}");
+            }
+        }
+        assert!(named > 0);
+    }
+
+    #[test]
+    fn every_reference_resolves_to_a_component() {
+        fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r);
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let v = doc();
+        let mut found = Vec::new();
+        refs(&v, &mut found);
+        assert!(!found.is_empty());
+        for r in found {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            assert!(v["components"]["schemas"].get(name).is_some(), "{r}");
+        }
+    }
+
+    #[test]
+    fn refusals_answer_the_error_body() {
+        let v = doc();
+        let mut checked = 0;
+        for e in ENDPOINTS {
+            for status in e.errors {
+                let r = &op(&v, e)["responses"][status.to_string()];
+                assert_eq!(
+                    r["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{status} of {}",
+                    e.operation_id
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 0);
+    }
+
+    #[test]
+    fn parameters_are_listed_from_the_path_and_the_query_type() {
+        let v = doc();
+        let names = |e: &Endpoint| -> Vec<(String, String)> {
+            op(&v, e)["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap().into(),
+                        p["in"].as_str().unwrap().into(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            names(&crate::endpoints::MOVE_DEVICE),
+            [("id".to_string(), "path".to_string())]
+        );
+        let readiness: Vec<String> = names(&crate::endpoints::READINESS)
+            .into_iter()
+            .map(|(n, i)| format!("{i}:{n}"))
+            .collect();
+        assert_eq!(readiness, ["query:by", "query:province"]);
+        assert_eq!(
+            op(&v, &crate::endpoints::IMPORT_REGISTRY)["requestBody"]["content"]["text/csv"]
+                ["schema"]["type"],
+            "string"
+        );
+    }
+
+    #[test]
+    fn metrics_says_it_refuses_province_scoped_tokens() {
+        let v = doc();
+        let d = op(&v, &crate::endpoints::METRICS)["description"]
+            .as_str()
+            .unwrap();
+        assert!(d.contains("province-scoped"), "{d}");
+    }
 }
