@@ -52,13 +52,19 @@ impl fmt::Display for Lifecycle {
     }
 }
 
+/// Refused with the controller's text (it prefixes the field: `to: …`).
 impl FromStr for Lifecycle {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Lifecycle::ALL
             .into_iter()
             .find(|l| l.as_str() == s)
-            .ok_or_else(|| format!("unknown lifecycle state {s:?}"))
+            .ok_or_else(|| {
+                format!(
+                    "{s:?} is not one of {}",
+                    Lifecycle::ALL.map(Lifecycle::as_str).join(", ")
+                )
+            })
     }
 }
 

@@ -359,7 +359,7 @@ fn unknown_names_are_refused_with_the_controllers_messages() {
     );
     assert_eq!(
         "lost".parse::<Lifecycle>().unwrap_err(),
-        "unknown lifecycle state \"lost\""
+        "\"lost\" is not one of registered, enrolled, shipped, deployed, retired"
     );
     assert_eq!(
         "station".parse::<Grouping>().unwrap_err(),
