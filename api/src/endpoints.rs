@@ -1,0 +1,509 @@
+//! Every route the controller serves, in one table: method, path (axum 0.8
+//! syntax), how it authenticates, what it takes and what it answers. The
+//! OpenAPI document is built from it and the client builds its URLs from
+//! it, so the three cannot drift apart.
+
+use crate::roles::{Permission, Role};
+
+/// The HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a caller proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone.
+    Public,
+    /// A device's single-use enrolment token, in the request body.
+    EnrolmentToken,
+    /// An operator's bearer token whose role has any one of these permissions.
+    Bearer(&'static [Permission]),
+}
+
+/// A request or response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    Empty,
+    /// JSON of the named schema (a component of the OpenAPI document).
+    Json(&'static str),
+    /// A JSON array of the named schema.
+    JsonList(&'static str),
+    /// CSV text (`text/csv`).
+    Csv,
+    /// Plain text (`text/plain`), e.g. Prometheus metrics.
+    Text,
+    /// A JSON document with a schema of its own (the OpenAPI document).
+    AnyJson,
+}
+
+/// One route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Unique; the OpenAPI `operationId`.
+    pub operation_id: &'static str,
+    pub method: Method,
+    /// axum 0.8 syntax: `/api/v1/devices/{id}`.
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Rules beyond the role (province scope, per-target permissions).
+    pub description: &'static str,
+    pub auth: Auth,
+    /// The query string's type (it derives `utoipa::IntoParams`).
+    pub query: Option<&'static str>,
+    pub request: Body,
+    pub response: Body,
+    /// Statuses other than 200 it may answer, each with an [`crate::ErrorBody`].
+    pub errors: &'static [u16],
+}
+
+impl Endpoint {
+    /// The roles that may call it (for bearer endpoints; none otherwise).
+    pub fn roles(&self) -> Vec<Role> {
+        match self.auth {
+            Auth::Bearer(any_of) => Role::ALL
+                .into_iter()
+                .filter(|r| any_of.iter().any(|p| r.allows(*p)))
+                .collect(),
+            Auth::Public | Auth::EnrolmentToken => Vec::new(),
+        }
+    }
+
+    /// The names of the `{…}` segments of the path, in order.
+    pub fn path_params(&self) -> impl Iterator<Item = &'static str> {
+        self.path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+    }
+}
+
+/// The endpoint serving `method` on `path` (a template, as in the table).
+pub fn endpoint(method: Method, path: &str) -> Option<&'static Endpoint> {
+    ENDPOINTS
+        .iter()
+        .find(|e| e.method == method && e.path == path)
+}
+
+const READ: &[Permission] = &[Permission::ReadFleet];
+/// Province-scoped tokens see only their provinces' devices; another
+/// province's device answers 404 as if it did not exist.
+const SCOPED: &str = "A province-tech token sees only its provinces: naming another province is refused (403), and another province's devices are left out.";
+
+pub const HEALTHZ: Endpoint = Endpoint {
+    operation_id: "healthz",
+    method: Method::Get,
+    path: "/healthz",
+    summary: "Whether the controller runs and reaches its broker",
+    description: "Public: for load balancers and monitoring.",
+    auth: Auth::Public,
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("ControllerHealth"),
+    errors: &[],
+};
+
+pub const METRICS: Endpoint = Endpoint {
+    operation_id: "metrics",
+    method: Method::Get,
+    path: "/metrics",
+    summary: "Prometheus metrics",
+    description: "Metrics cover every province, so a province-scoped token (province-tech) is refused with 403 even though its role may read the fleet.",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Text,
+    errors: &[401, 403],
+};
+
+pub const OPENAPI: Endpoint = Endpoint {
+    operation_id: "openapi",
+    method: Method::Get,
+    path: "/api/v1/openapi.json",
+    summary: "This OpenAPI document",
+    description: "Public: it holds no fleet data.",
+    auth: Auth::Public,
+    query: None,
+    request: Body::Empty,
+    response: Body::AnyJson,
+    errors: &[],
+};
+
+pub const PROVINCES: Endpoint = Endpoint {
+    operation_id: "provinces",
+    method: Method::Get,
+    path: "/api/v1/provinces",
+    summary: "The 31 provinces with their names",
+    description: "",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::JsonList("ProvinceRow"),
+    errors: &[401, 403],
+};
+
+pub const READINESS: Endpoint = Endpoint {
+    operation_id: "readiness",
+    method: Method::Get,
+    path: "/api/v1/readiness",
+    summary: "Readiness per province or per county",
+    description: SCOPED,
+    auth: Auth::Bearer(READ),
+    query: Some("ReadinessQuery"),
+    request: Body::Empty,
+    response: Body::JsonList("ReadinessRow"),
+    errors: &[400, 401, 403],
+};
+
+pub const DEVICES: Endpoint = Endpoint {
+    operation_id: "devices",
+    method: Method::Get,
+    path: "/api/v1/devices",
+    summary: "Devices, filtered and paged",
+    description: SCOPED,
+    auth: Auth::Bearer(READ),
+    query: Some("DeviceQuery"),
+    request: Body::Empty,
+    response: Body::Json("DevicePage"),
+    errors: &[400, 401, 403],
+};
+
+pub const REGISTER: Endpoint = Endpoint {
+    operation_id: "register",
+    method: Method::Post,
+    path: "/api/v1/devices",
+    summary: "Register devices (all or nothing)",
+    description: "A new device starts registered (or enrolled, if the request says so); an existing device keeps its lifecycle. Any bad device refuses the whole batch with 422 and one entry per bad device (by index). A province-tech token registers only in its provinces.",
+    auth: Auth::Bearer(&[Permission::RegisterDevices]),
+    query: None,
+    request: Body::Json("RegisterRequest"),
+    response: Body::Json("RegisterResponse"),
+    errors: &[400, 401, 403, 422],
+};
+
+pub const DEVICE: Endpoint = Endpoint {
+    operation_id: "device",
+    method: Method::Get,
+    path: "/api/v1/devices/{id}",
+    summary: "One device: registration, last state and health, recent events",
+    description: "Another province's device answers 404, as if it did not exist.",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("DeviceDetail"),
+    errors: &[400, 401, 403, 404],
+};
+
+pub const MOVE_DEVICE: Endpoint = Endpoint {
+    operation_id: "move_device",
+    method: Method::Post,
+    path: "/api/v1/devices/{id}/lifecycle",
+    summary: "Ship, deploy or retire a device",
+    description: "Shipping and deploying need move-devices; retiring needs retire-devices (it revokes the device's certificate and restarts a managed broker). A move the lifecycle does not allow answers 409.",
+    auth: Auth::Bearer(&[Permission::MoveDevices, Permission::RetireDevices]),
+    query: None,
+    request: Body::Json("LifecycleMove"),
+    response: Body::Json("LifecycleMoved"),
+    errors: &[400, 401, 403, 404, 409],
+};
+
+pub const IMPORT_REGISTRY: Endpoint = Endpoint {
+    operation_id: "import_registry",
+    method: Method::Post,
+    path: "/api/v1/registry/import",
+    summary: "Import counties and polling stations from CSV",
+    description: "Columns: province, county, station_id (required); county_name_en, county_name_fa, station_name. Any bad line refuses the file with 422 and one entry per bad line. At most 64 MiB.",
+    auth: Auth::Bearer(&[Permission::ImportRegistry]),
+    query: None,
+    request: Body::Csv,
+    response: Body::Json("RegistryImported"),
+    errors: &[401, 403, 422],
+};
+
+pub const COUNTIES: Endpoint = Endpoint {
+    operation_id: "counties",
+    method: Method::Get,
+    path: "/api/v1/registry/counties",
+    summary: "Counties with their station counts",
+    description: SCOPED,
+    auth: Auth::Bearer(READ),
+    query: Some("CountyQuery"),
+    request: Body::Empty,
+    response: Body::JsonList("CountyRow"),
+    errors: &[400, 401, 403],
+};
+
+pub const BASELINES: Endpoint = Endpoint {
+    operation_id: "baselines",
+    method: Method::Get,
+    path: "/api/v1/baselines",
+    summary: "Every model's baseline firmware",
+    description: "",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("Baselines"),
+    errors: &[401, 403],
+};
+
+pub const SET_BASELINE: Endpoint = Endpoint {
+    operation_id: "set_baseline",
+    method: Method::Put,
+    path: "/api/v1/baselines/{model}",
+    summary: "Set a model's baseline firmware",
+    description: "",
+    auth: Auth::Bearer(&[Permission::SetBaseline]),
+    query: None,
+    request: Body::Json("BaselineRequest"),
+    response: Body::Json("Baseline"),
+    errors: &[400, 401, 403],
+};
+
+pub const BROKER: Endpoint = Endpoint {
+    operation_id: "broker",
+    method: Method::Get,
+    path: "/api/v1/broker",
+    summary: "Where devices reach the MQTT broker",
+    description: "",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("BrokerInfo"),
+    errors: &[401, 403],
+};
+
+pub const TOKENS: Endpoint = Endpoint {
+    operation_id: "tokens",
+    method: Method::Get,
+    path: "/api/v1/tokens",
+    summary: "Operator tokens (never the tokens themselves)",
+    description: "",
+    auth: Auth::Bearer(&[Permission::ManageTokens]),
+    query: None,
+    request: Body::Empty,
+    response: Body::JsonList("TokenRow"),
+    errors: &[401, 403],
+};
+
+pub const CREATE_TOKEN: Endpoint = Endpoint {
+    operation_id: "create_token",
+    method: Method::Post,
+    path: "/api/v1/tokens",
+    summary: "Make a token; it is shown once",
+    description:
+        "A province-tech token needs at least one province; no other role takes provinces.",
+    auth: Auth::Bearer(&[Permission::ManageTokens]),
+    query: None,
+    request: Body::Json("TokenRequest"),
+    response: Body::Json("CreatedToken"),
+    errors: &[400, 401, 403],
+};
+
+pub const REVOKE_TOKEN: Endpoint = Endpoint {
+    operation_id: "revoke_token",
+    method: Method::Delete,
+    path: "/api/v1/tokens/{id}",
+    summary: "Revoke a token at once",
+    description: "",
+    auth: Auth::Bearer(&[Permission::ManageTokens]),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("TokenRevoked"),
+    errors: &[401, 403, 404],
+};
+
+pub const AUDIT: Endpoint = Endpoint {
+    operation_id: "audit",
+    method: Method::Get,
+    path: "/api/v1/audit",
+    summary: "Audit log entries, newest first",
+    description: "",
+    auth: Auth::Bearer(&[Permission::ReadAudit]),
+    query: Some("AuditQuery"),
+    request: Body::Empty,
+    response: Body::JsonList("AuditEntry"),
+    errors: &[401, 403],
+};
+
+pub const AUDIT_VERIFY: Endpoint = Endpoint {
+    operation_id: "audit_verify",
+    method: Method::Get,
+    path: "/api/v1/audit/verify",
+    summary: "Check the audit log's whole hash chain",
+    description: "A broken chain is a 200 answer with intact false and the first broken entry.",
+    auth: Auth::Bearer(&[Permission::ReadAudit]),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("AuditVerification"),
+    errors: &[401, 403],
+};
+
+pub const ENROL_BATCH: Endpoint = Endpoint {
+    operation_id: "enrol_batch",
+    method: Method::Post,
+    path: "/api/v1/enrol/batch",
+    summary: "Register a shipment and make one enrolment token per device",
+    description: "The body is CSV: serial,model,province[,county][,station] with a header. Any bad line refuses the shipment with 422 and one entry per bad line. The tokens are shown only in this answer.",
+    auth: Auth::Bearer(&[Permission::RegisterDevices]),
+    query: Some("EnrolBatchQuery"),
+    request: Body::Csv,
+    response: Body::Json("EnrolBatch"),
+    errors: &[401, 403, 422],
+};
+
+pub const SHIPMENT: Endpoint = Endpoint {
+    operation_id: "shipment",
+    method: Method::Get,
+    path: "/api/v1/enrol/shipments/{id}",
+    summary: "Which devices of a shipment are enrolled, tested and ready to ship",
+    description: "Another province's shipment answers 404, as if it did not exist.",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("ShipmentStatus"),
+    errors: &[401, 403, 404],
+};
+
+pub const ENROL: Endpoint = Endpoint {
+    operation_id: "enrol",
+    method: Method::Post,
+    path: "/api/v1/enrol",
+    summary: "A device enrols: its token and certificate request for its certificate",
+    description: "No bearer token: the single-use, expiring enrolment token in the body is the credential. An unknown, used, expired or another device's token is refused with 403.",
+    auth: Auth::EnrolmentToken,
+    query: None,
+    request: Body::Json("EnrolRequest"),
+    response: Body::Json("EnrolResponse"),
+    errors: &[400, 403],
+};
+
+/// Every route the controller serves.
+pub const ENDPOINTS: &[Endpoint] = &[
+    HEALTHZ,
+    METRICS,
+    OPENAPI,
+    PROVINCES,
+    READINESS,
+    DEVICES,
+    REGISTER,
+    DEVICE,
+    MOVE_DEVICE,
+    IMPORT_REGISTRY,
+    COUNTIES,
+    BASELINES,
+    SET_BASELINE,
+    BROKER,
+    TOKENS,
+    CREATE_TOKEN,
+    REVOKE_TOKEN,
+    AUDIT,
+    AUDIT_VERIFY,
+    ENROL_BATCH,
+    SHIPMENT,
+    ENROL,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_ids_and_routes_are_unique() {
+        assert!(!ENDPOINTS.is_empty());
+        for (i, a) in ENDPOINTS.iter().enumerate() {
+            for b in &ENDPOINTS[i + 1..] {
+                assert_ne!(a.operation_id, b.operation_id);
+                assert!(
+                    (a.method, a.path) != (b.method, b.path),
+                    "{} {} twice",
+                    a.method,
+                    a.path
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_finds_each_endpoint_by_method_and_path() {
+        for e in ENDPOINTS {
+            assert_eq!(endpoint(e.method, e.path), Some(e));
+        }
+        assert_eq!(endpoint(Method::Delete, "/api/v1/devices"), None);
+    }
+
+    #[test]
+    fn the_routes_of_the_controller_today_are_all_in_the_table() {
+        // Copied from the controller's `fn app`.
+        let today = [
+            (Method::Get, "/healthz"),
+            (Method::Get, "/metrics"),
+            (Method::Get, "/api/v1/provinces"),
+            (Method::Get, "/api/v1/readiness"),
+            (Method::Get, "/api/v1/devices"),
+            (Method::Post, "/api/v1/devices"),
+            (Method::Get, "/api/v1/devices/{id}"),
+            (Method::Post, "/api/v1/devices/{id}/lifecycle"),
+            (Method::Post, "/api/v1/registry/import"),
+            (Method::Get, "/api/v1/registry/counties"),
+            (Method::Get, "/api/v1/baselines"),
+            (Method::Put, "/api/v1/baselines/{model}"),
+            (Method::Get, "/api/v1/broker"),
+            (Method::Get, "/api/v1/tokens"),
+            (Method::Post, "/api/v1/tokens"),
+            (Method::Delete, "/api/v1/tokens/{id}"),
+            (Method::Get, "/api/v1/audit"),
+            (Method::Get, "/api/v1/audit/verify"),
+            (Method::Post, "/api/v1/enrol/batch"),
+            (Method::Get, "/api/v1/enrol/shipments/{id}"),
+            (Method::Post, "/api/v1/enrol"),
+        ];
+        for (m, p) in today {
+            assert!(endpoint(m, p).is_some(), "{m} {p} is missing");
+        }
+        // … plus the document itself.
+        assert_eq!(ENDPOINTS.len(), today.len() + 1);
+        assert_eq!(
+            endpoint(Method::Get, "/api/v1/openapi.json"),
+            Some(&OPENAPI)
+        );
+    }
+
+    #[test]
+    fn moving_a_device_is_open_to_whoever_may_move_or_retire() {
+        assert_eq!(
+            MOVE_DEVICE.roles(),
+            [Role::Admin, Role::CentralOps, Role::Warehouse]
+        );
+        assert_eq!(TOKENS.roles(), [Role::Admin]);
+        assert_eq!(READINESS.roles(), Role::ALL);
+        assert!(ENROL.roles().is_empty());
+        assert!(HEALTHZ.roles().is_empty());
+    }
+
+    #[test]
+    fn path_parameters_are_named_from_the_template() {
+        assert_eq!(MOVE_DEVICE.path_params().collect::<Vec<_>>(), ["id"]);
+        assert_eq!(SET_BASELINE.path_params().collect::<Vec<_>>(), ["model"]);
+        assert_eq!(DEVICES.path_params().count(), 0);
+    }
+}
