@@ -23,10 +23,11 @@ use crate::clock::unix_ms;
 use crate::config::{BrokerMode, ControllerConfig};
 use crate::domain::auth;
 use crate::domain::fleet::Fleet;
-use crate::http::{self, AppState, BrokerInfo};
+use crate::http::{self, AppState};
 use crate::ingest::{self, IngestConfig};
 use crate::pki::{self, PkiPaths};
 use crate::store::{self, Store};
+use fleet_api::types::BrokerInfo;
 
 /// The process-wide Prometheus recorder (metrics are global by nature; tests
 /// that start several apps in one process share it).

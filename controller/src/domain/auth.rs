@@ -1,100 +1,14 @@
 //! Operators and what they may do (pure): roles, permissions, province
 //! scope, and bearer tokens (random, shown once, stored as SHA-256).
 
-use std::fmt;
-use std::str::FromStr;
-
 use fleet_protocol::ProvinceCode;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::domain::UnknownName;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    Admin,
-    CentralOps,
-    ProvinceTech,
-    Warehouse,
-    Viewer,
-}
-
-impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Admin,
-        Role::CentralOps,
-        Role::ProvinceTech,
-        Role::Warehouse,
-        Role::Viewer,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::CentralOps => "central-ops",
-            Role::ProvinceTech => "province-tech",
-            Role::Warehouse => "warehouse",
-            Role::Viewer => "viewer",
-        }
-    }
-
-    /// What the role may do (province scope comes on top, for province-tech).
-    pub fn allows(self, p: Permission) -> bool {
-        use Permission::*;
-        match self {
-            Role::Admin => true,
-            Role::CentralOps => matches!(
-                p,
-                ReadFleet
-                    | RegisterDevices
-                    | ImportRegistry
-                    | SetBaseline
-                    | ReadAudit
-                    | MoveDevices
-                    | RetireDevices
-            ),
-            Role::ProvinceTech => matches!(p, ReadFleet),
-            Role::Warehouse => matches!(p, ReadFleet | RegisterDevices | MoveDevices),
-            Role::Viewer => matches!(p, ReadFleet),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "role",
-                given: s.to_owned(),
-                one_of: Role::ALL.map(Role::as_str).join(", "),
-            })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    /// Readiness, devices, registry, baselines, broker address, metrics.
-    ReadFleet,
-    RegisterDevices,
-    ImportRegistry,
-    SetBaseline,
-    ManageTokens,
-    ReadAudit,
-    /// Ship and deploy devices (warehouse work).
-    MoveDevices,
-    /// Retire a device and revoke its certificate.
-    RetireDevices,
-}
+// Roles and permissions are the API's vocabulary (the OpenAPI document
+// lists, per route, the roles that may call it), so they live in fleet-api
+// and the domain uses them from there.
+pub use fleet_api::roles::{Permission, Role};
 
 /// Who is calling, resolved from a valid token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -12,7 +12,7 @@ use fleet_protocol::{
 use serde::{Deserialize, Serialize};
 
 use crate::domain::lifecycle::Lifecycle;
-use crate::domain::readiness::{classify, Counts, Inputs, Reason};
+use crate::domain::readiness::{classify, Counts, Inputs, Readiness, Reason};
 
 /// What the operator said about a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,24 +91,7 @@ pub struct DeviceFilter {
     pub county: Option<CountyCode>,
     pub model: Option<Model>,
     /// A reason name, or `ready`.
-    pub readiness: Option<ReadinessFilter>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum ReadinessFilter {
-    Ready,
-    Reason(Reason),
-}
-
-impl std::str::FromStr for ReadinessFilter {
-    type Err = crate::domain::UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "ready" {
-            Ok(ReadinessFilter::Ready)
-        } else {
-            s.parse().map(ReadinessFilter::Reason)
-        }
-    }
+    pub readiness: Option<Readiness>,
 }
 
 impl DeviceFilter {
@@ -119,10 +102,7 @@ impl DeviceFilter {
                 .as_ref()
                 .is_none_or(|c| d.reg.county.as_ref() == Some(c))
             && self.model.as_ref().is_none_or(|m| &d.reg.model == m)
-            && self.readiness.is_none_or(|r| match r {
-                ReadinessFilter::Ready => d.reason.is_none(),
-                ReadinessFilter::Reason(r) => d.reason == Some(r),
-            })
+            && self.readiness.is_none_or(|want| d.reason == want.reason())
     }
 }
 

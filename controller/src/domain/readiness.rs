@@ -5,78 +5,15 @@
 //! of [`Reason::ALL`].
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use fleet_protocol::{PresenceStatus, UpdateStatus, Version};
-use serde::{Deserialize, Serialize};
 
-use crate::domain::UnknownName;
+// The reasons are the API's vocabulary too (`fleetctl devices --readiness
+// offline`), so the one list lives in fleet-api.
+pub use fleet_api::types::{Readiness, Reason};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    /// Not enrolled yet, or not assigned to a county.
-    NotEnrolled,
-    /// Registered but has never reported its state.
-    NeverSeen,
-    /// Said goodbye (or its last will did), or silent for longer than the
-    /// freshness window.
-    Offline,
-    UpdateFailed,
-    Updating,
-    /// Firmware differs from its model's baseline.
-    Outdated,
-    /// A configured check fails.
-    Unhealthy,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 7] = [
-        Reason::NotEnrolled,
-        Reason::NeverSeen,
-        Reason::Offline,
-        Reason::UpdateFailed,
-        Reason::Updating,
-        Reason::Outdated,
-        Reason::Unhealthy,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::NotEnrolled => "not-enrolled",
-            Reason::NeverSeen => "never-seen",
-            Reason::Offline => "offline",
-            Reason::UpdateFailed => "update-failed",
-            Reason::Updating => "updating",
-            Reason::Outdated => "outdated",
-            Reason::Unhealthy => "unhealthy",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Reason {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Reason::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "reason",
-                given: s.to_owned(),
-                one_of: Reason::ALL.map(Reason::as_str).join(", "),
-            })
-    }
+fn index(r: Reason) -> usize {
+    r as usize
 }
 
 /// What classification looks at, borrowed from the device record.
@@ -137,7 +74,7 @@ impl Counts {
         self.total += 1;
         match r {
             None => self.ready += 1,
-            Some(r) => self.reasons[r.index()] += 1,
+            Some(r) => self.reasons[index(r)] += 1,
         }
     }
 
@@ -145,12 +82,12 @@ impl Counts {
         self.total = self.total.saturating_sub(1);
         match r {
             None => self.ready = self.ready.saturating_sub(1),
-            Some(r) => self.reasons[r.index()] = self.reasons[r.index()].saturating_sub(1),
+            Some(r) => self.reasons[index(r)] = self.reasons[index(r)].saturating_sub(1),
         }
     }
 
     pub fn reason(&self, r: Reason) -> u32 {
-        self.reasons[r.index()]
+        self.reasons[index(r)]
     }
 
     /// Reasons with a non-zero count, by name.

@@ -37,6 +37,23 @@ pub async fn authenticate(
     Ok(next.run(req).await)
 }
 
+/// Refuse a caller whose role has none of `any_of` (the route's entry in
+/// the endpoint table); runs after [`authenticate`].
+pub async fn require_any(
+    any_of: &'static [Permission],
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = req
+        .extensions()
+        .get::<Caller>()
+        .ok_or(Unauthenticated::Missing)?;
+    if !any_of.iter().any(|p| caller.principal.may(*p)) {
+        return Err(ApiError::NotPermitted(caller.principal.role));
+    }
+    Ok(next.run(req).await)
+}
+
 impl Caller {
     pub fn require(&self, p: Permission) -> Result<(), ApiError> {
         if self.principal.may(p) {

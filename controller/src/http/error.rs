@@ -6,8 +6,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use fleet_api::types::{ErrorBody, InvalidItem};
 use fleet_protocol::{DeviceId, ProvinceCode};
-use serde_json::json;
 use tracing::error;
 
 use crate::access::AccessError;
@@ -63,7 +63,7 @@ pub enum ApiError {
     #[error("{message}")]
     Invalid {
         message: String,
-        errors: serde_json::Value,
+        errors: Vec<InvalidItem>,
     },
     #[error(transparent)]
     Access(#[from] AccessError),
@@ -121,11 +121,20 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = if status.is_server_error() {
             error!(error = %chain(&self), "request failed");
-            json!({ "error": "internal error; see the controller log" })
-        } else if let ApiError::Invalid { message, errors } = &self {
-            json!({ "error": message, "errors": errors })
+            ErrorBody {
+                error: "internal error; see the controller log".into(),
+                errors: None,
+            }
+        } else if let ApiError::Invalid { message, errors } = self {
+            ErrorBody {
+                error: message,
+                errors: Some(errors),
+            }
         } else {
-            json!({ "error": self.to_string() })
+            ErrorBody {
+                error: self.to_string(),
+                errors: None,
+            }
         };
         (status, Json(body)).into_response()
     }

@@ -10,10 +10,11 @@ use std::sync::{Arc, RwLock};
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
+use fleet_api::endpoints::{self as endpoint, Auth, Endpoint};
+use fleet_api::types::BrokerInfo;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Serialize;
 
 pub use error::{ApiError, Unauthenticated};
 
@@ -21,20 +22,11 @@ use crate::access::{Access, Caller};
 use crate::domain::fleet::Fleet;
 use crate::store::Store;
 
-/// Where devices reach the broker, as told to `fleet-sim` and (later) to
-/// enrolling devices.
-#[derive(Debug, Clone, Serialize)]
-pub struct BrokerInfo {
-    pub host: String,
-    pub port: u16,
-    /// Mutual TLS (false only with --insecure-dev).
-    pub tls: bool,
-}
-
 #[derive(Clone)]
 pub struct AppState {
     pub fleet: Arc<RwLock<Fleet>>,
     pub store: Store,
+    /// Where devices reach the broker (told to enrolling devices and fleet-sim).
     pub broker: BrokerInfo,
     pub metrics: PrometheusHandle,
     pub access: Arc<Access>,
@@ -56,52 +48,58 @@ impl AppState {
     }
 }
 
+/// Every route the controller serves, each with its entry in fleet-api's
+/// endpoint table: the path and method come from there, and so does who
+/// may call it, which the router enforces and the OpenAPI document shows.
+pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
+    use api::*;
+    vec![
+        (&endpoint::HEALTHZ, get(health::healthz)),
+        (&endpoint::OPENAPI, get(openapi::document)),
+        (&endpoint::METRICS, get(health::metrics)),
+        (&endpoint::PROVINCES, get(readiness::provinces)),
+        (&endpoint::READINESS, get(readiness::readiness)),
+        (&endpoint::DEVICES, get(devices::list_devices)),
+        (&endpoint::REGISTER, post(devices::register_devices)),
+        (&endpoint::DEVICE, get(devices::device_detail)),
+        (&endpoint::MOVE_DEVICE, post(enrolment::move_device)),
+        (
+            &endpoint::IMPORT_REGISTRY,
+            post(registry::import_registry).layer(DefaultBodyLimit::max(64 * 1024 * 1024)),
+        ),
+        (&endpoint::COUNTIES, get(registry::counties)),
+        (&endpoint::BASELINES, get(baselines::baselines)),
+        (&endpoint::SET_BASELINE, put(baselines::set_baseline)),
+        (&endpoint::BROKER, get(broker::broker)),
+        (&endpoint::TOKENS, get(tokens::list_tokens)),
+        (&endpoint::CREATE_TOKEN, post(tokens::create_token)),
+        (&endpoint::REVOKE_TOKEN, delete(tokens::revoke_token)),
+        (&endpoint::AUDIT, get(audit::audit_list)),
+        (&endpoint::AUDIT_VERIFY, get(audit::audit_verify)),
+        (&endpoint::ENROL_BATCH, post(enrolment::enrol_batch)),
+        (&endpoint::SHIPMENT, get(enrolment::shipment_status)),
+        // The enrolment token in the body is the credential here.
+        (&endpoint::ENROL, post(enrolment::enrol_device)),
+    ]
+}
+
 pub fn app(state: AppState) -> Router {
-    let protected = Router::new()
-        .route("/metrics", get(api::health::metrics))
-        .route("/api/v1/provinces", get(api::readiness::provinces))
-        .route("/api/v1/readiness", get(api::readiness::readiness))
-        .route(
-            "/api/v1/devices",
-            get(api::devices::list_devices).post(api::devices::register_devices),
-        )
-        .route("/api/v1/devices/{id}", get(api::devices::device_detail))
-        .route(
-            "/api/v1/devices/{id}/lifecycle",
-            post(api::enrolment::move_device),
-        )
-        .route(
-            "/api/v1/registry/import",
-            post(api::registry::import_registry).layer(DefaultBodyLimit::max(64 * 1024 * 1024)),
-        )
-        .route("/api/v1/registry/counties", get(api::registry::counties))
-        .route("/api/v1/baselines", get(api::baselines::baselines))
-        .route(
-            "/api/v1/baselines/{model}",
-            put(api::baselines::set_baseline),
-        )
-        .route("/api/v1/broker", get(api::broker::broker))
-        .route(
-            "/api/v1/tokens",
-            get(api::tokens::list_tokens).post(api::tokens::create_token),
-        )
-        .route("/api/v1/tokens/{id}", delete(api::tokens::revoke_token))
-        .route("/api/v1/audit", get(api::audit::audit_list))
-        .route("/api/v1/audit/verify", get(api::audit::audit_verify))
-        .route("/api/v1/enrol/batch", post(api::enrolment::enrol_batch))
-        .route(
-            "/api/v1/enrol/shipments/{id}",
-            get(api::enrolment::shipment_status),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ));
-    Router::new()
-        .route("/healthz", get(api::health::healthz))
-        // The enrolment token is the credential here, not a bearer token.
-        .route("/api/v1/enrol", post(api::enrolment::enrol_device))
-        .merge(protected)
+    let mut router = Router::new();
+    for (e, handler) in routes() {
+        let handler = match e.auth {
+            Auth::Bearer(any_of) => handler
+                .route_layer(middleware::from_fn(move |req, next| {
+                    auth::require_any(any_of, req, next)
+                }))
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::authenticate,
+                )),
+            Auth::Public | Auth::EnrolmentToken => handler,
+        };
+        router = router.route(e.path, handler);
+    }
+    router
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
 }

@@ -13,6 +13,7 @@ use crate::access::{Access, Caller};
 use crate::domain::auth::Role;
 use crate::domain::fleet::Fleet;
 use crate::store::Store;
+use fleet_api::endpoints::Auth;
 use fleet_protocol::{DeviceId, ProvinceCode};
 
 struct TestApp {
@@ -1002,4 +1003,96 @@ async fn failed_changes_are_recorded_after_their_entry() {
         .contains("changed meanwhile"));
     let (_, v) = app.get("/api/v1/audit/verify").await;
     assert_eq!(v["intact"], true);
+}
+
+/// Every route of the router is in the served OpenAPI document with its
+/// method and the roles that may call it, and those roles are exactly the
+/// ones the router lets through: each role is tried on each route.
+#[tokio::test]
+async fn openapi_document_lists_every_route_with_the_roles_the_router_enforces() {
+    let app = test_app().await;
+    let (status, doc) = app
+        .call_as(
+            None,
+            "GET",
+            "/api/v1/openapi.json",
+            None,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "served without a token: {doc}");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+
+    let mut tokens = Vec::new();
+    for role in fleet_api::roles::Role::ALL {
+        let provinces: &[&str] = if role == Role::ProvinceTech {
+            &["IR-23"]
+        } else {
+            &[]
+        };
+        tokens.push((role, app.token_for(role, provinces).await));
+    }
+    let routes = routes();
+    assert!(
+        routes.len() >= 20,
+        "the router has only {} routes",
+        routes.len()
+    );
+    let methods = |m: fleet_api::endpoints::Method| m.as_str().to_ascii_lowercase();
+    for (e, _) in &routes {
+        let op = &doc["paths"][e.path][methods(e.method)];
+        assert!(
+            op.is_object(),
+            "{} {} is not in the document",
+            e.method,
+            e.path
+        );
+        let listed: Vec<&str> = op["x-roles"]
+            .as_array()
+            .map(|a| a.iter().map(|r| r.as_str().unwrap()).collect())
+            .unwrap_or_default();
+        let Auth::Bearer(_) = e.auth else {
+            assert!(listed.is_empty(), "{} {} is public", e.method, e.path);
+            continue;
+        };
+        assert!(!listed.is_empty(), "{} {} names no role", e.method, e.path);
+        // Fill the path's parameters with something that parses.
+        let uri = e
+            .path
+            .replace("{id}", "BB-1")
+            .replace("{model}", "ballot-box-v2");
+        for (role, token) in &tokens {
+            let (status, body) = app
+                .call_as(
+                    Some(token),
+                    e.method.as_str(),
+                    &uri,
+                    None,
+                    "application/json",
+                )
+                .await;
+            let refused = status == StatusCode::FORBIDDEN
+                && body["error"] == format!("role {role} may not do this");
+            assert_eq!(
+                refused,
+                !listed.contains(&role.as_str()),
+                "{role} on {} {}: {status} {body}; the document says {listed:?}",
+                e.method,
+                e.path
+            );
+        }
+    }
+    // And the document names no route the router does not serve.
+    let served: Vec<(String, String)> = routes
+        .iter()
+        .map(|(e, _)| (e.path.to_owned(), methods(e.method)))
+        .collect();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            assert!(
+                served.contains(&(path.clone(), method.clone())),
+                "the document has {method} {path}, which the router does not serve"
+            );
+        }
+    }
 }

@@ -182,7 +182,7 @@ fn filters() {
     );
     assert_eq!(
         by(DeviceFilter {
-            readiness: Some(ReadinessFilter::Ready),
+            readiness: Some(Readiness::Ready),
             ..Default::default()
         }),
         ["B"]

@@ -1,32 +1,19 @@
 //! The audit log and its verification.
 
 use axum::extract::{Query, State};
-use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::json;
+use axum::Json;
+use fleet_api::types::{AuditEntry, AuditQuery, AuditVerification};
 
-use crate::access::Caller;
-use crate::domain::auth::Permission;
 use crate::http::{ApiError, AppState};
-
-#[derive(Deserialize)]
-pub struct AuditQuery {
-    actor: Option<String>,
-    target: Option<String>,
-    since_ms: Option<u64>,
-    until_ms: Option<u64>,
-    limit: Option<u32>,
-}
+use crate::store::AuditFilter;
 
 pub async fn audit_list(
     State(st): State<AppState>,
-    Extension(caller): Extension<Caller>,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::ReadAudit)?;
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     let entries = st
         .store
-        .audit_entries(&crate::store::AuditFilter {
+        .audit_entries(&AuditFilter {
             actor: q.actor.filter(|s| !s.is_empty()),
             target: q.target.filter(|s| !s.is_empty()),
             since_ms: q.since_ms,
@@ -35,19 +22,27 @@ pub async fn audit_list(
         })
         .await?;
     Ok(Json(
-        serde_json::to_value(entries).expect("entries serialize"),
+        entries
+            .into_iter()
+            .map(|e| AuditEntry {
+                seq: e.seq,
+                at_ms: e.at_ms,
+                actor: e.actor,
+                role: e.role,
+                action: e.action,
+                target: e.target,
+                source: e.source,
+                detail: e.detail,
+                prev_hash: e.prev_hash,
+                hash: e.hash,
+            })
+            .collect(),
     ))
 }
 
-pub async fn audit_verify(
-    State(st): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::ReadAudit)?;
+pub async fn audit_verify(State(st): State<AppState>) -> Result<Json<AuditVerification>, ApiError> {
     Ok(Json(match st.access.verify().await? {
-        Ok(n) => json!({ "intact": true, "entries": n }),
-        Err(broken) => {
-            json!({ "intact": false, "first_broken": broken.seq, "reason": broken.reason })
-        }
+        Ok(n) => AuditVerification::intact(n),
+        Err(broken) => AuditVerification::broken(broken.seq, broken.reason),
     }))
 }

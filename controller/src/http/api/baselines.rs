@@ -1,44 +1,31 @@
 //! Target firmware per model.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
+use fleet_api::types::{Baseline, BaselineRequest, Baselines};
 use fleet_protocol::{Model, Version};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::access::Caller;
 use crate::clock::unix_ms;
-use crate::domain::auth::Permission;
 use crate::http::{audited, parse, ApiError, AppState};
 
-pub async fn baselines(
-    State(st): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<BTreeMap<String, String>>, ApiError> {
-    caller.require(Permission::ReadFleet)?;
-    Ok(Json(
+pub async fn baselines(State(st): State<AppState>) -> Json<Baselines> {
+    Json(Baselines(
         st.fleet()
             .baselines()
             .iter()
-            .map(|(m, v)| (m.to_string(), v.to_string()))
+            .map(|(m, v)| (m.clone(), v.clone()))
             .collect(),
     ))
-}
-
-#[derive(Deserialize)]
-pub struct BaselineBody {
-    version: String,
 }
 
 pub async fn set_baseline(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(model): Path<String>,
-    Json(body): Json<BaselineBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::SetBaseline)?;
+    Json(body): Json<BaselineRequest>,
+) -> Result<Json<Baseline>, ApiError> {
     let model: Model = parse("model", &model)?;
     let version: Version = parse("version", &body.version)?;
     let now = unix_ms();
@@ -53,5 +40,5 @@ pub async fn set_baseline(
     .await?;
     st.fleet_mut()
         .set_baseline(model.clone(), version.clone(), now);
-    Ok(Json(json!({ "model": model, "version": version })))
+    Ok(Json(Baseline { model, version }))
 }

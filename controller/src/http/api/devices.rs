@@ -2,72 +2,47 @@
 
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
+use fleet_api::types::{
+    DeviceDetail, DeviceEvent, DevicePage, DeviceQuery, DeviceRegistration, DeviceSummary,
+    InvalidItem, Readiness, RegisterRequest, RegisterResponse,
+};
 use fleet_protocol::{CountyCode, DeviceId, Model, ProvinceCode, StationId};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::access::Caller;
 use crate::clock::unix_ms;
-use crate::domain::auth::Permission;
-use crate::domain::fleet::{Device, DeviceFilter, ReadinessFilter, Registration};
+use crate::domain::fleet::{Device, DeviceFilter, Registration};
 use crate::domain::lifecycle::Lifecycle;
-use crate::domain::readiness::Reason;
 use crate::domain::registration::{self, RegistrationError};
-use crate::http::{audited, opt, parse, ApiError, AppState};
+use crate::http::{api, audited, opt, parse, ApiError, AppState};
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    province: Option<String>,
-    county: Option<String>,
-    model: Option<String>,
-    readiness: Option<String>,
-    page: Option<usize>,
-    per_page: Option<usize>,
-}
-
-/// A device in lists.
-#[derive(Debug, Serialize)]
-pub struct DeviceSummary {
-    pub id: String,
-    pub model: String,
-    pub province: String,
-    pub county: Option<String>,
-    pub station: Option<String>,
-    pub lifecycle: Lifecycle,
-    pub readiness: &'static str,
-    pub presence: Option<fleet_protocol::PresenceStatus>,
-    pub firmware: Option<String>,
-    pub last_seen_ms: Option<u64>,
-}
-
-fn summary(d: &Device) -> DeviceSummary {
+pub(crate) fn summary(d: &Device) -> DeviceSummary {
     DeviceSummary {
-        id: d.reg.id.to_string(),
-        model: d.reg.model.to_string(),
-        province: d.reg.province.to_string(),
-        county: d.reg.county.as_ref().map(ToString::to_string),
-        station: d.reg.station.as_ref().map(ToString::to_string),
-        lifecycle: d.reg.lifecycle,
-        readiness: d.reason.map_or("ready", Reason::as_str),
+        id: d.reg.id.clone(),
+        model: d.reg.model.clone(),
+        province: d.reg.province,
+        county: d.reg.county.clone(),
+        station: d.reg.station.clone(),
+        lifecycle: api::lifecycle(d.reg.lifecycle),
+        readiness: Readiness::from(d.reason),
         presence: d.status.presence,
-        firmware: d.status.state.as_ref().map(|s| s.firmware.to_string()),
+        firmware: d.status.state.as_ref().map(|s| s.firmware.clone()),
         last_seen_ms: d.status.last_seen_ms,
     }
 }
 
-pub const MAX_PER_PAGE: usize = 1000;
+pub const MAX_PER_PAGE: u64 = 1000;
 
 pub async fn list_devices(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::ReadFleet)?;
+    Query(q): Query<DeviceQuery>,
+) -> Result<Json<DevicePage>, ApiError> {
     let filter = DeviceFilter {
         province: opt("province", q.province.as_deref())?,
         county: opt("county", q.county.as_deref())?,
         model: opt("model", q.model.as_deref())?,
-        readiness: opt::<ReadinessFilter>("readiness", q.readiness.as_deref())?,
+        readiness: opt("readiness", q.readiness.as_deref())?,
     };
     if let Some(p) = filter.province {
         caller.require_province(p)?;
@@ -77,34 +52,34 @@ pub async fn list_devices(
     }
     let per_page = q.per_page.unwrap_or(100).clamp(1, MAX_PER_PAGE);
     let page = q.page.unwrap_or(1).max(1);
+    let skip = (page - 1).saturating_mul(per_page);
     let fleet = st.fleet();
-    let mut total = 0usize;
+    let mut total = 0u64;
     let mut items = Vec::new();
     for d in fleet
         .devices(&filter)
         .filter(|d| caller.principal.sees(d.reg.province))
     {
-        if total >= (page - 1) * per_page && items.len() < per_page {
+        if total >= skip && (items.len() as u64) < per_page {
             items.push(summary(d));
         }
         total += 1;
     }
-    Ok(Json(json!({
-        "total": total,
-        "page": page,
-        "per_page": per_page,
-        "items": items,
-    })))
+    Ok(Json(DevicePage {
+        total,
+        page,
+        per_page,
+        items,
+    }))
 }
 
 pub async fn device_detail(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::ReadFleet)?;
+) -> Result<Json<DeviceDetail>, ApiError> {
     let id: DeviceId = parse("device id", &id)?;
-    let (summary, status) = {
+    let (device, status) = {
         let fleet = st.fleet();
         // Another province's device looks exactly like one that does not exist.
         let d = fleet
@@ -113,35 +88,26 @@ pub async fn device_detail(
             .ok_or_else(|| ApiError::UnknownDevice(id.clone()))?;
         (summary(d), d.status.clone())
     };
-    let events = st.store.recent_events(&id, 20).await?;
-    Ok(Json(json!({
-        "device": summary,
-        "state": status.state,
-        "health": status.health,
-        "health_at_ms": status.health_at_ms,
-        "events": events,
-    })))
-}
-
-/// One device in a registration request.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct DeviceRegistration {
-    pub id: String,
-    pub model: String,
-    pub province: String,
-    #[serde(default)]
-    pub county: Option<String>,
-    #[serde(default)]
-    pub station: Option<String>,
-    /// `registered` (default) or `enrolled`. Until certificate enrolment
-    /// exists, the registering operator vouches for enrolment.
-    #[serde(default)]
-    pub lifecycle: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct RegisterRequest {
-    pub devices: Vec<DeviceRegistration>,
+    let events = st
+        .store
+        .recent_events(&id, 20)
+        .await?
+        .into_iter()
+        .map(|e| DeviceEvent {
+            seq: e.seq,
+            at_ms: e.at_ms,
+            received_ms: e.received_ms,
+            kind: e.kind,
+            event: e.event,
+        })
+        .collect();
+    Ok(Json(DeviceDetail {
+        device,
+        state: status.state,
+        health: status.health,
+        health_at_ms: status.health_at_ms,
+        events,
+    }))
 }
 
 /// Parse one device of a registration request and check it against the
@@ -249,15 +215,19 @@ pub async fn register_devices(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<RegisterRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::RegisterDevices)?;
+) -> Result<Json<RegisterResponse>, ApiError> {
     let now = unix_ms();
     let mut regs = Vec::with_capacity(req.devices.len());
     let mut errors = Vec::new();
     for (index, r) in req.devices.iter().enumerate() {
         match validate_registration(&st, &caller, r, now).await? {
             Ok(reg) => regs.push(reg),
-            Err(e) => errors.push(json!({ "index": index, "id": r.id, "message": e.to_string() })),
+            Err(e) => errors.push(InvalidItem {
+                index: Some(index as u64),
+                line: None,
+                id: Some(r.id.clone()),
+                message: e.to_string(),
+            }),
         }
     }
     if !errors.is_empty() {
@@ -267,7 +237,7 @@ pub async fn register_devices(
                 errors.len(),
                 req.devices.len()
             ),
-            errors: serde_json::Value::Array(errors),
+            errors,
         });
     }
     let n = regs.len();
@@ -293,5 +263,8 @@ pub async fn register_devices(
         }
         fleet.len()
     };
-    Ok(Json(json!({ "registered": n, "fleet_size": fleet_size })))
+    Ok(Json(RegisterResponse {
+        registered: n as u64,
+        fleet_size: fleet_size as u64,
+    }))
 }

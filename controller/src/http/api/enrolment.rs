@@ -5,39 +5,36 @@
 
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::{Extension, Json};
+use fleet_api::types::{
+    DeviceRegistration, EnrolBatch, EnrolBatchQuery, EnrolRequest, EnrolResponse, EnrolToken,
+    InvalidItem, LifecycleMove, LifecycleMoved, SelfTest, ShipmentDevice, ShipmentStatus,
+};
 use fleet_protocol::DeviceId;
 use rand::RngCore;
 use rcgen::{CertificateSigningRequestParams, ExtendedKeyUsagePurpose, SerialNumber};
-use serde::Deserialize;
 use serde_json::json;
 
-use super::devices::{validate_registration, DeviceRegistration};
+use super::devices::validate_registration;
 use crate::access::Caller;
 use crate::clock::unix_ms;
 use crate::domain::auth::{self, Permission};
 use crate::domain::enrolment::{self, Refusal};
 use crate::domain::lifecycle::Lifecycle;
-use crate::http::{ApiError, AppState};
+use crate::http::{api, ApiError, AppState};
 use crate::pki::{self, PkiPaths};
-
-#[derive(Deserialize)]
-pub struct BatchQuery {
-    expires_hours: Option<u64>,
-}
 
 pub async fn enrol_batch(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<BatchQuery>,
+    Query(q): Query<EnrolBatchQuery>,
     body: String,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::RegisterDevices)?;
+) -> Result<Json<EnrolBatch>, ApiError> {
     let lines = enrolment::parse_shipment(&body).map_err(|errors| ApiError::Invalid {
         message: format!(
             "the shipment file has {} bad line(s); nothing was registered",
             errors.len()
         ),
-        errors: serde_json::to_value(errors).expect("line errors serialize"),
+        errors: api::line_items(errors),
     })?;
     let now = unix_ms();
     let mut regs = Vec::with_capacity(lines.len());
@@ -49,7 +46,12 @@ pub async fn enrol_batch(
             .get(&l.serial)
             .is_some_and(|d| d.reg.lifecycle != Lifecycle::Registered)
         {
-            errors.push(json!({ "line": line, "id": l.serial, "message": format!("device {} is already enrolled", l.serial) }));
+            errors.push(InvalidItem {
+                index: None,
+                line: Some(line),
+                id: Some(l.serial.to_string()),
+                message: format!("device {} is already enrolled", l.serial),
+            });
             continue;
         }
         let r = DeviceRegistration {
@@ -62,9 +64,12 @@ pub async fn enrol_batch(
         };
         match validate_registration(&st, &caller, &r, now).await? {
             Ok(reg) => regs.push(reg),
-            Err(e) => {
-                errors.push(json!({ "line": line, "id": l.serial, "message": e.to_string() }))
-            }
+            Err(e) => errors.push(InvalidItem {
+                index: None,
+                line: Some(line),
+                id: Some(l.serial.to_string()),
+                message: e.to_string(),
+            }),
         }
     }
     if !errors.is_empty() {
@@ -74,7 +79,7 @@ pub async fn enrol_batch(
                 errors.len(),
                 lines.len()
             ),
-            errors: serde_json::Value::Array(errors),
+            errors,
         });
     }
     let hours = q
@@ -114,55 +119,57 @@ pub async fn enrol_batch(
             fleet.register(reg, now);
         }
     }
-    Ok(Json(json!({
-        "shipment": shipment,
-        "expires_at_ms": expires_at_ms,
-        "devices": tokens.iter().map(|(d, t)| json!({ "device": d, "token": t })).collect::<Vec<_>>(),
-    })))
+    Ok(Json(EnrolBatch {
+        shipment,
+        expires_at_ms,
+        devices: tokens
+            .into_iter()
+            .map(|(device, token)| EnrolToken { device, token })
+            .collect(),
+    }))
 }
 
 pub async fn shipment_status(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::ReadFleet)?;
+) -> Result<Json<ShipmentStatus>, ApiError> {
     let rows = st.store.shipment(&id).await?;
     if rows.is_empty() {
         return Err(ApiError::UnknownShipment(id));
     }
     let fleet = st.fleet();
-    let devices: Vec<serde_json::Value> = rows
+    let devices: Vec<ShipmentDevice> = rows
         .into_iter()
         .filter_map(|row| {
             let d = fleet.get(&row.device)?;
             if !caller.principal.sees(d.reg.province) {
                 return None;
             }
-            let self_test = d.status.state.as_ref().map(|s| if s.all_checks_pass() { "passed" } else { "failed" });
-            Some(json!({
-                "device": row.device,
-                "lifecycle": d.reg.lifecycle,
-                "enrolled_at_ms": row.used_at_ms,
-                "token_expires_at_ms": row.expires_at_ms,
-                "self_test": self_test.unwrap_or("not yet"),
-                "ready_to_ship": d.reg.lifecycle == Lifecycle::Enrolled && self_test == Some("passed"),
-            }))
+            let self_test = match &d.status.state {
+                None => SelfTest::NotYet,
+                Some(s) if s.all_checks_pass() => SelfTest::Passed,
+                Some(_) => SelfTest::Failed,
+            };
+            Some(ShipmentDevice {
+                lifecycle: api::lifecycle(d.reg.lifecycle),
+                enrolled_at_ms: row.used_at_ms,
+                token_expires_at_ms: row.expires_at_ms,
+                self_test,
+                ready_to_ship: d.reg.lifecycle == Lifecycle::Enrolled
+                    && self_test == SelfTest::Passed,
+                device: row.device,
+            })
         })
         .collect();
     if devices.is_empty() {
         // Another province's shipment looks exactly like none.
         return Err(ApiError::UnknownShipment(id));
     }
-    Ok(Json(json!({ "shipment": id, "devices": devices })))
-}
-
-#[derive(Deserialize)]
-pub struct EnrolRequest {
-    device: String,
-    token: String,
-    /// PEM certificate signing request made with the device's own key.
-    csr: String,
+    Ok(Json(ShipmentStatus {
+        shipment: id,
+        devices,
+    }))
 }
 
 fn refused(device: &str, r: Refusal) -> ApiError {
@@ -175,7 +182,7 @@ pub async fn enrol_device(
     State(st): State<AppState>,
     connect: Option<Extension<ConnectInfo<crate::http::tls::Peer>>>,
     Json(req): Json<EnrolRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EnrolResponse>, ApiError> {
     let device: DeviceId = crate::http::parse("device", &req.device)?;
     let now = unix_ms();
     let hash = auth::token_hash(req.token.trim());
@@ -245,18 +252,13 @@ pub async fn enrol_device(
     }
     st.fleet_mut()
         .set_lifecycle(&device, Lifecycle::Enrolled, now);
-    Ok(Json(json!({
-        "device": device,
-        "certificate": cert,
-        "ca": ca.cert_pem(),
-        "broker": st.broker,
-        "certificate_serial": serial_hex,
-    })))
-}
-
-#[derive(Deserialize)]
-pub struct MoveRequest {
-    to: String,
+    Ok(Json(EnrolResponse {
+        device,
+        certificate: cert,
+        ca: ca.cert_pem().to_owned(),
+        broker: st.broker.clone(),
+        certificate_serial: serial_hex,
+    }))
 }
 
 /// Ship, deploy or retire a device. Retiring revokes its certificate: the
@@ -265,8 +267,8 @@ pub async fn move_device(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Json(req): Json<MoveRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Json(req): Json<LifecycleMove>,
+) -> Result<Json<LifecycleMoved>, ApiError> {
     let device: DeviceId = crate::http::parse("device id", &id)?;
     let to: Lifecycle = crate::http::parse("to", &req.to)?;
     caller.require(if to == Lifecycle::Retired {
@@ -304,7 +306,10 @@ pub async fn move_device(
     })
     .await?;
     st.fleet_mut().set_lifecycle(&device, to, now);
-    Ok(Json(json!({ "device": device, "lifecycle": to })))
+    Ok(Json(LifecycleMoved {
+        device,
+        lifecycle: api::lifecycle(to),
+    }))
 }
 
 /// Retire: revoke the device's certificates (and unused tokens), write the

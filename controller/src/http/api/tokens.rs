@@ -2,28 +2,18 @@
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
+use fleet_api::types::{CreatedToken, TokenRequest, TokenRevoked, TokenRow};
 use fleet_protocol::ProvinceCode;
-use serde::Deserialize;
-use serde_json::json;
 
 use crate::access::Caller;
-use crate::domain::auth::{Permission, Role};
+use crate::domain::auth::Role;
 use crate::http::{parse, ApiError, AppState};
-
-#[derive(Deserialize)]
-pub struct TokenRequest {
-    role: String,
-    #[serde(default)]
-    provinces: Vec<String>,
-    name: Option<String>,
-}
 
 pub async fn create_token(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<TokenRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::ManageTokens)?;
+) -> Result<Json<CreatedToken>, ApiError> {
     let role: Role = parse("role", &req.role)?;
     let provinces = req
         .provinces
@@ -35,18 +25,31 @@ pub async fn create_token(
         .access
         .create_token(&caller, &name, role, provinces)
         .await?;
-    Ok(Json(
-        json!({ "token": token, "id": row.id, "name": row.name, "role": row.role, "provinces": row.provinces }),
-    ))
+    Ok(Json(CreatedToken {
+        token,
+        id: row.id,
+        name: row.name,
+        role: row.role,
+        provinces: row.provinces,
+    }))
 }
 
-pub async fn list_tokens(
-    State(st): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::ManageTokens)?;
+pub async fn list_tokens(State(st): State<AppState>) -> Result<Json<Vec<TokenRow>>, ApiError> {
     Ok(Json(
-        serde_json::to_value(st.access.tokens().await?).expect("token rows serialize"),
+        st.access
+            .tokens()
+            .await?
+            .into_iter()
+            .map(|t| TokenRow {
+                id: t.id,
+                name: t.name,
+                role: t.role,
+                provinces: t.provinces,
+                created_at_ms: t.created_at_ms,
+                created_by: t.created_by,
+                revoked_at_ms: t.revoked_at_ms,
+            })
+            .collect(),
     ))
 }
 
@@ -54,10 +57,9 @@ pub async fn revoke_token(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Permission::ManageTokens)?;
+) -> Result<Json<TokenRevoked>, ApiError> {
     if st.access.revoke(&caller, &id).await? {
-        Ok(Json(json!({ "revoked": id })))
+        Ok(Json(TokenRevoked { revoked: id }))
     } else {
         Err(ApiError::UnknownToken(id))
     }
