@@ -18,7 +18,9 @@ use crate::store::{Store, StoreError, TokenRow};
 pub enum AccessError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot write the audit head {path}: {source}")]
+    #[error("the audit head {path} does not parse ({reason}); no change is recorded until it is looked into")]
+    HeadCorrupt { path: PathBuf, reason: String },
+    #[error("cannot read or write the audit head {path}: {source}")]
     Head {
         path: PathBuf,
         source: std::io::Error,
@@ -238,7 +240,7 @@ impl Access {
     ) -> Result<Entry, AccessError> {
         let _serial = self.audit_lock.lock().await;
         // Never chain onto a log that differs from what was written.
-        match self.head() {
+        match self.head()? {
             Some(head) => match self.store.audit_entry(head.seq).await? {
                 Some(e) if e.hash == head.hash => {}
                 Some(_) => {
@@ -292,12 +294,27 @@ impl Access {
     pub async fn verify(&self) -> Result<Result<u64, Broken>, AccessError> {
         let _serial = self.audit_lock.lock().await;
         let entries = self.store.audit_chain().await?;
-        Ok(audit::verify(&entries, self.head().as_ref()))
+        Ok(audit::verify(&entries, self.head()?.as_ref()))
     }
 
-    fn head(&self) -> Option<Head> {
-        std::fs::read(&self.head_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+    /// The head file; `None` only when there is none (a new log). One that
+    /// cannot be read or parsed is an error naming it, never "no head".
+    fn head(&self) -> Result<Option<Head>, AccessError> {
+        let bytes = match std::fs::read(&self.head_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(AccessError::Head {
+                    path: self.head_path.clone(),
+                    source,
+                })
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| AccessError::HeadCorrupt {
+                path: self.head_path.clone(),
+                reason: e.to_string(),
+            })
     }
 }

@@ -10,6 +10,13 @@ use crate::domain::registry::LineError;
 
 /// How long an enrolment token lives unless the shipment says otherwise.
 pub const DEFAULT_TOKEN_HOURS: u64 = 7 * 24;
+/// A revoked certificate, as the CRL lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedCert {
+    pub serial: Vec<u8>,
+    pub revoked_at_ms: u64,
+}
+
 /// How long a device certificate is valid.
 pub const DEVICE_CERT_DAYS: i64 = 365;
 

@@ -183,11 +183,13 @@ impl Ca {
         &self.cert_pem
     }
 
-    /// A CRL listing `revoked` (hex serial, revocation time), signed now.
+    /// A CRL listing every `revoked` certificate, signed now. A revocation
+    /// time that cannot be a certificate time is an error, never a
+    /// certificate left out.
     pub fn crl(
         &self,
         number: u64,
-        revoked: &[(String, OffsetDateTime)],
+        revoked: &[crate::domain::enrolment::RevokedCert],
     ) -> Result<String, PkiError> {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
         let now = OffsetDateTime::now_utc();
@@ -198,15 +200,21 @@ impl Ca {
             issuing_distribution_point: None,
             revoked_certs: revoked
                 .iter()
-                .filter_map(|(serial, at)| {
-                    Some(rcgen::RevokedCertParams {
-                        serial_number: rcgen::SerialNumber::from_slice(&hex::decode(serial).ok()?),
-                        revocation_time: *at,
+                .map(|c| {
+                    let secs = i64::try_from(c.revoked_at_ms / 1000).unwrap_or(i64::MAX);
+                    Ok(rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from_slice(&c.serial),
+                        revocation_time: OffsetDateTime::from_unix_timestamp(secs).map_err(
+                            |e| PkiError::Tls {
+                                what: "revocation time",
+                                reason: format!("{} ms: {e}", c.revoked_at_ms),
+                            },
+                        )?,
                         reason_code: Some(rcgen::RevocationReason::CessationOfOperation),
                         invalidity_date: None,
                     })
                 })
-                .collect(),
+                .collect::<Result<_, PkiError>>()?,
             key_identifier_method: rcgen::KeyIdMethod::Sha256,
         };
         Ok(params.signed_by(&issuer)?.pem()?)

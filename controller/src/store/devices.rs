@@ -4,6 +4,7 @@ use fleet_protocol::{CountyCode, DeviceId, Model, PresenceStatus, ProvinceCode, 
 use sqlx::Row;
 
 use super::{corrupt, to_i64, to_u64, Store, StoreError};
+use crate::domain::enrolment::RevokedCert;
 use crate::domain::fleet::{Registration, Status};
 use crate::domain::lifecycle::Lifecycle;
 
@@ -118,7 +119,7 @@ impl Store {
         &self,
         device: &DeviceId,
         now_ms: u64,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    ) -> Result<Vec<RevokedCert>, StoreError> {
         let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE devices SET lifecycle = 'retired' WHERE id = ?")
             .bind(device.as_str())
@@ -145,9 +146,15 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get::<String, _>(0), to_u64(r.get(1))))
-            .collect())
+        rows.iter()
+            .map(|r| {
+                let serial: String = r.get(0);
+                Ok(RevokedCert {
+                    serial: hex::decode(&serial)
+                        .map_err(|e| corrupt("certificates", format!("serial {serial}: {e}")))?,
+                    revoked_at_ms: to_u64(r.get(1)),
+                })
+            })
+            .collect()
     }
 }

@@ -318,15 +318,7 @@ async fn retire(st: &AppState, device: &DeviceId, now: u64) -> Result<(), ApiErr
     let revoked = st.store.retire(device, now).await?;
     let paths = PkiPaths::new(&st.data_dir);
     let ca = pki::Ca::load(&paths)?;
-    let list: Vec<(String, time::OffsetDateTime)> = revoked
-        .iter()
-        .filter_map(|(serial, at)| {
-            let at =
-                time::OffsetDateTime::from_unix_timestamp(i64::try_from(*at / 1000).ok()?).ok()?;
-            Some((serial.clone(), at))
-        })
-        .collect();
-    let crl = ca.crl(now, &list)?;
+    let crl = ca.crl(now, &revoked)?;
     let tmp = paths.crl().with_extension(format!("tmp-{now}"));
     std::fs::write(&tmp, crl)
         .and_then(|()| std::fs::rename(&tmp, paths.crl()))
