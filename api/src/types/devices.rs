@@ -52,18 +52,22 @@ impl fmt::Display for Lifecycle {
     }
 }
 
-/// Refused with the controller's text (it prefixes the field: `to: …`).
+/// A name that is not a lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{given:?} is not one of registered, enrolled, shipped, deployed, retired")]
+pub struct UnknownLifecycle {
+    pub given: String,
+}
+
+/// The one parser of a lifecycle name (the controller prefixes the field: `to: …`).
 impl FromStr for Lifecycle {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownLifecycle;
+    fn from_str(s: &str) -> Result<Self, UnknownLifecycle> {
         Lifecycle::ALL
             .into_iter()
             .find(|l| l.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "{s:?} is not one of {}",
-                    Lifecycle::ALL.map(Lifecycle::as_str).join(", ")
-                )
+            .ok_or_else(|| UnknownLifecycle {
+                given: s.to_owned(),
             })
     }
 }

@@ -32,7 +32,7 @@ pub use baselines::{Baseline, BaselineRequest, Baselines};
 pub use broker::BrokerInfo;
 pub use devices::{
     DeviceDetail, DeviceEvent, DevicePage, DeviceQuery, DeviceRegistration, DeviceSummary,
-    Lifecycle, LifecycleMove, LifecycleMoved, RegisterRequest, RegisterResponse,
+    Lifecycle, LifecycleMove, LifecycleMoved, RegisterRequest, RegisterResponse, UnknownLifecycle,
 };
 pub use enrolment::{
     EnrolBatch, EnrolBatchQuery, EnrolRequest, EnrolResponse, EnrolToken, SelfTest, ShipmentDevice,

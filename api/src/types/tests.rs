@@ -358,7 +358,7 @@ fn unknown_names_are_refused_with_the_controllers_messages() {
         "unknown reason \"asleep\"; one of: not-enrolled, never-seen, offline, update-failed, updating, outdated, unhealthy"
     );
     assert_eq!(
-        "lost".parse::<Lifecycle>().unwrap_err(),
+        "lost".parse::<Lifecycle>().unwrap_err().to_string(),
         "\"lost\" is not one of registered, enrolled, shipped, deployed, retired"
     );
     assert_eq!(

@@ -11,7 +11,7 @@ use fleet_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::domain::lifecycle::Lifecycle;
+use crate::domain::lifecycle::{Lifecycle, Rules};
 use crate::domain::readiness::{classify, Counts, Inputs, Readiness, Reason};
 
 /// What the operator said about a device.

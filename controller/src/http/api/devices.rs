@@ -14,7 +14,7 @@ use crate::clock::unix_ms;
 use crate::domain::fleet::{Device, DeviceFilter, Registration};
 use crate::domain::lifecycle::Lifecycle;
 use crate::domain::registration::{self, RegistrationError};
-use crate::http::{api, audited, opt, parse, ApiError, AppState};
+use crate::http::{audited, opt, parse, ApiError, AppState};
 
 pub(crate) fn summary(d: &Device) -> DeviceSummary {
     DeviceSummary {
@@ -23,7 +23,7 @@ pub(crate) fn summary(d: &Device) -> DeviceSummary {
         province: d.reg.province,
         county: d.reg.county.clone(),
         station: d.reg.station.clone(),
-        lifecycle: api::lifecycle(d.reg.lifecycle),
+        lifecycle: d.reg.lifecycle,
         readiness: Readiness::from(d.reason),
         presence: d.status.presence,
         firmware: d.status.state.as_ref().map(|s| s.firmware.clone()),

@@ -19,7 +19,7 @@ use crate::access::Caller;
 use crate::clock::unix_ms;
 use crate::domain::auth::{self, Permission};
 use crate::domain::enrolment::{self, Refusal};
-use crate::domain::lifecycle::Lifecycle;
+use crate::domain::lifecycle::{Lifecycle, Rules};
 use crate::http::{api, ApiError, AppState};
 use crate::pki::{self, PkiPaths};
 
@@ -152,7 +152,7 @@ pub async fn shipment_status(
                 Some(_) => SelfTest::Failed,
             };
             Some(ShipmentDevice {
-                lifecycle: api::lifecycle(d.reg.lifecycle),
+                lifecycle: d.reg.lifecycle,
                 enrolled_at_ms: row.used_at_ms,
                 token_expires_at_ms: row.expires_at_ms,
                 self_test,
@@ -308,7 +308,7 @@ pub async fn move_device(
     st.fleet_mut().set_lifecycle(&device, to, now);
     Ok(Json(LifecycleMoved {
         device,
-        lifecycle: api::lifecycle(to),
+        lifecycle: to,
     }))
 }
 

@@ -12,20 +12,6 @@ pub mod readiness;
 pub mod registry;
 pub mod tokens;
 
-use crate::domain::lifecycle::Lifecycle;
-
-/// The wire form of a lifecycle state (the domain's carries its rules).
-pub fn lifecycle(l: Lifecycle) -> fleet_api::types::Lifecycle {
-    use fleet_api::types::Lifecycle as Wire;
-    match l {
-        Lifecycle::Registered => Wire::Registered,
-        Lifecycle::Enrolled => Wire::Enrolled,
-        Lifecycle::Shipped => Wire::Shipped,
-        Lifecycle::Deployed => Wire::Deployed,
-        Lifecycle::Retired => Wire::Retired,
-    }
-}
-
 /// The bad lines of an uploaded CSV, as the 422 answer lists them.
 pub fn line_items(
     errors: Vec<crate::domain::registry::LineError>,
