@@ -93,7 +93,8 @@ timeout_secs = 5
         .unwrap(),
         Readiness::NeverSeen
     );
-    let (_, d, _) = ctl.fleetctl(&["device", "BB-02-000001"]).unwrap();
+    let (ok, d, err) = ctl.fleetctl(&["device", "BB-02-000001"]).unwrap();
+    assert!(ok, "{err}");
     assert!(d.contains("enrolled"), "{d}");
     let conf = dev.config.clone();
     let conf_s = conf.to_str().unwrap();

@@ -129,7 +129,8 @@ async fn forged_garbage_oversize_and_unknown_are_rejected_and_ingest_survives_a_
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not registered"), "{e}");
-    let (_, list, _) = ctl.fleetctl(&["devices", "--output", "json"]).unwrap();
+    let (ok, list, err) = ctl.fleetctl(&["devices", "--output", "json"]).unwrap();
+    assert!(ok, "{err}");
     assert!(!list.contains("GHOST"));
 
     // Each refusal has its log line.

@@ -150,9 +150,10 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
         !ok && err.contains("nothing leaves retired") && err.contains("HTTP 409"),
         "{err}"
     );
-    let (_, audit, _) = ctl
+    let (ok, audit, err) = ctl
         .fleetctl(&["audit", "list", "--device", "BB-A", "--output", "json"])
         .unwrap();
+    assert!(ok, "{err}");
     assert!(
         audit.contains("device.retire") && audit.contains("device.enrol"),
         "{audit}"

@@ -152,11 +152,12 @@ async fn readiness_matches_the_simulated_fleet_and_survives_a_restart() {
     );
 
     // Restart the controller: nothing it knew is lost.
-    let (_, planned, _) = run_bin(
+    let (ok, planned, err) = run_bin(
         "fleet-sim",
         &[&["plan"][..], &plan_args(&["--output", "devices"])].concat(),
     )
     .unwrap();
+    assert!(ok, "{err}");
     let offline_id = planned
         .lines()
         .find(|l| l.ends_with(",offline"))
@@ -190,9 +191,10 @@ async fn readiness_matches_the_simulated_fleet_and_survives_a_restart() {
             .join("\n")
     );
     assert_eq!(after.state, before.state);
-    let (_, baselines, _) = ctl
+    let (ok, baselines, err) = ctl
         .fleetctl(&["baseline", "list", "--output", "json"])
         .unwrap();
+    assert!(ok, "{err}");
     assert!(
         baselines.contains("\"ballot-box-v2\": \"2.4.0\""),
         "{baselines}"
