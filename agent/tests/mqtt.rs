@@ -10,8 +10,8 @@ use fleet_agent::health::{HealthPolicy, Thresholds};
 use fleet_agent::runtime::{LinkConfig, RuntimeConfig, SeqStore};
 use fleet_agent::Hardware;
 use fleet_protocol::*;
-use fleet_tests::{eventually, Mosquitto};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use fleet_tests::builders::{mqtt_observer as observer, publish, Seen};
+use fleet_tests::{eventually, within, Mosquitto};
 use tokio::sync::oneshot;
 
 #[derive(Clone)]
@@ -71,41 +71,6 @@ fn config(id: &str, port: u16) -> RuntimeConfig {
     }
 }
 
-type Seen = Arc<Mutex<Vec<Envelope>>>;
-
-/// A plain MQTT client that records every decoded fleet message.
-async fn observer(port: u16) -> (AsyncClient, Seen) {
-    let mut opts = MqttOptions::new(
-        format!("observer-{}", fleet_tests::free_port()),
-        "127.0.0.1",
-        port,
-    );
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut el) = AsyncClient::new(opts, 64);
-    client
-        .subscribe(Topic::fleet_filter(), QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let seen: Seen = Arc::default();
-    let sink = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    if let Ok(t) = Topic::parse(&p.topic) {
-                        if let Ok(env) = Envelope::from_cbor_on(&t, &p.payload) {
-                            sink.lock().unwrap().push(env);
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    (client, seen)
-}
-
 fn latest<T>(seen: &Seen, f: impl Fn(&Payload) -> Option<T>) -> Option<T> {
     seen.lock()
         .unwrap()
@@ -131,9 +96,9 @@ fn state(seen: &Seen) -> Option<State> {
 const T: Duration = Duration::from_secs(15);
 
 #[tokio::test]
-async fn reports_presence_state_health_and_goes_offline_cleanly() {
+async fn reports_presence_state_health_by_exception_and_says_offline_when_stopped() {
     let broker = Mosquitto::start().unwrap();
-    let (_obs, seen) = observer(broker.port).await;
+    let (_obs, seen) = within(10, "the observer", observer(broker.port)).await;
     let hw = TestHardware {
         printer_ok: Arc::new(Mutex::new(true)),
     };
@@ -205,9 +170,8 @@ async fn reports_presence_state_health_and_goes_offline_cleanly() {
     assert_eq!(healths, 1);
 
     stop_tx.send(()).unwrap();
-    tokio::time::timeout(T, agent)
+    within(15, "the agent to stop", agent)
         .await
-        .unwrap()
         .unwrap()
         .unwrap();
     eventually(T, "offline presence", || async {
@@ -220,9 +184,9 @@ async fn reports_presence_state_health_and_goes_offline_cleanly() {
 }
 
 #[tokio::test]
-async fn last_will_says_offline_when_the_agent_dies() {
+async fn last_will_says_offline_when_the_agent_dies_without_goodbye() {
     let broker = Mosquitto::start().unwrap();
-    let (_obs, seen) = observer(broker.port).await;
+    let (_obs, seen) = within(10, "the observer", observer(broker.port)).await;
     let hw = TestHardware {
         printer_ok: Arc::new(Mutex::new(true)),
     };
@@ -260,7 +224,7 @@ async fn reconnects_and_resubscribes_after_broker_restart() {
         hw,
         std::future::pending(),
     ));
-    let (_obs, seen) = observer(broker.port).await;
+    let (_obs, seen) = within(10, "the observer", observer(broker.port)).await;
     eventually(T, "first state", || async {
         state(&seen).map(|_| ()).ok_or("none".to_string())
     })
@@ -269,7 +233,7 @@ async fn reconnects_and_resubscribes_after_broker_restart() {
 
     // The broker restarts with no saved sessions.
     broker.restart().unwrap();
-    let (ctl, seen) = observer(broker.port).await;
+    let (ctl, seen) = within(10, "the observer after the restart", observer(broker.port)).await;
     eventually(T, "state re-sent after reconnect", || async {
         state(&seen).map(|_| ()).ok_or("none".to_string())
     })
@@ -291,14 +255,7 @@ async fn reconnects_and_resubscribes_after_broker_restart() {
         let desired = desired.clone();
         let seen = Arc::clone(&seen);
         async move {
-            ctl.publish(
-                desired.topic().to_string(),
-                QoS::AtLeastOnce,
-                true,
-                desired.to_cbor().unwrap(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            publish(&ctl, &desired, true).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             state(&seen)
                 .filter(|s| s.config_rev == 7)

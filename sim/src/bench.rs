@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use fleet_protocol::{DeviceId, Envelope, Payload};
-use serde_json::json;
 
 use crate::plan::{Plan, PlanConfig, MODELS};
 use crate::run::{self, Api, RunConfig};
@@ -157,14 +156,7 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 async fn ingested(api: &Api) -> anyhow::Result<f64> {
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(api.token())
-        .send()
-        .await?
-        .text()
-        .await?;
+    let text = api.client.metrics().await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with("fleet_ingest_messages_total"))
@@ -174,12 +166,10 @@ async fn ingested(api: &Api) -> anyhow::Result<f64> {
 
 async fn set_baselines(api: &Api) -> anyhow::Result<()> {
     for (model, baseline, _) in MODELS {
-        api.put_json(
-            &format!("/api/v1/baselines/{model}"),
-            &json!({ "version": baseline }),
-        )
-        .await
-        .with_context(|| format!("cannot set the baseline of {model}"))?;
+        api.client
+            .set_baseline(model, baseline)
+            .await
+            .with_context(|| format!("cannot set the baseline of {model}"))?;
     }
     Ok(())
 }
@@ -279,22 +269,24 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
         outdated_share: 0.0,
         seed: 1,
     })?;
-    api.post_text("/api/v1/registry/import", plan.registry_csv())
-        .await?;
+    api.client.import_registry(plan.registry_csv()).await?;
     let d = &plan.devices[0];
     let batch = api
-        .post_text(
-            "/api/v1/enrol/batch",
+        .client
+        .enrol_batch(
             format!(
                 "serial,model,province,county,station\n{},{},{},{},{}\n",
                 d.id, d.model, d.province, d.county, d.station
             ),
+            &fleet_api::types::EnrolBatchQuery::default(),
         )
         .await?;
-    let token = batch["devices"][0]["token"]
-        .as_str()
+    let token = batch
+        .devices
+        .into_iter()
+        .next()
         .context("no enrolment token")?
-        .to_owned();
+        .token;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("firmware-version"), d.firmware.as_str())?;
     let conf = dir.path().join("agent.toml");
@@ -339,11 +331,7 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start {}", agent_bin.display()))?;
     let pid = child.id();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let detail = api.get(&format!("/api/v1/devices/{}", d.id)).await?;
-    let readiness = detail["device"]["readiness"]
-        .as_str()
-        .unwrap_or("?")
-        .to_owned();
+    let readiness = api.client.device(d.id.as_str()).await?.device.readiness;
     let (cpu0, t0) = (cpu_seconds(pid)?, Instant::now());
     let mut peak = 0;
     while t0.elapsed() < b.duration {

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use fleet_agent::health::{HealthPolicy, Thresholds};
 use fleet_agent::runtime::{LinkConfig, RuntimeConfig, SeqStore};
+use fleet_api::client::Client;
+use fleet_api::types::EnrolBatchQuery;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tracing::info;
 
@@ -28,65 +29,33 @@ pub struct RunConfig {
     pub show_progress: bool,
 }
 
+/// The controller as the simulator talks to it: the operator's typed API
+/// client for everything an operator does (registry, shipments, baselines,
+/// the broker address, metrics), and the plain HTTPS client the simulated
+/// devices enrol with through the agent's own code (`fleet_agent::enrol`),
+/// as a real device does.
 pub struct Api {
-    pub base: String,
-    pub http: reqwest::Client,
-    token: String,
+    pub client: Client,
+    base: String,
+    device_http: reqwest::Client,
 }
 
 impl Api {
     /// `ca`: the fleet CA, to check the controller's HTTPS certificate.
     pub fn new(base: &str, token: &str, ca: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let client = Client::with_ca_file(base, ca)?
+            .with_token(Some(token.to_owned()))
+            .with_timeout(Duration::from_secs(120));
         Ok(Self {
+            client,
             base: base.trim_end_matches('/').to_owned(),
-            http: http_client(base, ca)?,
-            token: token.trim().to_owned(),
+            device_http: http_client(base, ca)?,
         })
-    }
-
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
-    /// Send an authorised request to `path` and return the JSON answer,
-    /// or an error with the controller's status and message.
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-    ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = body(self.http.request(method, &url).bearer_auth(&self.token))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the controller at {url}"))?;
-        let status = resp.status();
-        let answer: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("controller answered {status}: {answer}");
-        }
-        Ok(answer)
-    }
-
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(reqwest::Method::GET, path, |r| r).await
-    }
-
-    pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(reqwest::Method::PUT, path, |r| r.json(body))
-            .await
-    }
-
-    pub async fn post_text(&self, path: &str, body: String) -> anyhow::Result<Value> {
-        self.send(reqwest::Method::POST, path, |r| {
-            r.header("content-type", "text/csv").body(body)
-        })
-        .await
     }
 }
 
-/// An HTTP client that trusts only the fleet CA for `https://` URLs.
+/// An HTTP client that trusts only the fleet CA for `https://` URLs, for
+/// the simulated devices' enrolment.
 pub fn http_client(base: &str, ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder().timeout(Duration::from_secs(120));
     if base.starts_with("https://") {
@@ -134,10 +103,11 @@ pub async fn enrol_fleet(
     show_progress: bool,
 ) -> anyhow::Result<Identities> {
     let v = api
-        .post_text("/api/v1/registry/import", plan.registry_csv())
+        .client
+        .import_registry(plan.registry_csv())
         .await
         .context("importing the simulated registry")?;
-    info!(counties = %v["counties"], stations = %v["stations"], "registry imported");
+    info!(counties = %v.counties, stations = %v.stations, "registry imported");
     let mut ids: Identities = match state_dir.map(|d| d.join(IDENTITIES_FILE)) {
         Some(f) if f.exists() => serde_json::from_slice(&std::fs::read(&f)?)
             .with_context(|| format!("cannot read {}", f.display()))?,
@@ -149,7 +119,7 @@ pub async fn enrol_fleet(
         .filter(|d| !ids.devices.contains_key(d.id.as_str()))
         .collect();
     let pb = bar(show_progress, todo.len(), "enrolling");
-    let http = api.http.clone();
+    let http = api.device_http.clone();
     for chunk in todo.chunks(500) {
         let mut csv = String::from("serial,model,province,county,station\n");
         for d in chunk {
@@ -158,20 +128,18 @@ pub async fn enrol_fleet(
                 d.id, d.model, d.province, d.county, d.station
             ));
         }
+        let query = EnrolBatchQuery {
+            expires_hours: Some(1),
+        };
         let batch = api
-            .post_text("/api/v1/enrol/batch?expires_hours=1", csv)
+            .client
+            .enrol_batch(csv, &query)
             .await
             .context("making a shipment of the simulated devices (if they were enrolled by an earlier run, pass the same --state-dir, or start from a fresh controller data directory)")?;
-        let tokens: Vec<(fleet_protocol::DeviceId, String)> = batch["devices"]
-            .as_array()
-            .context("no devices in the shipment answer")?
-            .iter()
-            .filter_map(|d| {
-                Some((
-                    fleet_protocol::DeviceId::parse(d["device"].as_str()?).ok()?,
-                    d["token"].as_str()?.to_owned(),
-                ))
-            })
+        let tokens: Vec<(fleet_protocol::DeviceId, String)> = batch
+            .devices
+            .into_iter()
+            .map(|d| (d.device, d.token))
             .collect();
         let mut set = tokio::task::JoinSet::new();
         let mut pending = tokens.into_iter();
@@ -337,16 +305,14 @@ pub struct BrokerAddress {
 
 /// Ask the controller where the broker is.
 pub async fn broker_address(api: &Api) -> anyhow::Result<BrokerAddress> {
-    let b = api.get("/api/v1/broker").await?;
+    let b = api
+        .client
+        .broker()
+        .await
+        .context("asking the controller where the broker is")?;
     Ok(BrokerAddress {
-        host: b["host"]
-            .as_str()
-            .context("controller did not say the broker host")?
-            .to_owned(),
-        port: b["port"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .context("controller did not say the broker port")?,
-        tls: b["tls"].as_bool().unwrap_or(true),
+        host: b.host,
+        port: b.port,
+        tls: b.tls,
     })
 }

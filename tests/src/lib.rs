@@ -1,13 +1,31 @@
 //! Test helpers shared by every crate's integration tests and by the
-//! end-to-end tests in `tests/tests/`: a real Mosquitto on a free port in a
-//! temporary directory, real processes of the workspace's binaries with
-//! their output captured, and polling with a deadline.
+//! end-to-end tests in `tests/tests/`:
+//!
+//! - this file: a real Mosquitto on a free port in a temporary directory,
+//!   real processes of the workspace's binaries with their output captured
+//!   ([`Controller`] is a `fleet-controller serve` process), [`within`]
+//!   (an await with a deadline) and [`eventually`] (polling with one).
+//! - [`in_process`]: [`InProcessController`], the controller started in the
+//!   test's own process on port 0 with a temporary data directory, for API
+//!   tests that do not need a separate process.
+//! - [`builders`]: fleet envelopes, raw MQTT clients (plain and mutual TLS),
+//!   device registrations and operator tokens.
+//!
+//! Both controllers hand out a typed [`fleet_api::client::Client`]; no test
+//! builds an API URL or parses an API answer by hand, except where sending
+//! something malformed or raw is the point of the test.
 //!
 //! Nothing here skips: a missing Mosquitto or binary is a failure whose
 //! message says what to run.
 
 #![allow(clippy::unwrap_used)]
 
+pub mod builders;
+pub mod in_process;
+
+pub use in_process::InProcessController;
+
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -282,18 +300,30 @@ impl Drop for Proc {
     }
 }
 
-/// Poll `f` until it returns `Some`, or fail after `timeout` with `what` and
-/// the last value seen.
+/// Await `fut` for at most `secs` seconds; a hang fails the test with a
+/// message that names `what` hung.
+pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs} s: {what}"),
+    }
+}
+
+/// Poll `f` until it returns `Ok`, or fail after `timeout` with `what` and
+/// the last value seen. An attempt that hangs is cut off at the deadline
+/// too, so awaiting this is always bounded.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: Future<Output = Result<T, String>>,
 {
     let end = Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let last = match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
+        let last = match tokio::time::timeout_at(deadline, f()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => "the last attempt itself did not finish".to_owned(),
         };
         if Instant::now() > end {
             bail!("timed out after {timeout:?} waiting for {what}; last: {last}");
@@ -421,55 +451,33 @@ impl Controller {
         self.data_dir.join("pki/ca.crt")
     }
 
-    /// An HTTP client that trusts the fleet CA.
-    pub fn http(&self) -> anyhow::Result<reqwest::Client> {
-        let mut b = reqwest::Client::builder();
-        if self.api.starts_with("https://") {
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(self.ca())?)?);
-        }
-        Ok(b.build()?)
+    /// A typed API client with the first admin token.
+    pub fn client(&self) -> fleet_api::client::Client {
+        client_for(&self.api, &self.ca(), Some(&self.token))
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let resp = self
-            .http()?
-            .get(format!("{}{path}", self.api))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        Ok(resp.json().await?)
+    /// A typed API client with another token (`None`: none at all).
+    pub fn client_as(&self, token: Option<&str>) -> fleet_api::client::Client {
+        client_for(&self.api, &self.ca(), token)
     }
+}
 
-    pub async fn metrics(&self) -> anyhow::Result<String> {
-        Ok(self
-            .http()?
-            .get(format!("{}/metrics", self.api))
-            .bearer_auth(&self.token)
-            .send()
-            .await?
-            .text()
-            .await?)
-    }
+/// How long one API request of a test may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-    pub async fn post(
-        &self,
-        path: &str,
-        body: serde_json::Value,
-    ) -> anyhow::Result<serde_json::Value> {
-        let resp = self
-            .http()?
-            .post(format!("{}{path}", self.api))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let v: serde_json::Value = resp.json().await?;
-        if !status.is_success() {
-            bail!("POST {path}: {status}: {v}");
-        }
-        Ok(v)
-    }
+/// A typed client of the controller at `api` that trusts the fleet CA in
+/// `ca` (read when the URL is `https://`).
+pub fn client_for(api: &str, ca: &Path, token: Option<&str>) -> fleet_api::client::Client {
+    install_crypto();
+    let client = if api.starts_with("https://") {
+        fleet_api::client::Client::with_ca_file(api, Some(ca))
+    } else {
+        fleet_api::client::Client::new(api, None)
+    };
+    client
+        .unwrap_or_else(|e| panic!("a client of {api}: {e}"))
+        .with_token(token.map(str::to_owned))
+        .with_timeout(REQUEST_TIMEOUT)
 }
 
 /// Run `fleetctl --controller api --token token args…` to completion.

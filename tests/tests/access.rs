@@ -1,14 +1,20 @@
-//! End to end: initialising a data directory, operator tokens through
-//! fleetctl, and the audit chain catching edits to the store itself.
+//! Initialising a data directory, operator tokens, roles and scope, and the
+//! audit chain catching edits to the store itself. What the binaries do
+//! (`serve`, `init`, fleetctl's messages and printed sheets) runs them as
+//! processes; roles, scope and the audit chain over HTTP run the controller
+//! in-process with the typed client.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use fleet_tests::{run_bin, Controller, Proc};
+use fleet_api::types::{AuditQuery, ReadinessQuery};
+use fleet_api::Role;
+use fleet_tests::builders::create_token;
+use fleet_tests::{run_bin, within, Controller, InProcessController, Proc};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn init_serve_and_tokens() {
+async fn serve_wants_init_init_runs_once_and_fleetctl_wants_the_ca_and_a_valid_token() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap();
 
@@ -54,9 +60,11 @@ async fn init_serve_and_tokens() {
     assert_eq!(ctl.token, token);
 
     // HTTPS only: plain HTTP gets nowhere, and fleetctl wants the fleet CA.
+    // (A raw request on purpose: the typed client refuses to try.)
     assert!(ctl.api.starts_with("https://"));
     let plain = format!("{}/healthz", ctl.api.replacen("https://", "http://", 1));
-    assert!(reqwest::get(&plain).await.is_err(), "plain HTTP answered");
+    let answered = within(20, "a plain HTTP request", reqwest::get(&plain)).await;
+    assert!(answered.is_err(), "plain HTTP answered");
     let (ok, _, err) = run_bin(
         "fleetctl",
         &["--controller", &ctl.api, "--token", &token, "readiness"],
@@ -85,130 +93,182 @@ async fn init_serve_and_tokens() {
         !ok && err.contains("invalid or revoked token") && err.contains("HTTP 401"),
         "{err}"
     );
-
-    // create a province-scoped token, use it, list, revoke
-    let (ok, tech, err) = ctl
-        .fleetctl(&[
-            "token",
-            "create",
-            "--role",
-            "province-tech",
-            "--province",
-            "IR-02",
-            "--name",
-            "Sari office",
-        ])
-        .unwrap();
-    assert!(ok, "{err}");
-    let tech = tech.trim().to_owned();
-    let (ok, rows, err) = ctl
-        .fleetctl_as(&tech, &["readiness", "--output", "json"])
-        .unwrap();
-    assert!(ok, "{err}");
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&rows).unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["province"], "IR-02");
-    let (ok, _, err) = ctl
-        .fleetctl_as(&tech, &["readiness", "--province", "IR-23"])
-        .unwrap();
-    assert!(
-        !ok && err.contains("HTTP 403") && err.contains("IR-02"),
-        "{err}"
-    );
-    let (ok, _, err) = ctl
-        .fleetctl_as(&tech, &["baseline", "set", "ballot-box-v2", "2.4.0"])
-        .unwrap();
-    assert!(!ok && err.contains("HTTP 403"), "{err}");
-    let (ok, _, err) = ctl
-        .fleetctl(&["token", "create", "--role", "province-tech"])
-        .unwrap();
-    assert!(!ok && err.contains("at least one province"), "{err}");
-
-    let (ok, list, _) = ctl
-        .fleetctl(&["token", "list", "--output", "json"])
-        .unwrap();
-    assert!(ok);
-    assert!(!list.contains(&tech[4..]), "tokens are never shown again");
-    let list: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
-    let id = list.iter().find(|t| t["name"] == "Sari office").unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (ok, _, err) = ctl.fleetctl(&["token", "revoke", &id]).unwrap();
-    assert!(ok, "{err}");
-    let (ok, _, err) = ctl.fleetctl_as(&tech, &["readiness"]).unwrap();
-    assert!(!ok && err.contains("HTTP 401"), "revoked at once: {err}");
-
-    // the audit log has all of it, by actor
-    let (ok, out, err) = ctl
-        .fleetctl(&[
-            "audit",
-            "list",
-            "--actor",
-            "first admin",
-            "--output",
-            "json",
-        ])
-        .unwrap();
-    assert!(ok, "{err}");
-    let entries: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    let actions: Vec<&str> = entries
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
-    assert_eq!(actions, ["token.revoke", "token.create"]);
-    assert_eq!(entries[0]["source"], "127.0.0.1");
-    let (ok, out, _) = ctl.fleetctl(&["audit", "verify"]).unwrap();
-    assert!(ok && out.contains("intact: 4 entries"), "{out}");
     ctl.stop().unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_province_token_sees_its_province_only_is_never_shown_again_and_dies_when_revoked() {
+    let data = tempfile::tempdir().unwrap();
+    let ctl = InProcessController::start(data.path(), |_| {})
+        .await
+        .unwrap();
+    let admin = ctl.client();
+
+    // a wrong token: a clear refusal
+    let e = within(
+        20,
+        "readiness with a wrong token",
+        ctl.client_as("sdg_wrong")
+            .readiness(&ReadinessQuery::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("invalid or revoked token") && e.to_string().contains("HTTP 401"),
+        "{e}"
+    );
+
+    // create a province-scoped token, use it, list, revoke
+    let tech = create_token(&admin, Role::ProvinceTech, &["IR-02"], "Sari office").await;
+    let as_tech = ctl.client_as(&tech.token);
+    let rows = within(
+        20,
+        "readiness as the technician",
+        as_tech.readiness(&ReadinessQuery::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].province.to_string(), "IR-02");
+    let other = ReadinessQuery {
+        province: Some("IR-23".to_owned()),
+        ..ReadinessQuery::default()
+    };
+    let e = within(
+        20,
+        "another province's readiness",
+        as_tech.readiness(&other),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.status() == Some(403) && e.to_string().contains("IR-02"),
+        "{e}"
+    );
+    let e = within(
+        20,
+        "a baseline set by the technician",
+        as_tech.set_baseline("ballot-box-v2", "2.4.0"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    let no_province = fleet_api::types::TokenRequest::new(Role::ProvinceTech, vec![], None);
+    let e = within(
+        20,
+        "a province-tech token without a province",
+        admin.create_token(&no_province),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("at least one province"), "{e}");
+
+    let list = within(20, "the token list", admin.tokens()).await.unwrap();
+    let shown = serde_json::to_string(&list).unwrap();
+    assert!(
+        !shown.contains(&tech.token[4..]),
+        "tokens are never shown again"
+    );
+    let id = &list.iter().find(|t| t.name == "Sari office").unwrap().id;
+    within(20, "revoking the token", admin.revoke_token(id))
+        .await
+        .unwrap();
+    let e = within(
+        20,
+        "readiness with the revoked token",
+        as_tech.readiness(&ReadinessQuery::default()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.status(), Some(401), "revoked at once: {e}");
+
+    // the audit log has all of it, by actor
+    let by_admin = AuditQuery {
+        actor: Some("first admin".to_owned()),
+        ..AuditQuery::default()
+    };
+    let entries = within(20, "the audit log", admin.audit(&by_admin))
+        .await
+        .unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["token.revoke", "token.create"]);
+    assert_eq!(entries[0].source, "127.0.0.1");
+    let verified = within(20, "audit verify", admin.audit_verify())
+        .await
+        .unwrap();
+    assert!(
+        verified.intact && verified.entries == Some(4),
+        "{verified:?}"
+    );
+    within(30, "stopping the controller", ctl.stop())
+        .await
+        .unwrap();
+}
+
 /// Tamper with the database behind the controller's back (dropping the
-/// append-only triggers first, as an intruder with the file would), then
-/// ask `fleetctl audit verify`.
+/// append-only triggers first, as an intruder with the file would), start
+/// it again on the same directory and ask it to verify the audit chain.
 async fn tampered(sql: &[&str], want_entry: u64) {
     let data = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(data.path(), &[]).unwrap();
+    let ctl = InProcessController::start(data.path(), |_| {})
+        .await
+        .unwrap();
+    let admin = ctl.client();
     for (model, v) in [
         ("ballot-box-v2", "2.4.0"),
         ("id-laptop", "1.8.2"),
         ("ballot-box-v2", "2.4.1"),
         ("id-laptop", "1.8.3"),
     ] {
-        assert!(ctl.fleetctl(&["baseline", "set", model, v]).unwrap().0);
+        within(20, "setting a baseline", admin.set_baseline(model, v))
+            .await
+            .unwrap();
     }
-    let (ok, out, _) = ctl.fleetctl(&["audit", "verify"]).unwrap();
-    assert!(ok && out.contains("intact: 6 entries"), "{out}");
-    ctl.stop().unwrap();
+    let verified = within(20, "audit verify", admin.audit_verify())
+        .await
+        .unwrap();
+    assert!(
+        verified.intact && verified.entries == Some(6),
+        "{verified:?}"
+    );
+    within(30, "stopping the controller", ctl.stop())
+        .await
+        .unwrap();
 
     let url = format!("sqlite://{}", data.path().join("fleet.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let pool = within(10, "opening the store", sqlx::SqlitePool::connect(&url))
+        .await
+        .unwrap();
     // Editing through the normal path is refused outright.
-    let refused = sqlx::query("UPDATE audit SET actor = 'x' WHERE seq = 3")
-        .execute(&pool)
-        .await;
+    let refused = within(
+        10,
+        "an UPDATE of the audit table",
+        sqlx::query("UPDATE audit SET actor = 'x' WHERE seq = 3").execute(&pool),
+    )
+    .await;
     assert!(refused.unwrap_err().to_string().contains("append-only"));
-    sqlx::query("DROP TRIGGER audit_no_update")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("DROP TRIGGER audit_no_delete")
-        .execute(&pool)
-        .await
-        .unwrap();
-    for q in sql {
-        sqlx::query(q).execute(&pool).await.unwrap();
+    for q in [
+        "DROP TRIGGER audit_no_update",
+        "DROP TRIGGER audit_no_delete",
+    ]
+    .iter()
+    .chain(sql)
+    {
+        within(10, q, sqlx::query(q).execute(&pool)).await.unwrap();
     }
-    pool.close().await;
+    within(10, "closing the store", pool.close()).await;
 
-    let ctl = Controller::start(data.path(), &[]).unwrap();
-    let (ok, _, err) = ctl.fleetctl(&["audit", "verify"]).unwrap();
-    assert!(!ok, "tampering went unnoticed");
-    assert!(
-        err.contains(&format!("broken at entry #{want_entry}")),
-        "{err}"
-    );
-    ctl.stop().unwrap();
+    let ctl = InProcessController::start(data.path(), |_| {})
+        .await
+        .unwrap();
+    let verified = within(20, "audit verify", ctl.client().audit_verify())
+        .await
+        .unwrap();
+    assert!(!verified.intact, "tampering went unnoticed");
+    assert_eq!(verified.first_broken, Some(want_entry), "{verified:?}");
+    within(30, "stopping the controller", ctl.stop())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -244,7 +304,7 @@ async fn audit_verify_names_a_cut_tail() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn warehouse_batch_through_fleetctl() {
+async fn fleetctl_enrol_batch_prints_sheets_and_refuses_a_bad_row_whole() {
     let data = tempfile::tempdir().unwrap();
     let ctl = Controller::start(data.path(), &[]).unwrap();
     let work = tempfile::tempdir().unwrap();

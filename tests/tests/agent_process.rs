@@ -8,29 +8,27 @@
 use std::process::Command;
 use std::time::Duration;
 
-use fleet_tests::{eventually, Controller, Proc};
+use fleet_api::types::Readiness;
+use fleet_tests::{eventually, within, Controller, Proc};
 
 const REGISTRY: &str = "province,county,county_name_en,station_id,station_name\n\
     IR-02,IR-02-SARI,Sari,ST-SARI-1,School 1\n";
 
-async fn readiness_of(ctl: &Controller, id: &str) -> Result<String, String> {
-    let v = ctl
-        .get(&format!("/api/v1/devices/{id}"))
+async fn readiness_of(ctl: &Controller, id: &str) -> Result<Readiness, String> {
+    ctl.client()
+        .device(id)
         .await
-        .map_err(|e| e.to_string())?;
-    v["device"]["readiness"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| v.to_string())
+        .map(|d| d.device.readiness)
+        .map_err(|e| e.to_string())
 }
 
-async fn wait_for(ctl: &Controller, id: &str, want: &str, agent: &Proc) {
+async fn wait_for(ctl: &Controller, id: &str, want: Readiness, agent: &Proc) {
     eventually(Duration::from_secs(20), &format!("{id} {want}"), || async {
         let got = readiness_of(ctl, id).await?;
         if got == want {
             Ok(())
         } else {
-            Err(got)
+            Err(got.to_string())
         }
     })
     .await
@@ -38,7 +36,7 @@ async fn wait_for(ctl: &Controller, id: &str, want: &str, agent: &Proc) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn real_agent_check_failure_silence_and_return() {
+async fn real_agent_is_unhealthy_on_a_failing_check_offline_when_silent_and_ready_on_return() {
     let data = tempfile::tempdir().unwrap();
     // A freshness window far longer than the test: offline can only come
     // from the broker's keep-alive and the last will.
@@ -86,19 +84,26 @@ timeout_secs = 5
         )
         .unwrap();
     assert_eq!(
-        readiness_of(&ctl, "BB-02-000001").await.unwrap(),
-        "never-seen"
+        within(
+            20,
+            "the device's readiness",
+            readiness_of(&ctl, "BB-02-000001")
+        )
+        .await
+        .unwrap(),
+        Readiness::NeverSeen
     );
-    let (_, d, _) = ctl.fleetctl(&["device", "BB-02-000001"]).unwrap();
+    let (ok, d, err) = ctl.fleetctl(&["device", "BB-02-000001"]).unwrap();
+    assert!(ok, "{err}");
     assert!(d.contains("enrolled"), "{d}");
     let conf = dev.config.clone();
     let conf_s = conf.to_str().unwrap();
     let agent = Proc::spawn("fleet-agent", &["run", "--config", conf_s], &[]).unwrap();
-    wait_for(&ctl, "BB-02-000001", "ready", &agent).await;
+    wait_for(&ctl, "BB-02-000001", Readiness::Ready, &agent).await;
 
     // The printer runs out of paper: unhealthy, with the check named.
     std::fs::remove_file(&paper).unwrap();
-    wait_for(&ctl, "BB-02-000001", "unhealthy", &agent).await;
+    wait_for(&ctl, "BB-02-000001", Readiness::Unhealthy, &agent).await;
     eventually(
         Duration::from_secs(10),
         "the check-failed event in the device detail",
@@ -114,7 +119,7 @@ timeout_secs = 5
     .await
     .unwrap();
     std::fs::write(&paper, "").unwrap();
-    wait_for(&ctl, "BB-02-000001", "ready", &agent).await;
+    wait_for(&ctl, "BB-02-000001", Readiness::Ready, &agent).await;
 
     // Frozen without a goodbye (socket open, no pings): the broker gives up
     // after 1.5 x keep-alive and publishes the will.
@@ -124,7 +129,7 @@ timeout_secs = 5
         .status()
         .unwrap()
         .success());
-    wait_for(&ctl, "BB-02-000001", "offline", &agent).await;
+    wait_for(&ctl, "BB-02-000001", Readiness::Offline, &agent).await;
     // It wakes up, reconnects (a new session, so the old will cannot
     // override it) and is ready again.
     assert!(Command::new("kill")
@@ -132,17 +137,17 @@ timeout_secs = 5
         .status()
         .unwrap()
         .success());
-    wait_for(&ctl, "BB-02-000001", "ready", &agent).await;
+    wait_for(&ctl, "BB-02-000001", Readiness::Ready, &agent).await;
 
     // Killed outright: offline again.
     let mut agent = agent;
     agent.kill();
-    wait_for(&ctl, "BB-02-000001", "offline", &agent).await;
+    wait_for(&ctl, "BB-02-000001", Readiness::Offline, &agent).await;
     ctl.stop().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn operator_errors_are_clear() {
+async fn fleetctl_operator_errors_say_what_is_wrong() {
     let data = tempfile::tempdir().unwrap();
     let ctl = Controller::start(data.path(), &[]).unwrap();
     let work = tempfile::tempdir().unwrap();

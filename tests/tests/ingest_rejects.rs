@@ -8,84 +8,50 @@
 use std::process::Command;
 use std::time::Duration;
 
+use fleet_api::types::{BrokerState, DeviceDetail, Readiness};
 use fleet_protocol::*;
-use fleet_tests::{eventually, metric, Controller};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
-use serde_json::json;
+use fleet_tests::builders::{
+    import_registry, mqtt_client, mqtt_plain, publish, register, registration, state,
+};
+use fleet_tests::{eventually, metric, within, Controller};
+use rumqttc::QoS;
 
-fn state(id: &str, firmware: &str, sent_at_ms: u64) -> Envelope {
-    Envelope::new(
-        DeviceId::parse(id).unwrap(),
-        sent_at_ms,
-        Payload::State(State {
-            model: Model::parse("ballot-box-v2").unwrap(),
-            firmware: Version::parse(firmware).unwrap(),
-            agent: Version::parse("0.1.0").unwrap(),
-            update: UpdateStatus::Idle,
-            checks: vec![],
-            config_rev: 0,
-        }),
-    )
+/// The detail of `id`, or the controller's refusal as text (for polling).
+async fn detail(api: &fleet_api::Client, id: &str) -> Result<DeviceDetail, String> {
+    api.device(id).await.map_err(|e| e.to_string())
 }
 
-async fn client(port: u16, id: &str) -> AsyncClient {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5));
-    opts.set_max_packet_size(64 * 1024, 64 * 1024);
-    let (c, mut el) = AsyncClient::new(opts, 64);
-    tokio::spawn(async move {
-        loop {
-            if el.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
-    c
+fn firmware(d: &DeviceDetail) -> Option<&str> {
+    d.device.firmware.as_ref().map(|v| v.as_str())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn forged_garbage_oversize_and_unknown_are_rejected() {
+async fn forged_garbage_oversize_and_unknown_are_rejected_and_ingest_survives_a_broker_kill() {
     let data = tempfile::tempdir().unwrap();
     // Plaintext broker: this test is about the controller's own checks, the
     // last line of defence behind the broker's (tests/mtls.rs covers those).
+    // A process, not in-process: the test reads the controller's log lines
+    // and kills the Mosquitto it supervises.
     let mut ctl = Controller::start(data.path(), &["--insecure-dev"]).unwrap();
-    let reg = reqwest::Client::new()
-        .post(format!("{}/api/v1/registry/import", ctl.api))
-        .bearer_auth(&ctl.token)
-        .body("province,county,station_id\nIR-23,IR-23-TEH,ST-1\n")
-        .send()
-        .await
-        .unwrap();
-    assert!(reg.status().is_success());
-    ctl.post(
-        "/api/v1/devices",
-        json!({ "devices": [
-            { "id": "BB-A", "model": "ballot-box-v2", "province": "IR-23", "county": "IR-23-TEH", "lifecycle": "enrolled" },
-            { "id": "BB-B", "model": "ballot-box-v2", "province": "IR-23", "county": "IR-23-TEH", "lifecycle": "enrolled" },
-        ]}),
+    let api = ctl.client();
+    import_registry(&api, "province,county,station_id\nIR-23,IR-23-TEH,ST-1\n").await;
+    register(
+        &api,
+        vec![
+            registration("BB-A", "IR-23", Some("IR-23-TEH"), "enrolled"),
+            registration("BB-B", "IR-23", Some("IR-23-TEH"), "enrolled"),
+        ],
     )
-    .await
-    .unwrap();
+    .await;
 
     // B reports a good state: accepted.
-    let b = client(ctl.mqtt_port, "BB-B").await;
-    let good = state("BB-B", "2.4.0", 1_000);
-    b.publish(
-        good.topic().to_string(),
-        QoS::AtLeastOnce,
-        true,
-        good.to_cbor().unwrap(),
-    )
-    .await
-    .unwrap();
+    let b = mqtt_client(mqtt_plain(ctl.mqtt_port, "BB-B"));
+    publish(&b, &state("BB-B", "2.4.0", 1_000), true).await;
     eventually(Duration::from_secs(10), "B's state", || async {
-        let v = ctl
-            .get("/api/v1/devices/BB-B")
-            .await
-            .map_err(|e| e.to_string())?;
-        (v["device"]["firmware"] == "2.4.0")
+        let d = detail(&api, "BB-B").await?;
+        (firmware(&d) == Some("2.4.0"))
             .then_some(())
-            .ok_or(v.to_string())
+            .ok_or(format!("{d:?}"))
     })
     .await
     .unwrap();
@@ -94,46 +60,50 @@ async fn forged_garbage_oversize_and_unknown_are_rejected() {
     let forged = state("BB-A", "9.9.9", 2_000);
     let b_state = Topic::new(DeviceId::parse("BB-B").unwrap(), TopicKind::State).to_string();
     let b_health = Topic::new(DeviceId::parse("BB-B").unwrap(), TopicKind::Health).to_string();
-    let a = client(ctl.mqtt_port, "BB-A").await;
-    a.publish(&b_state, QoS::AtLeastOnce, false, forged.to_cbor().unwrap())
-        .await
-        .unwrap();
-    a.publish(
-        &b_state,
-        QoS::AtLeastOnce,
-        false,
-        b"\xff\xfe not cbor at all".to_vec(),
+    let a = mqtt_client(mqtt_plain(ctl.mqtt_port, "BB-A"));
+    within(
+        10,
+        "publishing the forged state",
+        a.publish(&b_state, QoS::AtLeastOnce, false, forged.to_cbor().unwrap()),
     )
     .await
     .unwrap();
-    a.publish(&b_health, QoS::AtLeastOnce, false, vec![0xa4; 10_000])
-        .await
-        .unwrap();
+    within(
+        10,
+        "publishing garbage",
+        a.publish(
+            &b_state,
+            QoS::AtLeastOnce,
+            false,
+            b"\xff\xfe not cbor at all".to_vec(),
+        ),
+    )
+    .await
+    .unwrap();
+    within(
+        10,
+        "publishing an oversize health report",
+        a.publish(&b_health, QoS::AtLeastOnce, false, vec![0xa4; 10_000]),
+    )
+    .await
+    .unwrap();
     // A message from a device nobody registered.
-    let ghost = state("GHOST-1", "2.4.0", 3_000);
-    a.publish(
-        ghost.topic().to_string(),
-        QoS::AtLeastOnce,
-        false,
-        ghost.to_cbor().unwrap(),
-    )
-    .await
-    .unwrap();
+    publish(&a, &state("GHOST-1", "2.4.0", 3_000), false).await;
 
+    // A fixed, non-empty array: `all` below cannot pass vacuously.
+    let reasons = ["forged", "malformed", "too-large", "unknown-device"];
     let text = eventually(
         Duration::from_secs(10),
         "four rejections counted",
         || async {
-            let m = ctl.metrics().await.map_err(|e| e.to_string())?;
-            let all = ["forged", "malformed", "too-large", "unknown-device"]
-                .iter()
-                .all(|r| {
-                    metric(
-                        &m,
-                        "fleet_ingest_rejected_total",
-                        &format!("reason=\"{r}\""),
-                    ) >= 1.0
-                });
+            let m = api.metrics().await.map_err(|e| e.to_string())?;
+            let all = reasons.iter().all(|r| {
+                metric(
+                    &m,
+                    "fleet_ingest_rejected_total",
+                    &format!("reason=\"{r}\""),
+                ) >= 1.0
+            });
             if all {
                 Ok(m)
             } else {
@@ -150,14 +120,17 @@ async fn forged_garbage_oversize_and_unknown_are_rejected() {
     assert!(!text.contains("GHOST"), "no per-device labels");
 
     // Nothing changed: B keeps its firmware, A was never seen, GHOST is not a device.
-    let v = ctl.get("/api/v1/devices/BB-B").await.unwrap();
-    assert_eq!(v["device"]["firmware"], "2.4.0");
-    assert!(v["health"].is_null(), "oversize health ignored: {v}");
-    let v = ctl.get("/api/v1/devices/BB-A").await.unwrap();
-    assert_eq!(v["device"]["readiness"], "never-seen");
-    let v = ctl.get("/api/v1/devices/GHOST-1").await.unwrap();
-    assert!(v["error"].as_str().unwrap().contains("not registered"));
-    let (_, list, _) = ctl.fleetctl(&["devices", "--output", "json"]).unwrap();
+    let v = within(20, "B's detail", api.device("BB-B")).await.unwrap();
+    assert_eq!(firmware(&v), Some("2.4.0"));
+    assert!(v.health.is_none(), "oversize health ignored: {v:?}");
+    let v = within(20, "A's detail", api.device("BB-A")).await.unwrap();
+    assert_eq!(v.device.readiness, Readiness::NeverSeen);
+    let e = within(20, "GHOST-1's detail", api.device("GHOST-1"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not registered"), "{e}");
+    let (ok, list, err) = ctl.fleetctl(&["devices", "--output", "json"]).unwrap();
+    assert!(ok, "{err}");
     assert!(!list.contains("GHOST"));
 
     // Each refusal has its log line.
@@ -187,7 +160,7 @@ async fn forged_garbage_oversize_and_unknown_are_rejected() {
         || {
             let b = b.clone();
             let newer = newer.clone();
-            let ctl = &ctl;
+            let api = &api;
             async move {
                 b.publish(
                     newer.topic().to_string(),
@@ -198,13 +171,10 @@ async fn forged_garbage_oversize_and_unknown_are_rejected() {
                 .await
                 .map_err(|e| e.to_string())?;
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                let v = ctl
-                    .get("/api/v1/devices/BB-B")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (v["device"]["firmware"] == "2.4.1")
+                let d = detail(api, "BB-B").await?;
+                (firmware(&d) == Some("2.4.1"))
                     .then_some(())
-                    .ok_or(v.to_string())
+                    .ok_or(format!("{d:?}"))
             }
         },
     )
@@ -213,12 +183,7 @@ async fn forged_garbage_oversize_and_unknown_are_rejected() {
     ctl.proc
         .wait_for_line("managed mosquitto restarted", Duration::from_secs(5))
         .unwrap();
-    let health: serde_json::Value = reqwest::get(format!("{}/healthz", ctl.api))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["broker"], "up");
+    let health = within(20, "GET /healthz", api.healthz()).await.unwrap();
+    assert_eq!(health.broker, BrokerState::Up);
     ctl.stop().unwrap();
 }

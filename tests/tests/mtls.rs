@@ -4,66 +4,9 @@
 
 use std::time::Duration;
 
-use fleet_protocol::*;
-use fleet_tests::{eventually, metric, Controller, EnrolledDevice};
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
-};
-
-fn options(port: u16, client_id: &str, ca: &[u8], cert: Option<(&[u8], &[u8])>) -> MqttOptions {
-    let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(5));
-    o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-        ca: ca.to_vec(),
-        alpn: None,
-        client_auth: cert.map(|(c, k)| (c.to_vec(), k.to_vec())),
-    }));
-    o
-}
-
-/// Connect and wait for the CONNACK (or the first error).
-async fn connect(o: MqttOptions) -> Result<(AsyncClient, EventLoop), String> {
-    let (c, mut el) = AsyncClient::new(o, 64);
-    let r = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })
-    .await
-    .map_err(|_| "no answer".to_string())?;
-    r.map(|()| (c, el))
-}
-
-/// Keep a connected client's event loop turning.
-fn drive(mut el: EventLoop) {
-    tokio::spawn(async move { while el.poll().await.is_ok() {} });
-}
-
-fn state(id: &str, firmware: &str) -> Envelope {
-    Envelope::new(
-        DeviceId::parse(id).unwrap(),
-        fleet_tests_now(),
-        Payload::State(State {
-            model: Model::parse("ballot-box-v2").unwrap(),
-            firmware: Version::parse(firmware).unwrap(),
-            agent: Version::parse("0.1.0").unwrap(),
-            update: UpdateStatus::Idle,
-            checks: vec![],
-            config_rev: 0,
-        }),
-    )
-}
-
-fn fleet_tests_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use fleet_tests::builders::{mqtt_connect, mqtt_drive, mqtt_tls, now_ms, publish, state};
+use fleet_tests::{eventually, metric, within, Controller, EnrolledDevice};
+use rumqttc::MqttOptions;
 
 fn identity(d: &EnrolledDevice) -> (&[u8], &[u8]) {
     (&d.cert, &d.key)
@@ -87,64 +30,35 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
     let port = ctl.mqtt_port;
 
     // A, with its own certificate, is admitted.
-    let (ca_client, el) = connect(options(port, "BB-A", &a.ca, Some(identity(&a))))
+    let (ca_client, el) = mqtt_connect(mqtt_tls(port, "BB-A", &a.ca, Some(identity(&a))))
         .await
         .unwrap();
-    drive(el);
+    mqtt_drive(el);
 
     // A publishes a state on B's topic: the ACL drops it before the controller.
-    let forged = state("BB-B", "6.6.6");
-    ca_client
-        .publish(
-            forged.topic().to_string(),
-            QoS::AtLeastOnce,
-            true,
-            forged.to_cbor().unwrap(),
-        )
-        .await
-        .unwrap();
+    publish(&ca_client, &state("BB-B", "6.6.6", now_ms()), true).await;
     // ...and a client claiming B's client id with A's certificate is A to the
     // broker (the certificate name replaces the client id): same result.
-    let (claimer, el) = connect(options(port, "BB-B", &a.ca, Some(identity(&a))))
+    let (claimer, el) = mqtt_connect(mqtt_tls(port, "BB-B", &a.ca, Some(identity(&a))))
         .await
         .unwrap();
-    drive(el);
-    let forged2 = state("BB-B", "7.7.7");
-    claimer
-        .publish(
-            forged2.topic().to_string(),
-            QoS::AtLeastOnce,
-            true,
-            forged2.to_cbor().unwrap(),
-        )
-        .await
-        .unwrap();
+    mqtt_drive(el);
+    publish(&claimer, &state("BB-B", "7.7.7", now_ms()), true).await;
     // A reporting on its own topic goes through: the path works.
-    let own = state("BB-A", "2.4.0");
-    claimer
-        .publish(
-            own.topic().to_string(),
-            QoS::AtLeastOnce,
-            true,
-            own.to_cbor().unwrap(),
-        )
-        .await
-        .unwrap();
+    publish(&claimer, &state("BB-A", "2.4.0", now_ms()), true).await;
+    let api = ctl.client();
     eventually(Duration::from_secs(15), "A's own state", || async {
-        let v = ctl
-            .get("/api/v1/devices/BB-A")
-            .await
-            .map_err(|e| e.to_string())?;
-        (v["device"]["firmware"] == "2.4.0")
+        let d = api.device("BB-A").await.map_err(|e| e.to_string())?;
+        (d.device.firmware.as_ref().map(|v| v.as_str()) == Some("2.4.0"))
             .then_some(())
-            .ok_or(v.to_string())
+            .ok_or(format!("{d:?}"))
     })
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let v = ctl.get("/api/v1/devices/BB-B").await.unwrap();
-    assert!(v["state"].is_null(), "B's topic was written by A: {v}");
-    let m = ctl.metrics().await.unwrap();
+    let v = within(20, "B's detail", api.device("BB-B")).await.unwrap();
+    assert!(v.state.is_none(), "B's topic was written by A: {v:?}");
+    let m = within(20, "GET /metrics", api.metrics()).await.unwrap();
     assert_eq!(
         metric(&m, "fleet_ingest_rejected_total", "forged"),
         0.0,
@@ -156,7 +70,9 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
 
     // No client certificate, a certificate of another CA, an expired one: refused.
     assert!(
-        connect(options(port, "BB-X", &a.ca, None)).await.is_err(),
+        mqtt_connect(mqtt_tls(port, "BB-X", &a.ca, None))
+            .await
+            .is_err(),
         "no client certificate"
     );
     let other_key = rcgen::KeyPair::generate().unwrap();
@@ -168,7 +84,7 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
         .push(rcgen::DnType::CommonName, "BB-A");
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let foreign = leaf.signed_by(&leaf_key, &other_issuer).unwrap();
-    let r = connect(options(
+    let r = mqtt_connect(mqtt_tls(
         port,
         "BB-A",
         &a.ca,
@@ -192,7 +108,7 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
     old.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     let old_key = rcgen::KeyPair::generate().unwrap();
     let expired = old.signed_by(&old_key, &fleet_issuer).unwrap();
-    let r = connect(options(
+    let r = mqtt_connect(mqtt_tls(
         port,
         "BB-A",
         &a.ca,
@@ -204,7 +120,7 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
     // Plain MQTT on the TLS port: refused.
     let mut plain = MqttOptions::new("BB-A", "127.0.0.1", port);
     plain.set_keep_alive(Duration::from_secs(5));
-    assert!(connect(plain).await.is_err(), "plaintext was admitted");
+    assert!(mqtt_connect(plain).await.is_err(), "plaintext was admitted");
 
     // Retire A: its certificate is revoked, the broker restarts with the new
     // CRL, and A is refused from then on while B still gets in.
@@ -214,7 +130,7 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
         Duration::from_secs(20),
         "A refused after retirement",
         || async {
-            match connect(options(port, "BB-A", &a.ca, Some(identity(&a)))).await {
+            match mqtt_connect(mqtt_tls(port, "BB-A", &a.ca, Some(identity(&a)))).await {
                 Err(e) => Ok(e),
                 Ok(_) => Err("still admitted".to_string()),
             }
@@ -224,7 +140,7 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
     .unwrap();
     assert!(!refused.is_empty());
     let (c, el) = eventually(Duration::from_secs(20), "B admitted", || async {
-        connect(options(port, "BB-B", &b.ca, Some(identity(&b)))).await
+        mqtt_connect(mqtt_tls(port, "BB-B", &b.ca, Some(identity(&b)))).await
     })
     .await
     .unwrap();
@@ -234,9 +150,10 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
         !ok && err.contains("nothing leaves retired") && err.contains("HTTP 409"),
         "{err}"
     );
-    let (_, audit, _) = ctl
+    let (ok, audit, err) = ctl
         .fleetctl(&["audit", "list", "--device", "BB-A", "--output", "json"])
         .unwrap();
+    assert!(ok, "{err}");
     assert!(
         audit.contains("device.retire") && audit.contains("device.enrol"),
         "{audit}"

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fleet_tests::{eventually, run_bin, Controller, Proc};
+use fleet_api::types::Readiness;
+use fleet_tests::{eventually, run_bin, within, Controller, Proc};
 use serde_json::Value;
 
 const PROVINCES: &str = "IR-23,IR-10,IR-02,IR-07,IR-16";
@@ -133,6 +134,7 @@ async fn readiness_matches_the_simulated_fleet_and_survives_a_restart() {
     let counties: Vec<Value> = serde_json::from_str(&out).unwrap();
     let sum: u64 = counties.iter().map(|r| r["total"].as_u64().unwrap()).sum();
     assert_eq!(sum, expected["IR-23"]["total"].as_u64().unwrap());
+    assert!(!counties.is_empty(), "IR-23 has counties: {out}");
     assert!(counties
         .iter()
         .all(|r| r["county"].as_str().unwrap().starts_with("IR-23-")));
@@ -150,41 +152,49 @@ async fn readiness_matches_the_simulated_fleet_and_survives_a_restart() {
     );
 
     // Restart the controller: nothing it knew is lost.
-    let (_, planned, _) = run_bin(
+    let (ok, planned, err) = run_bin(
         "fleet-sim",
         &[&["plan"][..], &plan_args(&["--output", "devices"])].concat(),
     )
     .unwrap();
+    assert!(ok, "{err}");
     let offline_id = planned
         .lines()
         .find(|l| l.ends_with(",offline"))
         .and_then(|l| l.split(',').next())
         .unwrap()
         .to_owned();
-    let before = ctl
-        .get(&format!("/api/v1/devices/{offline_id}"))
-        .await
-        .unwrap();
-    assert_eq!(before["device"]["readiness"], "offline");
+    let before = within(
+        20,
+        "the offline device's detail",
+        ctl.client().device(&offline_id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(before.device.readiness, Readiness::Offline);
     let log = ctl.stop().unwrap();
     let ctl = Controller::start(data.path(), &["--freshness-secs", "600"]).unwrap();
-    let after = ctl
-        .get(&format!("/api/v1/devices/{offline_id}"))
-        .await
-        .unwrap();
+    let after = within(
+        20,
+        "the offline device's detail after the restart",
+        ctl.client().device(&offline_id),
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        after["device"],
-        before["device"],
+        after.device,
+        before.device,
         "device state survives the restart; log:\n{}",
         log.lines()
             .filter(|l| l.contains(&offline_id) || !l.contains("SIM-"))
             .collect::<Vec<_>>()
             .join("\n")
     );
-    assert_eq!(after["state"], before["state"]);
-    let (_, baselines, _) = ctl
+    assert_eq!(after.state, before.state);
+    let (ok, baselines, err) = ctl
         .fleetctl(&["baseline", "list", "--output", "json"])
         .unwrap();
+    assert!(ok, "{err}");
     assert!(
         baselines.contains("\"ballot-box-v2\": \"2.4.0\""),
         "{baselines}"

@@ -1,4 +1,6 @@
-//! The router driven with `oneshot`: a real SQLite file, no socket.
+//! The router driven with `oneshot`: a real SQLite file, no socket. Every
+//! await is bounded ([`fleet_tests::within`], inside the helpers too), and
+//! every setup call must answer 200 ([`ok`]).
 
 use std::sync::{Arc, RwLock};
 
@@ -15,6 +17,17 @@ use crate::domain::fleet::Fleet;
 use crate::store::Store;
 use fleet_api::endpoints::Auth;
 use fleet_protocol::{DeviceId, ProvinceCode};
+use fleet_tests::within;
+
+/// Seconds any one step of these tests may take.
+const STEP: u64 = 10;
+
+/// The answer of a setup call, which must have succeeded.
+#[track_caller]
+fn ok((status, body): (StatusCode, Value)) -> Value {
+    assert_eq!(status, StatusCode::OK, "a setup call was refused: {body}");
+    body
+}
 
 struct TestApp {
     router: Router,
@@ -27,13 +40,30 @@ struct TestApp {
 
 async fn test_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("fleet.db")).await.unwrap();
+    let store = within(
+        STEP,
+        "opening the store",
+        Store::open(&dir.path().join("fleet.db")),
+    )
+    .await
+    .unwrap();
     let fleet = Arc::new(RwLock::new(Fleet::new(60_000)));
-    let access = Arc::new(Access::load(store.clone(), dir.path()).await.unwrap());
-    let (_, token) = access
-        .create_token(&Caller::system("test"), "test admin", Role::Admin, vec![])
+    let access = Arc::new(
+        within(
+            STEP,
+            "loading access",
+            Access::load(store.clone(), dir.path()),
+        )
         .await
-        .unwrap();
+        .unwrap(),
+    );
+    let (_, token) = within(
+        STEP,
+        "creating the admin token",
+        access.create_token(&Caller::system("test"), "test admin", Role::Admin, vec![]),
+    )
+    .await
+    .unwrap();
     crate::pki::init(dir.path()).unwrap();
     let state = AppState {
         fleet: Arc::clone(&fleet),
@@ -65,11 +95,15 @@ impl TestApp {
             .iter()
             .map(|p| ProvinceCode::parse(p).unwrap())
             .collect();
-        self.access
-            .create_token(&Caller::system("test"), role.as_str(), role, provinces)
-            .await
-            .unwrap()
-            .1
+        within(
+            STEP,
+            "creating a token",
+            self.access
+                .create_token(&Caller::system("test"), role.as_str(), role, provinces),
+        )
+        .await
+        .unwrap()
+        .1
     }
 
     async fn call(
@@ -99,9 +133,15 @@ impl TestApp {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = req.body(body.unwrap_or_else(Body::empty)).unwrap();
-        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let what = format!("{method} {uri}");
+        let resp = within(STEP, &what, self.router.clone().oneshot(req))
+            .await
+            .unwrap();
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let bytes = within(STEP, &what, resp.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes();
         let value = serde_json::from_slice(&bytes)
             .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, value)
@@ -164,7 +204,7 @@ async fn registry_import_reports_bad_lines_and_imports_nothing() {
 #[tokio::test]
 async fn registration_is_validated_all_or_nothing() {
     let app = test_app().await;
-    app.csv(REGISTRY).await;
+    ok(app.csv(REGISTRY).await);
     let (status, body) = app
         .json(
             "POST",
@@ -204,18 +244,19 @@ async fn registration_is_validated_all_or_nothing() {
 #[tokio::test]
 async fn readiness_lists_every_province_and_adds_up() {
     let app = test_app().await;
-    app.csv(REGISTRY).await;
-    app.json(
-        "POST",
-        "/api/v1/devices",
-        json!({ "devices": [
-            dev("BB-1", "IR-23", Some("IR-23-TEH")),
-            dev("BB-2", "IR-23", Some("IR-23-RAY")),
-            dev("BB-3", "IR-23", None),
-            dev("BB-4", "IR-02", Some("IR-02-SARI")),
-        ]}),
-    )
-    .await;
+    ok(app.csv(REGISTRY).await);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [
+                dev("BB-1", "IR-23", Some("IR-23-TEH")),
+                dev("BB-2", "IR-23", Some("IR-23-RAY")),
+                dev("BB-3", "IR-23", None),
+                dev("BB-4", "IR-02", Some("IR-02-SARI")),
+            ]}),
+        )
+        .await);
     let (status, rows) = app.get("/api/v1/readiness").await;
     assert_eq!(status, StatusCode::OK);
     let rows = rows.as_array().unwrap();
@@ -250,12 +291,13 @@ async fn readiness_lists_every_province_and_adds_up() {
 #[tokio::test]
 async fn device_list_filters_and_pages() {
     let app = test_app().await;
-    app.csv(REGISTRY).await;
+    ok(app.csv(REGISTRY).await);
     let devices: Vec<Value> = (0..25)
         .map(|i| dev(&format!("BB-{i:02}"), "IR-23", Some("IR-23-TEH")))
         .collect();
-    app.json("POST", "/api/v1/devices", json!({ "devices": devices }))
-        .await;
+    ok(app
+        .json("POST", "/api/v1/devices", json!({ "devices": devices }))
+        .await);
     let (_, page) = app
         .get("/api/v1/devices?province=IR-23&per_page=10&page=3")
         .await;
@@ -326,16 +368,17 @@ async fn baselines_and_metrics() {
 #[tokio::test]
 async fn role_by_endpoint_matrix() {
     let app = test_app().await;
-    app.csv(REGISTRY).await;
-    app.json(
-        "POST",
-        "/api/v1/devices",
-        json!({ "devices": [
-            dev("BB-TEH", "IR-23", Some("IR-23-TEH")),
-            dev("BB-SARI", "IR-02", Some("IR-02-SARI")),
-        ]}),
-    )
-    .await;
+    ok(app.csv(REGISTRY).await);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [
+                dev("BB-TEH", "IR-23", Some("IR-23-TEH")),
+                dev("BB-SARI", "IR-02", Some("IR-02-SARI")),
+            ]}),
+        )
+        .await);
 
     let central = app.token_for(Role::CentralOps, &[]).await;
     let tech = app.token_for(Role::ProvinceTech, &["IR-02"]).await;
@@ -343,10 +386,13 @@ async fn role_by_endpoint_matrix() {
     let viewer = app.token_for(Role::Viewer, &[]).await;
     let revoked = app.token_for(Role::Admin, &[]).await;
     let revoked_id = app.access.authenticate(&revoked).unwrap().token_id;
-    app.access
-        .revoke(&Caller::system("test"), &revoked_id)
-        .await
-        .unwrap();
+    within(
+        STEP,
+        "revoking a token",
+        app.access.revoke(&Caller::system("test"), &revoked_id),
+    )
+    .await
+    .unwrap();
 
     const OK: u16 = 200;
     const DENY: u16 = 403;
@@ -557,14 +603,9 @@ async fn role_by_endpoint_matrix() {
             "application/json",
         )
         .await;
-    assert!(
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|d| d["province"] == "IR-02"),
-        "{list}"
-    );
+    let items = list["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "the technician sees its devices: {list}");
+    assert!(items.iter().all(|d| d["province"] == "IR-02"), "{list}");
     assert_eq!(list["total"], 3, "BB-SARI, BB-NEW, BB-SHIP: {list}");
     let (_, counties) = app
         .call_as(
@@ -575,11 +616,9 @@ async fn role_by_endpoint_matrix() {
             "application/json",
         )
         .await;
-    assert!(counties
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|c| c["province"] == "IR-02"));
+    let counties = counties.as_array().unwrap();
+    assert!(!counties.is_empty(), "the technician sees its counties");
+    assert!(counties.iter().all(|c| c["province"] == "IR-02"));
     // ...and a 404 for another province's device reads like a missing one.
     let (_, a) = app
         .call_as(
@@ -608,19 +647,21 @@ async fn role_by_endpoint_matrix() {
 #[tokio::test]
 async fn changes_are_audited_and_the_chain_verifies() {
     let app = test_app().await;
-    app.csv(REGISTRY).await;
-    app.json(
-        "PUT",
-        "/api/v1/baselines/ballot-box-v2",
-        json!({ "version": "2.4.0" }),
-    )
-    .await;
-    app.json(
-        "POST",
-        "/api/v1/devices",
-        json!({ "devices": [dev("BB-1", "IR-23", Some("IR-23-TEH"))] }),
-    )
-    .await;
+    ok(app.csv(REGISTRY).await);
+    ok(app
+        .json(
+            "PUT",
+            "/api/v1/baselines/ballot-box-v2",
+            json!({ "version": "2.4.0" }),
+        )
+        .await);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [dev("BB-1", "IR-23", Some("IR-23-TEH"))] }),
+        )
+        .await);
     let (_, entries) = app.get("/api/v1/audit?limit=10").await;
     let actions: Vec<&str> = entries
         .as_array()
@@ -692,7 +733,7 @@ async fn enrol(app: &TestApp, device: &str, token: &str, csr: &str) -> (StatusCo
 #[tokio::test]
 async fn warehouse_enrolment_issues_certificates_the_ca_decides() {
     let app = test_app().await;
-    app.csv(REGISTRY).await;
+    ok(app.csv(REGISTRY).await);
     let warehouse = app.token_for(Role::Warehouse, &[]).await;
     let shipment = "serial,model,province,county\nBB-01,ballot-box-v2,IR-02,IR-02-SARI\nBB-02,ballot-box-v2,IR-02,IR-02-SARI\n";
     let (status, batch) = app
@@ -794,10 +835,12 @@ async fn warehouse_enrolment_issues_certificates_the_ca_decides() {
     assert_eq!(status, StatusCode::OK);
 
     // Expired: refused.
-    app.json("POST", "/api/v1/devices", json!({ "devices": [{ "id": "BB-03", "model": "ballot-box-v2", "province": "IR-02", "county": "IR-02-SARI" }] })).await;
+    ok(app.json("POST", "/api/v1/devices", json!({ "devices": [{ "id": "BB-03", "model": "ballot-box-v2", "province": "IR-02", "county": "IR-02-SARI" }] })).await);
     let old = "enr-00000000-00000000-00000000-00000000";
-    app.store
-        .insert_enrol_tokens(
+    within(
+        STEP,
+        "storing an expired enrolment token",
+        app.store.insert_enrol_tokens(
             "shipment-old",
             &[(
                 DeviceId::parse("BB-03").unwrap(),
@@ -805,9 +848,10 @@ async fn warehouse_enrolment_issues_certificates_the_ca_decides() {
             )],
             1,
             2,
-        )
-        .await
-        .unwrap();
+        ),
+    )
+    .await
+    .unwrap();
     let (status, body) = enrol(&app, "BB-03", old, &again).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(
@@ -869,7 +913,7 @@ async fn warehouse_enrolment_issues_certificates_the_ca_decides() {
 #[tokio::test]
 async fn lifecycle_cannot_be_sidestepped() {
     let app = test_app().await;
-    app.csv(REGISTRY).await;
+    ok(app.csv(REGISTRY).await);
     let (status, batch) = app
         .call(
             "POST",
@@ -909,12 +953,13 @@ async fn lifecycle_cannot_be_sidestepped() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // Fixing a county keeps the lifecycle when none is given.
-    app.json(
-        "POST",
-        "/api/v1/devices",
-        json!({ "devices": [dev("BB-R3", "IR-23", Some("IR-23-TEH"))] }),
-    )
-    .await;
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [dev("BB-R3", "IR-23", Some("IR-23-TEH"))] }),
+        )
+        .await);
     let (status, _) = app
         .json(
             "POST",
@@ -979,13 +1024,17 @@ async fn failed_changes_are_recorded_after_their_entry() {
         lifecycle_lock: Arc::default(),
     };
     let caller = Caller::system("test");
-    let r: Result<(), ApiError> = super::audited(
-        &state,
-        &caller,
-        "thing.change",
-        "T-1",
-        json!({ "n": 1 }),
-        async { Err(ApiError::ChangedMeanwhile(DeviceId::parse("T-1").unwrap())) },
+    let r: Result<(), ApiError> = within(
+        STEP,
+        "an audited change that fails",
+        super::audited(
+            &state,
+            &caller,
+            "thing.change",
+            "T-1",
+            json!({ "n": 1 }),
+            async { Err(ApiError::ChangedMeanwhile(DeviceId::parse("T-1").unwrap())) },
+        ),
     )
     .await;
     assert!(r.is_err());
