@@ -223,18 +223,21 @@ mod tests {
 
     #[tokio::test]
     async fn checks_pass_fail_and_time_out() {
-        let ok = run_check(&spec("ok", &["sh", "-c", "echo paper loaded"], 5)).await;
-        assert!(ok.passed);
-        assert_eq!(ok.message.as_deref(), Some("paper loaded"));
-        let bad = run_check(&spec("bad", &["sh", "-c", "echo jammed >&2; exit 3"], 5)).await;
-        assert!(!bad.passed);
-        assert_eq!(bad.message.as_deref(), Some("jammed"));
-        let slow = run_check(&spec("slow", &["sleep", "30"], 1)).await;
-        assert!(!slow.passed);
-        assert!(slow.message.unwrap().contains("timed out"));
-        let missing = run_check(&spec("missing", &["/nonexistent/check"], 1)).await;
-        assert!(!missing.passed);
-        assert!(missing.message.unwrap().contains("cannot start"));
+        fleet_tests::within(30, "the check commands", async {
+            let ok = run_check(&spec("ok", &["sh", "-c", "echo paper loaded"], 5)).await;
+            assert!(ok.passed);
+            assert_eq!(ok.message.as_deref(), Some("paper loaded"));
+            let bad = run_check(&spec("bad", &["sh", "-c", "echo jammed >&2; exit 3"], 5)).await;
+            assert!(!bad.passed);
+            assert_eq!(bad.message.as_deref(), Some("jammed"));
+            let slow = run_check(&spec("slow", &["sleep", "30"], 1)).await;
+            assert!(!slow.passed);
+            assert!(slow.message.unwrap().contains("timed out"));
+            let missing = run_check(&spec("missing", &["/nonexistent/check"], 1)).await;
+            assert!(!missing.passed);
+            assert!(missing.message.unwrap().contains("cannot start"));
+        })
+        .await;
     }
 
     #[test]

@@ -356,50 +356,58 @@ mod tests {
 
     #[tokio::test]
     async fn starts_restarts_and_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = ManagedBroker::start(BrokerConfig {
-            dir: dir.path().to_owned(),
-            port: None,
-            tls: None,
-        })
-        .await
-        .unwrap();
-        let port = broker.port();
-        assert!(wait_listening(port, Duration::from_secs(1)).await);
-        let pid = std::fs::read_to_string(dir.path().join("mosquitto.pid")).unwrap();
-        // Kill it behind the supervisor's back: it comes back on the same port.
-        Command::new("kill")
-            .args(["-KILL", pid.trim()])
-            .status()
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut back = false;
-        for _ in 0..100 {
-            let new_pid =
-                std::fs::read_to_string(dir.path().join("mosquitto.pid")).unwrap_or_default();
-            if new_pid.trim() != pid.trim() && wait_listening(port, Duration::from_millis(50)).await
-            {
-                back = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(back, "mosquitto was not restarted");
-        broker.stop().await;
-        assert!(
-            !wait_listening(port, Duration::from_millis(300)).await,
-            "still listening after stop"
-        );
-        // The next start reuses the remembered port.
-        let again = ManagedBroker::start(BrokerConfig {
-            dir: dir.path().to_owned(),
-            port: None,
-            tls: None,
-        })
-        .await
-        .unwrap();
-        assert_eq!(again.port(), port);
-        again.stop().await;
+        fleet_tests::within(
+            60,
+            "the managed broker starting, restarting and stopping",
+            async {
+                let dir = tempfile::tempdir().unwrap();
+                let broker = ManagedBroker::start(BrokerConfig {
+                    dir: dir.path().to_owned(),
+                    port: None,
+                    tls: None,
+                })
+                .await
+                .unwrap();
+                let port = broker.port();
+                assert!(wait_listening(port, Duration::from_secs(1)).await);
+                let pid = std::fs::read_to_string(dir.path().join("mosquitto.pid")).unwrap();
+                // Kill it behind the supervisor's back: it comes back on the same port.
+                Command::new("kill")
+                    .args(["-KILL", pid.trim()])
+                    .status()
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut back = false;
+                for _ in 0..100 {
+                    let new_pid = std::fs::read_to_string(dir.path().join("mosquitto.pid"))
+                        .unwrap_or_default();
+                    if new_pid.trim() != pid.trim()
+                        && wait_listening(port, Duration::from_millis(50)).await
+                    {
+                        back = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                assert!(back, "mosquitto was not restarted");
+                broker.stop().await;
+                assert!(
+                    !wait_listening(port, Duration::from_millis(300)).await,
+                    "still listening after stop"
+                );
+                // The next start reuses the remembered port.
+                let again = ManagedBroker::start(BrokerConfig {
+                    dir: dir.path().to_owned(),
+                    port: None,
+                    tls: None,
+                })
+                .await
+                .unwrap();
+                assert_eq!(again.port(), port);
+                again.stop().await;
+            },
+        )
+        .await;
     }
 }
