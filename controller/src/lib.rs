@@ -29,6 +29,3 @@ pub mod ingest;
 pub mod pki;
 pub mod startup;
 pub mod store;
-
-pub mod ctl;
-pub mod sheet;
