@@ -46,6 +46,37 @@ impl Report for Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::{render, Output};
+    use fleet_protocol::{Health, Payload};
+
+    fn health() -> Envelope {
+        let h = Health {
+            cpu_pct: 12,
+            uptime_s: 60,
+            ..Health::default()
+        };
+        Envelope::new(
+            "BB-02-000001".parse().unwrap(),
+            1_700_000_000_000,
+            Payload::Health(h),
+        )
+    }
+
+    #[test]
+    fn cbor_and_its_hex_decode_to_the_envelope_json() {
+        let env = health();
+        let cbor = env.to_cbor().unwrap();
+        let want = env.to_json() + "\n";
+        assert_eq!(render(&decode(&cbor, false).unwrap(), Output::Table), want);
+        let spaced: String = ::hex::encode(&cbor)
+            .as_bytes()
+            .chunks(8)
+            .map(|c| std::str::from_utf8(c).unwrap().to_owned() + " \n")
+            .collect();
+        let d = decode(spaced.as_bytes(), true).unwrap();
+        assert_eq!(d.0, env);
+        assert!(want.contains("\"cpu_pct\": 12"), "{want}");
+    }
 
     #[test]
     fn hex_that_is_not_hex_is_refused() {
