@@ -1,0 +1,220 @@
+//! The command tree: every command, flag, environment variable, default and
+//! help text of `fleetctl`. Parsing only; [`crate::commands`] runs them.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::render::Output;
+
+#[derive(Parser)]
+#[command(
+    name = "fleetctl",
+    version,
+    about = "Sandogh operators' CLI (talks to the controller's HTTP API)"
+)]
+pub struct Cli {
+    /// Controller base URL.
+    #[arg(
+        long,
+        env = "FLEETCTL_CONTROLLER",
+        default_value = "https://127.0.0.1:8080",
+        global = true
+    )]
+    pub controller: String,
+    /// Bearer token (`fleet-controller init` printed the first admin token
+    /// and wrote it to DATA/admin.token).
+    #[arg(long, env = "FLEETCTL_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// The fleet CA (DATA/pki/ca.crt): the controller's HTTPS certificate
+    /// is checked against it and nothing else.
+    #[arg(long, env = "FLEETCTL_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum By {
+    Province,
+    County,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Readiness per province (or per county): how many are ready and why the others are not.
+    Readiness {
+        #[arg(long, value_enum, default_value = "province")]
+        by: By,
+        /// Only this province (e.g. IR-23).
+        #[arg(long)]
+        province: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// List devices, filtered and paged.
+    Devices {
+        #[arg(long)]
+        province: Option<String>,
+        #[arg(long)]
+        county: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// `ready` or a reason: not-enrolled, never-seen, offline, update-failed, updating, outdated, unhealthy.
+        #[arg(long)]
+        readiness: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        page: usize,
+        #[arg(long, default_value_t = 100)]
+        per_page: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// One device: registration, last state and health, recent events;
+    /// or move it through its life (`device ship|deploy|retire ID`).
+    #[command(args_conflicts_with_subcommands = true)]
+    Device {
+        id: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(subcommand)]
+        command: Option<DeviceCmd>,
+    },
+    /// Counties and polling stations.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCmd,
+    },
+    /// Target firmware per model (what `outdated` is measured against).
+    Baseline {
+        #[command(subcommand)]
+        command: BaselineCmd,
+    },
+    /// Warehouse enrolment: a shipment of scanned serials, and its status.
+    Enrol {
+        #[command(subcommand)]
+        command: EnrolCmd,
+    },
+    /// Operator tokens: create (shown once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// The hash-chained audit log of every change made through the API.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+    /// Decode a CBOR payload (a file, or - for stdin) into its JSON form.
+    Decode {
+        file: PathBuf,
+        /// The input is hexadecimal text (as `mosquitto_sub -F %x` prints).
+        #[arg(long)]
+        hex: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCmd {
+    /// Mark an enrolled device as shipped to its polling station.
+    Ship { id: String },
+    /// Mark a shipped device as deployed at its polling station.
+    Deploy { id: String },
+    /// Retire a device (lost, stolen, broken): its certificate is revoked and
+    /// the broker refuses it from then on.
+    Retire { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum EnrolCmd {
+    /// Register a shipment (CSV: serial,model,province[,county][,station])
+    /// and print one single-use enrolment token per device.
+    Batch {
+        file: PathBuf,
+        /// How long the tokens stay valid.
+        #[arg(long, default_value_t = 168)]
+        expires_hours: u64,
+        /// Where the printable sheets go (SHIPMENT.html and SHIPMENT.pdf,
+        /// a QR code per device; readable by you only: they hold the tokens).
+        #[arg(long, default_value = ".")]
+        sheet_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Which devices of a shipment are enrolled, passed their self-test and are ready to ship.
+    Status {
+        shipment: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once and cannot be shown again.
+    Create {
+        /// admin, central-ops, province-tech, warehouse or viewer.
+        #[arg(long)]
+        role: String,
+        /// For province-tech: the provinces it may see (IR-02,IR-27).
+        #[arg(long, value_delimiter = ',')]
+        province: Vec<String>,
+        /// Who or what the token is for.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Revoke a token at once.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Entries, newest first.
+    List {
+        /// Part of the actor's name or token id.
+        #[arg(long)]
+        actor: Option<String>,
+        /// The device (or other target) changed.
+        #[arg(long)]
+        device: Option<String>,
+        /// Unix milliseconds.
+        #[arg(long)]
+        since_ms: Option<u64>,
+        #[arg(long)]
+        until_ms: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Check the whole chain; exit status 1 names the first broken entry.
+    Verify,
+}
+
+#[derive(Subcommand)]
+pub enum RegistryCmd {
+    /// Import counties and stations from a CSV (province,county,station_id[,county_name_en,county_name_fa,station_name]).
+    Import { file: PathBuf },
+    /// List counties with their station counts.
+    Counties {
+        #[arg(long)]
+        province: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BaselineCmd {
+    /// Set the baseline firmware of a model.
+    Set { model: String, version: String },
+    /// Show every model's baseline.
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}

@@ -1,0 +1,200 @@
+//! One module per command group, each calling the typed client and
+//! returning a typed result that [`crate::render`] prints. [`run`] only
+//! routes a parsed command to its group.
+
+pub mod audit;
+pub mod baseline;
+pub mod decode;
+pub mod device;
+pub mod devices;
+pub mod enrol;
+pub mod readiness;
+pub mod registry;
+pub mod token;
+
+use std::path::{Path, PathBuf};
+
+use fleet_api::{Client, ClientError};
+
+use crate::cli::{AuditCmd, BaselineCmd, Cli, Cmd, DeviceCmd, EnrolCmd, RegistryCmd, TokenCmd};
+use crate::render::{Output, Report};
+
+/// What can stop a command, each saying what the operator can do.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The controller could not be reached, or refused (its own words).
+    #[error(transparent)]
+    Api(#[from] ClientError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not UTF-8 text")]
+    NotText { path: PathBuf },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("which device? fleetctl device ID")]
+    NoDevice,
+    #[error("not hexadecimal: {0}")]
+    NotHex(hex::FromHexError),
+    #[error("{0}")]
+    NotAPayload(fleet_protocol::DecodeError),
+    #[error("the audit log is broken at entry #{seq}: {reason}")]
+    AuditBroken { seq: u64, reason: String },
+}
+
+/// A command's result and the format it was asked for.
+pub struct Done {
+    pub report: Box<dyn Report>,
+    pub output: Output,
+}
+
+fn done(report: impl Report + 'static, output: Output) -> Result<Done, CommandError> {
+    Ok(Done {
+        report: Box::new(report),
+        output,
+    })
+}
+
+/// The client for `--controller`, `--ca` and `--token`.
+pub fn client(cli: &Cli) -> Result<Client, ClientError> {
+    Ok(Client::with_ca_file(&cli.controller, cli.ca.as_deref())?.with_token(cli.token.clone()))
+}
+
+/// Run one command. `decode` needs no controller, so no client is made for it.
+pub async fn run(cli: Cli) -> Result<Done, CommandError> {
+    use Output::Table;
+    if let Cmd::Decode { file, hex } = &cli.command {
+        return done(decode::run(file, *hex)?, Table);
+    }
+    let c = &client(&cli)?;
+    match cli.command {
+        Cmd::Readiness {
+            by,
+            province,
+            output,
+        } => done(readiness::run(c, by, province).await?, output),
+        Cmd::Devices {
+            province,
+            county,
+            model,
+            readiness,
+            page,
+            per_page,
+            output,
+        } => {
+            let filter = devices::Filter {
+                province,
+                county,
+                model,
+                readiness,
+                page,
+                per_page,
+            };
+            done(devices::run(c, filter).await?, output)
+        }
+        Cmd::Device {
+            id,
+            output,
+            command: None,
+        } => done(device::show(c, id).await?, output),
+        Cmd::Device {
+            command: Some(cmd), ..
+        } => {
+            let (id, to) = match cmd {
+                DeviceCmd::Ship { id } => (id, device::Move::Ship),
+                DeviceCmd::Deploy { id } => (id, device::Move::Deploy),
+                DeviceCmd::Retire { id } => (id, device::Move::Retire),
+            };
+            done(device::lifecycle(c, &id, to).await?, Table)
+        }
+        Cmd::Registry { command } => match command {
+            RegistryCmd::Import { file } => done(registry::import(c, &file).await?, Table),
+            RegistryCmd::Counties { province, output } => {
+                done(registry::counties(c, province).await?, output)
+            }
+        },
+        Cmd::Baseline { command } => match command {
+            BaselineCmd::Set { model, version } => {
+                done(baseline::set(c, &model, &version).await?, Table)
+            }
+            BaselineCmd::List { output } => done(baseline::list(c).await?, output),
+        },
+        Cmd::Enrol { command } => match command {
+            EnrolCmd::Batch {
+                file,
+                expires_hours,
+                sheet_dir,
+                output,
+            } => {
+                // The sheets name the controller as the operator gave it.
+                let controller = cli.controller.trim_end_matches('/');
+                let batch = enrol::Batch {
+                    file: &file,
+                    expires_hours,
+                    sheet_dir: &sheet_dir,
+                    controller,
+                };
+                done(enrol::batch(c, batch).await?, output)
+            }
+            EnrolCmd::Status { shipment, output } => {
+                done(enrol::status(c, &shipment).await?, output)
+            }
+        },
+        Cmd::Token { command } => match command {
+            TokenCmd::Create {
+                role,
+                province,
+                name,
+            } => done(token::create(c, role, province, name).await?, Table),
+            TokenCmd::List { output } => done(token::list(c).await?, output),
+            TokenCmd::Revoke { id } => done(token::revoke(c, id).await?, Table),
+        },
+        Cmd::Audit { command } => match command {
+            AuditCmd::List {
+                actor,
+                device,
+                since_ms,
+                until_ms,
+                limit,
+                output,
+            } => {
+                let q = fleet_api::AuditQuery {
+                    actor,
+                    target: device,
+                    since_ms,
+                    until_ms,
+                    limit: Some(limit),
+                };
+                done(audit::list(c, &q).await?, output)
+            }
+            AuditCmd::Verify => done(audit::verify(c).await?, Table),
+        },
+        Cmd::Decode { .. } => unreachable!("decode returned above"),
+    }
+}
+
+/// A file's bytes, or stdin's for `-`.
+pub fn read_input(path: &Path) -> Result<Vec<u8>, CommandError> {
+    let read = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+    } else {
+        std::fs::read(path)
+    };
+    read.map_err(|source| CommandError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A file (or stdin) as text: the CSV uploads.
+pub fn read_text(path: &Path) -> Result<String, CommandError> {
+    String::from_utf8(read_input(path)?).map_err(|_| CommandError::NotText {
+        path: path.to_owned(),
+    })
+}
