@@ -3,7 +3,6 @@
 //! certificate, the fleet CA and the broker address.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use fleet_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
@@ -39,10 +38,10 @@ pub struct Broker {
     pub port: u16,
 }
 
-/// Enrol `device` with `token` at `controller` (its base URL).
+/// Enrol `device` with `token` through `controller` (fleet-api's client,
+/// trusting the fleet CA; no operator token).
 pub async fn enrol(
-    http: &reqwest::Client,
-    controller: &str,
+    controller: &fleet_api::Client,
     device: &DeviceId,
     token: &str,
 ) -> Result<Identity, EnrolError> {
@@ -56,51 +55,33 @@ pub async fn enrol(
         .serialize_request(&key)
         .and_then(|r| r.pem())
         .map_err(|e| EnrolError::Key(e.to_string()))?;
-    let url = format!("{}/api/v1/enrol", controller.trim_end_matches('/'));
-    let resp = http
-        .post(&url)
-        .timeout(Duration::from_secs(60))
-        .json(&serde_json::json!({ "device": device, "token": token.trim(), "csr": csr }))
-        .send()
-        .await
-        .map_err(|e| {
-            let mut reason = e.to_string();
-            let mut cause = std::error::Error::source(&e);
+    let request = fleet_api::types::EnrolRequest {
+        device: device.to_string(),
+        token: token.trim().to_owned(),
+        csr,
+    };
+    let answer = controller.enrol(&request).await.map_err(|e| match e {
+        fleet_api::ClientError::Http { message, .. } => EnrolError::Refused(message),
+        fleet_api::ClientError::Connect { url, source } => {
+            // The innermost cause says what went wrong (refused, TLS, DNS).
+            let mut reason = source.to_string();
+            let mut cause = std::error::Error::source(&source);
             while let Some(c) = cause {
                 reason = c.to_string();
                 cause = c.source();
             }
-            EnrolError::Connect {
-                url: url.clone(),
-                reason,
-            }
-        })?;
-    let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| EnrolError::Answer(e.to_string()))?;
-    if !status.is_success() {
-        return Err(EnrolError::Refused(
-            body["error"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_owned(),
-        ));
-    }
-    let text = |k: &str| {
-        body[k]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| EnrolError::Answer(format!("no {k} in the answer")))
-    };
-    let broker: Broker = serde_json::from_value(body["broker"].clone())
-        .map_err(|e| EnrolError::Answer(format!("broker: {e}")))?;
+            EnrolError::Connect { url, reason }
+        }
+        other => EnrolError::Answer(other.to_string()),
+    })?;
     Ok(Identity {
         key_pem: key.serialize_pem(),
-        cert_pem: text("certificate")?,
-        ca_pem: text("ca")?,
-        broker,
+        cert_pem: answer.certificate,
+        ca_pem: answer.ca,
+        broker: Broker {
+            host: answer.broker.host,
+            port: answer.broker.port,
+        },
     })
 }
 

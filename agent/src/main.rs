@@ -78,22 +78,13 @@ fn main() -> anyhow::Result<()> {
             let cfg = AgentConfig::load(config.as_deref())?;
             let device = cfg.device_id()?;
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let mut http = reqwest::Client::builder();
-            if controller.starts_with("https://") {
-                let ca = ca.context(
-                    "the controller speaks HTTPS with the fleet's CA: pass --ca /path/to/fleet-ca.crt",
-                )?;
-                let pem =
-                    std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
-                http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+            if controller.starts_with("https://") && ca.is_none() {
+                anyhow::bail!(
+                    "the controller speaks HTTPS with the fleet's CA: pass --ca /path/to/fleet-ca.crt"
+                );
             }
-            let http = http.build().context("cannot make an HTTP client")?;
-            let identity = rt.block_on(fleet_agent::enrol::enrol(
-                &http,
-                &controller,
-                &device,
-                &token,
-            ))?;
+            let client = fleet_api::Client::with_ca_file(&controller, ca.as_deref())?;
+            let identity = rt.block_on(fleet_agent::enrol::enrol(&client, &device, &token))?;
             let files = fleet_agent::enrol::save(&identity, &cfg.device.state_dir)?;
             println!(
                 "enrolled {device}: certificate {}, broker {}:{}",

@@ -31,13 +31,13 @@ pub struct RunConfig {
 
 /// The controller as the simulator talks to it: the operator's typed API
 /// client for everything an operator does (registry, shipments, baselines,
-/// the broker address, metrics), and the plain HTTPS client the simulated
-/// devices enrol with through the agent's own code (`fleet_agent::enrol`),
-/// as a real device does.
+/// the broker address, metrics), and the same client without a token that
+/// the simulated devices enrol with through the agent's own code
+/// (`fleet_agent::enrol`), as a real device does.
 pub struct Api {
     pub client: Client,
-    base: String,
-    device_http: reqwest::Client,
+    /// The same controller without an operator token, as a device sees it.
+    device_client: Client,
 }
 
 impl Api {
@@ -48,24 +48,9 @@ impl Api {
             .with_timeout(Duration::from_secs(120));
         Ok(Self {
             client,
-            base: base.trim_end_matches('/').to_owned(),
-            device_http: http_client(base, ca)?,
+            device_client: Client::with_ca_file(base, ca)?.with_timeout(Duration::from_secs(120)),
         })
     }
-}
-
-/// An HTTP client that trusts only the fleet CA for `https://` URLs, for
-/// the simulated devices' enrolment.
-pub fn http_client(base: &str, ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(120));
-    if base.starts_with("https://") {
-        let ca = ca.context(
-            "the controller speaks HTTPS with the fleet's own CA: pass --ca DATA/pki/ca.crt or set FLEETCTL_CA",
-        )?;
-        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-    }
-    Ok(b.build()?)
 }
 
 fn bar(show: bool, len: usize, what: &str) -> ProgressBar {
@@ -119,7 +104,7 @@ pub async fn enrol_fleet(
         .filter(|d| !ids.devices.contains_key(d.id.as_str()))
         .collect();
     let pb = bar(show_progress, todo.len(), "enrolling");
-    let http = api.device_http.clone();
+    let http = api.device_client.clone();
     for chunk in todo.chunks(500) {
         let mut csv = String::from("serial,model,province,county,station\n");
         for d in chunk {
@@ -149,9 +134,8 @@ pub async fn enrol_fleet(
                     break;
                 };
                 let http = http.clone();
-                let base = api.base.clone();
                 set.spawn(async move {
-                    let r = fleet_agent::enrol::enrol(&http, &base, &device, &token).await;
+                    let r = fleet_agent::enrol::enrol(&http, &device, &token).await;
                     (device, r)
                 });
             }
