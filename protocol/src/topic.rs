@@ -131,18 +131,25 @@ impl Topic {
         format!("{DEV_PREFIX}+/+")
     }
 
-    /// The controllers' shared subscription: replicas split the load.
-    pub fn controller_shared_filter() -> String {
-        format!("$share/controllers/{DEV_PREFIX}+/+")
-    }
-
-    /// The controllers' shared subscriptions to what agents publish only
-    /// (not the desired state and commands the controllers send themselves).
-    pub fn controller_shared_filters() -> Vec<String> {
+    /// The controller's subscriptions to what agents publish (not the
+    /// desired state and commands it sends itself). Plain, not shared: a
+    /// shared group can be joined by any client that knows its name, and
+    /// Mosquitto then drops every message it hands to a member the read ACL
+    /// refuses (docs/decisions/0008-controller-subscriptions.md).
+    pub fn controller_filters() -> Vec<String> {
         TopicKind::ALL
             .into_iter()
             .filter(|k| k.from_agent())
-            .map(|k| format!("$share/controllers/{DEV_PREFIX}+/{k}"))
+            .map(|k| format!("{DEV_PREFIX}+/{k}"))
+            .collect()
+    }
+
+    /// The shared subscriptions earlier controllers made (`$share/controllers/…`):
+    /// a persistent session may still hold them, so the controller drops them.
+    pub fn legacy_shared_filters() -> Vec<String> {
+        Self::controller_filters()
+            .into_iter()
+            .map(|f| format!("$share/controllers/{f}"))
             .collect()
     }
 }
@@ -188,17 +195,20 @@ mod tests {
         let d = DeviceId::parse("BB-7").unwrap();
         assert_eq!(Topic::device_filter(&d), "fleet/v1/dev/BB-7/#");
         assert_eq!(
-            Topic::controller_shared_filter(),
-            "$share/controllers/fleet/v1/dev/+/+"
-        );
-        assert_eq!(
-            Topic::controller_shared_filters(),
+            Topic::controller_filters(),
             [
-                "$share/controllers/fleet/v1/dev/+/presence",
-                "$share/controllers/fleet/v1/dev/+/state",
-                "$share/controllers/fleet/v1/dev/+/health",
-                "$share/controllers/fleet/v1/dev/+/events",
+                "fleet/v1/dev/+/presence",
+                "fleet/v1/dev/+/state",
+                "fleet/v1/dev/+/health",
+                "fleet/v1/dev/+/events",
             ]
+        );
+        assert!(Topic::controller_filters()
+            .iter()
+            .all(|f| !f.starts_with("$share")));
+        assert_eq!(
+            Topic::legacy_shared_filters()[2],
+            "$share/controllers/fleet/v1/dev/+/health"
         );
     }
 }

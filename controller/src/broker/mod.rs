@@ -156,6 +156,7 @@ pub fn render_config(dir: &Path, port: u16, tls: Option<&BrokerTls>) -> String {
          persistence true\n\
          persistence_location {dir}/\n\
          autosave_interval 30\n\
+         persistent_client_expiration 30d\n\
          max_packet_size 16384\n\
          max_inflight_messages 1000\n\
          max_queued_messages 1000000\n\
@@ -352,6 +353,8 @@ mod tests {
         assert!(c.contains("listener 18831 127.0.0.1\n"));
         assert!(c.contains("persistence_location /data/mosquitto/\n"));
         assert!(!c.contains("0.0.0.0"));
+        // An abandoned session does not hold a queue for ever.
+        assert!(c.contains("persistent_client_expiration 30d\n"));
     }
 
     #[tokio::test]

@@ -146,14 +146,19 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 retry = Duration::from_millis(100);
                 info!(session_present = ack.session_present, broker = %format!("{}:{}", cfg.host, cfg.port), "ingest connected");
-                // Subscribe on every connection: Mosquitto does not always
-                // restore a shared subscription from its persistence file,
-                // and subscribing again is harmless.
-                let filters = Topic::controller_shared_filters()
+                // Subscribe on every connection (harmless if the session
+                // kept the subscriptions), and leave the shared group older
+                // controllers joined, which any device could dilute.
+                let filters = Topic::controller_filters()
                     .into_iter()
                     .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(filters) {
                     warn!(error = %e, "cannot subscribe");
+                }
+                for legacy in Topic::legacy_shared_filters() {
+                    if let Err(e) = client.try_unsubscribe(legacy) {
+                        warn!(error = %e, "cannot leave the legacy shared subscription");
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
