@@ -53,6 +53,7 @@ impl Role {
                     | ReadAudit
                     | MoveDevices
                     | RetireDevices
+                    | ReassignDevices
             ),
             Role::ProvinceTech => matches!(p, ReadFleet),
             Role::Warehouse => matches!(p, ReadFleet | RegisterDevices | MoveDevices),
@@ -96,10 +97,13 @@ pub enum Permission {
     MoveDevices,
     /// Retire a device and revoke its certificate.
     RetireDevices,
+    /// Change the model, province, county or station of a device already
+    /// shipped or deployed (registration alone may not).
+    ReassignDevices,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::ReadFleet,
         Permission::RegisterDevices,
         Permission::ImportRegistry,
@@ -108,6 +112,7 @@ impl Permission {
         Permission::ReadAudit,
         Permission::MoveDevices,
         Permission::RetireDevices,
+        Permission::ReassignDevices,
     ];
 
     /// The name the OpenAPI document uses (`x-permissions`).
@@ -121,6 +126,7 @@ impl Permission {
             Permission::ReadAudit => "read-audit",
             Permission::MoveDevices => "move-devices",
             Permission::RetireDevices => "retire-devices",
+            Permission::ReassignDevices => "reassign-devices",
         }
     }
 }

@@ -177,12 +177,18 @@ impl Fleet {
     }
 
     /// Re-register a device, keeping what it reported.
-    pub fn register(&mut self, reg: Registration, now_ms: u64) {
-        let status = self
-            .devices
-            .get(&reg.id)
-            .map(|d| d.status.clone())
-            .unwrap_or_default();
+    /// Register a device. An existing device keeps its lifecycle and its
+    /// first registration time: registration never moves a device through
+    /// its life, however calls interleave.
+    pub fn register(&mut self, mut reg: Registration, now_ms: u64) {
+        let status = match self.devices.get(&reg.id) {
+            Some(d) => {
+                reg.lifecycle = d.reg.lifecycle;
+                reg.registered_at_ms = d.reg.registered_at_ms;
+                d.status.clone()
+            }
+            None => Status::default(),
+        };
         self.upsert(reg, status, now_ms);
     }
 

@@ -4,6 +4,7 @@
 
 use fleet_protocol::{CountyCode, DeviceId, IdError, ProvinceCode, StationId};
 
+use crate::domain::fleet::Registration;
 use crate::domain::lifecycle::{Lifecycle, UnknownLifecycle};
 
 /// Why one device of a registration request was refused.
@@ -40,6 +41,19 @@ pub enum RegistrationError {
     },
     #[error("a new device starts registered (or enrolled), not {0}")]
     NewDeviceLifecycle(Lifecycle),
+    #[error("device {id} is {lifecycle}; changing its model, province, county or station needs the reassign-devices permission (central-ops or admin)")]
+    ReassignNotPermitted { id: DeviceId, lifecycle: Lifecycle },
+}
+
+/// Whether a registration moves a device that is already out in the field
+/// (shipped or deployed) to another model, province, county or station:
+/// that needs its own permission.
+pub fn reassigns(existing: &Registration, new: &Registration) -> bool {
+    matches!(existing.lifecycle, Lifecycle::Shipped | Lifecycle::Deployed)
+        && (existing.model != new.model
+            || existing.province != new.province
+            || existing.county != new.county
+            || existing.station != new.station)
 }
 
 /// The county a device is in: the one given, checked against its station's.

@@ -1145,3 +1145,167 @@ async fn openapi_document_lists_every_route_with_the_roles_the_router_enforces()
         }
     }
 }
+
+async fn send(router: Router, token: String, method: &str, uri: String, body: Value) -> StatusCode {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    within(STEP, "a concurrent call", router.oneshot(req))
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Registration never changes a lifecycle, however the calls interleave:
+/// a retirement racing with re-registrations stays a retirement, in the
+/// fleet and in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registrations_racing_a_retirement_cannot_undo_it() {
+    let app = test_app().await;
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [dev("BB-RACE", "IR-23", None)] }),
+        )
+        .await);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (router, token) = (app.router.clone(), app.token.clone());
+        if i == 20 {
+            calls.spawn(send(
+                router,
+                token,
+                "POST",
+                "/api/v1/devices/BB-RACE/lifecycle".into(),
+                json!({ "to": "retired" }),
+            ));
+        }
+        let (router, token) = (app.router.clone(), app.token.clone());
+        calls.spawn(send(
+            router,
+            token,
+            "POST",
+            "/api/v1/devices".into(),
+            json!({ "devices": [{ "id": "BB-RACE", "model": "ballot-box-v2", "province": "IR-23" }] }),
+        ));
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = within(STEP, "the racing calls", calls.join_next()).await {
+        statuses.push(s.unwrap());
+    }
+    assert_eq!(statuses.len(), 41);
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let (_, d) = app.get("/api/v1/devices/BB-RACE").await;
+    assert_eq!(d["device"]["lifecycle"], "retired", "in the fleet: {d}");
+    let stored = within(STEP, "loading the store", app.store.load_devices())
+        .await
+        .unwrap();
+    let (reg, _) = stored
+        .iter()
+        .find(|(r, _)| r.id.as_str() == "BB-RACE")
+        .expect("the device is stored");
+    assert_eq!(
+        reg.lifecycle,
+        crate::domain::lifecycle::Lifecycle::Retired,
+        "in the store"
+    );
+}
+
+/// Moving a shipped or deployed device to another province, county, station
+/// or model needs its own permission, and the audit entry says what changed.
+#[tokio::test]
+async fn reassigning_a_deployed_device_needs_central_ops_and_is_audited_before_and_after() {
+    let app = test_app().await;
+    ok(app.csv(REGISTRY).await);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [dev("BB-FIELD", "IR-23", Some("IR-23-TEH"))] }),
+        )
+        .await);
+    for to in ["shipped", "deployed"] {
+        ok(app
+            .json(
+                "POST",
+                "/api/v1/devices/BB-FIELD/lifecycle",
+                json!({ "to": to }),
+            )
+            .await);
+    }
+    let moved = json!({ "devices": [{ "id": "BB-FIELD", "model": "ballot-box-v2", "province": "IR-02", "county": "IR-02-SARI" }] });
+    let warehouse = app.token_for(Role::Warehouse, &[]).await;
+    let (status, body) = app
+        .call_as(
+            Some(&warehouse),
+            "POST",
+            "/api/v1/devices",
+            Some(Body::from(moved.to_string())),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reassign-devices"),
+        "{body}"
+    );
+    // Re-registering it where it is stays allowed for the warehouse.
+    let same = json!({ "devices": [{ "id": "BB-FIELD", "model": "ballot-box-v2", "province": "IR-23", "county": "IR-23-TEH" }] });
+    let (status, body) = app
+        .call_as(
+            Some(&warehouse),
+            "POST",
+            "/api/v1/devices",
+            Some(Body::from(same.to_string())),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let central = app.token_for(Role::CentralOps, &[]).await;
+    let (status, body) = app
+        .call_as(
+            Some(&central),
+            "POST",
+            "/api/v1/devices",
+            Some(Body::from(moved.to_string())),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, d) = app.get("/api/v1/devices/BB-FIELD").await;
+    assert_eq!(d["device"]["province"], "IR-02");
+    assert_eq!(d["device"]["lifecycle"], "deployed", "{d}");
+    let (_, entries) = app.get("/api/v1/audit?target=BB-FIELD").await;
+    let entry = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["action"] == "device.register" && e["detail"].as_str().unwrap().contains("changes")
+        })
+        .expect("the reassignment is in the audit log");
+    let detail: Value = serde_json::from_str(entry["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        detail["changes"][0]["before"]["province"], "IR-23",
+        "{detail}"
+    );
+    assert_eq!(
+        detail["changes"][0]["after"]["province"], "IR-02",
+        "{detail}"
+    );
+    assert_eq!(
+        detail["changes"][0]["after"]["county"], "IR-02-SARI",
+        "{detail}"
+    );
+}

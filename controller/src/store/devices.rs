@@ -9,6 +9,10 @@ use crate::domain::fleet::{Registration, Status};
 use crate::domain::lifecycle::Lifecycle;
 
 impl Store {
+    /// Register devices. A new device gets the registration's lifecycle; an
+    /// existing one keeps its own, whatever the registration says: only
+    /// enrolment and the lifecycle moves change it (a registration that
+    /// read an older lifecycle cannot write it back over a retirement).
     pub async fn upsert_devices(&self, regs: &[Registration]) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         for r in regs {
@@ -16,7 +20,7 @@ impl Store {
                 "INSERT INTO devices (id, model, province, county, station, lifecycle, registered_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT(id) DO UPDATE SET model = excluded.model, province = excluded.province,
-                   county = excluded.county, station = excluded.station, lifecycle = excluded.lifecycle",
+                   county = excluded.county, station = excluded.station",
             )
             .bind(r.id.as_str())
             .bind(r.model.as_str())

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::access::Caller;
 use crate::clock::unix_ms;
+use crate::domain::auth::Permission;
 use crate::domain::fleet::{Device, DeviceFilter, Registration};
 use crate::domain::lifecycle::Lifecycle;
 use crate::domain::registration::{self, RegistrationError};
@@ -200,7 +201,7 @@ fn decide(
         }
     }
     let lifecycle = registration::lifecycle_of(&g.id, existing.map(|e| e.lifecycle), g.lifecycle)?;
-    Ok(Registration {
+    let reg = Registration {
         id: g.id,
         model: g.model,
         province: g.province,
@@ -208,7 +209,21 @@ fn decide(
         station: g.station,
         lifecycle,
         registered_at_ms: existing.map_or(now, |e| e.registered_at_ms),
-    })
+    };
+    if let Some(e) = existing {
+        if registration::reassigns(e, &reg) && !caller.principal.may(Permission::ReassignDevices) {
+            return Err(RegistrationError::ReassignNotPermitted {
+                id: reg.id,
+                lifecycle: e.lifecycle,
+            });
+        }
+    }
+    Ok(reg)
+}
+
+/// Where a registration moves an existing device, for the audit entry.
+fn placement(r: &Registration) -> serde_json::Value {
+    json!({ "model": r.model, "province": r.province, "county": r.county, "station": r.station })
 }
 
 pub async fn register_devices(
@@ -217,6 +232,9 @@ pub async fn register_devices(
     Json(req): Json<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     let now = unix_ms();
+    // Registrations, enrolments and lifecycle moves one at a time, so what
+    // was validated is what is written.
+    let _one_at_a_time = st.lifecycle_lock.lock().await;
     let mut regs = Vec::with_capacity(req.devices.len());
     let mut errors = Vec::new();
     for (index, r) in req.devices.iter().enumerate() {
@@ -247,14 +265,24 @@ pub async fn register_devices(
     } else {
         format!("{n} devices")
     };
-    audited(
-        &st,
-        &caller,
-        "device.register",
-        &target,
-        json!({ "devices": ids }),
-        async { Ok(st.store.upsert_devices(&regs).await?) },
-    )
+    let changes: Vec<serde_json::Value> = {
+        let fleet = st.fleet();
+        regs.iter()
+            .filter_map(|new| {
+                let old = &fleet.get(&new.id)?.reg;
+                let (before, after) = (placement(old), placement(new));
+                (before != after).then(|| json!({ "id": new.id, "before": before, "after": after }))
+            })
+            .collect()
+    };
+    let detail = if changes.is_empty() {
+        json!({ "devices": ids })
+    } else {
+        json!({ "devices": ids, "changes": changes })
+    };
+    audited(&st, &caller, "device.register", &target, detail, async {
+        Ok(st.store.upsert_devices(&regs).await?)
+    })
     .await?;
     let fleet_size = {
         let mut fleet = st.fleet_mut();
