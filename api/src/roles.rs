@@ -177,7 +177,8 @@ mod tests {
                 SetBaseline,
                 ReadAudit,
                 MoveDevices,
-                RetireDevices
+                RetireDevices,
+                ReassignDevices
             ]
         );
         assert_eq!(allowed(Role::ProvinceTech), [ReadFleet]);
