@@ -276,18 +276,46 @@ impl Access {
                 hash: String::new(),
             })
             .await?;
-        let head = Head {
-            seq: entry.seq,
-            hash: entry.hash.clone(),
-        };
-        let tmp = self.head_path.with_extension("tmp");
-        let err = |source| AccessError::Head {
-            path: self.head_path.clone(),
-            source,
-        };
-        std::fs::write(&tmp, serde_json::to_vec(&head).expect("head serializes")).map_err(err)?;
-        std::fs::rename(&tmp, &self.head_path).map_err(err)?;
+        write_head(
+            &self.head_path,
+            &Head {
+                seq: entry.seq,
+                hash: entry.hash.clone(),
+            },
+        )?;
         Ok(entry)
+    }
+
+    /// Recover from a lost or damaged head file: check the chain on its own
+    /// (every entry follows the one before), write the head anew from its
+    /// last entry, and record that it was done, by whom and what the head
+    /// file said before. A chain that is itself broken is not resealed: that
+    /// is tampering to look into, not an accident.
+    pub async fn reseal(&self, by: &Caller, why: &str) -> Result<Entry, AccessError> {
+        let before = {
+            let _serial = self.audit_lock.lock().await;
+            let entries = self.store.audit_chain().await?;
+            let last = entries.last().map(|e| Head {
+                seq: e.seq,
+                hash: e.hash.clone(),
+            });
+            if let Err(broken) = audit::verify(&entries, last.as_ref()) {
+                return Err(AccessError::Tampered(format!(
+                    "the chain itself is broken at entry #{}: {}; resealing would hide it",
+                    broken.seq, broken.reason
+                )));
+            }
+            let before = match self.head() {
+                Ok(Some(h)) => serde_json::json!({ "seq": h.seq, "hash": h.hash }),
+                Ok(None) => serde_json::json!("missing"),
+                Err(e) => serde_json::json!(e.to_string()),
+            };
+            if let Some(head) = &last {
+                write_head(&self.head_path, head)?;
+            }
+            serde_json::json!({ "head_before": before, "resealed_at": last.map(|h| h.seq), "why": why })
+        };
+        self.record(by, "audit.reseal", "audit", before).await
     }
 
     /// Check the whole chain against the head file.
@@ -295,6 +323,11 @@ impl Access {
         let _serial = self.audit_lock.lock().await;
         let entries = self.store.audit_chain().await?;
         Ok(audit::verify(&entries, self.head()?.as_ref()))
+    }
+
+    /// Where the head is kept.
+    pub fn head_path(&self) -> &Path {
+        &self.head_path
     }
 
     /// The head file; `None` only when there is none (a new log). One that
@@ -317,4 +350,34 @@ impl Access {
                 reason: e.to_string(),
             })
     }
+}
+
+/// Write the head so that a crash leaves the old head or the new one, never
+/// a torn file: a temporary file, fsynced, renamed over the head, and the
+/// directory fsynced so the rename itself survives a power cut.
+fn write_head(path: &Path, head: &Head) -> Result<(), AccessError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| AccessError::Head {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(&serde_json::to_vec(head).expect("head serializes"))
+        .map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+    }
+    Ok(())
 }

@@ -316,3 +316,15 @@ pub async fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
         token_file,
     })
 }
+
+/// `fleet-controller audit reseal`: write the audit head anew from the
+/// chain's last entry after the head file was lost or damaged, recorded in
+/// the log itself. Run it with the controller stopped.
+pub async fn reseal_audit(data_dir: &Path, who: &str, why: &str) -> anyhow::Result<u64> {
+    PkiPaths::new(data_dir).require(data_dir)?;
+    let (store, access) = open_store(data_dir).await?;
+    let by = access::Caller::system(who);
+    let entry = access.reseal(&by, why).await;
+    store.close().await;
+    Ok(entry?.seq)
+}

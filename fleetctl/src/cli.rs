@@ -192,7 +192,15 @@ pub enum AuditCmd {
         output: Output,
     },
     /// Check the whole chain; exit status 1 names the first broken entry.
-    Verify,
+    /// Prints the head (last entry and its hash): write it down off this
+    /// machine, and check it later with --anchor.
+    Verify {
+        /// A head written down earlier, `SEQ:HASH`: the entry must still
+        /// have that hash (someone able to write the controller's data
+        /// directory could otherwise rewrite the whole chain consistently).
+        #[arg(long)]
+        anchor: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]

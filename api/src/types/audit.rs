@@ -21,6 +21,10 @@ pub struct AuditQuery {
     /// At most this many entries (default 100, at most 10000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only the entry with this sequence number (to check a head written
+    /// down earlier, off the machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// One entry of the audit log.
@@ -57,6 +61,12 @@ pub struct AuditVerification {
     pub first_broken: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When intact: the hash of the last entry. Written down off the
+    /// machine (the daily report), it lets a later check prove that
+    /// history up to that entry was not rewritten (`fleetctl audit verify
+    /// --anchor SEQ:HASH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_hash: Option<String>,
 }
 
 impl AuditVerification {
@@ -66,6 +76,15 @@ impl AuditVerification {
             entries: Some(entries),
             first_broken: None,
             reason: None,
+            head_hash: None,
+        }
+    }
+
+    /// Intact, with the last entry's hash.
+    pub fn intact_at(entries: u64, head_hash: String) -> Self {
+        Self {
+            head_hash: Some(head_hash),
+            ..Self::intact(entries)
         }
     }
 
@@ -75,6 +94,7 @@ impl AuditVerification {
             entries: None,
             first_broken: Some(first_broken),
             reason: Some(reason.into()),
+            head_hash: None,
         }
     }
 }

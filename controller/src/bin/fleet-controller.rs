@@ -52,6 +52,26 @@ enum Cmd {
     },
     /// Print the built-in configuration: every key, documented, with its default.
     DefaultConfig,
+    /// The audit log, on this machine.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// After the head file (DIR/audit.head) was lost or damaged: check that
+    /// the chain itself is intact, write the head anew from its last entry,
+    /// and record the reseal (who, why, what the head said) in the log.
+    /// Run it with the controller stopped.
+    Reseal {
+        #[arg(long, env = "FLEET_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Why, for the log (e.g. "disk replaced, head lost").
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +88,17 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Cmd::Audit {
+            command: AuditCmd::Reseal { data_dir, reason },
+        } => runtime()?.block_on(async move {
+            let who = format!(
+                "fleet-controller audit reseal ({})",
+                std::env::var("USER").unwrap_or_else(|_| "local".into())
+            );
+            let seq = startup::reseal_audit(&data_dir, &who, &reason).await?;
+            eprintln!("audit head resealed; the reseal is entry #{seq}");
+            Ok(())
+        }),
         Cmd::DefaultConfig => {
             print!("{}", fleet_controller::config::DEFAULT_TOML);
             Ok(())

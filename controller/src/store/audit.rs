@@ -11,6 +11,7 @@ pub struct AuditFilter {
     pub target: Option<String>,
     pub since_ms: Option<u64>,
     pub until_ms: Option<u64>,
+    pub seq: Option<u64>,
     pub limit: u32,
 }
 
@@ -75,6 +76,7 @@ impl Store {
                AND (?2 IS NULL OR target = ?2)
                AND (?3 IS NULL OR at_ms >= ?3)
                AND (?4 IS NULL OR at_ms <= ?4)
+               AND (?6 IS NULL OR seq = ?6)
              ORDER BY seq DESC LIMIT ?5"
         ))
         .bind(f.actor.as_deref())
@@ -82,6 +84,7 @@ impl Store {
         .bind(f.since_ms.map(to_i64))
         .bind(f.until_ms.map(to_i64))
         .bind(i64::from(f.limit.max(1)))
+        .bind(f.seq.map(to_i64))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(audit_row).collect())

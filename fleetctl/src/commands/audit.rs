@@ -45,11 +45,36 @@ impl Report for Entries {
     }
 }
 
-pub async fn verify(client: &Client) -> Result<Intact, CommandError> {
+/// Check the chain, then every anchor (`SEQ:HASH`) written down earlier.
+pub async fn verify(client: &Client, anchors: &[String]) -> Result<Intact, CommandError> {
+    let anchors = anchors
+        .iter()
+        .map(|a| parse_anchor(a))
+        .collect::<Result<Vec<_>, _>>()?;
     let v = client.audit_verify().await?;
     if v.intact {
+        for (seq, expected) in anchors {
+            let found = client
+                .audit(&AuditQuery {
+                    seq: Some(seq),
+                    limit: Some(1),
+                    ..AuditQuery::default()
+                })
+                .await?
+                .into_iter()
+                .next()
+                .map_or_else(|| "no such entry".to_owned(), |e| e.hash);
+            if found != expected {
+                return Err(CommandError::AnchorMismatch {
+                    seq,
+                    expected,
+                    found,
+                });
+            }
+        }
         Ok(Intact {
             entries: v.entries.unwrap_or(0),
+            head_hash: v.head_hash,
         })
     } else {
         Err(CommandError::AuditBroken {
@@ -59,19 +84,42 @@ pub async fn verify(client: &Client) -> Result<Intact, CommandError> {
     }
 }
 
+fn parse_anchor(a: &str) -> Result<(u64, String), CommandError> {
+    let bad = || CommandError::BadAnchor(a.to_owned());
+    let (seq, hash) = a.split_once(':').ok_or_else(bad)?;
+    let seq = seq.trim().parse().map_err(|_| bad())?;
+    let hash = hash.trim();
+    if hash.is_empty() || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok((seq, hash.to_ascii_lowercase()))
+}
+
 /// The whole chain checked out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intact {
     pub entries: u64,
+    /// The last entry's hash: the anchor to write down off the machine.
+    pub head_hash: Option<String>,
 }
 
 impl Report for Intact {
     fn json(&self) -> Value {
-        to_json(&fleet_api::AuditVerification::intact(self.entries))
+        let v = match &self.head_hash {
+            Some(h) => fleet_api::AuditVerification::intact_at(self.entries, h.clone()),
+            None => fleet_api::AuditVerification::intact(self.entries),
+        };
+        to_json(&v)
     }
 
     fn table(&self) -> View {
-        View::Text(format!("audit log intact: {} entries\n", self.entries))
+        View::Text(match &self.head_hash {
+            Some(h) => format!(
+                "audit log intact: {} entries\nhead (write it down off this machine; check later with --anchor): {}:{h}\n",
+                self.entries, self.entries
+            ),
+            None => format!("audit log intact: {} entries\n", self.entries),
+        })
     }
 }
 
@@ -105,9 +153,31 @@ mod tests {
     #[test]
     fn intact_says_how_many_entries() {
         assert_eq!(
-            render(&Intact { entries: 4 }, Output::Table),
+            render(
+                &Intact {
+                    entries: 4,
+                    head_hash: None
+                },
+                Output::Table
+            ),
             "audit log intact: 4 entries\n"
         );
+        let with_head = render(
+            &Intact {
+                entries: 4,
+                head_hash: Some("ab12".into()),
+            },
+            Output::Table,
+        );
+        assert!(with_head.contains("4:ab12"), "{with_head}");
+    }
+
+    #[test]
+    fn anchors_parse_as_seq_colon_hex() {
+        assert_eq!(parse_anchor("12:AB01").unwrap(), (12, "ab01".into()));
+        for bad in ["12", "x:ab", "12:", "12:zz"] {
+            assert!(parse_anchor(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -45,6 +45,16 @@ pub enum CommandError {
     NotAPayload(fleet_protocol::DecodeError),
     #[error("the audit log is broken at entry #{seq}: {reason}")]
     AuditBroken { seq: u64, reason: String },
+    #[error("--anchor {0:?}: expected SEQ:HASH, as `fleetctl audit verify` printed it")]
+    BadAnchor(String),
+    #[error(
+        "the audit log was rewritten: entry #{seq} should have hash {expected}, it has {found}"
+    )]
+    AnchorMismatch {
+        seq: u64,
+        expected: String,
+        found: String,
+    },
 }
 
 /// A command's result and the format it was asked for.
@@ -169,10 +179,11 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
                     since_ms,
                     until_ms,
                     limit: Some(limit),
+                    seq: None,
                 };
                 done(audit::list(c, &q).await?, output)
             }
-            AuditCmd::Verify => done(audit::verify(c).await?, Table),
+            AuditCmd::Verify { anchor } => done(audit::verify(c, &anchor).await?, Table),
         },
         Cmd::Decode { .. } => unreachable!("decode returned above"),
     }

@@ -18,6 +18,7 @@ pub async fn audit_list(
             target: q.target.filter(|s| !s.is_empty()),
             since_ms: q.since_ms,
             until_ms: q.until_ms,
+            seq: q.seq,
             limit: q.limit.unwrap_or(100).min(10_000),
         })
         .await?;
@@ -42,7 +43,11 @@ pub async fn audit_list(
 
 pub async fn audit_verify(State(st): State<AppState>) -> Result<Json<AuditVerification>, ApiError> {
     Ok(Json(match st.access.verify().await? {
-        Ok(n) => AuditVerification::intact(n),
+        Ok(0) => AuditVerification::intact(0),
+        Ok(n) => match st.store.audit_entry(n).await? {
+            Some(last) => AuditVerification::intact_at(n, last.hash),
+            None => AuditVerification::intact(n),
+        },
         Err(broken) => AuditVerification::broken(broken.seq, broken.reason),
     }))
 }
