@@ -76,6 +76,7 @@ impl Application {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let (write_tx, write_rx) = mpsc::channel(cfg.ingest.write_queue);
+        let ingest_connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = store::spawn_writer(store.clone(), write_rx, cfg.writer());
         let ingest = tokio::spawn(ingest::run(
             IngestConfig {
@@ -84,6 +85,7 @@ impl Application {
                 client_id: cfg.ingest.client_id.clone(),
                 keep_alive: cfg.keep_alive(),
                 tls: ingest_tls,
+                connected: Arc::clone(&ingest_connected),
             },
             Arc::clone(&fleet),
             write_tx,
@@ -100,6 +102,7 @@ impl Application {
             data_dir: data_dir.clone(),
             broker_restarter: managed.as_ref().map(ManagedBroker::restarter),
             lifecycle_lock: Arc::default(),
+            ingest_connected,
         };
         Ok(Self {
             cfg,

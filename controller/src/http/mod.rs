@@ -36,6 +36,8 @@ pub struct AppState {
     pub broker_restarter: Option<crate::broker::BrokerRestarter>,
     /// One lifecycle change (enrolment, move, retirement with its CRL) at a time.
     pub lifecycle_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Set by ingest: whether it holds a live session with the broker.
+    pub ingest_connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {

@@ -78,6 +78,7 @@ async fn test_app() -> TestApp {
         data_dir: dir.path().to_owned(),
         broker_restarter: None,
         lifecycle_lock: Arc::default(),
+        ingest_connected: Arc::default(),
     };
     TestApp {
         router: app(state),
@@ -1029,6 +1030,7 @@ async fn failed_changes_are_recorded_after_their_entry() {
         data_dir: app.dir.path().to_owned(),
         broker_restarter: None,
         lifecycle_lock: Arc::default(),
+        ingest_connected: Arc::default(),
     };
     let caller = Caller::system("test");
     let r: Result<(), ApiError> = within(

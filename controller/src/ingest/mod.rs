@@ -25,6 +25,8 @@ pub struct IngestConfig {
     pub keep_alive: Duration,
     /// Mutual TLS with the controller's certificate (`None`: --insecure-dev).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether ingest holds a live session with the broker (for /healthz).
+    pub connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a message was refused.
@@ -145,6 +147,8 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 retry = Duration::from_millis(100);
+                cfg.connected
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 info!(session_present = ack.session_present, broker = %format!("{}:{}", cfg.host, cfg.port), "ingest connected");
                 // Subscribe on every connection (harmless if the session
                 // kept the subscriptions), and leave the shared group older
@@ -192,6 +196,8 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                cfg.connected
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 if stop_by.is_some() {
                     break;
                 }

@@ -11,10 +11,13 @@ use crate::access::Caller;
 use crate::domain::readiness::Reason;
 use crate::http::{ApiError, AppState};
 
+/// Whether ingest holds a live MQTT session with the broker (not merely
+/// whether a port answers), read from ingest's own state: no broker
+/// connection per call.
 pub async fn healthz(State(st): State<AppState>) -> Json<ControllerHealth> {
-    let broker_up = tokio::net::TcpStream::connect((st.broker.host.as_str(), st.broker.port))
-        .await
-        .is_ok();
+    let broker_up = st
+        .ingest_connected
+        .load(std::sync::atomic::Ordering::Relaxed);
     Json(ControllerHealth {
         status: if broker_up {
             HealthStatus::Ok
