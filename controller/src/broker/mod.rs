@@ -31,6 +31,8 @@ pub enum BrokerError {
     Spawn(std::io::Error),
     #[error("mosquitto did not listen on 127.0.0.1:{port} within {secs} s; see {log}")]
     NotListening { port: u16, secs: u64, log: PathBuf },
+    #[error("an earlier mosquitto of this data directory (pid {pid}, from {pid_file}) is still running and would not stop; stop it by hand before starting the controller")]
+    Orphan { pid: u32, pid_file: PathBuf },
 }
 
 /// The managed broker's own config.
@@ -85,6 +87,43 @@ pub fn find_mosquitto() -> Result<PathBuf, BrokerError> {
 
 fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// The Mosquitto an earlier controller of this directory started, if it is
+/// still running: its pid file names a live process started with our config.
+fn orphan(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join("mosquitto.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let conf = dir.join("mosquitto.conf");
+    let ours = String::from_utf8_lossy(&cmdline).contains(&*conf.to_string_lossy());
+    ours.then_some(pid)
+}
+
+async fn stop_orphan(dir: &Path) -> Result<(), BrokerError> {
+    let Some(pid) = orphan(dir) else {
+        return Ok(());
+    };
+    warn!(pid, "an earlier mosquitto of this data directory is still running (the controller was killed?); stopping it");
+    for signal in ["-TERM", "-KILL"] {
+        let _ = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .await;
+        for _ in 0..50 {
+            if orphan(dir).is_none() || !Path::new(&format!("/proc/{pid}")).exists() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Err(BrokerError::Orphan {
+        pid,
+        pid_file: dir.join("mosquitto.pid"),
+    })
 }
 
 fn pick_port(cfg: &BrokerConfig) -> u16 {
@@ -211,6 +250,10 @@ impl ManagedBroker {
             move |source| BrokerError::Io { path, source }
         };
         std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
+        // A controller killed with SIGKILL leaves its Mosquitto running on
+        // the devices' port with stale state: stop it first, so the port it
+        // held (the one devices know) is ours again.
+        stop_orphan(&cfg.dir).await?;
         let port = pick_port(&cfg);
         let conf = cfg.dir.join("mosquitto.conf");
         std::fs::write(&conf, render_config(&cfg.dir, port, cfg.tls.as_ref()))
