@@ -66,6 +66,7 @@ impl Application {
         let data_dir = cfg.data_dir()?.to_owned();
         let paths = PkiPaths::new(&data_dir);
         paths.require(&data_dir)?;
+        secure_data_dir(&data_dir)?;
         warn_if_insecure(&cfg);
         let http_tls = http_tls(&cfg, &paths)?;
         let ingest_tls = ingest_tls(&cfg, &paths)?;
@@ -175,6 +176,47 @@ impl Application {
         info!("stopped");
         Ok(())
     }
+}
+
+/// Permissions checked and fixed at every start, not only when a file is
+/// made: a copied backup, a careless `chmod -R`, an old version's files.
+/// The data directory and its private subdirectories are 0700; the
+/// database, its WAL, the audit head, the admin token and every key 0600.
+pub fn secure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut wanted: Vec<(PathBuf, u32)> = vec![
+        (dir.to_owned(), 0o700),
+        (dir.join("pki"), 0o700),
+        (dir.join("mosquitto"), 0o700),
+    ];
+    for f in [
+        "fleet.db",
+        "fleet.db-wal",
+        "fleet.db-shm",
+        "audit.head",
+        "admin.token",
+    ] {
+        wanted.push((dir.join(f), 0o600));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir.join("pki")) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "key") {
+                wanted.push((e.path(), 0o600));
+            }
+        }
+    }
+    for (path, mode) in wanted {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue; // not made yet
+        };
+        let had = meta.permissions().mode() & 0o777;
+        if had != mode {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set the permissions of {}", path.display()))?;
+            warn!(path = %path.display(), was = format!("{had:o}"), now = format!("{mode:o}"), "fixed permissions");
+        }
+    }
+    Ok(())
 }
 
 fn warn_if_insecure(cfg: &ControllerConfig) {
@@ -304,6 +346,7 @@ pub async fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     pki::init(data_dir)?;
     let (store, access) = open_store(data_dir).await?;
+    secure_data_dir(data_dir)?;
     let by = access::Caller::system("fleet-controller init");
     access
         .record(&by, "init", "fleet", serde_json::json!({ "ca": "created" }))
