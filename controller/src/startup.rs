@@ -66,6 +66,9 @@ impl Application {
         let data_dir = cfg.data_dir()?.to_owned();
         let paths = PkiPaths::new(&data_dir);
         paths.require(&data_dir)?;
+        if pki::ensure_api_cert(&paths)? {
+            info!("made the API its own certificate (pki/api.crt); it used the broker's before");
+        }
         secure_data_dir(&data_dir)?;
         warn_if_insecure(&cfg);
         let http_tls = http_tls(&cfg, &paths)?;
@@ -235,8 +238,8 @@ fn http_tls(
         return Ok(None);
     }
     Ok(Some(http::tls::server_config(
-        &paths.broker_cert(),
-        &paths.broker_key(),
+        &paths.api_cert(),
+        &paths.api_key(),
     )?))
 }
 

@@ -71,6 +71,14 @@ impl PkiPaths {
     pub fn broker_key(&self) -> PathBuf {
         self.dir.join("broker.key")
     }
+    /// The HTTPS API's own certificate (not the broker's: a leak of one
+    /// key does not let anyone pose as the other service).
+    pub fn api_cert(&self) -> PathBuf {
+        self.dir.join("api.crt")
+    }
+    pub fn api_key(&self) -> PathBuf {
+        self.dir.join("api.key")
+    }
     pub fn controller_cert(&self) -> PathBuf {
         self.dir.join("controller.crt")
     }
@@ -232,6 +240,32 @@ impl Ca {
 }
 
 /// Create the CA, the broker's and the controller's certificates.
+/// A server certificate for 127.0.0.1 and localhost, valid two years.
+fn issue_server_cert(ca: &Ca, name: &str, cert: &Path, key: &Path) -> Result<(), PkiError> {
+    let k = KeyPair::generate()?;
+    let params = leaf_params(
+        name,
+        vec![
+            SanType::DnsName("localhost".try_into()?),
+            SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
+        ],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        Duration::days(365 * 2),
+    );
+    write_file(key, k.serialize_pem().as_bytes(), true)?;
+    write_file(cert, ca.sign(&params, &k)?.as_bytes(), false)
+}
+
+/// A data directory made before the API had its own certificate gets one.
+pub fn ensure_api_cert(paths: &PkiPaths) -> Result<bool, PkiError> {
+    if paths.api_cert().is_file() && paths.api_key().is_file() {
+        return Ok(false);
+    }
+    let ca = Ca::load(paths)?;
+    issue_server_cert(&ca, "fleet-api", &paths.api_cert(), &paths.api_key())?;
+    Ok(true)
+}
+
 pub fn init(data_dir: &Path) -> Result<PkiPaths, PkiError> {
     let paths = PkiPaths::new(data_dir);
     if paths.ca_key().exists() {
@@ -250,26 +284,13 @@ pub fn init(data_dir: &Path) -> Result<PkiPaths, PkiError> {
     write_file(&paths.ca_cert(), ca_cert.pem().as_bytes(), false)?;
     let ca = Ca::load(&paths)?;
 
-    let broker_key = KeyPair::generate()?;
-    let broker = leaf_params(
+    issue_server_cert(
+        &ca,
         "fleet-broker",
-        vec![
-            SanType::DnsName("localhost".try_into()?),
-            SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
-        ],
-        ExtendedKeyUsagePurpose::ServerAuth,
-        Duration::days(365 * 2),
-    );
-    write_file(
-        &paths.broker_key(),
-        broker_key.serialize_pem().as_bytes(),
-        true,
-    )?;
-    write_file(
         &paths.broker_cert(),
-        ca.sign(&broker, &broker_key)?.as_bytes(),
-        false,
+        &paths.broker_key(),
     )?;
+    issue_server_cert(&ca, "fleet-api", &paths.api_cert(), &paths.api_key())?;
 
     let ctl_key = KeyPair::generate()?;
     let ctl = leaf_params(
@@ -339,7 +360,12 @@ mod tests {
         ));
         init(dir.path()).unwrap();
         assert!(paths.is_initialised());
-        for key in [paths.ca_key(), paths.broker_key(), paths.controller_key()] {
+        for key in [
+            paths.ca_key(),
+            paths.broker_key(),
+            paths.api_key(),
+            paths.controller_key(),
+        ] {
             let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", key.display());
         }
@@ -361,5 +387,24 @@ mod tests {
             )
             .unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn the_api_has_its_own_certificate_and_old_directories_get_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = PkiPaths::new(dir.path());
+        init(dir.path()).unwrap();
+        let api = fs::read(paths.api_cert()).unwrap();
+        assert_ne!(api, fs::read(paths.broker_cert()).unwrap());
+        assert_ne!(
+            fs::read(paths.api_key()).unwrap(),
+            fs::read(paths.broker_key()).unwrap()
+        );
+        assert!(!ensure_api_cert(&paths).unwrap(), "made a second one");
+        // A directory from before: no api.crt, so one is made at start.
+        fs::remove_file(paths.api_cert()).unwrap();
+        fs::remove_file(paths.api_key()).unwrap();
+        assert!(ensure_api_cert(&paths).unwrap());
+        assert!(paths.api_cert().is_file() && paths.api_key().is_file());
     }
 }
