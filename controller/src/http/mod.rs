@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 mod error;
+pub mod serve;
 pub mod tls;
 
 use std::sync::{Arc, RwLock};
