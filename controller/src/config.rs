@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::http::serve::ServeConfig;
 use crate::store::WriterConfig;
 
 pub const DEFAULT_TOML: &str = include_str!("../fleet-controller.default.toml");
@@ -45,6 +46,10 @@ pub struct DataSection {
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpSection {
     pub listen: String,
+    pub header_read_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -180,6 +185,18 @@ impl ControllerConfig {
         if self.readiness.tick_secs == 0 {
             return invalid("readiness.tick_secs", "at least 1 second");
         }
+        if self.http.header_read_timeout_secs == 0 {
+            return invalid("http.header_read_timeout_secs", "at least 1 second");
+        }
+        if self.http.idle_timeout_secs == 0 {
+            return invalid("http.idle_timeout_secs", "at least 1 second");
+        }
+        if self.http.max_connections == 0 {
+            return invalid("http.max_connections", "at least 1");
+        }
+        if self.http.max_connections_per_ip == 0 {
+            return invalid("http.max_connections_per_ip", "at least 1");
+        }
         Ok(())
     }
 
@@ -211,6 +228,18 @@ impl ControllerConfig {
         WriterConfig {
             max_batch: self.store.batch_max,
             max_delay: Duration::from_millis(self.store.batch_delay_ms),
+        }
+    }
+
+    /// The API listener's timeouts and caps; `tls` is `None` for plain HTTP.
+    pub fn serve(&self, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> ServeConfig {
+        ServeConfig {
+            tls,
+            handshake_timeout: crate::http::tls::HANDSHAKE_TIMEOUT,
+            header_read_timeout: Duration::from_secs(self.http.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.http.idle_timeout_secs),
+            max_connections: self.http.max_connections,
+            max_connections_per_ip: self.http.max_connections_per_ip,
         }
     }
 
@@ -250,6 +279,11 @@ mod tests {
         assert_eq!(cfg.writer().max_delay, Duration::from_millis(200));
         assert_eq!(cfg.broker_mode(), BrokerMode::Managed { port: None });
         assert_eq!(cfg.http.listen, "127.0.0.1:8080");
+        let serve = cfg.serve(None);
+        assert_eq!(serve.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(serve.idle_timeout, Duration::from_secs(60));
+        assert_eq!(serve.max_connections, 4096);
+        assert_eq!(serve.max_connections_per_ip, 256);
         assert!(!cfg.broker.insecure_dev);
     }
 
@@ -310,6 +344,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("broker.port"), "{err}");
+        let err = ControllerConfig::load(
+            Site::Skip,
+            env(&[("FLEET_CONTROLLER__HTTP__MAX_CONNECTIONS_PER_IP", "0")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("http.max_connections_per_ip"),
+            "{err}"
+        );
         let missing =
             ControllerConfig::load(Site::File(Path::new("/nonexistent/c.toml")), env(&[]));
         assert!(matches!(missing, Err(ConfigError::Missing { .. })));

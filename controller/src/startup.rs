@@ -149,21 +149,8 @@ impl Application {
             self.state.broker.port,
             self.data_dir.display()
         );
-        let app = http::app(self.state).into_make_service_with_connect_info::<http::tls::Peer>();
-        let served = match self.http_tls {
-            None => {
-                axum::serve(self.listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            Some(tls) => {
-                let listener = http::tls::TlsListener::new(self.listener, tls)
-                    .context("cannot start the HTTPS listener")?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-        };
+        let serve = self.cfg.serve(self.http_tls);
+        http::serve::serve(self.listener, http::app(self.state), serve, shutdown).await;
 
         info!("shutting down");
         let _ = self.stop_tx.send(true);
@@ -175,7 +162,6 @@ impl Application {
             b.stop().await;
         }
         self.store.close().await;
-        served.context("HTTP server failed")?;
         info!("stopped");
         Ok(())
     }

@@ -370,16 +370,24 @@ pub fn install_crypto() {
 
 impl Controller {
     pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Controller::start`] with extra environment variables (e.g.
+    /// `FLEET_CONTROLLER__HTTP__MAX_CONNECTIONS_PER_IP`).
+    pub fn start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         install_crypto();
         let token = init_data_dir(data_dir)?;
         let dir = data_dir.to_str().context("utf-8 temp path")?;
         let mut args = vec!["serve", "--data-dir", dir, "--http", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut proc = Proc::spawn(
-            "fleet-controller",
-            &args,
-            &[("FLEET_LOG", "info,fleet_controller=debug")],
-        )?;
+        let mut env = env.to_vec();
+        env.push(("FLEET_LOG", "info,fleet_controller=debug"));
+        let mut proc = Proc::spawn("fleet-controller", &args, &env)?;
         let line = proc.wait_for_line("ready: api ", Duration::from_secs(30))?;
         let api = line
             .split("api ")

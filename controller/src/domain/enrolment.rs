@@ -6,7 +6,11 @@
 use fleet_protocol::{CountyCode, DeviceId, IdError, Model, ProvinceCode, StationId};
 use rand::RngCore;
 
-use crate::domain::registry::LineError;
+use crate::domain::registry::{Errors, LineError};
+
+/// At most this many devices in one shipment (a bench enrols a box of a
+/// few hundred; fleet-sim sends 500); a longer file is refused.
+pub const MAX_SHIPMENT_ROWS: u64 = 10_000;
 
 /// How long an enrolment token lives unless the shipment says otherwise.
 pub const DEFAULT_TOKEN_HOURS: u64 = 7 * 24;
@@ -31,35 +35,44 @@ pub struct ShipmentLine {
 }
 
 /// Parse a shipment CSV: `serial,model,province[,county][,station]` with a
-/// header; every bad row is reported with its line number.
-pub fn parse_shipment(text: &str) -> Result<Vec<ShipmentLine>, Vec<LineError>> {
+/// header, row by row; bad rows are reported with their line numbers (the
+/// first [`MAX_ERRORS`](crate::domain::registry::MAX_ERRORS), then a count),
+/// and a file with more than [`MAX_SHIPMENT_ROWS`] rows is refused at the
+/// first row too many.
+pub fn parse_shipment(text: &str) -> Result<Vec<ShipmentLine>, Errors<LineError>> {
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(true)
         .from_reader(text.as_bytes());
-    let headers = rdr.headers().cloned().map_err(|e| {
-        vec![LineError {
-            line: 1,
-            message: format!("cannot read the header: {e}"),
-        }]
-    })?;
+    let headers = rdr
+        .headers()
+        .cloned()
+        .map_err(|e| Errors::one(1, format!("cannot read the header: {e}")))?;
     let col = |n: &str| {
         headers
             .iter()
             .position(|h| h.trim_start_matches('\u{feff}').eq_ignore_ascii_case(n))
     };
     let (Some(is), Some(im), Some(ip)) = (col("serial"), col("model"), col("province")) else {
-        return Err(vec![LineError {
-            line: 1,
-            message: "the header needs serial, model, province (and optionally county, station)"
-                .into(),
-        }]);
+        return Err(Errors::one(
+            1,
+            "the header needs serial, model, province (and optionally county, station)".into(),
+        ));
     };
     let (ic, ist) = (col("county"), col("station"));
     let mut out = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors = Errors::default();
     let mut seen = std::collections::HashSet::new();
-    for record in rdr.records() {
+    for (row, record) in (1u64..).zip(rdr.records()) {
+        if row > MAX_SHIPMENT_ROWS {
+            errors.push(LineError {
+                line: row + 1,
+                message: format!(
+                    "more than {MAX_SHIPMENT_ROWS} devices; split the shipment (nothing was read past this line)"
+                ),
+            });
+            break;
+        }
         let record = match record {
             Ok(r) => r,
             Err(e) => {
@@ -166,12 +179,35 @@ mod tests {
         let ok = parse_shipment("serial,model,province,county\nBB-1,ballot-box-v2,IR-02,IR-02-SARI\nBB-2,id-laptop,IR-23,\n").unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].county, None);
-        let errs = parse_shipment("serial,model,province\nBB-1,ballot-box-v2,IR-02\nBB/2,ballot-box-v2,IR-02\nBB-3,Bad Model,IR-02\nBB-1,ballot-box-v2,IR-02\n").unwrap_err();
+        let errs = parse_shipment("serial,model,province\nBB-1,ballot-box-v2,IR-02\nBB/2,ballot-box-v2,IR-02\nBB-3,Bad Model,IR-02\nBB-1,ballot-box-v2,IR-02\n").unwrap_err().into_lines();
         let lines: Vec<u64> = errs.iter().map(|e| e.line).collect();
         assert_eq!(lines, [3, 4, 5]);
-        assert!(parse_shipment("id,model\nx,y\n").unwrap_err()[0]
-            .message
-            .contains("serial"));
+        assert!(
+            parse_shipment("id,model\nx,y\n").unwrap_err().into_lines()[0]
+                .message
+                .contains("serial")
+        );
+    }
+
+    #[test]
+    fn a_shipment_of_bad_lines_keeps_the_first_errors_and_stops_at_the_row_limit() {
+        let csv = format!("serial,model,province\n{}", "x\n".repeat(50_000));
+        let errors = parse_shipment(&csv).unwrap_err();
+        // every row up to the limit, then the one that says the file is too long
+        assert_eq!(errors.total(), MAX_SHIPMENT_ROWS + 1);
+        let lines = errors.into_lines();
+        assert_eq!(lines.len(), crate::domain::registry::MAX_ERRORS + 1);
+        assert_eq!(
+            lines.last().unwrap().message,
+            format!("… and {} more errors", MAX_SHIPMENT_ROWS + 1 - 100)
+        );
+        let ok = format!(
+            "serial,model,province\n{}",
+            (0..MAX_SHIPMENT_ROWS)
+                .map(|i| format!("BB-{i},m,IR-02\n"))
+                .collect::<String>()
+        );
+        assert_eq!(parse_shipment(&ok).unwrap().len() as u64, MAX_SHIPMENT_ROWS);
     }
 
     #[test]

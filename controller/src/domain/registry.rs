@@ -42,22 +42,85 @@ pub struct LineError {
 /// At most this many errors are reported; the rest are counted.
 pub const MAX_ERRORS: usize = 100;
 
+/// At most this many rows in one registry file (the country has about
+/// 55,000 polling stations); a longer file is refused.
+pub const MAX_REGISTRY_ROWS: u64 = 200_000;
+
+/// A list of errors that keeps the first [`MAX_ERRORS`] and only counts the
+/// rest, so a file of a million bad lines costs a hundred messages. Shared
+/// by every upload (registry, shipments, device registration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Errors<T> {
+    kept: Vec<T>,
+    total: u64,
+}
+
+impl<T> Default for Errors<T> {
+    fn default() -> Self {
+        Self {
+            kept: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+impl<T> Errors<T> {
+    pub fn push(&mut self, e: T) {
+        self.total += 1;
+        if self.kept.len() < MAX_ERRORS {
+            self.kept.push(e);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Every error pushed, kept or not.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The kept errors, then one made by `more(n)` for the `n` not kept.
+    pub fn into_list(mut self, more: impl FnOnce(u64) -> T) -> Vec<T> {
+        let dropped = self.total - self.kept.len() as u64;
+        if dropped > 0 {
+            self.kept.push(more(dropped));
+        }
+        self.kept
+    }
+}
+
+impl Errors<LineError> {
+    /// One error, for a file refused as a whole.
+    pub fn one(line: u64, message: String) -> Self {
+        let mut e = Self::default();
+        e.push(LineError { line, message });
+        e
+    }
+
+    /// The kept line errors, then "… and N more errors" (line 0).
+    pub fn into_lines(self) -> Vec<LineError> {
+        self.into_list(|n| LineError {
+            line: 0,
+            message: format!("… and {n} more errors"),
+        })
+    }
+}
+
 const REQUIRED: [&str; 3] = ["province", "county", "station_id"];
 const OPTIONAL: [&str; 3] = ["county_name_en", "county_name_fa", "station_name"];
 
-pub fn parse_csv(text: &str) -> Result<Registry, Vec<LineError>> {
+/// Parse the registry file row by row; a file with more than
+/// [`MAX_REGISTRY_ROWS`] rows is refused at the first row too many.
+pub fn parse_csv(text: &str) -> Result<Registry, Errors<LineError>> {
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
         .from_reader(text.as_bytes());
     let headers = match rdr.headers() {
         Ok(h) => h.clone(),
-        Err(e) => {
-            return Err(vec![LineError {
-                line: 1,
-                message: format!("cannot read the header: {e}"),
-            }])
-        }
+        Err(e) => return Err(Errors::one(1, format!("cannot read the header: {e}"))),
     };
     let col = |name: &str| {
         headers
@@ -66,15 +129,15 @@ pub fn parse_csv(text: &str) -> Result<Registry, Vec<LineError>> {
     };
     let missing: Vec<&str> = REQUIRED.into_iter().filter(|c| col(c).is_none()).collect();
     if !missing.is_empty() {
-        return Err(vec![LineError {
-            line: 1,
-            message: format!(
+        return Err(Errors::one(
+            1,
+            format!(
                 "the header lacks the column(s) {}; required: {}, optional: {}",
                 missing.join(", "),
                 REQUIRED.join(", "),
                 OPTIONAL.join(", ")
             ),
-        }]);
+        ));
     }
     let idx = |name: &str| col(name).expect("checked above");
     let (ip, ic, is) = (idx("province"), idx("county"), idx("station_id"));
@@ -85,8 +148,17 @@ pub fn parse_csv(text: &str) -> Result<Registry, Vec<LineError>> {
     );
 
     let mut reg = Registry::default();
-    let mut errors = Vec::new();
-    for record in rdr.records() {
+    let mut errors = Errors::default();
+    for (row, record) in (1u64..).zip(rdr.records()) {
+        if row > MAX_REGISTRY_ROWS {
+            errors.push(LineError {
+                line: row + 1,
+                message: format!(
+                    "more than {MAX_REGISTRY_ROWS} rows; split the file (nothing was read past this line)"
+                ),
+            });
+            break;
+        }
         let record = match record {
             Ok(r) => r,
             Err(e) => {
@@ -166,14 +238,6 @@ pub fn parse_csv(text: &str) -> Result<Registry, Vec<LineError>> {
     if errors.is_empty() {
         Ok(reg)
     } else {
-        let n = errors.len();
-        if n > MAX_ERRORS {
-            errors.truncate(MAX_ERRORS);
-            errors.push(LineError {
-                line: 0,
-                message: format!("… and {} more errors", n - MAX_ERRORS),
-            });
-        }
         Err(errors)
     }
 }
@@ -204,7 +268,7 @@ mod tests {
                    ST/4,IR-02-SARI,IR-02\n\
                    ST-1,IR-02-SARI,IR-02\n\
                    ST-6,IR-02-SARI\n";
-        let errors = parse_csv(csv).unwrap_err();
+        let errors = parse_csv(csv).unwrap_err().into_lines();
         let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 4, 5, 6, 7], "{errors:?}");
         assert!(errors[0].message.contains("IR-99"));
@@ -213,8 +277,34 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_bad_rows_keeps_the_first_errors_and_counts_the_rest() {
+        let csv = format!("province,county,station_id\n{}", "x,y,z\n".repeat(5_000));
+        let errors = parse_csv(&csv).unwrap_err();
+        assert_eq!(errors.total(), 5_000);
+        let lines = errors.into_lines();
+        assert_eq!(lines.len(), MAX_ERRORS + 1);
+        assert_eq!(lines[0].line, 2);
+        assert_eq!(lines[MAX_ERRORS].message, "… and 4900 more errors");
+    }
+
+    #[test]
+    fn a_file_with_too_many_rows_is_refused_at_the_first_row_too_many() {
+        let mut csv = String::from("province,county,station_id\n");
+        for i in 0..=MAX_REGISTRY_ROWS {
+            csv.push_str(&format!("IR-02,IR-02-SARI,ST-{i}\n"));
+        }
+        let errors = parse_csv(&csv).unwrap_err();
+        assert_eq!(errors.total(), 1);
+        let lines = errors.into_lines();
+        assert_eq!(lines[0].line, MAX_REGISTRY_ROWS + 2);
+        assert!(lines[0].message.contains("more than"), "{lines:?}");
+    }
+
+    #[test]
     fn missing_columns_are_named() {
-        let errors = parse_csv("province,station_id\nIR-02,ST-1\n").unwrap_err();
+        let errors = parse_csv("province,station_id\nIR-02,ST-1\n")
+            .unwrap_err()
+            .into_lines();
         assert_eq!(errors[0].line, 1);
         assert!(errors[0].message.contains("county"), "{errors:?}");
     }

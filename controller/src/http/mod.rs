@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 mod error;
+pub mod serve;
 pub mod tls;
 
 use std::sync::{Arc, RwLock};
@@ -50,6 +51,20 @@ impl AppState {
     }
 }
 
+/// The body limit of every route not named below (JSON of a token, an
+/// enrolment request with its CSR, a baseline, a lifecycle move). A larger
+/// body answers 413 before it is parsed.
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
+/// `POST /api/v1/devices`: up to `MAX_DEVICES_PER_REQUEST` (10,000) devices
+/// at a few hundred bytes each.
+pub const REGISTER_BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// `POST /api/v1/enrol/batch`: a shipment CSV of up to
+/// `MAX_SHIPMENT_ROWS` (10,000) devices at about 60 bytes a line.
+pub const SHIPMENT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// `POST /api/v1/registry/import`: the whole country's stations (about
+/// 55,000 lines of 80 to 150 bytes) with room to spare.
+pub const REGISTRY_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
 /// Every route the controller serves, each with its entry in fleet-api's
 /// endpoint table: the path and method come from there, and so does who
 /// may call it, which the router enforces and the OpenAPI document shows.
@@ -62,12 +77,15 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         (&endpoint::PROVINCES, get(readiness::provinces)),
         (&endpoint::READINESS, get(readiness::readiness)),
         (&endpoint::DEVICES, get(devices::list_devices)),
-        (&endpoint::REGISTER, post(devices::register_devices)),
+        (
+            &endpoint::REGISTER,
+            post(devices::register_devices).layer(DefaultBodyLimit::max(REGISTER_BODY_LIMIT)),
+        ),
         (&endpoint::DEVICE, get(devices::device_detail)),
         (&endpoint::MOVE_DEVICE, post(enrolment::move_device)),
         (
             &endpoint::IMPORT_REGISTRY,
-            post(registry::import_registry).layer(DefaultBodyLimit::max(64 * 1024 * 1024)),
+            post(registry::import_registry).layer(DefaultBodyLimit::max(REGISTRY_BODY_LIMIT)),
         ),
         (&endpoint::COUNTIES, get(registry::counties)),
         (&endpoint::BASELINES, get(baselines::baselines)),
@@ -78,7 +96,10 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         (&endpoint::REVOKE_TOKEN, delete(tokens::revoke_token)),
         (&endpoint::AUDIT, get(audit::audit_list)),
         (&endpoint::AUDIT_VERIFY, get(audit::audit_verify)),
-        (&endpoint::ENROL_BATCH, post(enrolment::enrol_batch)),
+        (
+            &endpoint::ENROL_BATCH,
+            post(enrolment::enrol_batch).layer(DefaultBodyLimit::max(SHIPMENT_BODY_LIMIT)),
+        ),
         (&endpoint::SHIPMENT, get(enrolment::shipment_status)),
         // The enrolment token in the body is the credential here.
         (&endpoint::ENROL, post(enrolment::enrol_device)),
@@ -102,7 +123,7 @@ pub fn app(state: AppState) -> Router {
         router = router.route(e.path, handler);
     }
     router
-        .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .with_state(state)
 }
 

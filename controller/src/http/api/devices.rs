@@ -15,7 +15,8 @@ use crate::domain::auth::Permission;
 use crate::domain::fleet::{Device, DeviceFilter, Registration};
 use crate::domain::lifecycle::Lifecycle;
 use crate::domain::registration::{self, RegistrationError};
-use crate::http::{audited, opt, parse, ApiError, AppState};
+use crate::domain::registry::Errors;
+use crate::http::{api, audited, opt, parse, ApiError, AppState};
 
 pub(crate) fn summary(d: &Device) -> DeviceSummary {
     DeviceSummary {
@@ -33,6 +34,10 @@ pub(crate) fn summary(d: &Device) -> DeviceSummary {
 }
 
 pub const MAX_PER_PAGE: u64 = 1000;
+
+/// At most this many devices in one registration request (its body limit
+/// is `http::REGISTER_BODY_LIMIT`); more is a 400, not 10,000 checks.
+pub const MAX_DEVICES_PER_REQUEST: usize = 10_000;
 
 pub async fn list_devices(
     State(st): State<AppState>,
@@ -231,12 +236,21 @@ pub async fn register_devices(
     Extension(caller): Extension<Caller>,
     Json(req): Json<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
+    if req.devices.len() > MAX_DEVICES_PER_REQUEST {
+        return Err(ApiError::BadField {
+            field: "devices",
+            reason: format!(
+                "{} devices in one request; at most {MAX_DEVICES_PER_REQUEST}",
+                req.devices.len()
+            ),
+        });
+    }
     let now = unix_ms();
     // Registrations, enrolments and lifecycle moves one at a time, so what
     // was validated is what is written.
     let _one_at_a_time = st.lifecycle_lock.lock().await;
     let mut regs = Vec::with_capacity(req.devices.len());
-    let mut errors = Vec::new();
+    let mut errors = Errors::default();
     for (index, r) in req.devices.iter().enumerate() {
         match validate_registration(&st, &caller, r, now).await? {
             Ok(reg) => regs.push(reg),
@@ -252,10 +266,10 @@ pub async fn register_devices(
         return Err(ApiError::Invalid {
             message: format!(
                 "{} of {} devices are invalid; none was registered",
-                errors.len(),
+                errors.total(),
                 req.devices.len()
             ),
-            errors,
+            errors: errors.into_list(api::more_items),
         });
     }
     let n = regs.len();

@@ -20,6 +20,7 @@ use crate::clock::unix_ms;
 use crate::domain::auth::{self, Permission};
 use crate::domain::enrolment::{self, Refusal};
 use crate::domain::lifecycle::{Lifecycle, Rules};
+use crate::domain::registry::Errors;
 use crate::http::{api, ApiError, AppState};
 use crate::pki::{self, PkiPaths};
 
@@ -32,13 +33,13 @@ pub async fn enrol_batch(
     let lines = enrolment::parse_shipment(&body).map_err(|errors| ApiError::Invalid {
         message: format!(
             "the shipment file has {} bad line(s); nothing was registered",
-            errors.len()
+            errors.total()
         ),
-        errors: api::line_items(errors),
+        errors: api::line_items(errors.into_lines()),
     })?;
     let now = unix_ms();
     let mut regs = Vec::with_capacity(lines.len());
-    let mut errors = Vec::new();
+    let mut errors = Errors::default();
     for (i, l) in lines.iter().enumerate() {
         let line = i as u64 + 2;
         if st
@@ -76,10 +77,10 @@ pub async fn enrol_batch(
         return Err(ApiError::Invalid {
             message: format!(
                 "{} of {} devices are invalid; nothing was registered",
-                errors.len(),
+                errors.total(),
                 lines.len()
             ),
-            errors,
+            errors: errors.into_list(api::more_items),
         });
     }
     let hours = q

@@ -26,3 +26,14 @@ pub fn line_items(
         })
         .collect()
 }
+
+/// The last item of a 422 whose errors were cut at
+/// [`MAX_ERRORS`](crate::domain::registry::MAX_ERRORS): how many more.
+pub fn more_items(n: u64) -> fleet_api::types::InvalidItem {
+    fleet_api::types::InvalidItem {
+        index: None,
+        line: None,
+        id: None,
+        message: format!("… and {n} more errors"),
+    }
+}

@@ -18,9 +18,9 @@ pub async fn import_registry(
     let reg = registry::parse_csv(&body).map_err(|errors| ApiError::Invalid {
         message: format!(
             "the registry file has {} bad line(s); nothing was imported",
-            errors.len()
+            errors.total()
         ),
-        errors: api::line_items(errors),
+        errors: api::line_items(errors.into_lines()),
     })?;
     audited(
         &st,
