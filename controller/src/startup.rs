@@ -84,6 +84,7 @@ impl Application {
                 client_id: cfg.ingest.client_id.clone(),
                 keep_alive: cfg.keep_alive(),
                 tls: ingest_tls,
+                limits: cfg.rate_limits(),
             },
             Arc::clone(&fleet),
             write_tx,
