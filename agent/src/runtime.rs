@@ -410,6 +410,9 @@ pub async fn run<H: Hardware>(
             health_sample: cfg.health_sample,
             health: cfg.health.clone(),
             checks_interval: cfg.checks_interval,
+            // A fresh id per start: events numbered in this run are told
+            // apart from those of any run before, whatever the sequence file says.
+            boot: rand::random::<u64>().max(1),
         },
         last_seq,
     );

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::http::serve::ServeConfig;
+use crate::domain::limits::RateLimits;
 use crate::store::WriterConfig;
 
 pub const DEFAULT_TOML: &str = include_str!("../fleet-controller.default.toml");
@@ -72,6 +73,9 @@ pub struct IngestSection {
     pub client_id: String,
     pub keep_alive_secs: u64,
     pub write_queue: usize,
+    pub max_messages_per_minute: u32,
+    pub max_bytes_per_minute: u64,
+    pub events_kept_per_device: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +180,18 @@ impl ControllerConfig {
         if self.ingest.write_queue == 0 {
             return invalid("ingest.write_queue", "at least 1");
         }
+        if self.ingest.max_messages_per_minute == 0 {
+            return invalid("ingest.max_messages_per_minute", "at least 1");
+        }
+        if self.ingest.max_bytes_per_minute < 10 * 1024 {
+            return invalid(
+                "ingest.max_bytes_per_minute",
+                "at least 10240 (one payload of the largest kind)",
+            );
+        }
+        if self.ingest.events_kept_per_device == 0 {
+            return invalid("ingest.events_kept_per_device", "at least 1");
+        }
         if self.store.batch_max == 0 {
             return invalid("store.batch_max", "at least 1");
         }
@@ -228,6 +244,15 @@ impl ControllerConfig {
         WriterConfig {
             max_batch: self.store.batch_max,
             max_delay: Duration::from_millis(self.store.batch_delay_ms),
+            events_kept_per_device: self.ingest.events_kept_per_device,
+        }
+    }
+
+    /// What one device may send per minute.
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            messages_per_minute: self.ingest.max_messages_per_minute,
+            bytes_per_minute: self.ingest.max_bytes_per_minute,
         }
     }
 
@@ -277,6 +302,14 @@ mod tests {
         assert_eq!(cfg.ingest.client_id, crate::pki::CONTROLLER_IDENTITY);
         assert_eq!(cfg.writer().max_batch, 5_000);
         assert_eq!(cfg.writer().max_delay, Duration::from_millis(200));
+        assert_eq!(cfg.writer().events_kept_per_device, 500);
+        assert_eq!(
+            cfg.rate_limits(),
+            RateLimits {
+                messages_per_minute: 600,
+                bytes_per_minute: 1_048_576,
+            }
+        );
         assert_eq!(cfg.broker_mode(), BrokerMode::Managed { port: None });
         assert_eq!(cfg.http.listen, "127.0.0.1:8080");
         let serve = cfg.serve(None);

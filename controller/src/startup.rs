@@ -90,6 +90,7 @@ impl Application {
                 keep_alive: cfg.keep_alive(),
                 tls: ingest_tls,
                 connected: Arc::clone(&ingest_connected),
+                limits: cfg.rate_limits(),
             },
             Arc::clone(&fleet),
             write_tx,

@@ -113,7 +113,9 @@ pub struct Health {
 }
 
 /// `events`: things that happened, each with the device's sequence number so
-/// that re-delivery is idempotent.
+/// that re-delivery is idempotent. An event is known by (device, `boot`,
+/// `seq`): a device that lost its sequence file starts again at 1 under a
+/// new boot id, and its new events are not mistaken for old ones.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[cbor(map)]
 pub struct Event {
@@ -123,6 +125,25 @@ pub struct Event {
     pub at_ms: u64,
     #[n(2)]
     pub kind: EventKind,
+    /// A random id the agent draws at each start; the same for every event
+    /// numbered during that run. Agents before it send none (read as 0).
+    #[n(3)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<u64>,
+}
+
+impl Event {
+    /// The largest sequence number a controller accepts: 2^53 - 1, the
+    /// largest integer a JSON reader (the console, `fleetctl`, JavaScript)
+    /// holds exactly, and well inside SQLite's signed 64-bit INTEGER. A real
+    /// device numbering 1,000 events a second needs 285,000 years to get
+    /// there; a number beyond it is a corrupt or lying sequence file.
+    pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
+    /// Whether `seq` is one a controller accepts (1 ..= [`Self::MAX_SEQ`]).
+    pub fn seq_in_range(&self) -> bool {
+        (1..=Self::MAX_SEQ).contains(&self.seq)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]

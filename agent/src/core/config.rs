@@ -20,4 +20,9 @@ pub struct CoreConfig {
     pub health: HealthPolicy,
     /// How often the configured checks run.
     pub checks_interval: Duration,
+    /// This run's boot id, drawn at random by the runtime at each start and
+    /// put on every event: with the sequence number it names an event, so a
+    /// lost sequence file (numbers start again at 1) does not make new
+    /// events look like old ones to the controller.
+    pub boot: u64,
 }

@@ -412,6 +412,7 @@ impl AgentCore {
             seq: self.last_seq,
             at_ms: now_ms,
             kind,
+            boot: Some(self.cfg.boot),
         });
         self.flush_events(now_ms, out);
     }

@@ -17,6 +17,9 @@ const SESSION: u64 = T0 + 500;
 const SAMPLE_EVERY: Duration = Duration::from_secs(15);
 const CHECKS_EVERY: Duration = Duration::from_secs(60);
 
+/// The boot id of the core under test.
+const BOOT: u64 = 0x5eed_b007;
+
 fn device() -> DeviceId {
     DeviceId::parse("BB-23-000123").unwrap()
 }
@@ -33,6 +36,7 @@ fn config() -> CoreConfig {
             thresholds: Thresholds::default(),
         },
         checks_interval: CHECKS_EVERY,
+        boot: BOOT,
     }
 }
 
@@ -116,7 +120,15 @@ fn health_msg(now: u64, health: Health) -> Action {
 /// An event numbered `seq`, made at `at_ms`, sent at `now`.
 fn event_msg(now: u64, seq: u64, at_ms: u64, kind: EventKind) -> Action {
     Action::Publish {
-        envelope: envelope(now, Payload::Event(Event { seq, at_ms, kind })),
+        envelope: envelope(
+            now,
+            Payload::Event(Event {
+                seq,
+                at_ms,
+                kind,
+                boot: Some(BOOT),
+            }),
+        ),
         qos: Qos::AtLeastOnce,
         retain: false,
     }

@@ -14,6 +14,21 @@ use serde::{Deserialize, Serialize};
 use crate::domain::lifecycle::{Lifecycle, Rules};
 use crate::domain::readiness::{classify, Counts, Inputs, Readiness, Reason};
 
+/// How far ahead of the controller's clock a device's clock is believed when
+/// its states are ordered. Enough for an NTP-synced device and a slow link
+/// (a redelivered older state is still recognised as older); small enough
+/// that a state sent with the clock far ahead (an hour, a year) holds back
+/// only the states sent within these few seconds after it arrived, not every
+/// later one.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 5_000;
+
+/// Where a state sent at `sent_at_ms` (device clock) and received at
+/// `received_ms` (controller clock) sits in its device's order: the device's
+/// clock, bounded by the controller's.
+pub fn order_key(sent_at_ms: u64, received_ms: u64) -> u64 {
+    sent_at_ms.min(received_ms.saturating_add(MAX_CLOCK_AHEAD_MS))
+}
+
 /// What the operator said about a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
@@ -34,7 +49,9 @@ pub struct Status {
     /// The connection id of the last accepted presence (see `Presence::session`).
     #[serde(default)]
     pub session: Option<u64>,
-    /// The device's clock when it sent the state held here.
+    /// When the state held here was sent, as far as the controller believes
+    /// the device: its clock, but never later than [`MAX_CLOCK_AHEAD_MS`]
+    /// past the controller's receive time (see [`order_key`]).
     #[serde(default)]
     pub state_sent_at_ms: Option<u64>,
     pub state: Option<State>,
@@ -245,15 +262,17 @@ impl Fleet {
                 }
             }
             Payload::State(s) => {
+                // The held state's place is bounded by when we received it,
+                // so a clock far ahead cannot hold back later states.
                 if d.status
                     .state_sent_at_ms
-                    .is_some_and(|t| t >= env.sent_at_ms)
+                    .is_some_and(|held| held >= env.sent_at_ms)
                 {
                     // Redelivered, or older than the one held: keep the newer.
                     out.stale = true;
                 } else {
                     d.status.state = Some(s.clone());
-                    d.status.state_sent_at_ms = Some(env.sent_at_ms);
+                    d.status.state_sent_at_ms = Some(order_key(env.sent_at_ms, now_ms));
                 }
             }
             Payload::Health(h) => {

@@ -4,6 +4,7 @@
 //!
 //! - [`readiness`]: one reason per device, and counts.
 //! - [`fleet`]: the in-memory fleet with incremental counts per province and county.
+//! - [`limits`]: per-device rate limits on messages and bytes, and on log lines.
 //! - [`lifecycle`]: registered → enrolled → shipped → deployed → retired.
 //! - [`registration`]: what a registration may say about a device.
 //! - [`registry`]: counties and polling stations from the operator's CSV.
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod enrolment;
 pub mod fleet;
 pub mod lifecycle;
+pub mod limits;
 pub mod readiness;
 pub mod registration;
 pub mod registry;

@@ -1,21 +1,30 @@
 //! Ingest: the controller's MQTT session. Every message is validated (topic
-//! shape, size limit, CBOR, payload kind and device equal to the topic's,
-//! device registered) before it touches the fleet; refusals are counted by
-//! reason and logged, and change nothing. Accepted reports go to the store
-//! writer in batches.
+//! shape, device registered and enrolled, within its device's rate limit,
+//! size limit, CBOR, payload kind and device equal to the topic's, event
+//! sequence number in range) before it touches the fleet; refusals are
+//! counted by reason (`fleet_ingest_rejected_total`, or
+//! `fleet_ingest_dropped_total` for a retired or not-enrolled device and for
+//! a device over its rate limit) and logged (once per device for unknown
+//! and not-enrolled ones, a few lines a minute per device otherwise), and
+//! change nothing. Accepted reports go to the store writer in batches.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use fleet_protocol::{DecodeError, Desired, Envelope, Payload, Topic, TopicKind};
+use fleet_protocol::{DecodeError, Desired, DeviceId, Envelope, Payload, Topic, TopicKind};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::clock::unix_ms;
 use crate::domain::fleet::{Fleet, Observed};
+use crate::domain::lifecycle::Rules;
+use crate::domain::limits::{Admit, LogLimiter, LogLine, RateLimiter, RateLimits};
 use crate::store::WriteOp;
+
+/// Log lines per device per minute about its refused messages.
+const LOG_LINES_PER_DEVICE_PER_MINUTE: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -27,6 +36,8 @@ pub struct IngestConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Whether ingest holds a live session with the broker (for /healthz).
     pub connected: Arc<std::sync::atomic::AtomicBool>,
+    /// What one device may send per minute; the excess is dropped.
+    pub limits: RateLimits,
 }
 
 /// Why a message was refused.
@@ -42,6 +53,12 @@ pub enum Rejection {
     Forged(String),
     #[error("device {0} is not registered")]
     UnknownDevice(String),
+    #[error("device {0} is not enrolled (registered only, or retired)")]
+    NotEnrolled(String),
+    #[error("device {device} is over its rate limit")]
+    RateLimited { device: String, first: bool },
+    #[error("event sequence number {seq} is out of range (1 to 2^53 - 1)")]
+    SeqOutOfRange { seq: u64 },
 }
 
 impl Rejection {
@@ -53,6 +70,20 @@ impl Rejection {
             Rejection::Malformed(_) => "malformed",
             Rejection::Forged(_) => "forged",
             Rejection::UnknownDevice(_) => "unknown-device",
+            Rejection::NotEnrolled(_) => "not-enrolled",
+            Rejection::RateLimited { .. } => "rate",
+            Rejection::SeqOutOfRange { .. } => "seq-out-of-range",
+        }
+    }
+
+    /// The metric it counts in: a drop (the device may send, but not this
+    /// or not now) or a rejection (the message itself is wrong).
+    pub fn metric(&self) -> &'static str {
+        match self {
+            Rejection::NotEnrolled(_) | Rejection::RateLimited { .. } => {
+                "fleet_ingest_dropped_total"
+            }
+            _ => "fleet_ingest_rejected_total",
         }
     }
 }
@@ -65,9 +96,12 @@ pub enum Accepted {
     Applied(Box<(Envelope, Observed)>),
 }
 
-/// Validate one message and apply it to the fleet.
+/// Validate one message and apply it to the fleet. The cheap checks come
+/// first: who sent it and whether it is within its device's limits, then
+/// decoding.
 pub fn process(
     fleet: &RwLock<Fleet>,
+    limiter: &mut RateLimiter<DeviceId>,
     topic: &str,
     payload: &[u8],
     now_ms: u64,
@@ -76,6 +110,22 @@ pub fn process(
     if !topic.kind.from_agent() {
         return Ok(Accepted::Ignored);
     }
+    let enrolled = fleet
+        .read()
+        .expect("fleet lock is never poisoned: no code panics while holding it")
+        .get(&topic.device)
+        .map(|d| d.reg.lifecycle.is_enrolled());
+    match enrolled {
+        None => return Err(Rejection::UnknownDevice(topic.device.to_string())),
+        Some(false) => return Err(Rejection::NotEnrolled(topic.device.to_string())),
+        Some(true) => {}
+    }
+    if let Admit::Drop { first } = limiter.admit(&topic.device, payload.len(), now_ms) {
+        return Err(Rejection::RateLimited {
+            device: topic.device.to_string(),
+            first,
+        });
+    }
     let env = Envelope::from_cbor_on(&topic, payload).map_err(|e| match e {
         DecodeError::TooLarge { .. } => Rejection::TooLarge(e.to_string()),
         DecodeError::DeviceMismatch { .. } | DecodeError::KindMismatch { .. } => {
@@ -83,6 +133,11 @@ pub fn process(
         }
         _ => Rejection::Malformed(e.to_string()),
     })?;
+    if let Payload::Event(e) = &env.payload {
+        if !e.seq_in_range() {
+            return Err(Rejection::SeqOutOfRange { seq: e.seq });
+        }
+    }
     let observed = fleet
         .write()
         .expect("fleet lock is never poisoned: no code panics while holding it")
@@ -122,6 +177,9 @@ pub async fn run(
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let mut unknown = LoggedOnce(HashSet::new());
+    let mut not_enrolled = LoggedOnce(HashSet::new());
+    let mut limiter = RateLimiter::new(cfg.limits);
+    let mut log_limit = LogLimiter::new(LOG_LINES_PER_DEVICE_PER_MINUTE, 10_000);
     let mut retry = Duration::from_millis(100);
     // After shutdown is asked for, keep handling what still arrives (rumqttc
     // acknowledges every message it reads, so dropping one would lose it)
@@ -172,14 +230,15 @@ pub async fn run(
                     .map(|k| k.as_str())
                     .unwrap_or("other");
                 metrics::counter!("fleet_ingest_messages_total", "kind" => kind).increment(1);
-                match process(&fleet, &p.topic, &p.payload, unix_ms()) {
+                let now = unix_ms();
+                match process(&fleet, &mut limiter, &p.topic, &p.payload, now) {
                     Ok(Accepted::Ignored) => {}
                     Ok(Accepted::Applied(applied)) => {
                         let (env, observed) = *applied;
                         handle_applied(&client, &fleet, &writer, env, observed).await;
                     }
                     Err(rejection) => {
-                        metrics::counter!("fleet_ingest_rejected_total", "reason" => rejection.label())
+                        metrics::counter!(rejection.metric(), "reason" => rejection.label())
                             .increment(1);
                         match &rejection {
                             Rejection::UnknownDevice(id) => {
@@ -187,8 +246,32 @@ pub async fn run(
                                     warn!(device = %id, topic = %p.topic, "message from an unregistered device rejected (logged once per device)");
                                 }
                             }
+                            Rejection::NotEnrolled(id) => {
+                                if not_enrolled.first(id) {
+                                    warn!(device = %id, topic = %p.topic, "message from a device that is not enrolled (retired, or registered only) dropped (logged once per device)");
+                                }
+                            }
+                            Rejection::RateLimited { device, first } => {
+                                // A line when a device goes over, then a few a minute.
+                                if let (true, LogLine::Write { suppressed }) =
+                                    (*first, log_limit.line(device, now))
+                                {
+                                    warn!(device = %device, limits = ?cfg.limits, suppressed, "device over its rate limit: its messages are dropped until it slows down");
+                                }
+                            }
                             _ => {
-                                warn!(topic = %p.topic, bytes = p.payload.len(), reason = %rejection.label(), error = %rejection, "message rejected")
+                                let device = p
+                                    .topic
+                                    .split('/')
+                                    .nth(3)
+                                    .unwrap_or("")
+                                    .chars()
+                                    .take(64)
+                                    .collect::<String>();
+                                if let LogLine::Write { suppressed } = log_limit.line(&device, now)
+                                {
+                                    warn!(topic = %p.topic, bytes = p.payload.len(), reason = %rejection.label(), error = %rejection, suppressed, "message rejected")
+                                }
                             }
                         }
                     }
@@ -268,24 +351,155 @@ mod tests {
     use super::*;
     use crate::domain::fleet::{Registration, Status};
     use crate::domain::lifecycle::Lifecycle;
+    use fleet_protocol::Event;
     use fleet_protocol::*;
 
     fn fleet_with(id: &str) -> RwLock<Fleet> {
+        fleet_of(&[(id, Lifecycle::Enrolled)])
+    }
+
+    fn fleet_of(devices: &[(&str, Lifecycle)]) -> RwLock<Fleet> {
         let mut f = Fleet::new(60_000);
-        f.upsert(
-            Registration {
-                id: DeviceId::parse(id).unwrap(),
-                model: Model::parse("ballot-box-v2").unwrap(),
-                province: ProvinceCode::parse("IR-23").unwrap(),
-                county: Some(CountyCode::parse("IR-23-TEH").unwrap()),
-                station: None,
-                lifecycle: Lifecycle::Enrolled,
-                registered_at_ms: 0,
-            },
-            Status::default(),
-            0,
-        );
+        for (id, lifecycle) in devices {
+            f.upsert(
+                Registration {
+                    id: DeviceId::parse(id).unwrap(),
+                    model: Model::parse("ballot-box-v2").unwrap(),
+                    province: ProvinceCode::parse("IR-23").unwrap(),
+                    county: Some(CountyCode::parse("IR-23-TEH").unwrap()),
+                    station: None,
+                    lifecycle: *lifecycle,
+                    registered_at_ms: 0,
+                },
+                Status::default(),
+                0,
+            );
+        }
         RwLock::new(f)
+    }
+
+    const LIMITS: RateLimits = RateLimits {
+        messages_per_minute: 100,
+        bytes_per_minute: 100_000,
+    };
+
+    fn limiter() -> RateLimiter<DeviceId> {
+        RateLimiter::new(LIMITS)
+    }
+
+    fn event(id: &str, seq: u64, boot: Option<u64>) -> Vec<u8> {
+        Envelope::new(
+            DeviceId::parse(id).unwrap(),
+            0,
+            Payload::Event(Event {
+                seq,
+                at_ms: 0,
+                kind: EventKind::Error {
+                    message: "x".into(),
+                },
+                boot,
+            }),
+        )
+        .to_cbor()
+        .unwrap()
+    }
+
+    #[test]
+    fn reports_of_retired_and_not_enrolled_devices_are_dropped_and_change_nothing() {
+        let f = fleet_of(&[
+            ("R", Lifecycle::Retired),
+            ("N", Lifecycle::Registered),
+            ("S", Lifecycle::Shipped),
+            ("D", Lifecycle::Deployed),
+        ]);
+        let mut l = limiter();
+        for id in ["R", "N"] {
+            let err = process(
+                &f,
+                &mut l,
+                &format!("fleet/v1/dev/{id}/health"),
+                &health(id),
+                5,
+            )
+            .unwrap_err();
+            assert_eq!(err.label(), "not-enrolled", "{id}: {err}");
+            assert_eq!(err.metric(), "fleet_ingest_dropped_total");
+            let fl = f.read().unwrap();
+            let d = fl.get(&DeviceId::parse(id).unwrap()).unwrap();
+            assert_eq!(d.status, Status::default(), "{id} changed");
+        }
+        for id in ["S", "D"] {
+            let r = process(
+                &f,
+                &mut l,
+                &format!("fleet/v1/dev/{id}/health"),
+                &health(id),
+                5,
+            );
+            assert!(matches!(r, Ok(Accepted::Applied(..))), "{id}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn a_flood_over_the_rate_limit_is_dropped_and_the_first_drop_is_marked() {
+        let f = fleet_of(&[("A", Lifecycle::Enrolled), ("B", Lifecycle::Enrolled)]);
+        let mut l = limiter();
+        let mut applied = 0;
+        let mut drops = vec![];
+        for _ in 0..250 {
+            match process(&f, &mut l, "fleet/v1/dev/A/health", &health("A"), 5) {
+                Ok(Accepted::Applied(..)) => applied += 1,
+                Err(Rejection::RateLimited { first, .. }) => drops.push(first),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(applied, 100, "one minute's allowance");
+        assert_eq!(drops.len(), 150);
+        assert!(drops[0] && drops[1..].iter().all(|first| !first));
+        // Another device is not held back by A.
+        let r = process(&f, &mut l, "fleet/v1/dev/B/health", &health("B"), 5);
+        assert!(matches!(r, Ok(Accepted::Applied(..))), "{r:?}");
+        let err = Rejection::RateLimited {
+            device: "A".into(),
+            first: true,
+        };
+        assert_eq!(
+            (err.metric(), err.label()),
+            ("fleet_ingest_dropped_total", "rate")
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_near_the_integer_limits_are_refused() {
+        let f = fleet_with("A");
+        let mut l = limiter();
+        for seq in [
+            0,
+            Event::MAX_SEQ + 1,
+            i64::MAX as u64,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let err = process(
+                &f,
+                &mut l,
+                "fleet/v1/dev/A/events",
+                &event("A", seq, Some(1)),
+                5,
+            )
+            .unwrap_err();
+            assert_eq!(err.label(), "seq-out-of-range", "{seq}: {err}");
+        }
+        for (seq, boot) in [(1, None), (Event::MAX_SEQ, Some(u64::MAX))] {
+            let r = process(
+                &f,
+                &mut l,
+                "fleet/v1/dev/A/events",
+                &event("A", seq, boot),
+                5,
+            );
+            assert!(matches!(r, Ok(Accepted::Applied(..))), "{seq}: {r:?}");
+        }
     }
 
     fn health(id: &str) -> Vec<u8> {
@@ -301,7 +515,7 @@ mod tests {
     #[test]
     fn accepts_a_good_message() {
         let f = fleet_with("A");
-        let r = process(&f, "fleet/v1/dev/A/health", &health("A"), 5).unwrap();
+        let r = process(&f, &mut limiter(), "fleet/v1/dev/A/health", &health("A"), 5).unwrap();
         assert!(matches!(r, Accepted::Applied(..)));
         let fl = f.read().unwrap();
         assert_eq!(
@@ -330,7 +544,7 @@ mod tests {
             ("fleet/v1/dev/B/health", health("B"), "unknown-device"),
         ];
         for (topic, payload, label) in cases {
-            let err = process(&f, topic, &payload, 5).unwrap_err();
+            let err = process(&f, &mut limiter(), topic, &payload, 5).unwrap_err();
             assert_eq!(err.label(), label, "{topic}: {err}");
         }
         let fl = f.read().unwrap();
@@ -352,7 +566,7 @@ mod tests {
         .to_cbor()
         .unwrap();
         assert!(matches!(
-            process(&f, "fleet/v1/dev/A/desired", &desired, 5).unwrap(),
+            process(&f, &mut limiter(), "fleet/v1/dev/A/desired", &desired, 5).unwrap(),
             Accepted::Ignored
         ));
     }

@@ -5,11 +5,14 @@ use sqlx::Row;
 use fleet_protocol::DeviceId;
 use serde::Serialize;
 
+use super::writer::boot_from_i64;
 use super::{corrupt, to_u64, Store, StoreError};
 
 /// A stored device event.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredEvent {
+    /// The agent run that numbered it (`None`: an agent before boot ids).
+    pub boot: Option<u64>,
     pub seq: u64,
     pub at_ms: u64,
     pub received_ms: u64,
@@ -18,14 +21,16 @@ pub struct StoredEvent {
 }
 
 impl Store {
+    /// A device's newest events, newest first (in the order they arrived:
+    /// sequence numbers start again after a lost sequence file).
     pub async fn recent_events(
         &self,
         device: &DeviceId,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, at_ms, received_ms, kind, body_json FROM events
-             WHERE device = ? ORDER BY seq DESC LIMIT ?",
+            "SELECT seq, at_ms, received_ms, kind, body_json, boot FROM events
+             WHERE device = ? ORDER BY id DESC LIMIT ?",
         )
         .bind(device.as_str())
         .bind(i64::from(limit))
@@ -35,6 +40,7 @@ impl Store {
             .map(|r| {
                 let body: String = r.get(4);
                 Ok(StoredEvent {
+                    boot: boot_from_i64(r.get(5)),
                     seq: to_u64(r.get(0)),
                     at_ms: to_u64(r.get(1)),
                     received_ms: to_u64(r.get(2)),

@@ -1,7 +1,10 @@
 //! The batched writer: what devices report, coalesced per device and
-//! written in one transaction per batch.
+//! written in one transaction per batch. Events are stored once per
+//! (device, boot id, sequence number), and each device keeps only its newest
+//! `events_kept_per_device` events: older ones are pruned in the same
+//! transaction that adds new ones.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use fleet_protocol::{DeviceId, Event, PresenceStatus};
@@ -12,8 +15,9 @@ use super::{to_i64, Store, StoreError};
 use crate::domain::fleet::Status;
 
 impl Store {
-    /// One transaction for a whole batch of reported data.
-    pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+    /// One transaction for a whole batch of reported data; then each device
+    /// that got events keeps only its newest `events_kept` (at least one).
+    pub async fn write_batch(&self, batch: &Batch, events_kept: u32) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         for (id, s) in &batch.statuses {
             sqlx::query(
@@ -46,10 +50,11 @@ impl Store {
                 _ => String::new(),
             };
             sqlx::query(
-                "INSERT INTO events (device, seq, at_ms, received_ms, kind, body_json)
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device, seq) DO NOTHING",
+                "INSERT INTO events (device, boot, seq, at_ms, received_ms, kind, body_json)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(device, boot, seq) DO NOTHING",
             )
             .bind(id.as_str())
+            .bind(boot_to_i64(e.boot))
             .bind(to_i64(e.seq))
             .bind(to_i64(e.at_ms))
             .bind(to_i64(*received_ms))
@@ -58,9 +63,31 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let devices: HashSet<&DeviceId> = batch.events.iter().map(|(id, _, _)| id).collect();
+        for id in devices {
+            sqlx::query(
+                "DELETE FROM events WHERE device = ?1 AND id <= (
+                     SELECT id FROM events WHERE device = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .bind(id.as_str())
+            .bind(i64::from(events_kept.max(1)))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The boot id as stored: its 64 bits as SQLite's signed integer, 0 for none
+/// (agents before the boot id; a new agent never draws 0).
+pub(crate) fn boot_to_i64(boot: Option<u64>) -> i64 {
+    i64::from_ne_bytes(boot.unwrap_or(0).to_ne_bytes())
+}
+
+pub(crate) fn boot_from_i64(stored: i64) -> Option<u64> {
+    let boot = u64::from_ne_bytes(stored.to_ne_bytes());
+    (boot != 0).then_some(boot)
 }
 
 /// What the ingest hands to the writer.
@@ -96,11 +123,13 @@ impl Batch {
     }
 }
 
-/// Batching knobs of the writer.
+/// Batching knobs of the writer, and the event retention.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
     pub max_batch: usize,
     pub max_delay: Duration,
+    /// Events kept per device, the newest.
+    pub events_kept_per_device: u32,
 }
 
 impl Default for WriterConfig {
@@ -108,6 +137,7 @@ impl Default for WriterConfig {
         Self {
             max_batch: 5_000,
             max_delay: Duration::from_millis(200),
+            events_kept_per_device: 500,
         }
     }
 }
@@ -133,7 +163,7 @@ pub fn spawn_writer(
             }
             let mut attempt = 0;
             loop {
-                match store.write_batch(&batch).await {
+                match store.write_batch(&batch, cfg.events_kept_per_device).await {
                     Ok(()) => {
                         metrics::counter!("fleet_store_batches_total").increment(1);
                         break;
@@ -153,4 +183,114 @@ pub fn spawn_writer(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use fleet_protocol::EventKind;
+
+    use super::*;
+
+    fn event(seq: u64, boot: Option<u64>, message: &str) -> Event {
+        Event {
+            seq,
+            at_ms: seq,
+            kind: EventKind::Error {
+                message: message.into(),
+            },
+            boot,
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("fleet.db")).await.unwrap();
+        (dir, store)
+    }
+
+    async fn write(store: &Store, events: &[Event], kept: u32) {
+        let a = DeviceId::parse("A").unwrap();
+        let mut batch = Batch::default();
+        for e in events {
+            batch.push(WriteOp::Event(a.clone(), e.clone(), 1));
+        }
+        store.write_batch(&batch, kept).await.unwrap();
+    }
+
+    async fn messages(store: &Store) -> Vec<String> {
+        store
+            .recent_events(&DeviceId::parse("A").unwrap(), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event["error"]["message"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn events_after_a_lost_sequence_file_are_stored_under_the_new_boot_id() {
+        let (_dir, store) = store().await;
+        write(
+            &store,
+            &[
+                event(1, Some(11), "first run 1"),
+                event(2, Some(11), "first run 2"),
+            ],
+            500,
+        )
+        .await;
+        // The sequence file is lost: the next run numbers from 1 again.
+        write(&store, &[event(1, Some(22), "second run 1")], 500).await;
+        // A re-delivery is still stored once, and so are an old agent's.
+        write(&store, &[event(1, Some(22), "second run 1 again")], 500).await;
+        write(
+            &store,
+            &[
+                event(1, None, "old agent 1"),
+                event(1, None, "old agent 1 again"),
+            ],
+            500,
+        )
+        .await;
+        assert_eq!(
+            messages(&store).await,
+            ["old agent 1", "second run 1", "first run 2", "first run 1"],
+            "newest first"
+        );
+        let stored = store
+            .recent_events(&DeviceId::parse("A").unwrap(), 100)
+            .await
+            .unwrap();
+        assert_eq!(stored[0].boot, None);
+        assert_eq!(stored[1].boot, Some(22));
+    }
+
+    #[tokio::test]
+    async fn each_device_keeps_only_its_newest_events() {
+        let (_dir, store) = store().await;
+        let b = DeviceId::parse("B").unwrap();
+        let mut batch = Batch::default();
+        batch.push(WriteOp::Event(b.clone(), event(1, Some(1), "B's"), 1));
+        store.write_batch(&batch, 3).await.unwrap();
+        let events: Vec<Event> = (1..=10)
+            .map(|n| event(n, Some(u64::MAX), &format!("e{n}")))
+            .collect();
+        write(&store, &events[..4], 3).await;
+        assert_eq!(messages(&store).await, ["e4", "e3", "e2"]);
+        write(&store, &events[4..], 3).await;
+        assert_eq!(messages(&store).await, ["e10", "e9", "e8"]);
+        assert_eq!(
+            store.recent_events(&b, 100).await.unwrap().len(),
+            1,
+            "B untouched"
+        );
+    }
+
+    #[test]
+    fn boot_ids_keep_all_64_bits() {
+        for boot in [1, 0x8000_0000_0000_0000, u64::MAX] {
+            assert_eq!(boot_from_i64(boot_to_i64(Some(boot))), Some(boot));
+        }
+        assert_eq!(boot_from_i64(boot_to_i64(None)), None);
+    }
 }

@@ -77,6 +77,7 @@ fn oversize_is_refused_before_decoding() {
             kind: EventKind::Error {
                 message: "x".repeat(5000),
             },
+            boot: None,
         }),
     );
     assert!(matches!(env.to_cbor(), Err(EncodeError::TooLarge { .. })));
@@ -239,16 +240,23 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
                 disk_free_mb: f,
             })
         });
-    let event = (any::<u64>(), any::<u64>(), ".{0,60}").prop_map(|(seq, at, msg)| {
-        Payload::Event(Event {
-            seq,
-            at_ms: at,
-            kind: EventKind::CheckFailed {
-                name: "printer".into(),
-                message: msg,
-            },
-        })
-    });
+    let event = (
+        any::<u64>(),
+        any::<u64>(),
+        ".{0,60}",
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(|(seq, at, msg, boot)| {
+            Payload::Event(Event {
+                seq,
+                at_ms: at,
+                kind: EventKind::CheckFailed {
+                    name: "printer".into(),
+                    message: msg,
+                },
+                boot,
+            })
+        });
     let desired = (any::<u32>(), proptest::option::of(arb_version())).prop_map(|(rev, v)| {
         Payload::Desired(Desired {
             config_rev: rev,
@@ -302,5 +310,67 @@ proptest! {
     #[test]
     fn any_string_topic_parses_or_errors(s in ".{0,120}") {
         let _ = Topic::parse(&s);
+    }
+}
+
+/// The event as agents before the boot id wrote and read it (tags 0..=2).
+#[derive(Debug, PartialEq, minicbor::Encode, minicbor::Decode)]
+#[cbor(map)]
+struct EventBeforeBoot {
+    #[n(0)]
+    seq: u64,
+    #[n(1)]
+    at_ms: u64,
+    #[n(2)]
+    kind: EventKind,
+}
+
+#[test]
+fn events_with_and_without_a_boot_id_are_read_by_old_and_new_readers() {
+    let kind = EventKind::Error {
+        message: "x".into(),
+    };
+    let old = minicbor::to_vec(EventBeforeBoot {
+        seq: 7,
+        at_ms: 9,
+        kind: kind.clone(),
+    })
+    .unwrap();
+    let read: Event = minicbor::decode(&old).unwrap();
+    assert_eq!(read.boot, None, "an old agent's event has no boot id");
+    assert_eq!(read.seq, 7);
+    let new = Event {
+        seq: 7,
+        at_ms: 9,
+        kind: kind.clone(),
+        boot: Some(0xdead_beef_0000_0001),
+    };
+    let bytes = minicbor::to_vec(&new).unwrap();
+    assert_eq!(minicbor::decode::<Event>(&bytes).unwrap(), new);
+    let by_old: EventBeforeBoot = minicbor::decode(&bytes).unwrap();
+    assert_eq!(by_old.seq, 7, "an old reader skips the boot id");
+    let without = Event { boot: None, ..new };
+    assert_eq!(
+        minicbor::to_vec(&without).unwrap(),
+        old,
+        "no boot id, same bytes as before"
+    );
+}
+
+#[test]
+fn sequence_numbers_beyond_2_pow_53_or_zero_are_out_of_range() {
+    let at = |seq| Event {
+        seq,
+        at_ms: 0,
+        kind: EventKind::Error {
+            message: String::new(),
+        },
+        boot: None,
+    };
+    assert!(at(1).seq_in_range());
+    assert!(at(Event::MAX_SEQ).seq_in_range());
+    assert_eq!(Event::MAX_SEQ, 9_007_199_254_740_991);
+    for bad in [0, Event::MAX_SEQ + 1, i64::MAX as u64, u64::MAX] {
+        assert!(!at(bad).seq_in_range(), "{bad}");
     }
 }

@@ -341,3 +341,69 @@ fn a_reboot_with_the_clock_behind_is_believed() {
     );
     assert_eq!(f.get(&a).unwrap().reason, Some(Reason::Unhealthy));
 }
+
+/// A state sent with the device's clock an hour ahead, then the device's
+/// clock is put right: its later states are applied, not frozen out until
+/// the clock catches up with the lie.
+#[test]
+fn a_state_from_a_clock_an_hour_ahead_does_not_freeze_later_states() {
+    const HOUR: u64 = 3_600_000;
+    let t = 1_800_000_000_000;
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-23", Some("IR-23-TEH")), Status::default(), t);
+    let a = DeviceId::parse("A").unwrap();
+    f.observe(&env_at("A", t, presence_in(true, t)), t).unwrap();
+    let o = f
+        .observe(&env_at("A", t + HOUR, state("6.6.6", true)), t + 10)
+        .unwrap();
+    assert!(!o.stale, "the lying state itself is news");
+    let firmware = |f: &Fleet| {
+        f.get(&a)
+            .unwrap()
+            .status
+            .state
+            .as_ref()
+            .unwrap()
+            .firmware
+            .to_string()
+    };
+    assert_eq!(firmware(&f), "6.6.6");
+    // Within MAX_CLOCK_AHEAD_MS of its arrival, a state sent "before" it is
+    // still taken for an older one (the price of tolerating a clock a little ahead).
+    assert!(
+        f.observe(&env_at("A", t + 1_000, state("1.0.0", true)), t + 1_010)
+            .unwrap()
+            .stale
+    );
+    // Ten seconds later, with the clock right: applied.
+    let o = f
+        .observe(&env_at("A", t + 10_000, state("2.4.0", true)), t + 10_010)
+        .unwrap();
+    assert!(!o.stale, "a later state was frozen out by the clock ahead");
+    assert_eq!(firmware(&f), "2.4.0");
+    // And its order holds: a redelivery of it is not news.
+    assert!(
+        f.observe(&env_at("A", t + 10_000, state("2.4.0", true)), t + 10_020)
+            .unwrap()
+            .stale
+    );
+}
+
+#[test]
+fn the_device_clock_is_believed_up_to_a_few_seconds_ahead_of_ours() {
+    assert_eq!(
+        order_key(1_000, 50_000),
+        1_000,
+        "a clock behind is believed"
+    );
+    assert_eq!(
+        order_key(52_000, 50_000),
+        52_000,
+        "a little ahead is believed"
+    );
+    assert_eq!(
+        order_key(50_000 + 3_600_000, 50_000),
+        50_000 + MAX_CLOCK_AHEAD_MS
+    );
+    assert_eq!(order_key(u64::MAX, u64::MAX), u64::MAX, "no overflow");
+}
