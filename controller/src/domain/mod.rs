@@ -10,6 +10,8 @@
 //! - [`enrolment`]: shipment CSV and enrolment-token checks.
 //! - [`auth`]: roles, permissions, province scope, operator tokens.
 //! - [`audit`]: the audit log's hash chain and its verification.
+//! - [`throttle`]: per-address limits and a log gate, for failed
+//!   authentications and refused enrolments.
 
 /// A name that is not one of a closed list (a role, a readiness reason).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,3 +30,4 @@ pub mod lifecycle;
 pub mod readiness;
 pub mod registration;
 pub mod registry;
+pub mod throttle;

@@ -385,7 +385,7 @@ async fn role_by_endpoint_matrix() {
     let warehouse = app.token_for(Role::Warehouse, &[]).await;
     let viewer = app.token_for(Role::Viewer, &[]).await;
     let revoked = app.token_for(Role::Admin, &[]).await;
-    let revoked_id = app.access.authenticate(&revoked).unwrap().token_id;
+    let revoked_id = app.access.authenticate(&revoked, 0).unwrap().token_id;
     within(
         STEP,
         "revoking a token",
@@ -1145,3 +1145,5 @@ async fn openapi_document_lists_every_route_with_the_roles_the_router_enforces()
         }
     }
 }
+
+mod operators;
