@@ -389,12 +389,12 @@ pub const ENROL: Endpoint = Endpoint {
     method: Method::Post,
     path: "/api/v1/enrol",
     summary: "A device enrols: its token and certificate request for its certificate",
-    description: "No bearer token: the single-use, expiring enrolment token in the body is the credential. An unknown, used, expired or another device's token is refused with 403.",
+    description: "No bearer token: the single-use, expiring enrolment token in the body is the credential. An unknown, used, expired or another device's token is refused with 403. After 10 refusals from one address within a minute, that address is answered 429 (with Retry-After) until its oldest refusal is a minute old.",
     auth: Auth::EnrolmentToken,
     query: None,
     request: Body::Json("EnrolRequest"),
     response: Body::Json("EnrolResponse"),
-    errors: &[400, 403],
+    errors: &[400, 403, 429],
 };
 
 /// Every route the controller serves.

@@ -152,6 +152,7 @@ fn refusal(status: u16) -> &'static str {
         404 => "No such thing (or it is in another province)",
         409 => "Not allowed in the current state",
         422 => "Some items are wrong (one entry each); nothing was changed",
+        429 => "Too many refused attempts from this address; try again after Retry-After seconds",
         500 => "Internal error; see the controller log",
         _ => "Refused",
     }

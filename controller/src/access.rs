@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use fleet_protocol::ProvinceCode;
 use serde_json::Value;
 
 use crate::clock::unix_ms;
 use crate::domain::audit::{self, Broken, Entry, Head};
-use crate::domain::auth::{self, Principal, Role};
+use crate::domain::auth::{self, Principal, Role, TokenRefused};
+use crate::domain::throttle::{self, LogGate, Throttle};
 use crate::store::{Store, StoreError, TokenRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,8 @@ pub enum AccessError {
     Scope(#[from] auth::ScopeError),
     #[error("a token name has 1 to 64 characters")]
     BadName,
+    #[error(transparent)]
+    BadExpiry(#[from] auth::BadExpiry),
     #[error("the audit log does not match its head file ({0}); no change is recorded until `fleetctl audit verify` is looked into")]
     Tampered(String),
 }
@@ -57,17 +60,32 @@ impl Caller {
 
 pub struct Access {
     store: Store,
-    by_hash: RwLock<HashMap<String, Principal>>,
+    /// The unrevoked tokens, expired ones too: expiry is checked against
+    /// `now` on every request, so the cache never serves an expired token.
+    by_hash: RwLock<HashMap<String, Live>>,
     audit_lock: tokio::sync::Mutex<()>,
     head_path: PathBuf,
+    /// Failed authentications: one log line per source address per window.
+    auth_failure_log: Mutex<LogGate<String>>,
+    /// Refused enrolments per source address.
+    enrol_refusals: Mutex<Throttle<String>>,
 }
 
-fn principal_of(t: &TokenRow) -> Principal {
-    Principal {
-        token_id: t.id.clone(),
-        name: t.name.clone(),
-        role: t.role,
-        provinces: t.provinces.clone(),
+/// An unrevoked token in the cache.
+struct Live {
+    principal: Principal,
+    expires_at_ms: Option<u64>,
+}
+
+fn live(t: &TokenRow) -> Live {
+    Live {
+        principal: Principal {
+            token_id: t.id.clone(),
+            name: t.name.clone(),
+            role: t.role,
+            provinces: t.provinces.clone(),
+        },
+        expires_at_ms: t.expires_at_ms,
     }
 }
 
@@ -76,7 +94,7 @@ impl Access {
         let mut by_hash = HashMap::new();
         for t in store.tokens().await? {
             if t.revoked_at_ms.is_none() {
-                by_hash.insert(t.hash.clone(), principal_of(&t));
+                by_hash.insert(t.hash.clone(), live(&t));
             }
         }
         Ok(Self {
@@ -84,19 +102,55 @@ impl Access {
             by_hash: RwLock::new(by_hash),
             audit_lock: tokio::sync::Mutex::new(()),
             head_path: data_dir.join("audit.head"),
+            auth_failure_log: Mutex::new(LogGate::new(throttle::AUTH_FAILURE_LOG_WINDOW_MS)),
+            enrol_refusals: Mutex::new(Throttle::new(
+                throttle::ENROL_REFUSALS_PER_WINDOW,
+                throttle::ENROL_REFUSAL_WINDOW_MS,
+            )),
         })
     }
 
-    /// The principal a presented token stands for, if it is valid.
-    pub fn authenticate(&self, token: &str) -> Option<Principal> {
-        self.by_hash
+    /// The principal a presented token stands for at `now`: unknown,
+    /// revoked and expired tokens stand for nobody.
+    pub fn authenticate(&self, token: &str, now: u64) -> Result<Principal, TokenRefused> {
+        let cache = self
+            .by_hash
             .read()
-            .expect("token cache lock is never poisoned")
+            .expect("token cache lock is never poisoned");
+        let t = cache
             .get(&auth::token_hash(token))
-            .cloned()
+            .ok_or(TokenRefused::Invalid)?;
+        auth::check_expiry(&t.principal, t.expires_at_ms, now)
     }
 
-    /// Create a token; returns its row and the token itself (shown once).
+    /// A failed authentication from `source` at `now`: `Some(n)` when it is
+    /// to be logged (`n` failures from there were not, since the last line).
+    pub fn auth_failure_to_log(&self, source: &str, now: u64) -> Option<u64> {
+        self.auth_failure_log
+            .lock()
+            .expect("auth failure log gate is never poisoned")
+            .pass(&source.to_owned(), now)
+    }
+
+    /// How long `source` must wait before it may try to enrol again, if it
+    /// had too many refusals.
+    pub fn enrolment_wait_ms(&self, source: &str, now: u64) -> Option<u64> {
+        self.enrol_refusals
+            .lock()
+            .expect("enrolment throttle is never poisoned")
+            .wait_ms(&source.to_owned(), now)
+    }
+
+    /// Count a refused enrolment from `source`.
+    pub fn enrolment_refused(&self, source: &str, now: u64) {
+        self.enrol_refusals
+            .lock()
+            .expect("enrolment throttle is never poisoned")
+            .admit(&source.to_owned(), now);
+    }
+
+    /// Create a token that never expires; returns its row and the token
+    /// itself (shown once).
     pub async fn create_token(
         &self,
         by: &Caller,
@@ -104,10 +158,25 @@ impl Access {
         role: Role,
         provinces: Vec<ProvinceCode>,
     ) -> Result<(TokenRow, String), AccessError> {
+        self.create_token_expiring(by, name, role, provinces, None)
+            .await
+    }
+
+    /// Create a token that expires after `expires_days` (never if `None`).
+    pub async fn create_token_expiring(
+        &self,
+        by: &Caller,
+        name: &str,
+        role: Role,
+        provinces: Vec<ProvinceCode>,
+        expires_days: Option<u32>,
+    ) -> Result<(TokenRow, String), AccessError> {
         auth::check_scope(role, &provinces)?;
         if name.is_empty() || name.len() > 64 {
             return Err(AccessError::BadName);
         }
+        let now = unix_ms();
+        let expires_at_ms = auth::token_expiry(now, expires_days)?;
         let (id, token) = auth::new_token();
         let row = TokenRow {
             id,
@@ -115,17 +184,17 @@ impl Access {
             role,
             provinces,
             hash: auth::token_hash(&token),
-            created_at_ms: unix_ms(),
+            created_at_ms: now,
             created_by: by.principal.actor(),
             revoked_at_ms: None,
+            expires_at_ms,
         };
-        self.record(
-            by,
-            "token.create",
-            &row.id,
-            serde_json::json!({ "name": row.name, "role": row.role, "provinces": row.provinces }),
-        )
-        .await?;
+        let mut detail =
+            serde_json::json!({ "name": row.name, "role": row.role, "provinces": row.provinces });
+        if let Some(at) = row.expires_at_ms {
+            detail["expires_at_ms"] = at.into();
+        }
+        self.record(by, "token.create", &row.id, detail).await?;
         if let Err(e) = self.store.insert_token(&row).await {
             self.failed(by, "token.create", &row.id, &e.to_string())
                 .await;
@@ -134,7 +203,7 @@ impl Access {
         self.by_hash
             .write()
             .expect("token cache lock is never poisoned")
-            .insert(row.hash.clone(), principal_of(&row));
+            .insert(row.hash.clone(), live(&row));
         Ok((row, token))
     }
 
@@ -150,7 +219,7 @@ impl Access {
             .read()
             .expect("token cache lock is never poisoned")
             .values()
-            .any(|p| p.token_id == id);
+            .any(|t| t.principal.token_id == id);
         if !live {
             return Ok(false);
         }
@@ -165,7 +234,7 @@ impl Access {
         self.by_hash
             .write()
             .expect("token cache lock is never poisoned")
-            .retain(|_, p| p.token_id != id);
+            .retain(|_, t| t.principal.token_id != id);
         Ok(true)
     }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::http::serve::ServeConfig;
 use crate::domain::limits::RateLimits;
+use crate::http::serve::ServeConfig;
 use crate::store::WriterConfig;
 
 pub const DEFAULT_TOML: &str = include_str!("../fleet-controller.default.toml");

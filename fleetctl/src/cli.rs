@@ -162,6 +162,9 @@ pub enum TokenCmd {
         /// Who or what the token is for.
         #[arg(long)]
         name: Option<String>,
+        /// Days until the token expires (1 to 3650; default: never).
+        #[arg(long)]
+        expires_days: Option<u32>,
     },
     List {
         #[arg(long, value_enum, default_value = "table")]

@@ -4,7 +4,15 @@
 //! A result says what it is through [`Report`]: its JSON (the API's JSON for
 //! the resource), and a [`View`] for the table and the CSV: a [`Grid`] of
 //! named columns, or text as it is (a device's detail, a confirmation).
+//!
+//! Much of what is shown was reported by devices (event and check messages,
+//! firmware strings), so nothing reaches the terminal raw: control
+//! characters (C0, DEL, C1; ESC among them) are shown escaped, `\u{1b}`,
+//! in tables, text and CSV; JSON escapes them too. A CSV cell that a
+//! spreadsheet would run as a formula (`=`, `+`, `-`, `@` first, and not a
+//! plain number) gets a leading `'`. The JSON output carries the exact text.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use clap::ValueEnum;
@@ -77,13 +85,51 @@ pub fn render(report: &dyn Report, output: Output) -> String {
     match output {
         Output::Json => pretty(&report.json()),
         Output::Table => match report.table() {
-            View::Grid { grid, footer } => table(&grid) + &footer,
-            View::Text(text) => text,
+            View::Grid { grid, footer } => table(&grid) + &escape(&footer, true),
+            View::Text(text) => escape(&text, true).into_owned(),
         },
         Output::Csv => match report.csv() {
             View::Grid { grid, .. } => csv(&grid),
-            View::Text(text) => text,
+            View::Text(text) => escape(&text, true).into_owned(),
         },
+    }
+}
+
+/// Text as it may safely reach a terminal on one line: every control
+/// character shown as its escape (`\u{1b}`, `\n`). For values a command puts
+/// into a text view (a device's check message), so that none can end the
+/// line and forge another.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    escape(s, false)
+}
+
+fn escape(s: &str, keep_newlines: bool) -> Cow<'_, str> {
+    let raw = |c: char| c.is_control() && !(keep_newlines && c == '\n');
+    if !s.chars().any(raw) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if raw(c) {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A CSV cell a spreadsheet shows and never runs: escaped like a table
+/// cell, and `'` before what would start a formula (a plain number such as
+/// `-2` stays a number).
+fn csv_cell(s: &str) -> String {
+    let s = printable(s);
+    if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
+        format!("'{s}")
+    } else {
+        s.into_owned()
     }
 }
 
@@ -103,8 +149,20 @@ pub fn cell<T: Serialize + ?Sized>(value: &T) -> String {
     }
 }
 
+/// serde_json escapes C0 control characters; DEL and C1 (U+0080–U+009F,
+/// which some terminals take for ESC sequences) are escaped here. They can
+/// only be inside strings, where `\u00XX` is the same character.
 fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).expect("a JSON value prints") + "\n"
+    let text = serde_json::to_string_pretty(v).expect("a JSON value prints");
+    let mut out = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        if c.is_control() && !c.is_ascii_whitespace() {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out + "\n"
 }
 
 /// Table cells longer than this are cut (the JSON output has everything).
@@ -114,11 +172,12 @@ fn table(grid: &Grid) -> String {
     let mut rows = vec![grid.columns.iter().map(|c| c.to_uppercase()).collect()];
     rows.extend(grid.rows.iter().map(|r| {
         r.iter()
+            .map(|s| printable(s))
             .map(|s| {
                 if s.chars().count() > MAX_CELL {
                     format!("{}…", s.chars().take(MAX_CELL - 1).collect::<String>())
                 } else {
-                    s.clone()
+                    s.into_owned()
                 }
             })
             .collect()
@@ -153,9 +212,9 @@ fn csv(grid: &Grid) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
     // Writing to memory fails only on a record of another length, which a
     // Grid's rows never are.
-    let _ = w.write_record(&grid.columns);
+    let _ = w.write_record(grid.columns.iter().map(|c| csv_cell(c)));
     for r in &grid.rows {
-        let _ = w.write_record(r);
+        let _ = w.write_record(r.iter().map(|c| csv_cell(c)));
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
@@ -240,6 +299,49 @@ mod tests {
         assert_eq!(cell(&None::<u64>), "");
         assert_eq!(cell(&true), "true");
         assert_eq!(cell(&vec!["IR-02", "IR-27"]), r#"["IR-02","IR-27"]"#);
+    }
+
+    /// Text a device reported (an event, a check message, a firmware
+    /// string) and a cell made to be a spreadsheet formula.
+    struct Reported;
+
+    impl Report for Reported {
+        fn json(&self) -> Value {
+            json!({ "message": "\u{1b}[2J \u{9b}31m \u{7f}" })
+        }
+        fn table(&self) -> View {
+            let mut grid = Grid::new(&["device", "message"]);
+            grid.rows.push(vec![
+                "BB-1".into(),
+                "paper \u{1b}[2J\u{1b}]0;owned\u{7}gone\r\nBB-2 ready".into(),
+            ]);
+            grid.rows
+                .push(vec!["BB-3".into(), "=cmd|' /C calc'!A0".into()]);
+            grid.rows.push(vec!["BB-4".into(), "-2".into()]);
+            View::grid(grid)
+        }
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped_and_formula_cells_neutralised() {
+        let t = render(&Reported, Output::Table);
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        assert!(
+            t.contains("paper \\u{1b}[2J\\u{1b}]0;owned\\u{7}gone\\r\\nBB-2 ready"),
+            "{t}"
+        );
+        assert_eq!(t.lines().count(), 4, "a reported newline makes no row: {t}");
+        let c = render(&Reported, Output::Csv);
+        assert!(!c.chars().any(|c| c.is_control() && c != '\n'), "{c:?}");
+        assert!(c.contains("BB-3,'=cmd|' /C calc'!A0\n"), "{c}");
+        assert!(
+            c.contains("BB-4,-2\n"),
+            "a negative number stays a number: {c}"
+        );
+        let j = render(&Reported, Output::Json);
+        assert!(!j.chars().any(|c| c.is_control() && c != '\n'), "{j:?}");
+        let back: Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, Reported.json(), "the JSON keeps the exact text");
     }
 
     #[test]

@@ -59,6 +59,46 @@ pub enum ScopeError {
 
 pub const TOKEN_PREFIX: &str = "sdg_";
 
+/// The longest a token may be made to live: ten years.
+pub const MAX_TOKEN_DAYS: u32 = 3650;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// A token lifetime that cannot be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a token expires after 1 to {MAX_TOKEN_DAYS} days, not {0}")]
+pub struct BadExpiry(pub u32);
+
+/// When a token made at `now` to live `days` expires; `None`: never.
+pub fn token_expiry(now: u64, days: Option<u32>) -> Result<Option<u64>, BadExpiry> {
+    match days {
+        None => Ok(None),
+        Some(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => Ok(Some(now + u64::from(d) * DAY_MS)),
+        Some(d) => Err(BadExpiry(d)),
+    }
+}
+
+/// Why a presented token does not stand for anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefused {
+    #[error("invalid or revoked token")]
+    Invalid,
+    #[error("this token has expired; ask an admin for a new one")]
+    Expired,
+}
+
+/// A live token's principal, unless its expiry has come at `now`.
+pub fn check_expiry(
+    principal: &Principal,
+    expires_at_ms: Option<u64>,
+    now: u64,
+) -> Result<Principal, TokenRefused> {
+    match expires_at_ms {
+        Some(at) if now >= at => Err(TokenRefused::Expired),
+        _ => Ok(principal.clone()),
+    }
+}
+
 /// A new random token (shown once) and its id.
 pub fn new_token() -> (String, String) {
     let mut secret = [0u8; 32];
@@ -113,6 +153,26 @@ mod tests {
         };
         assert!(p.sees(maz));
         assert!(!p.sees(ProvinceCode::parse("IR-23").unwrap()));
+    }
+
+    #[test]
+    fn a_token_expires_after_its_days_and_from_that_very_millisecond() {
+        assert_eq!(token_expiry(1_000, None), Ok(None));
+        assert_eq!(token_expiry(1_000, Some(1)), Ok(Some(1_000 + DAY_MS)));
+        assert_eq!(token_expiry(0, Some(0)), Err(BadExpiry(0)));
+        assert_eq!(
+            token_expiry(0, Some(MAX_TOKEN_DAYS + 1)),
+            Err(BadExpiry(3651))
+        );
+        let p = Principal {
+            token_id: "tok_1".into(),
+            name: "temp".into(),
+            role: Role::Viewer,
+            provinces: vec![],
+        };
+        assert_eq!(check_expiry(&p, Some(10), 9), Ok(p.clone()));
+        assert_eq!(check_expiry(&p, Some(10), 10), Err(TokenRefused::Expired));
+        assert_eq!(check_expiry(&p, None, u64::MAX), Ok(p));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - [`enrolment`]: shipment CSV and enrolment-token checks.
 //! - [`auth`]: roles, permissions, province scope, operator tokens.
 //! - [`audit`]: the audit log's hash chain and its verification.
+//! - [`throttle`]: per-address limits and a log gate, for failed
+//!   authentications and refused enrolments.
 
 /// A name that is not one of a closed list (a role, a readiness reason).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,3 +32,4 @@ pub mod limits;
 pub mod readiness;
 pub mod registration;
 pub mod registry;
+pub mod throttle;

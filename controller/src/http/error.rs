@@ -3,7 +3,7 @@
 //! status. A 5xx is logged with its whole cause chain and shown to the
 //! client as a plain message.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fleet_api::types::{ErrorBody, InvalidItem};
@@ -11,7 +11,7 @@ use fleet_protocol::{DeviceId, ProvinceCode};
 use tracing::error;
 
 use crate::access::AccessError;
-use crate::domain::auth::Role;
+use crate::domain::auth::{Role, TokenRefused};
 use crate::domain::enrolment::Refusal;
 use crate::domain::lifecycle::MoveRefused;
 use crate::pki::PkiError;
@@ -26,6 +26,29 @@ pub enum Unauthenticated {
     NotBearer,
     #[error("invalid or revoked token")]
     Invalid,
+    #[error("this token has expired; ask an admin for a new one")]
+    Expired,
+}
+
+impl Unauthenticated {
+    /// The `reason` label of `fleet_auth_failures_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unauthenticated::Missing => "missing",
+            Unauthenticated::NotBearer => "not-bearer",
+            Unauthenticated::Invalid => "invalid",
+            Unauthenticated::Expired => "expired",
+        }
+    }
+}
+
+impl From<TokenRefused> for Unauthenticated {
+    fn from(r: TokenRefused) -> Self {
+        match r {
+            TokenRefused::Invalid => Unauthenticated::Invalid,
+            TokenRefused::Expired => Unauthenticated::Expired,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +82,12 @@ pub enum ApiError {
     MoveRefused(#[from] MoveRefused),
     #[error("device {0} changed meanwhile; look again")]
     ChangedMeanwhile(DeviceId),
+    /// One source address asked too often; it may again after the wait.
+    #[error("too many {what} from this address; try again in {retry_after_secs} s")]
+    TooManyRequests {
+        what: &'static str,
+        retry_after_secs: u64,
+    },
     /// The request was understood but some items are wrong; nothing was changed.
     #[error("{message}")]
     Invalid {
@@ -103,7 +132,9 @@ impl ApiError {
         use ApiError::*;
         match self {
             BadField { .. } | BadCsr(_) => StatusCode::BAD_REQUEST,
-            Access(AccessError::Scope(_) | AccessError::BadName) => StatusCode::BAD_REQUEST,
+            Access(AccessError::Scope(_) | AccessError::BadName | AccessError::BadExpiry(_)) => {
+                StatusCode::BAD_REQUEST
+            }
             Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             NotPermitted(_) | OutOfScope(_) | ScopedMetrics | RefusedToken(_) => {
                 StatusCode::FORBIDDEN
@@ -111,6 +142,7 @@ impl ApiError {
             UnknownDevice(_) | UnknownShipment(_) | UnknownToken(_) => StatusCode::NOT_FOUND,
             MoveRefused(_) | ChangedMeanwhile(_) => StatusCode::CONFLICT,
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Access(_) | Store(_) | Pki(_) | CrlWrite { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,6 +151,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
         let body = if status.is_server_error() {
             error!(error = %chain(&self), "request failed");
             ErrorBody {
@@ -136,7 +174,13 @@ impl IntoResponse for ApiError {
                 errors: None,
             }
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -157,6 +201,14 @@ mod tests {
         assert_eq!(
             ApiError::Access(AccessError::BadName).status(),
             StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            ApiError::TooManyRequests {
+                what: "refused enrolments",
+                retry_after_secs: 5
+            }
+            .status(),
+            StatusCode::TOO_MANY_REQUESTS
         );
         assert_eq!(
             ApiError::Access(AccessError::Tampered("x".into())).status(),

@@ -386,7 +386,7 @@ async fn role_by_endpoint_matrix() {
     let warehouse = app.token_for(Role::Warehouse, &[]).await;
     let viewer = app.token_for(Role::Viewer, &[]).await;
     let revoked = app.token_for(Role::Admin, &[]).await;
-    let revoked_id = app.access.authenticate(&revoked).unwrap().token_id;
+    let revoked_id = app.access.authenticate(&revoked, 0).unwrap().token_id;
     within(
         STEP,
         "revoking a token",
@@ -1318,3 +1318,4 @@ async fn reassigning_a_deployed_device_needs_central_ops_and_is_audited_before_a
         "{detail}"
     );
 }
+mod operators;

@@ -19,13 +19,15 @@ pub struct TokenRow {
     pub created_at_ms: u64,
     pub created_by: String,
     pub revoked_at_ms: Option<u64>,
+    /// From when the token is refused; `None`: never.
+    pub expires_at_ms: Option<u64>,
 }
 
 impl Store {
     pub async fn insert_token(&self, t: &TokenRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO tokens (id, name, role, provinces, hash, created_at_ms, created_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (id, name, role, provinces, hash, created_at_ms, created_by, expires_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.id)
         .bind(&t.name)
@@ -40,6 +42,7 @@ impl Store {
         .bind(&t.hash)
         .bind(to_i64(t.created_at_ms))
         .bind(&t.created_by)
+        .bind(t.expires_at_ms.map(to_i64))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -47,7 +50,8 @@ impl Store {
 
     pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, role, provinces, hash, created_at_ms, created_by, revoked_at_ms
+            "SELECT id, name, role, provinces, hash, created_at_ms, created_by, revoked_at_ms,
+                    expires_at_ms
              FROM tokens ORDER BY created_at_ms, id",
         )
         .fetch_all(&self.pool)
@@ -70,6 +74,7 @@ impl Store {
                     created_at_ms: to_u64(r.get(5)),
                     created_by: r.get(6),
                     revoked_at_ms: r.get::<Option<i64>, _>(7).map(to_u64),
+                    expires_at_ms: r.get::<Option<i64>, _>(8).map(to_u64),
                     id,
                 })
             })

@@ -7,7 +7,7 @@ use fleet_api::{Client, DeviceDetail, Lifecycle, LifecycleMoved};
 use serde_json::Value;
 
 use super::CommandError;
-use crate::render::{cell, to_json, Report, View};
+use crate::render::{cell, printable, to_json, Report, View};
 
 pub async fn show(client: &Client, id: Option<String>) -> Result<Device, CommandError> {
     let id = id.ok_or(CommandError::NoDevice)?;
@@ -40,15 +40,15 @@ impl Report for Device {
             ("last_seen_ms", cell(&d.last_seen_ms)),
         ];
         for (k, v) in facts {
-            let _ = writeln!(out, "{k:<13} {v}");
+            let _ = writeln!(out, "{k:<13} {}", printable(&v));
         }
         for c in self.0.state.iter().flat_map(|s| &s.checks) {
             let _ = writeln!(
                 out,
                 "check         {} {} {}",
-                c.name,
+                printable(&c.name),
                 if c.passed { "ok" } else { "FAIL" },
-                cell(&c.message)
+                printable(&cell(&c.message))
             );
         }
         if let Some(health) = &self.0.health {
@@ -146,6 +146,19 @@ mod tests {
         );
         assert!(!t.contains("\nhealth "), "no health report, no line: {t}");
         assert_eq!(render(&detail(), Output::Csv), t, "CSV is the same text");
+    }
+
+    #[test]
+    fn a_reported_message_cannot_forge_a_line_or_drive_the_terminal() {
+        let mut d = detail();
+        d.0.state.as_mut().unwrap().checks[0].message =
+            Some("no paper\ncheck         printer ok \u{1b}[32mfixed".into());
+        let t = render(&d, Output::Table);
+        assert!(
+            t.contains("\ncheck         printer FAIL no paper\\ncheck         printer ok \\u{1b}[32mfixed\n"),
+            "{t}"
+        );
+        assert!(!t.contains('\u{1b}'), "{t:?}");
     }
 
     #[test]

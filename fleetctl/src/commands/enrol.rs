@@ -29,6 +29,7 @@ pub async fn batch(client: &Client, b: Batch<'_>) -> Result<Enrolled, CommandErr
         expires_hours: Some(b.expires_hours),
     };
     let batch = client.enrol_batch(csv, &q).await?;
+    check_shipment_id(&batch.shipment)?;
     let devices: Vec<SheetDevice> = batch
         .devices
         .iter()
@@ -56,11 +57,29 @@ pub async fn batch(client: &Client, b: Batch<'_>) -> Result<Enrolled, CommandErr
     })
 }
 
+/// A shipment id as the controller makes them (`shipment-` and 8 lower-case
+/// hexadecimal digits), checked before it becomes a file name or a path.
+pub fn check_shipment_id(id: &str) -> Result<&str, CommandError> {
+    match id.strip_prefix("shipment-") {
+        Some(hex)
+            if hex.len() == 8
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(id)
+        }
+        _ => Err(CommandError::BadShipment(id.to_owned())),
+    }
+}
+
 /// `DIR/SHIPMENT.EXT`, created mode 0600 and never over an existing file:
-/// the sheets hold the tokens.
+/// the sheets hold the tokens. A shipment id unlike the controller's never
+/// becomes a file name.
 fn write_new(dir: &Path, shipment: &str, ext: &str, data: &[u8]) -> Result<PathBuf, CommandError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
+    let shipment = check_shipment_id(shipment)?;
     let path = dir.join(format!("{shipment}.{ext}"));
     std::fs::OpenOptions::new()
         .write(true)
@@ -117,7 +136,9 @@ impl Report for Enrolled {
 }
 
 pub async fn status(client: &Client, shipment: &str) -> Result<Shipment, CommandError> {
-    Ok(Shipment(client.shipment(shipment).await?))
+    Ok(Shipment(
+        client.shipment(check_shipment_id(shipment)?).await?,
+    ))
 }
 
 /// A shipment's devices on the warehouse bench.
@@ -203,17 +224,41 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("fleetctl-sheet-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = write_new(&dir, "shipment-x", "html", b"tokens").unwrap();
+        let path = write_new(&dir, "shipment-0a1b2c3d", "html", b"tokens").unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let again = write_new(&dir, "shipment-x", "html", b"other");
+        let again = write_new(&dir, "shipment-0a1b2c3d", "html", b"other");
         assert!(
             matches!(again, Err(CommandError::Write { .. })),
             "{again:?}"
         );
         assert_eq!(std::fs::read(&path).unwrap(), b"tokens");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_shipment_id_that_is_not_the_controllers_is_never_a_file_name() {
+        let dir = std::env::temp_dir().join(format!("fleetctl-bad-id-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        for bad in [
+            "../escape",
+            "sub/shipment-0a1b2c3d",
+            "/tmp/x",
+            "shipment-0A1B2C3D",
+            "shipment-0a1b2c3",
+            "",
+        ] {
+            let r = write_new(&dir.join("sub"), bad, "html", b"tokens");
+            assert!(
+                matches!(r, Err(CommandError::BadShipment(_))),
+                "{bad:?}: {r:?}"
+            );
+        }
+        assert!(check_shipment_id("shipment-0a1b2c3d").is_ok());
+        assert!(!dir.join("escape.html").exists());
+        assert!(!dir.join("sub/sub").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

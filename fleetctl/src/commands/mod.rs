@@ -43,6 +43,8 @@ pub enum CommandError {
     NotHex(hex::FromHexError),
     #[error("{0}")]
     NotAPayload(fleet_protocol::DecodeError),
+    #[error("{0:?} is not a shipment id (shipment- and 8 hexadecimal digits, as `enrol batch` printed it)")]
+    BadShipment(String),
     #[error("the audit log is broken at entry #{seq}: {reason}")]
     AuditBroken { seq: u64, reason: String },
     #[error("--anchor {0:?}: expected SEQ:HASH, as `fleetctl audit verify` printed it")]
@@ -160,7 +162,11 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
                 role,
                 province,
                 name,
-            } => done(token::create(c, role, province, name).await?, Table),
+                expires_days,
+            } => done(
+                token::create(c, role, province, name, expires_days).await?,
+                Table,
+            ),
             TokenCmd::List { output } => done(token::list(c).await?, output),
             TokenCmd::Revoke { id } => done(token::revoke(c, id).await?, Table),
         },

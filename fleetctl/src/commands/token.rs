@@ -13,11 +13,13 @@ pub async fn create(
     role: String,
     provinces: Vec<String>,
     name: Option<String>,
+    expires_days: Option<u32>,
 ) -> Result<Created, CommandError> {
     let req = TokenRequest {
         role,
         provinces,
         name,
+        expires_days,
     };
     Ok(Created(client.create_token(&req).await?))
 }
@@ -36,8 +38,13 @@ impl Report for Created {
     }
 
     fn note(&self) -> Option<String> {
+        let expires = self
+            .0
+            .expires_at_ms
+            .map(|at| format!(", expires at {at} (unix ms)"))
+            .unwrap_or_default();
         Some(format!(
-            "token {} ({}, role {}) created; it is shown once:",
+            "token {} ({}, role {}{expires}) created; it is shown once:",
             self.0.id, self.0.name, self.0.role
         ))
     }
@@ -64,6 +71,7 @@ impl Report for Tokens {
             "provinces",
             "created_by",
             "created_at_ms",
+            "expires_at_ms",
             "revoked_at_ms",
         ]);
         grid.rows = self
@@ -77,6 +85,7 @@ impl Report for Tokens {
                     cell(&t.provinces),
                     t.created_by.clone(),
                     t.created_at_ms.to_string(),
+                    cell(&t.expires_at_ms),
                     cell(&t.revoked_at_ms),
                 ]
             })
@@ -122,6 +131,7 @@ mod tests {
             name: "Sari office".into(),
             role: Role::ProvinceTech,
             provinces: vec!["IR-02".parse().unwrap()],
+            expires_at_ms: None,
         });
         assert_eq!(render(&c, Output::Table), "sdg_secret\n");
         assert_eq!(
@@ -140,11 +150,41 @@ mod tests {
             created_at_ms: 5,
             created_by: "first admin (t0)".into(),
             revoked_at_ms: None,
+            expires_at_ms: None,
         }]);
         assert_eq!(
             render(&t, Output::Csv),
-            "id,name,role,provinces,created_by,created_at_ms,revoked_at_ms\n\
-             t1,Sari office,province-tech,\"[\"\"IR-02\"\",\"\"IR-27\"\"]\",first admin (t0),5,\n"
+            "id,name,role,provinces,created_by,created_at_ms,expires_at_ms,revoked_at_ms\n\
+             t1,Sari office,province-tech,\"[\"\"IR-02\"\",\"\"IR-27\"\"]\",first admin (t0),5,,\n"
+        );
+    }
+
+    #[test]
+    fn list_and_creation_say_when_a_token_expires() {
+        let row = TokenRow {
+            id: "t2".into(),
+            name: "count night".into(),
+            role: Role::Viewer,
+            provinces: vec![],
+            created_at_ms: 5,
+            created_by: "first admin (t0)".into(),
+            revoked_at_ms: None,
+            expires_at_ms: Some(86_400_005),
+        };
+        let t = render(&Tokens(vec![row]), Output::Table);
+        assert!(t.starts_with("ID  NAME         ROLE    PROVINCES  CREATED_BY        CREATED_AT_MS  EXPIRES_AT_MS  REVOKED_AT_MS\n"), "{t}");
+        assert!(t.contains("  5              86400005\n"), "{t}");
+        let c = Created(CreatedToken {
+            token: "sdg_secret".into(),
+            id: "t2".into(),
+            name: "count night".into(),
+            role: Role::Viewer,
+            provinces: vec![],
+            expires_at_ms: Some(86_400_005),
+        });
+        assert_eq!(
+            c.note().unwrap(),
+            "token t2 (count night, role viewer, expires at 86400005 (unix ms)) created; it is shown once:"
         );
     }
 }

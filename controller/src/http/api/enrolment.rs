@@ -179,13 +179,40 @@ fn refused(device: &str, r: Refusal) -> ApiError {
     ApiError::RefusedToken(r)
 }
 
+/// A device enrols. An address whose enrolments were refused too often
+/// (a wrong token, a wrong serial, a bad request) waits with 429; its
+/// successful enrolments are not counted (see `domain::throttle`).
 pub async fn enrol_device(
     State(st): State<AppState>,
     connect: Option<Extension<ConnectInfo<crate::http::tls::Peer>>>,
     Json(req): Json<EnrolRequest>,
 ) -> Result<Json<EnrolResponse>, ApiError> {
-    let device: DeviceId = crate::http::parse("device", &req.device)?;
+    let source = connect.map_or_else(|| "unknown".to_owned(), |c| c.0 .0 .0.ip().to_string());
     let now = unix_ms();
+    if let Some(wait_ms) = st.access.enrolment_wait_ms(&source, now) {
+        metrics::counter!("fleet_enrolment_throttled_total").increment(1);
+        return Err(ApiError::TooManyRequests {
+            what: "refused enrolments",
+            retry_after_secs: wait_ms.div_ceil(1000),
+        });
+    }
+    let enrolled = enrol_checked(&st, &source, now, req).await;
+    if enrolled
+        .as_ref()
+        .is_err_and(|e| e.status().is_client_error())
+    {
+        st.access.enrolment_refused(&source, now);
+    }
+    enrolled
+}
+
+async fn enrol_checked(
+    st: &AppState,
+    source: &str,
+    now: u64,
+    req: EnrolRequest,
+) -> Result<Json<EnrolResponse>, ApiError> {
+    let device: DeviceId = crate::http::parse("device", &req.device)?;
     let hash = auth::token_hash(req.token.trim());
     let token = st.store.enrol_token(&hash).await?;
     enrolment::check_token(token.as_ref(), &device, now)
@@ -217,13 +244,12 @@ pub async fn enrol_device(
     let ca = pki::Ca::load(&PkiPaths::new(&st.data_dir))?;
     let cert = ca.sign(&params, &csr.public_key)?;
     let serial_hex = hex::encode(serial);
-    let source = connect.map_or_else(|| "unknown".to_owned(), |c| c.0 .0 .0.ip().to_string());
     let actor = format!("device {device} (enrolment token)");
     st.access
         .record_as(
             &actor,
             "device",
-            &source,
+            source,
             "device.enrol",
             device.as_str(),
             json!({ "certificate_serial": serial_hex, "not_after_ms": not_after_ms }),
@@ -242,7 +268,7 @@ pub async fn enrol_device(
             .failed_as(
                 &actor,
                 "device",
-                &source,
+                source,
                 "device.enrol",
                 device.as_str(),
                 &why,

@@ -23,7 +23,7 @@ pub async fn create_token(
     let name = req.name.unwrap_or_else(|| role.as_str().to_owned());
     let (row, token) = st
         .access
-        .create_token(&caller, &name, role, provinces)
+        .create_token_expiring(&caller, &name, role, provinces, req.expires_days)
         .await?;
     Ok(Json(CreatedToken {
         token,
@@ -31,6 +31,7 @@ pub async fn create_token(
         name: row.name,
         role: row.role,
         provinces: row.provinces,
+        expires_at_ms: row.expires_at_ms,
     }))
 }
 
@@ -48,6 +49,7 @@ pub async fn list_tokens(State(st): State<AppState>) -> Result<Json<Vec<TokenRow
                 created_at_ms: t.created_at_ms,
                 created_by: t.created_by,
                 revoked_at_ms: t.revoked_at_ms,
+                expires_at_ms: t.expires_at_ms,
             })
             .collect(),
     ))
