@@ -35,9 +35,20 @@ enum Cmd {
         /// The controller's base URL.
         #[arg(long)]
         controller: String,
-        /// The device's enrolment token.
-        #[arg(long, env = "FLEET_AGENT_ENROL_TOKEN", hide_env_values = true)]
-        token: String,
+        /// The device's enrolment token. On a shared bench prefer
+        /// --token-file: an argument is visible to everyone through `ps`.
+        #[arg(
+            long,
+            env = "FLEET_AGENT_ENROL_TOKEN",
+            hide_env_values = true,
+            conflicts_with = "token_file",
+            required_unless_present = "token_file"
+        )]
+        token: Option<String>,
+        /// Read the enrolment token from this file, or from standard input
+        /// with `-` (e.g. piped from the QR scanner).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// The fleet CA shipped with the device image, to check the
         /// controller's HTTPS certificate before sending anything.
         #[arg(long)]
@@ -72,19 +83,35 @@ fn main() -> anyhow::Result<()> {
         Cmd::Enrol {
             controller,
             token,
+            token_file,
             ca,
             config,
         } => {
             let cfg = AgentConfig::load(config.as_deref())?;
             let device = cfg.device_id()?;
             let _ = rustls::crypto::ring::default_provider().install_default();
-            if controller.starts_with("https://") && ca.is_none() {
-                anyhow::bail!(
-                    "the controller speaks HTTPS with the fleet's CA: pass --ca /path/to/fleet-ca.crt"
-                );
-            }
-            let client = fleet_api::Client::with_ca_file(&controller, ca.as_deref())?;
-            let identity = rt.block_on(fleet_agent::enrol::enrol(&client, &device, &token))?;
+            let token = match (token, token_file) {
+                (Some(t), _) => t,
+                (None, Some(path)) => fleet_agent::enrol::read_token(&path)?,
+                (None, None) => anyhow::bail!("pass --token-file FILE (or - for standard input)"),
+            };
+            fleet_agent::enrol::check_transport(&controller, cfg.mqtt.insecure_dev)?;
+            let shipped_ca = match &ca {
+                Some(path) => Some(
+                    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None if controller.starts_with("https://") => anyhow::bail!(
+                    "the controller speaks HTTPS with the fleet's CA: pass --ca /path/to/fleet-ca.crt (the CA shipped in the device image)"
+                ),
+                None => None,
+            };
+            let client = fleet_api::Client::new(&controller, shipped_ca.as_deref())?;
+            let identity = rt.block_on(fleet_agent::enrol::enrol(
+                &client,
+                &device,
+                &token,
+                shipped_ca.as_deref(),
+            ))?;
             let files = fleet_agent::enrol::save(&identity, &cfg.device.state_dir)?;
             println!(
                 "enrolled {device}: certificate {}, broker {}:{}",

@@ -38,6 +38,9 @@ pub struct Api {
     pub client: Client,
     /// The same controller without an operator token, as a device sees it.
     device_client: Client,
+    /// The fleet CA the simulated devices "ship with" (checked against
+    /// the one enrolment answers with).
+    ca_pem: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 impl Api {
@@ -49,6 +52,13 @@ impl Api {
         Ok(Self {
             client,
             device_client: Client::with_ca_file(base, ca)?.with_timeout(Duration::from_secs(120)),
+            ca_pem: ca
+                .map(|p| {
+                    std::fs::read(p)
+                        .map(std::sync::Arc::new)
+                        .with_context(|| format!("cannot read {}", p.display()))
+                })
+                .transpose()?,
         })
     }
 }
@@ -105,6 +115,7 @@ pub async fn enrol_fleet(
         .collect();
     let pb = bar(show_progress, todo.len(), "enrolling");
     let http = api.device_client.clone();
+    let ca_pem = api.ca_pem.clone();
     for chunk in todo.chunks(500) {
         let mut csv = String::from("serial,model,province,county,station\n");
         for d in chunk {
@@ -134,8 +145,15 @@ pub async fn enrol_fleet(
                     break;
                 };
                 let http = http.clone();
+                let ca_pem = ca_pem.clone();
                 set.spawn(async move {
-                    let r = fleet_agent::enrol::enrol(&http, &device, &token).await;
+                    let r = fleet_agent::enrol::enrol(
+                        &http,
+                        &device,
+                        &token,
+                        ca_pem.as_deref().map(|v| v.as_slice()),
+                    )
+                    .await;
                     (device, r)
                 });
             }

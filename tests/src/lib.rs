@@ -574,14 +574,18 @@ impl Controller {
                 state.display()
             ),
         )?;
+        // The token goes through a file, as on a shared bench (an argument
+        // would show in `ps`).
+        let token_file = dir.path().join("enrol.token");
+        std::fs::write(&token_file, format!("{token}\n"))?;
         let (ok, out, err) = run_bin(
             "fleet-agent",
             &[
                 "enrol",
                 "--controller",
                 &self.api,
-                "--token",
-                &token,
+                "--token-file",
+                token_file.to_str().context("utf-8 path")?,
                 "--config",
                 config.to_str().context("utf-8 path")?,
                 "--ca",

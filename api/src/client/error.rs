@@ -20,6 +20,8 @@ pub enum ClientError {
     CaInvalid { reason: String },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(#[source] reqwest::Error),
+    #[error("refusing to send a token over plain http:// to {url}: use https:// (plain HTTP is only for a development controller on this machine)")]
+    PlaintextSecret { url: String },
     #[error("no token: pass --token or set FLEETCTL_TOKEN (fleet-controller init printed the first admin token and wrote it to DATA/admin.token)")]
     NoToken,
     #[error("cannot reach the controller at {url}: {}\n(is `fleet-controller serve` running? set --controller or FLEETCTL_CONTROLLER)", innermost(source))]

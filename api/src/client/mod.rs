@@ -151,10 +151,29 @@ impl Client {
         if let Some(q) = query {
             req = req.query(q);
         }
+        if endpoint.auth != Auth::Public && !self.secret_may_travel() {
+            return Err(ClientError::PlaintextSecret {
+                url: self.base.to_string(),
+            });
+        }
         if let Auth::Bearer(_) = endpoint.auth {
             req = req.bearer_auth(self.token.as_deref().ok_or(ClientError::NoToken)?);
         }
         Ok(req)
+    }
+
+    /// A bearer or enrolment token crosses the network only inside TLS;
+    /// plain `http://` is for a development controller on this machine.
+    fn secret_may_travel(&self) -> bool {
+        self.base.scheme() == "https"
+            || match self.base.host_str() {
+                Some("localhost") => true,
+                Some(host) => host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()),
+                None => false,
+            }
     }
 
     /// Send; the body of a success, or a refusal as [`ClientError::Http`].

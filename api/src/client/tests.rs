@@ -156,3 +156,32 @@ fn a_plain_refusal_has_no_items() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn a_token_never_travels_over_plain_http_beyond_this_machine() {
+    for remote in ["http://10.0.0.5:8080", "http://controller.example:8080"] {
+        let c = Client::new(remote, None)
+            .unwrap()
+            .with_token(Some("sdg_abc".into()));
+        for e in [&DEVICE, &ENROL] {
+            let err = c.request(e, &["BB-1"], NO_QUERY).unwrap_err();
+            assert!(
+                matches!(err, ClientError::PlaintextSecret { .. }),
+                "{remote} {}: {err}",
+                e.path
+            );
+        }
+        // Nothing secret goes with /healthz, so it may.
+        assert!(c.request(&HEALTHZ, &[], NO_QUERY).is_ok());
+    }
+    for local in [
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+        "http://[::1]:8080",
+    ] {
+        let c = Client::new(local, None)
+            .unwrap()
+            .with_token(Some("sdg_abc".into()));
+        assert!(c.request(&DEVICE, &["BB-1"], NO_QUERY).is_ok(), "{local}");
+    }
+}
