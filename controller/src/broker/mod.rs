@@ -290,7 +290,14 @@ impl ManagedBroker {
         info!(port, config = %conf.display(), "managed mosquitto started");
         let (stop, stop_rx) = watch::channel(false);
         let restart = Arc::new(Notify::new());
-        let task = tokio::spawn(supervise(child, spawn, port, stop_rx, Arc::clone(&restart)));
+        let task = tokio::spawn(supervise(
+            child,
+            spawn,
+            port,
+            stop_rx.clone(),
+            Arc::clone(&restart),
+        ));
+        tokio::spawn(keep_log_bounded(log, stop_rx));
         Ok(Self {
             port,
             stop,
@@ -386,9 +393,67 @@ async fn supervise(
     }
 }
 
+/// Mosquitto's log may hold at most this much, plus one older file of the
+/// same size (`mosquitto.log.1`): a broker that logs every connection of a
+/// reconnecting fleet must not fill the disk.
+pub const LOG_LIMIT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Bound the log once: over the limit, keep it as `.1` and empty it.
+/// Mosquitto appends (O_APPEND), so it writes on at the start of the
+/// emptied file without being told.
+pub fn bound_log(log: &Path, limit: u64) -> std::io::Result<bool> {
+    match std::fs::metadata(log) {
+        Ok(m) if m.len() > limit => {
+            std::fs::copy(log, log.with_extension("log.1"))?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(log)?
+                .set_len(0)?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+async fn keep_log_bounded(log: PathBuf, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = every.tick() => match bound_log(&log, LOG_LIMIT_BYTES) {
+                Ok(true) => info!(log = %log.display(), "mosquitto's log rotated"),
+                Ok(false) => {}
+                Err(e) => warn!(log = %log.display(), error = %e, "cannot bound mosquitto's log"),
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_is_kept_under_its_limit_with_one_older_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("mosquitto.log");
+        std::fs::write(&log, "a".repeat(100)).unwrap();
+        assert!(
+            !bound_log(&log, 1000).unwrap(),
+            "under the limit: untouched"
+        );
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 100);
+        std::fs::write(&log, "b".repeat(2000)).unwrap();
+        assert!(bound_log(&log, 1000).unwrap());
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("mosquitto.log.1")).unwrap(),
+            "b".repeat(2000)
+        );
+        assert!(!bound_log(&dir.path().join("none.log"), 1000).unwrap());
+    }
 
     #[test]
     fn config_listens_on_loopback_only() {
