@@ -66,6 +66,8 @@ pub struct BrokerSection {
     pub host: String,
     pub port: u16,
     pub insecure_dev: bool,
+    pub crl_hook: String,
+    pub crl_hook_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -274,6 +276,14 @@ impl ControllerConfig {
 
     pub fn tick(&self) -> Duration {
         Duration::from_secs(self.readiness.tick_secs)
+    }
+
+    /// The external broker's CRL hook, if one is set.
+    pub fn crl_hook(&self) -> Option<crate::broker::CrlHook> {
+        (!self.broker.crl_hook.trim().is_empty()).then(|| crate::broker::CrlHook {
+            command: self.broker.crl_hook.trim().into(),
+            timeout: Duration::from_secs(self.broker.crl_hook_timeout_secs.max(1)),
+        })
     }
 
     pub fn keep_alive(&self) -> Duration {

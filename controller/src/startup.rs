@@ -105,7 +105,7 @@ impl Application {
             metrics: metrics_handle(),
             access,
             data_dir: data_dir.clone(),
-            broker_restarter: managed.as_ref().map(ManagedBroker::restarter),
+            revocation: revocation(&cfg, managed.as_ref()),
             lifecycle_lock: Arc::default(),
             ingest_connected,
         };
@@ -298,6 +298,24 @@ async fn start_broker(
         }
         BrokerMode::External { host, port } => (None, BrokerInfo { host, port, tls }),
     })
+}
+
+/// How a retirement reaches the broker: SIGHUP and a takeover of the
+/// device's session for the managed broker, the operator's hook for an
+/// external one.
+fn revocation(cfg: &ControllerConfig, managed: Option<&ManagedBroker>) -> broker::Revocation {
+    match managed {
+        Some(b) => broker::Revocation::Managed {
+            reloader: b.reloader(),
+            kick: (!cfg.broker.insecure_dev).then(|| broker::Kicker {
+                host: "127.0.0.1".into(),
+                port: b.port(),
+            }),
+        },
+        None => broker::Revocation::External {
+            hook: cfg.crl_hook(),
+        },
+    }
 }
 
 /// Re-judge readiness for the passage of time (the freshness window).

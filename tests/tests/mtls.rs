@@ -122,7 +122,7 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
     plain.set_keep_alive(Duration::from_secs(5));
     assert!(mqtt_connect(plain).await.is_err(), "plaintext was admitted");
 
-    // Retire A: its certificate is revoked, the broker restarts with the new
+    // Retire A: its certificate is revoked, the broker reloads the new
     // CRL, and A is refused from then on while B still gets in.
     let (ok, out, err) = ctl.fleetctl(&["device", "retire", "BB-A"]).unwrap();
     assert!(ok && out.contains("retired"), "{out}{err}");

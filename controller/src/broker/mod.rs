@@ -1,6 +1,8 @@
 //! The managed Mosquitto: the controller writes its config into the data
 //! directory, starts it on the configured port (or the port it used last
-//! time, or a free one), restarts it when it dies, and stops it on shutdown.
+//! time, or a free one), restarts it when it dies, reloads it (SIGHUP) when
+//! the CRL changes, and stops it on shutdown. `revocation` tells a broker,
+//! managed or external, that a device is retired.
 //!
 //! Until certificate enrolment lands, the listener is plain MQTT bound to
 //! 127.0.0.1 only, so nothing off this machine can reach it.
@@ -10,10 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use std::sync::Arc;
 use tokio::process::{Child, Command};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
+
+mod kick;
+pub mod revocation;
+pub use kick::Kicker;
+pub use revocation::{CrlHook, Revocation, RevocationError};
 use tracing::{error, info, warn};
 
 pub const MOSQUITTO_INSTALL: &str = "apt-get install -y mosquitto mosquitto-clients";
@@ -226,19 +232,31 @@ async fn wait_listening(port: u16, timeout: Duration) -> bool {
 pub struct ManagedBroker {
     port: u16,
     stop: watch::Sender<bool>,
-    restart: Arc<Notify>,
+    reload: mpsc::Sender<Reload>,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Asks the supervisor to restart Mosquitto.
+/// A reload asked of the supervisor, answered once the signal is sent.
+type Reload = oneshot::Sender<Result<(), String>>;
+
+/// Asks the supervisor to send Mosquitto SIGHUP, which makes it re-read its
+/// config, ACL and CRL without dropping a connection (see
+/// docs/decisions/0010-revocation-and-broker-reload.md).
 #[derive(Clone)]
-pub struct BrokerRestarter {
-    restart: Arc<Notify>,
+pub struct BrokerReloader {
+    reload: mpsc::Sender<Reload>,
 }
 
-impl BrokerRestarter {
-    pub fn restart(&self) {
-        self.restart.notify_one();
+impl BrokerReloader {
+    /// Send SIGHUP to the running Mosquitto; `Ok` once it is sent.
+    pub async fn reload(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.reload
+            .send(tx)
+            .await
+            .map_err(|_| "the broker supervisor has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the broker supervisor has stopped".to_owned())?
     }
 }
 
@@ -289,19 +307,13 @@ impl ManagedBroker {
         }
         info!(port, config = %conf.display(), "managed mosquitto started");
         let (stop, stop_rx) = watch::channel(false);
-        let restart = Arc::new(Notify::new());
-        let task = tokio::spawn(supervise(
-            child,
-            spawn,
-            port,
-            stop_rx.clone(),
-            Arc::clone(&restart),
-        ));
+        let (reload, reload_rx) = mpsc::channel(16);
+        let task = tokio::spawn(supervise(child, spawn, port, stop_rx.clone(), reload_rx));
         tokio::spawn(keep_log_bounded(log, stop_rx));
         Ok(Self {
             port,
             stop,
-            restart,
+            reload,
             task,
         })
     }
@@ -310,11 +322,11 @@ impl ManagedBroker {
         self.port
     }
 
-    /// A handle that restarts Mosquitto (to re-read its CRL, and to drop
-    /// every connection so each client is checked against it again).
-    pub fn restarter(&self) -> BrokerRestarter {
-        BrokerRestarter {
-            restart: self.restart.clone(),
+    /// A handle that makes Mosquitto re-read its CRL (SIGHUP), keeping
+    /// every connection.
+    pub fn reloader(&self) -> BrokerReloader {
+        BrokerReloader {
+            reload: self.reload.clone(),
         }
     }
 
@@ -341,20 +353,38 @@ async fn terminate(child: &mut Child) {
     let _ = child.kill().await;
 }
 
+/// SIGHUP: Mosquitto 2.0.11 re-reads its config, ACL and CRL and keeps
+/// every connection (docs/decisions/0010-revocation-and-broker-reload.md).
+async fn hang_up(child: &Child) -> Result<(), String> {
+    let pid = child
+        .id()
+        .ok_or_else(|| "mosquitto is not running".to_owned())?;
+    let status = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .await
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    if status.success() {
+        info!(pid, "managed mosquitto reloaded (SIGHUP)");
+        Ok(())
+    } else {
+        Err(format!("kill -HUP {pid}: {status}"))
+    }
+}
+
 async fn supervise(
     mut child: Child,
     spawn: impl Fn() -> Result<Child, BrokerError> + Send + 'static,
     port: u16,
     mut stop: watch::Receiver<bool>,
-    restart: Arc<Notify>,
+    mut reload: mpsc::Receiver<Reload>,
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
         tokio::select! {
-            () = restart.notified() => {
-                info!("restarting managed mosquitto (revocation list changed)");
-                terminate(&mut child).await;
-                // the exit is handled by the branch below on the next turn
+            Some(reply) = reload.recv() => {
+                metrics::counter!("fleet_broker_reloads_total").increment(1);
+                let _ = reply.send(hang_up(&child).await);
             }
             status = child.wait() => {
                 metrics::counter!("fleet_broker_restarts_total").increment(1);

@@ -100,6 +100,12 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("pki: {0}")]
     Pki(#[from] PkiError),
+    /// The broker could not be told of a retirement; nothing was retired.
+    #[error("device {device} is not retired: {source}")]
+    BrokerNotTold {
+        device: DeviceId,
+        source: crate::broker::RevocationError,
+    },
     #[error("cannot write the CRL {path}: {source}")]
     CrlWrite {
         path: std::path::PathBuf,
@@ -141,6 +147,11 @@ impl ApiError {
             }
             UnknownDevice(_) | UnknownShipment(_) | UnknownToken(_) => StatusCode::NOT_FOUND,
             MoveRefused(_) | ChangedMeanwhile(_) => StatusCode::CONFLICT,
+            BrokerNotTold {
+                source: crate::broker::RevocationError::NoHook,
+                ..
+            } => StatusCode::CONFLICT,
+            BrokerNotTold { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Access(_) | Store(_) | Pki(_) | CrlWrite { .. } => StatusCode::INTERNAL_SERVER_ERROR,

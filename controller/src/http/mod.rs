@@ -33,8 +33,8 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// The data directory (the CA's files are under it).
     pub data_dir: std::path::PathBuf,
-    /// Restarts the managed broker after a revocation (None: external broker).
-    pub broker_restarter: Option<crate::broker::BrokerRestarter>,
+    /// How a retirement reaches the broker (managed reload, external hook).
+    pub revocation: crate::broker::Revocation,
     /// One lifecycle change (enrolment, move, retirement with its CRL) at a time.
     pub lifecycle_lock: Arc<tokio::sync::Mutex<()>>,
     /// Set by ingest: whether it holds a live session with the broker.

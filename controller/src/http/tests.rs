@@ -76,7 +76,7 @@ async fn test_app() -> TestApp {
         metrics: crate::startup::metrics_handle(),
         access: Arc::clone(&access),
         data_dir: dir.path().to_owned(),
-        broker_restarter: None,
+        revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
         ingest_connected: Arc::default(),
     };
@@ -1028,7 +1028,7 @@ async fn failed_changes_are_recorded_after_their_entry() {
         metrics: crate::startup::metrics_handle(),
         access: Arc::clone(&app.access),
         data_dir: app.dir.path().to_owned(),
-        broker_restarter: None,
+        revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
         ingest_connected: Arc::default(),
     };

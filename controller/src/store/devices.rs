@@ -119,6 +119,34 @@ impl Store {
 
     /// Retire a device and revoke its certificates in one transaction;
     /// returns every revoked certificate (serial, revoked at) for the CRL.
+    /// Every revoked certificate, with `device`'s live ones as if revoked
+    /// at `now_ms`: the CRL a retirement of `device` will need. Changes
+    /// nothing, so the broker can be told before the store is.
+    pub async fn revoked_if_retired(
+        &self,
+        device: &DeviceId,
+        now_ms: u64,
+    ) -> Result<Vec<RevokedCert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, COALESCE(revoked_at_ms, ?) FROM certificates \
+             WHERE revoked_at_ms IS NOT NULL OR device = ? ORDER BY serial",
+        )
+        .bind(to_i64(now_ms))
+        .bind(device.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let serial: String = r.get(0);
+                Ok(RevokedCert {
+                    serial: hex::decode(&serial)
+                        .map_err(|e| corrupt("certificates", format!("serial {serial}: {e}")))?,
+                    revoked_at_ms: to_u64(r.get(1)),
+                })
+            })
+            .collect()
+    }
+
     pub async fn retire(
         &self,
         device: &DeviceId,

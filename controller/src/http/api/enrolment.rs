@@ -288,8 +288,8 @@ async fn enrol_checked(
     }))
 }
 
-/// Ship, deploy or retire a device. Retiring revokes its certificate: the
-/// CRL is rewritten and the managed broker restarted so it is checked again.
+/// Ship, deploy or retire a device. Retiring revokes its certificate, and
+/// answers only once the broker refuses it (see `retire`).
 pub async fn move_device(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -339,22 +339,43 @@ pub async fn move_device(
     }))
 }
 
-/// Retire: revoke the device's certificates (and unused tokens), write the
-/// new CRL whole and then rename it into place, restart the managed broker.
+/// Retire: write the CRL with the device's certificates in it, have the
+/// broker apply it and drop the device (managed: SIGHUP and a takeover of
+/// its session, no other client reconnects; external: the CRL hook), and
+/// only then revoke in the store. A broker that cannot be told refuses the
+/// retirement before anything changes; one that fails to apply it gets the
+/// previous CRL back and the device stays as it was.
 async fn retire(st: &AppState, device: &DeviceId, now: u64) -> Result<(), ApiError> {
-    let revoked = st.store.retire(device, now).await?;
+    let not_told = |source| ApiError::BrokerNotTold {
+        device: device.clone(),
+        source,
+    };
+    st.revocation.check().map_err(not_told)?;
+    let revoked = st.store.revoked_if_retired(device, now).await?;
     let paths = PkiPaths::new(&st.data_dir);
     let ca = pki::Ca::load(&paths)?;
     let crl = ca.crl(now, &revoked)?;
+    let previous = std::fs::read(paths.crl()).ok();
+    write_crl(&paths, now, crl.as_bytes())?;
+    if let Err(e) = st.revocation.apply(&paths.crl(), device, &ca).await {
+        if let Some(previous) = previous {
+            if let Err(w) = write_crl(&paths, now, &previous) {
+                tracing::error!(error = %w, "cannot put the previous CRL back");
+            }
+        }
+        return Err(not_told(e));
+    }
+    st.store.retire(device, now).await?;
+    Ok(())
+}
+
+/// Write the CRL whole, then rename it into place.
+fn write_crl(paths: &PkiPaths, now: u64, crl: &[u8]) -> Result<(), ApiError> {
     let tmp = paths.crl().with_extension(format!("tmp-{now}"));
     std::fs::write(&tmp, crl)
         .and_then(|()| std::fs::rename(&tmp, paths.crl()))
         .map_err(|source| ApiError::CrlWrite {
             path: paths.crl(),
             source,
-        })?;
-    if let Some(r) = &st.broker_restarter {
-        r.restart();
-    }
-    Ok(())
+        })
 }

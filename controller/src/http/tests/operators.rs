@@ -189,7 +189,7 @@ fn app_over(app: &TestApp, access: Arc<Access>) -> Router {
         metrics: crate::startup::metrics_handle(),
         access,
         data_dir: app.dir.path().to_owned(),
-        broker_restarter: None,
+        revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
         ingest_connected: Arc::default(),
     })
