@@ -286,7 +286,11 @@ fn issue_server_cert(
 }
 
 fn replace_pair(cert: &Path, cert_pem: &str, key: &Path, key_pem: &str) -> Result<(), PkiError> {
-    let tmp = |p: &Path| p.with_extension("tmp");
+    let tmp = |p: &Path| {
+        let mut name = p.as_os_str().to_owned();
+        name.push(".tmp");
+        PathBuf::from(name)
+    };
     write_file(&tmp(key), key_pem.as_bytes(), true)?;
     write_file(&tmp(cert), cert_pem.as_bytes(), false)?;
     for p in [key, cert] {
