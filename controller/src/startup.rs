@@ -128,6 +128,7 @@ impl Application {
             broker_restarter: managed.as_ref().map(ManagedBroker::restarter),
             lifecycle_lock: Arc::default(),
             ingest_connected,
+            cert_policy: cfg.cert_policy(),
         };
         Ok(Self {
             cfg,

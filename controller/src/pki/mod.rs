@@ -167,7 +167,9 @@ pub fn leaf_params(
     p.extended_key_usages = vec![usage];
     p.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
-    p.not_before = now - Duration::minutes(5);
+    // Back-dated for clocks a little behind, by at most a tenth of the
+    // certificate's life (a certificate of minutes, in tests, stays one).
+    p.not_before = now - std::cmp::min(valid_for / 10_i32, Duration::minutes(5));
     p.not_after = now + valid_for;
     p
 }
@@ -390,8 +392,12 @@ pub fn renew_service_certs(
             continue;
         };
         let due = match validity(&cert) {
+            // Past its renewal point, or living longer than the configured
+            // lifetime allows (the lifetime was shortened).
             Ok((from, to, _)) => {
+                let longest = u64::try_from(policy.server.whole_milliseconds()).unwrap_or(u64::MAX);
                 now_ms >= crate::domain::renewal::due_at_ms(from, to, policy.renew_at)
+                    || to > now_ms.saturating_add(longest).saturating_add(600_000)
             }
             Err(_) => true,
         };
@@ -584,10 +590,12 @@ mod tests {
         };
         let (from, to, serial) = validity(&paths.broker_cert()).unwrap();
         assert!(to - from > 700 * 86_400_000, "two years at init");
-        // Well inside their life: nothing.
-        assert!(renew_service_certs(&paths, &policy, from + 86_400_000)
-            .unwrap()
-            .is_empty());
+        // Well inside their life and the configured lifetime: nothing.
+        assert!(
+            renew_service_certs(&paths, &CertPolicy::default(), from + 86_400_000)
+                .unwrap()
+                .is_empty()
+        );
         // Past two thirds: all three, with the same CA.
         let late = crate::domain::renewal::due_at_ms(from, to, 0.66) + 1;
         assert_eq!(
