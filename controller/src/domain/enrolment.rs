@@ -21,7 +21,6 @@ pub struct RevokedCert {
     pub revoked_at_ms: u64,
 }
 
-
 /// One scanned device of a shipment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShipmentLine {
