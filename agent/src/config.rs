@@ -8,8 +8,9 @@ use std::time::Duration;
 use fleet_protocol::{DeviceId, Model};
 use serde::Deserialize;
 
+use crate::core::RenewalPolicy;
 use crate::health::{HealthPolicy, Thresholds};
-use crate::runtime::{LinkConfig, RuntimeConfig, SeqStore};
+use crate::runtime::{LinkConfig, RenewalSetup, RuntimeConfig, SeqStore};
 
 pub const DEFAULT_TOML: &str = include_str!("../fleet-agent.default.toml");
 pub const DEFAULT_SITE_FILE: &str = "/etc/fleet-agent/agent.toml";
@@ -42,6 +43,15 @@ pub struct AgentConfig {
     pub health: HealthSection,
     pub checks: ChecksSection,
     pub commands: CommandsSection,
+    pub certificate: CertificateSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CertificateSection {
+    pub renew_at: f64,
+    pub answer_timeout_secs: u64,
+    pub retry_secs: u64,
+    pub new_key: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +210,18 @@ impl AgentConfig {
             }
         })?;
         let files = crate::tls::TlsFiles::in_dir(&self.device.state_dir);
+        if !(self.certificate.renew_at > 0.0 && self.certificate.renew_at < 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "certificate.renew_at",
+                reason: "a fraction of the certificate's life, between 0 and 1".into(),
+            });
+        }
+        let answer_timeout = positive(
+            "certificate.answer_timeout_secs",
+            self.certificate.answer_timeout_secs,
+        )?;
+        let retry = positive("certificate.retry_secs", self.certificate.retry_secs)?;
+        crate::renew::recover(&files);
         let (tls, host, port) = if files.exist() {
             let tls = crate::tls::client_config(&files).map_err(|e| ConfigError::Identity {
                 dir: self.device.state_dir.clone(),
@@ -246,6 +268,15 @@ impl AgentConfig {
             checks_interval: Duration::from_secs(checks_interval),
             seq: SeqStore::file(self.device.state_dir.join("event-seq")),
             state_sent: None,
+            renewal: files.exist().then(|| RenewalSetup {
+                files: files.clone(),
+                policy: RenewalPolicy {
+                    at_fraction: self.certificate.renew_at,
+                    answer_timeout: Duration::from_secs(answer_timeout),
+                    retry_after: Duration::from_secs(retry),
+                    new_key: self.certificate.new_key,
+                },
+            }),
         })
     }
 }

@@ -5,6 +5,8 @@
 //! - [`enrol`]: make the device key, request a certificate with an
 //!   enrolment token, keep the identity.
 //! - [`tls`]: the device's mutual-TLS client configuration.
+//! - [`renew`]: certificate renewal's files: requests, a renewed
+//!   certificate kept beside the old until a connection with it succeeded.
 //! - [`core`]: the agent's core (pure): [`core::AgentCore`] takes each
 //!   [`core::Input`] (connected, a timer, a health sample, check results,
 //!   desired state, a command, …) with the time it happened and returns the
@@ -30,6 +32,7 @@ pub mod enrol;
 pub mod hardware;
 pub mod health;
 pub mod process;
+pub mod renew;
 pub mod reporter;
 pub mod runtime;
 pub mod tls;

@@ -18,7 +18,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::core::{incoming, Action as CoreAction, AgentCore, CoreConfig, Input, Qos, Timer};
+use crate::core::{
+    incoming, Action as CoreAction, AgentCore, CertInfo, CoreConfig, Input, Qos, RenewalPolicy,
+    Timer,
+};
 use crate::hardware::Hardware;
 use crate::health::HealthPolicy;
 use crate::{agent_version, unix_ms};
@@ -52,7 +55,21 @@ pub struct RuntimeConfig {
     /// Signalled each time a state message is handed to the broker (the
     /// simulator and tests wait on it).
     pub state_sent: Option<Arc<Notify>>,
+    /// The certificate files and how they are renewed; `None`: never
+    /// (plaintext development, the simulator's in-memory identities).
+    pub renewal: Option<RenewalSetup>,
 }
+
+/// Where the device's identity is and how it is renewed.
+#[derive(Debug, Clone)]
+pub struct RenewalSetup {
+    pub files: crate::tls::TlsFiles,
+    pub policy: RenewalPolicy,
+}
+
+/// A renewed certificate's TLS configuration, handed from the loop to the
+/// connection task, which tries it at the next (clean) disconnect.
+type SwapSlot = Arc<std::sync::Mutex<Option<Arc<rustls::ClientConfig>>>>;
 
 /// Where the last event sequence number used is kept: a small file on a
 /// device, memory in the simulator. The runtime reads it once at start and
@@ -167,6 +184,10 @@ struct Io<H: Hardware> {
     state_sent: Option<Arc<Notify>>,
     /// Our DISCONNECT is queued.
     disconnecting: bool,
+    renewal: Option<RenewalSetup>,
+    swap: SwapSlot,
+    /// The renewed certificate being tried.
+    trying: Option<CertInfo>,
 }
 
 impl<H: Hardware> Io<H> {
@@ -258,6 +279,38 @@ impl<H: Hardware> Io<H> {
                 self.timers.arm(timer, Instant::now() + after);
                 None
             }
+            CoreAction::MakeCertRequest { new_key } => {
+                Some(Input::CertRequestMade(match &self.renewal {
+                    Some(r) => crate::renew::make_request(&r.files, &self.device, new_key),
+                    None => Err("this agent has no certificate files".into()),
+                }))
+            }
+            CoreAction::TryCertificate { cert_pem } => {
+                let Some(r) = &self.renewal else {
+                    return Some(Input::CertificateTried(Err(
+                        "this agent has no certificate files".into(),
+                    )));
+                };
+                match crate::renew::stage(&r.files, &self.device, &cert_pem) {
+                    Ok((tls, info)) => {
+                        info!(serial = %info.serial, "trying the renewed certificate (the old one is kept until it works)");
+                        *self.swap.lock().expect("swap slot lock") = Some(tls);
+                        if let Err(e) = self.client.try_disconnect() {
+                            self.swap.lock().expect("swap slot lock").take();
+                            crate::renew::abandon(&r.files);
+                            return Some(Input::CertificateTried(Err(format!(
+                                "cannot reconnect: {e}"
+                            ))));
+                        }
+                        self.trying = Some(info);
+                        None
+                    }
+                    Err(why) => {
+                        crate::renew::abandon(&r.files);
+                        Some(Input::CertificateTried(Err(why)))
+                    }
+                }
+            }
             CoreAction::Disconnect => {
                 if let Err(e) = self.client.try_disconnect() {
                     warn!(device = %self.device, error = %e, "cannot queue the disconnect");
@@ -323,6 +376,9 @@ enum Link {
     Message(rumqttc::Publish),
     /// Our own DISCONNECT went out.
     Closed,
+    /// The connection with a renewed certificate succeeded, or why not
+    /// (then the old certificate is in use again).
+    Tried(Result<(), String>),
 }
 
 /// Own the MQTT connection: poll it without ever being cancelled (a
@@ -335,15 +391,32 @@ async fn drive(
     link: LinkConfig,
     mut session: u64,
     tx: mpsc::Sender<Link>,
+    swap: SwapSlot,
 ) {
     let mut backoff = Backoff::new(link.backoff_base, link.backoff_max);
     let mut rng = SmallRng::from_entropy();
+    let mut current = link.tls.clone();
+    // A renewed certificate whose first connection is being made.
+    let mut trying: Option<Arc<rustls::ClientConfig>> = None;
+    let set_tls = |eventloop: &mut EventLoop, tls: &Arc<rustls::ClientConfig>| {
+        eventloop
+            .mqtt_options
+            .set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::clone(tls)),
+            ));
+    };
     loop {
         let event = eventloop.poll().await;
         let sent = match event {
             Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
                 info!(session_present = ack.session_present, "connected to broker");
                 backoff.reset();
+                if let Some(tls) = trying.take() {
+                    current = Some(tls);
+                    if tx.send(Link::Tried(Ok(()))).await.is_err() {
+                        return;
+                    }
+                }
                 tx.send(Link::Connected {
                     session_present: ack.session_present,
                     session,
@@ -352,10 +425,33 @@ async fn drive(
             }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => tx.send(Link::Message(p)).await,
             Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => {
-                let _ = tx.send(Link::Closed).await;
-                return;
+                let renewed = swap.lock().expect("swap slot lock").take();
+                let Some(tls) = renewed else {
+                    let _ = tx.send(Link::Closed).await;
+                    return;
+                };
+                // A clean disconnect (no will: the device never looks
+                // offline), then the same session with the new certificate.
+                eventloop.clean();
+                set_tls(&mut eventloop, &tls);
+                trying = Some(tls);
+                session = unix_ms().max(session + 1);
+                if let Ok(will) = last_will(&device, session) {
+                    eventloop.mqtt_options.set_last_will(will);
+                }
+                tx.send(Link::Lost).await
             }
             Ok(_) => Ok(()),
+            Err(e) if trying.is_some() => {
+                // The renewed certificate did not connect: back to the old.
+                trying = None;
+                if let Some(old) = &current {
+                    set_tls(&mut eventloop, old);
+                }
+                warn!(device = %device, error = %e, "the renewed certificate did not connect; the old one is used again");
+                tx.send(Link::Tried(Err(format!("connection with it failed: {e}"))))
+                    .await
+            }
             Err(e) => {
                 let delay = backoff.next_delay(&mut rng);
                 warn!(device = %device, error = %e, retry_in_ms = delay.as_millis() as u64, "broker connection lost");
@@ -387,6 +483,7 @@ pub async fn run<H: Hardware>(
     let session = unix_ms();
     let opts = mqtt_options(&cfg, session)?;
     let (client, eventloop) = AsyncClient::new(opts, CLIENT_CAPACITY);
+    let swap: SwapSlot = Arc::default();
     let (link_tx, mut link_rx) = mpsc::channel::<Link>(CLIENT_CAPACITY);
     let link = AbortOnDrop(tokio::spawn(drive(
         eventloop,
@@ -394,6 +491,7 @@ pub async fn run<H: Hardware>(
         cfg.link.clone(),
         session,
         link_tx,
+        Arc::clone(&swap),
     )));
     let (checks_tx, mut checks_rx) = mpsc::channel::<Vec<CheckResult>>(1);
 
@@ -413,6 +511,7 @@ pub async fn run<H: Hardware>(
             // A fresh id per start: events numbered in this run are told
             // apart from those of any run before, whatever the sequence file says.
             boot: rand::random::<u64>().max(1),
+            renewal: cfg.renewal.as_ref().map(|r| r.policy.clone()),
         },
         last_seq,
     );
@@ -425,9 +524,20 @@ pub async fn run<H: Hardware>(
         checks_tx,
         state_sent: cfg.state_sent.clone(),
         disconnecting: false,
+        renewal: cfg.renewal.clone(),
+        swap,
+        trying: None,
     };
     info!(device = %cfg.device, broker = %format!("{}:{}", cfg.link.host, cfg.link.port), "agent starting");
     io.handle(&mut core, Input::Started);
+    if let Some(r) = &cfg.renewal {
+        match crate::renew::current(&r.files) {
+            Ok(info) => io.handle(&mut core, Input::CertificateInUse(info)),
+            Err(e) => {
+                warn!(error = %e, "cannot read the certificate's dates; it will not be renewed")
+            }
+        }
+    }
 
     tokio::pin!(shutdown);
     loop {
@@ -454,6 +564,20 @@ pub async fn run<H: Hardware>(
                     }
                 }
                 Some(Link::Lost) => io.handle(&mut core, Input::Disconnected),
+                Some(Link::Tried(result)) => {
+                    let tried = io.trying.take();
+                    let answer = match (result, &io.renewal, tried) {
+                        (Ok(()), Some(r), Some(info)) => crate::renew::commit(&r.files).map(|()| info),
+                        (Ok(()), _, _) => Err("no renewal was being tried".into()),
+                        (Err(why), r, _) => {
+                            if let Some(r) = r {
+                                crate::renew::abandon(&r.files);
+                            }
+                            Err(why)
+                        }
+                    };
+                    io.handle(&mut core, Input::CertificateTried(answer));
+                }
                 Some(Link::Closed) | None => break,
             },
             () = timer_due => {

@@ -37,6 +37,15 @@ pub struct ControllerConfig {
     pub ingest: IngestSection,
     pub store: StoreSection,
     pub readiness: ReadinessSection,
+    pub pki: PkiSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PkiSection {
+    pub device_cert_secs: u64,
+    pub server_cert_secs: u64,
+    pub renew_at: f64,
+    pub check_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,6 +212,18 @@ impl ControllerConfig {
         if self.readiness.tick_secs == 0 {
             return invalid("readiness.tick_secs", "at least 1 second");
         }
+        if self.pki.device_cert_secs < 60 {
+            return invalid("pki.device_cert_secs", "at least 60 seconds");
+        }
+        if self.pki.server_cert_secs < 60 {
+            return invalid("pki.server_cert_secs", "at least 60 seconds");
+        }
+        if !(self.pki.renew_at > 0.0 && self.pki.renew_at < 1.0) {
+            return invalid("pki.renew_at", "a fraction between 0 and 1");
+        }
+        if self.pki.check_secs == 0 {
+            return invalid("pki.check_secs", "at least 1 second");
+        }
         if self.http.header_read_timeout_secs == 0 {
             return invalid("http.header_read_timeout_secs", "at least 1 second");
         }
@@ -284,6 +305,20 @@ impl ControllerConfig {
             command: self.broker.crl_hook.trim().into(),
             timeout: Duration::from_secs(self.broker.crl_hook_timeout_secs.max(1)),
         })
+    }
+
+    /// Lifetimes and renewal of the certificates the controller issues.
+    pub fn cert_policy(&self) -> crate::pki::CertPolicy {
+        crate::pki::CertPolicy {
+            device: time::Duration::seconds(
+                i64::try_from(self.pki.device_cert_secs).unwrap_or(i64::MAX),
+            ),
+            server: time::Duration::seconds(
+                i64::try_from(self.pki.server_cert_secs).unwrap_or(i64::MAX),
+            ),
+            renew_at: self.pki.renew_at,
+            check_every: Duration::from_secs(self.pki.check_secs),
+        }
     }
 
     pub fn keep_alive(&self) -> Duration {

@@ -56,6 +56,7 @@ pub struct Application {
     stop_tx: watch::Sender<bool>,
     ingest: JoinHandle<()>,
     ticker: JoinHandle<()>,
+    cert_watch: JoinHandle<()>,
     writer: JoinHandle<()>,
     http_tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -68,6 +69,11 @@ impl Application {
         paths.require(&data_dir)?;
         if pki::ensure_api_cert(&paths)? {
             info!("made the API its own certificate (pki/api.crt); it used the broker's before");
+        }
+        let policy = cfg.cert_policy();
+        let renewed = pki::renew_service_certs(&paths, &policy, unix_ms())?;
+        if !renewed.is_empty() {
+            info!(?renewed, "renewed certificates past their renewal point");
         }
         secure_data_dir(&data_dir)?;
         warn_if_insecure(&cfg);
@@ -91,12 +97,26 @@ impl Application {
                 tls: ingest_tls,
                 connected: Arc::clone(&ingest_connected),
                 limits: cfg.rate_limits(),
+                renewer: (!cfg.broker.insecure_dev).then(|| ingest::Renewer {
+                    store: store.clone(),
+                    access: Arc::clone(&access),
+                    pki: paths.clone(),
+                    device_cert: cfg.cert_policy().device,
+                }),
+                identity: (!cfg.broker.insecure_dev).then(|| paths.clone()),
             },
             Arc::clone(&fleet),
             write_tx,
             stop_rx.clone(),
         ));
-        let ticker = start_ticker(&cfg, Arc::clone(&fleet), stop_rx);
+        let ticker = start_ticker(&cfg, Arc::clone(&fleet), stop_rx.clone());
+        let cert_watch = start_cert_watch(
+            paths.clone(),
+            policy,
+            store.clone(),
+            managed.as_ref().map(ManagedBroker::reloader),
+            stop_rx,
+        );
 
         let state = AppState {
             fleet,
@@ -108,6 +128,7 @@ impl Application {
             revocation: revocation(&cfg, managed.as_ref()),
             lifecycle_lock: Arc::default(),
             ingest_connected,
+            cert_policy: cfg.cert_policy(),
         };
         Ok(Self {
             cfg,
@@ -119,6 +140,7 @@ impl Application {
             stop_tx,
             ingest,
             ticker,
+            cert_watch,
             writer,
             http_tls,
         })
@@ -157,6 +179,7 @@ impl Application {
         let _ = self.stop_tx.send(true);
         let _ = self.ingest.await;
         let _ = self.ticker.await;
+        let _ = self.cert_watch.await;
         // The ingest task held the last sender: the writer drains and ends.
         let _ = self.writer.await;
         if let Some(b) = self.managed {
@@ -339,6 +362,68 @@ fn start_ticker(
             }
         }
     })
+}
+
+/// Keep the certificate expiry gauges current and renew the broker's, the
+/// API's and the controller's certificates past their renewal point: new
+/// files, then the managed broker reloaded (SIGHUP: Mosquitto 2.0 rereads
+/// its certificate and key for new connections; open ones stay). Ingest
+/// rereads the controller's identity before each reconnection, and the API
+/// presents its renewed certificate from the next handshake.
+fn start_cert_watch(
+    paths: PkiPaths,
+    policy: pki::CertPolicy,
+    store: Store,
+    broker: Option<crate::broker::BrokerReloader>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(policy.check_every);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let now = unix_ms();
+            match pki::renew_service_certs(&paths, &policy, now) {
+                Ok(renewed) if renewed.is_empty() => {}
+                Ok(renewed) => {
+                    info!(?renewed, "renewed certificates past their renewal point");
+                    if renewed.contains(&pki::CertKind::Broker) {
+                        if let Some(b) = &broker {
+                            if let Err(e) = b.reload().await {
+                                warn!(error = %e, "cannot reload the broker for its renewed certificate");
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot renew the service certificates"),
+            }
+            record_expiries(&paths, &store, now).await;
+        }
+    })
+}
+
+/// `fleet_cert_expiry_seconds{kind}`: seconds until the nearest expiry of
+/// each kind (device: the nearest among devices' current, unrevoked
+/// certificates; absent while there is none).
+pub async fn record_expiries(paths: &PkiPaths, store: &Store, now_ms: u64) {
+    let secs = |not_after_ms: u64| (not_after_ms as f64 - now_ms as f64) / 1000.0;
+    for kind in [
+        pki::CertKind::Ca,
+        pki::CertKind::Broker,
+        pki::CertKind::Api,
+        pki::CertKind::Controller,
+    ] {
+        if let Some(Ok((_, to, _))) = paths.cert_of(kind).map(|p| pki::validity(&p)) {
+            metrics::gauge!("fleet_cert_expiry_seconds", "kind" => kind.as_str()).set(secs(to));
+        }
+    }
+    if let Ok(nearest) = store.nearest_device_expiries(1).await {
+        if let Some((_, _, to)) = nearest.first() {
+            metrics::gauge!("fleet_cert_expiry_seconds", "kind" => "device").set(secs(*to));
+        }
+    }
 }
 
 /// What `fleet-controller init` made.

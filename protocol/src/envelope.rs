@@ -9,7 +9,7 @@ use minicbor::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::DeviceId;
-use crate::message::{Command, Desired, Event, Health, Presence, State};
+use crate::message::{CertIssued, CertRequest, Command, Desired, Event, Health, Presence, State};
 use crate::topic::{Topic, TopicKind};
 
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -43,6 +43,10 @@ pub enum Payload {
     Desired(#[n(0)] Desired),
     #[n(5)]
     Command(#[n(0)] Command),
+    #[n(6)]
+    CertRequest(#[n(0)] CertRequest),
+    #[n(7)]
+    CertIssued(#[n(0)] CertIssued),
 }
 
 impl Payload {
@@ -55,6 +59,8 @@ impl Payload {
             Payload::Event(_) => TopicKind::Events,
             Payload::Desired(_) => TopicKind::Desired,
             Payload::Command(_) => TopicKind::Cmd,
+            Payload::CertRequest(_) => TopicKind::Csr,
+            Payload::CertIssued(_) => TopicKind::Cert,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - [`provinces`]: the 31 provinces of Iran (ISO 3166-2:IR), built in.
 //! - [`topic`]: the `fleet/v1/dev/{id}/{kind}` topic scheme; the only place
 //!   topics are built or parsed.
-//! - [`message`]: presence, state, health, events, desired state, commands.
+//! - [`message`]: presence, state, health, events, desired state, commands,
+//!   certificate requests and renewed certificates.
 //! - [`envelope`]: the one versioned envelope, CBOR (wire) and JSON (debug)
 //!   encodings, and the per-kind size limits checked on both sides.
 
@@ -19,8 +20,8 @@ pub mod topic;
 pub use envelope::{DecodeError, EncodeError, Envelope, Payload, PROTOCOL_VERSION};
 pub use ids::{CountyCode, DeviceId, IdError, Model, ProvinceCode, StationId, Version};
 pub use message::{
-    Action, CheckResult, Command, Desired, Event, EventKind, Health, Presence, PresenceStatus,
-    State, TargetFirmware, UpdateStatus,
+    Action, CertIssued, CertRequest, CheckResult, Command, Desired, Event, EventKind, Health,
+    Presence, PresenceStatus, State, TargetFirmware, UpdateStatus,
 };
 pub use provinces::{Province, PROVINCES};
 pub use topic::{Topic, TopicError, TopicKind};

@@ -225,4 +225,30 @@ pub enum Action {
     RunChecks,
     #[n(2)]
     UploadLogs,
+    /// Renew the device certificate now (as at two thirds of its life).
+    #[n(3)]
+    RenewCertificate,
+}
+
+/// `csr`: a device asks for a new certificate over its mutual-TLS session
+/// (its current identity). The controller takes only the public key.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct CertRequest {
+    /// PKCS#10 request, PEM; its subject must be the device's id.
+    #[n(0)]
+    pub csr_pem: String,
+    /// Whether the request carries a new key (informational, audited).
+    #[n(1)]
+    #[serde(default)]
+    pub new_key: bool,
+}
+
+/// `cert`: the controller's answer to a [`CertRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct CertIssued {
+    /// The new certificate, PEM, signed by the fleet CA.
+    #[n(0)]
+    pub cert_pem: String,
 }

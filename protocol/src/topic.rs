@@ -18,16 +18,23 @@ pub enum TopicKind {
     Events,
     Desired,
     Cmd,
+    /// A certificate request (PEM CSR) from a device renewing its
+    /// certificate over its mutual-TLS session.
+    Csr,
+    /// The renewed certificate, sent to the device that asked.
+    Cert,
 }
 
 impl TopicKind {
-    pub const ALL: [TopicKind; 6] = [
+    pub const ALL: [TopicKind; 8] = [
         TopicKind::Presence,
         TopicKind::State,
         TopicKind::Health,
         TopicKind::Events,
         TopicKind::Desired,
         TopicKind::Cmd,
+        TopicKind::Csr,
+        TopicKind::Cert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,12 +45,14 @@ impl TopicKind {
             TopicKind::Events => "events",
             TopicKind::Desired => "desired",
             TopicKind::Cmd => "cmd",
+            TopicKind::Csr => "csr",
+            TopicKind::Cert => "cert",
         }
     }
 
     /// Published by the agent (as opposed to sent to it by the controller).
     pub fn from_agent(self) -> bool {
-        !matches!(self, TopicKind::Desired | TopicKind::Cmd)
+        !matches!(self, TopicKind::Desired | TopicKind::Cmd | TopicKind::Cert)
     }
 
     /// Whether messages of this kind are retained by the broker.
@@ -63,6 +72,10 @@ impl TopicKind {
             TopicKind::Events => 4096,
             TopicKind::Desired => 4096,
             TopicKind::Cmd => 1024,
+            // A PEM request for a P-256 or P-384 key is under 700 bytes;
+            // an RSA-4096 one under 2 KiB.
+            TopicKind::Csr => 3072,
+            TopicKind::Cert => 4096,
         }
     }
 }
@@ -201,6 +214,7 @@ mod tests {
                 "fleet/v1/dev/+/state",
                 "fleet/v1/dev/+/health",
                 "fleet/v1/dev/+/events",
+                "fleet/v1/dev/+/csr",
             ]
         );
         assert!(Topic::controller_filters()

@@ -248,6 +248,8 @@ pub async fn start(
             checks_interval: cfg.checks_every,
             seq: SeqStore::Memory(0),
             state_sent: Some(Arc::clone(&notify)),
+            // In-memory identities: the simulator does not renew.
+            renewal: None,
         };
         let hw = SimHardware::new(
             d.firmware.clone(),

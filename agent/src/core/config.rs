@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use fleet_protocol::{DeviceId, Model, Version};
 
+use super::renewal::RenewalPolicy;
 use crate::health::HealthPolicy;
 
 #[derive(Debug, Clone)]
@@ -25,4 +26,7 @@ pub struct CoreConfig {
     /// lost sequence file (numbers start again at 1) does not make new
     /// events look like old ones to the controller.
     pub boot: u64,
+    /// How the certificate is renewed; `None`: never (no certificate, a
+    /// plaintext development agent, the simulator).
+    pub renewal: Option<RenewalPolicy>,
 }

@@ -1,6 +1,6 @@
 //! From the bytes the broker delivered to an [`Input`]: the topic must be
-//! this device's, the envelope must decode on it, and only desired state
-//! and commands are for the agent.
+//! this device's, the envelope must decode on it, and only desired state,
+//! commands and renewed certificates are for the agent.
 
 use fleet_protocol::{DeviceId, Envelope, Payload, Topic};
 
@@ -37,6 +37,7 @@ pub fn incoming(
             retained,
         }),
         Payload::Command(command) => Ok(Input::CommandReceived(command)),
+        Payload::CertIssued(issued) => Ok(Input::CertificateReceived(issued.cert_pem)),
         other => Err(IncomingError::UnexpectedKind {
             topic: topic.to_owned(),
             kind: other.kind(),

@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use fleet_protocol::{
-    Action as CommandAction, CheckResult, Command, Desired, Envelope, Event, EventKind, Health,
-    Payload, Presence, PresenceStatus, State, Topic, TopicKind, UpdateStatus,
+    Action as CommandAction, CertRequest, CheckResult, Command, Desired, Envelope, Event,
+    EventKind, Health, Payload, Presence, PresenceStatus, State, Topic, TopicKind, UpdateStatus,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::config::CoreConfig;
+use super::renewal::{CertInfo, Renewal};
 use crate::health::HealthReporter;
 use crate::reporter::{check_events, StateReporter};
 
@@ -44,6 +45,9 @@ pub enum Timer {
     Health,
     /// Run the configured checks.
     Checks,
+    /// The certificate is due for renewal, an answer is late, or a failed
+    /// renewal is tried again.
+    Renewal,
 }
 
 /// Something that happened, told to [`AgentCore::on`].
@@ -80,6 +84,17 @@ pub enum Input {
     /// A [`Action::Publish`] could not be handed to the broker (queue full,
     /// or over its size limit).
     PublishRefused(Envelope),
+    /// The certificate the connection uses (at start, and after a
+    /// renewal took effect), read by the runtime.
+    CertificateInUse(CertInfo),
+    /// The answer to [`Action::MakeCertRequest`]: the PEM request, or why not.
+    CertRequestMade(Result<String, String>),
+    /// The controller sent a certificate on this device's `cert` topic.
+    CertificateReceived(String),
+    /// The answer to [`Action::TryCertificate`]: a connection with the new
+    /// certificate succeeded and it replaced the old one, or why it did not
+    /// (the old one is in use again).
+    CertificateTried(Result<CertInfo, String>),
     /// Stop: say goodbye if connected.
     ShutdownRequested,
 }
@@ -118,6 +133,17 @@ pub enum Action {
     },
     /// Close the MQTT session cleanly (no last will).
     Disconnect,
+    /// Make a certificate request with the device's key (a new one if
+    /// `new_key`); answer with [`Input::CertRequestMade`].
+    MakeCertRequest {
+        new_key: bool,
+    },
+    /// Keep `cert_pem` beside the current certificate, reconnect with it,
+    /// and replace the old one only once that connection succeeded (else go
+    /// back to the old); answer with [`Input::CertificateTried`].
+    TryCertificate {
+        cert_pem: String,
+    },
 }
 
 /// The agent's state. Create it with [`AgentCore::new`], then feed it
@@ -141,6 +167,11 @@ pub struct AgentCore {
     clock_offset_ms: Option<i64>,
     last_seq: u64,
     pending_events: VecDeque<Event>,
+    /// The certificate in use, when there is one.
+    cert: Option<CertInfo>,
+    renewal: Renewal,
+    /// The `renew-certificate` command the current renewal answers.
+    renewal_command: Option<String>,
 }
 
 impl AgentCore {
@@ -161,7 +192,15 @@ impl AgentCore {
             clock_offset_ms: None,
             last_seq,
             pending_events: VecDeque::new(),
+            cert: None,
+            renewal: Renewal::Idle,
+            renewal_command: None,
         }
+    }
+
+    /// Where the certificate renewal stands.
+    pub fn renewal(&self) -> &Renewal {
+        &self.renewal
     }
 
     pub fn connected(&self) -> bool {
@@ -219,6 +258,27 @@ impl AgentCore {
                 self.push_event(kind, now_ms, &mut out);
             }
             Input::PublishRefused(envelope) => self.on_refused(envelope),
+            Input::TimerFired(Timer::Renewal) => self.on_renewal_timer(now_ms, &mut out),
+            Input::CertificateInUse(info) => self.on_cert_in_use(info, now_ms, &mut out),
+            Input::CertRequestMade(made) => self.on_request_made(made, now_ms, &mut out),
+            Input::CertificateReceived(cert_pem) => {
+                if matches!(self.renewal, Renewal::Waiting { .. }) {
+                    self.renewal = Renewal::Installing;
+                    out.push(Action::TryCertificate { cert_pem });
+                } else {
+                    // A repeat delivery, or an answer to an attempt given up.
+                    debug!("certificate ignored: no renewal is waiting for one");
+                }
+            }
+            Input::CertificateTried(Ok(info)) => {
+                info!(serial = %info.serial, "certificate renewed");
+                if let Some(id) = self.renewal_command.take() {
+                    let msg = format!("certificate renewed (serial {})", info.serial);
+                    self.push_event(command_result(&id, true, &msg), now_ms, &mut out);
+                }
+                self.on_cert_in_use(info, now_ms, &mut out);
+            }
+            Input::CertificateTried(Err(why)) => self.renewal_failed(&why, now_ms, &mut out),
             Input::ShutdownRequested => {
                 if self.connected {
                     self.publish(self.presence(PresenceStatus::Offline), now_ms, &mut out);
@@ -272,6 +332,132 @@ impl AgentCore {
         self.flush_events(now_ms, out);
         // A fresh sample right away (sent if none went out yet, or if due).
         out.push(Action::SampleHealth);
+        if self.renewal == Renewal::Wanted {
+            self.start_renewal(now_ms, out);
+        }
+    }
+
+    fn on_cert_in_use(&mut self, info: CertInfo, now_ms: u64, out: &mut Vec<Action>) {
+        self.renewal = Renewal::Idle;
+        let Some(policy) = &self.cfg.renewal else {
+            self.cert = Some(info);
+            return;
+        };
+        let due = info.renew_at_ms(policy.at_fraction);
+        debug!(serial = %info.serial, renew_in_ms = due.saturating_sub(now_ms), "certificate in use");
+        self.cert = Some(info);
+        out.push(Action::ArmTimer {
+            timer: Timer::Renewal,
+            after: Duration::from_millis(due.saturating_sub(now_ms)),
+        });
+    }
+
+    fn on_renewal_timer(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        let (Some(policy), Some(cert)) = (&self.cfg.renewal, &self.cert) else {
+            return;
+        };
+        match self.renewal {
+            Renewal::Idle => {
+                let due = cert.renew_at_ms(policy.at_fraction);
+                if now_ms >= due {
+                    self.start_renewal(now_ms, out);
+                } else {
+                    out.push(Action::ArmTimer {
+                        timer: Timer::Renewal,
+                        after: Duration::from_millis(due - now_ms),
+                    });
+                }
+            }
+            Renewal::Waiting { since_ms } => {
+                let timeout = u64::try_from(policy.answer_timeout.as_millis()).unwrap_or(u64::MAX);
+                if now_ms.saturating_sub(since_ms) >= timeout {
+                    self.renewal_failed("no certificate came back in time", now_ms, out);
+                } else {
+                    out.push(Action::ArmTimer {
+                        timer: Timer::Renewal,
+                        after: Duration::from_millis(timeout - (now_ms - since_ms)),
+                    });
+                }
+            }
+            // Waiting for a connection, or for the runtime's answer.
+            Renewal::Wanted | Renewal::Making | Renewal::Installing => {}
+        }
+    }
+
+    fn start_renewal(&mut self, _now_ms: u64, out: &mut Vec<Action>) {
+        let Some(policy) = &self.cfg.renewal else {
+            return;
+        };
+        if self.renewal.busy() {
+            return;
+        }
+        if !self.connected {
+            self.renewal = Renewal::Wanted;
+            return;
+        }
+        info!("renewing the device certificate");
+        self.renewal = Renewal::Making;
+        out.push(Action::MakeCertRequest {
+            new_key: policy.new_key,
+        });
+    }
+
+    fn on_request_made(
+        &mut self,
+        made: Result<String, String>,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if self.renewal != Renewal::Making {
+            return;
+        }
+        let csr_pem = match made {
+            Ok(pem) => pem,
+            Err(why) => return self.renewal_failed(&why, now_ms, out),
+        };
+        if !self.connected {
+            self.renewal = Renewal::Wanted;
+            return;
+        }
+        let Some(policy) = &self.cfg.renewal else {
+            return;
+        };
+        let (timeout, new_key) = (policy.answer_timeout, policy.new_key);
+        // Subscribed before the request leaves (the broker handles both in
+        // order), so the answer cannot miss us; a session from before
+        // renewal existed has no such subscription.
+        out.push(Action::Subscribe {
+            topic: Topic::new(self.cfg.device.clone(), TopicKind::Cert),
+            qos: Qos::AtLeastOnce,
+        });
+        self.publish(
+            Payload::CertRequest(CertRequest { csr_pem, new_key }),
+            now_ms,
+            out,
+        );
+        self.renewal = Renewal::Waiting { since_ms: now_ms };
+        out.push(Action::ArmTimer {
+            timer: Timer::Renewal,
+            after: timeout,
+        });
+    }
+
+    fn renewal_failed(&mut self, why: &str, now_ms: u64, out: &mut Vec<Action>) {
+        warn!(
+            reason = why,
+            "certificate renewal failed; trying again later"
+        );
+        self.renewal = Renewal::Idle;
+        if let Some(id) = self.renewal_command.take() {
+            let kind = command_result(&id, false, &format!("renewal failed: {why}"));
+            self.push_event(kind, now_ms, out);
+        }
+        if let Some(policy) = &self.cfg.renewal {
+            out.push(Action::ArmTimer {
+                timer: Timer::Renewal,
+                after: policy.retry_after,
+            });
+        }
     }
 
     fn on_health(&mut self, mut sample: Health, now_ms: u64, out: &mut Vec<Action>) {
@@ -336,6 +522,22 @@ impl AgentCore {
             CommandAction::Reboot => out.push(Action::Reboot {
                 command: command.id,
             }),
+            CommandAction::RenewCertificate => {
+                if self.cfg.renewal.is_none() || self.cert.is_none() {
+                    let kind = command_result(
+                        &command.id,
+                        false,
+                        "this agent has no certificate to renew",
+                    );
+                    self.push_event(kind, now_ms, out);
+                } else if self.renewal.busy() || self.renewal_command.is_some() {
+                    let kind = command_result(&command.id, false, "a renewal is already under way");
+                    self.push_event(kind, now_ms, out);
+                } else {
+                    self.renewal_command = Some(command.id);
+                    self.start_renewal(now_ms, out);
+                }
+            }
             CommandAction::UploadLogs => {
                 let kind = command_result(
                     &command.id,

@@ -2,7 +2,8 @@
 //! everything the agent does. The runtime feeds it an [`Input`] with the
 //! time it happened and carries out the returned [`Action`]s in order:
 //! subscribe, publish, persist the sequence number, sample health, run the
-//! checks, reboot, arm a timer, disconnect.
+//! checks, reboot, arm a timer, make a certificate request, try a renewed
+//! certificate, disconnect.
 //!
 //! Nothing here touches the network, the disk, the clock or the hardware,
 //! so every decision is tested by plain synchronous tests (`tests.rs`).
@@ -11,11 +12,13 @@ mod config;
 mod error;
 mod incoming;
 mod machine;
+mod renewal;
 
 pub use config::CoreConfig;
 pub use error::IncomingError;
 pub use incoming::incoming;
 pub use machine::{Action, AgentCore, Input, Qos, Timer, PENDING_EVENTS};
+pub use renewal::{CertInfo, Renewal, RenewalPolicy};
 
 #[cfg(test)]
 mod tests;

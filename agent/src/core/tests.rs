@@ -37,6 +37,7 @@ fn config() -> CoreConfig {
         },
         checks_interval: CHECKS_EVERY,
         boot: BOOT,
+        renewal: None,
     }
 }
 
@@ -775,4 +776,283 @@ fn incoming_accepts_only_this_devices_desired_state_and_commands() {
             ..
         })
     ));
+}
+
+// ---- certificate renewal ----
+
+const DAY_MS: u64 = 86_400_000;
+
+fn renewing_config(new_key: bool) -> CoreConfig {
+    CoreConfig {
+        renewal: Some(RenewalPolicy {
+            at_fraction: 2.0 / 3.0,
+            answer_timeout: Duration::from_secs(60),
+            retry_after: Duration::from_secs(300),
+            new_key,
+        }),
+        ..config()
+    }
+}
+
+/// A certificate of 300 days from T0: due at day 200.
+fn cert(serial: &str, from: u64) -> CertInfo {
+    CertInfo {
+        serial: serial.into(),
+        not_before_ms: from,
+        not_after_ms: from + 300 * DAY_MS,
+    }
+}
+
+/// A core that started, connected, and uses `cert("01", T0)`.
+fn renewing_core(new_key: bool) -> AgentCore {
+    let mut core = AgentCore::new(renewing_config(new_key), 0);
+    core.on(Input::Started, T0);
+    core.on(
+        Input::Connected {
+            session_present: true,
+            session: SESSION,
+        },
+        T0,
+    );
+    core.on(Input::ChecksCompleted(printer(true)), T0);
+    let out = core.on(Input::CertificateInUse(cert("01", T0)), T0);
+    assert_eq!(
+        out,
+        [Action::ArmTimer {
+            timer: Timer::Renewal,
+            after: Duration::from_millis(200 * DAY_MS),
+        }],
+        "the renewal is armed at two thirds of the certificate's life"
+    );
+    core
+}
+
+fn request_sent(out: &[Action]) -> bool {
+    out.iter().any(|a| {
+        matches!(a, Action::Publish { envelope, qos: Qos::AtLeastOnce, retain: false }
+            if matches!(&envelope.payload, Payload::CertRequest(r) if r.csr_pem == "CSR"))
+    })
+}
+
+#[test]
+fn renews_at_two_thirds_of_the_certificates_life_not_before() {
+    let mut core = renewing_core(false);
+    // A timer that fires early (a clock change) only re-arms.
+    let early = T0 + 199 * DAY_MS;
+    assert_eq!(
+        core.on(Input::TimerFired(Timer::Renewal), early),
+        [Action::ArmTimer {
+            timer: Timer::Renewal,
+            after: Duration::from_millis(DAY_MS),
+        }]
+    );
+    let due = T0 + 200 * DAY_MS;
+    assert_eq!(
+        core.on(Input::TimerFired(Timer::Renewal), due),
+        [Action::MakeCertRequest { new_key: false }]
+    );
+    let out = core.on(Input::CertRequestMade(Ok("CSR".into())), due);
+    assert_eq!(
+        out[0],
+        subscribe(TopicKind::Cert),
+        "subscribed before asking"
+    );
+    assert!(request_sent(&out), "{out:?}");
+    assert!(out.contains(&Action::ArmTimer {
+        timer: Timer::Renewal,
+        after: Duration::from_secs(60),
+    }));
+    // The certificate comes back: tried, then in use, and the next renewal
+    // is armed from the new certificate's dates.
+    assert_eq!(
+        core.on(Input::CertificateReceived("CERT".into()), due + 1000),
+        [Action::TryCertificate {
+            cert_pem: "CERT".into()
+        }]
+    );
+    assert_eq!(core.renewal(), &Renewal::Installing);
+    let out = core.on(Input::CertificateTried(Ok(cert("02", due))), due + 2000);
+    assert_eq!(
+        out,
+        [Action::ArmTimer {
+            timer: Timer::Renewal,
+            after: Duration::from_millis(200 * DAY_MS - 2000),
+        }]
+    );
+    assert_eq!(core.renewal(), &Renewal::Idle);
+}
+
+#[test]
+fn a_new_key_is_asked_for_when_configured() {
+    let mut core = renewing_core(true);
+    assert_eq!(
+        core.on(Input::TimerFired(Timer::Renewal), T0 + 250 * DAY_MS),
+        [Action::MakeCertRequest { new_key: true }]
+    );
+}
+
+#[test]
+fn never_two_renewals_at_once() {
+    let mut core = renewing_core(false);
+    let due = T0 + 200 * DAY_MS;
+    core.on(Input::TimerFired(Timer::Renewal), due);
+    core.on(Input::CertRequestMade(Ok("CSR".into())), due);
+    // The command during a renewal answers that one is under way and asks
+    // for nothing.
+    let cmd = Command {
+        id: "c-1".into(),
+        expires_at_ms: due + 60_000,
+        action: CommandAction::RenewCertificate,
+    };
+    let out = core.on(Input::CommandReceived(cmd), due + 10);
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::MakeCertRequest { .. })),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|a| matches!(a, Action::Publish { envelope, .. }
+        if matches!(&envelope.payload, Payload::Event(e)
+            if matches!(&e.kind, EventKind::CommandResult { ok: false, message, .. } if message.contains("already under way"))))));
+    // A second delivery of the same certificate while it is being tried
+    // is not tried twice.
+    core.on(Input::CertificateReceived("CERT".into()), due + 20);
+    assert!(core
+        .on(Input::CertificateReceived("CERT".into()), due + 30)
+        .is_empty());
+}
+
+#[test]
+fn the_command_renews_at_once_and_answers_when_done() {
+    let mut core = renewing_core(false);
+    let now = T0 + DAY_MS;
+    let cmd = Command {
+        id: "c-9".into(),
+        expires_at_ms: now + 60_000,
+        action: CommandAction::RenewCertificate,
+    };
+    assert_eq!(
+        core.on(Input::CommandReceived(cmd), now),
+        [Action::MakeCertRequest { new_key: false }]
+    );
+    core.on(Input::CertRequestMade(Ok("CSR".into())), now);
+    core.on(Input::CertificateReceived("CERT".into()), now + 10);
+    let out = core.on(Input::CertificateTried(Ok(cert("03", now))), now + 20);
+    assert!(out.iter().any(|a| matches!(a, Action::Publish { envelope, .. }
+        if matches!(&envelope.payload, Payload::Event(e)
+            if matches!(&e.kind, EventKind::CommandResult { id, ok: true, message } if id == "c-9" && message.contains("03"))))), "{out:?}");
+}
+
+#[test]
+fn a_failed_renewal_is_tried_again_later() {
+    let mut core = renewing_core(false);
+    let due = T0 + 200 * DAY_MS;
+    core.on(Input::TimerFired(Timer::Renewal), due);
+    core.on(Input::CertRequestMade(Ok("CSR".into())), due);
+    // No answer within the timeout: given up, retried after retry_after.
+    assert_eq!(
+        core.on(Input::TimerFired(Timer::Renewal), due + 60_000),
+        [Action::ArmTimer {
+            timer: Timer::Renewal,
+            after: Duration::from_secs(300),
+        }]
+    );
+    assert_eq!(core.renewal(), &Renewal::Idle);
+    // A late answer to the abandoned attempt is not installed.
+    assert!(core
+        .on(Input::CertificateReceived("LATE".into()), due + 61_000)
+        .is_empty());
+    let retry = due + 360_000;
+    assert_eq!(
+        core.on(Input::TimerFired(Timer::Renewal), retry),
+        [Action::MakeCertRequest { new_key: false }]
+    );
+    core.on(Input::CertRequestMade(Ok("CSR".into())), retry);
+    core.on(Input::CertificateReceived("CERT".into()), retry + 10);
+    // The new certificate did not connect: the old one is back in use, and
+    // the renewal is tried again later.
+    assert_eq!(
+        core.on(
+            Input::CertificateTried(Err("handshake refused".into())),
+            retry + 20
+        ),
+        [Action::ArmTimer {
+            timer: Timer::Renewal,
+            after: Duration::from_secs(300),
+        }]
+    );
+    // A request that could not be made is a failure too.
+    core.on(Input::TimerFired(Timer::Renewal), retry + 400_000);
+    assert_eq!(
+        core.on(
+            Input::CertRequestMade(Err("no key".into())),
+            retry + 400_000
+        ),
+        [Action::ArmTimer {
+            timer: Timer::Renewal,
+            after: Duration::from_secs(300),
+        }]
+    );
+}
+
+#[test]
+fn a_renewal_due_while_offline_waits_for_the_connection() {
+    let mut core = renewing_core(false);
+    core.on(Input::Disconnected, T0 + DAY_MS);
+    let due = T0 + 200 * DAY_MS;
+    assert!(core.on(Input::TimerFired(Timer::Renewal), due).is_empty());
+    assert_eq!(core.renewal(), &Renewal::Wanted);
+    let out = core.on(
+        Input::Connected {
+            session_present: true,
+            session: SESSION + 1,
+        },
+        due + 5000,
+    );
+    assert_eq!(
+        out.last(),
+        Some(&Action::MakeCertRequest { new_key: false })
+    );
+}
+
+#[test]
+fn without_a_certificate_the_command_is_refused() {
+    let mut core = AgentCore::new(config(), 0);
+    core.on(Input::Started, T0);
+    let cmd = Command {
+        id: "c-2".into(),
+        expires_at_ms: T0 + 60_000,
+        action: CommandAction::RenewCertificate,
+    };
+    let out = core.on(Input::CommandReceived(cmd), T0);
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::MakeCertRequest { .. })));
+    assert_eq!(
+        core.pending_events(),
+        2,
+        "boot and the refusal wait to be sent"
+    );
+}
+
+#[test]
+fn a_renewed_certificate_arrives_as_an_input() {
+    let bytes = Envelope::new(
+        device(),
+        T0,
+        Payload::CertIssued(fleet_protocol::CertIssued {
+            cert_pem: "PEM".into(),
+        }),
+    )
+    .to_cbor()
+    .unwrap();
+    assert_eq!(
+        incoming(
+            &device(),
+            &Topic::new(device(), TopicKind::Cert).to_string(),
+            &bytes,
+            false
+        )
+        .unwrap(),
+        Input::CertificateReceived("PEM".into())
+    );
 }

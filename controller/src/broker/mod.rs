@@ -62,8 +62,9 @@ pub struct BrokerTls {
 }
 
 /// Who may touch which topic: a device (its certificate name is its user
-/// name and its client id) writes its own reports and reads its own desired
-/// state and commands, nothing else; the controller reads and writes all.
+/// name and its client id) writes its own reports and certificate requests
+/// and reads its own desired state, commands and renewed certificates,
+/// nothing else; the controller reads and writes all.
 pub fn render_acl(controller: &str) -> String {
     format!(
         "# Written by fleet-controller at every start; edits here are overwritten.\n\
@@ -75,7 +76,9 @@ pub fn render_acl(controller: &str) -> String {
          pattern write fleet/v1/dev/%u/health\n\
          pattern write fleet/v1/dev/%u/events\n\
          pattern read fleet/v1/dev/%u/desired\n\
-         pattern read fleet/v1/dev/%u/cmd\n"
+         pattern read fleet/v1/dev/%u/cmd\n\
+         pattern write fleet/v1/dev/%u/csr\n\
+         pattern read fleet/v1/dev/%u/cert\n"
     )
 }
 

@@ -21,9 +21,6 @@ pub struct RevokedCert {
     pub revoked_at_ms: u64,
 }
 
-/// How long a device certificate is valid.
-pub const DEVICE_CERT_DAYS: i64 = 365;
-
 /// One scanned device of a shipment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShipmentLine {

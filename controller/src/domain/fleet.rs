@@ -280,7 +280,10 @@ impl Fleet {
                 d.status.health_at_ms = Some(now_ms);
             }
             Payload::Event(e) => out.event = Some(e.clone()),
-            Payload::Desired(_) | Payload::Command(_) => {}
+            Payload::Desired(_)
+            | Payload::Command(_)
+            | Payload::CertRequest(_)
+            | Payload::CertIssued(_) => {}
         }
         if !out.stale {
             d.status.last_seen_ms = Some(now_ms);

@@ -9,6 +9,8 @@
 //! - [`registration`]: what a registration may say about a device.
 //! - [`registry`]: counties and polling stations from the operator's CSV.
 //! - [`enrolment`]: shipment CSV and enrolment-token checks.
+//! - [`renewal`]: whether a device's certificate renewal request is signed,
+//!   and when a certificate is due.
 //! - [`auth`]: roles, permissions, province scope, operator tokens.
 //! - [`audit`]: the audit log's hash chain and its verification.
 //! - [`throttle`]: per-address limits and a log gate, for failed
@@ -32,4 +34,5 @@ pub mod limits;
 pub mod readiness;
 pub mod registration;
 pub mod registry;
+pub mod renewal;
 pub mod throttle;

@@ -39,6 +39,8 @@ pub struct AppState {
     pub lifecycle_lock: Arc<tokio::sync::Mutex<()>>,
     /// Set by ingest: whether it holds a live session with the broker.
     pub ingest_connected: Arc<std::sync::atomic::AtomicBool>,
+    /// Lifetimes of the certificates issued (`[pki]`).
+    pub cert_policy: crate::pki::CertPolicy,
 }
 
 impl AppState {

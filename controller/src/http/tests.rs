@@ -79,6 +79,7 @@ async fn test_app() -> TestApp {
         revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
         ingest_connected: Arc::default(),
+        cert_policy: Default::default(),
     };
     TestApp {
         router: app(state),
@@ -1031,6 +1032,7 @@ async fn failed_changes_are_recorded_after_their_entry() {
         revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
         ingest_connected: Arc::default(),
+        cert_policy: Default::default(),
     };
     let caller = Caller::system("test");
     let r: Result<(), ApiError> = within(

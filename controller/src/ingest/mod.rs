@@ -38,6 +38,29 @@ pub struct IngestConfig {
     pub connected: Arc<std::sync::atomic::AtomicBool>,
     /// What one device may send per minute; the excess is dropped.
     pub limits: RateLimits,
+    /// Signs devices' renewal requests (`None`: --insecure-dev, no CA use).
+    pub renewer: Option<Renewer>,
+    /// Where the controller's own identity is read again before each
+    /// reconnection, so a renewed certificate is used (`None`: plaintext).
+    pub identity: Option<crate::pki::PkiPaths>,
+}
+
+/// What signing a device's renewal request needs.
+#[derive(Clone)]
+pub struct Renewer {
+    pub store: crate::store::Store,
+    pub access: Arc<crate::access::Access>,
+    pub pki: crate::pki::PkiPaths,
+    pub device_cert: time::Duration,
+}
+
+impl std::fmt::Debug for Renewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renewer")
+            .field("pki", &self.pki)
+            .field("device_cert", &self.device_cert)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a message was refused.
@@ -235,7 +258,23 @@ pub async fn run(
                     Ok(Accepted::Ignored) => {}
                     Ok(Accepted::Applied(applied)) => {
                         let (env, observed) = *applied;
-                        handle_applied(&client, &fleet, &writer, env, observed).await;
+                        if matches!(env.payload, Payload::CertRequest(_)) {
+                            match &cfg.renewer {
+                                Some(r) => {
+                                    tokio::spawn(renew_certificate(
+                                        r.clone(),
+                                        client.clone(),
+                                        Arc::clone(&fleet),
+                                        env,
+                                    ));
+                                }
+                                None => {
+                                    debug!(device = %env.device, "renewal request ignored: no CA in use (--insecure-dev)")
+                                }
+                            }
+                        } else {
+                            handle_applied(&client, &fleet, &writer, env, observed).await;
+                        }
                     }
                     Err(rejection) => {
                         metrics::counter!(rejection.metric(), "reason" => rejection.label())
@@ -290,10 +329,153 @@ pub async fn run(
                     () = tokio::time::sleep(retry) => {}
                 }
                 retry = (retry * 2).min(Duration::from_secs(5));
+                // The controller's certificate may have been renewed.
+                if let Some(paths) = &cfg.identity {
+                    match reload_identity(paths) {
+                        Ok(tls) => {
+                            eventloop.mqtt_options.set_transport(
+                                rumqttc::Transport::tls_with_config(
+                                    rumqttc::TlsConfiguration::Rustls(tls),
+                                ),
+                            );
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot read the controller's identity again; the one loaded is kept")
+                        }
+                    }
+                }
             }
         }
     }
     info!("ingest stopped");
+}
+
+fn reload_identity(
+    paths: &crate::pki::PkiPaths,
+) -> Result<Arc<rustls::ClientConfig>, crate::pki::PkiError> {
+    let read = |p: std::path::PathBuf| {
+        std::fs::read(&p).map_err(|source| crate::pki::PkiError::Read { path: p, source })
+    };
+    crate::pki::tls_client_config(
+        &read(paths.ca_cert())?,
+        &read(paths.controller_cert())?,
+        &read(paths.controller_key())?,
+    )
+}
+
+/// A device asks for a new certificate over its mutual-TLS session: check
+/// the request (`domain::renewal`), sign its public key with the fields the
+/// controller decides, audit, record, and send the certificate back on the
+/// device's `cert` topic. Refusals are counted and logged, not audited (a
+/// device sending garbage must not fill the audit log).
+async fn renew_certificate(
+    r: Renewer,
+    client: AsyncClient,
+    fleet: Arc<RwLock<Fleet>>,
+    env: Envelope,
+) {
+    use rand::RngCore;
+    let Payload::CertRequest(req) = env.payload else {
+        return;
+    };
+    let device = env.device;
+    let now = unix_ms();
+    let lifecycle = fleet
+        .read()
+        .expect("fleet lock is never poisoned")
+        .get(&device)
+        .map(|d| d.reg.lifecycle);
+    let key = match crate::domain::renewal::check_request(&device, lifecycle, &req.csr_pem) {
+        Ok(key) => key,
+        Err(why) => {
+            metrics::counter!("fleet_cert_renewals_refused_total").increment(1);
+            warn!(device = %device, reason = %why, "certificate renewal refused");
+            return;
+        }
+    };
+    let mut params = crate::pki::leaf_params(
+        device.as_str(),
+        vec![],
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        r.device_cert,
+    );
+    let mut serial = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut serial);
+    serial[0] &= 0x7f;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    let not_after_ms = u64::try_from(params.not_after.unix_timestamp()).unwrap_or(0) * 1000;
+    let serial_hex = hex::encode(serial);
+    let cert = match crate::pki::Ca::load(&r.pki).and_then(|ca| ca.sign(&params, &key)) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(device = %device, error = %e, "cannot sign a renewed certificate");
+            return;
+        }
+    };
+    let actor = format!("device {device} (renewal over mutual TLS)");
+    let detail = serde_json::json!({
+        "certificate_serial": serial_hex,
+        "not_after_ms": not_after_ms,
+        "new_key": req.new_key,
+    });
+    if let Err(e) = r
+        .access
+        .record_as(
+            &actor,
+            "device",
+            "mqtt",
+            "device.renew",
+            device.as_str(),
+            detail,
+        )
+        .await
+    {
+        warn!(device = %device, error = %e, "renewal not made: it cannot be audited");
+        return;
+    }
+    match r
+        .store
+        .insert_renewed_certificate(&device, &serial_hex, now, not_after_ms)
+        .await
+    {
+        Ok(true) => {}
+        other => {
+            let why = match other {
+                Err(e) => e.to_string(),
+                Ok(_) => "the device left service meanwhile".to_owned(),
+            };
+            r.access
+                .failed_as(
+                    &actor,
+                    "device",
+                    "mqtt",
+                    "device.renew",
+                    device.as_str(),
+                    &why,
+                )
+                .await;
+            return;
+        }
+    }
+    let answer = Envelope::new(
+        device.clone(),
+        now,
+        Payload::CertIssued(fleet_protocol::CertIssued { cert_pem: cert }),
+    );
+    match answer.to_cbor() {
+        Ok(bytes) => {
+            if let Err(e) = client
+                .publish(answer.topic().to_string(), QoS::AtLeastOnce, false, bytes)
+                .await
+            {
+                warn!(device = %device, error = %e, "cannot send the renewed certificate");
+                return;
+            }
+            metrics::counter!("fleet_cert_renewals_total").increment(1);
+            info!(device = %device, serial = %serial_hex, not_after_ms, "device certificate renewed");
+        }
+        Err(e) => warn!(device = %device, error = %e, "cannot encode the renewed certificate"),
+    }
 }
 
 async fn handle_applied(

@@ -167,7 +167,9 @@ pub fn leaf_params(
     p.extended_key_usages = vec![usage];
     p.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
-    p.not_before = now - Duration::minutes(5);
+    // Back-dated for clocks a little behind, by at most a tenth of the
+    // certificate's life (a certificate of minutes, in tests, stays one).
+    p.not_before = now - std::cmp::min(valid_for / 10_i32, Duration::minutes(5));
     p.not_after = now + valid_for;
     p
 }
@@ -239,9 +241,39 @@ impl Ca {
     }
 }
 
-/// Create the CA, the broker's and the controller's certificates.
-/// A server certificate for 127.0.0.1 and localhost, valid two years.
-fn issue_server_cert(ca: &Ca, name: &str, cert: &Path, key: &Path) -> Result<(), PkiError> {
+/// How long the certificates the controller issues live, and when they are
+/// renewed (`[pki]` in the configuration).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertPolicy {
+    pub device: Duration,
+    pub server: Duration,
+    /// The fraction of a certificate's life after which it is renewed.
+    pub renew_at: f64,
+    /// How often the controller checks its own certificates.
+    pub check_every: std::time::Duration,
+}
+
+impl Default for CertPolicy {
+    fn default() -> Self {
+        Self {
+            device: Duration::days(365),
+            server: Duration::days(365 * 2),
+            renew_at: 0.66,
+            check_every: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A server certificate for 127.0.0.1 and localhost, valid `valid_for`.
+/// The key and then the certificate are written whole and renamed into
+/// place, so a reader sees the old pair or the new one.
+fn issue_server_cert(
+    ca: &Ca,
+    name: &str,
+    cert: &Path,
+    key: &Path,
+    valid_for: Duration,
+) -> Result<(), PkiError> {
     let k = KeyPair::generate()?;
     let params = leaf_params(
         name,
@@ -250,10 +282,153 @@ fn issue_server_cert(ca: &Ca, name: &str, cert: &Path, key: &Path) -> Result<(),
             SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
         ],
         ExtendedKeyUsagePurpose::ServerAuth,
-        Duration::days(365 * 2),
+        valid_for,
     );
-    write_file(key, k.serialize_pem().as_bytes(), true)?;
-    write_file(cert, ca.sign(&params, &k)?.as_bytes(), false)
+    replace_pair(cert, &ca.sign(&params, &k)?, key, &k.serialize_pem())
+}
+
+fn replace_pair(cert: &Path, cert_pem: &str, key: &Path, key_pem: &str) -> Result<(), PkiError> {
+    let tmp = |p: &Path| {
+        let mut name = p.as_os_str().to_owned();
+        name.push(".tmp");
+        PathBuf::from(name)
+    };
+    write_file(&tmp(key), key_pem.as_bytes(), true)?;
+    write_file(&tmp(cert), cert_pem.as_bytes(), false)?;
+    for p in [key, cert] {
+        fs::rename(tmp(p), p).map_err(|source| PkiError::Write {
+            path: p.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The controller's own client certificate (its MQTT identity).
+fn issue_controller_cert(ca: &Ca, paths: &PkiPaths, valid_for: Duration) -> Result<(), PkiError> {
+    let k = KeyPair::generate()?;
+    let params = leaf_params(
+        CONTROLLER_IDENTITY,
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        valid_for,
+    );
+    replace_pair(
+        &paths.controller_cert(),
+        &ca.sign(&params, &k)?,
+        &paths.controller_key(),
+        &k.serialize_pem(),
+    )
+}
+
+/// A kind of certificate the controller watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertKind {
+    Ca,
+    Broker,
+    Api,
+    Controller,
+    Device,
+}
+
+impl CertKind {
+    pub const SERVICES: [CertKind; 3] = [CertKind::Broker, CertKind::Api, CertKind::Controller];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertKind::Ca => "ca",
+            CertKind::Broker => "broker",
+            CertKind::Api => "api",
+            CertKind::Controller => "controller",
+            CertKind::Device => "device",
+        }
+    }
+}
+
+/// The validity of a PEM certificate file: (not_before_ms, not_after_ms, serial hex).
+pub fn validity(path: &Path) -> Result<(u64, u64, String), PkiError> {
+    let bytes = fs::read(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bad = |e: String| PkiError::Tls {
+        what: "certificate file",
+        reason: format!("{}: {e}", path.display()),
+    };
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).map_err(|e| bad(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+    let ms = |t: x509_parser::time::ASN1Time| u64::try_from(t.timestamp()).unwrap_or(0) * 1000;
+    Ok((
+        ms(cert.validity().not_before),
+        ms(cert.validity().not_after),
+        cert.tbs_certificate.raw_serial_as_string().replace(':', ""),
+    ))
+}
+
+impl PkiPaths {
+    pub fn cert_of(&self, kind: CertKind) -> Option<PathBuf> {
+        match kind {
+            CertKind::Ca => Some(self.ca_cert()),
+            CertKind::Broker => Some(self.broker_cert()),
+            CertKind::Api => Some(self.api_cert()),
+            CertKind::Controller => Some(self.controller_cert()),
+            CertKind::Device => None,
+        }
+    }
+}
+
+/// Renew the broker's, the API's and the controller's certificates that are
+/// past `policy.renew_at` of their life (or unreadable) at `now_ms`; the
+/// kinds renewed. The CA stays the same, so devices keep trusting them.
+pub fn renew_service_certs(
+    paths: &PkiPaths,
+    policy: &CertPolicy,
+    now_ms: u64,
+) -> Result<Vec<CertKind>, PkiError> {
+    let mut renewed = Vec::new();
+    let mut ca = None;
+    for kind in CertKind::SERVICES {
+        let Some(cert) = paths.cert_of(kind) else {
+            continue;
+        };
+        let due = match validity(&cert) {
+            // Past its renewal point, or living longer than the configured
+            // lifetime allows (the lifetime was shortened).
+            Ok((from, to, _)) => {
+                let longest = u64::try_from(policy.server.whole_milliseconds()).unwrap_or(u64::MAX);
+                now_ms >= crate::domain::renewal::due_at_ms(from, to, policy.renew_at)
+                    || to > now_ms.saturating_add(longest).saturating_add(600_000)
+            }
+            Err(_) => true,
+        };
+        if !due {
+            continue;
+        }
+        let ca = match &ca {
+            Some(ca) => ca,
+            None => ca.insert(Ca::load(paths)?),
+        };
+        match kind {
+            CertKind::Broker => issue_server_cert(
+                ca,
+                "fleet-broker",
+                &paths.broker_cert(),
+                &paths.broker_key(),
+                policy.server,
+            )?,
+            CertKind::Api => issue_server_cert(
+                ca,
+                "fleet-api",
+                &paths.api_cert(),
+                &paths.api_key(),
+                policy.server,
+            )?,
+            CertKind::Controller => issue_controller_cert(ca, paths, policy.server)?,
+            CertKind::Ca | CertKind::Device => continue,
+        }
+        renewed.push(kind);
+    }
+    Ok(renewed)
 }
 
 /// A data directory made before the API had its own certificate gets one.
@@ -262,7 +437,13 @@ pub fn ensure_api_cert(paths: &PkiPaths) -> Result<bool, PkiError> {
         return Ok(false);
     }
     let ca = Ca::load(paths)?;
-    issue_server_cert(&ca, "fleet-api", &paths.api_cert(), &paths.api_key())?;
+    issue_server_cert(
+        &ca,
+        "fleet-api",
+        &paths.api_cert(),
+        &paths.api_key(),
+        CertPolicy::default().server,
+    )?;
     Ok(true)
 }
 
@@ -284,31 +465,22 @@ pub fn init(data_dir: &Path) -> Result<PkiPaths, PkiError> {
     write_file(&paths.ca_cert(), ca_cert.pem().as_bytes(), false)?;
     let ca = Ca::load(&paths)?;
 
+    let server = CertPolicy::default().server;
     issue_server_cert(
         &ca,
         "fleet-broker",
         &paths.broker_cert(),
         &paths.broker_key(),
+        server,
     )?;
-    issue_server_cert(&ca, "fleet-api", &paths.api_cert(), &paths.api_key())?;
-
-    let ctl_key = KeyPair::generate()?;
-    let ctl = leaf_params(
-        CONTROLLER_IDENTITY,
-        vec![],
-        ExtendedKeyUsagePurpose::ClientAuth,
-        Duration::days(365 * 2),
-    );
-    write_file(
-        &paths.controller_key(),
-        ctl_key.serialize_pem().as_bytes(),
-        true,
+    issue_server_cert(
+        &ca,
+        "fleet-api",
+        &paths.api_cert(),
+        &paths.api_key(),
+        server,
     )?;
-    write_file(
-        &paths.controller_cert(),
-        ca.sign(&ctl, &ctl_key)?.as_bytes(),
-        false,
-    )?;
+    issue_controller_cert(&ca, &paths, server)?;
     write_file(&paths.crl(), ca.crl(1, &[])?.as_bytes(), false)?;
     Ok(paths)
 }
@@ -406,5 +578,45 @@ mod tests {
         fs::remove_file(paths.api_key()).unwrap();
         assert!(ensure_api_cert(&paths).unwrap());
         assert!(paths.api_cert().is_file() && paths.api_key().is_file());
+    }
+
+    #[test]
+    fn service_certificates_are_renewed_past_their_renewal_point_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = init(dir.path()).unwrap();
+        let policy = CertPolicy {
+            server: Duration::minutes(2),
+            ..CertPolicy::default()
+        };
+        let (from, to, serial) = validity(&paths.broker_cert()).unwrap();
+        assert!(to - from > 700 * 86_400_000, "two years at init");
+        // Well inside their life and the configured lifetime: nothing.
+        assert!(
+            renew_service_certs(&paths, &CertPolicy::default(), from + 86_400_000)
+                .unwrap()
+                .is_empty()
+        );
+        // Past two thirds: all three, with the same CA.
+        let late = crate::domain::renewal::due_at_ms(from, to, 0.66) + 1;
+        assert_eq!(
+            renew_service_certs(&paths, &policy, late).unwrap(),
+            CertKind::SERVICES
+        );
+        let (from2, to2, serial2) = validity(&paths.broker_cert()).unwrap();
+        assert_ne!(serial, serial2);
+        assert!(
+            to2 - from2 <= 8 * 60_000,
+            "the configured lifetime (+5 min back-dating)"
+        );
+        assert_eq!(
+            validity(&paths.ca_cert()).unwrap().2,
+            validity(&paths.ca_cert()).unwrap().2
+        );
+        let mode = fs::metadata(paths.broker_key())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

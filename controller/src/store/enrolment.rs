@@ -110,6 +110,60 @@ impl Store {
         Ok(true)
     }
 
+    /// Record a renewed certificate of a device still in service (enrolled,
+    /// shipped or deployed). False (nothing written) if it is not, e.g.
+    /// retired meanwhile.
+    pub async fn insert_renewed_certificate(
+        &self,
+        device: &DeviceId,
+        serial: &str,
+        now_ms: u64,
+        not_after_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "INSERT INTO certificates (serial, device, issued_at_ms, not_after_ms)
+             SELECT ?, id, ?, ? FROM devices
+             WHERE id = ? AND lifecycle IN ('enrolled', 'shipped', 'deployed')",
+        )
+        .bind(serial)
+        .bind(to_i64(now_ms))
+        .bind(to_i64(not_after_ms))
+        .bind(device.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The nearest expiries of certificates that are not revoked and not
+    /// yet replaced by a later one of the same device: (device, serial,
+    /// not_after_ms), soonest first.
+    pub async fn nearest_device_expiries(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(DeviceId, String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.device, c.serial, c.not_after_ms FROM certificates c
+             WHERE c.revoked_at_ms IS NULL
+               AND c.not_after_ms = (SELECT MAX(d.not_after_ms) FROM certificates d
+                                     WHERE d.device = c.device AND d.revoked_at_ms IS NULL)
+             ORDER BY c.not_after_ms LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    device_of("certificates", r)?,
+                    r.get::<String, _>(1),
+                    to_u64(r.get(2)),
+                ))
+            })
+            .collect()
+    }
+
     /// The devices of a shipment with their token's state.
     pub async fn shipment(&self, shipment: &str) -> Result<Vec<ShipmentDevice>, StoreError> {
         let rows = sqlx::query(

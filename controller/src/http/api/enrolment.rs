@@ -234,7 +234,7 @@ async fn enrol_checked(
         device.as_str(),
         vec![],
         ExtendedKeyUsagePurpose::ClientAuth,
-        time::Duration::days(enrolment::DEVICE_CERT_DAYS),
+        st.cert_policy.device,
     );
     let mut serial = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut serial);

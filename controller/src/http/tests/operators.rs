@@ -192,6 +192,7 @@ fn app_over(app: &TestApp, access: Arc<Access>) -> Router {
         revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
         ingest_connected: Arc::default(),
+        cert_policy: Default::default(),
     })
 }
 
