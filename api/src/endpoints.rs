@@ -292,6 +292,19 @@ pub const BROKER: Endpoint = Endpoint {
     errors: &[401, 403],
 };
 
+pub const PKI: Endpoint = Endpoint {
+    operation_id: "pki",
+    method: Method::Get,
+    path: "/api/v1/pki",
+    summary: "When the CA, the service certificates and the devices' certificates expire",
+    description: "Devices renew their own certificates at two thirds of their life; the controller renews the broker's, the API's and its own.",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("PkiStatus"),
+    errors: &[401, 403],
+};
+
 pub const TOKENS: Endpoint = Endpoint {
     operation_id: "tokens",
     method: Method::Get,
@@ -413,6 +426,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     BASELINES,
     SET_BASELINE,
     BROKER,
+    PKI,
     TOKENS,
     CREATE_TOKEN,
     REVOKE_TOKEN,

@@ -90,6 +90,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: BaselineCmd,
     },
+    /// Certificates: when the CA, the broker's, the API's, the controller's
+    /// and the devices' certificates expire.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCmd,
+    },
     /// Warehouse enrolment: a shipment of scanned serials, and its status.
     Enrol {
         #[command(subcommand)]
@@ -214,6 +220,16 @@ pub enum RegistryCmd {
     Counties {
         #[arg(long)]
         province: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PkiCmd {
+    /// Each service certificate and the CA with its dates, then the devices
+    /// whose certificates end first.
+    Status {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },

@@ -145,6 +145,15 @@ async fn a_device_keeps_reporting_across_two_renewals_and_a_broker_certificate_r
             "{kind}: {metrics}"
         );
     }
+    // fleetctl pki status shows the same: every service certificate and
+    // the device's current certificate.
+    let (ok, out, err) = ctl
+        .fleetctl(&["pki", "status", "--output", "json"])
+        .unwrap();
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["certificates"].as_array().unwrap().len(), 4, "{out}");
+    assert_eq!(status["devices_expiring_first"][0]["device"], ID, "{out}");
     drop(agent);
     ctl.stop().unwrap();
 }

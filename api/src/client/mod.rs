@@ -303,6 +303,10 @@ impl Client {
         self.call(&ep::BROKER, &[], NO_QUERY, Payload::Empty).await
     }
 
+    pub async fn pki(&self) -> Result<PkiStatus, ClientError> {
+        self.call(&ep::PKI, &[], NO_QUERY, Payload::Empty).await
+    }
+
     pub async fn tokens(&self) -> Result<Vec<TokenRow>, ClientError> {
         self.call(&ep::TOKENS, &[], NO_QUERY, Payload::Empty).await
     }

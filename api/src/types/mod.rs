@@ -22,6 +22,7 @@ pub mod devices;
 pub mod enrolment;
 pub mod error;
 pub mod health;
+pub mod pki;
 pub mod provinces;
 pub mod readiness;
 pub mod registry;
@@ -40,6 +41,7 @@ pub use enrolment::{
 };
 pub use error::{ErrorBody, InvalidItem};
 pub use health::{BrokerState, ControllerHealth, HealthStatus};
+pub use pki::{CertExpiry, DeviceCertExpiry, PkiStatus};
 pub use provinces::ProvinceRow;
 pub use readiness::{Grouping, Readiness, ReadinessQuery, ReadinessRow, Reason};
 pub use registry::{CountyQuery, CountyRow, RegistryImported};

@@ -93,6 +93,7 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         (&endpoint::BASELINES, get(baselines::baselines)),
         (&endpoint::SET_BASELINE, put(baselines::set_baseline)),
         (&endpoint::BROKER, get(broker::broker)),
+        (&endpoint::PKI, get(pki::status)),
         (&endpoint::TOKENS, get(tokens::list_tokens)),
         (&endpoint::CREATE_TOKEN, post(tokens::create_token)),
         (&endpoint::REVOKE_TOKEN, delete(tokens::revoke_token)),

@@ -1321,3 +1321,22 @@ async fn reassigning_a_deployed_device_needs_central_ops_and_is_audited_before_a
     );
 }
 mod operators;
+
+/// `GET /api/v1/pki` (fleetctl pki status): every service certificate and
+/// the CA with their dates, and the devices whose certificates end first.
+#[tokio::test]
+async fn pki_status_lists_each_certificate_with_its_dates() {
+    let app = test_app().await;
+    let v = ok(app.get("/api/v1/pki").await);
+    let certs = v["certificates"].as_array().unwrap();
+    let kinds: Vec<&str> = certs.iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ca", "broker", "api", "controller"], "{v}");
+    for c in certs {
+        assert!(
+            c["not_after_ms"].as_u64().unwrap() > c["not_before_ms"].as_u64().unwrap(),
+            "{c}"
+        );
+        assert!(!c["serial"].as_str().unwrap().is_empty(), "{c}");
+    }
+    assert!(v["devices_expiring_first"].is_array(), "{v}");
+}

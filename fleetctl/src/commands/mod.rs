@@ -8,6 +8,7 @@ pub mod decode;
 pub mod device;
 pub mod devices;
 pub mod enrol;
+pub mod pki;
 pub mod readiness;
 pub mod registry;
 pub mod token;
@@ -16,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use fleet_api::{Client, ClientError};
 
-use crate::cli::{AuditCmd, BaselineCmd, Cli, Cmd, DeviceCmd, EnrolCmd, RegistryCmd, TokenCmd};
+use crate::cli::{
+    AuditCmd, BaselineCmd, Cli, Cmd, DeviceCmd, EnrolCmd, PkiCmd, RegistryCmd, TokenCmd,
+};
 use crate::render::{Output, Report};
 
 /// What can stop a command, each saying what the operator can do.
@@ -130,6 +133,9 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
                 done(registry::counties(c, province).await?, output)
             }
         },
+        Cmd::Pki {
+            command: PkiCmd::Status { output },
+        } => done(pki::status(c).await?, output),
         Cmd::Baseline { command } => match command {
             BaselineCmd::Set { model, version } => {
                 done(baseline::set(c, &model, &version).await?, Table)

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod enrolment;
 pub mod health;
 pub mod openapi;
+pub mod pki;
 pub mod readiness;
 pub mod registry;
 pub mod tokens;
