@@ -425,6 +425,20 @@ impl Controller {
     }
 
     /// `fleetctl --controller <this> args…`: (success, stdout, stderr).
+    /// Import a registry CSV (counties and stations) through fleetctl;
+    /// an import that fails is an error with fleetctl's output.
+    pub fn import_registry(&self, csv: &str) -> anyhow::Result<()> {
+        let work = tempfile::tempdir()?;
+        let file = work.path().join("stations.csv");
+        std::fs::write(&file, csv)?;
+        let (ok, out, err) =
+            self.fleetctl(&["registry", "import", file.to_str().context("utf-8 path")?])?;
+        if !ok {
+            bail!("fleetctl registry import failed: {out}{err}");
+        }
+        Ok(())
+    }
+
     pub fn fleetctl(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
         self.fleetctl_as(&self.token, args)
     }

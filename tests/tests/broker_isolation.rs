@@ -51,14 +51,8 @@ async fn a_device_subscribing_to_every_group_and_wildcard_takes_nothing_from_the
     fleet_tests::install_crypto();
     let data = tempfile::tempdir().unwrap();
     let ctl = Controller::start(data.path(), &[]).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let csv = work.path().join("stations.csv");
-    std::fs::write(&csv, "province,county,station_id\nIR-23,IR-23-TEH,ST-1\n").unwrap();
-    assert!(
-        ctl.fleetctl(&["registry", "import", csv.to_str().unwrap()])
-            .unwrap()
-            .0
-    );
+    ctl.import_registry("province,county,station_id\nIR-23,IR-23-TEH,ST-1\n")
+        .unwrap();
     let thief = ctl.enrol("BB-THIEF", "IR-23", "IR-23-TEH", "").unwrap();
     let honest = ctl.enrol("BB-HONEST", "IR-23", "IR-23-TEH", "").unwrap();
     let port = ctl.mqtt_port;

@@ -39,13 +39,7 @@ async fn a_device_keeps_reporting_across_two_renewals_and_a_broker_certificate_r
     .unwrap();
     let broker_cert = data.path().join("pki/broker.crt");
     let broker_at_start = std::fs::read(&broker_cert).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let csv = work.path().join("stations.csv");
-    std::fs::write(&csv, REGISTRY).unwrap();
-    let (ok, _, err) = ctl
-        .fleetctl(&["registry", "import", csv.to_str().unwrap()])
-        .unwrap();
-    assert!(ok, "{err}");
+    ctl.import_registry(REGISTRY).unwrap();
     let (ok, _, err) = ctl
         .fleetctl(&["baseline", "set", "ballot-box-v2", "2.4.0"])
         .unwrap();

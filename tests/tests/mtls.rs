@@ -17,14 +17,8 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
     fleet_tests::install_crypto();
     let data = tempfile::tempdir().unwrap();
     let ctl = Controller::start(data.path(), &[]).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let csv = work.path().join("stations.csv");
-    std::fs::write(&csv, "province,county,station_id\nIR-23,IR-23-TEH,ST-1\n").unwrap();
-    assert!(
-        ctl.fleetctl(&["registry", "import", csv.to_str().unwrap()])
-            .unwrap()
-            .0
-    );
+    ctl.import_registry("province,county,station_id\nIR-23,IR-23-TEH,ST-1\n")
+        .unwrap();
     let a = ctl.enrol("BB-A", "IR-23", "IR-23-TEH", "").unwrap();
     let b = ctl.enrol("BB-B", "IR-23", "IR-23-TEH", "").unwrap();
     let port = ctl.mqtt_port;

@@ -43,14 +43,8 @@ fn count_disconnects(mut el: EventLoop) -> Arc<AtomicU64> {
 
 fn controller_with_county(data: &std::path::Path) -> Controller {
     let ctl = Controller::start(data, &[]).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let csv = work.path().join("stations.csv");
-    std::fs::write(&csv, "province,county,station_id\nIR-23,IR-23-TEH,ST-1\n").unwrap();
-    assert!(
-        ctl.fleetctl(&["registry", "import", csv.to_str().unwrap()])
-            .unwrap()
-            .0
-    );
+    ctl.import_registry("province,county,station_id\nIR-23,IR-23-TEH,ST-1\n")
+        .unwrap();
     ctl
 }
 

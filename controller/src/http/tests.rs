@@ -29,6 +29,32 @@ fn ok((status, body): (StatusCode, Value)) -> Value {
     body
 }
 
+/// The state every router test runs over: a real store and access in a
+/// temporary directory, no broker.
+fn test_state(
+    fleet: Arc<RwLock<Fleet>>,
+    store: Store,
+    access: Arc<Access>,
+    data_dir: std::path::PathBuf,
+) -> AppState {
+    AppState {
+        fleet,
+        store,
+        broker: BrokerInfo {
+            host: "127.0.0.1".into(),
+            port: 1,
+            tls: true,
+        },
+        metrics: crate::startup::metrics_handle(),
+        access,
+        data_dir,
+        revocation: crate::broker::Revocation::NoBroker,
+        lifecycle_lock: Arc::default(),
+        ingest_connected: Arc::default(),
+        cert_policy: Default::default(),
+    }
+}
+
 struct TestApp {
     router: Router,
     fleet: Arc<RwLock<Fleet>>,
@@ -65,22 +91,12 @@ async fn test_app() -> TestApp {
     .await
     .unwrap();
     crate::pki::init(dir.path()).unwrap();
-    let state = AppState {
-        fleet: Arc::clone(&fleet),
-        store: store.clone(),
-        broker: BrokerInfo {
-            host: "127.0.0.1".into(),
-            port: 1,
-            tls: true,
-        },
-        metrics: crate::startup::metrics_handle(),
-        access: Arc::clone(&access),
-        data_dir: dir.path().to_owned(),
-        revocation: crate::broker::Revocation::NoBroker,
-        lifecycle_lock: Arc::default(),
-        ingest_connected: Arc::default(),
-        cert_policy: Default::default(),
-    };
+    let state = test_state(
+        Arc::clone(&fleet),
+        store.clone(),
+        Arc::clone(&access),
+        dir.path().to_owned(),
+    );
     TestApp {
         router: app(state),
         fleet,
@@ -1018,22 +1034,12 @@ async fn lifecycle_cannot_be_sidestepped() {
 #[tokio::test]
 async fn failed_changes_are_recorded_after_their_entry() {
     let app = test_app().await;
-    let state = AppState {
-        fleet: Arc::clone(&app.fleet),
-        store: app.store.clone(),
-        broker: BrokerInfo {
-            host: "127.0.0.1".into(),
-            port: 1,
-            tls: true,
-        },
-        metrics: crate::startup::metrics_handle(),
-        access: Arc::clone(&app.access),
-        data_dir: app.dir.path().to_owned(),
-        revocation: crate::broker::Revocation::NoBroker,
-        lifecycle_lock: Arc::default(),
-        ingest_connected: Arc::default(),
-        cert_policy: Default::default(),
-    };
+    let state = test_state(
+        Arc::clone(&app.fleet),
+        app.store.clone(),
+        Arc::clone(&app.access),
+        app.dir.path().to_owned(),
+    );
     let caller = Caller::system("test");
     let r: Result<(), ApiError> = within(
         STEP,

@@ -135,16 +135,7 @@ impl Store {
         .bind(device.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let serial: String = r.get(0);
-                Ok(RevokedCert {
-                    serial: hex::decode(&serial)
-                        .map_err(|e| corrupt("certificates", format!("serial {serial}: {e}")))?,
-                    revoked_at_ms: to_u64(r.get(1)),
-                })
-            })
-            .collect()
+        revoked_certs(&rows)
     }
 
     pub async fn retire(
@@ -178,15 +169,21 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                let serial: String = r.get(0);
-                Ok(RevokedCert {
-                    serial: hex::decode(&serial)
-                        .map_err(|e| corrupt("certificates", format!("serial {serial}: {e}")))?,
-                    revoked_at_ms: to_u64(r.get(1)),
-                })
-            })
-            .collect()
+        revoked_certs(&rows)
     }
+}
+
+/// Rows of `serial, revoked_at_ms` as the CRL lists them; a serial that is
+/// not hexadecimal is an error naming it, never a certificate left out.
+fn revoked_certs(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<RevokedCert>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            let serial: String = r.get(0);
+            Ok(RevokedCert {
+                serial: hex::decode(&serial)
+                    .map_err(|e| corrupt("certificates", format!("serial {serial}: {e}")))?,
+                revoked_at_ms: to_u64(r.get(1)),
+            })
+        })
+        .collect()
 }

@@ -178,22 +178,12 @@ async fn the_token_cache_never_serves_an_expired_token() {
 }
 
 fn app_over(app: &TestApp, access: Arc<Access>) -> Router {
-    super::app(AppState {
-        fleet: Arc::clone(&app.fleet),
-        store: app.store.clone(),
-        broker: BrokerInfo {
-            host: "127.0.0.1".into(),
-            port: 1,
-            tls: true,
-        },
-        metrics: crate::startup::metrics_handle(),
+    super::app(super::test_state(
+        Arc::clone(&app.fleet),
+        app.store.clone(),
         access,
-        data_dir: app.dir.path().to_owned(),
-        revocation: crate::broker::Revocation::NoBroker,
-        lifecycle_lock: Arc::default(),
-        ingest_connected: Arc::default(),
-        cert_policy: Default::default(),
-    })
+        app.dir.path().to_owned(),
+    ))
 }
 
 async fn enrol_from(app: &TestApp, from: &str, device: &str, token: &str) -> (StatusCode, Value) {
