@@ -131,6 +131,7 @@ impl Hardware for SystemHardware {
             uptime_s: System::uptime(),
             clock_offset_ms: None,
             disk_free_mb: free / (1024 * 1024),
+            window: None,
         }
     }
 

@@ -137,6 +137,7 @@ mod tests {
             uptime_s: 100,
             clock_offset_ms: None,
             disk_free_mb: 5000,
+            window: None,
         }
     }
 

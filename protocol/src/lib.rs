@@ -21,7 +21,7 @@ pub use envelope::{DecodeError, EncodeError, Envelope, Payload, PROTOCOL_VERSION
 pub use ids::{CountyCode, DeviceId, IdError, Model, ProvinceCode, StationId, Version};
 pub use message::{
     Action, CertIssued, CertRequest, CheckResult, Command, Desired, Event, EventKind, Health,
-    Presence, PresenceStatus, State, TargetFirmware, UpdateStatus,
+    HealthWindow, Presence, PresenceStatus, State, TargetFirmware, UpdateStatus,
 };
 pub use provinces::{Province, PROVINCES};
 pub use topic::{Topic, TopicError, TopicKind};

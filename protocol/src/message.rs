@@ -110,6 +110,40 @@ pub struct Health {
     pub clock_offset_ms: Option<i64>,
     #[n(7)]
     pub disk_free_mb: u64,
+    /// Set when this message stands for several samples taken while the
+    /// device was offline (coalesced by the agent's outbox): the fields
+    /// above are the last sample, and the window holds min and max.
+    #[n(8)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HealthWindow>,
+}
+
+/// Several health samples coalesced into one: the interval they cover, how
+/// many there were, and min and max of each metric (the last value is the
+/// [`Health`] carrying this window).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct HealthWindow {
+    #[n(0)]
+    pub from_ms: u64,
+    #[n(1)]
+    pub to_ms: u64,
+    #[n(2)]
+    pub samples: u32,
+    #[n(3)]
+    pub cpu_pct: (u8, u8),
+    #[n(4)]
+    pub mem_used_pct: (u8, u8),
+    #[n(5)]
+    pub disk_free_pct: (u8, u8),
+    #[n(6)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_c: Option<(i16, i16)>,
+    #[n(7)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_pct: Option<(u8, u8)>,
+    #[n(8)]
+    pub disk_free_mb: (u64, u64),
 }
 
 /// `events`: things that happened, each with the device's sequence number so
@@ -177,6 +211,36 @@ pub enum EventKind {
     },
     #[n(4)]
     Error {
+        #[n(0)]
+        message: String,
+    },
+    /// The result of installing a firmware update (never dropped from the
+    /// agent's outbox).
+    #[n(5)]
+    UpdateResult {
+        #[n(0)]
+        version: Version,
+        #[n(1)]
+        ok: bool,
+        #[n(2)]
+        message: String,
+    },
+    /// The agent's outbox was full and dropped the oldest health samples:
+    /// `health_samples` of them, the oldest taken at `oldest_ms` and the
+    /// newest at `newest_ms` (agent clock).
+    #[n(6)]
+    OutboxDropped {
+        #[n(0)]
+        health_samples: u64,
+        #[n(1)]
+        oldest_ms: u64,
+        #[n(2)]
+        newest_ms: u64,
+    },
+    /// The agent could not write its state directory (disk full, read-only):
+    /// what it keeps now lives in memory only until the disk recovers.
+    #[n(7)]
+    StorageFault {
         #[n(0)]
         message: String,
     },

@@ -47,6 +47,7 @@ impl Hardware for SimHardware {
             uptime_s: self.uptime_base_s + self.booted.elapsed().as_secs(),
             clock_offset_ms: None,
             disk_free_mb: r.gen_range(2_000..30_000),
+            window: None,
         }
     }
 

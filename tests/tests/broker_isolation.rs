@@ -42,6 +42,7 @@ fn health(id: &str, uptime_s: u64) -> Envelope {
             uptime_s,
             clock_offset_ms: None,
             disk_free_mb: 1000,
+            window: None,
         }),
     )
 }

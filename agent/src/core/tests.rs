@@ -63,6 +63,7 @@ fn normal() -> Health {
         uptime_s: 100,
         clock_offset_ms: None,
         disk_free_mb: 5000,
+        window: None,
     }
 }
 

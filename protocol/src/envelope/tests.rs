@@ -21,6 +21,7 @@ pub(crate) fn typical_health() -> Envelope {
             uptime_s: 3_456_789,
             clock_offset_ms: Some(-1_250),
             disk_free_mb: 12_345,
+            window: None,
         }),
     )
 }
@@ -238,6 +239,7 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
                 uptime_s: u,
                 clock_offset_ms: o,
                 disk_free_mb: f,
+                window: None,
             })
         });
     let event = (
