@@ -75,7 +75,13 @@ impl Application {
         if !renewed.is_empty() {
             info!(?renewed, "renewed certificates past their renewal point");
         }
-        secure_data_dir(&data_dir)?;
+        // Root starts the managed Mosquitto, which then runs as its own user
+        // and must be let through the data directory to its own.
+        let broker_account = match cfg.broker_mode() {
+            BrokerMode::Managed { .. } => broker::account::broker_account()?,
+            BrokerMode::External { .. } => None,
+        };
+        secure_data_dir(&data_dir, broker_account.as_ref())?;
         warn_if_insecure(&cfg);
         let http_tls = http_tls(&cfg, &paths)?;
         let ingest_tls = ingest_tls(&cfg, &paths)?;
@@ -195,13 +201,15 @@ impl Application {
 /// made: a copied backup, a careless `chmod -R`, an old version's files.
 /// The data directory and its private subdirectories are 0700; the
 /// database, its WAL, the audit head, the admin token and every key 0600.
-pub fn secure_data_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut wanted: Vec<(PathBuf, u32)> = vec![
-        (dir.to_owned(), 0o700),
-        (dir.join("pki"), 0o700),
-        (dir.join("mosquitto"), 0o700),
-    ];
+pub fn secure_data_dir(
+    dir: &Path,
+    broker: Option<&broker::account::Account>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // The managed broker's user (when root started it) passes through to its
+    // own directory by group, without listing this one: 0710.
+    let top = if broker.is_some() { 0o710 } else { 0o700 };
+    let mut wanted: Vec<(PathBuf, u32)> = vec![(dir.to_owned(), top), (dir.join("pki"), 0o700)];
     for f in [
         "fleet.db",
         "fleet.db-wal",
@@ -227,6 +235,15 @@ pub fn secure_data_dir(dir: &Path) -> anyhow::Result<()> {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                 .with_context(|| format!("cannot set the permissions of {}", path.display()))?;
             warn!(path = %path.display(), was = format!("{had:o}"), now = format!("{mode:o}"), "fixed permissions");
+        }
+    }
+    if let Some(account) = broker {
+        let meta =
+            std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        if meta.gid() != account.gid {
+            std::os::unix::fs::chown(dir, None, Some(account.gid)).with_context(|| {
+                format!("cannot give {} to group {}", dir.display(), account.name)
+            })?;
         }
     }
     Ok(())
@@ -439,7 +456,7 @@ pub async fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     pki::init(data_dir)?;
     let (store, access) = open_store(data_dir).await?;
-    secure_data_dir(data_dir)?;
+    secure_data_dir(data_dir, None)?;
     let by = access::Caller::system("fleet-controller init");
     access
         .record(&by, "init", "fleet", serde_json::json!({ "ca": "created" }))

@@ -100,7 +100,7 @@ impl ControllerProc {
     }
 
     pub fn broker_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.data_dir.path().join("mosquitto/mosquitto.pid"))
+        std::fs::read_to_string(self.data_dir.path().join("mosquitto/state/mosquitto.pid"))
             .ok()?
             .trim()
             .parse()

@@ -147,7 +147,7 @@ async fn forged_garbage_oversize_and_unknown_are_rejected_and_ingest_survives_a_
 
     // Mosquitto dies: the controller restarts it, ingest reconnects, and a
     // new report is processed.
-    let pid = std::fs::read_to_string(data.path().join("mosquitto/mosquitto.pid")).unwrap();
+    let pid = std::fs::read_to_string(data.path().join("mosquitto/state/mosquitto.pid")).unwrap();
     assert!(Command::new("kill")
         .args(["-KILL", pid.trim()])
         .status()

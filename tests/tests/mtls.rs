@@ -59,7 +59,7 @@ async fn the_broker_admits_only_fleet_certificates_and_confines_each_device() {
         "it never reached the controller"
     );
     // The claimed client id never became a session of its own.
-    let log = std::fs::read_to_string(data.path().join("mosquitto/mosquitto.log")).unwrap();
+    let log = std::fs::read_to_string(data.path().join("mosquitto/state/mosquitto.log")).unwrap();
     assert!(!log.contains(" as BB-B ("), "{log}");
 
     // No client certificate, a certificate of another CA, an expired one: refused.

@@ -18,7 +18,7 @@ fn a_killed_controllers_broker_is_stopped_by_the_next_start_which_keeps_its_port
     let data = tempfile::tempdir().unwrap();
     let mut first = Controller::start(data.path(), &[]).unwrap();
     let port = first.mqtt_port;
-    let pid_file = data.path().join("mosquitto/mosquitto.pid");
+    let pid_file = data.path().join("mosquitto/state/mosquitto.pid");
     let orphan: u32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()

@@ -123,7 +123,7 @@ async fn fifty_retirements_in_a_row_cost_the_fleet_at_most_one_reconnection() {
     let lost = b_lost.load(Ordering::SeqCst);
     assert!(lost <= 1, "BB-B lost its connection {lost} times");
     // The broker's own count: B connected once, at the start.
-    let log = std::fs::read_to_string(data.path().join("mosquitto/mosquitto.log")).unwrap();
+    let log = std::fs::read_to_string(data.path().join("mosquitto/state/mosquitto.log")).unwrap();
     let b_sessions = log.matches(" as BB-B (").count();
     assert!(b_sessions >= 1, "B never connected: {log}");
     assert!(

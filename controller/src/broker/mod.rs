@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub mod account;
 mod kick;
 pub mod revocation;
 pub use kick::Kicker;
@@ -39,12 +40,22 @@ pub enum BrokerError {
     NotListening { port: u16, secs: u64, log: PathBuf },
     #[error("an earlier mosquitto of this data directory (pid {pid}, from {pid_file}) is still running and would not stop; stop it by hand before starting the controller")]
     Orphan { pid: u32, pid_file: PathBuf },
+    #[error("the controller runs as root, so Mosquitto would drop to user {user}, but {why}; install Debian's mosquitto package (it makes the user) or run the controller as a service account")]
+    NoAccount { user: String, why: String },
+    #[error("Mosquitto runs as user {user} and cannot reach {dir}: {blocked_by} (mode {mode:o}) does not let it through; let it pass (chmod o+x, or chgrp {user} and chmod g+x) or put the data directory elsewhere")]
+    Unreachable {
+        user: String,
+        dir: PathBuf,
+        blocked_by: PathBuf,
+        mode: u32,
+    },
 }
 
 /// The managed broker's own config.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// Mosquitto's directory: config, persistence, log, pid file.
+    /// Mosquitto's directory: config, ACL, copies of the TLS files, and
+    /// `state/` (persistence, log, pid file), see [`account`].
     pub dir: PathBuf,
     /// Fixed port; `None` reuses the last port or picks a free one.
     pub port: Option<u16>,
@@ -101,11 +112,10 @@ fn port_is_free(port: u16) -> bool {
 /// The Mosquitto an earlier controller of this directory started, if it is
 /// still running: its pid file names a live process started with our config.
 fn orphan(dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(dir.join("mosquitto.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    // Where the pid file is, or was before the broker got `state/`.
+    let pid: u32 = [pid_file(dir), dir.join("mosquitto.pid")]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(f).ok()?.trim().parse().ok())?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let conf = dir.join("mosquitto.conf");
     let ours = String::from_utf8_lossy(&cmdline).contains(&*conf.to_string_lossy());
@@ -131,8 +141,18 @@ async fn stop_orphan(dir: &Path) -> Result<(), BrokerError> {
     }
     Err(BrokerError::Orphan {
         pid,
-        pid_file: dir.join("mosquitto.pid"),
+        pid_file: pid_file(dir),
     })
+}
+
+/// The managed Mosquitto's pid file.
+pub fn pid_file(dir: &Path) -> PathBuf {
+    account::state_dir(dir).join("mosquitto.pid")
+}
+
+/// The managed Mosquitto's log.
+pub fn log_file(dir: &Path) -> PathBuf {
+    account::state_dir(dir).join("mosquitto.log")
 }
 
 fn pick_port(cfg: &BrokerConfig) -> u16 {
@@ -151,28 +171,23 @@ fn pick_port(cfg: &BrokerConfig) -> u16 {
     })
 }
 
-/// Whether this process runs as root (read from `/proc/self/status`).
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// The config file Mosquitto runs with. Written anew at every start.
 ///
 /// The queue limit is per client and must hold a whole fleet reconnecting at
 /// once for the controller (Mosquitto drops QoS 1 messages past it without a
 /// word); devices themselves are only ever sent a handful of messages.
-pub fn render_config(dir: &Path, port: u16, tls: Option<&BrokerTls>) -> String {
-    // Started by root, Mosquitto would drop to the `mosquitto` user and lose
-    // access to the controller's data directory; it runs as the controller's
-    // own user instead (a service account in production), never above it.
-    let user = if running_as_root() { "user root\n" } else { "" };
+pub fn render_config(
+    dir: &Path,
+    port: u16,
+    tls: Option<&BrokerTls>,
+    account: Option<&account::Account>,
+) -> String {
+    // Started by root, Mosquitto drops to this user after reading this file;
+    // started by anyone else, it keeps that user (and ignores the line).
+    let user = account
+        .map(|a| format!("user {}\n", a.name))
+        .unwrap_or_default();
+    let state = account::state_dir(dir);
     let security = match tls {
         // The certificate name becomes the user name and the client id, so a
         // device can neither claim another's session nor pass the ACL as
@@ -202,19 +217,19 @@ pub fn render_config(dir: &Path, port: u16, tls: Option<&BrokerTls>) -> String {
          listener {port} 127.0.0.1\n\
          {security}\
          persistence true\n\
-         persistence_location {dir}/\n\
+         persistence_location {state}/\n\
          autosave_interval 30\n\
          persistent_client_expiration 30d\n\
          max_packet_size 16384\n\
          max_inflight_messages 1000\n\
          max_queued_messages 1000000\n\
-         pid_file {dir}/mosquitto.pid\n\
-         log_dest file {dir}/mosquitto.log\n\
+         pid_file {state}/mosquitto.pid\n\
+         log_dest file {state}/mosquitto.log\n\
          log_type error\n\
          log_type warning\n\
          log_type notice\n\
          connection_messages true\n",
-        dir = dir.display()
+        state = state.display()
     )
 }
 
@@ -270,19 +285,42 @@ impl ManagedBroker {
             let path = path.to_owned();
             move |source| BrokerError::Io { path, source }
         };
+        let account = account::broker_account()?;
         std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
+        if let Some(a) = &account {
+            account::check_reachable(&cfg.dir, a)?;
+        }
         // A controller killed with SIGKILL leaves its Mosquitto running on
         // the devices' port with stale state: stop it first, so the port it
         // held (the one devices know) is ours again.
         stop_orphan(&cfg.dir).await?;
+        account::prepare_dirs(&cfg.dir, account.as_ref())?;
         let port = pick_port(&cfg);
+        // What Mosquitto reads after dropping to its user: copies it can
+        // read and not rewrite, staged again before every reload.
+        let stage = {
+            let dir = cfg.dir.clone();
+            let tls = cfg.tls.clone();
+            let account = account.clone();
+            move || match &tls {
+                Some(t) => account::stage_tls(t, &dir, account.as_ref()).map(Some),
+                None => Ok(None),
+            }
+        };
+        let staged = stage()?;
         let conf = cfg.dir.join("mosquitto.conf");
-        std::fs::write(&conf, render_config(&cfg.dir, port, cfg.tls.as_ref()))
-            .map_err(io(&conf))?;
-        let acl = cfg.dir.join("acl");
-        std::fs::write(&acl, render_acl(crate::pki::CONTROLLER_IDENTITY)).map_err(io(&acl))?;
+        account::write_readable(
+            &conf,
+            render_config(&cfg.dir, port, staged.as_ref(), account.as_ref()).as_bytes(),
+            account.as_ref(),
+        )?;
+        account::write_readable(
+            &cfg.dir.join("acl"),
+            render_acl(crate::pki::CONTROLLER_IDENTITY).as_bytes(),
+            account.as_ref(),
+        )?;
         std::fs::write(cfg.dir.join("port"), port.to_string()).map_err(io(&cfg.dir))?;
-        let log = cfg.dir.join("mosquitto.log");
+        let log = log_file(&cfg.dir);
 
         let spawn = {
             let bin = bin.clone();
@@ -311,7 +349,14 @@ impl ManagedBroker {
         info!(port, config = %conf.display(), "managed mosquitto started");
         let (stop, stop_rx) = watch::channel(false);
         let (reload, reload_rx) = mpsc::channel(16);
-        let task = tokio::spawn(supervise(child, spawn, port, stop_rx.clone(), reload_rx));
+        let task = tokio::spawn(supervise(
+            child,
+            spawn,
+            stage,
+            port,
+            stop_rx.clone(),
+            reload_rx,
+        ));
         tokio::spawn(keep_log_bounded(log, stop_rx));
         Ok(Self {
             port,
@@ -378,6 +423,7 @@ async fn hang_up(child: &Child) -> Result<(), String> {
 async fn supervise(
     mut child: Child,
     spawn: impl Fn() -> Result<Child, BrokerError> + Send + 'static,
+    stage: impl Fn() -> Result<Option<BrokerTls>, BrokerError> + Send + 'static,
     port: u16,
     mut stop: watch::Receiver<bool>,
     mut reload: mpsc::Receiver<Reload>,
@@ -387,7 +433,12 @@ async fn supervise(
         tokio::select! {
             Some(reply) = reload.recv() => {
                 metrics::counter!("fleet_broker_reloads_total").increment(1);
-                let _ = reply.send(hang_up(&child).await);
+                // The broker rereads its copies: renew them first.
+                let done = match stage() {
+                    Ok(_) => hang_up(&child).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(done);
             }
             status = child.wait() => {
                 metrics::counter!("fleet_broker_restarts_total").increment(1);
@@ -395,6 +446,9 @@ async fn supervise(
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => return,
+                }
+                if let Err(e) = stage() {
+                    warn!(error = %e, "cannot stage the broker's TLS files again; it restarts with the copies it had");
                 }
                 match spawn() {
                     Ok(c) => {
@@ -490,9 +544,10 @@ mod tests {
 
     #[test]
     fn config_listens_on_loopback_only() {
-        let c = render_config(Path::new("/data/mosquitto"), 18831, None);
+        let c = render_config(Path::new("/data/mosquitto"), 18831, None, None);
         assert!(c.contains("listener 18831 127.0.0.1\n"));
-        assert!(c.contains("persistence_location /data/mosquitto/\n"));
+        assert!(c.contains("persistence_location /data/mosquitto/state/\n"));
+        assert!(!c.contains("user "), "not root: no user line");
         assert!(!c.contains("0.0.0.0"));
         // An abandoned session does not hold a queue for ever.
         assert!(c.contains("persistent_client_expiration 30d\n"));
@@ -514,7 +569,7 @@ mod tests {
                 .unwrap();
                 let port = broker.port();
                 assert!(wait_listening(port, Duration::from_secs(1)).await);
-                let pid = std::fs::read_to_string(dir.path().join("mosquitto.pid")).unwrap();
+                let pid = std::fs::read_to_string(pid_file(dir.path())).unwrap();
                 // Kill it behind the supervisor's back: it comes back on the same port.
                 Command::new("kill")
                     .args(["-KILL", pid.trim()])
@@ -524,8 +579,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let mut back = false;
                 for _ in 0..100 {
-                    let new_pid = std::fs::read_to_string(dir.path().join("mosquitto.pid"))
-                        .unwrap_or_default();
+                    let new_pid = std::fs::read_to_string(pid_file(dir.path())).unwrap_or_default();
                     if new_pid.trim() != pid.trim()
                         && wait_listening(port, Duration::from_millis(50)).await
                     {
