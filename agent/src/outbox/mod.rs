@@ -151,14 +151,23 @@ impl Outbox {
     /// is published. An outbox drop report resets the tally it reports.
     pub fn add_event(&mut self, event: Event, sent_at_ms: u64) -> Stored {
         let class = Class::of_event(&event.kind);
-        let seq = event.seq;
-        let at_ms = event.at_ms;
+        let (seq, at_ms, boot) = (event.seq, event.at_ms, event.boot.unwrap_or(0));
         if matches!(event.kind, EventKind::OutboxDropped { .. }) {
             self.policy.drops_reported();
         }
         let envelope = Envelope::new(self.device.clone(), sent_at_ms, Payload::Event(event));
         let stored = self.add(class, at_ms, 0, &envelope, Some(seq));
         self.last_seq = self.last_seq.max(seq);
+        if stored == Stored::Committed {
+            // Acknowledged to the caller: durable from here on (the power
+            // cut test counts these lines).
+            debug!(
+                seq,
+                boot,
+                durable = self.store.is_some(),
+                "event committed to the outbox"
+            );
+        }
         stored
     }
 
@@ -271,9 +280,6 @@ impl Outbox {
             }
         };
         self.policy.apply(&plan);
-        if let (Stored::Committed, Some(seq)) = (&stored, seq) {
-            debug!(seq, key = plan.key, "event committed to the outbox");
-        }
         stored
     }
 
