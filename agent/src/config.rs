@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::core::RenewalPolicy;
 use crate::health::{HealthPolicy, Thresholds};
-use crate::runtime::{LinkConfig, RenewalSetup, RuntimeConfig, SeqStore};
+use crate::link::{LinkProfile, ProfileName};
+use crate::runtime::{LinkConfig, RenewalSetup, RuntimeConfig, RuntimeOptions, SeqStore};
 
 pub const DEFAULT_TOML: &str = include_str!("../fleet-agent.default.toml");
 pub const DEFAULT_SITE_FILE: &str = "/etc/fleet-agent/agent.toml";
@@ -44,6 +45,33 @@ pub struct AgentConfig {
     pub checks: ChecksSection,
     pub commands: CommandsSection,
     pub certificate: CertificateSection,
+    pub link: LinkSection,
+    pub outbox: OutboxSection,
+    pub test_hooks: TestHooksSection,
+}
+
+/// `[link]`: the link profile and its per-key overrides.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LinkSection {
+    pub profile: String,
+    pub connect_timeout_secs: Option<u64>,
+    pub write_timeout_secs: Option<u64>,
+    pub inflight: Option<usize>,
+    pub inflight_bytes: Option<u64>,
+    pub coalesce_secs: Option<u64>,
+    pub tls_resumption: bool,
+}
+
+/// `[outbox]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutboxSection {
+    pub max_bytes: u64,
+}
+
+/// `[test_hooks]`: off in the field.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TestHooksSection {
+    pub event_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,15 +95,15 @@ pub struct MqttSection {
     pub host: String,
     pub port: u16,
     pub insecure_dev: bool,
-    pub keep_alive_secs: u64,
+    pub keep_alive_secs: Option<u64>,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct HealthSection {
-    pub sample_secs: u64,
-    pub report_secs: u64,
+    pub sample_secs: Option<u64>,
+    pub report_secs: Option<u64>,
     pub cpu_pct_high: u8,
     pub mem_used_pct_high: u8,
     pub disk_free_pct_low: u8,
@@ -86,7 +114,7 @@ pub struct HealthSection {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChecksSection {
-    pub interval_secs: u64,
+    pub interval_secs: Option<u64>,
     pub list: Vec<CheckSpec>,
 }
 
@@ -168,8 +196,66 @@ impl AgentConfig {
         })
     }
 
+    /// The link profile named in `link.profile`.
+    pub fn profile(&self) -> Result<LinkProfile, ConfigError> {
+        let name: ProfileName =
+            self.link
+                .profile
+                .parse()
+                .map_err(|reason| ConfigError::Invalid {
+                    key: "link.profile",
+                    reason,
+                })?;
+        Ok(LinkProfile::of(name))
+    }
+
+    /// The outbox's and the link's settings: the profile's, overridden key
+    /// by key.
+    pub fn options(&self) -> Result<RuntimeOptions, ConfigError> {
+        let p = self.profile()?;
+        let positive = |key: &'static str, v: u64| {
+            if v == 0 {
+                Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be greater than zero".into(),
+                })
+            } else {
+                Ok(v)
+            }
+        };
+        let l = &self.link;
+        let max_bytes = positive("outbox.max_bytes", self.outbox.max_bytes)?;
+        let hook = &self.test_hooks.event_dir;
+        Ok(RuntimeOptions {
+            outbox_max_bytes: max_bytes,
+            inflight: usize::try_from(positive(
+                "link.inflight",
+                l.inflight.unwrap_or(p.inflight) as u64,
+            )?)
+            .unwrap_or(usize::MAX),
+            inflight_bytes: positive(
+                "link.inflight_bytes",
+                l.inflight_bytes.unwrap_or(p.inflight_bytes),
+            )?,
+            coalesce: Duration::from_secs(positive(
+                "link.coalesce_secs",
+                l.coalesce_secs.unwrap_or(p.coalesce_secs),
+            )?),
+            connect_timeout: Duration::from_secs(positive(
+                "link.connect_timeout_secs",
+                l.connect_timeout_secs.unwrap_or(p.connect_timeout_secs),
+            )?),
+            write_timeout: Duration::from_secs(positive(
+                "link.write_timeout_secs",
+                l.write_timeout_secs.unwrap_or(p.write_timeout_secs),
+            )?),
+            event_hook_dir: (!hook.as_os_str().is_empty()).then(|| hook.clone()),
+        })
+    }
+
     /// Validate and turn the file's sections into the runtime's own config.
     pub fn runtime(&self) -> Result<RuntimeConfig, ConfigError> {
+        let profile = self.profile()?;
         let device = self.device_id()?;
         let model = Model::parse(&self.device.model).map_err(|e| ConfigError::Invalid {
             key: "device.model",
@@ -185,10 +271,28 @@ impl AgentConfig {
                 Ok(v)
             }
         };
-        let keep_alive = positive("mqtt.keep_alive_secs", self.mqtt.keep_alive_secs)?;
-        let sample = positive("health.sample_secs", self.health.sample_secs)?;
-        let report = positive("health.report_secs", self.health.report_secs)?;
-        let checks_interval = positive("checks.interval_secs", self.checks.interval_secs)?;
+        let keep_alive = positive(
+            "mqtt.keep_alive_secs",
+            self.mqtt.keep_alive_secs.unwrap_or(profile.keep_alive_secs),
+        )?;
+        let sample = positive(
+            "health.sample_secs",
+            self.health
+                .sample_secs
+                .unwrap_or(profile.health_sample_secs),
+        )?;
+        let report = positive(
+            "health.report_secs",
+            self.health
+                .report_secs
+                .unwrap_or(profile.health_report_secs),
+        )?;
+        let checks_interval = positive(
+            "checks.interval_secs",
+            self.checks
+                .interval_secs
+                .unwrap_or(profile.checks_interval_secs),
+        )?;
         for c in &self.checks.list {
             if c.name.is_empty() || c.name.len() > 32 {
                 return Err(ConfigError::Invalid {
@@ -227,6 +331,7 @@ impl AgentConfig {
                 dir: self.device.state_dir.clone(),
                 reason: e.to_string(),
             })?;
+            let tls = crate::tls::with_resumption(tls, self.link.tls_resumption);
             let broker = crate::enrol::saved_broker(&self.device.state_dir);
             let host = broker
                 .as_ref()
@@ -266,7 +371,10 @@ impl AgentConfig {
                 },
             },
             checks_interval: Duration::from_secs(checks_interval),
-            seq: SeqStore::file(self.device.state_dir.join("event-seq")),
+            seq: SeqStore::Outbox {
+                file: self.device.state_dir.join("outbox.redb"),
+                legacy_seq: Some(self.device.state_dir.join("event-seq")),
+            },
             state_sent: None,
             renewal: files.exist().then(|| RenewalSetup {
                 files: files.clone(),
@@ -296,7 +404,9 @@ mod tests {
             .unwrap()
             .try_deserialize()
             .unwrap();
-        assert_eq!(cfg.mqtt.keep_alive_secs, 60);
+        assert_eq!(cfg.mqtt.keep_alive_secs, None);
+        assert_eq!(cfg.profile().unwrap().keep_alive_secs, 60);
+        assert_eq!(cfg.options().unwrap(), RuntimeOptions::default());
         assert!(cfg.checks.list.is_empty());
         let err = cfg.runtime().unwrap_err();
         assert!(err.to_string().contains("device.id"), "{err}");
@@ -332,7 +442,7 @@ command = ["true"]
         let cfg = AgentConfig::load_with_env(Some(&site), env).unwrap();
         assert_eq!(cfg.mqtt.port, 18830);
         assert_eq!(cfg.mqtt.host, "127.0.0.1");
-        assert_eq!(cfg.health.report_secs, 42);
+        assert_eq!(cfg.health.report_secs, Some(42));
         assert_eq!(cfg.checks.list[0].timeout_secs, 10);
         let rt = cfg.runtime().unwrap();
         assert_eq!(rt.device.as_str(), "BB-23-000001");
@@ -389,6 +499,58 @@ command = ["true"]
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_link_profile_sets_timing_and_each_key_can_be_overridden() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("agent.toml");
+        std::fs::write(
+            &site,
+            format!(
+                "[device]\nid = \"BB-7\"\nmodel = \"ballot-box-v2\"\nstate_dir = \"{}\"\n\
+                 [mqtt]\ninsecure_dev = true\n[link]\nprofile = \"slow\"\nwrite_timeout_secs = 600\n\
+                 tls_resumption = false\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        let env = [
+            ("FLEET_AGENT__LINK__INFLIGHT", "2"),
+            ("FLEET_AGENT__HEALTH__SAMPLE_SECS", "30"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let cfg = AgentConfig::load_with_env(Some(&site), env).unwrap();
+        let rt = cfg.runtime().unwrap();
+        let slow = LinkProfile::of(ProfileName::Slow);
+        assert_eq!(
+            rt.link.keep_alive,
+            Duration::from_secs(slow.keep_alive_secs)
+        );
+        assert_eq!(rt.health.report_every, Duration::from_secs(3600));
+        assert_eq!(rt.health_sample, Duration::from_secs(30), "overridden");
+        let opts = cfg.options().unwrap();
+        assert_eq!(opts.inflight, 2, "overridden");
+        assert_eq!(opts.write_timeout, Duration::from_secs(600), "overridden");
+        assert_eq!(
+            opts.connect_timeout,
+            Duration::from_secs(slow.connect_timeout_secs)
+        );
+        assert_eq!(opts.coalesce, Duration::from_secs(3600));
+        assert_eq!(opts.event_hook_dir, None);
+        assert!(matches!(rt.seq, SeqStore::Outbox { .. }));
+
+        let env = [("FLEET_AGENT__LINK__PROFILE", "carrier-pigeon")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let err = AgentConfig::load_with_env(Some(&site), env)
+            .unwrap()
+            .options()
+            .unwrap_err();
+        assert!(err.to_string().contains("link.profile"), "{err}");
     }
 
     #[test]

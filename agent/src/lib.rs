@@ -31,6 +31,8 @@ pub mod core;
 pub mod enrol;
 pub mod hardware;
 pub mod health;
+pub mod link;
+pub mod outbox;
 pub mod process;
 pub mod renew;
 pub mod reporter;

@@ -133,9 +133,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(config.as_deref())?;
             let runtime = cfg.runtime()?;
+            let options = cfg.options()?;
             let hw = hardware(&cfg)?;
-            rt.block_on(fleet_agent::run(
+            rt.block_on(fleet_agent::runtime::run_with(
                 runtime,
+                options,
                 hw,
                 fleet_agent::process::shutdown_signal(),
             ))?;

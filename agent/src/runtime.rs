@@ -1,18 +1,34 @@
 //! The agent's event loop: the I/O around the pure [`AgentCore`]. It owns
 //! the MQTT connection task (client id = device id, `clean_session = false`,
 //! last will = offline, reconnect with backoff), the hardware, the timers and
-//! the sequence store; it turns what happens into [`Input`]s, reading the
+//! the durable [`Outbox`]; it turns what happens into [`Input`]s, reading the
 //! clock once per input, and carries out the [`CoreAction`]s the core returns.
+//!
+//! Events leave through the outbox: committed first, published QoS 1 within
+//! the link's in-flight window, removed on the broker's PUBACK. rumqttc does
+//! not say which packet id a publish got, so every publish the loop hands
+//! over records a tag (the outbox key, or none) in a queue shared with the
+//! connection task, which pairs each `Outgoing::Publish(pkid)` with the next
+//! tag (requests are served in order) and each PUBACK with its key. When a
+//! connection is lost the task drops rumqttc's own copies of unacknowledged
+//! publishes and the tags, under the same lock; the outbox sends its records
+//! again on the next connection (the controller recognises a repeat by
+//! boot id and sequence number).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_protocol::{CheckResult, Envelope, Model, Payload, Presence, PresenceStatus, TopicKind};
+use fleet_protocol::{
+    CheckResult, Envelope, EventKind, Model, Payload, Presence, PresenceStatus, Topic, TopicKind,
+};
 use rand::{rngs::SmallRng, SeedableRng};
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS,
+    Request,
+};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -24,6 +40,7 @@ use crate::core::{
 };
 use crate::hardware::Hardware;
 use crate::health::HealthPolicy;
+use crate::outbox::{Limits, Outbox, OutboxConfig, Stored};
 use crate::{agent_version, unix_ms};
 
 /// Requests queued between the loop and the MQTT connection.
@@ -71,74 +88,60 @@ pub struct RenewalSetup {
 /// connection task, which tries it at the next (clean) disconnect.
 type SwapSlot = Arc<std::sync::Mutex<Option<Arc<rustls::ClientConfig>>>>;
 
-/// Where the last event sequence number used is kept: a small file on a
-/// device, memory in the simulator. The runtime reads it once at start and
-/// writes it when the core says so ([`CoreAction::PersistSeq`]).
+/// Where events wait until the broker acknowledged them, with their
+/// sequence numbers: the outbox file on a device, memory in the simulator.
 #[derive(Debug, Clone)]
 pub enum SeqStore {
+    /// In memory only, numbering after this one (the simulator).
     Memory(u64),
-    File { path: PathBuf },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SeqError {
-    #[error("cannot read the event sequence number from {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the event sequence file {path} holds {content:?}, not a number")]
-    Corrupt { path: PathBuf, content: String },
-    #[error("cannot write the event sequence number to {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
+    /// The outbox's redb file; `legacy_seq`: the sequence file of agents
+    /// before the outbox, whose number is taken over once.
+    Outbox {
+        file: PathBuf,
+        legacy_seq: Option<PathBuf>,
     },
 }
 
-impl SeqStore {
-    pub fn file(path: PathBuf) -> Self {
-        SeqStore::File { path }
-    }
+/// What the link profile and the outbox settings add to [`RuntimeConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    /// Bytes of records the outbox holds at most (health goes first).
+    pub outbox_max_bytes: u64,
+    /// Outbox records published and not yet acknowledged, at most.
+    pub inflight: usize,
+    /// Bytes of those, at most (one record always goes).
+    pub inflight_bytes: u64,
+    /// Health samples taken offline are coalesced per this interval.
+    pub coalesce: Duration,
+    /// TCP connect, TLS handshake and MQTT CONNACK together.
+    pub connect_timeout: Duration,
+    /// Writing (flushing) one packet to the socket.
+    pub write_timeout: Duration,
+    /// Test hook: a directory whose files each hold one event (JSON, as
+    /// fleet-protocol's `EventKind`); each file is removed, then its event
+    /// numbered and committed like any other. `None`: off (always, in the field).
+    pub event_hook_dir: Option<PathBuf>,
+}
 
-    /// The last sequence number persisted; 0 when none was yet.
-    pub fn load(&self) -> Result<u64, SeqError> {
-        match self {
-            SeqStore::Memory(n) => Ok(*n),
-            SeqStore::File { path } => match std::fs::read_to_string(path) {
-                Ok(text) => text.trim().parse().map_err(|_| SeqError::Corrupt {
-                    path: path.clone(),
-                    content: text.chars().take(40).collect(),
-                }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-                Err(source) => Err(SeqError::Read {
-                    path: path.clone(),
-                    source,
-                }),
-            },
-        }
-    }
-
-    /// Persist `seq` as the last number used. The file is replaced whole
-    /// (write, then rename), so a power cut leaves the old or the new number.
-    pub fn save(&mut self, seq: u64) -> Result<(), SeqError> {
-        match self {
-            SeqStore::Memory(n) => {
-                *n = seq;
-                Ok(())
-            }
-            SeqStore::File { path } => {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, seq.to_string())
-                    .and_then(|()| std::fs::rename(&tmp, &*path))
-                    .map_err(|source| SeqError::Write {
-                        path: path.clone(),
-                        source,
-                    })
-            }
+impl Default for RuntimeOptions {
+    /// The normal link profile's values.
+    fn default() -> Self {
+        Self {
+            outbox_max_bytes: 16 * 1024 * 1024,
+            inflight: 8,
+            inflight_bytes: 32 * 1024,
+            coalesce: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            event_hook_dir: None,
         }
     }
 }
+
+/// The packet identifiers' tags, shared by the loop (which pushes one per
+/// publish it hands over) and the connection task (which pops one per
+/// `Outgoing::Publish`).
+type Tags = Arc<std::sync::Mutex<VecDeque<Option<u64>>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -173,12 +176,15 @@ impl Timers {
 }
 
 /// What carries out the core's actions: the MQTT client, the hardware, the
-/// sequence store, the timers and the checks task.
+/// outbox, the timers and the checks task.
 struct Io<H: Hardware> {
     device: fleet_protocol::DeviceId,
     hw: H,
     client: AsyncClient,
-    seq: SeqStore,
+    outbox: Outbox,
+    tags: Tags,
+    /// A connection is up (the outbox drains only then).
+    online: bool,
     timers: Timers,
     checks_tx: mpsc::Sender<Vec<CheckResult>>,
     state_sent: Option<Arc<Notify>>,
@@ -207,6 +213,76 @@ impl<H: Hardware> Io<H> {
                 todo.push_front(follow);
             }
         }
+        self.pump();
+    }
+
+    /// Hand the broker what the outbox says goes next, within the window.
+    fn pump(&mut self) {
+        if !self.online {
+            return;
+        }
+        let mut refused = false;
+        for record in self.outbox.next_to_send() {
+            if refused {
+                self.outbox.not_sent(record.key);
+                continue;
+            }
+            let topic = Topic::new(self.device.clone(), record.kind).to_string();
+            if let Err(e) = self.send(
+                Some(record.key),
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                record.payload,
+            ) {
+                debug!(error = %e, "publish queue full; the outbox tries again later");
+                self.outbox.not_sent(record.key);
+                refused = true;
+            }
+        }
+    }
+
+    /// Queue a publish with its tag (see the module documentation).
+    fn send(
+        &self,
+        tag: Option<u64>,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), rumqttc::ClientError> {
+        let mut tags = self.tags.lock().expect("tags lock");
+        tags.push_back(tag);
+        let sent = self.client.try_publish(topic, qos, retain, payload);
+        if sent.is_err() {
+            tags.pop_back();
+        }
+        sent
+    }
+
+    /// A connection came up or went.
+    fn link(&mut self, up: bool) {
+        self.online = up;
+        if !up {
+            self.outbox.connection_lost();
+        }
+    }
+
+    /// The broker acknowledged outbox record `key`.
+    fn acked(&mut self, key: u64) {
+        self.outbox.acked(key);
+        self.pump();
+    }
+
+    /// What the outbox's answer means for the core.
+    fn stored(&self, stored: Stored, had_fault: bool) -> Option<Input> {
+        match stored {
+            Stored::Memory(why) => Some(Input::StorageFailed(why)),
+            Stored::Committed if had_fault && self.outbox.fault().is_none() => {
+                Some(Input::StorageRecovered)
+            }
+            Stored::Committed | Stored::Refused => None,
+        }
     }
 
     fn perform(&mut self, action: CoreAction, events_refused: &mut bool) -> Option<Input> {
@@ -227,7 +303,8 @@ impl<H: Hardware> Io<H> {
                     return Some(Input::PublishRefused(envelope));
                 }
                 let sent = match envelope.to_cbor() {
-                    Ok(bytes) => match self.client.try_publish(
+                    Ok(bytes) => match self.send(
+                        None,
                         envelope.topic().to_string(),
                         mqtt_qos(qos),
                         retain,
@@ -256,11 +333,18 @@ impl<H: Hardware> Io<H> {
                     Some(Input::PublishRefused(envelope))
                 }
             }
-            CoreAction::PersistSeq(n) => {
-                if let Err(e) = self.seq.save(n) {
-                    warn!(error = %e, "cannot persist the event sequence number");
+            CoreAction::Enqueue(event) => {
+                let had_fault = self.outbox.fault().is_some();
+                let stored = self.outbox.add_event(event, unix_ms());
+                if stored == Stored::Refused {
+                    warn!("outbox full: an event that may be dropped was not kept");
                 }
-                None
+                self.stored(stored, had_fault)
+            }
+            CoreAction::KeepHealth { sample, at_ms } => {
+                let had_fault = self.outbox.fault().is_some();
+                let stored = self.outbox.add_health_sample(sample, at_ms)?;
+                self.stored(stored, had_fault)
             }
             CoreAction::SampleHealth => Some(Input::HealthSampled(self.hw.sample())),
             CoreAction::RunChecks => {
@@ -374,6 +458,8 @@ enum Link {
     },
     Lost,
     Message(rumqttc::Publish),
+    /// The broker acknowledged this outbox record.
+    Acked(u64),
     /// Our own DISCONNECT went out.
     Closed,
     /// The connection with a renewed certificate succeeded, or why not
@@ -392,7 +478,23 @@ async fn drive(
     mut session: u64,
     tx: mpsc::Sender<Link>,
     swap: SwapSlot,
+    tags: Tags,
 ) {
+    // Outbox records in flight: packet id -> outbox key.
+    let mut keys: HashMap<u16, u64> = HashMap::new();
+    // Forget every publish not yet acknowledged: rumqttc's copies (the
+    // outbox sends its own again) and the tags, under the tags' lock so no
+    // publish slips in between.
+    let forget = |eventloop: &mut EventLoop, keys: &mut HashMap<u16, u64>| {
+        let mut tags = tags.lock().expect("tags lock");
+        eventloop.clean();
+        eventloop
+            .pending
+            .retain(|r| !matches!(r, Request::Publish(_)));
+        eventloop.state.events.clear();
+        tags.clear();
+        keys.clear();
+    };
     let mut backoff = Backoff::new(link.backoff_base, link.backoff_max);
     let mut rng = SmallRng::from_entropy();
     let mut current = link.tls.clone();
@@ -424,6 +526,17 @@ async fn drive(
                 .await
             }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => tx.send(Link::Message(p)).await,
+            Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                let tag = tags.lock().expect("tags lock").pop_front().flatten();
+                if let Some(key) = tag {
+                    keys.insert(pkid, key);
+                }
+                Ok(())
+            }
+            Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => match keys.remove(&ack.pkid) {
+                Some(key) => tx.send(Link::Acked(key)).await,
+                None => Ok(()),
+            },
             Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 let renewed = swap.lock().expect("swap slot lock").take();
                 let Some(tls) = renewed else {
@@ -432,7 +545,7 @@ async fn drive(
                 };
                 // A clean disconnect (no will: the device never looks
                 // offline), then the same session with the new certificate.
-                eventloop.clean();
+                forget(&mut eventloop, &mut keys);
                 set_tls(&mut eventloop, &tls);
                 trying = Some(tls);
                 session = unix_ms().max(session + 1);
@@ -444,6 +557,7 @@ async fn drive(
             Ok(_) => Ok(()),
             Err(e) if trying.is_some() => {
                 // The renewed certificate did not connect: back to the old.
+                forget(&mut eventloop, &mut keys);
                 trying = None;
                 if let Some(old) = &current {
                     set_tls(&mut eventloop, old);
@@ -453,6 +567,7 @@ async fn drive(
                     .await
             }
             Err(e) => {
+                forget(&mut eventloop, &mut keys);
                 let delay = backoff.next_delay(&mut rng);
                 warn!(device = %device, error = %e, retry_in_ms = delay.as_millis() as u64, "broker connection lost");
                 let sent = tx.send(Link::Lost).await;
@@ -475,14 +590,37 @@ async fn drive(
 }
 
 /// Run the agent until `shutdown` completes; then say offline and disconnect.
+/// The link profile is the normal one ([`RuntimeOptions::default`]).
 pub async fn run<H: Hardware>(
     cfg: RuntimeConfig,
     hw: H,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
+    run_with(cfg, RuntimeOptions::default(), hw, shutdown).await
+}
+
+/// [`run`] with the link profile's and the outbox's settings.
+pub async fn run_with<H: Hardware>(
+    cfg: RuntimeConfig,
+    opts: RuntimeOptions,
+    hw: H,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
     let session = unix_ms();
-    let opts = mqtt_options(&cfg, session)?;
-    let (client, eventloop) = AsyncClient::new(opts, CLIENT_CAPACITY);
+    let mqtt = mqtt_options(&cfg, session)?;
+    let (client, mut eventloop) = AsyncClient::new(mqtt, CLIENT_CAPACITY);
+    // rumqttc 0.25 has one network timeout: for connecting (TCP, TLS
+    // handshake, CONNACK) and for flushing each write. The larger of the two
+    // settings bounds both.
+    let mut net = NetworkOptions::new();
+    net.set_connection_timeout(
+        opts.connect_timeout
+            .max(opts.write_timeout)
+            .as_secs()
+            .max(1),
+    );
+    eventloop.set_network_options(net);
+    let tags: Tags = Arc::default();
     let swap: SwapSlot = Arc::default();
     let (link_tx, mut link_rx) = mpsc::channel::<Link>(CLIENT_CAPACITY);
     let link = AbortOnDrop(tokio::spawn(drive(
@@ -492,13 +630,29 @@ pub async fn run<H: Hardware>(
         session,
         link_tx,
         Arc::clone(&swap),
+        Arc::clone(&tags),
     )));
     let (checks_tx, mut checks_rx) = mpsc::channel::<Vec<CheckResult>>(1);
 
-    let last_seq = cfg.seq.load().unwrap_or_else(|e| {
-        warn!(error = %e, "event sequence numbers start again from 1");
-        0
-    });
+    let (file, legacy_seq, start_seq) = match &cfg.seq {
+        SeqStore::Memory(n) => (None, None, *n),
+        SeqStore::Outbox { file, legacy_seq } => (Some(file.clone()), legacy_seq.clone(), 0),
+    };
+    let (outbox, open_fault) = Outbox::open(
+        cfg.device.clone(),
+        &OutboxConfig {
+            path: file,
+            legacy_seq,
+            limits: Limits {
+                max_bytes: opts.outbox_max_bytes,
+                window: opts.inflight.max(1),
+                window_bytes: opts.inflight_bytes,
+            },
+            coalesce: opts.coalesce,
+            start_seq,
+        },
+    );
+    let last_seq = outbox.last_seq();
     let mut core = AgentCore::new(
         CoreConfig {
             device: cfg.device.clone(),
@@ -519,7 +673,9 @@ pub async fn run<H: Hardware>(
         device: cfg.device.clone(),
         hw,
         client,
-        seq: cfg.seq.clone(),
+        outbox,
+        tags,
+        online: false,
         timers: Timers::default(),
         checks_tx,
         state_sent: cfg.state_sent.clone(),
@@ -530,6 +686,13 @@ pub async fn run<H: Hardware>(
     };
     info!(device = %cfg.device, broker = %format!("{}:{}", cfg.link.host, cfg.link.port), "agent starting");
     io.handle(&mut core, Input::Started);
+    if let Some(why) = open_fault {
+        io.handle(&mut core, Input::StorageFailed(why));
+    }
+    let mut hook = opts
+        .event_hook_dir
+        .clone()
+        .map(|dir| (dir, tokio::time::interval(Duration::from_millis(100))));
     if let Some(r) = &cfg.renewal {
         match crate::renew::current(&r.files) {
             Ok(info) => io.handle(&mut core, Input::CertificateInUse(info)),
@@ -548,6 +711,15 @@ pub async fn run<H: Hardware>(
                 None => std::future::pending().await,
             }
         };
+        let hook_due = async {
+            match &mut hook {
+                Some((dir, tick)) => {
+                    tick.tick().await;
+                    dir.clone()
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = &mut shutdown => {
                 io.handle(&mut core, Input::ShutdownRequested);
@@ -555,15 +727,34 @@ pub async fn run<H: Hardware>(
             }
             event = link_rx.recv() => match event {
                 Some(Link::Connected { session_present, session }) => {
+                    io.link(true);
+                    // What was coalesced offline, and what was dropped, go out
+                    // with everything else waiting.
+                    let had_fault = io.outbox.fault().is_some();
+                    if let Some(stored) = io.outbox.flush_health() {
+                        if let Some(input) = io.stored(stored, had_fault) {
+                            io.handle(&mut core, input);
+                        }
+                    }
+                    if let Some(dropped) = io.outbox.unreported_drops() {
+                        if dropped.events > 0 {
+                            warn!(events = dropped.events, "the outbox dropped events (boot, check recovered, error) while full");
+                        }
+                        io.handle(&mut core, Input::Report(dropped.report()));
+                    }
                     io.handle(&mut core, Input::Connected { session_present, session });
                 }
+                Some(Link::Acked(key)) => io.acked(key),
                 Some(Link::Message(p)) => {
                     match incoming(&cfg.device, &p.topic, &p.payload, p.retain) {
                         Ok(input) => io.handle(&mut core, input),
                         Err(e) => warn!(error = %e, "message ignored"),
                     }
                 }
-                Some(Link::Lost) => io.handle(&mut core, Input::Disconnected),
+                Some(Link::Lost) => {
+                    io.link(false);
+                    io.handle(&mut core, Input::Disconnected);
+                }
                 Some(Link::Tried(result)) => {
                     let tried = io.trying.take();
                     let answer = match (result, &io.renewal, tried) {
@@ -587,8 +778,15 @@ pub async fn run<H: Hardware>(
                 }
             }
             Some(results) = checks_rx.recv() => io.handle(&mut core, Input::ChecksCompleted(results)),
+            dir = hook_due => {
+                for kind in take_hook_events(&dir) {
+                    io.handle(&mut core, Input::Report(kind));
+                }
+            }
         }
     }
+    // Samples of the interval being filled are kept for the next run.
+    io.outbox.flush_health();
 
     if io.disconnecting {
         // Let the connection task send the offline presence and DISCONNECT.
@@ -606,25 +804,69 @@ pub async fn run<H: Hardware>(
     Ok(())
 }
 
+/// The test hook's events waiting in `dir`, oldest name first. Each file
+/// is removed before its event is returned, so an event is never made
+/// twice (a crash in between loses the file's event, which was never
+/// acknowledged).
+fn take_hook_events(dir: &std::path::Path) -> Vec<EventKind> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if std::fs::remove_file(&path).is_err() {
+            continue;
+        }
+        match serde_json::from_str::<EventKind>(&text) {
+            Ok(kind) => out.push(kind),
+            Err(e) => warn!(file = %path.display(), error = %e, "test hook: not an event"),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn file_seq_survives_restarts() {
+    fn hook_events_are_taken_in_name_order_and_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("event-seq");
-        let mut a = SeqStore::file(path.clone());
-        assert_eq!(a.load().unwrap(), 0);
-        a.save(1).unwrap();
-        a.save(2).unwrap();
-        let b = SeqStore::file(path.clone());
-        assert_eq!(b.load().unwrap(), 2);
-        let mut m = SeqStore::Memory(0);
-        m.save(5).unwrap();
-        assert_eq!(m.load().unwrap(), 5);
-        std::fs::write(&path, "not a number").unwrap();
-        assert!(matches!(b.load(), Err(SeqError::Corrupt { .. })));
+        std::fs::write(
+            dir.path().join("b.json"),
+            r#"{"error":{"message":"second"}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("a.json"),
+            r#"{"error":{"message":"first"}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("c.json"), "not json").unwrap();
+        std::fs::write(dir.path().join("d.tmp"), "ignored").unwrap();
+        let got = take_hook_events(dir.path());
+        assert_eq!(
+            got,
+            vec![
+                EventKind::Error {
+                    message: "first".into()
+                },
+                EventKind::Error {
+                    message: "second".into()
+                }
+            ]
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the file that is not .json stays");
+        assert!(take_hook_events(&dir.path().join("missing")).is_empty());
     }
 
     #[test]

@@ -82,6 +82,18 @@ pub fn client_config_pem(
     Ok(Arc::new(cfg))
 }
 
+/// `cfg` with TLS session resumption on (rustls's in-memory session cache,
+/// the default: a reconnect resumes instead of a full handshake, as long as
+/// the same configuration is used for every connection) or off.
+pub fn with_resumption(cfg: Arc<rustls::ClientConfig>, on: bool) -> Arc<rustls::ClientConfig> {
+    if on {
+        return cfg;
+    }
+    let mut c = (*cfg).clone();
+    c.resumption = rustls::client::Resumption::disabled();
+    Arc::new(c)
+}
+
 /// A client configuration from the files.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     client_config_pem(&read(&files.ca)?, &read(&files.cert)?, &read(&files.key)?)

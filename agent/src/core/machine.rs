@@ -1,8 +1,8 @@
 //! The state machine: what the agent knows (connected or not, last checks,
-//! config revision, clock offset, the next sequence number, events not yet
-//! handed to the broker) and what it does about each input.
+//! config revision, clock offset, the next sequence number) and what it does
+//! about each input. Events are numbered here and handed to the durable
+//! outbox ([`Action::Enqueue`]); the runtime publishes them from there.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use fleet_protocol::{
@@ -15,10 +15,6 @@ use super::config::CoreConfig;
 use super::renewal::{CertInfo, Renewal};
 use crate::health::HealthReporter;
 use crate::reporter::{check_events, StateReporter};
-
-/// Events kept in memory while the broker is unreachable; the oldest goes
-/// first when full (the durable on-disk outbox replaces this bound later).
-pub const PENDING_EVENTS: usize = 256;
 
 /// MQTT delivery guarantee, named here so the core needs no MQTT client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +80,15 @@ pub enum Input {
     /// A [`Action::Publish`] could not be handed to the broker (queue full,
     /// or over its size limit).
     PublishRefused(Envelope),
+    /// Something the runtime saw that becomes an event like any other
+    /// (numbered, committed to the outbox): the outbox's drop report, an
+    /// event from the test hook.
+    Report(EventKind),
+    /// The outbox's disk cannot be written (full, read-only, damaged):
+    /// reported once until [`Input::StorageRecovered`].
+    StorageFailed(String),
+    /// The outbox's disk works again.
+    StorageRecovered,
     /// The certificate the connection uses (at start, and after a
     /// renewal took effect), read by the runtime.
     CertificateInUse(CertInfo),
@@ -113,9 +118,16 @@ pub enum Action {
         qos: Qos,
         retain: bool,
     },
-    /// Persist this as the last sequence number used. Comes before the
-    /// event that carries it, so a number is never sent twice after a crash.
-    PersistSeq(u64),
+    /// Commit this event to the durable outbox (with its sequence number,
+    /// which is stored with it); the runtime publishes it from there, QoS 1,
+    /// and removes it on the broker's acknowledgement.
+    Enqueue(Event),
+    /// A health sample taken while offline: the outbox coalesces it with
+    /// the others of its interval and sends the result on reconnection.
+    KeepHealth {
+        sample: Health,
+        at_ms: u64,
+    },
     /// Take a health sample and answer with [`Input::HealthSampled`].
     SampleHealth,
     /// Run the configured checks and answer with [`Input::ChecksCompleted`].
@@ -166,7 +178,11 @@ pub struct AgentCore {
     config_rev: u32,
     clock_offset_ms: Option<i64>,
     last_seq: u64,
-    pending_events: VecDeque<Event>,
+    /// A storage fault was reported and the disk has not recovered since.
+    storage_fault: bool,
+    /// The sample asked for at start only primes the CPU measurement: if no
+    /// connection is up when it comes, it is not kept for the outbox.
+    priming: bool,
     /// The certificate in use, when there is one.
     cert: Option<CertInfo>,
     renewal: Renewal,
@@ -191,7 +207,8 @@ impl AgentCore {
             config_rev: 0,
             clock_offset_ms: None,
             last_seq,
-            pending_events: VecDeque::new(),
+            storage_fault: false,
+            priming: false,
             cert: None,
             renewal: Renewal::Idle,
             renewal_command: None,
@@ -210,11 +227,6 @@ impl AgentCore {
     /// The last sequence number given to an event.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
-    }
-
-    /// Events waiting for a connection.
-    pub fn pending_events(&self) -> usize {
-        self.pending_events.len()
     }
 
     /// Decide what to do about `input`, which happened at `now_ms` (Unix
@@ -258,6 +270,14 @@ impl AgentCore {
                 self.push_event(kind, now_ms, &mut out);
             }
             Input::PublishRefused(envelope) => self.on_refused(envelope),
+            Input::Report(kind) => self.push_event(kind, now_ms, &mut out),
+            Input::StorageFailed(message) => {
+                if !self.storage_fault {
+                    self.storage_fault = true;
+                    self.push_event(EventKind::StorageFault { message }, now_ms, &mut out);
+                }
+            }
+            Input::StorageRecovered => self.storage_fault = false,
             Input::TimerFired(Timer::Renewal) => self.on_renewal_timer(now_ms, &mut out),
             Input::CertificateInUse(info) => self.on_cert_in_use(info, now_ms, &mut out),
             Input::CertRequestMade(made) => self.on_request_made(made, now_ms, &mut out),
@@ -296,6 +316,7 @@ impl AgentCore {
         // Checks and a first sample at once: the sample is not sent before a
         // connection, but it starts the CPU measurement, which needs two.
         self.want_checks(out);
+        self.priming = true;
         out.push(Action::SampleHealth);
         out.push(Action::ArmTimer {
             timer: Timer::Health,
@@ -329,7 +350,7 @@ impl AgentCore {
         // The broker may have lost the retained state: send it again.
         self.state.connection_established();
         self.send_state_if_changed(now_ms, out);
-        self.flush_events(now_ms, out);
+        // Events wait in the outbox, which the runtime drains now.
         // A fresh sample right away (sent if none went out yet, or if due).
         out.push(Action::SampleHealth);
         if self.renewal == Renewal::Wanted {
@@ -462,7 +483,15 @@ impl AgentCore {
 
     fn on_health(&mut self, mut sample: Health, now_ms: u64, out: &mut Vec<Action>) {
         sample.clock_offset_ms = self.clock_offset_ms;
-        if self.connected && self.health.should_report(now_ms, &sample) {
+        let priming = std::mem::take(&mut self.priming);
+        if !self.connected && priming {
+            debug!("first sample taken before any connection: it only primes the CPU measure");
+        } else if !self.connected {
+            out.push(Action::KeepHealth {
+                sample,
+                at_ms: now_ms,
+            });
+        } else if self.health.should_report(now_ms, &sample) {
             self.health.reported(now_ms, &sample);
             self.publish(Payload::Health(sample), now_ms, out);
         }
@@ -553,12 +582,8 @@ impl AgentCore {
         match envelope.payload {
             Payload::State(_) => self.state.refused(),
             Payload::Health(_) => self.health.refused(),
-            // Back in its place, so events still leave in sequence order.
-            Payload::Event(event) => {
-                let at = self.pending_events.partition_point(|e| e.seq < event.seq);
-                self.pending_events.insert(at, event);
-            }
-            // Presence is said again on the next connection.
+            // Events come from the outbox, which keeps them until acknowledged;
+            // presence is said again on the next connection.
             _ => {}
         }
     }
@@ -602,30 +627,16 @@ impl AgentCore {
         }
     }
 
-    /// Number the event, persist the number, then send it (or keep it until
-    /// connected).
+    /// Number the event and hand it to the outbox, which commits it (with
+    /// the number) before it is published.
     fn push_event(&mut self, kind: EventKind, now_ms: u64, out: &mut Vec<Action>) {
         self.last_seq += 1;
-        out.push(Action::PersistSeq(self.last_seq));
-        if self.pending_events.len() >= PENDING_EVENTS {
-            self.pending_events.pop_front();
-        }
-        self.pending_events.push_back(Event {
+        out.push(Action::Enqueue(Event {
             seq: self.last_seq,
             at_ms: now_ms,
             kind,
             boot: Some(self.cfg.boot),
-        });
-        self.flush_events(now_ms, out);
-    }
-
-    fn flush_events(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        if !self.connected {
-            return;
-        }
-        while let Some(event) = self.pending_events.pop_front() {
-            self.publish(Payload::Event(event), now_ms, out);
-        }
+        }));
     }
 
     fn publish(&self, payload: Payload, now_ms: u64, out: &mut Vec<Action>) {

@@ -1,8 +1,8 @@
 //! The agent's core (pure): one state value, [`AgentCore`], that decides
 //! everything the agent does. The runtime feeds it an [`Input`] with the
 //! time it happened and carries out the returned [`Action`]s in order:
-//! subscribe, publish, persist the sequence number, sample health, run the
-//! checks, reboot, arm a timer, make a certificate request, try a renewed
+//! subscribe, publish, commit an event to the outbox, keep an offline health
+//! sample, sample health, run the checks, reboot, arm a timer, make a certificate request, try a renewed
 //! certificate, disconnect.
 //!
 //! Nothing here touches the network, the disk, the clock or the hardware,
@@ -17,7 +17,7 @@ mod renewal;
 pub use config::CoreConfig;
 pub use error::IncomingError;
 pub use incoming::incoming;
-pub use machine::{Action, AgentCore, Input, Qos, Timer, PENDING_EVENTS};
+pub use machine::{Action, AgentCore, Input, Qos, Timer};
 pub use renewal::{CertInfo, Renewal, RenewalPolicy};
 
 #[cfg(test)]

@@ -119,21 +119,14 @@ fn health_msg(now: u64, health: Health) -> Action {
     }
 }
 
-/// An event numbered `seq`, made at `at_ms`, sent at `now`.
-fn event_msg(now: u64, seq: u64, at_ms: u64, kind: EventKind) -> Action {
-    Action::Publish {
-        envelope: envelope(
-            now,
-            Payload::Event(Event {
-                seq,
-                at_ms,
-                kind,
-                boot: Some(BOOT),
-            }),
-        ),
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    }
+/// An event numbered `seq`, made at `at_ms`, handed to the outbox.
+fn enqueue(seq: u64, at_ms: u64, kind: EventKind) -> Action {
+    Action::Enqueue(Event {
+        seq,
+        at_ms,
+        kind,
+        boot: Some(BOOT),
+    })
 }
 
 fn boot() -> EventKind {
@@ -177,13 +170,13 @@ fn running(last_seq: u64) -> AgentCore {
 }
 
 #[test]
-fn start_persists_the_boot_event_number_runs_checks_samples_and_arms_both_timers() {
+fn start_commits_the_boot_event_runs_checks_samples_and_arms_both_timers() {
     let mut core = AgentCore::new(config(), 41);
     let actions = core.on(Input::Started, T0);
     assert_eq!(
         actions,
         vec![
-            Action::PersistSeq(42),
+            enqueue(42, T0, boot()),
             Action::RunChecks,
             Action::SampleHealth,
             Action::ArmTimer {
@@ -196,20 +189,27 @@ fn start_persists_the_boot_event_number_runs_checks_samples_and_arms_both_timers
             },
         ]
     );
-    // Not connected: the boot event waits.
-    assert_eq!(core.pending_events(), 1);
+    // The outbox keeps the boot event until it is connected and acknowledged.
     assert_eq!(core.last_seq(), 42);
 }
 
 #[test]
-fn health_sampled_while_offline_is_not_sent() {
+fn health_sampled_while_offline_is_kept_for_the_outbox_not_sent() {
     let mut core = AgentCore::new(config(), 0);
     core.on(Input::Started, T0);
-    assert_eq!(core.on(Input::HealthSampled(normal()), T0), vec![]);
+    // The first sample only primes the CPU measure.
+    assert_eq!(core.on(Input::HealthSampled(normal()), T0 + 1), vec![]);
+    assert_eq!(
+        core.on(Input::HealthSampled(normal()), T0 + 5),
+        vec![Action::KeepHealth {
+            sample: normal(),
+            at_ms: T0 + 5
+        }]
+    );
 }
 
 #[test]
-fn connect_without_saved_session_subscribes_says_online_sends_waiting_events_and_samples() {
+fn connect_without_saved_session_subscribes_says_online_and_samples() {
     let mut core = AgentCore::new(config(), 0);
     core.on(Input::Started, T0);
     let actions = core.on(
@@ -226,12 +226,11 @@ fn connect_without_saved_session_subscribes_says_online_sends_waiting_events_and
             subscribe(TopicKind::Desired),
             subscribe(TopicKind::Cmd),
             presence(T0 + 1000, PresenceStatus::Online, SESSION),
-            event_msg(T0 + 1000, 1, T0, boot()),
             Action::SampleHealth,
         ]
     );
+    // Events wait in the outbox, which the runtime drains.
     assert!(core.connected());
-    assert_eq!(core.pending_events(), 0);
 }
 
 #[test]
@@ -259,12 +258,22 @@ fn connect_with_saved_session_does_not_subscribe_again_but_repeats_presence_and_
 }
 
 #[test]
-fn events_made_while_offline_wait_and_leave_in_order_after_state_on_connect() {
+fn events_made_while_offline_are_committed_at_once_and_state_waits_for_a_connection() {
     let mut core = AgentCore::new(config(), 0);
     core.on(Input::Started, T0);
     let actions = core.on(Input::ChecksCompleted(printer(false)), T0 + 100);
-    // Numbered and persisted now; sent (with the state) only when connected.
-    assert_eq!(actions, vec![Action::PersistSeq(2)]);
+    // Numbered and committed now; the state goes only when connected.
+    assert_eq!(
+        actions,
+        vec![enqueue(
+            2,
+            T0 + 100,
+            EventKind::CheckFailed {
+                name: "printer".into(),
+                message: "paper jam".into()
+            }
+        )]
+    );
     let actions = core.on(
         Input::Connected {
             session_present: false,
@@ -279,16 +288,6 @@ fn events_made_while_offline_wait_and_leave_in_order_after_state_on_connect() {
             subscribe(TopicKind::Cmd),
             presence(T0 + 1000, PresenceStatus::Online, SESSION),
             state_msg(T0 + 1000, printer(false), 0),
-            event_msg(T0 + 1000, 1, T0, boot()),
-            event_msg(
-                T0 + 1000,
-                2,
-                T0 + 100,
-                EventKind::CheckFailed {
-                    name: "printer".into(),
-                    message: "paper jam".into()
-                }
-            ),
             Action::SampleHealth,
         ]
     );
@@ -367,9 +366,7 @@ fn failing_check_persists_the_next_seq_then_sends_check_failed_and_state() {
     assert_eq!(
         actions,
         vec![
-            Action::PersistSeq(43),
-            event_msg(
-                t,
+            enqueue(
                 43,
                 t,
                 EventKind::CheckFailed {
@@ -396,9 +393,7 @@ fn recovering_check_sends_check_recovered_and_state() {
     assert_eq!(
         actions,
         vec![
-            Action::PersistSeq(44),
-            event_msg(
-                t,
+            enqueue(
                 44,
                 t,
                 EventKind::CheckRecovered {
@@ -442,18 +437,7 @@ fn sequence_numbers_continue_from_the_persisted_value_after_a_restart() {
     let mut second = AgentCore::new(config(), persisted);
     assert_eq!(
         second.on(Input::Started, T0 + 600_000)[0],
-        Action::PersistSeq(3)
-    );
-    let actions = second.on(
-        Input::Connected {
-            session_present: true,
-            session: T0 + 601_000,
-        },
-        T0 + 601_000,
-    );
-    assert!(
-        actions.contains(&event_msg(T0 + 601_000, 3, T0 + 600_000, boot())),
-        "{actions:?}"
+        enqueue(3, T0 + 600_000, boot())
     );
 }
 
@@ -527,10 +511,7 @@ fn reboot_command_asks_the_runtime_to_reboot_then_reports_the_outcome() {
     );
     assert_eq!(
         actions,
-        vec![
-            Action::PersistSeq(2),
-            event_msg(now, 2, now, result("c-1", true, "rebooting")),
-        ]
+        vec![enqueue(2, now, result("c-1", true, "rebooting")),]
     );
     let actions = core.on(
         Input::RebootAttempted {
@@ -541,15 +522,11 @@ fn reboot_command_asks_the_runtime_to_reboot_then_reports_the_outcome() {
     );
     assert_eq!(
         actions,
-        vec![
-            Action::PersistSeq(3),
-            event_msg(
-                now,
-                3,
-                now,
-                result("c-2", false, "no reboot command is configured")
-            ),
-        ]
+        vec![enqueue(
+            3,
+            now,
+            result("c-2", false, "no reboot command is configured")
+        ),]
     );
 }
 
@@ -564,8 +541,7 @@ fn run_checks_command_reports_started_and_runs_the_checks() {
     assert_eq!(
         actions,
         vec![
-            Action::PersistSeq(2),
-            event_msg(now, 2, now, result("c-1", true, "checks started")),
+            enqueue(2, now, result("c-1", true, "checks started")),
             Action::RunChecks,
         ]
     );
@@ -581,15 +557,11 @@ fn expired_command_is_rejected_without_acting() {
     );
     assert_eq!(
         actions,
-        vec![
-            Action::PersistSeq(2),
-            event_msg(
-                now,
-                2,
-                now,
-                result("c-1", false, "expired before it arrived")
-            ),
-        ]
+        vec![enqueue(
+            2,
+            now,
+            result("c-1", false, "expired before it arrived")
+        ),]
     );
 }
 
@@ -603,48 +575,47 @@ fn upload_logs_command_is_rejected_by_this_build() {
     );
     assert_eq!(
         actions,
-        vec![
-            Action::PersistSeq(2),
-            event_msg(
-                now,
-                2,
-                now,
-                result(
-                    "c-1",
-                    false,
-                    "log upload is not supported by this agent build"
-                )
-            ),
-        ]
+        vec![enqueue(
+            2,
+            now,
+            result(
+                "c-1",
+                false,
+                "log upload is not supported by this agent build"
+            )
+        ),]
     );
 }
 
 #[test]
-fn refused_event_is_sent_again_before_later_ones() {
+fn outbox_reports_and_storage_faults_become_events_once_per_fault() {
     let mut core = running(0);
     let now = T0 + 5000;
-    let actions = core.on(
-        Input::CommandReceived(command("c-1", now + 60_000, CommandAction::UploadLogs)),
-        now,
-    );
-    let Some(Action::Publish { envelope, .. }) = actions.get(1).cloned() else {
-        panic!("no event publish in {actions:?}");
+    let dropped = EventKind::OutboxDropped {
+        health_samples: 12,
+        oldest_ms: T0,
+        newest_ms: T0 + 10,
     };
-    assert_eq!(core.on(Input::PublishRefused(envelope), now), vec![]);
-    assert_eq!(core.pending_events(), 1);
-    let later = now + 1000;
-    let actions = core.on(
-        Input::CommandReceived(command("c-2", later + 60_000, CommandAction::UploadLogs)),
-        later,
-    );
-    let unsupported = "log upload is not supported by this agent build";
     assert_eq!(
-        actions,
-        vec![
-            Action::PersistSeq(3),
-            event_msg(later, 2, now, result("c-1", false, unsupported)),
-            event_msg(later, 3, later, result("c-2", false, unsupported)),
-        ]
+        core.on(Input::Report(dropped.clone()), now),
+        vec![enqueue(2, now, dropped)]
+    );
+    let fault = EventKind::StorageFault {
+        message: "disk full".into(),
+    };
+    assert_eq!(
+        core.on(Input::StorageFailed("disk full".into()), now),
+        vec![enqueue(3, now, fault.clone())]
+    );
+    // Still failing: said once.
+    assert_eq!(
+        core.on(Input::StorageFailed("disk full".into()), now + 1),
+        vec![]
+    );
+    assert_eq!(core.on(Input::StorageRecovered, now + 2), vec![]);
+    assert_eq!(
+        core.on(Input::StorageFailed("disk full".into()), now + 3),
+        vec![enqueue(4, now + 3, fault)]
     );
 }
 
@@ -664,49 +635,21 @@ fn refused_state_is_sent_again_on_the_next_look() {
 }
 
 #[test]
-fn events_while_disconnected_are_persisted_but_not_sent() {
+fn events_while_disconnected_are_committed_the_same_way() {
     let mut core = running(0);
     core.on(Input::Disconnected, T0 + 3000);
     let actions = core.on(
         Input::CommandReceived(command("c-1", T0, CommandAction::RunChecks)),
         T0 + 4000,
     );
-    assert_eq!(actions, vec![Action::PersistSeq(2)]);
-    assert_eq!(core.pending_events(), 1);
-}
-
-#[test]
-fn pending_events_keep_the_newest_when_full() {
-    let mut core = AgentCore::new(config(), 0);
-    core.on(Input::Started, T0);
-    for i in 0..PENDING_EVENTS as u64 + 5 {
-        core.on(
-            Input::CommandReceived(command("old", 0, CommandAction::Reboot)),
-            T0 + i,
-        );
-    }
-    assert_eq!(core.pending_events(), PENDING_EVENTS);
-    let actions = core.on(
-        Input::Connected {
-            session_present: true,
-            session: SESSION,
-        },
-        T0 + 10_000,
+    assert_eq!(
+        actions,
+        vec![enqueue(
+            2,
+            T0 + 4000,
+            result("c-1", false, "expired before it arrived")
+        )]
     );
-    let seqs: Vec<u64> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Publish { envelope, .. } => match &envelope.payload {
-                Payload::Event(e) => Some(e.seq),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    assert_eq!(seqs.len(), PENDING_EVENTS);
-    // The boot event (1) and the five oldest results (2 to 6) were dropped.
-    assert_eq!(seqs.first(), Some(&7));
-    assert_eq!(seqs.last(), Some(&(PENDING_EVENTS as u64 + 6)));
 }
 
 #[test]
@@ -911,9 +854,8 @@ fn never_two_renewals_at_once() {
             .any(|a| matches!(a, Action::MakeCertRequest { .. })),
         "{out:?}"
     );
-    assert!(out.iter().any(|a| matches!(a, Action::Publish { envelope, .. }
-        if matches!(&envelope.payload, Payload::Event(e)
-            if matches!(&e.kind, EventKind::CommandResult { ok: false, message, .. } if message.contains("already under way"))))));
+    assert!(out.iter().any(|a| matches!(a, Action::Enqueue(e)
+        if matches!(&e.kind, EventKind::CommandResult { ok: false, message, .. } if message.contains("already under way")))));
     // A second delivery of the same certificate while it is being tried
     // is not tried twice.
     core.on(Input::CertificateReceived("CERT".into()), due + 20);
@@ -938,9 +880,8 @@ fn the_command_renews_at_once_and_answers_when_done() {
     core.on(Input::CertRequestMade(Ok("CSR".into())), now);
     core.on(Input::CertificateReceived("CERT".into()), now + 10);
     let out = core.on(Input::CertificateTried(Ok(cert("03", now))), now + 20);
-    assert!(out.iter().any(|a| matches!(a, Action::Publish { envelope, .. }
-        if matches!(&envelope.payload, Payload::Event(e)
-            if matches!(&e.kind, EventKind::CommandResult { id, ok: true, message } if id == "c-9" && message.contains("03"))))), "{out:?}");
+    assert!(out.iter().any(|a| matches!(a, Action::Enqueue(e)
+            if matches!(&e.kind, EventKind::CommandResult { id, ok: true, message } if id == "c-9" && message.contains("03")))), "{out:?}");
 }
 
 #[test]
@@ -1028,11 +969,14 @@ fn without_a_certificate_the_command_is_refused() {
     assert!(!out
         .iter()
         .any(|a| matches!(a, Action::MakeCertRequest { .. })));
-    assert_eq!(
-        core.pending_events(),
-        2,
-        "boot and the refusal wait to be sent"
-    );
+    assert_eq!(core.last_seq(), 2, "boot and the refusal");
+    assert!(matches!(
+        out.last(),
+        Some(Action::Enqueue(Event {
+            kind: EventKind::CommandResult { ok: false, .. },
+            ..
+        }))
+    ));
 }
 
 #[test]
