@@ -227,6 +227,19 @@ pub const MOVE_DEVICE: Endpoint = Endpoint {
     errors: &[400, 401, 403, 404, 409],
 };
 
+pub const COMMAND: Endpoint = Endpoint {
+    operation_id: "command",
+    method: Method::Post,
+    path: "/api/v1/devices/{id}/commands",
+    summary: "Send a device a one-off command",
+    description: "Actions: reboot, run-checks, renew-certificate. The command is audited, then published (QoS 1, not retained) on the device's cmd topic; an offline device gets it when it reconnects, until it expires. The answer gives the command id; the device's result arrives as its command-result event with that id. A province-tech token reaches only its provinces' devices (another province's device answers 404). A device not in service (registered only, or retired) answers 409; a controller without a broker connection answers 503.",
+    auth: Auth::Bearer(&[Permission::SendCommands]),
+    query: None,
+    request: Body::Json("CommandRequest"),
+    response: Body::Json("CommandSent"),
+    errors: &[400, 401, 403, 404, 409, 503],
+};
+
 pub const IMPORT_REGISTRY: Endpoint = Endpoint {
     operation_id: "import_registry",
     method: Method::Post,
@@ -421,6 +434,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     REGISTER,
     DEVICE,
     MOVE_DEVICE,
+    COMMAND,
     IMPORT_REGISTRY,
     COUNTIES,
     BASELINES,
@@ -479,6 +493,7 @@ mod tests {
             (Method::Post, "/api/v1/devices"),
             (Method::Get, "/api/v1/devices/{id}"),
             (Method::Post, "/api/v1/devices/{id}/lifecycle"),
+            (Method::Post, "/api/v1/devices/{id}/commands"),
             (Method::Post, "/api/v1/registry/import"),
             (Method::Get, "/api/v1/registry/counties"),
             (Method::Get, "/api/v1/baselines"),
@@ -512,6 +527,10 @@ mod tests {
             [Role::Admin, Role::CentralOps, Role::Warehouse]
         );
         assert_eq!(TOKENS.roles(), [Role::Admin]);
+        assert_eq!(
+            COMMAND.roles(),
+            [Role::Admin, Role::CentralOps, Role::ProvinceTech]
+        );
         assert_eq!(READINESS.roles(), Role::ALL);
         assert!(ENROL.roles().is_empty());
         assert!(HEALTHZ.roles().is_empty());

@@ -54,8 +54,9 @@ impl Role {
                     | MoveDevices
                     | RetireDevices
                     | ReassignDevices
+                    | SendCommands
             ),
-            Role::ProvinceTech => matches!(p, ReadFleet),
+            Role::ProvinceTech => matches!(p, ReadFleet | SendCommands),
             Role::Warehouse => matches!(p, ReadFleet | RegisterDevices | MoveDevices),
             Role::Viewer => matches!(p, ReadFleet),
         }
@@ -100,10 +101,13 @@ pub enum Permission {
     /// Change the model, province, county or station of a device already
     /// shipped or deployed (registration alone may not).
     ReassignDevices,
+    /// Send a device a one-off command (reboot, run checks, renew its
+    /// certificate); province-tech only to its provinces' devices.
+    SendCommands,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::ReadFleet,
         Permission::RegisterDevices,
         Permission::ImportRegistry,
@@ -113,6 +117,7 @@ impl Permission {
         Permission::MoveDevices,
         Permission::RetireDevices,
         Permission::ReassignDevices,
+        Permission::SendCommands,
     ];
 
     /// The name the OpenAPI document uses (`x-permissions`).
@@ -127,6 +132,7 @@ impl Permission {
             Permission::MoveDevices => "move-devices",
             Permission::RetireDevices => "retire-devices",
             Permission::ReassignDevices => "reassign-devices",
+            Permission::SendCommands => "send-commands",
         }
     }
 }
@@ -178,10 +184,11 @@ mod tests {
                 ReadAudit,
                 MoveDevices,
                 RetireDevices,
-                ReassignDevices
+                ReassignDevices,
+                SendCommands
             ]
         );
-        assert_eq!(allowed(Role::ProvinceTech), [ReadFleet]);
+        assert_eq!(allowed(Role::ProvinceTech), [ReadFleet, SendCommands]);
         assert_eq!(
             allowed(Role::Warehouse),
             [ReadFleet, RegisterDevices, MoveDevices]

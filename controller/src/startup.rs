@@ -94,25 +94,29 @@ impl Application {
         let (write_tx, write_rx) = mpsc::channel(cfg.ingest.write_queue);
         let ingest_connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = store::spawn_writer(store.clone(), write_rx, cfg.writer());
+        let ingest_cfg = IngestConfig {
+            host: broker.host.clone(),
+            port: broker.port,
+            client_id: cfg.ingest.client_id.clone(),
+            keep_alive: cfg.keep_alive(),
+            tls: ingest_tls,
+            connected: Arc::clone(&ingest_connected),
+            limits: cfg.rate_limits(),
+            renewer: (!cfg.broker.insecure_dev).then(|| ingest::Renewer {
+                store: store.clone(),
+                access: Arc::clone(&access),
+                pki: paths.clone(),
+                device_cert: cfg.cert_policy().device,
+            }),
+            identity: (!cfg.broker.insecure_dev).then(|| paths.clone()),
+        };
+        let (publisher, eventloop) = ingest::client(&ingest_cfg);
         let ingest = tokio::spawn(ingest::run(
-            IngestConfig {
-                host: broker.host.clone(),
-                port: broker.port,
-                client_id: cfg.ingest.client_id.clone(),
-                keep_alive: cfg.keep_alive(),
-                tls: ingest_tls,
-                connected: Arc::clone(&ingest_connected),
-                limits: cfg.rate_limits(),
-                renewer: (!cfg.broker.insecure_dev).then(|| ingest::Renewer {
-                    store: store.clone(),
-                    access: Arc::clone(&access),
-                    pki: paths.clone(),
-                    device_cert: cfg.cert_policy().device,
-                }),
-                identity: (!cfg.broker.insecure_dev).then(|| paths.clone()),
-            },
+            ingest_cfg,
             Arc::clone(&fleet),
             write_tx,
+            publisher.clone(),
+            eventloop,
             stop_rx.clone(),
         ));
         let ticker = start_ticker(&cfg, Arc::clone(&fleet), stop_rx.clone());
@@ -135,6 +139,7 @@ impl Application {
             lifecycle_lock: Arc::default(),
             ingest_connected,
             cert_policy: cfg.cert_policy(),
+            publisher,
         };
         Ok(Self {
             cfg,
@@ -305,6 +310,9 @@ async fn load_fleet(cfg: &ControllerConfig, store: &Store) -> anyhow::Result<Arc
     let loaded = devices.len();
     for (reg, status) in devices {
         fleet.upsert(reg, status, now);
+    }
+    for (id, desired) in store.load_desired().await? {
+        fleet.set_desired(&id, desired);
     }
     info!(devices = loaded, "fleet loaded");
     Ok(Arc::new(RwLock::new(fleet)))

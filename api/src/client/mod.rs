@@ -276,6 +276,15 @@ impl Client {
         .await
     }
 
+    /// Send a device a one-off command.
+    pub async fn command(
+        &self,
+        id: &str,
+        req: &CommandRequest,
+    ) -> Result<CommandSent, ClientError> {
+        self.call(&ep::COMMAND, &[id], NO_QUERY, json(req)).await
+    }
+
     /// Import the registry CSV.
     pub async fn import_registry(&self, csv: String) -> Result<RegistryImported, ClientError> {
         self.call(&ep::IMPORT_REGISTRY, &[], NO_QUERY, Payload::Csv(csv))

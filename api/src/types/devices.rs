@@ -141,6 +141,59 @@ pub struct DeviceDetail {
     pub health_at_ms: Option<u64>,
     /// The latest events, newest first.
     pub events: Vec<DeviceEvent>,
+    /// What the controller wants the device to run (it owns this; the
+    /// broker's retained message is a copy sent again when the device
+    /// comes online).
+    #[serde(default)]
+    pub desired: DesiredState,
+    /// Event sequence numbers the device skipped (newest first, at most 20).
+    #[serde(default)]
+    pub gaps: Vec<EventGap>,
+    /// How many sequence numbers all its gaps miss.
+    #[serde(default)]
+    pub missing_events: u64,
+    /// Health samples the device's outbox dropped while offline (from its
+    /// `outbox-dropped` events); absent when it never dropped any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_drops: Option<OutboxDrops>,
+}
+
+/// A device's desired state, as the controller stores it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DesiredState {
+    pub config_rev: u32,
+    /// The firmware version it should run, when a target is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub firmware: Option<fleet_protocol::Version>,
+    /// The signed manifest of that firmware.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+}
+
+/// Sequence numbers `from_seq ..= to_seq` of one agent run (`boot`) that
+/// did not arrive though a later one did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventGap {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<u64>,
+    pub from_seq: u64,
+    pub to_seq: u64,
+    /// The controller's clock when the gap was seen.
+    pub detected_ms: u64,
+}
+
+/// What a device's outbox dropped while offline, summed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutboxDrops {
+    pub health_samples: u64,
+    /// How many `outbox-dropped` events said so.
+    pub reports: u64,
+    /// The device's clock: the oldest and newest samples dropped.
+    pub oldest_ms: u64,
+    pub newest_ms: u64,
+    /// The controller's clock when the last report arrived.
+    pub last_report_ms: u64,
 }
 
 /// A stored device event.

@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod baselines;
 pub mod broker;
+pub mod commands;
 pub mod devices;
 pub mod enrolment;
 pub mod error;
@@ -31,9 +32,11 @@ pub mod tokens;
 pub use audit::{AuditEntry, AuditQuery, AuditVerification};
 pub use baselines::{Baseline, BaselineRequest, Baselines};
 pub use broker::BrokerInfo;
+pub use commands::{CommandRequest, CommandSent};
 pub use devices::{
-    DeviceDetail, DeviceEvent, DevicePage, DeviceQuery, DeviceRegistration, DeviceSummary,
-    Lifecycle, LifecycleMove, LifecycleMoved, RegisterRequest, RegisterResponse, UnknownLifecycle,
+    DesiredState, DeviceDetail, DeviceEvent, DevicePage, DeviceQuery, DeviceRegistration,
+    DeviceSummary, EventGap, Lifecycle, LifecycleMove, LifecycleMoved, OutboxDrops,
+    RegisterRequest, RegisterResponse, UnknownLifecycle,
 };
 pub use enrolment::{
     EnrolBatch, EnrolBatchQuery, EnrolRequest, EnrolResponse, EnrolToken, SelfTest, ShipmentDevice,

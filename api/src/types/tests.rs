@@ -123,7 +123,14 @@ fn a_device_detail_round_trips_with_state_health_and_events() {
             { "seq": 1, "at_ms": 10, "received_ms": 11, "kind": "boot",
               "event": { "boot": { "firmware": "2.4.0" } } },
         ],
+        "desired": { "config_rev": 4, "firmware": "2.5.0", "manifest": "targets/bb-2.5.0" },
+        "gaps": [{ "boot": 77, "from_seq": 3, "to_seq": 5, "detected_ms": 30 }],
+        "missing_events": 3,
+        "outbox_drops": { "health_samples": 42, "reports": 2, "oldest_ms": 1, "newest_ms": 9,
+                          "last_report_ms": 12 },
     }));
+    assert_eq!(d.desired.firmware, Some("2.5.0".parse().unwrap()));
+    assert_eq!(d.gaps[0].to_seq - d.gaps[0].from_seq + 1, d.missing_events);
     assert_eq!(
         d.events[1].decoded(),
         Some(fleet_protocol::EventKind::Boot {
@@ -136,8 +143,22 @@ fn a_device_detail_round_trips_with_state_health_and_events() {
 fn a_device_that_never_reported_has_null_state_and_health() {
     let d: DeviceDetail = round_trips(json!({
         "device": summary("BB-1"), "state": null, "health": null, "health_at_ms": null, "events": [],
+        "desired": { "config_rev": 0 }, "gaps": [], "missing_events": 0,
     }));
     assert!(d.state.is_none() && d.health.is_none());
+    assert_eq!(d.desired, DesiredState::default());
+    assert!(d.outbox_drops.is_none());
+}
+
+#[test]
+fn commands_round_trip() {
+    let r: CommandRequest = round_trips(json!({ "action": "reboot", "expires_in_s": 60 }));
+    assert_eq!(r.expires_in_s, Some(60));
+    round_trips::<CommandRequest>(json!({ "action": "run-checks" }));
+    round_trips::<CommandSent>(json!({
+        "id": "cmd-0011223344556677", "device": "BB-1", "action": "renew-certificate",
+        "expires_at_ms": 600000,
+    }));
 }
 
 #[test]

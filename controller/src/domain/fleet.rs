@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use fleet_protocol::{
-    CountyCode, DeviceId, Envelope, Event, Health, Model, Payload, PresenceStatus, ProvinceCode,
-    State, StationId, Version,
+    CountyCode, Desired, DeviceId, Envelope, Event, Health, Model, Payload, PresenceStatus,
+    ProvinceCode, State, StationId, Version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,20 @@ pub struct Status {
     pub state: Option<State>,
     pub health: Option<Health>,
     pub health_at_ms: Option<u64>,
+    /// When the health held was sampled, as far as the controller believes
+    /// the device (the end of its window for samples coalesced offline,
+    /// bounded like states by [`order_key`]): an older health arriving
+    /// late does not replace it.
+    #[serde(default)]
+    pub health_sampled_ms: Option<u64>,
+}
+
+/// When a health report was sampled by the device's clock: the end of its
+/// window when it stands for samples coalesced offline, else when it was sent.
+pub fn health_sampled_at(h: &Health, sent_at_ms: u64) -> u64 {
+    h.window
+        .as_ref()
+        .map_or(sent_at_ms, |w| w.to_ms.min(sent_at_ms))
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +79,9 @@ pub struct Device {
     pub status: Status,
     /// `None` is ready.
     pub reason: Option<Reason>,
+    /// What the controller stored as this device's desired state (`None`:
+    /// nothing, the default; see `domain::desired`).
+    pub desired: Option<Desired>,
 }
 
 impl Device {
@@ -167,13 +184,16 @@ impl Fleet {
 
     /// Add or replace a device (registration or start-up load).
     pub fn upsert(&mut self, reg: Registration, status: Status, now_ms: u64) {
+        let mut desired = None;
         if let Some(old) = self.devices.remove(&reg.id) {
             self.tally.remove(&old.reg, old.reason);
+            desired = old.desired;
         }
         let mut d = Device {
             reg,
             status,
             reason: None,
+            desired,
         };
         d.reason = classify(
             &d.inputs(self.baselines.get(&d.reg.model)),
@@ -276,8 +296,22 @@ impl Fleet {
                 }
             }
             Payload::Health(h) => {
-                d.status.health = Some(h.clone());
-                d.status.health_at_ms = Some(now_ms);
+                let sampled = order_key(health_sampled_at(h, env.sent_at_ms), now_ms);
+                if h.window.is_some()
+                    && d.status
+                        .health_sampled_ms
+                        .is_some_and(|held| held > sampled)
+                {
+                    // Samples coalesced while offline, older than the
+                    // current health held: history, not the present. (A
+                    // live sample always replaces: a device clock set back
+                    // must not freeze its health.)
+                    out.stale = true;
+                } else {
+                    d.status.health = Some(h.clone());
+                    d.status.health_at_ms = Some(now_ms);
+                    d.status.health_sampled_ms = Some(sampled);
+                }
             }
             Payload::Event(e) => out.event = Some(e.clone()),
             Payload::Desired(_)
@@ -292,6 +326,24 @@ impl Fleet {
         out.reason_before = before;
         out.reason_after = after;
         Ok(out)
+    }
+
+    /// Hold a device's desired state (after the store recorded it).
+    pub fn set_desired(&mut self, id: &DeviceId, desired: Desired) {
+        if let Some(d) = self.devices.get_mut(id) {
+            d.desired = Some(desired);
+        }
+    }
+
+    /// Devices in service with a stored desired state, and that state:
+    /// what is sent again when the broker may have lost every retained
+    /// message.
+    pub fn stored_desired(&self) -> Vec<(DeviceId, Desired)> {
+        self.devices
+            .values()
+            .filter(|d| d.reg.lifecycle.is_enrolled())
+            .filter_map(|d| Some((d.reg.id.clone(), d.desired.clone()?)))
+            .collect()
     }
 
     /// Set a model's baseline firmware; every device of the model is judged again.

@@ -13,6 +13,10 @@
 //!   and when a certificate is due.
 //! - [`auth`]: roles, permissions, province scope, operator tokens.
 //! - [`audit`]: the audit log's hash chain and its verification.
+//! - [`sequence`]: event sequence numbers per (device, boot): new,
+//!   re-delivered, late, and the gaps they leave.
+//! - [`desired`]: what the controller wants each device to run.
+//! - [`commands`]: operators' one-off commands to a device.
 //! - [`throttle`]: per-address limits and a log gate, for failed
 //!   authentications and refused enrolments.
 
@@ -27,6 +31,8 @@ pub struct UnknownName {
 
 pub mod audit;
 pub mod auth;
+pub mod commands;
+pub mod desired;
 pub mod enrolment;
 pub mod fleet;
 pub mod lifecycle;
@@ -35,4 +41,5 @@ pub mod readiness;
 pub mod registration;
 pub mod registry;
 pub mod renewal;
+pub mod sequence;
 pub mod throttle;

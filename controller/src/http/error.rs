@@ -106,6 +106,13 @@ pub enum ApiError {
         device: DeviceId,
         source: crate::broker::RevocationError,
     },
+    /// A command the request or the device does not allow.
+    #[error(transparent)]
+    Command(#[from] crate::domain::commands::CommandError),
+    #[error("the controller is not connected to its broker; try again when /healthz says ok")]
+    BrokerUnavailable,
+    #[error("cannot send: {0}")]
+    Publish(#[from] crate::ingest::PublishError),
     #[error("cannot write the CRL {path}: {source}")]
     CrlWrite {
         path: std::path::PathBuf,
@@ -152,6 +159,14 @@ impl ApiError {
                 ..
             } => StatusCode::CONFLICT,
             BrokerNotTold { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Command(
+                crate::domain::commands::CommandError::UnknownAction(_)
+                | crate::domain::commands::CommandError::BadExpiry(_),
+            ) => StatusCode::BAD_REQUEST,
+            Command(crate::domain::commands::CommandError::NotInService { .. }) => {
+                StatusCode::CONFLICT
+            }
+            BrokerUnavailable | Publish(_) => StatusCode::SERVICE_UNAVAILABLE,
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Access(_) | Store(_) | Pki(_) | CrlWrite { .. } => StatusCode::INTERNAL_SERVER_ERROR,

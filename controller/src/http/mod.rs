@@ -41,6 +41,8 @@ pub struct AppState {
     pub ingest_connected: Arc<std::sync::atomic::AtomicBool>,
     /// Lifetimes of the certificates issued (`[pki]`).
     pub cert_policy: crate::pki::CertPolicy,
+    /// The ingest's MQTT client: the one publisher of commands and desired state.
+    pub publisher: crate::ingest::Publisher,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         ),
         (&endpoint::DEVICE, get(devices::device_detail)),
         (&endpoint::MOVE_DEVICE, post(enrolment::move_device)),
+        (&endpoint::COMMAND, post(commands::send_command)),
         (
             &endpoint::IMPORT_REGISTRY,
             post(registry::import_registry).layer(DefaultBodyLimit::max(REGISTRY_BODY_LIMIT)),

@@ -30,12 +30,14 @@ fn ok((status, body): (StatusCode, Value)) -> Value {
 }
 
 /// The state every router test runs over: a real store and access in a
-/// temporary directory, no broker.
+/// temporary directory, no broker: what is published stays in the MQTT
+/// client's queue, read back through [`queued`].
 fn test_state(
     fleet: Arc<RwLock<Fleet>>,
     store: Store,
     access: Arc<Access>,
     data_dir: std::path::PathBuf,
+    publisher: crate::ingest::Publisher,
 ) -> AppState {
     AppState {
         fleet,
@@ -50,9 +52,36 @@ fn test_state(
         data_dir,
         revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
-        ingest_connected: Arc::default(),
+        ingest_connected: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         cert_policy: Default::default(),
+        publisher,
     }
+}
+
+/// An MQTT client that never connects: its queue holds what was published.
+fn unconnected_client() -> (crate::ingest::Publisher, rumqttc::EventLoop) {
+    let (client, eventloop) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("router-test", "127.0.0.1", 1), 64);
+    (crate::ingest::Publisher::new(client), eventloop)
+}
+
+/// What was published through the app's client since the last call:
+/// (topic, retained, decoded envelope).
+fn queued(app: &TestApp) -> Vec<(String, bool, fleet_protocol::Envelope)> {
+    let mut eventloop = app.mqtt.lock().unwrap();
+    eventloop.clean();
+    eventloop
+        .pending
+        .drain(..)
+        .filter_map(|r| match r {
+            rumqttc::Request::Publish(p) => {
+                let topic = fleet_protocol::Topic::parse(&p.topic).unwrap();
+                let env = fleet_protocol::Envelope::from_cbor_on(&topic, &p.payload).unwrap();
+                Some((p.topic.clone(), p.retain, env))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 struct TestApp {
@@ -62,6 +91,7 @@ struct TestApp {
     store: Store,
     token: String,
     dir: tempfile::TempDir,
+    mqtt: std::sync::Mutex<rumqttc::EventLoop>,
 }
 
 async fn test_app() -> TestApp {
@@ -91,11 +121,13 @@ async fn test_app() -> TestApp {
     .await
     .unwrap();
     crate::pki::init(dir.path()).unwrap();
+    let (publisher, eventloop) = unconnected_client();
     let state = test_state(
         Arc::clone(&fleet),
         store.clone(),
         Arc::clone(&access),
         dir.path().to_owned(),
+        publisher,
     );
     TestApp {
         router: app(state),
@@ -104,6 +136,7 @@ async fn test_app() -> TestApp {
         store,
         token,
         dir,
+        mqtt: std::sync::Mutex::new(eventloop),
     }
 }
 
@@ -1039,6 +1072,7 @@ async fn failed_changes_are_recorded_after_their_entry() {
         app.store.clone(),
         Arc::clone(&app.access),
         app.dir.path().to_owned(),
+        unconnected_client().0,
     );
     let caller = Caller::system("test");
     let r: Result<(), ApiError> = within(
@@ -1326,6 +1360,7 @@ async fn reassigning_a_deployed_device_needs_central_ops_and_is_audited_before_a
         "{detail}"
     );
 }
+mod commands;
 mod operators;
 
 /// `GET /api/v1/pki` (fleetctl pki status): every service certificate and

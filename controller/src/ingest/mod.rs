@@ -6,14 +6,26 @@
 //! `fleet_ingest_dropped_total` for a retired or not-enrolled device and for
 //! a device over its rate limit) and logged (once per device for unknown
 //! and not-enrolled ones, a few lines a minute per device otherwise), and
-//! change nothing. Accepted reports go to the store writer in batches.
+//! change nothing. Accepted reports go to the store writer in batches, and
+//! a message is acknowledged to the broker only once its effect is
+//! committed ([`publisher`]): a controller killed mid-stream loses nothing
+//! the devices were told was received.
+//!
+//! The ingest is also the one publisher of desired state: it sends a
+//! device's stored desired state when the device comes online, and every
+//! stored one when it connects to a broker that forgot its session
+//! (`domain::desired::republish_all`).
+
+pub mod publisher;
+
+pub use publisher::{set_desired, DesiredError, PublishError, Publisher};
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use fleet_protocol::{DecodeError, Desired, DeviceId, Envelope, Payload, Topic, TopicKind};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use fleet_protocol::{DecodeError, DeviceId, Envelope, Payload, Topic, TopicKind};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -182,15 +194,14 @@ impl LoggedOnce {
     }
 }
 
-pub async fn run(
-    cfg: IngestConfig,
-    fleet: Arc<RwLock<Fleet>>,
-    writer: mpsc::Sender<WriteOp>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// The ingest's MQTT client (not connected yet: [`run`] drives it) and the
+/// publisher handle others send through. Persistent session, manual
+/// acknowledgements.
+pub fn client(cfg: &IngestConfig) -> (Publisher, EventLoop) {
     let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     opts.set_keep_alive(cfg.keep_alive)
         .set_clean_session(false)
+        .set_manual_acks(true)
         .set_max_packet_size(64 * 1024, 64 * 1024)
         .set_inflight(200);
     if let Some(tls) = &cfg.tls {
@@ -198,15 +209,49 @@ pub async fn run(
             rumqttc::TlsConfiguration::Rustls(Arc::clone(tls)),
         ));
     }
-    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    let (client, eventloop) = AsyncClient::new(opts, 1024);
+    (Publisher::new(client), eventloop)
+}
+
+/// Send every stored desired state again (the broker may have lost the
+/// retained copies), waiting for room in the client's queue.
+async fn republish_all(publisher: Publisher, fleet: Arc<RwLock<Fleet>>) {
+    let all = fleet
+        .read()
+        .expect("fleet lock is never poisoned")
+        .stored_desired();
+    let now = unix_ms();
+    let mut sent = 0u64;
+    for (device, desired) in &all {
+        match publisher.desired(device, desired, now).await {
+            Ok(()) => sent += 1,
+            Err(e) => warn!(error = %e, "cannot send a desired state again"),
+        }
+    }
+    metrics::counter!("fleet_desired_published_total", "why" => "broker-forgot").increment(sent);
+    info!(
+        devices = sent,
+        "desired states sent again: the broker did not know the ingest's session, so it may have lost its retained messages"
+    );
+}
+
+pub async fn run(
+    cfg: IngestConfig,
+    fleet: Arc<RwLock<Fleet>>,
+    writer: mpsc::Sender<WriteOp>,
+    publisher: Publisher,
+    mut eventloop: EventLoop,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let client = publisher.client().clone();
     let mut unknown = LoggedOnce(HashSet::new());
     let mut not_enrolled = LoggedOnce(HashSet::new());
     let mut limiter = RateLimiter::new(cfg.limits);
     let mut log_limit = LogLimiter::new(LOG_LINES_PER_DEVICE_PER_MINUTE, 10_000);
     let mut retry = Duration::from_millis(100);
-    // After shutdown is asked for, keep handling what still arrives (rumqttc
-    // acknowledges every message it reads, so dropping one would lose it)
-    // until our DISCONNECT is out.
+    // After shutdown is asked for, keep handling what still arrives until
+    // our DISCONNECT is out; what is not acknowledged by then comes again
+    // on the next start.
     let mut stop_by: Option<tokio::time::Instant> = None;
     loop {
         let event = match stop_by {
@@ -227,6 +272,7 @@ pub async fn run(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                publisher.next_connection();
                 retry = Duration::from_millis(100);
                 cfg.connected
                     .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -245,6 +291,9 @@ pub async fn run(
                         warn!(error = %e, "cannot leave the legacy shared subscription");
                     }
                 }
+                if crate::domain::desired::republish_all(ack.session_present) {
+                    tokio::spawn(republish_all(publisher.clone(), Arc::clone(&fleet)));
+                }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let kind = p.topic.rsplit('/').next().unwrap_or("");
@@ -255,15 +304,17 @@ pub async fn run(
                 metrics::counter!("fleet_ingest_messages_total", "kind" => kind).increment(1);
                 let now = unix_ms();
                 match process(&fleet, &mut limiter, &p.topic, &p.payload, now) {
-                    Ok(Accepted::Ignored) => {}
+                    Ok(Accepted::Ignored) => publisher.ack_now(&p),
                     Ok(Accepted::Applied(applied)) => {
                         let (env, observed) = *applied;
                         if matches!(env.payload, Payload::CertRequest(_)) {
+                            // Nothing to commit: a lost renewal is asked for again.
+                            publisher.ack_now(&p);
                             match &cfg.renewer {
                                 Some(r) => {
                                     tokio::spawn(renew_certificate(
                                         r.clone(),
-                                        client.clone(),
+                                        publisher.client().clone(),
                                         Arc::clone(&fleet),
                                         env,
                                     ));
@@ -273,10 +324,16 @@ pub async fn run(
                                 }
                             }
                         } else {
-                            handle_applied(&client, &fleet, &writer, env, observed).await;
+                            handle_applied(&publisher, &fleet, &writer, env, observed).await;
+                            if p.qos != QoS::AtMostOnce {
+                                let ack = publisher.ack_after_commit(p.clone());
+                                let _ = writer.send(WriteOp::AfterCommit(ack)).await;
+                            }
                         }
                     }
                     Err(rejection) => {
+                        // Refused: nothing to commit, and sending it again would not help.
+                        publisher.ack_now(&p);
                         metrics::counter!(rejection.metric(), "reason" => rejection.label())
                             .increment(1);
                         match &rejection {
@@ -318,6 +375,9 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                // rumqttc dropped the acknowledgements still queued; those
+                // the writer sends later belong to this lost connection.
+                publisher.next_connection();
                 cfg.connected
                     .store(false, std::sync::atomic::Ordering::Relaxed);
                 if stop_by.is_some() {
@@ -479,7 +539,7 @@ async fn renew_certificate(
 }
 
 async fn handle_applied(
-    client: &AsyncClient,
+    publisher: &Publisher,
     fleet: &RwLock<Fleet>,
     writer: &mpsc::Sender<WriteOp>,
     env: Envelope,
@@ -508,22 +568,22 @@ async fn handle_applied(
     if observed.reason_before != observed.reason_after {
         debug!(device = %env.device, before = ?observed.reason_before, after = ?observed.reason_after, "readiness changed");
     }
-    if observed.came_online {
-        // The broker may have lost the retained desired state: send it again.
-        let desired = Envelope::new(
-            env.device.clone(),
-            now,
-            Payload::Desired(Desired::default()),
-        );
-        match desired.to_cbor() {
-            Ok(bytes) => {
-                if let Err(e) =
-                    client.try_publish(desired.topic().to_string(), QoS::AtLeastOnce, true, bytes)
-                {
-                    warn!(device = %env.device, error = %e, "cannot queue desired state");
+    if observed.came_online && crate::domain::desired::send_on_online() {
+        // The broker may have lost the retained desired state: send the
+        // stored one again.
+        let desired = fleet
+            .read()
+            .expect("fleet lock is never poisoned")
+            .get(&env.device)
+            .map(|d| crate::domain::desired::desired_of(d.desired.as_ref()));
+        if let Some(desired) = desired {
+            match publisher.try_desired(&env.device, &desired, now) {
+                Ok(()) => {
+                    metrics::counter!("fleet_desired_published_total", "why" => "online")
+                        .increment(1);
                 }
+                Err(e) => warn!(error = %e, "cannot send the desired state"),
             }
-            Err(e) => warn!(error = %e, "cannot encode desired state"),
         }
     }
 }

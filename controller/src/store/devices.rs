@@ -40,7 +40,7 @@ impl Store {
     pub async fn load_devices(&self) -> Result<Vec<(Registration, Status)>, StoreError> {
         let rows = sqlx::query(
             "SELECT d.id, d.model, d.province, d.county, d.station, d.lifecycle, d.registered_at,
-                    s.last_seen_ms, s.presence, s.state_json, s.health_json, s.health_at_ms, s.session, s.state_sent_at_ms
+                    s.last_seen_ms, s.presence, s.state_json, s.health_json, s.health_at_ms, s.session, s.state_sent_at_ms, s.health_sampled_ms
              FROM devices d LEFT JOIN device_status s ON s.id = d.id",
         )
         .fetch_all(&self.pool)
@@ -93,6 +93,7 @@ impl Store {
                     .transpose()
                     .map_err(json_err)?,
                 health_at_ms: r.get::<Option<i64>, _>(11).map(to_u64),
+                health_sampled_ms: r.get::<Option<i64>, _>(14).map(to_u64),
                 session: r.get::<Option<i64>, _>(12).map(to_u64),
                 state_sent_at_ms: r.get::<Option<i64>, _>(13).map(to_u64),
             };

@@ -6,6 +6,7 @@
 
 mod audit;
 mod baselines;
+mod desired;
 mod devices;
 mod enrolment;
 mod events;
@@ -21,10 +22,10 @@ use sqlx::SqlitePool;
 
 pub use audit::AuditFilter;
 pub use enrolment::ShipmentDevice;
-pub use events::StoredEvent;
+pub use events::{OutboxDrops, StoredEvent, StoredGap};
 pub use registry::CountyRow;
 pub use tokens::TokenRow;
-pub use writer::{spawn_writer, Batch, WriteOp, WriterConfig};
+pub use writer::{spawn_writer, AfterCommit, Batch, WriteOp, WriterConfig, Written};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

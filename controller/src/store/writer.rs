@@ -7,26 +7,48 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use fleet_protocol::{DeviceId, Event, PresenceStatus};
+use fleet_protocol::{DeviceId, Event, EventKind, PresenceStatus};
+use sqlx::Row;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use super::{to_i64, Store, StoreError};
+use super::{to_i64, to_u64, Store, StoreError};
 use crate::domain::fleet::Status;
+use crate::domain::sequence::{self, Gap, Seen};
+
+/// What a batch did to the events it carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Events stored (new ones, and late ones filling a gap).
+    pub stored: u64,
+    /// Re-deliveries of events already received: nothing changed.
+    pub duplicates: u64,
+    /// Gaps found in a stream's sequence numbers.
+    pub gaps: u64,
+}
 
 impl Store {
     /// One transaction for a whole batch of reported data; then each device
     /// that got events keeps only its newest `events_kept` (at least one).
-    pub async fn write_batch(&self, batch: &Batch, events_kept: u32) -> Result<(), StoreError> {
+    /// Each event is judged against its stream's highest sequence number
+    /// and recorded gaps (`domain::sequence`), so a re-delivery changes
+    /// nothing even when the event itself was pruned long ago.
+    pub async fn write_batch(
+        &self,
+        batch: &Batch,
+        events_kept: u32,
+    ) -> Result<Written, StoreError> {
         let mut tx = self.write_tx().await?;
+        let mut written = Written::default();
         for (id, s) in &batch.statuses {
             sqlx::query(
-                "INSERT INTO device_status (id, last_seen_ms, presence, state_json, health_json, health_at_ms, session, state_sent_at_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO device_status (id, last_seen_ms, presence, state_json, health_json, health_at_ms, session, state_sent_at_ms, health_sampled_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT(id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
                    presence = excluded.presence, state_json = excluded.state_json,
                    health_json = excluded.health_json, health_at_ms = excluded.health_at_ms,
-                   session = excluded.session, state_sent_at_ms = excluded.state_sent_at_ms",
+                   session = excluded.session, state_sent_at_ms = excluded.state_sent_at_ms,
+                   health_sampled_ms = excluded.health_sampled_ms",
             )
             .bind(id.as_str())
             .bind(s.last_seen_ms.map(to_i64))
@@ -39,10 +61,73 @@ impl Store {
             .bind(s.health_at_ms.map(to_i64))
             .bind(s.session.map(to_i64))
             .bind(s.state_sent_at_ms.map(to_i64))
+            .bind(s.health_sampled_ms.map(to_i64))
             .execute(&mut *tx)
             .await?;
         }
+        let mut devices: HashSet<&DeviceId> = HashSet::new();
         for (id, e, received_ms) in &batch.events {
+            let boot = boot_to_i64(e.boot);
+            let last: Option<i64> = sqlx::query_scalar(
+                "SELECT last_seq FROM event_streams WHERE device = ? AND boot = ?",
+            )
+            .bind(id.as_str())
+            .bind(boot)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let last = last.map(to_u64);
+            let gap_with_seq = if last.is_some_and(|l| e.seq <= l) {
+                sqlx::query(
+                    "SELECT from_seq, to_seq FROM event_gaps
+                     WHERE device = ?1 AND boot = ?2 AND from_seq <= ?3 AND to_seq >= ?3 LIMIT 1",
+                )
+                .bind(id.as_str())
+                .bind(boot)
+                .bind(to_i64(e.seq))
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| Gap {
+                    from: to_u64(r.get(0)),
+                    to: to_u64(r.get(1)),
+                })
+            } else {
+                None
+            };
+            match sequence::judge(last, e.seq, gap_with_seq) {
+                Seen::Duplicate => {
+                    written.duplicates += 1;
+                    continue;
+                }
+                Seen::New { gap } => {
+                    sqlx::query(
+                        "INSERT INTO event_streams (device, boot, last_seq) VALUES (?, ?, ?)
+                         ON CONFLICT(device, boot) DO UPDATE SET last_seq = excluded.last_seq",
+                    )
+                    .bind(id.as_str())
+                    .bind(boot)
+                    .bind(to_i64(e.seq))
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(gap) = gap {
+                        written.gaps += 1;
+                        insert_gap(&mut tx, id, boot, gap, *received_ms).await?;
+                    }
+                }
+                Seen::Late { gap } => {
+                    let detected: i64 = sqlx::query_scalar(
+                        "DELETE FROM event_gaps WHERE device = ? AND boot = ? AND from_seq = ?
+                         RETURNING detected_ms",
+                    )
+                    .bind(id.as_str())
+                    .bind(boot)
+                    .bind(to_i64(gap.from))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    for left in gap.fill(e.seq) {
+                        insert_gap(&mut tx, id, boot, left, to_u64(detected)).await?;
+                    }
+                }
+            }
             let body = serde_json::to_value(&e.kind).expect("event serializes");
             let kind = match &body {
                 serde_json::Value::Object(m) => m.keys().next().cloned().unwrap_or_default(),
@@ -54,7 +139,7 @@ impl Store {
                  VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(device, boot, seq) DO NOTHING",
             )
             .bind(id.as_str())
-            .bind(boot_to_i64(e.boot))
+            .bind(boot)
             .bind(to_i64(e.seq))
             .bind(to_i64(e.at_ms))
             .bind(to_i64(*received_ms))
@@ -62,8 +147,33 @@ impl Store {
             .bind(body.to_string())
             .execute(&mut *tx)
             .await?;
+            if let EventKind::OutboxDropped {
+                health_samples,
+                oldest_ms,
+                newest_ms,
+            } = &e.kind
+            {
+                sqlx::query(
+                    "INSERT INTO outbox_drops (device, health_samples, reports, oldest_ms, newest_ms, last_report_ms)
+                     VALUES (?, ?, 1, ?, ?, ?)
+                     ON CONFLICT(device) DO UPDATE SET
+                       health_samples = health_samples + excluded.health_samples,
+                       reports = reports + 1,
+                       oldest_ms = MIN(oldest_ms, excluded.oldest_ms),
+                       newest_ms = MAX(newest_ms, excluded.newest_ms),
+                       last_report_ms = excluded.last_report_ms",
+                )
+                .bind(id.as_str())
+                .bind(to_i64(*health_samples))
+                .bind(to_i64(*oldest_ms))
+                .bind(to_i64(*newest_ms))
+                .bind(to_i64(*received_ms))
+                .execute(&mut *tx)
+                .await?;
+            }
+            written.stored += 1;
+            devices.insert(id);
         }
-        let devices: HashSet<&DeviceId> = batch.events.iter().map(|(id, _, _)| id).collect();
         for id in devices {
             sqlx::query(
                 "DELETE FROM events WHERE device = ?1 AND id <= (
@@ -75,8 +185,28 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(written)
     }
+}
+
+async fn insert_gap(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    id: &DeviceId,
+    boot: i64,
+    gap: Gap,
+    detected_ms: u64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO event_gaps (device, boot, from_seq, to_seq, detected_ms) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(id.as_str())
+    .bind(boot)
+    .bind(to_i64(gap.from))
+    .bind(to_i64(gap.to))
+    .bind(to_i64(detected_ms))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The boot id as stored: its 64 bits as SQLite's signed integer, 0 for none
@@ -90,18 +220,37 @@ pub(crate) fn boot_from_i64(stored: i64) -> Option<u64> {
     (boot != 0).then_some(boot)
 }
 
+/// Something to do once what came before it is committed: the ingest
+/// acknowledges a device's message to the broker only then.
+pub type AfterCommit = Box<dyn FnOnce() + Send + Sync>;
+
 /// What the ingest hands to the writer.
-#[derive(Debug)]
 pub enum WriteOp {
     Status(DeviceId, Box<Status>),
     Event(DeviceId, Event, u64),
+    /// Run after the batch holding it (and so every op sent before it) is
+    /// committed; dropped, not run, if the batch cannot be written.
+    AfterCommit(AfterCommit),
+}
+
+impl std::fmt::Debug for WriteOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteOp::Status(id, s) => f.debug_tuple("Status").field(id).field(s).finish(),
+            WriteOp::Event(id, e, at) => {
+                f.debug_tuple("Event").field(id).field(e).field(at).finish()
+            }
+            WriteOp::AfterCommit(_) => f.write_str("AfterCommit"),
+        }
+    }
 }
 
 /// A batch, statuses coalesced per device (only the newest is written).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Batch {
     pub statuses: HashMap<DeviceId, Status>,
     pub events: Vec<(DeviceId, Event, u64)>,
+    pub after_commit: Vec<AfterCommit>,
 }
 
 impl Batch {
@@ -111,11 +260,12 @@ impl Batch {
                 self.statuses.insert(id, *s);
             }
             WriteOp::Event(id, e, at) => self.events.push((id, e, at)),
+            WriteOp::AfterCommit(f) => self.after_commit.push(f),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.statuses.len() + self.events.len()
+        self.statuses.len() + self.events.len() + self.after_commit.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -164,8 +314,21 @@ pub fn spawn_writer(
             let mut attempt = 0;
             loop {
                 match store.write_batch(&batch, cfg.events_kept_per_device).await {
-                    Ok(()) => {
+                    Ok(w) => {
                         metrics::counter!("fleet_store_batches_total").increment(1);
+                        metrics::counter!("fleet_ingest_events_stored_total").increment(w.stored);
+                        metrics::counter!("fleet_ingest_duplicate_events_total")
+                            .increment(w.duplicates);
+                        metrics::counter!("fleet_ingest_event_gaps_total").increment(w.gaps);
+                        if w.gaps > 0 {
+                            warn!(
+                                gaps = w.gaps,
+                                "devices' event sequence numbers skipped some: gaps recorded"
+                            );
+                        }
+                        for f in std::mem::take(&mut batch.after_commit) {
+                            f();
+                        }
                         break;
                     }
                     Err(e) if attempt < 3 => {
@@ -176,7 +339,7 @@ pub fn spawn_writer(
                     Err(e) => {
                         metrics::counter!("fleet_store_errors_total").increment(1);
                         error!(error = %e, statuses = batch.statuses.len(), events = batch.events.len(),
-                            "store write failed; the in-memory fleet keeps the latest status and the next report is written again");
+                            "store write failed; its messages are not acknowledged, so the broker sends them again on the next connection, and the in-memory fleet keeps the latest status");
                         break;
                     }
                 }
@@ -284,6 +447,119 @@ mod tests {
             1,
             "B untouched"
         );
+    }
+
+    async fn write_all(store: &Store, events: &[Event], kept: u32) -> Written {
+        let a = DeviceId::parse("A").unwrap();
+        let mut batch = Batch::default();
+        for e in events {
+            batch.push(WriteOp::Event(a.clone(), e.clone(), 1));
+        }
+        store.write_batch(&batch, kept).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_changes_nothing_even_after_its_event_was_pruned() {
+        let (_dir, store) = store().await;
+        let events: Vec<Event> = (1..=10)
+            .map(|n| event(n, Some(7), &format!("e{n}")))
+            .collect();
+        let first = write_all(&store, &events, 3).await;
+        assert_eq!((first.stored, first.duplicates), (10, 0));
+        assert_eq!(messages(&store).await, ["e10", "e9", "e8"]);
+        // The broker sends them all again (e1 to e7 were pruned meanwhile).
+        let again = write_all(&store, &events, 3).await;
+        assert_eq!((again.stored, again.duplicates, again.gaps), (0, 10, 0));
+        assert_eq!(messages(&store).await, ["e10", "e9", "e8"]);
+    }
+
+    #[tokio::test]
+    async fn a_skipped_sequence_number_is_a_gap_until_it_arrives() {
+        let (_dir, store) = store().await;
+        let a = DeviceId::parse("A").unwrap();
+        let w = write_all(
+            &store,
+            &[
+                event(1, Some(7), "1"),
+                event(2, Some(7), "2"),
+                event(6, Some(7), "6"),
+            ],
+            500,
+        )
+        .await;
+        assert_eq!(w.gaps, 1);
+        let (gaps, missing) = store.event_gaps(&a, 10).await.unwrap();
+        assert_eq!(missing, 3);
+        assert_eq!(
+            (gaps[0].boot, gaps[0].from_seq, gaps[0].to_seq),
+            (Some(7), 3, 5)
+        );
+        // A late one splits the gap; it is stored, not taken for a re-delivery.
+        let w = write_all(&store, &[event(4, Some(7), "4 late")], 500).await;
+        assert_eq!((w.stored, w.duplicates), (1, 0));
+        let (gaps, missing) = store.event_gaps(&a, 10).await.unwrap();
+        assert_eq!(missing, 2);
+        let mut ranges: Vec<(u64, u64)> = gaps.iter().map(|g| (g.from_seq, g.to_seq)).collect();
+        ranges.sort_unstable();
+        assert_eq!(ranges, [(3, 3), (5, 5)]);
+        // Another run of the agent is another stream: no gap across runs.
+        let w = write_all(&store, &[event(40, Some(8), "next run")], 500).await;
+        assert_eq!(w.gaps, 0);
+        assert_eq!(messages(&store).await[0], "next run");
+    }
+
+    #[tokio::test]
+    async fn outbox_drops_are_summed_once_per_event() {
+        let (_dir, store) = store().await;
+        let a = DeviceId::parse("A").unwrap();
+        let dropped = |seq, samples, oldest, newest| Event {
+            seq,
+            at_ms: newest,
+            kind: EventKind::OutboxDropped {
+                health_samples: samples,
+                oldest_ms: oldest,
+                newest_ms: newest,
+            },
+            boot: Some(3),
+        };
+        assert_eq!(store.outbox_drops(&a).await.unwrap(), None);
+        let events = [dropped(1, 40, 1_000, 5_000), dropped(2, 2, 6_000, 7_000)];
+        write_all(&store, &events, 500).await;
+        write_all(&store, &events, 500).await;
+        let d = store.outbox_drops(&a).await.unwrap().unwrap();
+        assert_eq!(
+            (d.health_samples, d.reports, d.oldest_ms, d.newest_ms),
+            (42, 2, 1_000, 7_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn what_waits_for_the_commit_runs_after_it_and_not_before() {
+        let (_dir, store) = store().await;
+        let (tx, rx) = mpsc::channel(16);
+        let writer = spawn_writer(store.clone(), rx, WriterConfig::default());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let a = DeviceId::parse("A").unwrap();
+        tx.send(WriteOp::Event(a.clone(), event(1, Some(1), "x"), 1))
+            .await
+            .unwrap();
+        let reader = store.clone();
+        tx.send(WriteOp::AfterCommit(Box::new(move || {
+            let _ = done_tx.send(());
+        })))
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), done_rx)
+            .await
+            .unwrap()
+            .unwrap();
+        // By the time it ran, the event was in the store.
+        assert_eq!(reader.recent_events(&a, 10).await.unwrap().len(), 1);
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[test]

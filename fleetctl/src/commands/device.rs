@@ -1,13 +1,15 @@
 //! `fleetctl device ID`: one device in detail; `fleetctl device
-//! ship|deploy|retire ID`: move it through its life.
+//! ship|deploy|retire ID`: move it through its life; `fleetctl device
+//! command ID ACTION`: send it a one-off command.
 
 use std::fmt::Write as _;
 
+use fleet_api::types::{CommandRequest, CommandSent};
 use fleet_api::{Client, DeviceDetail, Lifecycle, LifecycleMoved};
 use serde_json::Value;
 
 use super::CommandError;
-use crate::render::{cell, printable, to_json, Report, View};
+use crate::render::{cell, printable, to_json, Grid, Report, View};
 
 pub async fn show(client: &Client, id: Option<String>) -> Result<Device, CommandError> {
     let id = id.ok_or(CommandError::NoDevice)?;
@@ -54,6 +56,39 @@ impl Report for Device {
         if let Some(health) = &self.0.health {
             let _ = writeln!(out, "health        {}", to_json(health));
         }
+        let desired = &self.0.desired;
+        let _ = writeln!(
+            out,
+            "desired       config {}{}",
+            desired.config_rev,
+            desired
+                .firmware
+                .as_ref()
+                .map(|f| format!(", firmware {f}"))
+                .unwrap_or_default()
+        );
+        if self.0.missing_events > 0 {
+            let _ = writeln!(
+                out,
+                "missing       {} events in {} gaps",
+                self.0.missing_events,
+                self.0.gaps.len()
+            );
+        }
+        for g in &self.0.gaps {
+            let _ = writeln!(
+                out,
+                "gap           #{}..#{} seen at {}",
+                g.from_seq, g.to_seq, g.detected_ms
+            );
+        }
+        if let Some(d) = &self.0.outbox_drops {
+            let _ = writeln!(
+                out,
+                "dropped       {} health samples offline ({} to {}, device clock; reported {})",
+                d.health_samples, d.oldest_ms, d.newest_ms, d.last_report_ms
+            );
+        }
         for e in &self.0.events {
             let _ = writeln!(out, "event #{:<6} {}", e.seq, e.event);
         }
@@ -94,6 +129,60 @@ impl Report for Moved {
 
     fn table(&self) -> View {
         View::Text(format!("{} is now {}\n", self.0.device, self.0.lifecycle))
+    }
+}
+
+/// `90s`, `10m`, `2h` (or plain seconds) as seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => s.split_at(at),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and s, m or h (e.g. 10m)"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?}: the unit is s, m or h (e.g. 10m)")),
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+pub async fn command(
+    client: &Client,
+    id: &str,
+    action: String,
+    expires_in_s: Option<u64>,
+) -> Result<Sent, CommandError> {
+    let req = CommandRequest {
+        action,
+        expires_in_s,
+    };
+    Ok(Sent(client.command(id, &req).await?))
+}
+
+/// A command sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent(pub CommandSent);
+
+impl Report for Sent {
+    fn json(&self) -> Value {
+        to_json(&self.0)
+    }
+
+    fn table(&self) -> View {
+        let mut grid = Grid::new(&["id", "device", "action", "expires_at_ms"]);
+        grid.rows.push(vec![
+            self.0.id.clone(),
+            self.0.device.to_string(),
+            self.0.action.clone(),
+            self.0.expires_at_ms.to_string(),
+        ]);
+        View::grid(grid)
     }
 }
 
@@ -159,6 +248,61 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains('\u{1b}'), "{t:?}");
+    }
+
+    #[test]
+    fn durations_take_seconds_minutes_and_hours() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("10m"), Ok(600));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("45"), Ok(45));
+        assert!(parse_duration("10d").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn a_sent_command_shows_its_id_as_a_table_csv_and_json() {
+        let s = Sent(CommandSent {
+            id: "cmd-0011223344556677".into(),
+            device: "BB-A".parse().unwrap(),
+            action: "reboot".into(),
+            expires_at_ms: 600_000,
+        });
+        assert_eq!(
+            render(&s, Output::Csv),
+            "id,device,action,expires_at_ms\ncmd-0011223344556677,BB-A,reboot,600000\n"
+        );
+        assert!(render(&s, Output::Table).contains("cmd-0011223344556677"));
+        let j: Value = serde_json::from_str(&render(&s, Output::Json)).unwrap();
+        assert_eq!(j["id"], "cmd-0011223344556677");
+    }
+
+    #[test]
+    fn gaps_drops_and_the_desired_state_have_their_lines() {
+        let mut d = detail();
+        d.0.desired.config_rev = 4;
+        d.0.missing_events = 3;
+        d.0.gaps = vec![fleet_api::types::EventGap {
+            boot: Some(9),
+            from_seq: 3,
+            to_seq: 5,
+            detected_ms: 77,
+        }];
+        d.0.outbox_drops = Some(fleet_api::types::OutboxDrops {
+            health_samples: 42,
+            reports: 2,
+            oldest_ms: 1,
+            newest_ms: 9,
+            last_report_ms: 12,
+        });
+        let t = render(&d, Output::Table);
+        assert!(t.contains("\ndesired       config 4\n"), "{t}");
+        assert!(t.contains("\nmissing       3 events in 1 gaps\n"), "{t}");
+        assert!(t.contains("\ngap           #3..#5 seen at 77\n"), "{t}");
+        assert!(
+            t.contains("\ndropped       42 health samples offline"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -121,6 +121,12 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
             command: Some(cmd), ..
         } => {
             let (id, to) = match cmd {
+                DeviceCmd::Command {
+                    id,
+                    action,
+                    expires_in,
+                    output,
+                } => return done(device::command(c, &id, action, expires_in).await?, output),
                 DeviceCmd::Ship { id } => (id, device::Move::Ship),
                 DeviceCmd::Deploy { id } => (id, device::Move::Deploy),
                 DeviceCmd::Retire { id } => (id, device::Move::Retire),

@@ -407,3 +407,85 @@ fn the_device_clock_is_believed_up_to_a_few_seconds_ahead_of_ours() {
     );
     assert_eq!(order_key(u64::MAX, u64::MAX), u64::MAX, "no overflow");
 }
+
+fn health_with(cpu: u8, window: Option<(u64, u64)>) -> Payload {
+    Payload::Health(Health {
+        cpu_pct: cpu,
+        window: window.map(|(from_ms, to_ms)| HealthWindow {
+            from_ms,
+            to_ms,
+            samples: 10,
+            ..HealthWindow::default()
+        }),
+        ..Health::default()
+    })
+}
+
+#[test]
+fn samples_coalesced_offline_arriving_late_do_not_replace_a_newer_health() {
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-23", None), Status::default(), 0);
+    let id = DeviceId::parse("A").unwrap();
+    let now = 10_000_000;
+    // A live sample at 9,000,000 (device clock), then the outbox delivers
+    // samples coalesced while offline, from 1,000,000 to 8,000,000.
+    f.observe(&env_at("A", 9_000_000, health_with(11, None)), now)
+        .unwrap();
+    let o = f
+        .observe(
+            &env_at(
+                "A",
+                9_000_100,
+                health_with(99, Some((1_000_000, 8_000_000))),
+            ),
+            now + 1,
+        )
+        .unwrap();
+    assert!(o.stale);
+    assert_eq!(
+        f.get(&id).unwrap().status.health.as_ref().unwrap().cpu_pct,
+        11
+    );
+    // A coalesced window newer than the health held replaces it.
+    f.observe(
+        &env_at(
+            "A",
+            9_500_000,
+            health_with(55, Some((9_100_000, 9_400_000))),
+        ),
+        now + 2,
+    )
+    .unwrap();
+    assert_eq!(
+        f.get(&id).unwrap().status.health.as_ref().unwrap().cpu_pct,
+        55
+    );
+    // A live sample always replaces, even from a clock set back.
+    f.observe(&env_at("A", 5, health_with(7, None)), now + 3)
+        .unwrap();
+    assert_eq!(
+        f.get(&id).unwrap().status.health.as_ref().unwrap().cpu_pct,
+        7
+    );
+}
+
+#[test]
+fn the_desired_state_stays_with_the_device_through_re_registration() {
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-23", None), Status::default(), 0);
+    f.upsert(reg("B", "IR-23", None), Status::default(), 0);
+    let a = DeviceId::parse("A").unwrap();
+    let d = Desired {
+        config_rev: 4,
+        firmware: None,
+    };
+    f.set_desired(&a, d.clone());
+    f.register(reg("A", "IR-23", Some("IR-23-TEH")), 1);
+    assert_eq!(f.get(&a).unwrap().desired, Some(d.clone()));
+    assert_eq!(f.stored_desired(), [(a.clone(), d)]);
+    f.set_lifecycle(&a, Lifecycle::Retired, 2);
+    assert!(
+        f.stored_desired().is_empty(),
+        "a retired device is sent nothing"
+    );
+}

@@ -3,8 +3,9 @@
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use fleet_api::types::{
-    DeviceDetail, DeviceEvent, DevicePage, DeviceQuery, DeviceRegistration, DeviceSummary,
-    InvalidItem, Readiness, RegisterRequest, RegisterResponse,
+    DesiredState, DeviceDetail, DeviceEvent, DevicePage, DeviceQuery, DeviceRegistration,
+    DeviceSummary, EventGap, InvalidItem, OutboxDrops, Readiness, RegisterRequest,
+    RegisterResponse,
 };
 use fleet_protocol::{CountyCode, DeviceId, Model, ProvinceCode, StationId};
 use serde_json::json;
@@ -85,15 +86,21 @@ pub async fn device_detail(
     Path(id): Path<String>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
     let id: DeviceId = parse("device id", &id)?;
-    let (device, status) = {
+    let (device, status, desired) = {
         let fleet = st.fleet();
         // Another province's device looks exactly like one that does not exist.
         let d = fleet
             .get(&id)
             .filter(|d| caller.principal.sees(d.reg.province))
             .ok_or_else(|| ApiError::UnknownDevice(id.clone()))?;
-        (summary(d), d.status.clone())
+        (
+            summary(d),
+            d.status.clone(),
+            crate::domain::desired::desired_of(d.desired.as_ref()),
+        )
     };
+    let (gaps, missing_events) = st.store.event_gaps(&id, 20).await?;
+    let outbox_drops = st.store.outbox_drops(&id).await?;
     let events = st
         .store
         .recent_events(&id, 20)
@@ -113,6 +120,28 @@ pub async fn device_detail(
         health: status.health,
         health_at_ms: status.health_at_ms,
         events,
+        desired: DesiredState {
+            config_rev: desired.config_rev,
+            manifest: desired.firmware.as_ref().map(|f| f.manifest.clone()),
+            firmware: desired.firmware.map(|f| f.version),
+        },
+        gaps: gaps
+            .into_iter()
+            .map(|g| EventGap {
+                boot: g.boot,
+                from_seq: g.from_seq,
+                to_seq: g.to_seq,
+                detected_ms: g.detected_ms,
+            })
+            .collect(),
+        missing_events,
+        outbox_drops: outbox_drops.map(|d| OutboxDrops {
+            health_samples: d.health_samples,
+            reports: d.reports,
+            oldest_ms: d.oldest_ms,
+            newest_ms: d.newest_ms,
+            last_report_ms: d.last_report_ms,
+        }),
     }))
 }
 

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod baselines;
 pub mod broker;
+pub mod commands;
 pub mod devices;
 pub mod enrolment;
 pub mod health;

@@ -119,6 +119,7 @@ async fn an_expired_token_is_refused_and_listed_with_its_expiry() {
         store: app.store.clone(),
         token: app.token.clone(),
         dir: tempfile::tempdir().unwrap(),
+        mqtt: std::sync::Mutex::new(super::unconnected_client().1),
     };
     let (status, body) = later
         .call_as(
@@ -183,6 +184,7 @@ fn app_over(app: &TestApp, access: Arc<Access>) -> Router {
         app.store.clone(),
         access,
         app.dir.path().to_owned(),
+        super::unconnected_client().0,
     ))
 }
 

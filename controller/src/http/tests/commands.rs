@@ -1,0 +1,172 @@
+//! `POST /api/v1/devices/{id}/commands`: who may send a command to which
+//! device, the audit entry written before it goes out, and what goes out on
+//! the device's `cmd` topic (read back from the MQTT client's queue).
+
+use fleet_protocol::{Action, Payload};
+
+use super::*;
+use crate::clock::unix_ms;
+use crate::domain::lifecycle::Lifecycle;
+
+async fn devices(app: &TestApp) {
+    ok(app.csv(REGISTRY).await);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [
+                dev("BB-TEH", "IR-23", Some("IR-23-TEH")),
+                dev("BB-SARI", "IR-02", Some("IR-02-SARI")),
+                dev("BB-OLD", "IR-23", Some("IR-23-TEH")),
+                { "id": "BB-NEW", "model": "ballot-box-v2", "province": "IR-23", "county": "IR-23-TEH" },
+            ]}),
+        )
+        .await);
+    app.fleet.write().unwrap().set_lifecycle(
+        &DeviceId::parse("BB-OLD").unwrap(),
+        Lifecycle::Retired,
+        0,
+    );
+}
+
+async fn command_as(app: &TestApp, token: &str, device: &str, body: Value) -> (StatusCode, Value) {
+    app.call_as(
+        Some(token),
+        "POST",
+        &format!("/api/v1/devices/{device}/commands"),
+        Some(Body::from(body.to_string())),
+        "application/json",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn commands_go_out_in_the_callers_scope_only() {
+    let app = test_app().await;
+    devices(&app).await;
+    let central = app.token_for(Role::CentralOps, &[]).await;
+    let tech = app.token_for(Role::ProvinceTech, &["IR-02"]).await;
+    let warehouse = app.token_for(Role::Warehouse, &[]).await;
+    let viewer = app.token_for(Role::Viewer, &[]).await;
+    let reboot = json!({ "action": "reboot" });
+    let cases = [
+        (&app.token, "BB-TEH", StatusCode::OK),
+        (&central, "BB-TEH", StatusCode::OK),
+        (&tech, "BB-SARI", StatusCode::OK),
+        // Another province's device looks like one that does not exist.
+        (&tech, "BB-TEH", StatusCode::NOT_FOUND),
+        (&warehouse, "BB-TEH", StatusCode::FORBIDDEN),
+        (&viewer, "BB-TEH", StatusCode::FORBIDDEN),
+    ];
+    for (token, device, want) in cases {
+        let (status, body) = command_as(&app, token, device, reboot.clone()).await;
+        assert_eq!(status, want, "{device}: {body}");
+    }
+    let sent = queued(&app);
+    let targets: Vec<&str> = sent.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "fleet/v1/dev/BB-TEH/cmd",
+            "fleet/v1/dev/BB-TEH/cmd",
+            "fleet/v1/dev/BB-SARI/cmd"
+        ],
+        "only what was allowed went out"
+    );
+    assert!(sent.iter().all(|(_, retained, _)| !retained));
+}
+
+#[tokio::test]
+async fn a_command_is_audited_then_sent_with_its_id_and_expiry() {
+    let app = test_app().await;
+    devices(&app).await;
+    let before = unix_ms();
+    let (status, answer) = command_as(
+        &app,
+        &app.token,
+        "BB-TEH",
+        json!({ "action": "renew-certificate", "expires_in_s": 120 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let id = answer["id"].as_str().unwrap();
+    assert!(id.starts_with("cmd-") && id.len() == 20, "{id}");
+    assert_eq!(answer["action"], "renew-certificate");
+    let expires = answer["expires_at_ms"].as_u64().unwrap();
+    assert!(expires >= before + 120_000 && expires <= unix_ms() + 120_000);
+
+    let sent = queued(&app);
+    assert_eq!(sent.len(), 1);
+    let Payload::Command(cmd) = &sent[0].2.payload else {
+        panic!("not a command: {:?}", sent[0].2);
+    };
+    assert_eq!(
+        (cmd.id.as_str(), cmd.action, cmd.expires_at_ms),
+        (id, Action::RenewCertificate, expires)
+    );
+
+    let (_, entries) = app.get("/api/v1/audit?target=BB-TEH&limit=5").await;
+    let entry = &entries[0];
+    assert_eq!(entry["action"], "device.command", "{entries}");
+    let detail: Value = serde_json::from_str(entry["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["id"], id);
+    assert_eq!(detail["action"], "renew-certificate");
+}
+
+#[tokio::test]
+async fn unknown_devices_devices_out_of_service_and_bad_requests_are_refused() {
+    let app = test_app().await;
+    devices(&app).await;
+    let cases = [
+        (
+            "BB-NOPE",
+            json!({ "action": "reboot" }),
+            StatusCode::NOT_FOUND,
+            "not registered",
+        ),
+        (
+            "BB-NEW",
+            json!({ "action": "reboot" }),
+            StatusCode::CONFLICT,
+            "registered, not in service",
+        ),
+        (
+            "BB-OLD",
+            json!({ "action": "reboot" }),
+            StatusCode::CONFLICT,
+            "retired, not in service",
+        ),
+        (
+            "BB-TEH",
+            json!({ "action": "format" }),
+            StatusCode::BAD_REQUEST,
+            "unknown action",
+        ),
+        (
+            "BB-TEH",
+            json!({ "action": "reboot", "expires_in_s": 86_401 }),
+            StatusCode::BAD_REQUEST,
+            "1 to 86400",
+        ),
+        (
+            "BB-TEH",
+            json!({ "action": "reboot", "expires_in_s": 0 }),
+            StatusCode::BAD_REQUEST,
+            "1 to 86400",
+        ),
+        (
+            "not a device!",
+            json!({ "action": "reboot" }),
+            StatusCode::BAD_REQUEST,
+            "device id",
+        ),
+    ];
+    for (device, body, want, says) in cases {
+        let (status, answer) =
+            command_as(&app, &app.token, &device.replace(' ', "%20"), body).await;
+        assert_eq!(status, want, "{device}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(says), "{device}: {error}");
+    }
+    assert!(queued(&app).is_empty(), "nothing went out");
+}

@@ -1,0 +1,206 @@
+//! The ingest's MQTT client, as the one publisher of what the controller
+//! tells devices (desired state, commands, renewed certificates) and the
+//! one place that acknowledges devices' messages to the broker.
+//!
+//! Acknowledgements are manual: a QoS 1 message is acknowledged once its
+//! effect is committed to the store (the store writer runs
+//! [`Publisher::ack_after_commit`]'s closure after the batch commits), or at
+//! once when it has no effect to commit. A controller killed before the
+//! commit leaves the message unacknowledged, and the broker delivers it
+//! again to the persistent session; ingest is idempotent, so a message
+//! delivered twice is stored once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fleet_protocol::{Command, Desired, DeviceId, EncodeError, Envelope, Payload};
+use rumqttc::{AsyncClient, Publish, QoS};
+
+use crate::store::AfterCommit;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot encode the {kind} message for {device}: {source}")]
+    Encode {
+        kind: &'static str,
+        device: DeviceId,
+        source: EncodeError,
+    },
+    #[error("cannot queue the {kind} message for {device}: {source}")]
+    Queue {
+        kind: &'static str,
+        device: DeviceId,
+        source: rumqttc::ClientError,
+    },
+}
+
+/// A handle on the ingest's client; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+    /// Which connection to the broker is current: a new one after every
+    /// lost connection and every CONNACK. An acknowledgement is sent only
+    /// on the connection its message came on (a packet id of an older
+    /// connection may name another message on this one).
+    connection: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("connection", &self.connection.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub fn new(client: AsyncClient) -> Self {
+        Self {
+            client,
+            connection: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub(crate) fn client(&self) -> &AsyncClient {
+        &self.client
+    }
+
+    /// The connection changed (lost, or a new CONNACK).
+    pub(crate) fn next_connection(&self) {
+        self.connection.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Acknowledge a message now (one with no effect to commit).
+    pub(crate) fn ack_now(&self, publish: &Publish) {
+        if publish.qos != QoS::AtMostOnce {
+            // A full request queue loses only this acknowledgement: the
+            // broker sends the message again on the next connection.
+            let _ = self.client.try_ack(publish);
+        }
+    }
+
+    /// What the store writer runs once the message's effect is committed:
+    /// acknowledge it, if it came on the connection still current.
+    pub(crate) fn ack_after_commit(&self, publish: Publish) -> AfterCommit {
+        let me = self.clone();
+        let connection = self.connection.load(Ordering::SeqCst);
+        Box::new(move || {
+            if me.connection.load(Ordering::SeqCst) == connection {
+                me.ack_now(&publish);
+            }
+        })
+    }
+
+    fn encode(
+        device: &DeviceId,
+        now_ms: u64,
+        payload: Payload,
+    ) -> Result<(String, Vec<u8>), PublishError> {
+        let kind = payload.kind().as_str();
+        let env = Envelope::new(device.clone(), now_ms, payload);
+        let bytes = env.to_cbor().map_err(|source| PublishError::Encode {
+            kind,
+            device: device.clone(),
+            source,
+        })?;
+        Ok((env.topic().to_string(), bytes))
+    }
+
+    /// Send a device's desired state, retained (QoS 1), waiting for room
+    /// in the client's queue. Not from the ingest loop itself (it must keep
+    /// polling): use [`Publisher::try_desired`] there.
+    pub async fn desired(
+        &self,
+        device: &DeviceId,
+        desired: &Desired,
+        now_ms: u64,
+    ) -> Result<(), PublishError> {
+        let (topic, bytes) = Self::encode(device, now_ms, Payload::Desired(desired.clone()))?;
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, bytes)
+            .await
+            .map_err(|source| PublishError::Queue {
+                kind: "desired",
+                device: device.clone(),
+                source,
+            })
+    }
+
+    /// [`Publisher::desired`] without waiting: a full queue is an error.
+    pub(crate) fn try_desired(
+        &self,
+        device: &DeviceId,
+        desired: &Desired,
+        now_ms: u64,
+    ) -> Result<(), PublishError> {
+        let (topic, bytes) = Self::encode(device, now_ms, Payload::Desired(desired.clone()))?;
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, true, bytes)
+            .map_err(|source| PublishError::Queue {
+                kind: "desired",
+                device: device.clone(),
+                source,
+            })
+    }
+
+    /// Send a one-off command (QoS 1, not retained: a command is not a
+    /// state to keep; an offline device gets it from its persistent session
+    /// until it expires).
+    pub async fn command(
+        &self,
+        device: &DeviceId,
+        command: &Command,
+        now_ms: u64,
+    ) -> Result<(), PublishError> {
+        let (topic, bytes) = Self::encode(device, now_ms, Payload::Command(command.clone()))?;
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, bytes)
+            .await
+            .map_err(|source| PublishError::Queue {
+                kind: "cmd",
+                device: device.clone(),
+                source,
+            })
+    }
+}
+
+/// Why a desired state was not set.
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    #[error("device {0} is not registered")]
+    UnknownDevice(DeviceId),
+    #[error("cannot store the desired state: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Set a device's desired state: stored first (the controller's record),
+/// then held in the fleet, then sent retained. A send that fails is logged,
+/// not an error: the state is recorded and goes out again when the device
+/// comes online. This is the one way desired state changes (a rollout sets
+/// firmware targets through it).
+pub async fn set_desired(
+    store: &crate::store::Store,
+    fleet: &std::sync::RwLock<crate::domain::fleet::Fleet>,
+    publisher: &Publisher,
+    device: &DeviceId,
+    desired: Desired,
+    now_ms: u64,
+) -> Result<(), DesiredError> {
+    let known = fleet
+        .read()
+        .expect("fleet lock is never poisoned")
+        .get(device)
+        .is_some();
+    if !known {
+        return Err(DesiredError::UnknownDevice(device.clone()));
+    }
+    store.set_desired(device, &desired, now_ms).await?;
+    fleet
+        .write()
+        .expect("fleet lock is never poisoned")
+        .set_desired(device, desired.clone());
+    if let Err(e) = publisher.desired(device, &desired, now_ms).await {
+        tracing::warn!(error = %e, "desired state stored; it is sent when the device comes online");
+    }
+    Ok(())
+}
