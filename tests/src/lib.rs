@@ -22,6 +22,8 @@
 
 pub mod builders;
 pub mod in_process;
+pub mod link;
+pub mod proxy;
 
 pub use in_process::InProcessController;
 
@@ -173,14 +175,19 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin_path(name)?);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("NO_COLOR", "1");
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::from_command(name, cmd)
+    }
+
+    /// Start `cmd` (e.g. a binary inside a [`link::Host`]) the same way.
+    pub fn from_command(name: &str, mut cmd: Command) -> anyhow::Result<Self> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("NO_COLOR", "1");
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
