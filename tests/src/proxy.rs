@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// A running forwarder; stopped on drop.
 pub struct Proxy {
@@ -33,6 +33,10 @@ pub struct Proxy {
     pub target: SocketAddr,
     delay_ms: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
+    /// Bytes a connection carries back to its client before it is cut (0: no limit).
+    cut_after: Arc<AtomicU64>,
+    /// Bumped by [`Proxy::sever`]: every open connection ends.
+    sever: watch::Sender<u64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -52,7 +56,15 @@ impl Proxy {
             .enable_all()
             .build()
             .context("the proxy's runtime")?;
-        let (delay, count) = (Arc::clone(&delay_ms), Arc::clone(&connections));
+        let cut_after = Arc::new(AtomicU64::new(0));
+        let (sever, sever_rx) = watch::channel(0u64);
+        let shared = Shared {
+            target,
+            delay: Arc::clone(&delay_ms),
+            count: Arc::clone(&connections),
+            cut_after: Arc::clone(&cut_after),
+            sever: sever_rx,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("proxy-{addr}"))
             .spawn(move || {
@@ -65,7 +77,7 @@ impl Proxy {
                         }
                     };
                     tokio::select! {
-                        () = accept_loop(listener, target, delay, count) => {}
+                        () = accept_loop(listener, shared) => {}
                         _ = stop_rx => {}
                     }
                 });
@@ -77,6 +89,8 @@ impl Proxy {
             target,
             delay_ms,
             connections,
+            cut_after,
+            sever,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -88,6 +102,19 @@ impl Proxy {
     pub fn set_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Cut each connection (new and open ones) once it has carried `bytes`
+    /// back to its client, as a link dropping mid-transfer does; `None`
+    /// lifts it.
+    pub fn set_cut_after(&self, bytes: Option<u64>) {
+        self.cut_after
+            .store(bytes.map_or(0, |b| b.max(1)), Ordering::Relaxed);
+    }
+
+    /// End every open connection now.
+    pub fn sever(&self) {
+        self.sever.send_modify(|g| *g += 1);
     }
 
     /// Connections accepted so far.
@@ -107,39 +134,58 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+#[derive(Clone)]
+struct Shared {
     target: SocketAddr,
     delay: Arc<AtomicU64>,
     count: Arc<AtomicU64>,
-) {
+    cut_after: Arc<AtomicU64>,
+    sever: watch::Receiver<u64>,
+}
+
+async fn accept_loop(listener: TcpListener, shared: Shared) {
     loop {
         let Ok((inbound, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        count.fetch_add(1, Ordering::Relaxed);
-        let delay = Arc::clone(&delay);
+        shared.count.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let Ok(outbound) = TcpStream::connect(target).await else {
+            let Ok(outbound) = TcpStream::connect(shared.target).await else {
                 return;
             };
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
             let (ri, wi) = inbound.into_split();
             let (ro, wo) = outbound.into_split();
+            let kill = Arc::new(Notify::new());
+            let mut sever = shared.sever.clone();
+            sever.mark_unchanged();
             // Each direction's end (EOF) is passed on as a FIN, so a close
-            // on either side reaches the other.
-            tokio::join!(pipe(ri, wo, Arc::clone(&delay)), pipe(ro, wi, delay));
+            // on either side reaches the other; a cut or a sever drops both
+            // sockets at once.
+            tokio::select! {
+                _ = async {
+                    tokio::join!(
+                        pipe(ri, wo, Arc::clone(&shared.delay), None),
+                        pipe(ro, wi, Arc::clone(&shared.delay), Some((Arc::clone(&shared.cut_after), Arc::clone(&kill)))),
+                    )
+                } => {}
+                () = kill.notified() => {}
+                _ = sever.changed() => {}
+            }
         });
     }
 }
 
-/// Copy `from` to `to`, each chunk written `delay` after it was read.
+/// Copy `from` to `to`, each chunk written `delay` after it was read; with
+/// `budget`, wake `kill` once its limit of bytes has been written.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Arc<AtomicU64>,
+    budget: Option<(Arc<AtomicU64>, Arc<Notify>)>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(256);
     let reader = async move {
@@ -158,9 +204,24 @@ async fn pipe(
         }
     };
     let writer = async move {
-        while let Some((due, chunk)) = rx.recv().await {
+        let mut written = 0u64;
+        while let Some((due, mut chunk)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
+            let limit = budget
+                .as_ref()
+                .map_or(0, |(cut_after, _)| cut_after.load(Ordering::Relaxed));
+            let over = limit > 0 && written + chunk.len() as u64 >= limit;
+            if over {
+                chunk.truncate(usize::try_from(limit.saturating_sub(written)).unwrap_or(0));
+            }
             if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+            written += chunk.len() as u64;
+            if over {
+                if let Some((_, kill)) = &budget {
+                    kill.notify_one();
+                }
                 return;
             }
         }
