@@ -116,7 +116,7 @@ fn enrol_through(ctl: &Controller, host: &Host, api_port: u16, agent_toml: &str)
         ok,
         "fleet-agent enrol through the dial-up link failed: {out}{err}"
     );
-    assert!(out.contains(&format!("broker localhost:")), "{out}");
+    assert!(out.contains("broker localhost:"), "{out}");
     Device { dir, config }
 }
 
