@@ -150,11 +150,14 @@ impl Drop for Mosquitto {
 /// script does this first) into the same target directory as the tests.
 pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/debug/deps/<test binary> -> target/debug/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
+    // target/debug/deps/<test binary> -> target/debug/<name>; a harness
+    // binary (target/debug/link-bench) sits beside the others already.
+    let parent = exe.parent();
+    let dir = match parent {
+        Some(p) if p.ends_with("deps") => p.parent(),
+        other => other,
+    }
+    .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
     let path = dir.join(name);
     if !path.is_file() {
         bail!(

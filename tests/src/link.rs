@@ -522,3 +522,98 @@ fn nft(ns: Option<&str>, script: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A device enrolled from inside a [`Host`]: its files (config, state
+/// directory with the identity and the fleet CA).
+pub struct NsDevice {
+    pub id: String,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl NsDevice {
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+/// The warehouse's shipment of one device (root side, fleetctl), then
+/// `fleet-agent enrol` inside `host` through its link against
+/// `https://localhost:API_PORT` (forward the port first). `agent_toml` is
+/// appended to the device's config. The controller must hand out
+/// `broker.host = "localhost"` for the device to reach the broker later.
+pub fn enrol_through(
+    ctl: &crate::Controller,
+    host: &Host,
+    id: &str,
+    province: &str,
+    county: &str,
+    agent_toml: &str,
+) -> anyhow::Result<NsDevice> {
+    let api_port: u16 = ctl
+        .api
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("the controller's API port")?;
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name);
+    let utf8 = |p: &std::path::Path| -> anyhow::Result<String> {
+        Ok(p.to_str().context("utf-8 path")?.to_owned())
+    };
+    std::fs::write(
+        path("shipment.csv"),
+        format!("serial,model,province,county\n{id},ballot-box-v2,{province},{county}\n"),
+    )?;
+    let (ok, out, err) = ctl.fleetctl(&[
+        "enrol",
+        "batch",
+        &utf8(&path("shipment.csv"))?,
+        "--output",
+        "json",
+        "--sheet-dir",
+        &utf8(dir.path())?,
+    ])?;
+    if !ok {
+        bail!("enrol batch failed: {err}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let token = v["devices"][0]["token"]
+        .as_str()
+        .context("no token in the batch answer")?;
+    std::fs::write(path("enrol.token"), token)?;
+    std::fs::write(path("firmware-version"), "2.4.0\n")?;
+    let config = path("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[device]\nid = \"{id}\"\nmodel = \"ballot-box-v2\"\nfirmware_version_file = \"{}\"\nstate_dir = \"{}\"\n{agent_toml}",
+            path("firmware-version").display(),
+            path("state").display()
+        ),
+    )?;
+    // The image's CA, as shipped.
+    std::fs::copy(ctl.ca(), path("fleet-ca.crt"))?;
+    let (ok, out, err) = host.run_bin(
+        "fleet-agent",
+        &[
+            "enrol",
+            "--controller",
+            &format!("https://localhost:{api_port}"),
+            "--ca",
+            &utf8(&path("fleet-ca.crt"))?,
+            "--token-file",
+            &utf8(&path("enrol.token"))?,
+            "--config",
+            &utf8(&config)?,
+        ],
+    )?;
+    if !ok {
+        bail!("fleet-agent enrol through the link failed: {out}{err}");
+    }
+    Ok(NsDevice {
+        id: id.to_owned(),
+        dir,
+        config,
+    })
+}

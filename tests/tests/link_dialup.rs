@@ -24,10 +24,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use fleet_tests::link::Host;
+use fleet_tests::link::{enrol_through, Host};
 use fleet_tests::{eventually, within, Controller};
 
 const REGISTRY: &str = "province,county,county_name_en,station_id,station_name\n\
@@ -42,82 +42,6 @@ const DOWNLOAD_BYTES: usize = 5 * 1024 * 1024;
 
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
-}
-
-/// A device's files: config, state directory, firmware file.
-struct Device {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Device {
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-}
-
-/// The warehouse's shipment (root side, fleetctl), then `fleet-agent enrol`
-/// inside `host` through the link.
-fn enrol_through(ctl: &Controller, host: &Host, api_port: u16, agent_toml: &str) -> Device {
-    let dir = tempfile::tempdir().unwrap();
-    let shipment = dir.path().join("shipment.csv");
-    std::fs::write(
-        &shipment,
-        format!("serial,model,province,county\n{DEVICE},ballot-box-v2,IR-07,IR-07-ZAHE\n"),
-    )
-    .unwrap();
-    let (ok, out, err) = ctl
-        .fleetctl(&[
-            "enrol",
-            "batch",
-            shipment.to_str().unwrap(),
-            "--output",
-            "json",
-            "--sheet-dir",
-            dir.path().to_str().unwrap(),
-        ])
-        .unwrap();
-    assert!(ok, "enrol batch: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let token_file = dir.path().join("enrol.token");
-    std::fs::write(&token_file, v["devices"][0]["token"].as_str().unwrap()).unwrap();
-    let fw = dir.path().join("firmware-version");
-    std::fs::write(&fw, "2.4.0\n").unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[device]\nid = \"{DEVICE}\"\nmodel = \"ballot-box-v2\"\nfirmware_version_file = \"{}\"\nstate_dir = \"{}\"\n{agent_toml}",
-            fw.display(),
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
-    // The image's CA, as shipped: the same file the controller made.
-    let ca = dir.path().join("fleet-ca.crt");
-    std::fs::copy(ctl.ca(), &ca).unwrap();
-    let (ok, out, err) = host
-        .run_bin(
-            "fleet-agent",
-            &[
-                "enrol",
-                "--controller",
-                &format!("https://localhost:{api_port}"),
-                "--ca",
-                ca.to_str().unwrap(),
-                "--token-file",
-                token_file.to_str().unwrap(),
-                "--config",
-                config.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    assert!(
-        ok,
-        "fleet-agent enrol through the dial-up link failed: {out}{err}"
-    );
-    assert!(out.contains("broker localhost:"), "{out}");
-    Device { dir, config }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -158,9 +82,12 @@ async fn a_device_on_dial_up_enrols_reports_and_downloads_through_two_cuts() {
     let dev = enrol_through(
         &ctl,
         &host,
-        api_port,
+        DEVICE,
+        "IR-07",
+        "IR-07-ZAHE",
         "[mqtt]\nkeep_alive_secs = 60\nbackoff_base_ms = 1000\nbackoff_max_ms = 20000\n[health]\nsample_secs = 5\nreport_secs = 30\n",
-    );
+    )
+    .unwrap();
     let enrol_bytes = host.bytes().unwrap().since(before);
     println!(
         "enrolment over {DIALUP_KBIT} kbit/s with {LOSS_PERCENT} % loss: {} B up, {} B down on the wire",
@@ -219,7 +146,7 @@ async fn a_device_on_dial_up_enrols_reports_and_downloads_through_two_cuts() {
     let dest = dev.dir.path().join("image-2.5.0.bin");
     let part = dev.dir.path().join("image-2.5.0.bin.part");
     let url = format!("https://localhost:{api_port}/api/v1/artifacts/image-2.5.0.bin");
-    let ca = dev.state().join("ca.crt");
+    let ca = dev.state_dir().join("ca.crt");
     let args: Vec<String> = vec![
         "fetch".into(),
         url,
