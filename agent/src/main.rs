@@ -56,6 +56,23 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Download URL to DEST, resuming after cuts; DEST appears only when
+    /// complete and verified (see fleet_agent::download).
+    Fetch {
+        url: String,
+        dest: PathBuf,
+        /// Expected SHA-256 (hex).
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Expected length in bytes.
+        #[arg(long)]
+        len: Option<u64>,
+        /// The fleet CA (default: the one from enrolment in the state directory).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,6 +145,41 @@ fn main() -> anyhow::Result<()> {
             if failed {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Cmd::Fetch {
+            url,
+            dest,
+            sha256,
+            len,
+            ca,
+            config,
+        } => {
+            let cfg = AgentConfig::load(config.as_deref())?;
+            let ca = ca.unwrap_or_else(|| cfg.device.state_dir.join("ca.crt"));
+            let ca_pem = std::fs::read(&ca).ok();
+            let dl = fleet_agent::download::DownloadConfig {
+                ca_pem,
+                allow_plain_http: cfg.mqtt.insecure_dev,
+                ..Default::default()
+            };
+            let expected = fleet_agent::download::Expected { len, sha256 };
+            let done = rt.block_on(fleet_agent::download::download(
+                &url,
+                &dest,
+                &expected,
+                &dl,
+                &mut |_| {},
+            ))?;
+            println!(
+                "fetched {}: {} bytes, sha256 {}, {} requests ({} resumed, {} restarts)",
+                dest.display(),
+                done.len,
+                done.sha256,
+                done.requests,
+                done.resumed,
+                done.restarts
+            );
             Ok(())
         }
         Cmd::Run { config } => {

@@ -56,6 +56,8 @@ pub enum Body {
     Text,
     /// A JSON document with a schema of its own (the OpenAPI document).
     AnyJson,
+    /// Raw bytes (`application/octet-stream`), e.g. an artifact.
+    Binary,
 }
 
 /// One route.
@@ -423,6 +425,19 @@ pub const ENROL: Endpoint = Endpoint {
     errors: &[400, 403, 429],
 };
 
+pub const ARTIFACT: Endpoint = Endpoint {
+    operation_id: "artifact",
+    method: Method::Get,
+    path: "/api/v1/artifacts/{name}",
+    summary: "An artifact for devices (signed content), with Range",
+    description: "Public: a device has no API token, and it verifies what it fetches (hash and length, TUF metadata) before using it. One byte range per request (206 with Content-Range; several or one past the end: 416). Every answer has a strong ETag; a Range whose If-Range is not the current ETag gets the whole file (200). Names are [A-Za-z0-9._-]{1,128}, not starting with a dot; the directory is never listed.",
+    auth: Auth::Public,
+    query: None,
+    request: Body::Empty,
+    response: Body::Binary,
+    errors: &[400, 404, 416],
+};
+
 /// Every route the controller serves.
 pub const ENDPOINTS: &[Endpoint] = &[
     HEALTHZ,
@@ -449,6 +464,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ENROL_BATCH,
     SHIPMENT,
     ENROL,
+    ARTIFACT,
 ];
 
 #[cfg(test)]
@@ -508,6 +524,7 @@ mod tests {
             (Method::Post, "/api/v1/enrol/batch"),
             (Method::Get, "/api/v1/enrol/shipments/{id}"),
             (Method::Post, "/api/v1/enrol"),
+            (Method::Get, "/api/v1/artifacts/{name}"),
         ];
         for (m, p) in today {
             assert!(endpoint(m, p).is_some(), "{m} {p} is missing");

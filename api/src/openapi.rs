@@ -149,6 +149,16 @@ fn content(body: Body) -> Option<(&'static str, Content)> {
         Body::Csv => Some(("text/csv", c(String::schema()))),
         Body::Text => Some(("text/plain", c(String::schema()))),
         Body::AnyJson => Some(("application/json", c(Schema::Object(Object::new()).into()))),
+        Body::Binary => Some((
+            "application/octet-stream",
+            c(Object::builder()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+                    utoipa::openapi::schema::KnownFormat::Binary,
+                )))
+                .build()
+                .into()),
+        )),
     }
 }
 
@@ -327,8 +337,8 @@ mod tests {
             assert!(op.get("x-roles").is_none(), "{}", e.operation_id);
             checked += 1;
         }
-        // healthz, openapi.json, enrol
-        assert_eq!(checked, 3);
+        // healthz, openapi.json, enrol, artifact
+        assert_eq!(checked, 4);
     }
 
     #[test]

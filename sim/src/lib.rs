@@ -6,9 +6,12 @@
 //!   that must follow (pure).
 //! - [`hardware`]: simulated metrics and checks.
 //! - [`run`]: register through the HTTP API, then run the agents.
+//! - [`reconnects`]: when each device (re)connected; the histogram of
+//!   reconnect delays after an outage (pure).
 //! - [`bench`]: measured figures for the controller and the agent.
 
 pub mod bench;
 pub mod hardware;
 pub mod plan;
+pub mod reconnects;
 pub mod run;

@@ -97,6 +97,23 @@ enum Cmd {
         /// same fleet can run again against the same controller.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Write when each device connected (its state sent) to this JSON
+        /// file, every 2 s; `fleet-sim reconnects FILE` reads it.
+        #[arg(long)]
+        connections_out: Option<PathBuf>,
+    },
+    /// The histogram of reconnect delays after a moment (a broker restart,
+    /// a link returning), from `run --connections-out`'s file.
+    Reconnects {
+        file: PathBuf,
+        /// The moment, in Unix milliseconds: each device's first connection
+        /// after it counts.
+        #[arg(long)]
+        since_ms: u64,
+        #[arg(long, default_value_t = 250)]
+        bucket_ms: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Print the fleet a seed gives and the readiness it must produce.
     Plan {
@@ -192,6 +209,7 @@ fn main() -> anyhow::Result<()> {
             checks_secs,
             connect_rate,
             state_dir,
+            connections_out,
         } => rt.block_on(async move {
             let p = plan.plan()?;
             let api = Api::new(&controller, &token, ca.as_deref())?;
@@ -215,11 +233,46 @@ fn main() -> anyhow::Result<()> {
                 broker = %format!("{}:{} (tls {})", broker.host, broker.port, broker.tls),
                 "simulated fleet running; Ctrl-C stops it"
             );
-            fleet_agent::process::shutdown_signal().await;
+            let recorder = fleet.connections.clone();
+            let writer = async {
+                let Some(path) = &connections_out else {
+                    return std::future::pending().await;
+                };
+                loop {
+                    if let Err(e) = recorder.write(path) {
+                        tracing::warn!(error = %e, "cannot write {}", path.display());
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            };
+            tokio::select! {
+                () = fleet_agent::process::shutdown_signal() => {}
+                () = writer => {}
+            }
             tracing::info!("stopping the simulated fleet");
             fleet.stop().await;
+            if let Some(path) = &connections_out {
+                recorder.write(path)?;
+            }
             Ok(())
         }),
+        Cmd::Reconnects {
+            file,
+            since_ms,
+            bucket_ms,
+            output,
+        } => {
+            let c: fleet_sim::reconnects::Connections = serde_json::from_slice(
+                &std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?,
+            )
+            .with_context(|| format!("{} is not a connections file", file.display()))?;
+            let h = fleet_sim::reconnects::histogram(&c, since_ms, bucket_ms);
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&h)?),
+                Output::Table | Output::Devices => print!("{h}"),
+            }
+            Ok(())
+        }
         Cmd::Bench { what } => rt.block_on(async move {
             match what {
                 BenchCmd::Ingest {

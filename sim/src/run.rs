@@ -187,6 +187,8 @@ pub async fn enrol_fleet(
 pub struct Fleet {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// When each device sent its state (every connection does).
+    pub connections: crate::reconnects::Recorder,
 }
 
 impl Fleet {
@@ -296,7 +298,31 @@ pub async fn start(
         pb.inc(1);
     }
     pb.finish_and_clear();
-    Ok((Fleet { stop, tasks }, ok))
+    // From now on, every state sent (each reconnection sends one) is
+    // recorded with its time.
+    let connections = crate::reconnects::Recorder::default();
+    for (d, n) in plan.devices.iter().zip(reported) {
+        if d.condition == Condition::Offline {
+            continue;
+        }
+        let (rec, id, mut stop_rx) = (connections.clone(), d.id.to_string(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = n.notified() => rec.record(&id, fleet_agent::unix_ms()),
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                }
+            }
+        }));
+    }
+    Ok((
+        Fleet {
+            stop,
+            tasks,
+            connections,
+        },
+        ok,
+    ))
 }
 
 /// Where the simulated devices reach the broker.

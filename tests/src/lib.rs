@@ -22,6 +22,8 @@
 
 pub mod builders;
 pub mod in_process;
+pub mod link;
+pub mod proxy;
 
 pub use in_process::InProcessController;
 
@@ -148,11 +150,14 @@ impl Drop for Mosquitto {
 /// script does this first) into the same target directory as the tests.
 pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/debug/deps/<test binary> -> target/debug/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
+    // target/debug/deps/<test binary> -> target/debug/<name>; a harness
+    // binary (target/debug/link-bench) sits beside the others already.
+    let parent = exe.parent();
+    let dir = match parent {
+        Some(p) if p.ends_with("deps") => p.parent(),
+        other => other,
+    }
+    .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
     let path = dir.join(name);
     if !path.is_file() {
         bail!(
@@ -173,14 +178,19 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin_path(name)?);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("NO_COLOR", "1");
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::from_command(name, cmd)
+    }
+
+    /// Start `cmd` (e.g. a binary inside a [`link::Host`]) the same way.
+    pub fn from_command(name: &str, mut cmd: Command) -> anyhow::Result<Self> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("NO_COLOR", "1");
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;

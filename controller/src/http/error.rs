@@ -74,6 +74,13 @@ pub enum ApiError {
     UnknownShipment(String),
     #[error("no live token with id {0}")]
     UnknownToken(String),
+    #[error("no artifact {0}")]
+    UnknownArtifact(String),
+    #[error("cannot read the artifact {path}: {source}")]
+    ArtifactRead {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// An enrolment the token or the device's state does not allow.
     #[error(transparent)]
     RefusedToken(Refusal),
@@ -152,7 +159,9 @@ impl ApiError {
             NotPermitted(_) | OutOfScope(_) | ScopedMetrics | RefusedToken(_) => {
                 StatusCode::FORBIDDEN
             }
-            UnknownDevice(_) | UnknownShipment(_) | UnknownToken(_) => StatusCode::NOT_FOUND,
+            UnknownDevice(_) | UnknownShipment(_) | UnknownToken(_) | UnknownArtifact(_) => {
+                StatusCode::NOT_FOUND
+            }
             MoveRefused(_) | ChangedMeanwhile(_) => StatusCode::CONFLICT,
             BrokerNotTold {
                 source: crate::broker::RevocationError::NoHook,
@@ -169,7 +178,9 @@ impl ApiError {
             BrokerUnavailable | Publish(_) => StatusCode::SERVICE_UNAVAILABLE,
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Access(_) | Store(_) | Pki(_) | CrlWrite { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Access(_) | Store(_) | Pki(_) | CrlWrite { .. } | ArtifactRead { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

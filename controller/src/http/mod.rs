@@ -109,6 +109,8 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         (&endpoint::SHIPMENT, get(enrolment::shipment_status)),
         // The enrolment token in the body is the credential here.
         (&endpoint::ENROL, post(enrolment::enrol_device)),
+        // Signed content for devices, which hold no token.
+        (&endpoint::ARTIFACT, get(artifacts::artifact)),
     ]
 }
 

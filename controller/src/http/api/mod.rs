@@ -1,6 +1,7 @@
 //! One file per resource of `/api/v1`. Handlers decide nothing about HTTP
 //! status codes: they return `ApiError`, mapped in `http::error`.
 
+pub mod artifacts;
 pub mod audit;
 pub mod baselines;
 pub mod broker;

@@ -1,0 +1,231 @@
+//! A small TCP forwarder for link tests, optionally adding latency.
+//!
+//! The controller's API and its managed Mosquitto listen on 127.0.0.1, which
+//! a network namespace cannot reach. A [`Proxy`] bound to the root side of a
+//! namespaced host's link (see [`crate::link::Host::forward`]) carries each
+//! connection on to 127.0.0.1 unchanged: TLS runs end to end through it, so
+//! the bytes on the link are the device's real TCP/IP and TLS bytes.
+//!
+//! This kernel has no netem, so latency comes from here: with a delay set,
+//! every chunk read from one side is written to the other `delay` after it
+//! arrived (chunks are queued, so the delay does not cut throughput).
+//!
+//! The forwarder runs on its own thread and tokio runtime, so synchronous
+//! and asynchronous tests use it alike; dropping it stops it and closes
+//! every connection it carries.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// A running forwarder; stopped on drop.
+pub struct Proxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Where it forwards to.
+    pub target: SocketAddr,
+    delay_ms: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    /// Bytes a connection carries back to its client before it is cut (0: no limit).
+    cut_after: Arc<AtomicU64>,
+    /// Bumped by [`Proxy::sever`]: every open connection ends.
+    sever: watch::Sender<u64>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Listen on `listen` (port 0 picks one) and forward each connection to
+    /// `target`.
+    pub fn start(listen: SocketAddr, target: SocketAddr) -> anyhow::Result<Self> {
+        let std_listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("the proxy cannot listen on {listen}"))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("the proxy's runtime")?;
+        let cut_after = Arc::new(AtomicU64::new(0));
+        let (sever, sever_rx) = watch::channel(0u64);
+        let shared = Shared {
+            target,
+            delay: Arc::clone(&delay_ms),
+            count: Arc::clone(&connections),
+            cut_after: Arc::clone(&cut_after),
+            sever: sever_rx,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("proxy-{addr}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("proxy {addr}: {e}");
+                            return;
+                        }
+                    };
+                    tokio::select! {
+                        () = accept_loop(listener, shared) => {}
+                        _ = stop_rx => {}
+                    }
+                });
+                // Dropping the runtime here cancels every connection's tasks.
+            })
+            .context("the proxy's thread")?;
+        Ok(Self {
+            addr,
+            target,
+            delay_ms,
+            connections,
+            cut_after,
+            sever,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Add `delay` to every chunk in each direction (a round trip gains
+    /// twice this). Applies to connections made from now on and to chunks
+    /// already flowing.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Cut each connection (new and open ones) once it has carried `bytes`
+    /// back to its client, as a link dropping mid-transfer does; `None`
+    /// lifts it.
+    pub fn set_cut_after(&self, bytes: Option<u64>) {
+        self.cut_after
+            .store(bytes.map_or(0, |b| b.max(1)), Ordering::Relaxed);
+    }
+
+    /// End every open connection now.
+    pub fn sever(&self) {
+        self.sever.send_modify(|g| *g += 1);
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    target: SocketAddr,
+    delay: Arc<AtomicU64>,
+    count: Arc<AtomicU64>,
+    cut_after: Arc<AtomicU64>,
+    sever: watch::Receiver<u64>,
+}
+
+async fn accept_loop(listener: TcpListener, shared: Shared) {
+    loop {
+        let Ok((inbound, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        shared.count.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Ok(outbound) = TcpStream::connect(shared.target).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            let kill = Arc::new(Notify::new());
+            let mut sever = shared.sever.clone();
+            sever.mark_unchanged();
+            // Each direction's end (EOF) is passed on as a FIN, so a close
+            // on either side reaches the other; a cut or a sever drops both
+            // sockets at once.
+            tokio::select! {
+                _ = async {
+                    tokio::join!(
+                        pipe(ri, wo, Arc::clone(&shared.delay), None),
+                        pipe(ro, wi, Arc::clone(&shared.delay), Some((Arc::clone(&shared.cut_after), Arc::clone(&kill)))),
+                    )
+                } => {}
+                () = kill.notified() => {}
+                _ = sever.changed() => {}
+            }
+        });
+    }
+}
+
+/// Copy `from` to `to`, each chunk written `delay` after it was read; with
+/// `budget`, wake `kill` once its limit of bytes has been written.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Arc<AtomicU64>,
+    budget: Option<(Arc<AtomicU64>, Arc<Notify>)>,
+) {
+    let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(256);
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let due = tokio::time::Instant::now()
+                        + Duration::from_millis(delay.load(Ordering::Relaxed));
+                    if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        let mut written = 0u64;
+        while let Some((due, mut chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            let limit = budget
+                .as_ref()
+                .map_or(0, |(cut_after, _)| cut_after.load(Ordering::Relaxed));
+            let over = limit > 0 && written + chunk.len() as u64 >= limit;
+            if over {
+                chunk.truncate(usize::try_from(limit.saturating_sub(written)).unwrap_or(0));
+            }
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+            written += chunk.len() as u64;
+            if over {
+                if let Some((_, kill)) = &budget {
+                    kill.notify_one();
+                }
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
