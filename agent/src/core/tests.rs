@@ -595,6 +595,7 @@ fn outbox_reports_and_storage_faults_become_events_once_per_fault() {
         health_samples: 12,
         oldest_ms: T0,
         newest_ms: T0 + 10,
+        other_events: 2,
     };
     assert_eq!(
         core.on(Input::Report(dropped.clone()), now),

@@ -129,12 +129,14 @@ impl Dropped {
         self.oldest_ms == 0 && self.newest_ms == 0
     }
 
-    /// The event that reports the health samples dropped.
+    /// The event that reports the records dropped: health samples, and
+    /// the events that may be dropped (boot, check recovered, error).
     pub fn report(&self) -> EventKind {
         EventKind::OutboxDropped {
             health_samples: self.health_samples,
             oldest_ms: self.oldest_ms,
             newest_ms: self.newest_ms,
+            other_events: self.events,
         }
     }
 }
@@ -581,6 +583,36 @@ mod tests {
     }
 
     #[test]
+    fn dropped_events_are_counted_apart_from_health_and_reported() {
+        let mut p = Policy::new(limits(300, 4), [], 1, Dropped::default());
+        add(&mut p, e(Class::Droppable, 100, 10)); // boot
+        add(&mut p, e(Class::Droppable, 100, 20)); // error
+        add(&mut p, e(Class::Health, 100, 30));
+        // Two update results push out the health record, then the
+        // oldest droppable event.
+        add(&mut p, e(Class::Update, 100, 40));
+        let plan = add(&mut p, e(Class::Update, 100, 50));
+        assert_eq!(plan.remove, vec![1]);
+        // Full of never-dropped records and one droppable event: a new
+        // droppable event is refused, and counted.
+        add(&mut p, e(Class::Update, 100, 55));
+        let plan = add(&mut p, e(Class::Droppable, 100, 60));
+        assert!(!plan.admitted);
+        let d = p.dropped();
+        assert_eq!((d.health_samples, d.events), (4, 3));
+        assert_eq!((d.oldest_ms, d.newest_ms), (10, 60));
+        assert_eq!(
+            d.report(),
+            EventKind::OutboxDropped {
+                health_samples: 4,
+                oldest_ms: 10,
+                newest_ms: 60,
+                other_events: 3,
+            }
+        );
+    }
+
+    #[test]
     fn health_never_pushes_out_an_event() {
         let mut p = Policy::new(limits(200, 4), [], 1, Dropped::default());
         add(&mut p, e(Class::Droppable, 100, 1));
@@ -670,7 +702,8 @@ mod tests {
             EventKind::OutboxDropped {
                 health_samples: 7,
                 oldest_ms: 10,
-                newest_ms: 20
+                newest_ms: 20,
+                other_events: 0,
             }
         );
     }
