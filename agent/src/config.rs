@@ -66,6 +66,7 @@ pub struct LinkSection {
 #[derive(Debug, Clone, Deserialize)]
 pub struct OutboxSection {
     pub max_bytes: u64,
+    pub disk_retry_ms: u64,
 }
 
 /// `[test_hooks]`: off in the field.
@@ -225,9 +226,11 @@ impl AgentConfig {
         };
         let l = &self.link;
         let max_bytes = positive("outbox.max_bytes", self.outbox.max_bytes)?;
+        let disk_retry_ms = positive("outbox.disk_retry_ms", self.outbox.disk_retry_ms)?;
         let hook = &self.test_hooks.event_dir;
         Ok(RuntimeOptions {
             outbox_max_bytes: max_bytes,
+            disk_retry: Duration::from_millis(disk_retry_ms),
             inflight: usize::try_from(positive(
                 "link.inflight",
                 l.inflight.unwrap_or(p.inflight) as u64,

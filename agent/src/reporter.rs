@@ -1,36 +1,70 @@
-//! What must be published (pure): the reported state when it changed (or on
-//! every new connection), and check events when a check starts failing or
-//! recovers.
+//! What must be published (pure): the reported state when it differs from
+//! the last one the broker acknowledged (kept across restarts as a digest),
+//! and check events when a check starts failing or recovers.
 
-use fleet_protocol::{CheckResult, EventKind, State};
+use fleet_protocol::{CheckResult, DeviceId, Envelope, EventKind, Payload, State};
 
+/// A state's digest: 64-bit FNV-1a over its CBOR encoding (in an envelope
+/// stamped 0, so only the state counts). It tells a changed state from an
+/// unchanged one across restarts; it protects nothing (the broker and the
+/// controller see the state itself).
+pub fn state_digest(device: &DeviceId, state: &State) -> u64 {
+    let envelope = Envelope::new(device.clone(), 0, Payload::State(state.clone()));
+    // A state over its size limit is never sent; any digest will do.
+    let bytes = envelope.to_cbor().unwrap_or_default();
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Report by exception for the state: it goes out when it differs from
+/// what went out on this connection, or, on a fresh connection, from the
+/// last state the broker acknowledged (PUBACK). Nothing acknowledged yet
+/// (a device the controller has never heard from): it goes out.
 #[derive(Debug, Default)]
 pub struct StateReporter {
-    last_sent: Option<State>,
+    /// Handed to the broker on this connection (acknowledged or not).
+    last_sent: Option<u64>,
     /// What `last_sent` was before the latest [`Self::sent`], so a refused
     /// publish can be taken back.
-    before: Option<State>,
+    before: Option<u64>,
+    /// The last state the broker acknowledged, by digest.
+    acked: Option<u64>,
 }
 
 impl StateReporter {
-    /// On a fresh connection the broker may have lost the retained state:
-    /// forget what was sent so the next state goes out.
+    /// A new connection: what was sent on the last one may not have arrived;
+    /// what the broker acknowledged did.
     pub fn connection_established(&mut self) {
         self.last_sent = None;
+        self.before = None;
     }
 
-    pub fn needs_send(&self, state: &State) -> bool {
-        self.last_sent.as_ref() != Some(state)
+    pub fn needs_send(&self, digest: u64) -> bool {
+        match self.last_sent {
+            Some(sent) => sent != digest,
+            None => self.acked != Some(digest),
+        }
     }
 
-    pub fn sent(&mut self, state: State) {
-        self.before = self.last_sent.replace(state);
+    pub fn sent(&mut self, digest: u64) {
+        self.before = self.last_sent.replace(digest);
     }
 
     /// The state last marked [`Self::sent`] never reached the broker: the
     /// next check compares against what went out before it.
     pub fn refused(&mut self) {
         self.last_sent = self.before.take();
+    }
+
+    /// The broker acknowledged the state with this digest (or an earlier
+    /// run's acknowledgement, read back from the outbox's file).
+    pub fn acknowledged(&mut self, digest: u64) {
+        self.acked = Some(digest);
+    }
+
+    pub fn acked(&self) -> Option<u64> {
+        self.acked
     }
 }
 
@@ -79,29 +113,52 @@ mod tests {
         }
     }
 
+    fn digest(checks: Vec<CheckResult>) -> u64 {
+        state_digest(&DeviceId::parse("BB-1").unwrap(), &state(checks))
+    }
+
     #[test]
-    fn state_sent_on_change_and_on_reconnect() {
+    fn digests_tell_states_apart_and_are_stable() {
+        let ok = digest(vec![check("printer", true)]);
+        assert_eq!(ok, digest(vec![check("printer", true)]));
+        assert_ne!(ok, digest(vec![check("printer", false)]));
+        assert_ne!(ok, digest(vec![]));
+        let other = state_digest(
+            &DeviceId::parse("BB-2").unwrap(),
+            &state(vec![check("printer", true)]),
+        );
+        assert_ne!(ok, other, "the device is part of what is digested");
+    }
+
+    #[test]
+    fn state_sent_on_change_and_on_reconnect_unless_acknowledged() {
         let mut r = StateReporter::default();
-        let s = state(vec![check("printer", true)]);
-        assert!(r.needs_send(&s));
-        r.sent(s.clone());
-        assert!(!r.needs_send(&s));
-        let changed = state(vec![check("printer", false)]);
-        assert!(r.needs_send(&changed));
+        let s = digest(vec![check("printer", true)]);
+        assert!(r.needs_send(s), "nothing acknowledged yet");
+        r.sent(s);
+        assert!(!r.needs_send(s));
+        let changed = digest(vec![check("printer", false)]);
+        assert!(r.needs_send(changed));
+        // Lost before its acknowledgement: sent again on the next connection.
         r.connection_established();
-        assert!(r.needs_send(&s));
+        assert!(r.needs_send(s));
+        r.sent(s);
+        r.acknowledged(s);
+        r.connection_established();
+        assert!(!r.needs_send(s), "acknowledged and unchanged");
+        assert!(r.needs_send(changed));
     }
 
     #[test]
     fn refused_state_is_taken_back() {
         let mut r = StateReporter::default();
-        let s = state(vec![check("printer", true)]);
-        r.sent(s.clone());
-        let changed = state(vec![check("printer", false)]);
-        r.sent(changed.clone());
+        let s = digest(vec![check("printer", true)]);
+        r.sent(s);
+        let changed = digest(vec![check("printer", false)]);
+        r.sent(changed);
         r.refused();
-        assert!(r.needs_send(&changed));
-        assert!(!r.needs_send(&s));
+        assert!(r.needs_send(changed));
+        assert!(!r.needs_send(s));
     }
 
     #[test]

@@ -41,6 +41,7 @@ use crate::core::{
 use crate::hardware::Hardware;
 use crate::health::HealthPolicy;
 use crate::outbox::{Limits, Outbox, OutboxConfig, Stored};
+use crate::reporter::state_digest;
 use crate::{agent_version, unix_ms};
 
 /// Requests queued between the loop and the MQTT connection.
@@ -107,6 +108,8 @@ pub enum SeqStore {
 pub struct RuntimeOptions {
     /// Bytes of records the outbox holds at most (health goes first).
     pub outbox_max_bytes: u64,
+    /// Between attempts to use the outbox's file again after it failed.
+    pub disk_retry: Duration,
     /// Outbox records published and not yet acknowledged, at most.
     pub inflight: usize,
     /// Bytes of those, at most (one record always goes).
@@ -128,6 +131,7 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         Self {
             outbox_max_bytes: 16 * 1024 * 1024,
+            disk_retry: Duration::from_secs(30),
             inflight: 8,
             inflight_bytes: 32 * 1024,
             coalesce: Duration::from_secs(300),
@@ -138,10 +142,19 @@ impl Default for RuntimeOptions {
     }
 }
 
+/// What a QoS 1 publish is, for when the broker acknowledges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// The outbox record with this key.
+    Record(u64),
+    /// The state with this digest.
+    State(u64),
+}
+
 /// The packet identifiers' tags, shared by the loop (which pushes one per
 /// publish it hands over) and the connection task (which pops one per
 /// `Outgoing::Publish`).
-type Tags = Arc<std::sync::Mutex<VecDeque<Option<u64>>>>;
+type Tags = Arc<std::sync::Mutex<VecDeque<Option<Tag>>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -229,7 +242,7 @@ impl<H: Hardware> Io<H> {
             }
             let topic = Topic::new(self.device.clone(), record.kind).to_string();
             if let Err(e) = self.send(
-                Some(record.key),
+                Some(Tag::Record(record.key)),
                 topic,
                 QoS::AtLeastOnce,
                 false,
@@ -245,7 +258,7 @@ impl<H: Hardware> Io<H> {
     /// Queue a publish with its tag (see the module documentation).
     fn send(
         &self,
-        tag: Option<u64>,
+        tag: Option<Tag>,
         topic: String,
         qos: QoS,
         retain: bool,
@@ -268,19 +281,27 @@ impl<H: Hardware> Io<H> {
         }
     }
 
-    /// The broker acknowledged outbox record `key`.
-    fn acked(&mut self, key: u64) {
-        self.outbox.acked(key);
+    /// The broker acknowledged a publish of ours.
+    fn acked(&mut self, core: &mut AgentCore, tag: Tag) {
+        match tag {
+            Tag::Record(key) => self.outbox.acked(key),
+            Tag::State(digest) => {
+                self.outbox.state_acknowledged(digest);
+                self.handle(core, Input::StateAcknowledged(digest));
+            }
+        }
+        // Removing or saving may have found the disk failing.
+        if let Some(why) = self.outbox.fault() {
+            let why = why.to_owned();
+            self.handle(core, Input::StorageFailed(why));
+        }
         self.pump();
     }
 
     /// What the outbox's answer means for the core.
-    fn stored(&self, stored: Stored, had_fault: bool) -> Option<Input> {
+    fn stored(&self, stored: Stored) -> Option<Input> {
         match stored {
             Stored::Memory(why) => Some(Input::StorageFailed(why)),
-            Stored::Committed if had_fault && self.outbox.fault().is_none() => {
-                Some(Input::StorageRecovered)
-            }
             Stored::Committed | Stored::Refused => None,
         }
     }
@@ -302,9 +323,15 @@ impl<H: Hardware> Io<H> {
                 if kind == TopicKind::Events && *events_refused {
                     return Some(Input::PublishRefused(envelope));
                 }
+                // The state's acknowledgement is remembered (by digest), so
+                // an unchanged state is not sent again.
+                let tag = match &envelope.payload {
+                    Payload::State(state) => Some(Tag::State(state_digest(&self.device, state))),
+                    _ => None,
+                };
                 let sent = match envelope.to_cbor() {
                     Ok(bytes) => match self.send(
-                        None,
+                        tag,
                         envelope.topic().to_string(),
                         mqtt_qos(qos),
                         retain,
@@ -334,17 +361,15 @@ impl<H: Hardware> Io<H> {
                 }
             }
             CoreAction::Enqueue(event) => {
-                let had_fault = self.outbox.fault().is_some();
                 let stored = self.outbox.add_event(event, unix_ms());
                 if stored == Stored::Refused {
                     warn!("outbox full: an event that may be dropped was not kept");
                 }
-                self.stored(stored, had_fault)
+                self.stored(stored)
             }
             CoreAction::KeepHealth { sample, at_ms } => {
-                let had_fault = self.outbox.fault().is_some();
                 let stored = self.outbox.add_health_sample(sample, at_ms)?;
-                self.stored(stored, had_fault)
+                self.stored(stored)
             }
             CoreAction::SampleHealth => Some(Input::HealthSampled(self.hw.sample())),
             CoreAction::RunChecks => {
@@ -458,8 +483,8 @@ enum Link {
     },
     Lost,
     Message(rumqttc::Publish),
-    /// The broker acknowledged this outbox record.
-    Acked(u64),
+    /// The broker acknowledged this publish (an outbox record, a state).
+    Acked(Tag),
     /// Our own DISCONNECT went out.
     Closed,
     /// The connection with a renewed certificate succeeded, or why not
@@ -480,12 +505,12 @@ async fn drive(
     swap: SwapSlot,
     tags: Tags,
 ) {
-    // Outbox records in flight: packet id -> outbox key.
-    let mut keys: HashMap<u16, u64> = HashMap::new();
+    // QoS 1 publishes in flight: packet id -> what it is.
+    let mut keys: HashMap<u16, Tag> = HashMap::new();
     // Forget every publish not yet acknowledged: rumqttc's copies (the
     // outbox sends its own again) and the tags, under the tags' lock so no
     // publish slips in between.
-    let forget = |eventloop: &mut EventLoop, keys: &mut HashMap<u16, u64>| {
+    let forget = |eventloop: &mut EventLoop, keys: &mut HashMap<u16, Tag>| {
         let mut tags = tags.lock().expect("tags lock");
         eventloop.clean();
         eventloop
@@ -528,13 +553,13 @@ async fn drive(
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => tx.send(Link::Message(p)).await,
             Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
                 let tag = tags.lock().expect("tags lock").pop_front().flatten();
-                if let Some(key) = tag {
-                    keys.insert(pkid, key);
+                if let Some(tag) = tag {
+                    keys.insert(pkid, tag);
                 }
                 Ok(())
             }
             Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => match keys.remove(&ack.pkid) {
-                Some(key) => tx.send(Link::Acked(key)).await,
+                Some(tag) => tx.send(Link::Acked(tag)).await,
                 None => Ok(()),
             },
             Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => {
@@ -650,6 +675,7 @@ pub async fn run_with<H: Hardware>(
             },
             coalesce: opts.coalesce,
             start_seq,
+            retry: opts.disk_retry,
         },
     );
     let last_seq = outbox.last_seq();
@@ -685,6 +711,10 @@ pub async fn run_with<H: Hardware>(
         trying: None,
     };
     info!(device = %cfg.device, broker = %format!("{}:{}", cfg.link.host, cfg.link.port), "agent starting");
+    if let Some(digest) = io.outbox.acked_state() {
+        // An earlier run's acknowledged state: not sent again unchanged.
+        io.handle(&mut core, Input::StateAcknowledged(digest));
+    }
     io.handle(&mut core, Input::Started);
     if let Some(why) = open_fault {
         io.handle(&mut core, Input::StorageFailed(why));
@@ -711,6 +741,13 @@ pub async fn run_with<H: Hardware>(
                 None => std::future::pending().await,
             }
         };
+        let retry_in = io.outbox.retry_in(unix_ms());
+        let disk_due = async {
+            match retry_in {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
         let hook_due = async {
             match &mut hook {
                 Some((dir, tick)) => {
@@ -730,9 +767,8 @@ pub async fn run_with<H: Hardware>(
                     io.link(true);
                     // What was coalesced offline, and what was dropped, go out
                     // with everything else waiting.
-                    let had_fault = io.outbox.fault().is_some();
                     if let Some(stored) = io.outbox.flush_health() {
-                        if let Some(input) = io.stored(stored, had_fault) {
+                        if let Some(input) = io.stored(stored) {
                             io.handle(&mut core, input);
                         }
                     }
@@ -744,7 +780,7 @@ pub async fn run_with<H: Hardware>(
                     }
                     io.handle(&mut core, Input::Connected { session_present, session });
                 }
-                Some(Link::Acked(key)) => io.acked(key),
+                Some(Link::Acked(tag)) => io.acked(&mut core, tag),
                 Some(Link::Message(p)) => {
                     match incoming(&cfg.device, &p.topic, &p.payload, p.retain) {
                         Ok(input) => io.handle(&mut core, input),
@@ -778,6 +814,12 @@ pub async fn run_with<H: Hardware>(
                 }
             }
             Some(results) = checks_rx.recv() => io.handle(&mut core, Input::ChecksCompleted(results)),
+            () = disk_due => {
+                if let Some(was) = io.outbox.retry_disk(unix_ms()) {
+                    debug!(was = %was, "storage recovered");
+                    io.handle(&mut core, Input::StorageRecovered);
+                }
+            }
             dir = hook_due => {
                 for kind in take_hook_events(&dir) {
                     io.handle(&mut core, Input::Report(kind));

@@ -225,9 +225,12 @@ pub enum EventKind {
         #[n(2)]
         message: String,
     },
-    /// The agent's outbox was full and dropped the oldest health samples:
-    /// `health_samples` of them, the oldest taken at `oldest_ms` and the
-    /// newest at `newest_ms` (agent clock).
+    /// The agent's outbox was full and dropped records, the oldest health
+    /// samples first: `health_samples` samples and `other_events` events
+    /// that may be dropped (boot, check recovered, error), the oldest taken
+    /// at `oldest_ms` and the newest at `newest_ms` (agent clock).
+    /// `other_events` came later: a reader without it skips it, and a report
+    /// from an agent without it reads as 0.
     #[n(6)]
     OutboxDropped {
         #[n(0)]
@@ -236,6 +239,10 @@ pub enum EventKind {
         oldest_ms: u64,
         #[n(2)]
         newest_ms: u64,
+        #[n(3)]
+        #[cbor(default)]
+        #[serde(default)]
+        other_events: u64,
     },
     /// The agent could not write its state directory (disk full, read-only):
     /// what it keeps now lives in memory only until the disk recovers.

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use super::config::CoreConfig;
 use super::renewal::{CertInfo, Renewal};
 use crate::health::HealthReporter;
-use crate::reporter::{check_events, StateReporter};
+use crate::reporter::{check_events, state_digest, StateReporter};
 
 /// MQTT delivery guarantee, named here so the core needs no MQTT client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,11 @@ pub enum Input {
     StorageFailed(String),
     /// The outbox's disk works again.
     StorageRecovered,
+    /// The broker acknowledged the state with this digest
+    /// ([`crate::reporter::state_digest`]); at start, the digest an earlier
+    /// run's acknowledgement left in the outbox's file. An unchanged state
+    /// is not sent again, on a reconnect or after a restart.
+    StateAcknowledged(u64),
     /// The certificate the connection uses (at start, and after a
     /// renewal took effect), read by the runtime.
     CertificateInUse(CertInfo),
@@ -278,6 +283,7 @@ impl AgentCore {
                 }
             }
             Input::StorageRecovered => self.storage_fault = false,
+            Input::StateAcknowledged(digest) => self.state.acknowledged(digest),
             Input::TimerFired(Timer::Renewal) => self.on_renewal_timer(now_ms, &mut out),
             Input::CertificateInUse(info) => self.on_cert_in_use(info, now_ms, &mut out),
             Input::CertRequestMade(made) => self.on_request_made(made, now_ms, &mut out),
@@ -347,7 +353,8 @@ impl AgentCore {
             }
         }
         self.publish(self.presence(PresenceStatus::Online), now_ms, out);
-        // The broker may have lost the retained state: send it again.
+        // What went out on the last connection may be lost; what the broker
+        // acknowledged is not sent again unless it changed.
         self.state.connection_established();
         self.send_state_if_changed(now_ms, out);
         // Events wait in the outbox, which the runtime drains now.
@@ -621,8 +628,9 @@ impl AgentCore {
             return;
         }
         let state = self.current_state();
-        if self.state.needs_send(&state) {
-            self.state.sent(state.clone());
+        let digest = state_digest(&self.cfg.device, &state);
+        if self.state.needs_send(digest) {
+            self.state.sent(digest);
             self.publish(Payload::State(state), now_ms, out);
         }
     }

@@ -245,8 +245,8 @@ fn connect_with_saved_session_does_not_subscribe_again_but_repeats_presence_and_
         },
         T0 + 9000,
     );
-    // The broker kept the subscriptions; its retained state may be lost,
-    // so the unchanged state goes out again.
+    // The broker kept the subscriptions; the state sent on the last
+    // connection was never acknowledged, so it goes out again.
     assert_eq!(
         actions,
         vec![
@@ -290,6 +290,154 @@ fn events_made_while_offline_are_committed_at_once_and_state_waits_for_a_connect
             state_msg(T0 + 1000, printer(false), 0),
             Action::SampleHealth,
         ]
+    );
+}
+
+/// The digest of the state `state_msg(_, checks, config_rev)` carries.
+fn digest_of(checks: Vec<CheckResult>, config_rev: u32) -> u64 {
+    let Action::Publish {
+        envelope: Envelope {
+            payload: Payload::State(state),
+            ..
+        },
+        ..
+    } = state_msg(0, checks, config_rev)
+    else {
+        unreachable!("state_msg makes a state publish")
+    };
+    crate::reporter::state_digest(&device(), &state)
+}
+
+fn reconnect(core: &mut AgentCore, at: u64) -> Vec<Action> {
+    core.on(Input::Disconnected, at - 1);
+    core.on(
+        Input::Connected {
+            session_present: true,
+            session: at,
+        },
+        at,
+    )
+}
+
+#[test]
+fn an_acknowledged_unchanged_state_is_not_sent_again_on_a_reconnect() {
+    let mut core = running(0);
+    core.on(
+        Input::StateAcknowledged(digest_of(printer(true), 0)),
+        T0 + 2500,
+    );
+    assert_eq!(
+        reconnect(&mut core, T0 + 9000),
+        vec![
+            presence(T0 + 9000, PresenceStatus::Online, T0 + 9000),
+            Action::SampleHealth,
+        ]
+    );
+    // Unchanged checks on the new connection: still nothing.
+    assert_eq!(
+        core.on(Input::ChecksCompleted(printer(true)), T0 + 10_000),
+        vec![]
+    );
+}
+
+#[test]
+fn a_state_changed_since_the_acknowledged_one_is_sent_on_a_reconnect() {
+    let mut core = running(0);
+    core.on(
+        Input::StateAcknowledged(digest_of(printer(true), 0)),
+        T0 + 2500,
+    );
+    // The printer fails while offline: the event waits in the outbox, the
+    // state for the connection.
+    core.on(Input::Disconnected, T0 + 3000);
+    let offline = core.on(Input::ChecksCompleted(printer(false)), T0 + 4000);
+    assert!(
+        !offline.iter().any(|a| matches!(a, Action::Publish { .. })),
+        "{offline:?}"
+    );
+    let actions = core.on(
+        Input::Connected {
+            session_present: true,
+            session: T0 + 9000,
+        },
+        T0 + 9000,
+    );
+    assert_eq!(
+        actions,
+        vec![
+            presence(T0 + 9000, PresenceStatus::Online, T0 + 9000),
+            state_msg(T0 + 9000, printer(false), 0),
+            Action::SampleHealth,
+        ]
+    );
+    // Sent, not yet acknowledged, and the connection drops: sent again.
+    let again = reconnect(&mut core, T0 + 20_000);
+    assert!(again.contains(&state_msg(T0 + 20_000, printer(false), 0)));
+    // Acknowledged now: the next reconnect is quiet about state.
+    core.on(
+        Input::StateAcknowledged(digest_of(printer(false), 0)),
+        T0 + 20_500,
+    );
+    let quiet = reconnect(&mut core, T0 + 30_000);
+    assert!(
+        !quiet.iter().any(|a| matches!(
+            a,
+            Action::Publish {
+                envelope: Envelope {
+                    payload: Payload::State(_),
+                    ..
+                },
+                ..
+            }
+        )),
+        "{quiet:?}"
+    );
+}
+
+#[test]
+fn after_a_restart_the_acknowledged_digest_from_the_outbox_keeps_an_unchanged_state_quiet() {
+    // An earlier run's acknowledgement, read back from the outbox's file.
+    let acked = digest_of(printer(true), 0);
+    let start = |digest: Option<u64>| {
+        let mut core = AgentCore::new(config(), 5);
+        if let Some(d) = digest {
+            core.on(Input::StateAcknowledged(d), T0);
+        }
+        core.on(Input::Started, T0);
+        core.on(
+            Input::Connected {
+                session_present: true,
+                session: SESSION,
+            },
+            T0 + 1000,
+        );
+        core
+    };
+    let mut restarted = start(Some(acked));
+    assert_eq!(
+        restarted.on(Input::ChecksCompleted(printer(true)), T0 + 2000),
+        vec![]
+    );
+    // The same checks with a new desired config revision: changed, sent.
+    let mut changed = start(Some(acked));
+    changed.on(Input::ChecksCompleted(printer(true)), T0 + 2000);
+    let desired = Input::DesiredReceived {
+        desired: Desired {
+            config_rev: 4,
+            firmware: None,
+        },
+        sent_at_ms: T0 + 3000,
+        retained: true,
+    };
+    assert_eq!(
+        changed.on(desired, T0 + 3000),
+        vec![state_msg(T0 + 3000, printer(true), 4)]
+    );
+    // Never acknowledged (first connection after enrolment): sent.
+    let mut fresh = start(None);
+    assert_eq!(
+        fresh.on(Input::ChecksCompleted(printer(true)), T0 + 2000),
+        vec![state_msg(T0 + 2000, printer(true), 0)]
     );
 }
 
@@ -595,6 +743,7 @@ fn outbox_reports_and_storage_faults_become_events_once_per_fault() {
         health_samples: 12,
         oldest_ms: T0,
         newest_ms: T0 + 10,
+        other_events: 2,
     };
     assert_eq!(
         core.on(Input::Report(dropped.clone()), now),

@@ -6,22 +6,30 @@
 //!   in-flight window. Unit-tested without a disk.
 //! - [`store`]: the redb file behind it (`outbox.redb` in the state
 //!   directory): records, the last sequence number, the drop tally.
-//! - [`Outbox`] (this file): the two together, and what happens when the
-//!   disk fails (full, read-only, damaged): records are then kept in memory
-//!   and the fault is told to the caller, who reports it; the agent keeps
-//!   running.
+//! - [`disk`] (pure): whether records go to the file or to memory, and when
+//!   a failing file is tried again.
+//! - [`Outbox`] (this file): the three together. When the disk fails (full,
+//!   read-only, damaged) records are kept in memory, still bounded by the
+//!   policy, and the fault is told to the caller, who reports it; the agent
+//!   keeps running. The file is reopened every `retry` until it works, and
+//!   then takes the records held in memory, in order, with the numbers.
+//!
+//! The outbox's file also keeps the digest of the last state the broker
+//! acknowledged, so an unchanged state is not sent again after a restart.
 
+pub mod disk;
 mod error;
 pub mod policy;
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use fleet_protocol::{DeviceId, Envelope, Event, EventKind, Health, Payload, TopicKind};
 use tracing::{debug, info, warn};
 
+pub use disk::{Disk, DiskAction, DiskInput};
 pub use error::OutboxError;
 pub use policy::{Class, Coalescer, Dropped, Entry, Limits, Plan, Policy};
 pub use store::Store;
@@ -38,6 +46,8 @@ pub struct OutboxConfig {
     pub coalesce: Duration,
     /// The last sequence number when there is no file (memory only).
     pub start_seq: u64,
+    /// Between attempts to use a failing file again.
+    pub retry: Duration,
 }
 
 /// Where a new record went.
@@ -66,11 +76,21 @@ pub struct Outbox {
     device: DeviceId,
     policy: Policy,
     coalescer: Coalescer,
+    path: Option<PathBuf>,
+    legacy_seq: Option<PathBuf>,
+    /// Open while the file works; `None` while records go to memory (or
+    /// always, without a path).
     store: Option<Store>,
-    memory: HashMap<u64, Vec<u8>>,
+    /// The policy was built from the file, so its keys are the file's.
+    /// False when the file could not be opened at start: its records are
+    /// taken in (under new keys) once it can.
+    file_loaded: bool,
+    disk: Disk,
+    /// Records not in the file: all of them while the disk fails.
+    memory: BTreeMap<u64, Vec<u8>>,
     last_seq: u64,
-    /// The disk failed and has not worked since.
-    fault: Option<String>,
+    /// The digest of the last state the broker acknowledged.
+    acked_state: Option<u64>,
 }
 
 impl Outbox {
@@ -102,7 +122,15 @@ impl Outbox {
                             l,
                             Some(format!("{first}; kept aside as {}", aside.display())),
                         ),
-                        Err(second) => (None, empty, Some(format!("{first}; {second}"))),
+                        Err(second) => {
+                            // A new file cannot be made either (a full or
+                            // read-only disk, not a damaged file): put the
+                            // old one back, to be taken in once it opens.
+                            if aside.exists() {
+                                let _ = std::fs::rename(&aside, path);
+                            }
+                            (None, empty, Some(format!("{first}; {second}")))
+                        }
                     }
                 }
             },
@@ -121,14 +149,24 @@ impl Outbox {
             file = ?cfg.path,
             "outbox opened"
         );
+        let mut disk = Disk::new(u64::try_from(cfg.retry.as_millis()).unwrap_or(u64::MAX));
+        if let Some(why) = &fault {
+            if store.is_none() {
+                disk.on(DiskInput::Failed(why.clone()), crate::unix_ms());
+            }
+        }
         let outbox = Self {
             device,
             policy,
             coalescer: Coalescer::new(u64::try_from(cfg.coalesce.as_millis()).unwrap_or(u64::MAX)),
+            path: cfg.path.clone(),
+            legacy_seq: cfg.legacy_seq.clone(),
+            file_loaded: store.is_some(),
             store,
-            memory: HashMap::new(),
+            disk,
+            memory: BTreeMap::new(),
             last_seq: loaded.last_seq,
-            fault: fault.clone(),
+            acked_state: loaded.acked_state,
         };
         (outbox, fault)
     }
@@ -144,7 +182,179 @@ impl Outbox {
 
     /// Why the disk is not used now, if it is not.
     pub fn fault(&self) -> Option<&str> {
-        self.fault.as_deref()
+        self.disk.fault()
+    }
+
+    /// Records held in memory (not in the file).
+    pub fn in_memory(&self) -> usize {
+        self.memory.len()
+    }
+
+    /// The digest of the last state the broker acknowledged (read from the
+    /// file at start).
+    pub fn acked_state(&self) -> Option<u64> {
+        self.acked_state
+    }
+
+    /// The broker acknowledged the state with this digest: kept in the
+    /// file (in memory while the disk fails, written once it works).
+    pub fn state_acknowledged(&mut self, digest: u64) {
+        self.acked_state = Some(digest);
+        let saved = match &self.store {
+            Some(store) => store.save_acked_state(digest).map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        if let Err(why) = saved {
+            self.fail(why);
+        }
+    }
+
+    /// How long until the failing file is tried again (`None`: it works).
+    pub fn retry_in(&self, now_ms: u64) -> Option<Duration> {
+        self.disk
+            .next_try_ms()
+            .map(|at| Duration::from_millis(at.saturating_sub(now_ms)))
+    }
+
+    /// Time passed: while the disk fails, reopen the file when due and, if
+    /// it works, write the records held in memory to it. Returns what the
+    /// fault was when the disk works again.
+    pub fn retry_disk(&mut self, now_ms: u64) -> Option<String> {
+        if !self
+            .disk
+            .on(DiskInput::Tick, now_ms)
+            .contains(&DiskAction::Retry)
+        {
+            return None;
+        }
+        let moved = self.memory.len();
+        let result = self.reopen();
+        if let Err(why) = &result {
+            debug!(error = %why, "the outbox's disk still fails");
+        }
+        self.disk
+            .on(DiskInput::Retried(result), now_ms)
+            .into_iter()
+            .find_map(|a| match a {
+                DiskAction::Recovered {
+                    was,
+                    after_ms,
+                    tries,
+                } => {
+                    info!(
+                        was = %was,
+                        after_ms,
+                        tries,
+                        moved,
+                        records = self.policy.len(),
+                        "the outbox's disk works again; the records held in memory are on it"
+                    );
+                    Some(was)
+                }
+                _ => None,
+            })
+    }
+
+    /// Open the file again and make it hold what the outbox holds (see
+    /// [`Store::restore`]). A file that could not be opened at start has
+    /// its records taken in, after those held (they were never sent).
+    fn reopen(&mut self) -> Result<(), String> {
+        let path = self.path.clone().ok_or("the outbox has no file")?;
+        // redb keeps refusing writes after an I/O error until the database
+        // is opened again, and it cannot be open twice.
+        self.store = None;
+        let (store, loaded) =
+            Store::open(&path, self.legacy_seq.as_deref()).map_err(|e| e.to_string())?;
+        let mut records = self.memory.clone();
+        let mut adopted = Vec::new();
+        let mut dropped = self.policy.dropped();
+        let mut acked_state = self.acked_state;
+        if !self.file_loaded {
+            for (key, (old, entry)) in (self.policy.next_key()..).zip(&loaded.entries) {
+                let bytes = store
+                    .get(*old)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("record {old} went missing"))?;
+                records.insert(key, bytes);
+                adopted.push(*entry);
+            }
+            dropped.merge(loaded.dropped);
+            acked_state = acked_state.or(loaded.acked_state);
+        }
+        let next_key = self.policy.next_key() + adopted.len() as u64;
+        let last_seq = self.last_seq.max(loaded.last_seq);
+        let policy = &self.policy;
+        store
+            .restore(
+                |k| policy.entry(k).is_some(),
+                &records,
+                &store::Restored {
+                    next_key,
+                    last_seq,
+                    dropped,
+                    acked_state,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        // Written: take it in.
+        for entry in adopted {
+            self.policy.adopt(entry);
+        }
+        if !self.file_loaded {
+            self.policy.merge_dropped(loaded.dropped);
+            if !loaded.entries.is_empty() {
+                info!(
+                    records = loaded.entries.len(),
+                    "records of an earlier run found in the outbox's file; they are sent too"
+                );
+            }
+        }
+        self.acked_state = acked_state;
+        self.last_seq = last_seq;
+        self.memory.clear();
+        self.file_loaded = true;
+        self.store = Some(store);
+        Ok(())
+    }
+
+    /// What a failed write does, without a disk that fails on cue.
+    #[cfg(test)]
+    pub(crate) fn fail_for_test(&mut self, why: &str) {
+        self.fail(why.to_owned());
+    }
+
+    /// The file failed (`why`): keep every record in memory from now on,
+    /// reading those in the file while it can still be read, and close it
+    /// (it is reopened when due).
+    fn fail(&mut self, why: String) {
+        if let Some(store) = self.store.take() {
+            let on_disk: Vec<u64> = self
+                .policy
+                .keys()
+                .filter(|k| !self.memory.contains_key(k))
+                .collect();
+            let mut unread = 0usize;
+            for key in on_disk {
+                match store.get(key) {
+                    Ok(Some(record)) => {
+                        self.memory.insert(key, record);
+                    }
+                    _ => unread += 1,
+                }
+            }
+            if unread > 0 {
+                // They stay in the file and are sent once it works again.
+                warn!(
+                    unread,
+                    "records in the outbox's file cannot be read now; they wait for the disk"
+                );
+            }
+        }
+        for action in self.disk.on(DiskInput::Failed(why), crate::unix_ms()) {
+            if let DiskAction::Report(reason) = action {
+                warn!(error = %reason, "the outbox cannot be written; keeping records in memory until the disk works again");
+            }
+        }
     }
 
     /// Commit `event` (numbered by the core, with its boot id) before it
@@ -235,49 +445,32 @@ impl Outbox {
                 "outbox over its size limit: keeping a record that is never dropped"
             );
         }
-        let result = match &self.store {
-            Some(store) => store.commit(&plan, &record, seq).map_err(|e| e.to_string()),
-            None if self.fault.is_some() => Err(self.fault.clone().unwrap_or_default()),
-            None => Ok(()), // memory by design
+        let written = self
+            .store
+            .as_ref()
+            .map(|store| store.commit(&plan, &record, seq).map_err(|e| e.to_string()));
+        let committed = match written {
+            Some(Ok(())) => true,
+            Some(Err(why)) => {
+                self.fail(why);
+                false
+            }
+            None => false,
         };
-        let stored = match result {
-            Ok(()) => {
-                if self.store.is_some() {
-                    if let Some(why) = self.fault.take() {
-                        info!(was = %why, "the outbox's disk works again");
-                    }
-                }
-                for k in &plan.remove {
-                    self.memory.remove(k);
-                }
-                if self.store.is_none() && plan.admitted {
-                    self.memory.insert(plan.key, record);
-                }
-                if plan.admitted {
-                    Stored::Committed
-                } else {
-                    Stored::Refused
-                }
-            }
-            Err(why) => {
-                // The disk failed: keep it in memory, drop what the plan
-                // pushes out (those on disk stay there until it works).
-                for k in &plan.remove {
-                    self.memory.remove(k);
-                }
-                if plan.admitted {
-                    self.memory.insert(plan.key, record);
-                }
-                if self.fault.is_none() {
-                    warn!(error = %why, "the outbox cannot be written; keeping records in memory");
-                }
-                self.fault = Some(why.clone());
-                if plan.admitted {
-                    Stored::Memory(why)
-                } else {
-                    Stored::Refused
-                }
-            }
+        // In memory: by design (no file), or while the disk fails. What the
+        // plan pushes out of the file leaves it when the disk works again.
+        for k in &plan.remove {
+            self.memory.remove(k);
+        }
+        if !committed && plan.admitted {
+            self.memory.insert(plan.key, record);
+        }
+        let stored = if !plan.admitted {
+            Stored::Refused
+        } else if committed || self.path.is_none() {
+            Stored::Committed
+        } else {
+            Stored::Memory(self.fault().unwrap_or("the disk failed").to_owned())
         };
         self.policy.apply(&plan);
         stored
@@ -292,6 +485,12 @@ impl Outbox {
                 Some(r) => Ok(Some(r.clone())),
                 None => match &self.store {
                     Some(s) => s.get(key),
+                    None if self.path.is_some() => {
+                        // In the file, which cannot be read while the disk
+                        // fails: it waits.
+                        self.policy.not_sent(key);
+                        continue;
+                    }
                     None => Ok(None),
                 },
             };
@@ -339,12 +538,17 @@ impl Outbox {
         if self.memory.remove(&key).is_some() {
             return;
         }
-        if let Some(store) = &self.store {
-            if let Err(e) = store.remove(key) {
-                // It stays on disk and is sent again after a restart: a
-                // duplicate the controller recognises by (boot, seq).
-                warn!(key, error = %e, "cannot remove an acknowledged record from the outbox");
-            }
+        let removed = match &self.store {
+            Some(store) => store.remove(key).map_err(|e| e.to_string()),
+            // While the disk fails it stays in the file; it leaves when
+            // the file is made to hold what the outbox holds again.
+            None => Ok(()),
+        };
+        if let Err(why) = removed {
+            // If the agent restarts before the disk works, it is sent
+            // again: a duplicate the controller recognises by (boot, seq).
+            warn!(key, error = %why, "cannot remove an acknowledged record from the outbox");
+            self.fail(why);
         }
     }
 

@@ -125,16 +125,35 @@ impl Dropped {
         self.newest_ms = self.newest_ms.max(e.at_ms);
     }
 
+    /// Fold in a tally kept elsewhere (a file that could not be read when
+    /// the agent started, read once the disk works again).
+    pub fn merge(&mut self, other: Dropped) {
+        if other.is_empty() {
+            return;
+        }
+        let first = self.is_first();
+        self.health_samples += other.health_samples;
+        self.events += other.events;
+        self.oldest_ms = if first {
+            other.oldest_ms
+        } else {
+            self.oldest_ms.min(other.oldest_ms)
+        };
+        self.newest_ms = self.newest_ms.max(other.newest_ms);
+    }
+
     fn is_first(&self) -> bool {
         self.oldest_ms == 0 && self.newest_ms == 0
     }
 
-    /// The event that reports the health samples dropped.
+    /// The event that reports the records dropped: health samples, and
+    /// the events that may be dropped (boot, check recovered, error).
     pub fn report(&self) -> EventKind {
         EventKind::OutboxDropped {
             health_samples: self.health_samples,
             oldest_ms: self.oldest_ms,
             newest_ms: self.newest_ms,
+            other_events: self.events,
         }
     }
 }
@@ -250,6 +269,26 @@ impl Policy {
 
     pub fn entry(&self, key: u64) -> Option<&Entry> {
         self.entries.get(&key)
+    }
+
+    /// The keys held, in commit order.
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.keys().copied()
+    }
+
+    /// Take in a record the policy did not know (one found in a file that
+    /// could not be opened at start): it gets the next key, after every
+    /// record held, and counts toward the bound like any other.
+    pub fn adopt(&mut self, entry: Entry) -> u64 {
+        let key = self.next_key;
+        self.insert(key, entry);
+        self.next_key += 1;
+        key
+    }
+
+    /// Fold a drop tally found in such a file into this one.
+    pub fn merge_dropped(&mut self, other: Dropped) {
+        self.dropped.merge(other);
     }
 
     /// Records of `class` held.
@@ -581,6 +620,68 @@ mod tests {
     }
 
     #[test]
+    fn dropped_events_are_counted_apart_from_health_and_reported() {
+        let mut p = Policy::new(limits(300, 4), [], 1, Dropped::default());
+        add(&mut p, e(Class::Droppable, 100, 10)); // boot
+        add(&mut p, e(Class::Droppable, 100, 20)); // error
+        add(&mut p, e(Class::Health, 100, 30));
+        // Two update results push out the health record, then the
+        // oldest droppable event.
+        add(&mut p, e(Class::Update, 100, 40));
+        let plan = add(&mut p, e(Class::Update, 100, 50));
+        assert_eq!(plan.remove, vec![1]);
+        // Full of never-dropped records and one droppable event: a new
+        // droppable event is refused, and counted.
+        add(&mut p, e(Class::Update, 100, 55));
+        let plan = add(&mut p, e(Class::Droppable, 100, 60));
+        assert!(!plan.admitted);
+        let d = p.dropped();
+        assert_eq!((d.health_samples, d.events), (4, 3));
+        assert_eq!((d.oldest_ms, d.newest_ms), (10, 60));
+        assert_eq!(
+            d.report(),
+            EventKind::OutboxDropped {
+                health_samples: 4,
+                oldest_ms: 10,
+                newest_ms: 60,
+                other_events: 3,
+            }
+        );
+    }
+
+    #[test]
+    fn adopted_records_come_after_those_held_and_tallies_merge() {
+        let mut p = Policy::new(limits(1000, 8), [], 1, Dropped::default());
+        add(&mut p, e(Class::Kept, 10, 50));
+        assert_eq!(p.adopt(e(Class::Update, 10, 5)), 2);
+        assert_eq!(p.keys().collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(p.next_key(), 3);
+        assert_eq!(p.used(), 20);
+        assert_eq!(p.next_to_send(), vec![2, 1], "an update result still leads");
+        p.merge_dropped(Dropped {
+            health_samples: 4,
+            events: 1,
+            oldest_ms: 7,
+            newest_ms: 9,
+        });
+        p.merge_dropped(Dropped {
+            health_samples: 2,
+            events: 0,
+            oldest_ms: 3,
+            newest_ms: 8,
+        });
+        assert_eq!(
+            p.dropped(),
+            Dropped {
+                health_samples: 6,
+                events: 1,
+                oldest_ms: 3,
+                newest_ms: 9
+            }
+        );
+    }
+
+    #[test]
     fn health_never_pushes_out_an_event() {
         let mut p = Policy::new(limits(200, 4), [], 1, Dropped::default());
         add(&mut p, e(Class::Droppable, 100, 1));
@@ -670,7 +771,8 @@ mod tests {
             EventKind::OutboxDropped {
                 health_samples: 7,
                 oldest_ms: 10,
-                newest_ms: 20
+                newest_ms: 20,
+                other_events: 0,
             }
         );
     }

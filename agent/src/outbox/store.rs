@@ -7,7 +7,7 @@
 //! sample count, then the encoded envelope exactly as it will be
 //! published, so an event keeps its boot id and sequence number across
 //! restarts) and `meta` (the last sequence number, the next key, the drop
-//! tally).
+//! tally, the digest of the last state the broker acknowledged).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,7 @@ const DROPPED_HEALTH: &str = "dropped_health_samples";
 const DROPPED_EVENTS: &str = "dropped_events";
 const DROPPED_OLDEST: &str = "dropped_oldest_ms";
 const DROPPED_NEWEST: &str = "dropped_newest_ms";
+const ACKED_STATE: &str = "acked_state_digest";
 
 /// Header: class (1 byte), time (8), health samples (4).
 const HEADER: usize = 13;
@@ -65,6 +66,17 @@ pub struct Loaded {
     pub entries: Vec<(u64, Entry)>,
     /// Sequence number taken over from an old `event-seq` file.
     pub migrated_seq: Option<u64>,
+    /// The digest of the last state the broker acknowledged.
+    pub acked_state: Option<u64>,
+}
+
+/// The numbers [`Store::restore`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub next_key: u64,
+    pub last_seq: u64,
+    pub dropped: Dropped,
+    pub acked_state: Option<u64>,
 }
 
 pub struct Store {
@@ -172,6 +184,10 @@ impl Store {
             },
             entries: Vec::new(),
             migrated_seq: None,
+            acked_state: meta
+                .get(ACKED_STATE)
+                .map_err(|e| self.read_err(e))?
+                .map(|v| v.value()),
         };
         let records = tx.open_table(RECORDS).map_err(|e| self.read_err(e))?;
         for row in records.iter().map_err(|e| self.read_err(e))? {
@@ -240,10 +256,63 @@ impl Store {
         tx.commit().map_err(|e| self.write_err(e))
     }
 
-    /// Remember `seq` as the last number used (for an event that is kept
-    /// in memory only while the disk fails, once the disk works again).
-    pub fn save_seq(&self, seq: u64) -> Result<(), OutboxError> {
-        self.set_meta(&[(LAST_SEQ, seq)])
+    /// The broker acknowledged the state with this digest.
+    pub fn save_acked_state(&self, digest: u64) -> Result<(), OutboxError> {
+        self.set_meta(&[(ACKED_STATE, digest)])
+    }
+
+    /// After the disk failed and works again: make the file hold exactly
+    /// what the outbox holds, in one transaction. Records whose key is not
+    /// `kept` leave (acknowledged or dropped meanwhile), `records` are
+    /// written (those held in memory, in key order), and the numbers
+    /// follow: the next key, the last sequence number (never lower than
+    /// the file's), the drop tally, the acknowledged state.
+    pub fn restore(
+        &self,
+        kept: impl Fn(u64) -> bool,
+        records: &std::collections::BTreeMap<u64, Vec<u8>>,
+        meta: &Restored,
+    ) -> Result<(), OutboxError> {
+        let tx = self.db.begin_write().map_err(|e| self.write_err(e))?;
+        {
+            let mut table = tx.open_table(RECORDS).map_err(|e| self.write_err(e))?;
+            let mut gone = Vec::new();
+            for row in table.iter().map_err(|e| self.write_err(e))? {
+                let (k, _) = row.map_err(|e| self.write_err(e))?;
+                if !kept(k.value()) {
+                    gone.push(k.value());
+                }
+            }
+            for k in gone {
+                table.remove(k).map_err(|e| self.write_err(e))?;
+            }
+            for (k, v) in records {
+                table
+                    .insert(*k, v.as_slice())
+                    .map_err(|e| self.write_err(e))?;
+            }
+            let mut table = tx.open_table(META).map_err(|e| self.write_err(e))?;
+            let old_seq = table
+                .get(LAST_SEQ)
+                .map_err(|e| self.write_err(e))?
+                .map_or(0, |v| v.value());
+            let d = meta.dropped;
+            let mut pairs = vec![
+                (NEXT_KEY, meta.next_key),
+                (LAST_SEQ, old_seq.max(meta.last_seq)),
+                (DROPPED_HEALTH, d.health_samples),
+                (DROPPED_EVENTS, d.events),
+                (DROPPED_OLDEST, d.oldest_ms),
+                (DROPPED_NEWEST, d.newest_ms),
+            ];
+            if let Some(digest) = meta.acked_state {
+                pairs.push((ACKED_STATE, digest));
+            }
+            for (k, v) in pairs {
+                table.insert(k, v).map_err(|e| self.write_err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.write_err(e))
     }
 
     /// The broker acknowledged `key`.

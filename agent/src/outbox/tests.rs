@@ -23,6 +23,7 @@ fn cfg(path: Option<PathBuf>, max_bytes: u64) -> OutboxConfig {
         },
         coalesce: Duration::from_secs(60),
         start_seq: 0,
+        retry: Duration::from_millis(1000),
     }
 }
 
@@ -188,4 +189,117 @@ fn without_a_file_it_starts_from_the_given_number() {
     assert_eq!((fault, ob.last_seq()), (None, 9));
     assert_eq!(ob.add_event(event(10, update(true)), 0), Stored::Committed);
     assert_eq!(ob.next_to_send().len(), 1);
+}
+
+fn seqs(out: &[Outgoing]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|o| match decode(o).payload {
+            Payload::Event(e) => Some(e.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+fn error(n: u64) -> EventKind {
+    EventKind::Error {
+        message: format!("e{n}"),
+    }
+}
+
+#[test]
+fn after_a_write_failure_records_wait_in_memory_and_go_to_the_reopened_file_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.redb");
+    let (mut ob, _) = Outbox::open(device(), &cfg(Some(path.clone()), 1 << 20));
+    assert_eq!(ob.add_event(event(1, error(1)), 0), Stored::Committed);
+    assert_eq!(ob.add_event(event(2, error(2)), 0), Stored::Committed);
+    ob.fail_for_test("No space left on device");
+    assert_eq!(ob.fault(), Some("No space left on device"));
+    // What was in the file is held in memory too, and new records go there.
+    assert_eq!(ob.in_memory(), 2);
+    assert!(matches!(
+        ob.add_event(event(3, error(3)), 0),
+        Stored::Memory(_)
+    ));
+    assert!(matches!(
+        ob.add_event(event(4, update(true)), 0),
+        Stored::Memory(_)
+    ));
+    // Sent and acknowledged while failing: 1 (in the file) and 4 leave.
+    let out = ob.next_to_send();
+    assert_eq!(seqs(&out), vec![4, 1, 2, 3]);
+    ob.acked(out[0].key);
+    ob.acked(out[1].key);
+    ob.connection_lost();
+    // Not due yet; then the file is held open elsewhere, so the retry fails.
+    let now = crate::unix_ms();
+    assert_eq!(ob.retry_disk(now), None);
+    let holder = redb::Database::create(&path).unwrap();
+    assert_eq!(ob.retry_disk(now + 1_000), None);
+    assert!(ob.fault().is_some(), "still in memory");
+    drop(holder);
+    assert_eq!(ob.retry_disk(now + 1_500), None, "the next try is not due");
+    let was = ob.retry_disk(now + 2_000).expect("recovered");
+    assert!(was.contains("already open"), "the latest reason: {was}");
+    assert_eq!((ob.fault(), ob.in_memory()), (None, 0));
+    // New records are committed again, numbered after the rest.
+    assert_eq!(ob.add_event(event(5, error(5)), 0), Stored::Committed);
+    drop(ob);
+    // The file holds exactly what the outbox held: 2, 3, 5 in that order,
+    // the last sequence number 5.
+    let (mut ob, fault) = Outbox::open(device(), &cfg(Some(path), 1 << 20));
+    assert_eq!(fault, None);
+    assert_eq!(ob.last_seq(), 5);
+    assert_eq!(seqs(&ob.next_to_send()), vec![2, 3, 5]);
+}
+
+#[test]
+fn a_file_that_could_not_be_opened_at_start_is_taken_in_once_it_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // The state directory is a regular file: nothing can be opened in it.
+    std::fs::write(&state, "").unwrap();
+    let path = state.join("outbox.redb");
+    let (mut ob, fault) = Outbox::open(device(), &cfg(Some(path.clone()), 1 << 20));
+    assert!(fault.is_some());
+    assert!(matches!(
+        ob.add_event(event(1, error(101)), 0),
+        Stored::Memory(_)
+    ));
+    ob.state_acknowledged(0xfeed);
+    // The directory comes back, with an earlier run's file in it.
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    {
+        let (mut earlier, _) = Outbox::open(device(), &cfg(Some(path.clone()), 1 << 20));
+        for seq in 40..=41 {
+            assert_eq!(
+                earlier.add_event(event(seq, error(seq)), 0),
+                Stored::Committed
+            );
+        }
+    }
+    let now = crate::unix_ms();
+    assert!(ob.retry_disk(now + 1_000).is_some());
+    assert_eq!(ob.policy().len(), 3);
+    assert_eq!(ob.last_seq(), 41, "never lower than the file's");
+    let out = ob.next_to_send();
+    assert_eq!(seqs(&out), vec![1, 40, 41], "the earlier run's after ours");
+    drop(ob);
+    let (ob, _) = Outbox::open(device(), &cfg(Some(path), 1 << 20));
+    assert_eq!(ob.policy().len(), 3);
+    assert_eq!(ob.last_seq(), 41);
+    assert_eq!(ob.acked_state(), Some(0xfeed));
+}
+
+#[test]
+fn the_acknowledged_state_digest_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.redb");
+    let (mut ob, _) = Outbox::open(device(), &cfg(Some(path.clone()), 1 << 20));
+    assert_eq!(ob.acked_state(), None, "nothing acknowledged yet");
+    ob.state_acknowledged(0x1234_5678_9abc);
+    drop(ob);
+    let (ob, _) = Outbox::open(device(), &cfg(Some(path), 1 << 20));
+    assert_eq!(ob.acked_state(), Some(0x1234_5678_9abc));
 }

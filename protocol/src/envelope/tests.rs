@@ -376,3 +376,67 @@ fn sequence_numbers_beyond_2_pow_53_or_zero_are_out_of_range() {
         assert!(!at(bad).seq_in_range(), "{bad}");
     }
 }
+
+/// `outbox-dropped` as agents before `other_events` wrote and read it.
+#[derive(Debug, PartialEq, minicbor::Encode, minicbor::Decode)]
+enum DroppedBeforeOtherEvents {
+    #[n(6)]
+    OutboxDropped {
+        #[n(0)]
+        health_samples: u64,
+        #[n(1)]
+        oldest_ms: u64,
+        #[n(2)]
+        newest_ms: u64,
+    },
+}
+
+#[test]
+fn outbox_drop_reports_with_and_without_other_events_are_read_by_old_and_new_readers() {
+    let old = minicbor::to_vec(DroppedBeforeOtherEvents::OutboxDropped {
+        health_samples: 5,
+        oldest_ms: 1,
+        newest_ms: 2,
+    })
+    .unwrap();
+    assert_eq!(
+        minicbor::decode::<EventKind>(&old).unwrap(),
+        EventKind::OutboxDropped {
+            health_samples: 5,
+            oldest_ms: 1,
+            newest_ms: 2,
+            other_events: 0,
+        },
+        "an old agent's report reads as no other events dropped"
+    );
+    let new = EventKind::OutboxDropped {
+        health_samples: 5,
+        oldest_ms: 1,
+        newest_ms: 2,
+        other_events: 3,
+    };
+    let bytes = minicbor::to_vec(&new).unwrap();
+    assert_eq!(minicbor::decode::<EventKind>(&bytes).unwrap(), new);
+    assert_eq!(
+        minicbor::decode::<DroppedBeforeOtherEvents>(&bytes).unwrap(),
+        DroppedBeforeOtherEvents::OutboxDropped {
+            health_samples: 5,
+            oldest_ms: 1,
+            newest_ms: 2,
+        },
+        "an old reader skips the new count"
+    );
+    let json: EventKind = serde_json::from_str(
+        r#"{"outbox-dropped":{"health_samples":5,"oldest_ms":1,"newest_ms":2}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        json,
+        EventKind::OutboxDropped {
+            health_samples: 5,
+            oldest_ms: 1,
+            newest_ms: 2,
+            other_events: 0,
+        }
+    );
+}
