@@ -7,12 +7,13 @@
 CREATE TABLE event_streams (
     device      TEXT NOT NULL,
     boot        INTEGER NOT NULL,
-    last_seq    INTEGER NOT NULL,
+    first_seq   INTEGER NOT NULL,   -- the lowest seen: the agent drains by priority,
+    last_seq    INTEGER NOT NULL,   -- so a stream's first arrival need not be its first
     PRIMARY KEY (device, boot)
 ) WITHOUT ROWID;
 
-INSERT INTO event_streams (device, boot, last_seq)
-    SELECT device, boot, MAX(seq) FROM events GROUP BY device, boot;
+INSERT INTO event_streams (device, boot, first_seq, last_seq)
+    SELECT device, boot, MIN(seq), MAX(seq) FROM events GROUP BY device, boot;
 
 -- Sequence numbers a stream skipped: from_seq ..= to_seq were not received
 -- when a later one arrived. A late arrival inside a gap shrinks or splits it.
@@ -32,6 +33,7 @@ CREATE INDEX event_gaps_by_stream ON event_gaps (device, boot, from_seq);
 CREATE TABLE outbox_drops (
     device          TEXT PRIMARY KEY,
     health_samples  INTEGER NOT NULL,
+    other_events    INTEGER NOT NULL,   -- boot, check-recovered, error events dropped
     reports         INTEGER NOT NULL,
     oldest_ms       INTEGER NOT NULL,   -- device clock: the oldest sample dropped
     newest_ms       INTEGER NOT NULL,   -- device clock: the newest sample dropped

@@ -329,11 +329,12 @@ where
 {
     let end = Instant::now() + timeout;
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = "no attempt finished".to_owned();
     loop {
-        let last = match tokio::time::timeout_at(deadline, f()).await {
+        match tokio::time::timeout_at(deadline, f()).await {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => e,
-            Err(_) => "the last attempt itself did not finish".to_owned(),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = format!("{last} (and the final attempt did not finish)"),
         };
         if Instant::now() > end {
             bail!("timed out after {timeout:?} waiting for {what}; last: {last}");

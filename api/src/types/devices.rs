@@ -187,6 +187,10 @@ pub struct EventGap {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OutboxDrops {
     pub health_samples: u64,
+    /// Events the outbox may drop when full (boot, check recovered, error);
+    /// update results, check failures and command results it never drops.
+    #[serde(default)]
+    pub other_events: u64,
     /// How many `outbox-dropped` events said so.
     pub reports: u64,
     /// The device's clock: the oldest and newest samples dropped.

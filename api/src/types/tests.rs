@@ -126,7 +126,7 @@ fn a_device_detail_round_trips_with_state_health_and_events() {
         "desired": { "config_rev": 4, "firmware": "2.5.0", "manifest": "targets/bb-2.5.0" },
         "gaps": [{ "boot": 77, "from_seq": 3, "to_seq": 5, "detected_ms": 30 }],
         "missing_events": 3,
-        "outbox_drops": { "health_samples": 42, "reports": 2, "oldest_ms": 1, "newest_ms": 9,
+        "outbox_drops": { "health_samples": 42, "other_events": 1, "reports": 2, "oldest_ms": 1, "newest_ms": 9,
                           "last_report_ms": 12 },
     }));
     assert_eq!(d.desired.firmware, Some("2.5.0".parse().unwrap()));

@@ -65,6 +65,7 @@ pub struct StoredGap {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OutboxDrops {
     pub health_samples: u64,
+    pub other_events: u64,
     pub reports: u64,
     pub oldest_ms: u64,
     pub newest_ms: u64,
@@ -107,7 +108,7 @@ impl Store {
 
     pub async fn outbox_drops(&self, device: &DeviceId) -> Result<Option<OutboxDrops>, StoreError> {
         let row = sqlx::query(
-            "SELECT health_samples, reports, oldest_ms, newest_ms, last_report_ms
+            "SELECT health_samples, reports, oldest_ms, newest_ms, last_report_ms, other_events
              FROM outbox_drops WHERE device = ?",
         )
         .bind(device.as_str())
@@ -119,6 +120,7 @@ impl Store {
             oldest_ms: to_u64(r.get(2)),
             newest_ms: to_u64(r.get(3)),
             last_report_ms: to_u64(r.get(4)),
+            other_events: to_u64(r.get(5)),
         }))
     }
 }

@@ -14,7 +14,7 @@ use tracing::{error, warn};
 
 use super::{to_i64, to_u64, Store, StoreError};
 use crate::domain::fleet::Status;
-use crate::domain::sequence::{self, Gap, Seen};
+use crate::domain::sequence::{self, Gap, Seen, Span};
 
 /// What a batch did to the events it carried.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct Written {
 impl Store {
     /// One transaction for a whole batch of reported data; then each device
     /// that got events keeps only its newest `events_kept` (at least one).
-    /// Each event is judged against its stream's highest sequence number
+    /// Each event is judged against its stream's span of sequence numbers
     /// and recorded gaps (`domain::sequence`), so a re-delivery changes
     /// nothing even when the event itself was pruned long ago.
     pub async fn write_batch(
@@ -68,15 +68,18 @@ impl Store {
         let mut devices: HashSet<&DeviceId> = HashSet::new();
         for (id, e, received_ms) in &batch.events {
             let boot = boot_to_i64(e.boot);
-            let last: Option<i64> = sqlx::query_scalar(
-                "SELECT last_seq FROM event_streams WHERE device = ? AND boot = ?",
+            let span = sqlx::query(
+                "SELECT first_seq, last_seq FROM event_streams WHERE device = ? AND boot = ?",
             )
             .bind(id.as_str())
             .bind(boot)
             .fetch_optional(&mut *tx)
-            .await?;
-            let last = last.map(to_u64);
-            let gap_with_seq = if last.is_some_and(|l| e.seq <= l) {
+            .await?
+            .map(|r| Span {
+                first: to_u64(r.get(0)),
+                last: to_u64(r.get(1)),
+            });
+            let gap_with_seq = if span.is_some_and(|s| (s.first..=s.last).contains(&e.seq)) {
                 sqlx::query(
                     "SELECT from_seq, to_seq FROM event_gaps
                      WHERE device = ?1 AND boot = ?2 AND from_seq <= ?3 AND to_seq >= ?3 LIMIT 1",
@@ -93,19 +96,21 @@ impl Store {
             } else {
                 None
             };
-            match sequence::judge(last, e.seq, gap_with_seq) {
+            match sequence::judge(span, e.seq, gap_with_seq) {
                 Seen::Duplicate => {
                     written.duplicates += 1;
                     continue;
                 }
-                Seen::New { gap } => {
+                Seen::New { span, gap } => {
                     sqlx::query(
-                        "INSERT INTO event_streams (device, boot, last_seq) VALUES (?, ?, ?)
-                         ON CONFLICT(device, boot) DO UPDATE SET last_seq = excluded.last_seq",
+                        "INSERT INTO event_streams (device, boot, first_seq, last_seq) VALUES (?, ?, ?, ?)
+                         ON CONFLICT(device, boot) DO UPDATE SET first_seq = excluded.first_seq,
+                           last_seq = excluded.last_seq",
                     )
                     .bind(id.as_str())
                     .bind(boot)
-                    .bind(to_i64(e.seq))
+                    .bind(to_i64(span.first))
+                    .bind(to_i64(span.last))
                     .execute(&mut *tx)
                     .await?;
                     if let Some(gap) = gap {
@@ -151,13 +156,15 @@ impl Store {
                 health_samples,
                 oldest_ms,
                 newest_ms,
+                other_events,
             } = &e.kind
             {
                 sqlx::query(
-                    "INSERT INTO outbox_drops (device, health_samples, reports, oldest_ms, newest_ms, last_report_ms)
-                     VALUES (?, ?, 1, ?, ?, ?)
+                    "INSERT INTO outbox_drops (device, health_samples, other_events, reports, oldest_ms, newest_ms, last_report_ms)
+                     VALUES (?, ?, ?, 1, ?, ?, ?)
                      ON CONFLICT(device) DO UPDATE SET
                        health_samples = health_samples + excluded.health_samples,
+                       other_events = other_events + excluded.other_events,
                        reports = reports + 1,
                        oldest_ms = MIN(oldest_ms, excluded.oldest_ms),
                        newest_ms = MAX(newest_ms, excluded.newest_ms),
@@ -165,6 +172,7 @@ impl Store {
                 )
                 .bind(id.as_str())
                 .bind(to_i64(*health_samples))
+                .bind(to_i64(*other_events))
                 .bind(to_i64(*oldest_ms))
                 .bind(to_i64(*newest_ms))
                 .bind(to_i64(*received_ms))
@@ -474,6 +482,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_priority_drain_out_of_order_loses_nothing_and_leaves_no_gap() {
+        let (_dir, store) = store().await;
+        let a = DeviceId::parse("A").unwrap();
+        // The agent sends update results (2, 4) first, then the check
+        // failure (3), then the boot event (1), each in its own batch.
+        let mut stored = 0;
+        for seq in [2, 4, 3, 1] {
+            let w = write_all(&store, &[event(seq, Some(5), &seq.to_string())], 500).await;
+            stored += w.stored;
+            assert_eq!(w.duplicates, 0, "seq {seq} taken for a re-delivery");
+        }
+        assert_eq!(stored, 4);
+        assert_eq!(store.event_gaps(&a, 10).await.unwrap().1, 0);
+        // Now every one of them is a re-delivery.
+        let again: Vec<Event> = (1..=4).map(|s| event(s, Some(5), "again")).collect();
+        let w = write_all(&store, &again, 500).await;
+        assert_eq!((w.stored, w.duplicates), (0, 4));
+    }
+
+    #[tokio::test]
     async fn a_skipped_sequence_number_is_a_gap_until_it_arrives() {
         let (_dir, store) = store().await;
         let a = DeviceId::parse("A").unwrap();
@@ -519,6 +547,7 @@ mod tests {
                 health_samples: samples,
                 oldest_ms: oldest,
                 newest_ms: newest,
+                other_events: seq,
             },
             boot: Some(3),
         };
@@ -528,8 +557,14 @@ mod tests {
         write_all(&store, &events, 500).await;
         let d = store.outbox_drops(&a).await.unwrap().unwrap();
         assert_eq!(
-            (d.health_samples, d.reports, d.oldest_ms, d.newest_ms),
-            (42, 2, 1_000, 7_000)
+            (
+                d.health_samples,
+                d.other_events,
+                d.reports,
+                d.oldest_ms,
+                d.newest_ms
+            ),
+            (42, 3, 2, 1_000, 7_000)
         );
     }
 

@@ -85,8 +85,8 @@ impl Report for Device {
         if let Some(d) = &self.0.outbox_drops {
             let _ = writeln!(
                 out,
-                "dropped       {} health samples offline ({} to {}, device clock; reported {})",
-                d.health_samples, d.oldest_ms, d.newest_ms, d.last_report_ms
+                "dropped       {} health samples and {} other events offline ({} to {}, device clock; reported {})",
+                d.health_samples, d.other_events, d.oldest_ms, d.newest_ms, d.last_report_ms
             );
         }
         for e in &self.0.events {
@@ -290,6 +290,7 @@ mod tests {
         }];
         d.0.outbox_drops = Some(fleet_api::types::OutboxDrops {
             health_samples: 42,
+            other_events: 1,
             reports: 2,
             oldest_ms: 1,
             newest_ms: 9,
@@ -300,7 +301,7 @@ mod tests {
         assert!(t.contains("\nmissing       3 events in 1 gaps\n"), "{t}");
         assert!(t.contains("\ngap           #3..#5 seen at 77\n"), "{t}");
         assert!(
-            t.contains("\ndropped       42 health samples offline"),
+            t.contains("\ndropped       42 health samples and 1 other events offline"),
             "{t}"
         );
     }

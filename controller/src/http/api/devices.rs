@@ -137,6 +137,7 @@ pub async fn device_detail(
         missing_events,
         outbox_drops: outbox_drops.map(|d| OutboxDrops {
             health_samples: d.health_samples,
+            other_events: d.other_events,
             reports: d.reports,
             oldest_ms: d.oldest_ms,
             newest_ms: d.newest_ms,
