@@ -379,6 +379,7 @@ impl AgentConfig {
                 legacy_seq: Some(self.device.state_dir.join("event-seq")),
             },
             state_sent: None,
+            connected: None,
             renewal: files.exist().then(|| RenewalSetup {
                 files: files.clone(),
                 policy: RenewalPolicy {

@@ -73,6 +73,10 @@ pub struct RuntimeConfig {
     /// Signalled each time a state message is handed to the broker (the
     /// simulator and tests wait on it).
     pub state_sent: Option<Arc<Notify>>,
+    /// Signalled at each accepted connection (CONNACK): an unchanged state
+    /// is not sent again on a reconnect, so the simulator counts
+    /// reconnections here.
+    pub connected: Option<Arc<Notify>>,
     /// The certificate files and how they are renewed; `None`: never
     /// (plaintext development, the simulator's in-memory identities).
     pub renewal: Option<RenewalSetup>,
@@ -765,6 +769,9 @@ pub async fn run_with<H: Hardware>(
             event = link_rx.recv() => match event {
                 Some(Link::Connected { session_present, session }) => {
                     io.link(true);
+                    if let Some(n) = &cfg.connected {
+                        n.notify_one();
+                    }
                     // What was coalesced offline, and what was dropped, go out
                     // with everything else waiting.
                     if let Some(stored) = io.outbox.flush_health() {

@@ -68,6 +68,7 @@ fn config(id: &str, port: u16) -> RuntimeConfig {
         checks_interval: Duration::from_millis(300),
         seq: SeqStore::Memory(0),
         state_sent: None,
+        connected: None,
         renewal: None,
     }
 }

@@ -212,10 +212,12 @@ pub async fn start(
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(plan.devices.len());
     let mut reported = Vec::with_capacity(plan.devices.len());
+    let mut connections_seen = Vec::with_capacity(plan.devices.len());
     let pb = bar(cfg.show_progress, plan.devices.len(), "connecting");
     let gap = Duration::from_secs(1) / cfg.connect_rate.max(1);
     for (i, d) in plan.devices.iter().enumerate() {
         let notify = Arc::new(Notify::new());
+        let connected = Arc::new(Notify::new());
         let tls = if broker.tls {
             let (key, cert) = identities
                 .devices
@@ -250,6 +252,7 @@ pub async fn start(
             checks_interval: cfg.checks_every,
             seq: SeqStore::Memory(0),
             state_sent: Some(Arc::clone(&notify)),
+            connected: Some(Arc::clone(&connected)),
             // In-memory identities: the simulator does not renew.
             renewal: None,
         };
@@ -276,6 +279,7 @@ pub async fn start(
             }
         }));
         reported.push(notify);
+        connections_seen.push(connected);
         pb.inc(1);
         tokio::time::sleep(gap).await;
     }
@@ -298,15 +302,20 @@ pub async fn start(
         pb.inc(1);
     }
     pb.finish_and_clear();
-    // From now on, every state sent (each reconnection sends one) is
-    // recorded with its time.
+    // From now on, every accepted connection is recorded with its time.
     let connections = crate::reconnects::Recorder::default();
-    for (d, n) in plan.devices.iter().zip(reported) {
+    for (d, n) in plan.devices.iter().zip(connections_seen) {
         if d.condition == Condition::Offline {
             continue;
         }
         let (rec, id, mut stop_rx) = (connections.clone(), d.id.to_string(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
+            // The connection it reported on (made already, its signal kept):
+            // not a reconnection.
+            tokio::select! {
+                () = n.notified() => {}
+                _ = stop_rx.wait_for(|s| *s) => return,
+            }
             loop {
                 tokio::select! {
                     () = n.notified() => rec.record(&id, fleet_agent::unix_ms()),
