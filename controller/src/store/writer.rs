@@ -14,7 +14,7 @@ use tracing::{error, warn};
 
 use super::{to_i64, to_u64, Store, StoreError};
 use crate::domain::fleet::Status;
-use crate::domain::sequence::{self, Gap, Seen};
+use crate::domain::sequence::{self, Gap, Seen, Stream};
 
 /// What a batch did to the events it carried.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,8 +30,8 @@ pub struct Written {
 impl Store {
     /// One transaction for a whole batch of reported data; then each device
     /// that got events keeps only its newest `events_kept` (at least one).
-    /// Each event is judged against its stream's highest sequence number
-    /// and recorded gaps (`domain::sequence`), so a re-delivery changes
+    /// Each event is judged against its stream's lowest and highest
+    /// sequence numbers and recorded gaps (`domain::sequence`), so a re-delivery changes
     /// nothing even when the event itself was pruned long ago.
     pub async fn write_batch(
         &self,
@@ -68,15 +68,18 @@ impl Store {
         let mut devices: HashSet<&DeviceId> = HashSet::new();
         for (id, e, received_ms) in &batch.events {
             let boot = boot_to_i64(e.boot);
-            let last: Option<i64> = sqlx::query_scalar(
-                "SELECT last_seq FROM event_streams WHERE device = ? AND boot = ?",
+            let stream = sqlx::query(
+                "SELECT first_seq, last_seq FROM event_streams WHERE device = ? AND boot = ?",
             )
             .bind(id.as_str())
             .bind(boot)
             .fetch_optional(&mut *tx)
-            .await?;
-            let last = last.map(to_u64);
-            let gap_with_seq = if last.is_some_and(|l| e.seq <= l) {
+            .await?
+            .map(|r| Stream {
+                first: r.get::<Option<i64>, _>(0).map(to_u64),
+                last: to_u64(r.get(1)),
+            });
+            let gap_with_seq = if stream.is_some_and(|s| e.seq <= s.last) {
                 sqlx::query(
                     "SELECT from_seq, to_seq FROM event_gaps
                      WHERE device = ?1 AND boot = ?2 AND from_seq <= ?3 AND to_seq >= ?3 LIMIT 1",
@@ -93,19 +96,33 @@ impl Store {
             } else {
                 None
             };
-            match sequence::judge(last, e.seq, gap_with_seq) {
+            match sequence::judge(stream, e.seq, gap_with_seq) {
                 Seen::Duplicate => {
                     written.duplicates += 1;
                     continue;
                 }
                 Seen::New { gap } => {
                     sqlx::query(
-                        "INSERT INTO event_streams (device, boot, last_seq) VALUES (?, ?, ?)
+                        "INSERT INTO event_streams (device, boot, first_seq, last_seq) VALUES (?1, ?2, ?3, ?3)
                          ON CONFLICT(device, boot) DO UPDATE SET last_seq = excluded.last_seq",
                     )
                     .bind(id.as_str())
                     .bind(boot)
                     .bind(to_i64(e.seq))
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(gap) = gap {
+                        written.gaps += 1;
+                        insert_gap(&mut tx, id, boot, gap, *received_ms).await?;
+                    }
+                }
+                Seen::Earlier { gap } => {
+                    sqlx::query(
+                        "UPDATE event_streams SET first_seq = ? WHERE device = ? AND boot = ?",
+                    )
+                    .bind(to_i64(e.seq))
+                    .bind(id.as_str())
+                    .bind(boot)
                     .execute(&mut *tx)
                     .await?;
                     if let Some(gap) = gap {
@@ -506,6 +523,33 @@ mod tests {
         let w = write_all(&store, &[event(40, Some(8), "next run")], 500).await;
         assert_eq!(w.gaps, 0);
         assert_eq!(messages(&store).await[0], "next run");
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_start_arrives_after_later_events_is_stored_whole() {
+        // An offline run drained by priority: its update result (12) and
+        // check failure (11) come before its boot event (9) and 10.
+        let (_dir, store) = store().await;
+        let a = DeviceId::parse("A").unwrap();
+        let w = write_all(
+            &store,
+            &[event(12, Some(5), "update"), event(11, Some(5), "check")],
+            500,
+        )
+        .await;
+        assert_eq!((w.stored, w.duplicates, w.gaps), (2, 0, 0));
+        let w = write_all(&store, &[event(9, Some(5), "boot")], 500).await;
+        assert_eq!((w.stored, w.duplicates, w.gaps), (1, 0, 1));
+        let (gaps, missing) = store.event_gaps(&a, 10).await.unwrap();
+        assert_eq!((gaps[0].from_seq, gaps[0].to_seq, missing), (10, 10, 1));
+        let w = write_all(&store, &[event(10, Some(5), "ten")], 500).await;
+        assert_eq!((w.stored, w.duplicates), (1, 0));
+        assert_eq!(store.event_gaps(&a, 10).await.unwrap().1, 0);
+        // Everything again: re-deliveries, nothing stored twice.
+        let all = [9, 10, 11, 12].map(|s| event(s, Some(5), "again"));
+        let w = write_all(&store, &all, 500).await;
+        assert_eq!((w.stored, w.duplicates), (0, 4));
+        assert_eq!(messages(&store).await.len(), 4);
     }
 
     #[tokio::test]

@@ -1,0 +1,11 @@
+-- The lowest sequence number stored per event stream (device, boot).
+--
+-- The agent's outbox sends update results and check failures before the
+-- rest (decision 0013), so the first event of an offline run to arrive is
+-- often not its lowest: its boot event comes later. Below `first_seq` a
+-- number was never stored, so it is new, not a re-delivery (before this,
+-- such events were taken for re-deliveries and dropped).
+--
+-- Streams recorded before this keep NULL: their lowest is not known (the
+-- events may be pruned), and nothing below their highest is taken as new.
+ALTER TABLE event_streams ADD COLUMN first_seq INTEGER;
