@@ -1,9 +1,17 @@
 //! Event sequence numbers per stream (pure): whether an event is new, a
 //! re-delivery, or a late one filling a gap, and which gap a new one opens.
-//! A stream is one agent run of one device: (device, boot id). Its first
-//! event sets where it starts (a run continues the numbering of the one
-//! before it, which the controller cannot order); after that, an event
-//! numbered more than one past the highest seen leaves a gap.
+//! A stream is one agent run of one device: (device, boot id). A run
+//! continues the numbering of the runs before it (the agent keeps the last
+//! number in its outbox), so a new stream starts past the highest number of
+//! the device's other streams; its first arrival need not be its lowest,
+//! because the agent's outbox sends the most important records first (an
+//! update result before the check failures numbered before it). A new
+//! stream's first event therefore leaves a gap down to the device's other
+//! streams, and after that an event numbered more than one past the highest
+//! seen leaves a gap. Numbers are device-wide while the outbox file lives,
+//! so an event stored in one stream also fills the others' gaps that hold
+//! its number (a gap opened by a new stream before an older run's late
+//! event arrived).
 
 /// Sequence numbers `from ..= to` that a stream skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +65,17 @@ pub enum Seen {
 }
 
 /// Judge `seq` against the stream's highest sequence number so far
-/// (`None`: a stream not seen before) and the gap containing `seq`, if any.
-pub fn judge(last: Option<u64>, seq: u64, gap_with_seq: Option<Gap>) -> Seen {
+/// (`None`: a stream not seen before), the gap containing `seq`, if any, and
+/// (for a new stream) `floor`, the highest sequence number of the device's
+/// other streams (`None`: it has none).
+pub fn judge(last: Option<u64>, seq: u64, gap_with_seq: Option<Gap>, floor: Option<u64>) -> Seen {
     match last {
-        None => Seen::New { gap: None },
+        None => Seen::New {
+            gap: floor.filter(|f| seq > f + 1).map(|f| Gap {
+                from: f + 1,
+                to: seq - 1,
+            }),
+        },
         Some(last) if seq > last => Seen::New {
             gap: (seq > last + 1).then_some(Gap {
                 from: last + 1,
@@ -79,16 +94,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_event_of_a_stream_starts_it_wherever_it_is() {
-        assert_eq!(judge(None, 1, None), Seen::New { gap: None });
-        assert_eq!(judge(None, 9_000, None), Seen::New { gap: None });
+    fn the_first_event_of_a_device_starts_its_stream_wherever_it_is() {
+        assert_eq!(judge(None, 1, None, None), Seen::New { gap: None });
+        assert_eq!(judge(None, 9_000, None, None), Seen::New { gap: None });
+    }
+
+    #[test]
+    fn a_new_stream_that_skips_past_the_devices_other_streams_leaves_a_gap() {
+        // The run before ended at 1; this run's update result (6) arrives
+        // before its check failures (2 ..= 5).
+        assert_eq!(
+            judge(None, 6, None, Some(1)),
+            Seen::New {
+                gap: Some(Gap { from: 2, to: 5 })
+            }
+        );
+        assert_eq!(judge(None, 2, None, Some(1)), Seen::New { gap: None });
+        // A stream numbered below the others (an outbox started afresh) is
+        // no gap.
+        assert_eq!(judge(None, 3, None, Some(500)), Seen::New { gap: None });
     }
 
     #[test]
     fn the_next_number_is_new_and_a_jump_leaves_a_gap() {
-        assert_eq!(judge(Some(4), 5, None), Seen::New { gap: None });
+        assert_eq!(judge(Some(4), 5, None, None), Seen::New { gap: None });
         assert_eq!(
-            judge(Some(4), 8, None),
+            judge(Some(4), 8, None, None),
             Seen::New {
                 gap: Some(Gap { from: 5, to: 7 })
             }
@@ -97,12 +128,12 @@ mod tests {
 
     #[test]
     fn a_number_already_passed_is_a_redelivery_unless_it_was_missing() {
-        assert_eq!(judge(Some(8), 8, None), Seen::Duplicate);
-        assert_eq!(judge(Some(8), 2, None), Seen::Duplicate);
+        assert_eq!(judge(Some(8), 8, None, None), Seen::Duplicate);
+        assert_eq!(judge(Some(8), 2, None, None), Seen::Duplicate);
         let gap = Gap { from: 5, to: 7 };
-        assert_eq!(judge(Some(8), 6, Some(gap)), Seen::Late { gap });
+        assert_eq!(judge(Some(8), 6, Some(gap), None), Seen::Late { gap });
         // A gap that does not hold it does not make it late.
-        assert_eq!(judge(Some(8), 3, Some(gap)), Seen::Duplicate);
+        assert_eq!(judge(Some(8), 3, Some(gap), None), Seen::Duplicate);
     }
 
     #[test]

@@ -93,7 +93,19 @@ impl Store {
             } else {
                 None
             };
-            match sequence::judge(last, e.seq, gap_with_seq) {
+            // A new stream starts past the device's other streams.
+            let floor: Option<i64> = if last.is_none() {
+                sqlx::query_scalar(
+                    "SELECT MAX(last_seq) FROM event_streams WHERE device = ? AND boot != ?",
+                )
+                .bind(id.as_str())
+                .bind(boot)
+                .fetch_one(&mut *tx)
+                .await?
+            } else {
+                None
+            };
+            match sequence::judge(last, e.seq, gap_with_seq, floor.map(to_u64)) {
                 Seen::Duplicate => {
                     written.duplicates += 1;
                     continue;
@@ -126,6 +138,27 @@ impl Store {
                     for left in gap.fill(e.seq) {
                         insert_gap(&mut tx, id, boot, left, to_u64(detected)).await?;
                     }
+                }
+            }
+            // Numbers are device-wide: this one is missing from no other
+            // stream of the device either.
+            let others: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+                "DELETE FROM event_gaps
+                 WHERE device = ?1 AND boot != ?2 AND from_seq <= ?3 AND to_seq >= ?3
+                 RETURNING boot, from_seq, to_seq, detected_ms",
+            )
+            .bind(id.as_str())
+            .bind(boot)
+            .bind(to_i64(e.seq))
+            .fetch_all(&mut *tx)
+            .await?;
+            for (other, from, to, detected) in others {
+                let gap = Gap {
+                    from: to_u64(from),
+                    to: to_u64(to),
+                };
+                for left in gap.fill(e.seq) {
+                    insert_gap(&mut tx, id, other, left, to_u64(detected)).await?;
                 }
             }
             let body = serde_json::to_value(&e.kind).expect("event serializes");
@@ -502,10 +535,55 @@ mod tests {
         let mut ranges: Vec<(u64, u64)> = gaps.iter().map(|g| (g.from_seq, g.to_seq)).collect();
         ranges.sort_unstable();
         assert_eq!(ranges, [(3, 3), (5, 5)]);
-        // Another run of the agent is another stream: no gap across runs.
-        let w = write_all(&store, &[event(40, Some(8), "next run")], 500).await;
+        // Another run of the agent is another stream, numbered on from
+        // the device's other streams: a next run whose first arrival is the
+        // next number leaves no gap.
+        let w = write_all(&store, &[event(7, Some(8), "next run")], 500).await;
         assert_eq!(w.gaps, 0);
         assert_eq!(messages(&store).await[0], "next run");
+    }
+
+    #[tokio::test]
+    async fn a_new_run_whose_update_result_arrives_first_loses_none_of_its_earlier_events() {
+        // The run before ended at 1. A day offline: the outbox sends the
+        // update result (6) before the check failures and recoveries
+        // numbered before it (2 ..= 5).
+        let (_dir, store) = store().await;
+        let a = DeviceId::parse("A").unwrap();
+        write_all(&store, &[event(1, Some(7), "boot")], 500).await;
+        let w = write_all(&store, &[event(6, Some(9), "update result")], 500).await;
+        assert_eq!((w.stored, w.gaps), (1, 1));
+        let (_, missing) = store.event_gaps(&a, 10).await.unwrap();
+        assert_eq!(missing, 4);
+        let w = write_all(
+            &store,
+            &[
+                event(2, Some(9), "2"),
+                event(3, Some(9), "3"),
+                event(4, Some(9), "4"),
+                event(5, Some(9), "5"),
+            ],
+            500,
+        )
+        .await;
+        assert_eq!((w.stored, w.duplicates), (4, 0));
+        let (gaps, missing) = store.event_gaps(&a, 10).await.unwrap();
+        assert_eq!((gaps.len(), missing), (0, 0));
+        // The next run's first event (9) came before this run's last (8):
+        // the gap it opened is filled by 8 arriving in its own stream.
+        let w = write_all(&store, &[event(9, Some(11), "next boot")], 500).await;
+        assert_eq!(w.gaps, 1);
+        write_all(
+            &store,
+            &[event(7, Some(9), "7"), event(8, Some(9), "8")],
+            500,
+        )
+        .await;
+        let (gaps, missing) = store.event_gaps(&a, 10).await.unwrap();
+        assert_eq!((gaps.len(), missing), (0, 0), "{gaps:?}");
+        // A re-delivery is still one.
+        let w = write_all(&store, &[event(3, Some(9), "3 again")], 500).await;
+        assert_eq!((w.stored, w.duplicates), (0, 1));
     }
 
     #[tokio::test]
