@@ -7,8 +7,8 @@
 //! because the agent's outbox sends the most important records first (an
 //! update result before the check failures numbered before it). A new
 //! stream's first event therefore leaves a gap down to the device's other
-//! streams, and after that an event numbered more than one past the highest
-//! seen leaves a gap. Numbers are device-wide while the outbox file lives,
+//! streams (down to 1 for a device's first stream), and after that an event
+//! numbered more than one past the highest seen leaves a gap. Numbers are device-wide while the outbox file lives,
 //! so an event stored in one stream also fills the others' gaps that hold
 //! its number (a gap opened by a new stream before an older run's late
 //! event arrived).
@@ -67,12 +67,12 @@ pub enum Seen {
 /// Judge `seq` against the stream's highest sequence number so far
 /// (`None`: a stream not seen before), the gap containing `seq`, if any, and
 /// (for a new stream) `floor`, the highest sequence number of the device's
-/// other streams (`None`: it has none).
-pub fn judge(last: Option<u64>, seq: u64, gap_with_seq: Option<Gap>, floor: Option<u64>) -> Seen {
+/// other streams (0 when it has none: a device numbers its events from 1).
+pub fn judge(last: Option<u64>, seq: u64, gap_with_seq: Option<Gap>, floor: u64) -> Seen {
     match last {
         None => Seen::New {
-            gap: floor.filter(|f| seq > f + 1).map(|f| Gap {
-                from: f + 1,
+            gap: (seq > floor + 1).then(|| Gap {
+                from: floor + 1,
                 to: seq - 1,
             }),
         },
@@ -94,9 +94,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_event_of_a_device_starts_its_stream_wherever_it_is() {
-        assert_eq!(judge(None, 1, None, None), Seen::New { gap: None });
-        assert_eq!(judge(None, 9_000, None, None), Seen::New { gap: None });
+    fn a_devices_first_stream_starts_at_one_and_what_it_skipped_is_a_gap() {
+        assert_eq!(judge(None, 1, None, 0), Seen::New { gap: None });
+        // Its update result (2) arrived before its boot event (1).
+        assert_eq!(
+            judge(None, 2, None, 0),
+            Seen::New {
+                gap: Some(Gap { from: 1, to: 1 })
+            }
+        );
+        assert_eq!(
+            judge(Some(2), 1, Some(Gap { from: 1, to: 1 }), 0),
+            Seen::Late {
+                gap: Gap { from: 1, to: 1 }
+            }
+        );
     }
 
     #[test]
@@ -104,22 +116,22 @@ mod tests {
         // The run before ended at 1; this run's update result (6) arrives
         // before its check failures (2 ..= 5).
         assert_eq!(
-            judge(None, 6, None, Some(1)),
+            judge(None, 6, None, 1),
             Seen::New {
                 gap: Some(Gap { from: 2, to: 5 })
             }
         );
-        assert_eq!(judge(None, 2, None, Some(1)), Seen::New { gap: None });
+        assert_eq!(judge(None, 2, None, 1), Seen::New { gap: None });
         // A stream numbered below the others (an outbox started afresh) is
         // no gap.
-        assert_eq!(judge(None, 3, None, Some(500)), Seen::New { gap: None });
+        assert_eq!(judge(None, 3, None, 500), Seen::New { gap: None });
     }
 
     #[test]
     fn the_next_number_is_new_and_a_jump_leaves_a_gap() {
-        assert_eq!(judge(Some(4), 5, None, None), Seen::New { gap: None });
+        assert_eq!(judge(Some(4), 5, None, 0), Seen::New { gap: None });
         assert_eq!(
-            judge(Some(4), 8, None, None),
+            judge(Some(4), 8, None, 0),
             Seen::New {
                 gap: Some(Gap { from: 5, to: 7 })
             }
@@ -128,12 +140,12 @@ mod tests {
 
     #[test]
     fn a_number_already_passed_is_a_redelivery_unless_it_was_missing() {
-        assert_eq!(judge(Some(8), 8, None, None), Seen::Duplicate);
-        assert_eq!(judge(Some(8), 2, None, None), Seen::Duplicate);
+        assert_eq!(judge(Some(8), 8, None, 0), Seen::Duplicate);
+        assert_eq!(judge(Some(8), 2, None, 0), Seen::Duplicate);
         let gap = Gap { from: 5, to: 7 };
-        assert_eq!(judge(Some(8), 6, Some(gap), None), Seen::Late { gap });
+        assert_eq!(judge(Some(8), 6, Some(gap), 0), Seen::Late { gap });
         // A gap that does not hold it does not make it late.
-        assert_eq!(judge(Some(8), 3, Some(gap), None), Seen::Duplicate);
+        assert_eq!(judge(Some(8), 3, Some(gap), 0), Seen::Duplicate);
     }
 
     #[test]

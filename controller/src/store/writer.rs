@@ -105,7 +105,8 @@ impl Store {
             } else {
                 None
             };
-            match sequence::judge(last, e.seq, gap_with_seq, floor.map(to_u64)) {
+            let floor = floor.map_or(0, to_u64);
+            match sequence::judge(last, e.seq, gap_with_seq, floor) {
                 Seen::Duplicate => {
                     written.duplicates += 1;
                     continue;
