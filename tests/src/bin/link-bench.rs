@@ -3,8 +3,9 @@
 //! (`fleet_tests::link::Host`), both directions, counting TCP/IP and TLS
 //! bytes. The counters include a 14-byte Ethernet header per frame, which a
 //! serial or PPP link does not carry; every figure is printed with it and,
-//! after a slash, without it (frames are counted too). Needs root, like
-//! the link tests.
+//! after a slash, without it (frames are counted too). IPv6 is turned off
+//! on the link, so the kernel's router solicitations are not counted. Needs
+//! root, like the link tests.
 //!
 //! ```sh
 //! cargo build -p fleet-agent -p fleet-controller -p fleetctl -p fleet-tests --bins
@@ -463,12 +464,40 @@ impl Bench {
     }
 }
 
+/// IPv6 off on both ends of the link. The devices and the controller
+/// speak IPv4 here; left on, each end's kernel sends IPv6 router
+/// solicitations (70 B each, every few minutes while the link is young),
+/// which a device's serial or PPP link would not carry and which the
+/// slow profile's cross-check first counted as the agent's.
+fn quiet_ipv6(host: &Host) -> anyhow::Result<()> {
+    let off = |ns: Option<&str>, dev: &str| -> anyhow::Result<()> {
+        let key = format!("net.ipv6.conf.{dev}.disable_ipv6=1");
+        let out = match ns {
+            Some(_) => host.run("sysctl", &["-q", "-w", &key])?,
+            None => std::process::Command::new("sysctl")
+                .args(["-q", "-w", &key])
+                .output()
+                .context("cannot run sysctl")?,
+        };
+        if !out.status.success() {
+            bail!(
+                "sysctl {key} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    off(None, &host.name)?;
+    off(Some(&host.name), "eth0")
+}
+
 fn main() -> anyhow::Result<()> {
     let a = args()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let host = Host::new()?;
+    quiet_ipv6(&host)?;
     let data = tempfile::tempdir()?;
     let ctl = Controller::start_with_env(
         data.path(),
