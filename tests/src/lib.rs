@@ -10,6 +10,10 @@
 //!   tests that do not need a separate process.
 //! - [`builders`]: fleet envelopes, raw MQTT clients (plain and mutual TLS),
 //!   device registrations and operator tokens.
+//! - [`link`] and [`proxy`]: namespaced hosts behind slow, lossy or cut
+//!   links, and the forwarders they reach the controller through.
+//! - [`offline_day`]: a day without a link in a device's outbox, made
+//!   through the agent library's own outbox.
 //!
 //! Both controllers hand out a typed [`fleet_api::client::Client`]; no test
 //! builds an API URL or parses an API answer by hand, except where sending
@@ -23,6 +27,7 @@
 pub mod builders;
 pub mod in_process;
 pub mod link;
+pub mod offline_day;
 pub mod proxy;
 
 pub use in_process::InProcessController;
