@@ -156,6 +156,16 @@ async fn accept_loop(listener: TcpListener, shared: Shared) {
                 return;
             };
             let _ = inbound.set_nodelay(true);
+            // A sever (or a cut) must lose what was still in flight, as a
+            // router that forgets the connection does: closed with linger
+            // 0, the socket sends RST and drops its send buffer, instead of
+            // the kernel delivering the megabytes already written (behind a
+            // slow link) after the link returns. A normal end closes only
+            // after both sides sent FIN, with nothing left to deliver.
+            // (Deprecated for a linger that blocks the thread on drop; a
+            // linger of 0 never blocks: the close is an immediate RST.)
+            #[allow(deprecated)]
+            let _ = inbound.set_linger(Some(Duration::ZERO));
             let _ = outbound.set_nodelay(true);
             let (ri, wi) = inbound.into_split();
             let (ro, wo) = outbound.into_split();
