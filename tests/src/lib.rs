@@ -635,3 +635,12 @@ impl Controller {
         })
     }
 }
+
+/// Hand a running agent one event through its `test_hooks.event_dir`: the
+/// JSON of a fleet-protocol `EventKind`, written aside and renamed into
+/// place whole, so the agent never reads half a file.
+pub fn hook_event(dir: &Path, name: &str, json: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, dir.join(format!("{name}.json")))
+}

@@ -81,9 +81,7 @@ fn hook_event(dir: &Path, name: &str) {
         r#"{{"error":{{"message":"disk-test {name} {}"}}}}"#,
         "x".repeat(600)
     );
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, body).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("{name}.json"))).unwrap();
+    fleet_tests::hook_event(dir, name, &body).unwrap();
 }
 
 fn hook_events(dir: &Path, prefix: &str, n: usize) -> Vec<String> {

@@ -13,9 +13,7 @@ const REGISTRY: &str = "province,county,county_name_en,station_id,station_name\n
     IR-02,IR-02-SARI,Sari,ST-SARI-1,School 1\n";
 
 fn hook_event(dir: &std::path::Path, name: &str, json: &str) {
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, json).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("{name}.json"))).unwrap();
+    fleet_tests::hook_event(dir, name, json).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

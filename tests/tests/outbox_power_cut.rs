@@ -34,10 +34,7 @@ fn committed(output: &str) -> BTreeSet<(u64, u64)> {
 fn write_events(dir: &std::path::Path, round: usize, n: usize) {
     for i in 0..n {
         let body = format!(r#"{{"error":{{"message":"power-cut r{round} e{i}"}}}}"#);
-        let tmp = dir.join(format!("r{round:03}-e{i:03}.tmp"));
-        std::fs::write(&tmp, body).unwrap();
-        // Renamed into place whole: the agent never reads half a file.
-        std::fs::rename(&tmp, dir.join(format!("r{round:03}-e{i:03}.json"))).unwrap();
+        fleet_tests::hook_event(dir, &format!("r{round:03}-e{i:03}"), &body).unwrap();
     }
 }
 

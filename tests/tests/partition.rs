@@ -80,10 +80,7 @@ fn committed(output: &str) -> BTreeSet<(u64, u64)> {
 }
 
 fn hook_event(dir: &Path, name: &str, json: &str) {
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, json).unwrap();
-    // Renamed into place whole: the agent never reads half a file.
-    std::fs::rename(&tmp, dir.join(format!("{name}.json"))).unwrap();
+    fleet_tests::hook_event(dir, name, json).unwrap();
 }
 
 /// One device: its files, its agent runs, what the test made it report.
