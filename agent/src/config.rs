@@ -214,16 +214,6 @@ impl AgentConfig {
     /// by key.
     pub fn options(&self) -> Result<RuntimeOptions, ConfigError> {
         let p = self.profile()?;
-        let positive = |key: &'static str, v: u64| {
-            if v == 0 {
-                Err(ConfigError::Invalid {
-                    key,
-                    reason: "must be greater than zero".into(),
-                })
-            } else {
-                Ok(v)
-            }
-        };
         let l = &self.link;
         let max_bytes = positive("outbox.max_bytes", self.outbox.max_bytes)?;
         let disk_retry_ms = positive("outbox.disk_retry_ms", self.outbox.disk_retry_ms)?;
@@ -264,16 +254,6 @@ impl AgentConfig {
             key: "device.model",
             reason: e.to_string(),
         })?;
-        let positive = |key: &'static str, v: u64| {
-            if v == 0 {
-                Err(ConfigError::Invalid {
-                    key,
-                    reason: "must be greater than zero".into(),
-                })
-            } else {
-                Ok(v)
-            }
-        };
         let keep_alive = positive(
             "mqtt.keep_alive_secs",
             self.mqtt.keep_alive_secs.unwrap_or(profile.keep_alive_secs),
@@ -390,6 +370,18 @@ impl AgentConfig {
                 },
             }),
         })
+    }
+}
+
+/// `v`, refused when zero (a key that counts or times something).
+fn positive(key: &'static str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        Err(ConfigError::Invalid {
+            key,
+            reason: "must be greater than zero".into(),
+        })
+    } else {
+        Ok(v)
     }
 }
 

@@ -644,3 +644,20 @@ pub fn hook_event(dir: &Path, name: &str, json: &str) -> std::io::Result<()> {
     std::fs::write(&tmp, json)?;
     std::fs::rename(&tmp, dir.join(format!("{name}.json")))
 }
+
+/// (boot, seq) of every event a `fleet-agent`'s log (`output`, at debug
+/// for `fleet_agent::outbox`) says it committed to its outbox file.
+pub fn committed_events(output: &str) -> std::collections::BTreeSet<(u64, u64)> {
+    output
+        .lines()
+        .filter(|l| l.contains("event committed to the outbox") && l.contains("durable=true"))
+        .filter_map(|l| {
+            let field = |name: &str| -> Option<u64> {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .and_then(|v| v.parse().ok())
+            };
+            Some((field("boot=")?, field("seq=")?))
+        })
+        .collect()
+}

@@ -15,22 +15,6 @@ use fleet_tests::{eventually, within, Controller, Proc};
 const REGISTRY: &str = "province,county,county_name_en,station_id,station_name\n\
     IR-02,IR-02-SARI,Sari,ST-SARI-1,School 1\n";
 
-/// (boot, seq) of every "event committed" line in `output`.
-fn committed(output: &str) -> BTreeSet<(u64, u64)> {
-    output
-        .lines()
-        .filter(|l| l.contains("event committed to the outbox") && l.contains("durable=true"))
-        .filter_map(|l| {
-            let field = |name: &str| -> Option<u64> {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(name))
-                    .and_then(|v| v.parse().ok())
-            };
-            Some((field("boot=")?, field("seq=")?))
-        })
-        .collect()
-}
-
 fn write_events(dir: &std::path::Path, round: usize, n: usize) {
     for i in 0..n {
         let body = format!(r#"{{"error":{{"message":"power-cut r{round} e{i}"}}}}"#);
@@ -74,7 +58,7 @@ async fn every_event_committed_before_a_power_cut_is_delivered_once() {
         agent.kill();
         let out = agent.output();
         assert!(!out.contains("cannot be opened"), "round {round}:\n{out}");
-        acknowledged.extend(committed(&out));
+        acknowledged.extend(fleet_tests::committed_events(&out));
         outputs.push(out);
     }
     // Power back for good: the rest drains.

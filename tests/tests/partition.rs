@@ -63,22 +63,6 @@ fn registry() -> String {
     csv
 }
 
-/// (boot, seq) of every durable "event committed" line in `output`.
-fn committed(output: &str) -> BTreeSet<(u64, u64)> {
-    output
-        .lines()
-        .filter(|l| l.contains("event committed to the outbox") && l.contains("durable=true"))
-        .filter_map(|l| {
-            let field = |name: &str| -> Option<u64> {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(name))
-                    .and_then(|v| v.parse().ok())
-            };
-            Some((field("boot=")?, field("seq=")?))
-        })
-        .collect()
-}
-
 fn hook_event(dir: &Path, name: &str, json: &str) {
     fleet_tests::hook_event(dir, name, json).unwrap();
 }
@@ -149,7 +133,10 @@ impl Agent {
 
     /// The current run committed what it must: (have, want).
     fn progress(&self) -> (usize, usize) {
-        (committed(&self.output()).len(), self.expected_now)
+        (
+            fleet_tests::committed_events(&self.output()).len(),
+            self.expected_now,
+        )
     }
 
     /// End the current run (SIGKILL, or SIGTERM and a clean exit).
@@ -170,7 +157,7 @@ impl Agent {
             .iter()
             .map(String::as_str)
             .chain(std::iter::once(self.output().as_str()))
-            .flat_map(committed)
+            .flat_map(fleet_tests::committed_events)
             .collect()
     }
 }

@@ -34,6 +34,16 @@ pub enum PublishError {
     },
 }
 
+impl PublishError {
+    fn queue(kind: &'static str, device: &DeviceId, source: rumqttc::ClientError) -> Self {
+        PublishError::Queue {
+            kind,
+            device: device.clone(),
+            source,
+        }
+    }
+}
+
 /// A handle on the ingest's client; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
@@ -119,11 +129,7 @@ impl Publisher {
         self.client
             .publish(topic, QoS::AtLeastOnce, true, bytes)
             .await
-            .map_err(|source| PublishError::Queue {
-                kind: "desired",
-                device: device.clone(),
-                source,
-            })
+            .map_err(|source| PublishError::queue("desired", device, source))
     }
 
     /// [`Publisher::desired`] without waiting: a full queue is an error.
@@ -136,11 +142,7 @@ impl Publisher {
         let (topic, bytes) = Self::encode(device, now_ms, Payload::Desired(desired.clone()))?;
         self.client
             .try_publish(topic, QoS::AtLeastOnce, true, bytes)
-            .map_err(|source| PublishError::Queue {
-                kind: "desired",
-                device: device.clone(),
-                source,
-            })
+            .map_err(|source| PublishError::queue("desired", device, source))
     }
 
     /// Send a one-off command (QoS 1, not retained: a command is not a
@@ -156,11 +158,7 @@ impl Publisher {
         self.client
             .publish(topic, QoS::AtLeastOnce, false, bytes)
             .await
-            .map_err(|source| PublishError::Queue {
-                kind: "cmd",
-                device: device.clone(),
-                source,
-            })
+            .map_err(|source| PublishError::queue("cmd", device, source))
     }
 }
 
