@@ -234,7 +234,7 @@ fn client(cfg: &DownloadConfig) -> Result<reqwest::Client, DownloadError> {
             })?;
         }
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| DownloadError::BadCa {
@@ -254,7 +254,7 @@ struct Part {
     path: PathBuf,
     file: std::fs::File,
     len: u64,
-    hash: ring::digest::Context,
+    hash: aws_lc_rs::digest::Context,
 }
 
 impl Part {
@@ -267,7 +267,7 @@ impl Part {
             .append(true)
             .open(path)
             .map_err(io(path))?;
-        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let mut len = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -289,7 +289,7 @@ impl Part {
     fn truncate(&mut self) -> Result<(), DownloadError> {
         self.file.set_len(0).map_err(io(&self.path))?;
         self.len = 0;
-        self.hash = ring::digest::Context::new(&ring::digest::SHA256);
+        self.hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         Ok(())
     }
 

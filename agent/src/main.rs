@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let cfg = AgentConfig::load(config.as_deref())?;
             let device = cfg.device_id()?;
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             let token = match (token, token_file) {
                 (Some(t), _) => t,
                 (None, Some(path)) => fleet_agent::enrol::read_token(&path)?,

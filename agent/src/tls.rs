@@ -74,7 +74,7 @@ pub fn client_config_pem(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad("certificate", &e))?;
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("key", &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

@@ -252,6 +252,8 @@ async fn reconnects_and_resubscribes_after_broker_restart_without_resending_an_u
         Payload::Desired(Desired {
             config_rev: 7,
             firmware: None,
+            agent: None,
+            freeze: Vec::new(),
         }),
     );
     eventually(T, "config_rev 7 in state", || {

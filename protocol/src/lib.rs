@@ -8,10 +8,13 @@
 //!   topics are built or parsed.
 //! - [`message`]: presence, state, health, events, desired state, commands,
 //!   certificate requests and renewed certificates.
+//! - [`firmware`]: TUF target names and the `custom` metadata of firmware
+//!   and agent targets.
 //! - [`envelope`]: the one versioned envelope, CBOR (wire) and JSON (debug)
 //!   encodings, and the per-kind size limits checked on both sides.
 
 pub mod envelope;
+pub mod firmware;
 pub mod ids;
 pub mod message;
 pub mod provinces;
@@ -20,8 +23,9 @@ pub mod topic;
 pub use envelope::{DecodeError, EncodeError, Envelope, Payload, PROTOCOL_VERSION};
 pub use ids::{CountyCode, DeviceId, IdError, Model, ProvinceCode, StationId, Version};
 pub use message::{
-    Action, CertIssued, CertRequest, CheckResult, Command, Desired, Event, EventKind, Health,
-    HealthWindow, Presence, PresenceStatus, State, TargetFirmware, UpdateStatus,
+    Action, ArtifactKind, CertIssued, CertRequest, CheckResult, Command, Desired, Event, EventKind,
+    FreezeWindow, Health, HealthWindow, Presence, PresenceStatus, State, TargetFirmware,
+    UpdateOutcome, UpdatePhase, UpdateStatus,
 };
 pub use provinces::{Province, PROVINCES};
 pub use topic::{Topic, TopicError, TopicKind};

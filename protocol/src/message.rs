@@ -72,6 +72,11 @@ pub enum UpdateStatus {
     Rebooting,
     #[n(4)]
     Failed,
+    #[n(5)]
+    Verifying,
+    /// Booted a new image, health check running, not yet committed.
+    #[n(6)]
+    Checking,
 }
 
 /// The result of one configured check (printer, card reader, …).
@@ -216,6 +221,7 @@ pub enum EventKind {
     },
     /// The result of installing a firmware update (never dropped from the
     /// agent's outbox).
+    /// `ok` is true exactly when `outcome` is [`UpdateOutcome::Committed`].
     #[n(5)]
     UpdateResult {
         #[n(0)]
@@ -224,6 +230,14 @@ pub enum EventKind {
         ok: bool,
         #[n(2)]
         message: String,
+        #[n(3)]
+        #[cbor(default)]
+        #[serde(default)]
+        outcome: UpdateOutcome,
+        #[n(4)]
+        #[cbor(default)]
+        #[serde(default)]
+        artifact: ArtifactKind,
     },
     /// The agent's outbox was full and dropped records, the oldest health
     /// samples first: `health_samples` samples and `other_events` events
@@ -251,6 +265,110 @@ pub enum EventKind {
         #[n(0)]
         message: String,
     },
+    /// An update moved on: it reached `phase` (and, while downloading,
+    /// `bytes` of `total`). May be dropped from a full outbox; the
+    /// [`EventKind::UpdateResult`] that ends it never is.
+    #[n(8)]
+    UpdateProgress {
+        #[n(0)]
+        version: Version,
+        #[n(1)]
+        phase: UpdatePhase,
+        #[n(2)]
+        bytes: u64,
+        #[n(3)]
+        total: u64,
+        #[n(4)]
+        #[cbor(default)]
+        #[serde(default)]
+        artifact: ArtifactKind,
+    },
+}
+
+/// Where a running update is. Persisted by the agent before each step starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(index_only)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdatePhase {
+    /// Metadata fetched and the target accepted; the image is coming.
+    #[n(0)]
+    Downloading,
+    /// The image (or the patched image) is checked against the signed hash.
+    #[n(1)]
+    Verifying,
+    /// Written to the inactive slot.
+    #[n(2)]
+    Installing,
+    /// The device is restarting into the new slot.
+    #[n(3)]
+    Rebooting,
+    /// Booted the new slot; health check (broker reachable, checks pass)
+    /// before the commit deadline.
+    #[n(4)]
+    Checking,
+    /// Ready to install, held back by a freeze window.
+    #[n(5)]
+    Frozen,
+}
+
+/// How an update ended. Only `Committed` is success: the device booted the
+/// new image, passed its health check and committed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode, Serialize, Deserialize)]
+#[cbor(index_only)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOutcome {
+    #[n(0)]
+    Committed,
+    /// Installed and booted, then undone: the health check failed, the
+    /// bootloader fell back, or the new agent could not reach the broker.
+    #[n(1)]
+    RolledBack,
+    /// Stopped before anything was installed (verification, download,
+    /// disk): the device never left its working image.
+    #[default]
+    #[n(2)]
+    Failed,
+}
+
+/// What an update replaces: the firmware image (A/B slots) or the agent's
+/// own binary.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Encode, Decode, Serialize, Deserialize,
+)]
+#[cbor(index_only)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactKind {
+    #[default]
+    #[n(0)]
+    Firmware,
+    #[n(1)]
+    Agent,
+}
+
+impl ArtifactKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Firmware => "firmware",
+            ArtifactKind::Agent => "agent",
+        }
+    }
+}
+
+/// A time range (Unix ms, `from_ms` inclusive, `to_ms` exclusive) in which
+/// nothing may be installed: the freeze before election day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct FreezeWindow {
+    #[n(0)]
+    pub from_ms: u64,
+    #[n(1)]
+    pub to_ms: u64,
+}
+
+impl FreezeWindow {
+    pub fn contains(&self, at_ms: u64) -> bool {
+        (self.from_ms..self.to_ms).contains(&at_ms)
+    }
 }
 
 /// `desired`: what the controller wants the device to run.
@@ -262,14 +380,27 @@ pub struct Desired {
     #[n(1)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<TargetFirmware>,
+    /// The agent binary the device should run.
+    #[n(2)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<TargetFirmware>,
+    /// Freeze windows: the agent keeps them and installs nothing inside one,
+    /// whatever it is asked later.
+    #[n(3)]
+    #[cbor(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<FreezeWindow>,
 }
 
+/// A signed artifact the device should run: its version and its TUF target
+/// name in the firmware repository (see `fleet_protocol::firmware`). The
+/// agent trusts neither: it looks the target up in metadata it verified.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[cbor(map)]
 pub struct TargetFirmware {
     #[n(0)]
     pub version: Version,
-    /// Reference to the signed manifest in the firmware repository.
+    /// The TUF target name, e.g. `firmware/ballot-box-v2/1.4.0.tar`.
     #[n(1)]
     pub manifest: String,
 }

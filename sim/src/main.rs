@@ -159,7 +159,7 @@ enum BenchCmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     fleet_agent::process::init_tracing("FLEET_LOG", "info,fleet_agent=warn");
-    if rustls::crypto::ring::default_provider()
+    if rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .is_err()
     {

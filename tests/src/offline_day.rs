@@ -60,6 +60,8 @@ fn the_days_events() -> anyhow::Result<Vec<(u64, EventKind)>> {
                 version: Version::parse("2.5.0").context("version")?,
                 ok: true,
                 message: "installed and committed".into(),
+                outcome: fleet_protocol::UpdateOutcome::Committed,
+                artifact: fleet_protocol::ArtifactKind::Firmware,
             },
         ),
         (20 * h, fail("touch-panel", "calibration drifted")),

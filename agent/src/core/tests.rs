@@ -425,6 +425,8 @@ fn after_a_restart_the_acknowledged_digest_from_the_outbox_keeps_an_unchanged_st
         desired: Desired {
             config_rev: 4,
             firmware: None,
+            agent: None,
+            freeze: Vec::new(),
         },
         sent_at_ms: T0 + 3000,
         retained: true,
@@ -454,6 +456,8 @@ fn state_change_is_sent_once_and_unchanged_state_not_again() {
         desired: Desired {
             config_rev: 3,
             firmware: None,
+            agent: None,
+            freeze: Vec::new(),
         },
         sent_at_ms: T0 + 70_000,
         retained: false,
@@ -598,6 +602,8 @@ fn live_desired_state_dates_the_clock_and_reports_its_config_revision() {
             desired: Desired {
                 config_rev: 7,
                 firmware: None,
+                agent: None,
+                freeze: Vec::new(),
             },
             sent_at_ms: now - 1500,
             retained: false,
@@ -826,6 +832,8 @@ fn incoming_accepts_only_this_devices_desired_state_and_commands() {
     let desired = Desired {
         config_rev: 4,
         firmware: None,
+        agent: None,
+        freeze: Vec::new(),
     };
     let bytes = envelope(T0, Payload::Desired(desired.clone()))
         .to_cbor()

@@ -34,7 +34,8 @@ pub enum Class {
     /// Never dropped: command results (renewals, enrolment self-tests, …),
     /// the outbox's drop reports, storage faults.
     Kept,
-    /// Dropped after health when full: boot, check recovered, error.
+    /// Dropped after health when full: boot, check recovered, error, update
+    /// progress (the update's result is kept).
     Droppable,
     /// A (coalesced) health record: the first to go.
     Health,
@@ -48,9 +49,10 @@ impl Class {
             EventKind::CommandResult { .. }
             | EventKind::OutboxDropped { .. }
             | EventKind::StorageFault { .. } => Class::Kept,
-            EventKind::Boot { .. } | EventKind::CheckRecovered { .. } | EventKind::Error { .. } => {
-                Class::Droppable
-            }
+            EventKind::Boot { .. }
+            | EventKind::CheckRecovered { .. }
+            | EventKind::Error { .. }
+            | EventKind::UpdateProgress { .. } => Class::Droppable,
         }
     }
 
@@ -787,6 +789,8 @@ mod tests {
                     version: v.clone(),
                     ok: true,
                     message: String::new(),
+                    outcome: fleet_protocol::UpdateOutcome::Committed,
+                    artifact: fleet_protocol::ArtifactKind::Firmware,
                 },
                 Class::Update,
             ),

@@ -41,6 +41,12 @@ fn update(ok: bool) -> EventKind {
         version: Version::parse("2.5.0").unwrap(),
         ok,
         message: "installed".into(),
+        outcome: if ok {
+            fleet_protocol::UpdateOutcome::Committed
+        } else {
+            fleet_protocol::UpdateOutcome::RolledBack
+        },
+        artifact: fleet_protocol::ArtifactKind::Firmware,
     }
 }
 

@@ -410,7 +410,7 @@ fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError
                 .map_err(|e| invalid(format!("not a CA certificate: {e}")))?;
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")

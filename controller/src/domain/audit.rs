@@ -32,8 +32,8 @@ pub fn entry_hash(prev_hash: &str, e: &Entry) -> String {
         prev_hash, e.seq, e.at_ms, &e.actor, &e.role, &e.action, &e.target, &e.source, &e.detail,
     ))
     .expect("tuples of strings and numbers serialize");
-    hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
         canonical.as_bytes(),
     ))
 }

@@ -114,8 +114,8 @@ pub fn new_token() -> (String, String) {
 
 /// What is stored of a token.
 pub fn token_hash(token: &str) -> String {
-    hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
         token.as_bytes(),
     ))
 }

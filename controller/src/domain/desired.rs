@@ -43,6 +43,8 @@ mod tests {
                 version: Version::parse("2.5.0").unwrap(),
                 manifest: "targets/ballot-box-v2-2.5.0".into(),
             }),
+            agent: None,
+            freeze: Vec::new(),
         };
         assert_eq!(desired_of(Some(&d)), d);
     }

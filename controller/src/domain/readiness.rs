@@ -45,9 +45,13 @@ pub fn classify(i: &Inputs<'_>, now_ms: u64, freshness_ms: u64) -> Option<Reason
     }
     match i.update {
         Some(UpdateStatus::Failed) => return Some(Reason::UpdateFailed),
-        Some(UpdateStatus::Downloading | UpdateStatus::Installing | UpdateStatus::Rebooting) => {
-            return Some(Reason::Updating)
-        }
+        Some(
+            UpdateStatus::Downloading
+            | UpdateStatus::Verifying
+            | UpdateStatus::Installing
+            | UpdateStatus::Rebooting
+            | UpdateStatus::Checking,
+        ) => return Some(Reason::Updating),
         Some(UpdateStatus::Idle) | None => {}
     }
     if let Some(baseline) = i.baseline {

@@ -24,7 +24,7 @@ pub struct Peer(pub SocketAddr);
 /// when the certificate file changes (the controller renews it), so a
 /// running API presents the renewed certificate from its next handshake.
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let resolver = ReloadingCert::new(cert, key, Arc::clone(&provider))?;
     Ok(Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)

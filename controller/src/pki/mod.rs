@@ -506,7 +506,7 @@ pub fn tls_client_config(
         .map_err(|e| tls_err("controller certificate")(e.to_string()))?;
     let key =
         PrivateKeyDer::from_pem_slice(key).map_err(|e| tls_err("controller key")(e.to_string()))?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     Ok(std::sync::Arc::new(
         rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

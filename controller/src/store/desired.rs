@@ -59,6 +59,8 @@ impl Store {
                         config_rev: u32::try_from(to_u64(r.get(1)))
                             .map_err(|e| c(e.to_string()))?,
                         firmware,
+                        agent: None,
+                        freeze: Vec::new(),
                     },
                 ))
             })

@@ -207,6 +207,8 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
                     UpdateStatus::Installing,
                     UpdateStatus::Rebooting,
                     UpdateStatus::Failed,
+                    UpdateStatus::Verifying,
+                    UpdateStatus::Checking,
                 ][usize::from(upd)],
                 checks: checks
                     .into_iter()
@@ -259,15 +261,29 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
                 boot,
             })
         });
-    let desired = (any::<u32>(), proptest::option::of(arb_version())).prop_map(|(rev, v)| {
-        Payload::Desired(Desired {
-            config_rev: rev,
-            firmware: v.map(|version| TargetFirmware {
-                version,
-                manifest: "targets/ballot-box-v2-2.4.0.json".into(),
-            }),
-        })
-    });
+    let desired = (
+        any::<u32>(),
+        proptest::option::of(arb_version()),
+        proptest::option::of(arb_version()),
+        proptest::collection::vec((any::<u64>(), any::<u64>()), 0..3),
+    )
+        .prop_map(|(rev, v, agent, freeze)| {
+            Payload::Desired(Desired {
+                config_rev: rev,
+                firmware: v.map(|version| TargetFirmware {
+                    version,
+                    manifest: "firmware/ballot-box-v2/2.4.0.tar".into(),
+                }),
+                agent: agent.map(|version| TargetFirmware {
+                    manifest: format!("agent/x86-64-linux/{version}"),
+                    version,
+                }),
+                freeze: freeze
+                    .into_iter()
+                    .map(|(from_ms, to_ms)| FreezeWindow { from_ms, to_ms })
+                    .collect(),
+            })
+        });
     let command = ("[a-z0-9-]{1,36}", any::<u64>()).prop_map(|(id, exp)| {
         Payload::Command(Command {
             id,

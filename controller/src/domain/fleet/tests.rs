@@ -478,6 +478,8 @@ fn the_desired_state_stays_with_the_device_through_re_registration() {
     let d = Desired {
         config_rev: 4,
         firmware: None,
+        agent: None,
+        freeze: Vec::new(),
     };
     f.set_desired(&a, d.clone());
     f.register(reg("A", "IR-23", Some("IR-23-TEH")), 1);
