@@ -305,3 +305,20 @@ fn renewing_root_and_targets_extends_their_expiry_and_stays_loadable() {
     let err = release::renew(&s.keys, Role::Timestamp, &[], later).unwrap_err();
     assert!(matches!(err, RepoError::InvalidOptions { .. }), "{err}");
 }
+
+#[test]
+fn tough_refuses_a_publication_the_controller_signed_alone() {
+    let s = Setup::new(&InitOptions::default());
+    let repo = s.controller();
+    publish_all(&s, &repo);
+    let forged = common::controller_forges_a_publication(&s, &payload(66, 10_000));
+    let err = load_target(
+        &s.repo_dir,
+        &s.keys.join("1.root.json"),
+        &s.tmp.path().join("ds"),
+        &forged,
+    )
+    .unwrap_err();
+    assert!(err.starts_with("load:") && err.contains("targets"), "{err}");
+    eprintln!("tough refused the controller's own targets: {err}");
+}
