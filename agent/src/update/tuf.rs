@@ -543,10 +543,12 @@ fn metadata_version(bytes: &[u8]) -> Option<u64> {
     v.get("signed")?.get("version")?.as_u64()
 }
 
-/// The datastore's role files as they are, to put back if the new ones are
-/// refused after tough accepted them (expired).
+/// The datastore's timestamp, snapshot and targets as they are, to put
+/// back if the new ones are refused after tough accepted them (expired).
+/// Not the root: a root update that verified stands (TUF 5.3.8), even when
+/// a later step fails.
 fn snapshot_datastore(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
-    ROLE_FILES
+    ROLE_FILES[1..]
         .iter()
         .map(|f| {
             let p = dir.join(f);
