@@ -75,6 +75,11 @@ struct StaticServer {
 
 impl StaticServer {
     fn start(root: &Path) -> Self {
+        Self::start_with(root, None)
+    }
+
+    /// With `tls`, HTTPS (the certificate in it); else plain HTTP.
+    fn start_with(root: &Path, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -86,7 +91,21 @@ impl StaticServer {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         let root = root.clone();
-                        std::thread::spawn(move || serve(conn, &root));
+                        let tls = tls.clone();
+                        std::thread::spawn(move || {
+                            conn.set_nonblocking(false).unwrap();
+                            conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                                .unwrap();
+                            match tls {
+                                None => serve(conn, &root),
+                                Some(cfg) => {
+                                    let Ok(session) = rustls::ServerConnection::new(cfg) else {
+                                        return;
+                                    };
+                                    serve(rustls::StreamOwned::new(session, conn), &root);
+                                }
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
                 }
@@ -97,6 +116,10 @@ impl StaticServer {
             stop,
             thread: Some(thread),
         }
+    }
+
+    fn https_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}/{path}", self.port)
     }
 
     fn url(&self, path: &str) -> String {
@@ -133,10 +156,7 @@ fn percent_decode(s: &str) -> String {
 
 /// One request: `GET /endless` streams zeros with no length until the
 /// client hangs up; any other path is a file under `root` or 404.
-fn serve(mut conn: std::net::TcpStream, root: &Path) {
-    conn.set_nonblocking(false).unwrap();
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
+fn serve(mut conn: impl Read + Write, root: &Path) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
@@ -161,8 +181,9 @@ fn serve(mut conn: std::net::TcpStream, root: &Path) {
         (false, Ok(body)) if file.is_file() => {
             let _ = conn.write_all(
                 format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nDate: {}\r\nConnection: close\r\n\r\n",
+                    body.len(),
+                    http_date(fleet_agent::unix_ms())
                 )
                 .as_bytes(),
             );
@@ -174,6 +195,31 @@ fn serve(mut conn: std::net::TcpStream, root: &Path) {
             );
         }
     }
+}
+
+/// An HTTP `Date` (IMF-fixdate) for Unix milliseconds.
+fn http_date(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m - 1) as usize];
+    format!(
+        "{weekday}, {d:02} {month} {y} {:02}:{:02}:{:02} GMT",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -778,4 +824,328 @@ async fn an_image_for_another_hardware_model_is_refused() {
         v.latest(ArtifactKind::Firmware, &model()).unwrap().name,
         "firmware/ballot-box-v2/1.0.0.tar"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Repositories written by our own signer (fleet-repo: the release team's
+// `release` and the controller's `publish::Repo`), read by the agent.
+
+/// A release key set (3 root keys, threshold 2), a controller repository,
+/// and two signed images: one for ballot boxes, one for identity laptops.
+struct Release {
+    tmp: tempfile::TempDir,
+    keys: std::path::PathBuf,
+    repo_dir: std::path::PathBuf,
+    repo: fleet_repo::publish::Repo,
+    /// The ballot box image's bytes.
+    image: Vec<u8>,
+}
+
+const BOX_TARGET: &str = "firmware/ballot-box-v2/1.0.0.tar";
+const LAPTOP_TARGET: &str = "firmware/id-laptop/1.0.0.tar";
+
+fn release() -> Release {
+    use fleet_protocol::firmware::TargetCustom;
+    use fleet_repo::release::{self, InitOptions};
+    let now = std::time::SystemTime::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("release-keys");
+    let opts = InitOptions {
+        root_keys: 3,
+        root_threshold: 2,
+        ..Default::default()
+    };
+    release::init(&keys, &opts, now).unwrap();
+    let repo_dir = tmp.path().join("controller/firmware/repo");
+    fleet_repo::publish::Repo::init(
+        &repo_dir,
+        &std::fs::read(keys.join("root.json")).unwrap(),
+        &std::fs::read(keys.join("targets.json")).unwrap(),
+        &release::snapshot_key_path(&keys),
+        &release::timestamp_key_path(&keys),
+        now,
+    )
+    .unwrap();
+    let repo = fleet_repo::publish::Repo::open(
+        &repo_dir,
+        &release::snapshot_key_path(&keys),
+        &release::timestamp_key_path(&keys),
+    )
+    .unwrap();
+    let mut box_image = Vec::new();
+    for (model, fill) in [("id-laptop", b'L'), ("ballot-box-v2", b'B')] {
+        let bytes: Vec<u8> = std::iter::repeat_n(fill, 50_000)
+            .chain(format!("version=1.0.0 model={model}\n").into_bytes())
+            .collect();
+        let path = tmp.path().join(format!("{model}.tar"));
+        std::fs::write(&path, &bytes).unwrap();
+        let custom = TargetCustom {
+            artifact: ArtifactKind::Firmware,
+            model: Model::parse(model).unwrap(),
+            version: fleet_protocol::Version::parse("1.0.0").unwrap(),
+        };
+        let signed = release::sign(&keys, &path, &custom, now, &mut |_, _| {}).unwrap();
+        repo.stage_image(&signed.sha256, &path).unwrap();
+        box_image = bytes;
+    }
+    repo.publish_targets(
+        &std::fs::read(release::targets_json_path(&keys)).unwrap(),
+        now,
+    )
+    .unwrap();
+    Release {
+        tmp,
+        keys,
+        repo_dir,
+        repo,
+        image: box_image,
+    }
+}
+
+/// A CA, and a server certificate for 127.0.0.1 it signed: (CA PEM, TLS config).
+fn tls_pair() -> (Vec<u8>, std::sync::Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (ca_cert.pem().into_bytes(), std::sync::Arc::new(cfg))
+}
+
+fn file_sha256(bytes: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_repo_release_verifies_from_the_controller_over_https_and_from_an_export() {
+    let r = release();
+    let datastore = r.tmp.path().join("device/update/tuf");
+    let trusted_root = r.keys.join("1.root.json");
+    let box_model = model();
+
+    // Over HTTPS from the controller's repository, the fleet CA the only root.
+    let (ca_pem, tls) = tls_pair();
+    let server = StaticServer::start_with(&r.repo_dir, Some(tls));
+    let client = TufClient::new(
+        Source::Https {
+            base: server.https_url(""),
+            ca_pem: ca_pem.clone(),
+        },
+        datastore.clone(),
+        trusted_root.clone(),
+    );
+    let v = within(
+        30,
+        "refresh over HTTPS",
+        client.refresh(fleet_agent::unix_ms()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v.versions.root, 1);
+    let t = v
+        .target(BOX_TARGET, ArtifactKind::Firmware, &box_model)
+        .unwrap();
+    assert_eq!(t.len, r.image.len() as u64);
+    assert_eq!(t.sha256, file_sha256(&r.image));
+    // The controller's clock came with the answers (for the trusted clock).
+    let date = client.server_date_ms().expect("a Date header was seen");
+    assert!(date.abs_diff(fleet_agent::unix_ms()) < 120_000, "{date}");
+    // The image downloads through the agent's download path with the CA.
+    let TargetLocation::Url(url) = &t.location else {
+        panic!("HTTPS gives a URL")
+    };
+    let dest = r.tmp.path().join("device/image");
+    let cfg = DownloadConfig {
+        ca_pem: Some(ca_pem),
+        ..Default::default()
+    };
+    let expected = Expected {
+        len: Some(t.len),
+        sha256: Some(t.sha256.clone()),
+    };
+    within(
+        30,
+        "download",
+        download::download(url, &dest, &expected, &cfg, &mut |_| {}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), r.image);
+    // The laptop's image is signed too, but not for this device.
+    let e = v
+        .target(LAPTOP_TARGET, ArtifactKind::Firmware, &box_model)
+        .unwrap_err();
+    assert!(matches!(e, TufError::WrongModel { .. }), "{e}");
+    assert_eq!(
+        v.latest(ArtifactKind::Firmware, &box_model).unwrap().name,
+        BOX_TARGET
+    );
+
+    // From an export (a USB stick), with no network at all.
+    let usb = r.tmp.path().join("usb");
+    r.repo.export(&usb, &mut |_, _| {}).unwrap();
+    let offline = TufClient::new(
+        Source::Dir(usb),
+        r.tmp.path().join("other-device"),
+        trusted_root,
+    );
+    let v = within(
+        30,
+        "refresh from an export",
+        offline.refresh(fleet_agent::unix_ms()),
+    )
+    .await
+    .unwrap();
+    let t = v
+        .target(BOX_TARGET, ArtifactKind::Firmware, &box_model)
+        .unwrap();
+    let TargetLocation::File(path) = &t.location else {
+        panic!("a directory gives a file")
+    };
+    assert_eq!(std::fs::read(path).unwrap(), r.image);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_server_with_a_certificate_of_another_ca_is_refused() {
+    let r = release();
+    let (_their_ca, tls) = tls_pair();
+    let (fleet_ca, _) = tls_pair();
+    let server = StaticServer::start_with(&r.repo_dir, Some(tls));
+    let client = TufClient::new(
+        Source::Https {
+            base: server.https_url(""),
+            ca_pem: fleet_ca,
+        },
+        r.tmp.path().join("device/tuf"),
+        r.keys.join("1.root.json"),
+    );
+    let e = within(30, "refresh", client.refresh(fleet_agent::unix_ms()))
+        .await
+        .unwrap_err();
+    eprintln!("another CA: {e}");
+    assert!(matches!(e, TufError::Unreachable { .. }), "{e:?}");
+    assert_has(&e.to_string(), &["certificate"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_with_only_its_own_keys_cannot_ship_a_target() {
+    let dir = need_python_tuf!();
+    let _ = dir;
+    let r = release();
+    let datastore = r.tmp.path().join("device/tuf");
+    let client = TufClient::new(
+        Source::Dir(r.repo_dir.clone()),
+        datastore,
+        r.keys.join("1.root.json"),
+    );
+    let before = within(30, "refresh", client.refresh(fleet_agent::unix_ms()))
+        .await
+        .unwrap();
+    // The attacker: python-tuf with the controller's snapshot and
+    // timestamp keys, rewriting the repository the controller serves.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tuf/controller_attack.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&r.repo_dir)
+        .arg(fleet_repo::release::snapshot_key_path(&r.keys))
+        .arg(fleet_repo::release::timestamp_key_path(&r.keys))
+        .args(["firmware/ballot-box-v2/6.6.6.tar", "ballot-box-v2", "6.6.6"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = within(30, "refresh", client.refresh(fleet_agent::unix_ms()))
+        .await
+        .unwrap_err();
+    eprintln!("compromised controller (fleet-repo repository): {e}");
+    assert!(
+        matches!(e, TufError::Metadata { ref role, .. } if role == "targets"),
+        "{e:?}"
+    );
+    assert_has(
+        &e.to_string(),
+        &["Signature threshold of 1 not met for role targets (0 valid signatures)"],
+    );
+    // The forged targets version is one above what the device trusted.
+    let forged: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(r.repo_dir.join(format!(
+            "metadata/{}.targets.json",
+            before.versions.targets + 1
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(forged["signed"]["targets"]["firmware/ballot-box-v2/6.6.6.tar"].is_object());
+    // A device seeing the repository for the first time refuses it too.
+    let again = TufClient::new(
+        Source::Dir(r.repo_dir.clone()),
+        r.tmp.path().join("fresh-device"),
+        r.keys.join("1.root.json"),
+    );
+    assert!(within(30, "refresh", again.refresh(fleet_agent::unix_ms()))
+        .await
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_follows_a_targets_key_rotation_signed_by_two_of_three_root_keys() {
+    use fleet_repo::release::{self, Role};
+    let r = release();
+    let datastore = r.tmp.path().join("device/tuf");
+    let client = TufClient::new(
+        Source::Dir(r.repo_dir.clone()),
+        datastore.clone(),
+        r.keys.join("1.root.json"),
+    );
+    within(30, "refresh", client.refresh(fleet_agent::unix_ms()))
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now();
+    let two_of_three = [
+        release::root_key_path(&r.keys, 1),
+        release::root_key_path(&r.keys, 3),
+    ];
+    let rotated = release::rotate(&r.keys, Role::Targets, &two_of_three, now).unwrap();
+    assert_eq!(rotated.root_version, 2);
+    r.repo
+        .publish_root(&std::fs::read(&rotated.root_path).unwrap(), now)
+        .unwrap();
+    r.repo
+        .publish_targets(
+            &std::fs::read(release::targets_json_path(&r.keys)).unwrap(),
+            now,
+        )
+        .unwrap();
+    let v = within(30, "refresh", client.refresh(fleet_agent::unix_ms()))
+        .await
+        .unwrap();
+    assert_eq!(v.versions.root, 2);
+    assert!(v
+        .target(BOX_TARGET, ArtifactKind::Firmware, &model())
+        .is_ok());
+    // After a restart the device starts from root 2 (kept in its datastore),
+    // not from the root 1 it was installed with.
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(datastore.join("root.json")).unwrap()).unwrap();
+    assert_eq!(stored["signed"]["version"], 2);
 }

@@ -409,7 +409,9 @@ impl Transport for HttpsTransport {
         let resp = tokio::time::timeout(self.stall, self.http.get(url.clone()).send())
             .await
             .map_err(|_| other("no answer in time".into()))?
-            .map_err(|e| other(Box::new(e.without_url())))?;
+            // reqwest's own message is only "error sending request": the
+            // causes (refused, certificate, …) are what a reader needs.
+            .map_err(|e| other(crate::download::causes(&e.without_url()).into()))?;
         if let Some(ms) = resp
             .headers()
             .get(reqwest::header::DATE)
@@ -449,7 +451,7 @@ impl Transport for HttpsTransport {
                         Err(TransportError::new_with_cause(
                             TransportErrorKind::Other,
                             &url_s,
-                            e.without_url(),
+                            crate::download::causes(&e.without_url()),
                         )),
                         None,
                     )),
