@@ -1148,4 +1148,98 @@ async fn a_device_follows_a_targets_key_rotation_signed_by_two_of_three_root_key
     let stored: serde_json::Value =
         serde_json::from_slice(&std::fs::read(datastore.join("root.json")).unwrap()).unwrap();
     assert_eq!(stored["signed"]["version"], 2);
+    let restarted = TufClient::new(
+        Source::Dir(r.repo_dir.clone()),
+        datastore,
+        r.keys.join("1.root.json"),
+    );
+    let v = within(30, "refresh", restarted.refresh(fleet_agent::unix_ms()))
+        .await
+        .unwrap();
+    assert_eq!(v.versions.root, 2);
+}
+
+// ---------------------------------------------------------------------------
+// Trusted time: a device whose clock is a year off.
+
+const YEAR_MS: u64 = 365 * 86_400_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_clock_a_year_off_is_corrected_by_the_controllers_time() {
+    use fleet_agent::update::clock::{ClockFile, TrustedClock};
+    let dir = need_python_tuf!();
+    let server = StaticServer::start(dir);
+    let started = std::time::Instant::now();
+    let mono_ms = || started.elapsed().as_millis() as u64;
+    for (ahead, label) in [(true, "a year ahead"), (false, "a year behind")] {
+        let system = || {
+            if ahead {
+                fleet_agent::unix_ms() + YEAR_MS
+            } else {
+                fleet_agent::unix_ms() - YEAR_MS
+            }
+        };
+        let datastore = tempfile::tempdir().unwrap();
+        let client = TufClient::new(
+            Source::PlainHttp {
+                base: server.url("good/steps/1"),
+            },
+            datastore.path().to_owned(),
+            dir.join("good/root.json"),
+        );
+        let mut clock = TrustedClock::new(0);
+        let first = within(
+            30,
+            "refresh",
+            client.refresh(clock.now(system(), mono_ms())),
+        )
+        .await;
+        if ahead {
+            // Before the controller's time is known, a clock a year ahead
+            // sees the one-day timestamp as expired.
+            assert!(
+                matches!(first, Err(TufError::Expired { .. })),
+                "{label}: {first:?}"
+            );
+        }
+        let controller = client
+            .server_date_ms()
+            .expect("the repository's answers carry a Date");
+        clock.observe_controller(controller, mono_ms());
+        let now = clock.now(system(), mono_ms());
+        assert!(
+            now.abs_diff(fleet_agent::unix_ms()) < 60_000,
+            "{label}: trusted now {now} is not the controller's time"
+        );
+        within(30, "refresh", client.refresh(now))
+            .await
+            .unwrap_or_else(|e| panic!("{label}, with the controller's time: {e}"));
+    }
+
+    // After a restart, with the clock a year behind and no controller yet,
+    // the persisted floor still makes a replayed, expired timestamp expired.
+    let floor = {
+        let mut clock = TrustedClock::new(0);
+        clock.observe_controller(fleet_agent::unix_ms(), mono_ms());
+        clock.now(fleet_agent::unix_ms() - YEAR_MS, mono_ms());
+        clock.file()
+    };
+    let state = tempfile::tempdir().unwrap();
+    fleet_agent::update::clock::write(&state.path().join("clock.json"), &floor).unwrap();
+    let persisted: ClockFile =
+        fleet_agent::update::clock::read(&state.path().join("clock.json")).unwrap();
+    let mut rebooted = TrustedClock::from_file(persisted);
+    let now = rebooted.now(fleet_agent::unix_ms() - YEAR_MS, 0);
+    let client = TufClient::new(
+        Source::Dir(dir.join("expired-timestamp/steps/1")),
+        state.path().join("tuf"),
+        dir.join("expired-timestamp/root.json"),
+    );
+    let e = within(30, "refresh", client.refresh(now))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TufError::Expired { ref role, .. } if role == "timestamp"),
+        "{e:?}"
+    );
 }

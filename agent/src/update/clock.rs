@@ -16,6 +16,8 @@
 //! - "Now" never goes back within a run, except to the controller's time
 //!   when it first arrives (it corrects a clock that was ahead).
 //!
+//! [`TrustedClock`] is pure; [`read`] and [`write`] persist its floor.
+//!
 //! The floor is raised only from trusted time (the controller's, and time
 //! elapsed since it), never from the system clock: one that ran ahead once
 //! would otherwise lock the device out of every update after it.
@@ -107,6 +109,47 @@ impl TrustedClock {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ClockError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The persisted floor (`STATE/update/clock.json`); a missing or unreadable
+/// file is a floor of 0 (logged by the caller, not fatal: the controller's
+/// time replaces it at the next contact).
+pub fn read(path: &std::path::Path) -> Option<ClockFile> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Persist the floor: written beside, fsynced, renamed, directory fsynced.
+pub fn write(path: &std::path::Path, file: &ClockFile) -> Result<(), ClockError> {
+    let io = |p: &std::path::Path| {
+        let p = p.to_owned();
+        move |source| ClockError::Io { path: p, source }
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let bytes = serde_json::to_vec(file).expect("a struct of one integer serialises");
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        std::io::Write::write_all(&mut f, &bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +208,17 @@ mod tests {
         let mut c = TrustedClock::new(TRUE_NOW);
         c.observe_controller(TRUE_NOW - YEAR, 0);
         assert_eq!(c.now(0, 1_000), TRUE_NOW + 1_000);
+    }
+
+    #[test]
+    fn the_floor_survives_a_write_and_a_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clock.json");
+        assert_eq!(read(&path), None);
+        write(&path, &ClockFile { floor_ms: TRUE_NOW }).unwrap();
+        assert_eq!(read(&path), Some(ClockFile { floor_ms: TRUE_NOW }));
+        std::fs::write(&path, b"garbage").unwrap();
+        assert_eq!(read(&path), None);
     }
 
     #[test]
