@@ -505,22 +505,10 @@ impl TufClient {
     /// Fetch and verify the repository's top-level metadata; check each
     /// role's expiry against `trusted_now_ms` (the trusted clock).
     pub async fn refresh(&self, trusted_now_ms: u64) -> Result<Verified, TufError> {
-        let endpoints = Endpoints::for_source(&self.source)?;
-        if let AnyTransport::Http(t) = &endpoints.transport {
-            // Share the Date record with this client, for server_date_ms.
-            let mut t = t.clone();
+        let mut endpoints = Endpoints::for_source(&self.source)?;
+        if let AnyTransport::Http(t) = &mut endpoints.transport {
+            // The transport records the Date of each answer here.
             t.last_date_ms = self.last_date_ms.clone();
-            let endpoints = Endpoints {
-                transport: AnyTransport::Http(t),
-                ..endpoints
-            };
-            return load(
-                &endpoints,
-                &self.datastore,
-                &self.trusted_root,
-                trusted_now_ms,
-            )
-            .await;
         }
         load(
             &endpoints,
