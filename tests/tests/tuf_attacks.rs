@@ -1243,3 +1243,70 @@ async fn a_device_clock_a_year_off_is_corrected_by_the_controllers_time() {
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_downloads_targets_in_order_and_stops_at_the_first_failure() {
+    let dir = need_python_tuf!();
+    let server = StaticServer::start(dir);
+    let work = tempfile::tempdir().unwrap();
+    let meta = work.path().join("m").display().to_string();
+    let tdir = work.path().join("t");
+    let tdir_s = tdir.display().to_string();
+    // init: exit 1 for a root that cannot be read, no network either way.
+    let missing = work.path().join("no-such-root.json").display().to_string();
+    let (ok, _, err) = cli(&["tuf", "--metadata-dir", &meta, "init", &missing]).await;
+    assert!(!ok, "init accepted a missing root");
+    assert_has(&err, &["no-such-root.json"]);
+    let root = dir.join("good/root.json").display().to_string();
+    assert!(
+        cli(&["tuf", "--metadata-dir", &meta, "init", &root])
+            .await
+            .0
+    );
+    let murl = server.url("good/steps/1/metadata");
+    let turl = server.url("good/steps/1/targets");
+    let download = |names: &[&str]| {
+        let mut args: Vec<String> = ["tuf", "--metadata-dir", &meta, "--metadata-url", &murl]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        for n in names {
+            args.extend(["--target-name".to_owned(), (*n).to_owned()]);
+        }
+        args.extend(
+            [
+                "--target-base-url",
+                &turl,
+                "--target-dir",
+                &tdir_s,
+                "download",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned()),
+        );
+        args
+    };
+    let kept = |name: &str| tdir.join(fleet_agent::tuf_cli::local_name(name));
+    let first_fails = download(&["firmware/ballot-box-v2/9.9.9.tar", BOX_TARGET]);
+    let refs: Vec<&str> = first_fails.iter().map(String::as_str).collect();
+    let (ok, _, err) = cli(&refs).await;
+    assert!(!ok);
+    assert_has(
+        &err,
+        &["no target named \"firmware/ballot-box-v2/9.9.9.tar\""],
+    );
+    assert!(
+        !kept(BOX_TARGET).exists(),
+        "a target after the failure was fetched"
+    );
+    let both = download(&[BOX_TARGET, LAPTOP_TARGET]);
+    let refs: Vec<&str> = both.iter().map(String::as_str).collect();
+    let (ok, out, err) = cli(&refs).await;
+    assert!(ok, "{err}");
+    let (a, b) = (
+        out.find(BOX_TARGET).expect("first reported"),
+        out.find(LAPTOP_TARGET).expect("second reported"),
+    );
+    assert!(a < b, "{out}");
+    assert!(kept(BOX_TARGET).is_file() && kept(LAPTOP_TARGET).is_file());
+}
