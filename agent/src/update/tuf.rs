@@ -231,6 +231,12 @@ impl Endpoints {
                         reason: "the repository must be https://".into(),
                     });
                 }
+                if ca_pem.is_empty() {
+                    return Err(TufError::BadSource {
+                        url: base.to_string(),
+                        reason: "HTTPS needs the fleet CA, and none was given".into(),
+                    });
+                }
                 Self::http(&base, Some(ca_pem.clone()), false)
             }
             Source::PlainHttp { base } => {
@@ -1083,6 +1089,22 @@ mod tests {
         assert!(v
             .latest(ArtifactKind::Firmware, &Model::parse("other").unwrap())
             .is_none());
+    }
+
+    #[test]
+    fn https_without_the_fleet_ca_or_over_http_is_refused_before_any_request() {
+        let e = Endpoints::for_source(&Source::Https {
+            base: "https://ctl:8443/api/v1/tuf".into(),
+            ca_pem: Vec::new(),
+        })
+        .unwrap_err();
+        assert!(matches!(e, TufError::BadSource { .. }), "{e}");
+        let e = Endpoints::for_source(&Source::Https {
+            base: "http://ctl:8080/api/v1/tuf".into(),
+            ca_pem: b"-----BEGIN CERTIFICATE-----".to_vec(),
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("must be https://"), "{e}");
     }
 
     #[test]
