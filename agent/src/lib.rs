@@ -5,6 +5,8 @@
 //! - [`enrol`]: make the device key, request a certificate with an
 //!   enrolment token, keep the identity.
 //! - [`tls`]: the device's mutual-TLS client configuration.
+//! - [`tuf_cli`]: `fleet-agent tuf`, the TUF verifier of [`update::tuf`]
+//!   behind the TUF conformance client protocol (init, refresh, download).
 //! - [`renew`]: certificate renewal's files: requests, a renewed
 //!   certificate kept beside the old until a connection with it succeeded.
 //! - [`core`]: the agent's core (pure): [`core::AgentCore`] takes each

@@ -16,7 +16,7 @@
 //! - "Now" never goes back within a run, except to the controller's time
 //!   when it first arrives (it corrects a clock that was ahead).
 //!
-//! [`TrustedClock`] is pure; [`read`] and [`write`] persist its floor.
+//! [`TrustedClock`] is pure; [`read()`] and [`write()`] persist its floor.
 //!
 //! The floor is raised only from trusted time (the controller's, and time
 //! elapsed since it), never from the system clock: one that ran ahead once
