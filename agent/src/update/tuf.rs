@@ -638,6 +638,9 @@ pub(crate) async fn load(
             now_ms,
         });
     }
+    // tough writes its files without fsync; the versions in them are the
+    // rollback protection, so make them durable before acting on them.
+    sync_datastore(datastore).map_err(ds_err)?;
     let consistent = repo.root().signed.consistent_snapshot;
     let targets = repo
         .all_targets()
@@ -672,6 +675,17 @@ pub(crate) async fn load(
         targets_url: endpoints.targets.clone(),
         targets_dir: endpoints.targets_dir.clone(),
     })
+}
+
+fn sync_datastore(dir: &Path) -> std::io::Result<()> {
+    for f in ROLE_FILES {
+        match std::fs::File::open(dir.join(f)) {
+            Ok(file) => file.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn ms(v: i64) -> u64 {
