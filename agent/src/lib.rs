@@ -5,6 +5,8 @@
 //! - [`enrol`]: make the device key, request a certificate with an
 //!   enrolment token, keep the identity.
 //! - [`tls`]: the device's mutual-TLS client configuration.
+//! - [`tuf_cli`]: `fleet-agent tuf`, the TUF verifier of [`update::tuf`]
+//!   behind the TUF conformance client protocol (init, refresh, download).
 //! - [`renew`]: certificate renewal's files: requests, a renewed
 //!   certificate kept beside the old until a connection with it succeeded.
 //! - [`core`]: the agent's core (pure): [`core::AgentCore`] takes each
@@ -39,6 +41,8 @@ pub mod renew;
 pub mod reporter;
 pub mod runtime;
 pub mod tls;
+pub mod tuf_cli;
+pub mod update;
 
 pub use config::AgentConfig;
 pub use hardware::{Hardware, SystemHardware};
