@@ -292,6 +292,21 @@ pub enum ReleaseCmd {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Re-sign root (as N+1, same keys) or targets.json with a fresh
+    /// expiry, when there is nothing new to sign before they expire.
+    Renew {
+        #[arg(long, default_value = "./release-keys")]
+        keys: PathBuf,
+        /// root | targets (the controller renews snapshot and timestamp).
+        #[arg(long)]
+        role: fleet_repo::release::Role,
+        /// For root: a current root key to sign with (repeat up to the
+        /// threshold; default: KEYS/root-*.pem).
+        #[arg(long = "root-key")]
+        root_key: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]

@@ -247,3 +247,44 @@ fn rotate_writes_root_2_and_needs_the_root_threshold() {
     ]);
     assert!(err.contains("unknown role"), "{err}");
 }
+
+#[test]
+fn renew_re_signs_targets_and_root_with_a_later_expiry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("k");
+    let init = ok_json(&[
+        "release",
+        "keys",
+        "init",
+        "--keys",
+        s(&keys),
+        "--output",
+        "json",
+    ]);
+    let targets = ok_json(&[
+        "release",
+        "renew",
+        "--keys",
+        s(&keys),
+        "--role",
+        "targets",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(targets["version"], 2);
+    assert!(targets["expires"].as_str().unwrap() >= init["targets_expires"].as_str().unwrap());
+    let root = ok_json(&[
+        "release",
+        "renew",
+        "--keys",
+        s(&keys),
+        "--role",
+        "root",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(root["version"], 2);
+    assert!(keys.join("2.root.json").is_file());
+    let err = fails(&["release", "renew", "--keys", s(&keys), "--role", "snapshot"]);
+    assert!(err.contains("the controller re-signs snapshot"), "{err}");
+}

@@ -343,3 +343,27 @@ fn key_files_are_private_pem_and_load_back() {
         "an existing key is never overwritten"
     );
 }
+
+#[test]
+fn init_runs_once_and_open_needs_an_initialised_directory() {
+    let s = Setup::new(&InitOptions::default());
+    let err = fleet_repo::publish::Repo::open(
+        &s.repo_dir,
+        &release::snapshot_key_path(&s.keys),
+        &release::timestamp_key_path(&s.keys),
+    )
+    .unwrap_err();
+    assert!(matches!(err, RepoError::NotInitialised { .. }), "{err}");
+    let repo = s.controller();
+    assert_eq!(repo.status().unwrap().targets.version, 1);
+    let err = fleet_repo::publish::Repo::init(
+        &s.repo_dir,
+        &std::fs::read(s.keys.join("root.json")).unwrap(),
+        &s.targets_json(),
+        &release::snapshot_key_path(&s.keys),
+        &release::timestamp_key_path(&s.keys),
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, RepoError::AlreadyInitialised { .. }), "{err}");
+}

@@ -258,3 +258,67 @@ fn with_root_threshold_two_one_old_key_cannot_make_root_2() {
     assert!(err.starts_with("load:") && err.contains("root"), "{err}");
     eprintln!("tough refused the forged root: {err}");
 }
+
+#[test]
+fn renewing_root_and_targets_extends_their_expiry_and_stays_loadable() {
+    let s = Setup::new(&two_of_three());
+    let repo = s.controller();
+    let images = publish_all(&s, &repo);
+    let before = repo.status().unwrap();
+
+    let later = SystemTime::now() + std::time::Duration::from_secs(100 * 86_400);
+    let signing = [s.keys.join("root-2.pem"), s.keys.join("root-3.pem")];
+    let root = release::renew(&s.keys, Role::Root, &signing, later).unwrap();
+    assert_eq!(root.version, 2);
+    let targets = release::renew(&s.keys, Role::Targets, &[], later).unwrap();
+    assert_eq!(targets.version, 4);
+    repo.publish_root(&std::fs::read(&root.path).unwrap(), SystemTime::now())
+        .unwrap();
+    repo.publish_targets(&std::fs::read(&targets.path).unwrap(), SystemTime::now())
+        .unwrap();
+
+    let after = repo.status().unwrap();
+    assert!(after.root.expires_unix_ms > before.root.expires_unix_ms + 99 * 86_400_000);
+    assert!(after.targets.expires_unix_ms > before.targets.expires_unix_ms + 99 * 86_400_000);
+    let (name, content) = &images[1];
+    let got = load_target(
+        &s.repo_dir,
+        &s.keys.join("1.root.json"),
+        &s.tmp.path().join("ds"),
+        name,
+    )
+    .unwrap();
+    assert_eq!(&got, content);
+
+    let err = release::renew(&s.keys, Role::Root, &[s.keys.join("root-1.pem")], later).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepoError::BelowThreshold {
+                have: 1,
+                need: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = release::renew(&s.keys, Role::Timestamp, &[], later).unwrap_err();
+    assert!(matches!(err, RepoError::InvalidOptions { .. }), "{err}");
+}
+
+#[test]
+fn tough_refuses_a_publication_the_controller_signed_alone() {
+    let s = Setup::new(&InitOptions::default());
+    let repo = s.controller();
+    publish_all(&s, &repo);
+    let forged = common::controller_forges_a_publication(&s, &payload(66, 10_000));
+    let err = load_target(
+        &s.repo_dir,
+        &s.keys.join("1.root.json"),
+        &s.tmp.path().join("ds"),
+        &forged,
+    )
+    .unwrap_err();
+    assert!(err.starts_with("load:") && err.contains("targets"), "{err}");
+    eprintln!("tough refused the controller's own targets: {err}");
+}

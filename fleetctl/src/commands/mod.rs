@@ -264,6 +264,12 @@ fn run_release(command: ReleaseCmd) -> Result<Done, CommandError> {
             };
             done(release::sign(args)?, output)
         }
+        ReleaseCmd::Renew {
+            keys,
+            role,
+            root_key,
+            output,
+        } => done(release::renew(&keys, role, &root_key)?, output),
     }
 }
 

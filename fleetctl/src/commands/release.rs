@@ -10,7 +10,9 @@ use std::time::SystemTime;
 use fleet_protocol::firmware::{agent_platform, TargetCustom};
 use fleet_protocol::ids::{Model, Version};
 use fleet_protocol::message::ArtifactKind;
-use fleet_repo::release::{self, InitOptions, InitSummary, Role, RotateSummary, SignedTarget};
+use fleet_repo::release::{
+    self, InitOptions, InitSummary, RenewSummary, Role, RotateSummary, SignedTarget,
+};
 use fleet_repo::RepoError;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -94,6 +96,47 @@ pub fn rotate(keys: &Path, role: Role, root_keys: &[PathBuf]) -> Result<Rotated,
         root_keys,
         SystemTime::now(),
     )?))
+}
+
+pub fn renew(keys: &Path, role: Role, root_keys: &[PathBuf]) -> Result<Renewed, ReleaseError> {
+    Ok(Renewed(release::renew(
+        keys,
+        role,
+        root_keys,
+        SystemTime::now(),
+    )?))
+}
+
+pub struct Renewed(pub RenewSummary);
+
+impl Report for Renewed {
+    fn json(&self) -> Value {
+        to_json(&self.0)
+    }
+    fn table(&self) -> View {
+        let s = &self.0;
+        let mut grid = Grid::new(&["role", "version", "expires", "file"]);
+        grid.rows.push(vec![
+            s.role.to_string(),
+            s.version.to_string(),
+            s.expires.clone(),
+            s.path.display().to_string(),
+        ]);
+        View::grid(grid)
+    }
+    fn note(&self) -> Option<String> {
+        let s = &self.0;
+        Some(match s.role {
+            Role::Root => format!(
+                "renewed; publish with: fleetctl firmware root {}",
+                s.path.display()
+            ),
+            _ => format!(
+                "renewed; publish with: fleetctl firmware upload … --targets {}",
+                s.path.display()
+            ),
+        })
+    }
 }
 
 pub struct Initialised(pub InitSummary);
