@@ -1,7 +1,9 @@
-//! Binary deltas between two images (bidiff to make, bipatch to apply). The
-//! patch format is bidiff's own, unchanged, so a device applies it with
-//! bipatch alone; the result is trusted only after its sha256 matches the
-//! signed target.
+//! Binary deltas between two images (bidiff to make, bipatch to apply). A
+//! patch is bidiff's format in an LZ4 frame: bidiff stores the changed
+//! regions as byte differences, mostly zeros, and leaves compression to its
+//! user (a raw patch is as long as the image). The device decompresses and
+//! applies it as a stream; the result is trusted only after its sha256
+//! matches the signed target.
 
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
@@ -13,9 +15,21 @@ use crate::error::RepoError;
 pub fn make(old: &Path, new: &Path, patch: &Path) -> Result<u64, RepoError> {
     let older = std::fs::read(old).map_err(RepoError::io(old))?;
     let newer = std::fs::read(new).map_err(RepoError::io(new))?;
-    let mut out = Vec::new();
-    bidiff::simple_diff(&older, &newer, &mut out).map_err(|e| RepoError::Delta {
+    let mut raw = Vec::new();
+    bidiff::simple_diff(&older, &newer, &mut raw).map_err(|e| RepoError::Delta {
         reason: format!("diff: {e}"),
+    })?;
+    // Checksums on blocks and content: a damaged patch fails while it is
+    // read, before the device hashes the result.
+    let frame = lz4_flex::frame::FrameInfo::new()
+        .block_checksums(true)
+        .content_checksum(true);
+    let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(frame, Vec::new());
+    encoder.write_all(&raw).map_err(|e| RepoError::Delta {
+        reason: format!("compress: {e}"),
+    })?;
+    let out = encoder.finish().map_err(|e| RepoError::Delta {
+        reason: format!("compress: {e}"),
     })?;
     crate::metadata::write_atomic(patch, &out)?;
     Ok(out.len() as u64)
@@ -32,11 +46,11 @@ pub fn apply(old: &Path, patch: &Path, out: &Path) -> Result<u64, RepoError> {
 pub fn apply_bounded(old: &Path, patch: &Path, out: &Path, max_len: u64) -> Result<u64, RepoError> {
     let old_file = std::fs::File::open(old).map_err(RepoError::io(old))?;
     let patch_file = std::fs::File::open(patch).map_err(RepoError::io(patch))?;
-    let mut reader = bipatch::Reader::new(BufReader::new(patch_file), old_file).map_err(|e| {
-        RepoError::Delta {
+    let patch_stream = lz4_flex::frame::FrameDecoder::new(BufReader::new(patch_file));
+    let mut reader =
+        bipatch::Reader::new(patch_stream, old_file).map_err(|e| RepoError::Delta {
             reason: format!("patch header: {e}"),
-        }
-    })?;
+        })?;
     let tmp = out.with_extension("partial");
     let mut file = std::fs::File::create(&tmp).map_err(RepoError::io(&tmp))?;
     let mut buf = vec![0u8; 64 * 1024];

