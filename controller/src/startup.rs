@@ -56,6 +56,7 @@ pub struct Application {
     stop_tx: watch::Sender<bool>,
     ingest: JoinHandle<()>,
     ticker: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
     cert_watch: JoinHandle<()>,
     writer: JoinHandle<()>,
     http_tls: Option<Arc<rustls::ServerConfig>>,
@@ -120,6 +121,7 @@ impl Application {
             stop_rx.clone(),
         ));
         let ticker = start_ticker(&cfg, Arc::clone(&fleet), stop_rx.clone());
+        let sweeper = start_update_sweeper(cfg.sweeper(), store.clone(), stop_rx.clone());
         let cert_watch = start_cert_watch(
             paths.clone(),
             policy,
@@ -151,6 +153,7 @@ impl Application {
             stop_tx,
             ingest,
             ticker,
+            sweeper,
             cert_watch,
             writer,
             http_tls,
@@ -190,6 +193,7 @@ impl Application {
         let _ = self.stop_tx.send(true);
         let _ = self.ingest.await;
         let _ = self.ticker.await;
+        let _ = self.sweeper.await;
         let _ = self.cert_watch.await;
         // The ingest task held the last sender: the writer drains and ends.
         let _ = self.writer.await;
@@ -314,6 +318,7 @@ async fn load_fleet(cfg: &ControllerConfig, store: &Store) -> anyhow::Result<Arc
     for (id, desired) in store.load_desired().await? {
         fleet.set_desired(&id, desired);
     }
+    fleet.set_freeze(store.freeze_windows().await?);
     info!(devices = loaded, "fleet loaded");
     Ok(Arc::new(RwLock::new(fleet)))
 }
@@ -384,6 +389,36 @@ fn start_ticker(
                     }
                 }
                 _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
+/// Mark `timed-out` the updates of devices that went to reboot (or to
+/// their health check) and said nothing since (`domain::updates`).
+fn start_update_sweeper(
+    cfg: crate::config::SweeperConfig,
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let timeout_ms = u64::try_from(cfg.reboot_timeout.as_millis()).unwrap_or(u64::MAX);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(cfg.every);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => break,
+            }
+            match store.time_out_updates(unix_ms(), timeout_ms).await {
+                Ok(marked) if marked.is_empty() => {}
+                Ok(marked) => {
+                    metrics::counter!("fleet_update_results_total", "outcome" => "timed-out")
+                        .increment(marked.len() as u64);
+                    for device in &marked {
+                        warn!(device = %device, timeout_secs = timeout_ms / 1000, "update timed out: the device went to reboot into its new image (or to check it) and has not been heard from since");
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot check running updates for their deadline"),
             }
         }
     })

@@ -111,6 +111,9 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         (&endpoint::ENROL, post(enrolment::enrol_device)),
         // Signed content for devices, which hold no token.
         (&endpoint::ARTIFACT, get(artifacts::artifact)),
+        // Firmware updates (issue 9).
+        (&endpoint::FREEZE, get(freeze::freeze)),
+        (&endpoint::SET_FREEZE, put(freeze::set_freeze)),
     ]
 }
 

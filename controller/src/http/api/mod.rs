@@ -8,6 +8,7 @@ pub mod broker;
 pub mod commands;
 pub mod devices;
 pub mod enrolment;
+pub mod freeze;
 pub mod health;
 pub mod openapi;
 pub mod pki;
