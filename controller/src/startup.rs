@@ -57,6 +57,7 @@ pub struct Application {
     ingest: JoinHandle<()>,
     ticker: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    firmware_refresh: JoinHandle<()>,
     cert_watch: JoinHandle<()>,
     writer: JoinHandle<()>,
     http_tls: Option<Arc<rustls::ServerConfig>>,
@@ -122,6 +123,12 @@ impl Application {
         ));
         let ticker = start_ticker(&cfg, Arc::clone(&fleet), stop_rx.clone());
         let sweeper = start_update_sweeper(cfg.sweeper(), store.clone(), stop_rx.clone());
+        let firmware = crate::firmware::Firmware::new(&data_dir, cfg.firmware.max_image_bytes);
+        let firmware_refresh = start_firmware_refresh(
+            firmware.clone(),
+            std::time::Duration::from_secs(cfg.firmware.refresh_secs),
+            stop_rx.clone(),
+        );
         let cert_watch = start_cert_watch(
             paths.clone(),
             policy,
@@ -142,6 +149,7 @@ impl Application {
             ingest_connected,
             cert_policy: cfg.cert_policy(),
             publisher,
+            firmware,
         };
         Ok(Self {
             cfg,
@@ -154,6 +162,7 @@ impl Application {
             ingest,
             ticker,
             sweeper,
+            firmware_refresh,
             cert_watch,
             writer,
             http_tls,
@@ -194,6 +203,7 @@ impl Application {
         let _ = self.ingest.await;
         let _ = self.ticker.await;
         let _ = self.sweeper.await;
+        let _ = self.firmware_refresh.await;
         let _ = self.cert_watch.await;
         // The ingest task held the last sender: the writer drains and ends.
         let _ = self.writer.await;
@@ -235,6 +245,11 @@ pub fn secure_data_dir(
             }
         }
     }
+    // The firmware repository's snapshot and timestamp keys.
+    let firmware = crate::firmware::FirmwarePaths::new(dir);
+    wanted.push((firmware.keys(), 0o700));
+    wanted.push((firmware.snapshot_key(), 0o600));
+    wanted.push((firmware.timestamp_key(), 0o600));
     for (path, mode) in wanted {
         let Ok(meta) = std::fs::metadata(&path) else {
             continue; // not made yet
@@ -424,6 +439,43 @@ fn start_update_sweeper(
     })
 }
 
+/// Re-sign the repository's timestamp (and snapshot) metadata before they
+/// expire: checked every `every` (a minute by default); signed anew when
+/// less than half their lifetime is left. Nothing to do until the
+/// repository is set up.
+fn start_firmware_refresh(
+    firmware: crate::firmware::Firmware,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => break,
+            }
+            match firmware
+                .blocking(|fw| fw.refresh(std::time::SystemTime::now()))
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(p)) => {
+                    metrics::counter!("fleet_firmware_timestamp_signed_total").increment(1);
+                    info!(
+                        timestamp_version = p.timestamp_version,
+                        snapshot_version = p.snapshot_version,
+                        "firmware repository: timestamp metadata signed anew before it expires"
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "firmware repository: cannot re-sign the timestamp metadata; devices refuse it once it expires")
+                }
+            }
+        }
+    })
+}
+
 /// Keep the certificate expiry gauges current and renew the broker's, the
 /// API's and the controller's certificates past their renewal point: new
 /// files, then the managed broker reloaded (SIGHUP: Mosquitto 2.0 rereads
@@ -514,6 +566,45 @@ pub async fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
         admin_token: token,
         token_file,
     })
+}
+
+/// `fleet-controller firmware-init`: set the firmware repository up under
+/// `DATA/firmware/` from the release team's root.json and targets.json and
+/// the controller's snapshot and timestamp keys, recorded in the audit log.
+pub async fn firmware_init(
+    data_dir: &Path,
+    files: &crate::firmware::InitFiles,
+    who: &str,
+) -> anyhow::Result<crate::firmware::Initialised> {
+    PkiPaths::new(data_dir).require(data_dir)?;
+    let (store, access) = open_store(data_dir).await?;
+    let by = access::Caller::system(who);
+    access
+        .record(
+            &by,
+            "firmware.init",
+            "repository",
+            serde_json::json!({
+                "root": files.root, "targets": files.targets,
+            }),
+        )
+        .await?;
+    let done = {
+        let data_dir = data_dir.to_owned();
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::firmware::init(&data_dir, &files, std::time::SystemTime::now())
+        })
+        .await
+        .context("the set-up task failed")?
+    };
+    if let Err(e) = &done {
+        access
+            .failed(&by, "firmware.init", "repository", &e.to_string())
+            .await;
+    }
+    store.close().await;
+    Ok(done?)
 }
 
 /// `fleet-controller audit reseal`: write the audit head anew from the

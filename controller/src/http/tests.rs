@@ -49,11 +49,12 @@ fn test_state(
         },
         metrics: crate::startup::metrics_handle(),
         access,
-        data_dir,
         revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
         ingest_connected: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         cert_policy: Default::default(),
+        firmware: crate::firmware::Firmware::new(&data_dir, 1024 * 1024),
+        data_dir,
         publisher,
     }
 }
@@ -1186,7 +1187,7 @@ async fn openapi_document_lists_every_route_with_the_roles_the_router_enforces()
     // And the document names no route the router does not serve.
     let served: Vec<(String, String)> = routes
         .iter()
-        .map(|(e, _)| (e.path.to_owned(), methods(e.method)))
+        .map(|(e, _)| (e.openapi_path(), methods(e.method)))
         .collect();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
