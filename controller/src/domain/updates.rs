@@ -144,8 +144,12 @@ pub fn apply(held: Option<&Track>, kind: &EventKind, at_ms: u64, received_ms: u6
             return Applied::Unchanged;
         }
     }
-    // A progress event after the end of the same update is a new attempt.
-    let continues = same.filter(|t| t.outcome.is_none() || result.is_some());
+    // A progress event after the end of the same update is a new attempt;
+    // after a time-out (the controller's verdict, not the device's) it is
+    // the device coming back: the same update runs again.
+    let continues = same.filter(|t| {
+        t.outcome.is_none() || t.outcome == Some(Outcome::TimedOut) || result.is_some()
+    });
     let mut track = match continues {
         Some(t) => t.clone(),
         None => Track {
@@ -169,6 +173,8 @@ pub fn apply(held: Option<&Track>, kind: &EventKind, at_ms: u64, received_ms: u6
             track.phase = phase;
             track.bytes = bytes;
             track.total = total;
+            track.outcome = None;
+            track.message.clear();
         }
         Some((outcome, message)) => {
             track.outcome = Some(outcome);
@@ -291,6 +297,27 @@ mod tests {
         };
         assert_eq!(track.outcome, Some(Outcome::Committed));
         assert_eq!(ended, Some(Outcome::Committed));
+        assert_eq!(track.started_ms, 1_000, "the same update");
+    }
+
+    #[test]
+    fn a_device_heard_from_after_its_time_out_runs_the_same_update_again() {
+        let (t, _) = run(&[(progress("2.5.0", UpdatePhase::Rebooting, 0), 5, 1_000)]);
+        let mut t = t.unwrap();
+        t.outcome = Some(Outcome::TimedOut);
+        t.message = "no word".into();
+        let Applied::Changed { track, ended } = apply(
+            Some(&t),
+            &progress("2.5.0", UpdatePhase::Checking, 0),
+            6,
+            9_000,
+        ) else {
+            panic!("a progress event changes the track");
+        };
+        assert_eq!(ended, None);
+        assert_eq!(track.outcome, None, "running again");
+        assert!(track.message.is_empty());
+        assert_eq!(track.phase, Some(UpdatePhase::Checking));
         assert_eq!(track.started_ms, 1_000, "the same update");
     }
 
