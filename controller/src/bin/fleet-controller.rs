@@ -53,7 +53,8 @@ enum Cmd {
     /// Set the firmware repository up (DATA/firmware/): the release team's
     /// root.json and its first targets.json, and the controller's snapshot
     /// and timestamp keys (copied to DATA/firmware/keys/ with mode 0600;
-    /// delete the originals). Root and targets keys never come here.
+    /// delete the originals). Root and targets keys never come here. It
+    /// writes the audit log: run it with the controller stopped.
     FirmwareInit {
         #[arg(long, alias = "data", env = "FLEET_DATA_DIR")]
         data_dir: PathBuf,

@@ -6,7 +6,7 @@
 //! DATA/firmware/repo/metadata/…   N.root.json, timestamp.json, V.snapshot.json, V.targets.json
 //! DATA/firmware/repo/targets/…    the target files, by consistent-snapshot name
 //! DATA/firmware/images/SHA256     the image store (uploads land here)
-//! DATA/firmware/deltas/FROM-TO.bidiff   patches made on first request
+//! DATA/firmware/deltas/FROM/TO.bidiff   patches made on first request
 //! DATA/firmware/keys/{snapshot,timestamp}.pem   the only keys the controller holds (0600)
 //! DATA/firmware/uploads/          uploads in progress
 //! ```
@@ -242,7 +242,7 @@ pub fn check_sha256(s: &str) -> Result<(), FirmwareError> {
 }
 
 /// The patch from image `from` to image `to`, made once with
-/// `fleet_repo::delta::make` and kept under `deltas/` (blocking). Two
+/// `fleet_repo::delta::make` and kept as `deltas/FROM/TO.bidiff` (blocking). Two
 /// requests at once may both make it; each writes its own file and the
 /// rename keeps one.
 pub fn delta(fw: &Firmware, from: &str, to: &str) -> Result<(PathBuf, String), FirmwareError> {
@@ -255,8 +255,8 @@ pub fn delta(fw: &Firmware, from: &str, to: &str) -> Result<(PathBuf, String), F
     let new = repo
         .image_path(to)
         .ok_or_else(|| FirmwareError::UnknownImage(to.to_owned()))?;
-    let dir = fw.paths.deltas();
-    let name = format!("{from}-{to}.bidiff");
+    let dir = fw.paths.deltas().join(from);
+    let name = format!("{to}.bidiff");
     let path = dir.join(&name);
     if path.is_file() {
         return Ok((dir, name));
