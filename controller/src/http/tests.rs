@@ -1363,6 +1363,7 @@ async fn reassigning_a_deployed_device_needs_central_ops_and_is_audited_before_a
     );
 }
 mod commands;
+mod firmware;
 mod operators;
 
 /// `GET /api/v1/pki` (fleetctl pki status): every service certificate and
