@@ -209,3 +209,157 @@ async fn uploads_need_a_repository_a_firmware_role_a_matching_hash_and_room() {
         .collect();
     assert_eq!(actions, ["firmware.image.failed", "firmware.image"]);
 }
+
+/// Sign `bytes` as a target with the release keys in the app's directory,
+/// store the image and publish the targets (as `fleetctl firmware upload`
+/// does through the routes).
+fn publish(app: &TestApp, custom: &fleet_protocol::firmware::TargetCustom, bytes: &[u8]) {
+    let keys = app.dir.path().join("release-keys");
+    let image = app.dir.path().join(format!("image-{}", custom.version));
+    std::fs::write(&image, bytes).unwrap();
+    fleet_repo::release::sign(
+        &keys,
+        &image,
+        custom,
+        std::time::SystemTime::now(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let fw = crate::firmware::Firmware::new(app.dir.path(), 1 << 20);
+    let repo = fw.repo().unwrap();
+    repo.stage_image(&fleet_repo::metadata::sha256_hex(bytes), &image)
+        .unwrap();
+    let targets = std::fs::read(fleet_repo::release::targets_json_path(&keys)).unwrap();
+    repo.publish_targets(&targets, std::time::SystemTime::now())
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_device_is_pointed_at_a_signed_target_of_its_model_in_the_caller_s_scope() {
+    use fleet_protocol::firmware::{agent_platform, TargetCustom};
+    use fleet_protocol::{ArtifactKind, Model, Version};
+    let app = test_app().await;
+    ok(app.csv(REGISTRY).await);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [
+                dev("BB-TEH", "IR-23", Some("IR-23-TEH")),
+                dev("BB-SARI", "IR-02", Some("IR-02-SARI")),
+                { "id": "BB-NEW", "model": "ballot-box-v2", "province": "IR-23", "county": "IR-23-TEH" },
+            ]}),
+        )
+        .await);
+    let update = |device: &str, body: Value| {
+        (
+            format!("/api/v1/devices/{device}/update"),
+            Body::from(body.to_string()),
+        )
+    };
+    // No repository yet: 409.
+    let (uri, body) = update("BB-TEH", json!({ "version": "2.5.0" }));
+    let (status, _) = app.call("POST", &uri, Some(body), "application/json").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    firmware_init(&app);
+    publish(
+        &app,
+        &TargetCustom {
+            artifact: ArtifactKind::Firmware,
+            model: Model::parse("ballot-box-v2").unwrap(),
+            version: Version::parse("2.5.0").unwrap(),
+        },
+        b"firmware 2.5.0",
+    );
+    publish(
+        &app,
+        &TargetCustom {
+            artifact: ArtifactKind::Agent,
+            model: agent_platform(),
+            version: Version::parse("0.3.0").unwrap(),
+        },
+        b"agent 0.3.0",
+    );
+    queued(&app);
+
+    let tech = app.token_for(Role::ProvinceTech, &["IR-23"]).await;
+    let (uri, body) = update("BB-TEH", json!({ "version": "2.5.0" }));
+    let (status, answer) = app
+        .call_as(Some(&tech), "POST", &uri, Some(body), "application/json")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["target"], "firmware/ballot-box-v2/2.5.0.tar");
+    let (uri, body) = update("BB-TEH", json!({ "artifact": "agent", "version": "0.3.0" }));
+    let (status, answer) = app.call("POST", &uri, Some(body), "application/json").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["target"],
+        format!("agent/{}/0.3.0", agent_platform())
+    );
+
+    // Both targets are in the stored and the sent desired state.
+    let sent = queued(&app);
+    let Some((_, true, env)) = sent.last() else {
+        panic!("nothing retained was sent: {sent:?}");
+    };
+    let Payload::Desired(d) = &env.payload else {
+        panic!("{env:?}");
+    };
+    assert_eq!(
+        d.firmware.as_ref().unwrap().manifest,
+        "firmware/ballot-box-v2/2.5.0.tar"
+    );
+    assert_eq!(d.agent.as_ref().unwrap().version.to_string(), "0.3.0");
+    let stored = app.store.load_desired().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].1.firmware, d.firmware);
+    assert_eq!(stored[0].1.agent, d.agent);
+
+    // Refusals: another province's device looks absent, an unsigned version
+    // is 404, an unknown artifact 422, a device not in service 409.
+    for (token, device, body, want) in [
+        (
+            &tech,
+            "BB-SARI",
+            json!({ "version": "2.5.0" }),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &app.token,
+            "BB-TEH",
+            json!({ "version": "2.6.0" }),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &app.token,
+            "BB-TEH",
+            json!({ "artifact": "kernel", "version": "2.5.0" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &app.token,
+            "BB-NEW",
+            json!({ "version": "2.5.0" }),
+            StatusCode::CONFLICT,
+        ),
+    ] {
+        let (uri, body) = update(device, body);
+        let (status, answer) = app
+            .call_as(Some(token), "POST", &uri, Some(body), "application/json")
+            .await;
+        assert_eq!(status, want, "{device}: {answer}");
+    }
+    let (_, entries) = app.get("/api/v1/audit?target=BB-TEH&limit=10").await;
+    let actions: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["device.update", "device.update"],
+        "refusals before the audit change nothing"
+    );
+}
