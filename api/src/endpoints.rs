@@ -513,6 +513,20 @@ pub const UPLOAD_IMAGE: Endpoint = Endpoint {
     errors: &[400, 401, 403, 409, 413, 422],
 };
 
+pub const IMAGE: Endpoint = Endpoint {
+    operation_id: "image",
+    method: Method::Get,
+    path: "/api/v1/firmware/images/{sha256}",
+    summary:
+        "Whether an image is stored (fleetctl asks before uploading, and skips one already there)",
+    description: "404 when no image with that SHA-256 is stored.",
+    auth: Auth::Bearer(FIRMWARE),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("ImageUploaded"),
+    errors: &[400, 401, 403, 404, 409],
+};
+
 pub const PUBLISH_TARGETS: Endpoint = Endpoint {
     operation_id: "publish_targets",
     method: Method::Post,
@@ -614,6 +628,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     SET_FREEZE,
     FIRMWARE_STATUS,
     UPLOAD_IMAGE,
+    IMAGE,
     PUBLISH_TARGETS,
     PUBLISH_ROOT,
     TUF_METADATA,
@@ -684,6 +699,7 @@ mod tests {
             (Method::Put, "/api/v1/freeze"),
             (Method::Get, "/api/v1/firmware"),
             (Method::Put, "/api/v1/firmware/images/{sha256}"),
+            (Method::Get, "/api/v1/firmware/images/{sha256}"),
             (Method::Post, "/api/v1/firmware/targets"),
             (Method::Post, "/api/v1/firmware/root"),
             (Method::Get, "/api/v1/tuf/metadata/{file}"),

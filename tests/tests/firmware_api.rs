@@ -187,19 +187,19 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
     assert!(err.contains("signature"), "says why: {err}");
 
     // An image sent under a sha256 that is not its own.
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::write(&elsewhere, b"some other image").unwrap();
     let wrong = api
-        .upload_image(&sha256(&v1), &v2, |_, _| {})
+        .upload_image(&sha256(&elsewhere), &v2, |_, _| {})
         .await
         .unwrap_err();
     assert_eq!(wrong.status(), Some(422), "{wrong}");
     assert!(wrong.to_string().contains("sha256"), "{wrong}");
 
-    // A provincial technician may not upload. (A small file: the refusal
-    // comes before the body is read, and a client still sending a large
-    // body when the connection closes sees the close, not the answer.)
+    // A provincial technician may not upload (fleetctl asks whether the
+    // image is stored first, and is refused before sending a byte of it).
     let tech = create_token(&api, Role::ProvinceTech, &["IR-23"], "tech").await;
-    let small = work.path().join("small.tar");
-    std::fs::write(&small, b"VERSION=0.0.1\n").unwrap();
+    let small = v2.clone();
     let (ok, _, err) = ctl
         .fleetctl_as(
             &tech.token,
@@ -233,7 +233,12 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
         ])
         .unwrap();
     assert!(ok, "{out}{err}");
-    assert_eq!(json(&out)["targets"]["added"], serde_json::json!([name2]));
+    let again = json(&out);
+    assert_eq!(again["targets"]["added"], serde_json::json!([name2]));
+    assert_eq!(
+        again["image"]["already_stored"], true,
+        "sent with the tampered targets already: {again}"
+    );
 
     // A target over the public route, with Range and If-Range.
     let raw = raw_client(&ctl);

@@ -412,6 +412,18 @@ impl Client {
         file: &Path,
         progress: impl Fn(u64, u64) + Send + Sync + Unpin + 'static,
     ) -> Result<ImageUploaded, ClientError> {
+        // Ask first: an image already stored is not sent again (a weak
+        // link), and a caller who may not upload learns it before sending
+        // gigabytes (the refusal would come before the body is read, and a
+        // client still writing sees the connection close, not the answer).
+        match self.image(sha256).await {
+            Ok(stored) => {
+                progress(stored.len, stored.len);
+                return Ok(stored);
+            }
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(e),
+        }
         let read = |source| ClientError::FileRead {
             path: file.to_owned(),
             source,
@@ -426,6 +438,12 @@ impl Client {
             Payload::Stream(body, len),
         )
         .await
+    }
+
+    /// `GET /api/v1/firmware/images/{sha256}`: the stored image (404: none).
+    pub async fn image(&self, sha256: &str) -> Result<ImageUploaded, ClientError> {
+        self.call(&ep::IMAGE, &[sha256], NO_QUERY, Payload::Empty)
+            .await
     }
 
     /// `POST /api/v1/firmware/targets`: a signed targets.json, as is.

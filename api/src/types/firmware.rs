@@ -83,11 +83,15 @@ pub struct DeviceUpdateSet {
     pub target: String,
 }
 
-/// `PUT /api/v1/firmware/images/{sha256}`: the image is stored.
+/// `PUT /api/v1/firmware/images/{sha256}`: the image is stored (and
+/// `GET`: it is).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImageUploaded {
     pub sha256: String,
     pub len: u64,
+    /// It was stored before this request: nothing was sent again.
+    #[serde(default)]
+    pub already_stored: bool,
 }
 
 /// `POST /api/v1/firmware/targets`: the new targets metadata is published,

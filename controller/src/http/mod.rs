@@ -127,6 +127,7 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
             &endpoint::UPLOAD_IMAGE,
             put(firmware::upload_image).layer(DefaultBodyLimit::disable()),
         ),
+        (&endpoint::IMAGE, get(firmware::image)),
         (
             &endpoint::PUBLISH_TARGETS,
             post(firmware::publish_targets).layer(DefaultBodyLimit::max(METADATA_BODY_LIMIT)),

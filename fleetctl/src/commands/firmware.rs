@@ -84,8 +84,13 @@ impl Report for Uploaded {
     fn table(&self) -> View {
         let t = &self.targets;
         View::Text(format!(
-            "image {} stored ({} bytes)\ntargets version {} published (snapshot {}, timestamp {}); new: {}\n",
+            "image {} {} ({} bytes)\ntargets version {} published (snapshot {}, timestamp {}); new: {}\n",
             self.image.sha256,
+            if self.image.already_stored {
+                "was stored already, not sent again"
+            } else {
+                "stored"
+            },
             self.image.len,
             t.targets_version,
             t.snapshot_version,

@@ -135,11 +135,38 @@ pub async fn upload_image(
         Ok(ImageUploaded {
             sha256: sha256.clone(),
             len,
+            already_stored: false,
         })
     })
     .await?;
     metrics::counter!("fleet_firmware_images_uploaded_total").increment(1);
     Ok(Json(uploaded))
+}
+
+pub async fn image(
+    State(st): State<AppState>,
+    Path(sha256): Path<String>,
+) -> Result<Json<ImageUploaded>, ApiError> {
+    check_sha256(&sha256)?;
+    let len = {
+        let sha256 = sha256.clone();
+        st.firmware
+            .blocking(move |fw| {
+                let path = fw
+                    .repo()?
+                    .image_path(&sha256)
+                    .ok_or_else(|| FirmwareError::UnknownImage(sha256.clone()))?;
+                Ok(std::fs::metadata(&path)
+                    .map_err(FirmwareError::io(&path))?
+                    .len())
+            })
+            .await?
+    };
+    Ok(Json(ImageUploaded {
+        sha256,
+        len,
+        already_stored: true,
+    }))
 }
 
 pub async fn publish_targets(

@@ -161,7 +161,25 @@ async fn uploads_need_a_repository_a_firmware_role_a_matching_hash_and_room() {
     let ops = app.token_for(Role::CentralOps, &[]).await;
     let (status, body) = put_image(&app, &ops, &sha, small.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, json!({ "sha256": sha, "len": small.len() }));
+    assert_eq!(
+        body,
+        json!({ "sha256": sha, "len": small.len(), "already_stored": false })
+    );
+    let (status, body) = app
+        .call_as(
+            Some(&ops),
+            "GET",
+            &format!("/api/v1/firmware/images/{sha}"),
+            None,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["already_stored"], true);
+    let (status, _) = app
+        .get(&format!("/api/v1/firmware/images/{}", "e".repeat(64)))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let stored = app.dir.path().join("firmware/images").join(&sha);
     assert_eq!(std::fs::read(&stored).unwrap(), small);
 
