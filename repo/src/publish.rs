@@ -6,7 +6,8 @@
 //! ```text
 //! DIR/metadata/1.root.json … N.root.json  root.json (= newest)
 //! DIR/metadata/timestamp.json  V.snapshot.json  V.targets.json
-//! DIR/targets/SHA256.firmware/MODEL/VERSION.tar   (see target_file_path)
+//! DIR/targets/SHA256.firmware/MODEL/VERSION.tar   (tough: target_file_path)
+//! DIR/targets/firmware/MODEL/SHA256.VERSION.tar   (TUF spec: target_file_path_spec)
 //! DIR/../images/SHA256                             (content-addressed store)
 //! ```
 
@@ -95,6 +96,17 @@ pub fn target_file_path(name: &str, sha256_hex: &str) -> String {
     format!("{sha256_hex}.{name}")
 }
 
+/// The TUF specification's path for the same file (python-tuf's, the
+/// conformance suite's): the digest prefixes the base name,
+/// `firmware/box/ab12….1.0.0.tar`. The served tree has both (hard links);
+/// an export has tough's only.
+pub fn target_file_path_spec(name: &str, sha256_hex: &str) -> String {
+    match name.rsplit_once('/') {
+        Some((dir, base)) => format!("{dir}/{sha256_hex}.{base}"),
+        None => format!("{sha256_hex}.{name}"),
+    }
+}
+
 pub struct Repo {
     dir: PathBuf,
     images: PathBuf,
@@ -136,7 +148,8 @@ impl Repo {
         now: SystemTime,
     ) -> Result<Published, RepoError> {
         let repo = Repo::at(dir, snapshot_key, timestamp_key);
-        if repo.meta("root.json").exists() {
+        // timestamp.json is written last: an init that stopped half-way can run again.
+        if repo.meta("timestamp.json").exists() {
             return Err(RepoError::AlreadyInitialised {
                 path: dir.to_path_buf(),
             });
@@ -158,7 +171,7 @@ impl Repo {
     /// Opens a repository made by [`Repo::init`].
     pub fn open(dir: &Path, snapshot_key: &Path, timestamp_key: &Path) -> Result<Repo, RepoError> {
         let repo = Repo::at(dir, snapshot_key, timestamp_key);
-        if !repo.meta("root.json").exists() {
+        if !repo.meta("timestamp.json").exists() {
             return Err(RepoError::NotInitialised {
                 path: dir.to_path_buf(),
                 what: "firmware repository",
@@ -536,11 +549,14 @@ impl Repo {
     ) -> Result<Published, RepoError> {
         for (name, target) in &targets.signed.targets {
             let sha = hex::encode(target.hashes.sha256.as_ref());
-            let dest = self
-                .dir
-                .join("targets")
-                .join(target_file_path(name.raw(), &sha));
-            if !dest.exists() {
+            for rel in [
+                target_file_path(name.raw(), &sha),
+                target_file_path_spec(name.raw(), &sha),
+            ] {
+                let dest = self.dir.join("targets").join(rel);
+                if dest.exists() {
+                    continue;
+                }
                 let image = self
                     .image_path(&sha)
                     .ok_or_else(|| RepoError::ImageMissing {

@@ -383,34 +383,7 @@ pub fn rotate(
     let settings = read_settings(keys_dir)?;
     let old_root = &current.signed;
 
-    let signing_paths: Vec<PathBuf> = if signing_root_keys.is_empty() {
-        existing_root_key_paths(keys_dir)
-    } else {
-        signing_root_keys.to_vec()
-    };
-    let old_signers = load_all(&signing_paths)?;
-    let old_root_ids = metadata::role_key_ids(old_root, RoleType::Root);
-    let mut usable = 0u64;
-    let mut seen = Vec::new();
-    for s in &old_signers {
-        let id = keys::key_id_hex(&s.tuf_key())?;
-        if old_root_ids.contains(&id) && !seen.contains(&id) {
-            usable += 1;
-            seen.push(id);
-        }
-    }
-    let need = old_root
-        .roles
-        .get(&RoleType::Root)
-        .map(|r| r.threshold.get())
-        .unwrap_or(1);
-    if usable < need {
-        return Err(RepoError::BelowThreshold {
-            role: "root".into(),
-            have: usable,
-            need,
-        });
-    }
+    let old_signers = root_signers(keys_dir, old_root, signing_root_keys)?;
 
     let old_key_ids = metadata::role_key_ids(old_root, role.role_type());
     // New keys are made under temporary names and renamed once root N+1 is written.
@@ -508,6 +481,106 @@ pub fn rotate(
         root_path,
         targets_version,
     })
+}
+
+/// Loads the root keys to sign with (default KEYS/root-*.pem) and checks
+/// they reach `root`'s threshold, before anything is written.
+fn root_signers(
+    keys_dir: &Path,
+    root: &Root,
+    signing_root_keys: &[PathBuf],
+) -> Result<Vec<Box<dyn Sign>>, RepoError> {
+    let paths: Vec<PathBuf> = if signing_root_keys.is_empty() {
+        existing_root_key_paths(keys_dir)
+    } else {
+        signing_root_keys.to_vec()
+    };
+    let signers = load_all(&paths)?;
+    let root_ids = metadata::role_key_ids(root, RoleType::Root);
+    let mut seen = Vec::new();
+    for s in &signers {
+        let id = keys::key_id_hex(&s.tuf_key())?;
+        if root_ids.contains(&id) && !seen.contains(&id) {
+            seen.push(id);
+        }
+    }
+    let need = root
+        .roles
+        .get(&RoleType::Root)
+        .map(|r| r.threshold.get())
+        .unwrap_or(1);
+    let have = seen.len() as u64;
+    if have < need {
+        return Err(RepoError::BelowThreshold {
+            role: "root".into(),
+            have,
+            need,
+        });
+    }
+    Ok(signers)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RenewSummary {
+    pub role: Role,
+    pub version: u64,
+    pub expires: String,
+    /// The file to publish (`fleetctl firmware root` or `firmware upload --targets`).
+    pub path: PathBuf,
+}
+
+/// Re-signs root (as N+1, same keys, signed by `signing_root_keys` to the
+/// threshold) or targets.json (version bumped) with a fresh expiry, for a
+/// release team that has nothing new to sign before its metadata expires.
+/// Snapshot and timestamp are the controller's to renew.
+pub fn renew(
+    keys_dir: &Path,
+    role: Role,
+    signing_root_keys: &[PathBuf],
+    now: SystemTime,
+) -> Result<RenewSummary, RepoError> {
+    let root = read_root(keys_dir)?;
+    let settings = read_settings(keys_dir)?;
+    match role {
+        Role::Root => {
+            let signers = root_signers(keys_dir, &root.signed, signing_root_keys)?;
+            let mut next = root.signed.clone();
+            next.version = bump(next.version);
+            next.expires = expiry(now, days(settings.root_expires_days))?;
+            let signed = metadata::sign_role(next, &refs(&signers))?;
+            metadata::verify(&root.signed, &signed)?;
+            metadata::verify(&signed.signed, &signed)?;
+            write_root(keys_dir, &signed)?;
+            let version = signed.signed.version.get();
+            Ok(RenewSummary {
+                role,
+                version,
+                expires: signed.signed.expires.to_string(),
+                path: keys_dir.join(format!("{version}.root.json")),
+            })
+        }
+        Role::Targets => {
+            let path = targets_json_path(keys_dir);
+            let (current, _) = metadata::read::<Targets>(&path)?;
+            let signer = keys::load(&targets_key_path(keys_dir))?;
+            metadata::ensure_role_key(&root.signed, RoleType::Targets, signer.as_ref())?;
+            let mut next = current.signed;
+            next.version = bump(next.version);
+            next.expires = expiry(now, days(settings.targets_expires_days))?;
+            let signed = metadata::sign_role(next, &[signer.as_ref()])?;
+            metadata::verify(&root.signed, &signed)?;
+            metadata::write_atomic(&path, &metadata::to_bytes(&signed)?)?;
+            Ok(RenewSummary {
+                role,
+                version: signed.signed.version.get(),
+                expires: signed.signed.expires.to_string(),
+                path,
+            })
+        }
+        Role::Snapshot | Role::Timestamp => Err(RepoError::InvalidOptions {
+            reason: format!("the controller re-signs {role} itself; renew root or targets"),
+        }),
+    }
 }
 
 /// Lists `infos` as the keys of `role` in `root`, with `threshold`.
