@@ -263,6 +263,18 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
     .unwrap();
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap(), v1_bytes[100_000..]);
+    // The TUF specification's path of the same file is served too.
+    let spec = fleet_repo::publish::target_file_path_spec(&name, &sha256(&v1));
+    let by_spec = within(
+        20,
+        "the target by the spec's path",
+        raw.get(format!("{}/api/v1/tuf/targets/{spec}", ctl.api))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_spec.status(), 200);
+    assert_eq!(by_spec.bytes().await.unwrap(), v1_bytes);
     let traversal = within(
         20,
         "a path out of the targets directory",
@@ -329,6 +341,10 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
         .await
         .unwrap();
     assert!(patch_len > 0);
+    eprintln!(
+        "delta 2.5.0 -> 2.6.0: {patch_len} bytes of patch for a {} byte image",
+        std::fs::metadata(&v2).unwrap().len()
+    );
     let patched = work.path().join("patched");
     fleet_repo::delta::apply(&v1, &patch, &patched).unwrap();
     assert_eq!(
