@@ -588,7 +588,7 @@ pub const TUF_DELTA: Endpoint = Endpoint {
     method: Method::Get,
     path: "/api/v1/tuf/delta/{from}/{to}",
     summary: "A bidiff patch from one stored image to another (by SHA-256)",
-    description: "Made on the first request and kept. The device applies it to its installed image and checks the result against the signed hash of the target, like a full image. Either image unknown: 404.",
+    description: "Both must be published targets of the same artifact and model (404 otherwise). Made on the first request (one at a time) and kept. The device applies it to its installed image and checks the result against the signed hash of the target, like a full image.",
     auth: Auth::Public,
     query: None,
     request: Body::Empty,

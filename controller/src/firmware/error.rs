@@ -16,6 +16,10 @@ pub enum FirmwareError {
     BadSha256(String),
     #[error("no stored image with sha256 {0}")]
     UnknownImage(String),
+    #[error("no published target has sha256 {0}")]
+    NotATarget(String),
+    #[error("no delta from {from} to {to}: they are targets of different artifacts or models")]
+    DeltaAcross { from: String, to: String },
     #[error("the image is larger than firmware.max_image_bytes ({limit} bytes)")]
     TooLarge { limit: u64 },
     #[error(

@@ -84,6 +84,8 @@ pub struct Firmware {
     pub paths: FirmwarePaths,
     pub max_image_bytes: u64,
     repo: Arc<Mutex<Option<Arc<Repo>>>>,
+    /// One delta made at a time: making one holds both images in memory.
+    making_delta: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Firmware {
@@ -101,6 +103,7 @@ impl Firmware {
             paths: FirmwarePaths::new(data_dir),
             max_image_bytes,
             repo: Arc::default(),
+            making_delta: Arc::default(),
         }
     }
 
@@ -242,13 +245,28 @@ pub fn check_sha256(s: &str) -> Result<(), FirmwareError> {
 }
 
 /// The patch from image `from` to image `to`, made once with
-/// `fleet_repo::delta::make` and kept as `deltas/FROM/TO.bidiff` (blocking). Two
-/// requests at once may both make it; each writes its own file and the
-/// rename keeps one.
+/// `fleet_repo::delta::make` and kept as `deltas/FROM/TO.bidiff`
+/// (blocking). The route is public, so both must be published targets of
+/// the same artifact and model (no one makes the controller diff arbitrary
+/// pairs of stored images), and deltas are made one at a time.
 pub fn delta(fw: &Firmware, from: &str, to: &str) -> Result<(PathBuf, String), FirmwareError> {
     check_sha256(from)?;
     check_sha256(to)?;
     let repo = fw.repo()?;
+    let targets = repo.targets()?;
+    let kind = |sha: &str| {
+        targets
+            .iter()
+            .find(|t| t.sha256 == sha)
+            .map(|t| (t.custom.artifact, t.custom.model.clone()))
+            .ok_or_else(|| FirmwareError::NotATarget(sha.to_owned()))
+    };
+    if kind(from)? != kind(to)? {
+        return Err(FirmwareError::DeltaAcross {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        });
+    }
     let old = repo
         .image_path(from)
         .ok_or_else(|| FirmwareError::UnknownImage(from.to_owned()))?;
@@ -260,6 +278,10 @@ pub fn delta(fw: &Firmware, from: &str, to: &str) -> Result<(PathBuf, String), F
     let path = dir.join(&name);
     if path.is_file() {
         return Ok((dir, name));
+    }
+    let _one_at_a_time = fw.making_delta.lock().unwrap_or_else(|p| p.into_inner());
+    if path.is_file() {
+        return Ok((dir, name)); // made while this request waited
     }
     std::fs::create_dir_all(&dir).map_err(FirmwareError::io(&dir))?;
     let tmp = dir.join(format!(

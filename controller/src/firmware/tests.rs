@@ -23,6 +23,33 @@ fn set_up() -> (tempfile::TempDir, PathBuf, Firmware) {
     (dir, keys, Firmware::new(&data, 1 << 20))
 }
 
+/// Sign `bytes` as firmware `model`/`version`, store it, publish the
+/// targets; its sha256.
+fn publish(
+    keys: &Path,
+    repo: &fleet_repo::publish::Repo,
+    dir: &Path,
+    model: &str,
+    version: &str,
+    bytes: &[u8],
+) -> String {
+    use fleet_protocol::firmware::TargetCustom;
+    use fleet_protocol::{ArtifactKind, Model, Version};
+    let f = dir.join(format!("{model}-{version}"));
+    std::fs::write(&f, bytes).unwrap();
+    let custom = TargetCustom {
+        artifact: ArtifactKind::Firmware,
+        model: Model::parse(model).unwrap(),
+        version: Version::parse(version).unwrap(),
+    };
+    release::sign(keys, &f, &custom, SystemTime::now(), &mut |_, _| {}).unwrap();
+    let sha = fleet_repo::metadata::sha256_hex(bytes);
+    repo.stage_image(&sha, &f).unwrap();
+    let targets = std::fs::read(release::targets_json_path(keys)).unwrap();
+    repo.publish_targets(&targets, SystemTime::now()).unwrap();
+    sha
+}
+
 #[test]
 fn init_keeps_only_the_controller_keys_private_and_refuses_a_second_time() {
     use std::os::unix::fs::PermissionsExt;
@@ -51,20 +78,23 @@ fn init_keeps_only_the_controller_keys_private_and_refuses_a_second_time() {
 }
 
 #[test]
-fn a_delta_is_made_once_between_two_stored_images_and_applies() {
-    let (dir, _keys, fw) = set_up();
+fn a_delta_is_made_once_between_two_published_images_and_applies() {
+    let (dir, keys, fw) = set_up();
     let repo = fw.repo().unwrap();
     let old: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
     let mut new = old.clone();
     new[1000..1100].fill(7);
     new.extend_from_slice(b"version 2.5.0\n");
     let mut shas = vec![];
-    for (name, bytes) in [("old", &old), ("new", &new)] {
-        let f = dir.path().join(name);
-        std::fs::write(&f, bytes).unwrap();
-        let sha = fleet_repo::metadata::sha256_hex(bytes);
-        repo.stage_image(&sha, &f).unwrap();
-        shas.push(sha);
+    for (version, bytes) in [("2.4.0", &old), ("2.5.0", &new)] {
+        shas.push(publish(
+            &keys,
+            &repo,
+            dir.path(),
+            "ballot-box-v2",
+            version,
+            bytes,
+        ));
     }
     let (ddir, name) = delta(&fw, &shas[0], &shas[1]).unwrap();
     let patch = ddir.join(&name);
@@ -76,11 +106,32 @@ fn a_delta_is_made_once_between_two_stored_images_and_applies() {
     let out = dir.path().join("patched");
     fleet_repo::delta::apply(&repo.image_path(&shas[0]).unwrap(), &patch, &out).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), new);
-    // An unknown image is not guessed at.
+    // An unknown image is not guessed at; a stored image that is no
+    // published target, or a target of another model, gets no delta.
     let unknown = "f".repeat(64);
     assert!(matches!(
         delta(&fw, &shas[0], &unknown),
-        Err(FirmwareError::UnknownImage(s)) if s == unknown
+        Err(FirmwareError::NotATarget(s)) if s == unknown
+    ));
+    let staged = dir.path().join("staged");
+    std::fs::write(&staged, b"staged, never published").unwrap();
+    let staged_sha = fleet_repo::metadata::sha256_hex(b"staged, never published");
+    repo.stage_image(&staged_sha, &staged).unwrap();
+    assert!(matches!(
+        delta(&fw, &shas[0], &staged_sha),
+        Err(FirmwareError::NotATarget(_))
+    ));
+    let laptop = publish(
+        &keys,
+        &repo,
+        dir.path(),
+        "id-laptop",
+        "1.0.0",
+        &new[..40_000],
+    );
+    assert!(matches!(
+        delta(&fw, &shas[0], &laptop),
+        Err(FirmwareError::DeltaAcross { .. })
     ));
     assert!(matches!(
         delta(&fw, "../x", &shas[1]),
