@@ -357,6 +357,25 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
         .unwrap_err();
     assert_eq!(unknown.status(), Some(404), "{unknown}");
 
+    // A root key rotated on the workstation: root 2 goes up, and a
+    // replayed root 2 is refused.
+    let rotated = release::rotate(&keys, release::Role::Root, &[], SystemTime::now()).unwrap();
+    assert_eq!(rotated.root_version, 2);
+    let root2 = rotated.root_path.to_str().unwrap().to_owned();
+    let (ok, out, err) = ctl
+        .fleetctl(&["firmware", "root", &root2, "--output", "json"])
+        .unwrap();
+    assert!(ok, "{out}{err}");
+    assert_eq!(json(&out)["root_version"], 2);
+    let (ok, _, err) = ctl.fleetctl(&["firmware", "root", &root2]).unwrap();
+    assert!(
+        !ok && err.contains("HTTP 422") && err.contains("not newer"),
+        "{err}"
+    );
+    let listing = api.firmware().await.unwrap();
+    assert_eq!(listing.roles[0].role, "root");
+    assert_eq!(listing.roles[0].version, 2);
+
     // Point a device at a signed target; a version never signed is 404.
     ctl.import_registry(REGISTRY).unwrap();
     register(
@@ -430,6 +449,8 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
         "firmware.image",
         "firmware.targets",
         "firmware.targets.failed",
+        "firmware.root",
+        "firmware.root.failed",
         "device.update",
         "freeze.set",
     ] {
