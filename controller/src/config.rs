@@ -52,6 +52,8 @@ pub struct UpdatesSection {
 pub struct FirmwareSection {
     pub max_image_bytes: u64,
     pub refresh_secs: u64,
+    pub timestamp_expires_secs: u64,
+    pub snapshot_expires_secs: u64,
 }
 
 /// What the update sweeper needs.
@@ -271,6 +273,15 @@ impl ControllerConfig {
         if self.firmware.refresh_secs == 0 {
             return invalid("firmware.refresh_secs", "at least 1 second");
         }
+        if self.firmware.timestamp_expires_secs < 2 {
+            return invalid("firmware.timestamp_expires_secs", "at least 2 seconds");
+        }
+        if self.firmware.snapshot_expires_secs < self.firmware.timestamp_expires_secs {
+            return invalid(
+                "firmware.snapshot_expires_secs",
+                "at least firmware.timestamp_expires_secs",
+            );
+        }
         Ok(())
     }
 
@@ -328,6 +339,14 @@ impl ControllerConfig {
 
     pub fn freshness(&self) -> Duration {
         Duration::from_secs(self.readiness.freshness_secs)
+    }
+
+    /// How long the snapshot and timestamp the controller signs last.
+    pub fn firmware_lifetimes(&self) -> fleet_repo::publish::Lifetimes {
+        fleet_repo::publish::Lifetimes {
+            snapshot: Duration::from_secs(self.firmware.snapshot_expires_secs),
+            timestamp: Duration::from_secs(self.firmware.timestamp_expires_secs),
+        }
     }
 
     pub fn sweeper(&self) -> SweeperConfig {

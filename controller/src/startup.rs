@@ -123,7 +123,8 @@ impl Application {
         ));
         let ticker = start_ticker(&cfg, Arc::clone(&fleet), stop_rx.clone());
         let sweeper = start_update_sweeper(cfg.sweeper(), store.clone(), stop_rx.clone());
-        let firmware = crate::firmware::Firmware::new(&data_dir, cfg.firmware.max_image_bytes);
+        let firmware = crate::firmware::Firmware::new(&data_dir, cfg.firmware.max_image_bytes)
+            .with_lifetimes(cfg.firmware_lifetimes());
         let firmware_refresh = start_firmware_refresh(
             firmware.clone(),
             std::time::Duration::from_secs(cfg.firmware.refresh_secs),

@@ -459,3 +459,75 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
 
     ctl.stop().unwrap();
 }
+
+/// The controller signs the timestamp anew before it expires: with a
+/// timestamp lifetime of 6 s and a check every second, a published
+/// timestamp is replaced by a newer version with no operator action.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timestamp_is_signed_anew_before_it_expires() {
+    use fleet_tests::in_process::InProcessController;
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let ctl = InProcessController::start(data.path(), |cfg| {
+        cfg.firmware.timestamp_expires_secs = 6;
+        cfg.firmware.refresh_secs = 1;
+    })
+    .await
+    .unwrap();
+    let keys = work.path().join("release-keys");
+    release::init(&keys, &InitOptions::default(), SystemTime::now()).unwrap();
+    let files = fleet_controller::firmware::InitFiles {
+        root: release::root_json_path(&keys),
+        targets: release::targets_json_path(&keys),
+        snapshot_key: release::snapshot_key_path(&keys),
+        timestamp_key: release::timestamp_key_path(&keys),
+    };
+    fleet_controller::firmware::init(data.path(), &files, SystemTime::now()).unwrap();
+
+    // A publication through the running controller signs a timestamp with
+    // its configured (short) lifetime.
+    let api = ctl.client();
+    let v1 = image(work.path(), "2.5.0", 10);
+    sign(&keys, &v1, "2.5.0");
+    within(
+        20,
+        "uploading",
+        api.upload_image(&sha256(&v1), &v1, |_, _| {}),
+    )
+    .await
+    .unwrap();
+    let published = within(
+        20,
+        "publishing",
+        api.publish_targets(std::fs::read(release::targets_json_path(&keys)).unwrap()),
+    )
+    .await
+    .unwrap();
+    let timestamp_version = |bytes: Vec<u8>| {
+        json(&String::from_utf8(bytes).unwrap())["signed"]["version"]
+            .as_u64()
+            .unwrap()
+    };
+    let first = timestamp_version(api.tuf_metadata("timestamp.json").await.unwrap());
+    assert_eq!(first, published.timestamp_version);
+
+    let newer = fleet_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "a timestamp signed anew",
+        || async {
+            let v = timestamp_version(
+                api.tuf_metadata("timestamp.json")
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+            (v > first).then_some(v).ok_or(format!("still version {v}"))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(newer > first);
+    let status = api.firmware().await.unwrap();
+    let ts = status.roles.iter().find(|r| r.role == "timestamp").unwrap();
+    assert_eq!(ts.version, newer);
+    within(30, "stopping", ctl.stop()).await.unwrap();
+}

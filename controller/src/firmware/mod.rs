@@ -83,6 +83,8 @@ impl FirmwarePaths {
 pub struct Firmware {
     pub paths: FirmwarePaths,
     pub max_image_bytes: u64,
+    /// How long the snapshot and timestamp it signs last.
+    lifetimes: fleet_repo::publish::Lifetimes,
     repo: Arc<Mutex<Option<Arc<Repo>>>>,
     /// One delta made at a time: making one holds both images in memory.
     making_delta: Arc<Mutex<()>>,
@@ -102,9 +104,17 @@ impl Firmware {
         Self {
             paths: FirmwarePaths::new(data_dir),
             max_image_bytes,
+            lifetimes: fleet_repo::publish::Lifetimes::default(),
             repo: Arc::default(),
             making_delta: Arc::default(),
         }
+    }
+
+    /// Sign snapshots and timestamps with these lifetimes (the defaults:
+    /// 30 days and 1 day).
+    pub fn with_lifetimes(mut self, lifetimes: fleet_repo::publish::Lifetimes) -> Self {
+        self.lifetimes = lifetimes;
+        self
     }
 
     /// The repository, opened once (blocking: call from `spawn_blocking`
@@ -117,11 +127,14 @@ impl Firmware {
         if !self.paths.initialised() {
             return Err(FirmwareError::NotSetUp);
         }
-        let repo = Arc::new(Repo::open(
-            &self.paths.repo(),
-            &self.paths.snapshot_key(),
-            &self.paths.timestamp_key(),
-        )?);
+        let repo = Arc::new(
+            Repo::open(
+                &self.paths.repo(),
+                &self.paths.snapshot_key(),
+                &self.paths.timestamp_key(),
+            )?
+            .with_lifetimes(self.lifetimes),
+        );
         *held = Some(Arc::clone(&repo));
         Ok(repo)
     }
