@@ -47,7 +47,14 @@ pub struct AgentConfig {
     pub certificate: CertificateSection,
     pub link: LinkSection,
     pub outbox: OutboxSection,
+    pub update: UpdateSection,
     pub test_hooks: TestHooksSection,
+}
+
+/// `[update]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpdateSection {
+    pub agent_trial_secs: u64,
 }
 
 /// `[link]`: the link profile and its per-key overrides.
@@ -73,6 +80,10 @@ pub struct OutboxSection {
 #[derive(Debug, Clone, Deserialize)]
 pub struct TestHooksSection {
     pub event_dir: PathBuf,
+    /// Report this agent version instead of the build's ("": the build's).
+    pub agent_version: String,
+    /// Connect to this broker port instead of the enrolled one (0: off).
+    pub broker_port: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +199,33 @@ impl AgentConfig {
             .build()?
             .try_deserialize()?;
         Ok(cfg)
+    }
+
+    /// `test_hooks.agent_version`, when set.
+    pub fn test_agent_version(&self) -> Result<Option<fleet_protocol::Version>, ConfigError> {
+        let v = &self.test_hooks.agent_version;
+        if v.is_empty() {
+            return Ok(None);
+        }
+        fleet_protocol::Version::parse(v)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                key: "test_hooks.agent_version",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Where updates keep their state: `STATE/update`.
+    pub fn update_dir(&self) -> PathBuf {
+        self.device.state_dir.join("update")
+    }
+
+    /// How long a new agent binary has to reach the broker.
+    pub fn agent_trial(&self) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(positive(
+            "update.agent_trial_secs",
+            self.update.agent_trial_secs,
+        )?))
     }
 
     pub fn device_id(&self) -> Result<DeviceId, ConfigError> {
@@ -331,6 +369,10 @@ impl AgentConfig {
                 dir: self.device.state_dir.clone(),
             });
         };
+        let port = match self.test_hooks.broker_port {
+            0 => port,
+            hook => hook,
+        };
         Ok(RuntimeConfig {
             device,
             model,
@@ -360,6 +402,7 @@ impl AgentConfig {
             },
             state_sent: None,
             connected: None,
+            update_dir: Some(self.update_dir()),
             renewal: files.exist().then(|| RenewalSetup {
                 files: files.clone(),
                 policy: RenewalPolicy {
