@@ -111,12 +111,12 @@ impl Device {
         path
     }
 
-    /// `INSTALLED self-update --binary FILE --version NEW`, which must work.
-    fn self_update(&self, binary: &Path) {
+    /// `INSTALLED self-update --binary FILE --version VERSION`: (success, output).
+    fn try_self_update(&self, binary: &Path, version: &str) -> (bool, String) {
         let out = Command::new(&self.installed)
             .args(["self-update", "--binary"])
             .arg(binary)
-            .args(["--version", NEW, "--config"])
+            .args(["--version", version, "--config"])
             .arg(&self.dev.config)
             .env("NO_COLOR", "1")
             .output()
@@ -126,7 +126,13 @@ impl Device {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "self-update failed: {text}");
+        (out.status.success(), text)
+    }
+
+    /// `INSTALLED self-update --binary FILE --version NEW`, which must work.
+    fn self_update(&self, binary: &Path) {
+        let (ok, text) = self.try_self_update(binary, NEW);
+        assert!(ok, "self-update failed: {text}");
         assert!(text.contains(&format!("installed agent {NEW}")), "{text}");
         assert_eq!(
             std::fs::read(&self.installed).unwrap(),
@@ -196,7 +202,16 @@ async fn a_new_agent_that_reaches_the_broker_is_committed() {
         "fleet-agent-new",
         &format!("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION={NEW}"),
     );
+    // Not newer than the running agent: refused, nothing changes.
+    let (ok, text) = d.try_self_update(&good, "0.0.1");
+    assert!(!ok && text.contains("not newer"), "{text}");
+    assert_eq!(std::fs::read(&d.installed).unwrap(), d.original);
+    assert!(!d.update_dir().join("agent-trial.json").exists());
     d.self_update(&good);
+    // One trial at a time: a second install before the first is decided
+    // would keep the new binary as the "previous" one.
+    let (ok, text) = d.try_self_update(&good, "9.9.10");
+    assert!(!ok && text.contains("on trial already"), "{text}");
     let mut agent = d.start();
     agent
         .wait_for_line("agent trial: committed", Duration::from_secs(60))
@@ -343,6 +358,34 @@ async fn a_new_agent_killed_during_its_trial_is_committed_after_its_restart() {
         std::fs::read(&d.installed).unwrap(),
         std::fs::read(&good).unwrap()
     );
+    drop(agent);
+    d.stop_controller();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_between_the_trial_record_and_the_swap_ends_failed_on_the_previous_agent() {
+    let mut d = Device::new("BB-02-000305", 120);
+    let good = d.stand_in(
+        "fleet-agent-new",
+        &format!("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION={NEW}"),
+    );
+    d.self_update(&good);
+    // As if the power went after the record was written and before the
+    // swap: the previous binary is still installed, with a trial record.
+    std::fs::write(&d.installed, &d.original).unwrap();
+    let mut agent = d.start();
+    agent
+        .wait_for_line("agent trial: rolled back", Duration::from_secs(30))
+        .unwrap();
+    let result = d.result(&agent, &build_version()).await;
+    assert_eq!(result["outcome"], "failed", "{result}");
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("reports {}, not {NEW}", build_version())),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&d.installed).unwrap(), d.original);
+    assert!(!d.update_dir().join("agent-trial.json").exists());
     drop(agent);
     d.stop_controller();
 }

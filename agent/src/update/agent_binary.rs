@@ -19,6 +19,17 @@
 //!   ends, then removes the file ([`pending_results`], [`delivered`]). A
 //!   rollback's result is delivered by the restored binary, at its start.
 //!
+//! The update driver, once it downloaded and verified an agent target,
+//! calls [`install`] (with the target's version, the running
+//! [`crate::agent_version`] and `update.agent_trial_secs`), reports the
+//! restart as it likes, then [`restart`]s with the path [`install`] returns;
+//! the trial, its result and a rollback need nothing more from it. The new
+//! binary must report the target's version: a binary that starts with
+//! another version while a trial is recorded (the swap never happened) is
+//! replaced by the previous one and the update reported failed.
+//! `fleet-agent self-update` calls [`install`] alone (the next start is the
+//! trial).
+//!
 //! Every decision is made by the pure [`Trial`] and persisted in the record
 //! before it is carried out, so a power cut or SIGKILL at any point either
 //! finishes the same decision at the next start or goes on with the trial.
