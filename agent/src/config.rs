@@ -593,6 +593,62 @@ command = ["true"]
     }
 
     #[test]
+    fn the_agent_trial_and_the_stand_in_hooks_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("agent.toml");
+        let state = dir.path().join("state");
+        std::fs::write(
+            &site,
+            format!(
+                "[device]\nid = \"BB-8\"\nmodel = \"ballot-box-v2\"\nstate_dir = \"{}\"\n\
+                 [mqtt]\ninsecure_dev = true\nport = 1883\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        let cfg = AgentConfig::load_with_env(Some(&site), HashMapEnv::new()).unwrap();
+        assert_eq!(cfg.agent_trial().unwrap(), Duration::from_secs(120));
+        assert_eq!(cfg.test_agent_version().unwrap(), None);
+        let rt = cfg.runtime().unwrap();
+        assert_eq!(rt.link.port, 1883);
+        assert_eq!(rt.update_dir, Some(state.join("update")));
+
+        let env = [
+            ("FLEET_AGENT__UPDATE__AGENT_TRIAL_SECS", "3"),
+            ("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION", "9.9.9"),
+            ("FLEET_AGENT__TEST_HOOKS__BROKER_PORT", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let cfg = AgentConfig::load_with_env(Some(&site), env).unwrap();
+        assert_eq!(cfg.agent_trial().unwrap(), Duration::from_secs(3));
+        assert_eq!(
+            cfg.test_agent_version().unwrap(),
+            Some(fleet_protocol::Version::parse("9.9.9").unwrap())
+        );
+        assert_eq!(cfg.runtime().unwrap().link.port, 1);
+
+        let env = [
+            ("FLEET_AGENT__UPDATE__AGENT_TRIAL_SECS", "0"),
+            ("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION", "nine"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let cfg = AgentConfig::load_with_env(Some(&site), env).unwrap();
+        let err = cfg.agent_trial().unwrap_err();
+        assert!(err.to_string().contains("update.agent_trial_secs"), "{err}");
+        let err = cfg.test_agent_version().unwrap_err();
+        assert!(
+            err.to_string().contains("test_hooks.agent_version"),
+            "{err}"
+        );
+    }
+
+    type HashMapEnv = std::collections::HashMap<String, String>;
+
+    #[test]
     fn bad_values_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let site = dir.path().join("agent.toml");

@@ -60,8 +60,10 @@ enum Cmd {
     /// trial: the installed binary is kept (STATE/update/agent.prev), and
     /// the next start of the agent must reach the broker within
     /// update.agent_trial_secs, or the previous binary is put back (USB or
-    /// manual updates; FILE must be verified already). The running agent
-    /// is not touched: restart it to begin the trial.
+    /// manual updates; FILE must be verified already). Run it as the
+    /// installed binary (the one the service starts): that is the one
+    /// replaced. The running agent is not touched: restart it to begin the
+    /// trial.
     SelfUpdate {
         /// The new agent binary.
         #[arg(long)]

@@ -405,7 +405,9 @@ pub struct Installed {
 /// the running binary is copied to `dir/agent.prev` and fsynced, the trial
 /// record written, and only then the binary swapped (and fsynced, with its
 /// directory). The running process goes on; the new binary's first start
-/// ([`restart`], or the next start of the service) is the trial.
+/// ([`restart`], or the next start of the service) is the trial. Blocking
+/// (it copies and fsyncs a binary): the async driver calls it through
+/// `spawn_blocking`.
 pub fn install(
     dir: &Path,
     new_binary: &Path,
