@@ -1,0 +1,1 @@
+//! The I/O loop around the update machine.
