@@ -48,6 +48,7 @@ pub struct AgentConfig {
     pub link: LinkSection,
     pub outbox: OutboxSection,
     pub test_hooks: TestHooksSection,
+    pub update: crate::update::UpdateSection,
 }
 
 /// `[link]`: the link profile and its per-key overrides.
@@ -73,6 +74,9 @@ pub struct OutboxSection {
 #[derive(Debug, Clone, Deserialize)]
 pub struct TestHooksSection {
     pub event_dir: PathBuf,
+    /// After persisting this update step, write `event_dir/update-hold-STEP`
+    /// and wait to be killed.
+    pub update_hold_at: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,6 +247,18 @@ impl AgentConfig {
                 l.write_timeout_secs.unwrap_or(p.write_timeout_secs),
             )?),
             event_hook_dir: (!hook.as_os_str().is_empty()).then(|| hook.clone()),
+            update: self
+                .update
+                .validate(
+                    &self.device.state_dir,
+                    &self.commands.reboot,
+                    &self.test_hooks.update_hold_at,
+                    hook,
+                )
+                .map_err(|e| ConfigError::Invalid {
+                    key: "update",
+                    reason: e.to_string(),
+                })?,
         })
     }
 

@@ -34,7 +34,7 @@ pub enum InstallerKind {
 }
 
 /// What the update driver needs, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateConfig {
     /// `STATE/update`: state.json, tuf/, download/, clock.json.
     pub dir: PathBuf,

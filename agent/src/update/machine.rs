@@ -341,7 +341,7 @@ impl UpdateMachine {
             Input::MetadataChecked(result) => self.on_metadata(result, now_ms, &mut out),
             Input::DownloadProgress { bytes, total } => {
                 if let Step::Downloading { target } = &self.p.step {
-                    let pct = |b: u64| if total == 0 { 0 } else { b * 100 / total };
+                    let pct = |b: u64| (b * 100).checked_div(total).unwrap_or(0);
                     let (last_bytes, last_ms) = self.last_progress;
                     if pct(bytes) >= pct(last_bytes) + PROGRESS_PCT
                         || now_ms.saturating_sub(last_ms) >= PROGRESS_EVERY_MS

@@ -17,6 +17,7 @@ pub mod driver;
 pub mod error;
 pub mod installer;
 pub mod machine;
+pub mod repository;
 pub mod state;
 
 pub use config::{InstallerKind, UpdateConfig, UpdateSection};
