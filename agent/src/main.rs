@@ -56,6 +56,11 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The TUF verifier behind the TUF conformance client protocol: `tuf
+    /// --metadata-dir D init ROOT`, `… --metadata-url U refresh`, `…
+    /// --target-name P --target-base-url T --target-dir TD download`. Exit
+    /// code 0 on success, 1 on any failure.
+    Tuf(fleet_agent::tuf_cli::TufArgs),
     /// Download URL to DEST, resuming after cuts; DEST appears only when
     /// complete and verified (see fleet_agent::download).
     Fetch {
@@ -146,6 +151,19 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Cmd::Tuf(args) => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            match rt.block_on(fleet_agent::tuf_cli::run(&args, fleet_agent::unix_ms())) {
+                Ok(done) => {
+                    println!("{done}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         Cmd::Fetch {
             url,
