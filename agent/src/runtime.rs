@@ -721,7 +721,7 @@ pub async fn run_with<H: Hardware>(
                 if let Some(v) = &prepared.firmware {
                     firmware = v.clone();
                 }
-                let repo = crate::update::repository::TufRepository::new(ucfg);
+                let repo = crate::update::repository::TufRepository::new(ucfg, cfg.model.clone());
                 update = Some(crate::update::driver::spawn(
                     ucfg.clone(),
                     prepared,

@@ -53,6 +53,10 @@ pub struct UpdateConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// Test hook: after persisting this step, write `EVENT_DIR/update-hold-STEP` and wait.
     pub hold_at: Option<(String, PathBuf)>,
+    /// `fleet-agent update --from DIR`: install this target from the
+    /// directory repository, ignore the controller's desired state, and
+    /// stop when the update is over (or rebooting).
+    pub usb: Option<fleet_protocol::TargetFirmware>,
 }
 
 impl UpdateSection {
@@ -131,6 +135,7 @@ impl UpdateSection {
             ca_pem: std::fs::read(ca).ok(),
             hold_at: (!hold_at.is_empty() && !event_dir.as_os_str().is_empty())
                 .then(|| (hold_at.to_owned(), event_dir.to_owned())),
+            usb: None,
         }))
     }
 }

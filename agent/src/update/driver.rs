@@ -97,6 +97,11 @@ pub fn prepare(cfg: &UpdateConfig) -> Result<Prepared, DriverError> {
     })
 }
 
+/// The image written to the new slot, until it is committed.
+const PENDING_IMAGE: &str = "pending-image";
+/// The image of the committed slot: the base of a delta.
+const INSTALLED_IMAGE: &str = "installed-image";
+
 /// The image being fetched: `STATE/update/download/image`.
 pub fn image_path(update_dir: &Path) -> PathBuf {
     update_dir.join("download").join("image")
@@ -180,7 +185,23 @@ async fn run<R: Repository>(
         booted_slot: prepared.booted_slot,
     })
     .await;
+    let usb = d.cfg.usb.clone();
+    if let Some(target) = &usb {
+        let freeze = d.machine.persisted().freeze.clone();
+        d.feed(Input::Desired {
+            firmware: Some(target.clone()),
+            agent: None,
+            freeze,
+        })
+        .await;
+    }
     loop {
+        if usb.is_some() && d.machine.idle_or_frozen() {
+            // The offline update ended (or cannot go on now): stop.
+            info!(step = d.machine.step().name(), "offline update over");
+            d.tell(Told::Exit).await;
+            return;
+        }
         let next = d
             .timers
             .iter()
@@ -194,6 +215,7 @@ async fn run<R: Repository>(
         };
         tokio::select! {
             note = notes.recv() => match note {
+                Some(Note::Desired { .. }) if usb.is_some() => {}
                 Some(Note::Desired { desired, sent_at_ms, retained }) => {
                     if !retained {
                         d.repo.observe_controller(sent_at_ms);
@@ -307,8 +329,17 @@ impl<R: Repository> Driver<R> {
                 });
             }
             Action::Install { .. } => {
-                let image = image_path(&self.cfg.dir);
-                self.blocking(move |i| i.install(&image), Input::Installed);
+                let (image, pending) =
+                    (image_path(&self.cfg.dir), self.cfg.dir.join(PENDING_IMAGE));
+                self.blocking(
+                    move |i| {
+                        let slot = i.install(&image)?;
+                        // Kept as the base of the next delta once committed.
+                        let _ = std::fs::rename(&image, &pending);
+                        Ok(slot)
+                    },
+                    Input::Installed,
+                );
             }
             Action::HandOverAgent { .. } => {
                 let _ = self
@@ -318,7 +349,22 @@ impl<R: Repository> Driver<R> {
                     )))
                     .await;
             }
-            Action::MarkGood => self.blocking(|i| i.mark_good(), Input::Committed),
+            Action::MarkGood => {
+                let (pending, installed) = (
+                    self.cfg.dir.join(PENDING_IMAGE),
+                    self.cfg.dir.join(INSTALLED_IMAGE),
+                );
+                self.blocking(
+                    move |i| {
+                        i.mark_good()?;
+                        if pending.exists() {
+                            let _ = std::fs::rename(&pending, &installed);
+                        }
+                        Ok(())
+                    },
+                    Input::Committed,
+                )
+            }
             Action::MarkBad => self.blocking(|i| i.mark_bad(), Input::MarkedBad),
             Action::Reboot => {
                 if self.cfg.reboot_by_exit {
@@ -460,9 +506,39 @@ async fn fetch(
     }
 }
 
-/// A delta from the controller, applied to the booted slot's image.
-async fn fetch_delta(_cfg: &UpdateConfig, _target: &Target, _from: &str) -> Result<(), String> {
-    Err("this agent build applies no delta yet".into())
+/// A delta from the controller (`REPO/delta/FROM/TO`), applied to the
+/// committed image and checked against the signed length and hash.
+async fn fetch_delta(cfg: &UpdateConfig, target: &Target, from: &str) -> Result<(), String> {
+    let old = cfg.dir.join(INSTALLED_IMAGE);
+    if !old.exists() {
+        return Err("the installed image is not kept here".into());
+    }
+    let patch = cfg.dir.join("download").join("delta.patch");
+    let url = format!("{}/delta/{from}/{}", cfg.repo_url, target.sha256);
+    let dl = DownloadConfig {
+        ca_pem: cfg.ca_pem.clone(),
+        ..Default::default()
+    };
+    let got = download(&url, &patch, &Expected::default(), &dl, &mut |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    let signed = super::delta::Signed {
+        len: target.len,
+        sha256: target.sha256.clone(),
+    };
+    let image = image_path(&cfg.dir);
+    let res =
+        tokio::task::spawn_blocking(move || super::delta::apply(&old, &patch, &image, &signed))
+            .await
+            .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(cfg.dir.join("download").join("delta.patch"));
+    res.map_err(|e| e.to_string())?;
+    info!(
+        delta_bytes = got.len,
+        full_bytes = target.len,
+        "image rebuilt from a delta"
+    );
+    Ok(())
 }
 
 /// Copy a file target (a USB repository) with progress, never more than

@@ -316,6 +316,13 @@ impl UpdateMachine {
         self.p.freeze.iter().copied().find(|w| w.contains(now_ms))
     }
 
+    /// Idle, or held by a freeze window (nothing more happens before it ends).
+    pub fn idle_or_frozen(&self) -> bool {
+        (self.p.step == Step::Idle && self.fetching.is_none())
+            || self.frozen.is_some()
+            || (self.p.step == Step::Idle && self.frozen_reported.is_some())
+    }
+
     /// Nothing under way: no step past idle and no metadata awaited.
     pub fn idle(&self) -> bool {
         self.p.step == Step::Idle && self.fetching.is_none() && self.frozen.is_none()
