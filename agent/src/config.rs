@@ -47,14 +47,8 @@ pub struct AgentConfig {
     pub certificate: CertificateSection,
     pub link: LinkSection,
     pub outbox: OutboxSection,
-    pub update: UpdateSection,
     pub test_hooks: TestHooksSection,
-}
-
-/// `[update]`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct UpdateSection {
-    pub agent_trial_secs: u64,
+    pub update: crate::update::UpdateSection,
 }
 
 /// `[link]`: the link profile and its per-key overrides.
@@ -84,6 +78,9 @@ pub struct TestHooksSection {
     pub agent_version: String,
     /// Connect to this broker port instead of the enrolled one (0: off).
     pub broker_port: u16,
+    /// After persisting this update step, write `event_dir/update-hold-STEP`
+    /// and wait to be killed.
+    pub update_hold_at: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +278,18 @@ impl AgentConfig {
                 l.write_timeout_secs.unwrap_or(p.write_timeout_secs),
             )?),
             event_hook_dir: (!hook.as_os_str().is_empty()).then(|| hook.clone()),
+            update: self
+                .update
+                .validate(
+                    &self.device.state_dir,
+                    &self.commands.reboot,
+                    &self.test_hooks.update_hold_at,
+                    hook,
+                )
+                .map_err(|e| ConfigError::Invalid {
+                    key: "update",
+                    reason: e.to_string(),
+                })?,
         })
     }
 

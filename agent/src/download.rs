@@ -111,6 +111,8 @@ pub enum DownloadError {
     },
     #[error("the file is {actual} bytes, expected {expected}")]
     LengthMismatch { expected: u64, actual: u64 },
+    #[error("endless data: the server sent {received} bytes or more, past the limit of {limit}; cut off")]
+    TooLong { limit: u64, received: u64 },
     #[error("the file's SHA-256 is {actual}, expected {expected}")]
     HashMismatch { expected: String, actual: String },
     #[error("no space left for {path}")]
@@ -221,7 +223,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     }
 }
 
-fn client(cfg: &DownloadConfig) -> Result<reqwest::Client, DownloadError> {
+/// The HTTP client of every agent download: HTTPS trusts the fleet CA
+/// (`cfg.ca_pem`) and nothing else. The TUF transport
+/// ([`crate::update::tuf`]) fetches metadata through it too.
+pub fn client(cfg: &DownloadConfig) -> Result<reqwest::Client, DownloadError> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     if let Some(pem) = &cfg.ca_pem {
@@ -325,6 +330,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The limit `have` bytes would pass: the length the server announced or
+/// the expected length, whichever is smaller; `None` while within both.
+fn over_limit(have: u64, announced: Option<u64>, expected: Option<u64>) -> Option<u64> {
+    [announced, expected]
+        .into_iter()
+        .flatten()
+        .min()
+        .filter(|limit| have > *limit)
+}
+
 /// How one request ended.
 enum Attempt {
     /// The body ended where the file does.
@@ -390,7 +405,8 @@ pub async fn download(
         let before = part.len;
         done.requests += 1;
         let outcome = attempt(
-            &http, url, &mut part, &mut etag, &etag_path, &mut total, &mut done, cfg, progress,
+            &http, url, &mut part, &mut etag, &etag_path, &mut total, expected, &mut done, cfg,
+            progress,
         )
         .await?;
         part.sync()?;
@@ -429,6 +445,7 @@ async fn attempt(
     etag: &mut Option<String>,
     etag_path: &Path,
     total: &mut Option<u64>,
+    expected: &Expected,
     done: &mut Downloaded,
     cfg: &DownloadConfig,
     progress: &mut dyn FnMut(Progress),
@@ -510,10 +527,16 @@ async fn attempt(
             Ok(Err(e)) => return Ok(Attempt::Broken(causes(&e.without_url()))),
             Ok(Ok(None)) => break,
             Ok(Ok(Some(bytes))) => {
-                if total.is_some_and(|t| part.len + bytes.len() as u64 > t) {
-                    return Err(DownloadError::LengthMismatch {
-                        expected: total.unwrap_or(0),
-                        actual: part.len + bytes.len() as u64,
+                let after = part.len + bytes.len() as u64;
+                // Endless data: a body longer than the server announced, or
+                // than the expected (signed) length, is cut off here, before
+                // the excess reaches the disk; a server that announces no
+                // length at all is bounded by the expected one.
+                if let Some(limit) = over_limit(after, *total, expected.len) {
+                    let _ = part.truncate();
+                    return Err(DownloadError::TooLong {
+                        limit,
+                        received: after,
                     });
                 }
                 part.write(&bytes)?;
@@ -641,6 +664,18 @@ mod tests {
                 Err(DownloadError::ServerRefused { status }) if status == s
             ));
         }
+    }
+
+    #[test]
+    fn a_body_past_the_announced_or_expected_length_is_over_the_limit() {
+        assert_eq!(over_limit(100, Some(100), Some(100)), None);
+        assert_eq!(over_limit(101, Some(100), None), Some(100));
+        // A server that announces no length is bounded by the expected one.
+        assert_eq!(over_limit(101, None, Some(100)), Some(100));
+        // A server announcing more than the signed length is bounded by the
+        // signed length, not its own claim.
+        assert_eq!(over_limit(101, Some(1 << 40), Some(100)), Some(100));
+        assert_eq!(over_limit(1 << 40, None, None), None);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod renew;
 pub mod reporter;
 pub mod runtime;
 pub mod tls;
+pub mod tuf_cli;
 pub mod update;
 
 pub use config::AgentConfig;

@@ -43,6 +43,7 @@ use crate::health::HealthPolicy;
 use crate::outbox::{Limits, Outbox, OutboxConfig, Stored};
 use crate::reporter::state_digest;
 use crate::update::agent_binary;
+use crate::update::driver::{Note as UpdateNote, Told};
 use crate::{agent_version, unix_ms};
 
 /// Requests queued between the loop and the MQTT connection.
@@ -132,6 +133,8 @@ pub struct RuntimeOptions {
     /// fleet-protocol's `EventKind`); each file is removed, then its event
     /// numbered and committed like any other. `None`: off (always, in the field).
     pub event_hook_dir: Option<PathBuf>,
+    /// Firmware updates (`[update]`); `None`: off.
+    pub update: Option<crate::update::UpdateConfig>,
 }
 
 impl Default for RuntimeOptions {
@@ -146,6 +149,7 @@ impl Default for RuntimeOptions {
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             event_hook_dir: None,
+            update: None,
         }
     }
 }
@@ -215,6 +219,8 @@ struct Io<H: Hardware> {
     swap: SwapSlot,
     /// The renewed certificate being tried.
     trying: Option<CertInfo>,
+    /// The update driver, when updates are on.
+    update: Option<mpsc::Sender<UpdateNote>>,
 }
 
 impl<H: Hardware> Io<H> {
@@ -235,6 +241,15 @@ impl<H: Hardware> Io<H> {
             }
         }
         self.pump();
+    }
+
+    /// Tell the update driver (if any); it never blocks the loop.
+    fn note(&self, note: UpdateNote) {
+        if let Some(tx) = &self.update {
+            if let Err(e) = tx.try_send(note) {
+                warn!(error = %e, "the update driver is busy; a note to it was dropped");
+            }
+        }
     }
 
     /// Hand the broker what the outbox says goes next, within the window.
@@ -427,6 +442,18 @@ impl<H: Hardware> Io<H> {
                         Some(Input::CertificateTried(Err(why)))
                     }
                 }
+            }
+            CoreAction::UpdateDesired {
+                desired,
+                sent_at_ms,
+                retained,
+            } => {
+                self.note(UpdateNote::Desired {
+                    desired,
+                    sent_at_ms,
+                    retained,
+                });
+                None
             }
             CoreAction::Disconnect => {
                 if let Err(e) = self.client.try_disconnect() {
@@ -693,11 +720,41 @@ pub async fn run_with<H: Hardware>(
         },
     );
     let last_seq = outbox.last_seq();
+    // Updates: boot the installer first (the firmware reported is the
+    // booted slot's), then the driver beside this loop.
+    let mut firmware = hw.firmware();
+    let mut update_err = None;
+    let mut update = None;
+    if let Some(ucfg) = &opts.update {
+        match crate::update::driver::prepare(ucfg) {
+            Ok(prepared) => {
+                if let Some(v) = &prepared.firmware {
+                    firmware = v.clone();
+                }
+                let repo = crate::update::repository::TufRepository::new(ucfg, cfg.model.clone());
+                update = Some(crate::update::driver::spawn(
+                    ucfg.clone(),
+                    prepared,
+                    firmware.clone(),
+                    agent_version(),
+                    repo,
+                ));
+            }
+            Err(e) => {
+                warn!(error = %e, "updates are configured but cannot start");
+                update_err = Some(format!("updates cannot start: {e}"));
+            }
+        }
+    }
+    let (update_tx, mut told_rx, _update_task) = match update {
+        Some((tx, rx, task)) => (Some(tx), Some(rx), Some(AbortOnDrop(task))),
+        None => (None, None, None),
+    };
     let mut core = AgentCore::new(
         CoreConfig {
             device: cfg.device.clone(),
             model: cfg.model.clone(),
-            firmware: hw.firmware(),
+            firmware,
             agent: agent_version(),
             health_sample: cfg.health_sample,
             health: cfg.health.clone(),
@@ -723,6 +780,7 @@ pub async fn run_with<H: Hardware>(
         renewal: cfg.renewal.clone(),
         swap,
         trying: None,
+        update: update_tx,
     };
     info!(device = %cfg.device, broker = %format!("{}:{}", cfg.link.host, cfg.link.port), "agent starting");
     if let Some(digest) = io.outbox.acked_state() {
@@ -732,6 +790,9 @@ pub async fn run_with<H: Hardware>(
     io.handle(&mut core, Input::Started);
     if let Some(why) = open_fault {
         io.handle(&mut core, Input::StorageFailed(why));
+    }
+    if let Some(message) = update_err {
+        io.handle(&mut core, Input::Report(EventKind::Error { message }));
     }
     let trial_connected = Arc::new(Notify::new());
     let (trial_tx, mut trial_rx) = mpsc::channel::<()>(1);
@@ -770,6 +831,12 @@ pub async fn run_with<H: Hardware>(
                 None => std::future::pending().await,
             }
         };
+        let told_due = async {
+            match &mut told_rx {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let hook_due = async {
             match &mut hook {
                 Some((dir, tick)) => {
@@ -805,6 +872,7 @@ pub async fn run_with<H: Hardware>(
                         io.handle(&mut core, Input::Report(dropped.report()));
                     }
                     io.handle(&mut core, Input::Connected { session_present, session });
+                    io.note(UpdateNote::Connected(true));
                 }
                 Some(Link::Acked(tag)) => io.acked(&mut core, tag),
                 Some(Link::Message(p)) => {
@@ -816,6 +884,7 @@ pub async fn run_with<H: Hardware>(
                 Some(Link::Lost) => {
                     io.link(false);
                     io.handle(&mut core, Input::Disconnected);
+                    io.note(UpdateNote::Connected(false));
                 }
                 Some(Link::Tried(result)) => {
                     let tried = io.trying.take();
@@ -839,8 +908,21 @@ pub async fn run_with<H: Hardware>(
                     io.handle(&mut core, Input::TimerFired(timer));
                 }
             }
-            Some(results) = checks_rx.recv() => io.handle(&mut core, Input::ChecksCompleted(results)),
+            Some(results) = checks_rx.recv() => {
+                io.note(UpdateNote::Checks(results.clone()));
+                io.handle(&mut core, Input::ChecksCompleted(results));
+            }
             Some(()) = trial_rx.recv() => deliver_agent_results(&mut io, &mut core, cfg.update_dir.as_deref()),
+            Some(told) = told_due => match told {
+                Told::Report(kind) => io.handle(&mut core, Input::Report(kind)),
+                Told::Status(status) => io.handle(&mut core, Input::UpdateStatus(status)),
+                Told::Firmware(version) => io.handle(&mut core, Input::FirmwareChanged(version)),
+                Told::Exit => {
+                    info!("rebooting into the new slot: the agent stops (update.reboot_by_exit)");
+                    io.handle(&mut core, Input::ShutdownRequested);
+                    break;
+                }
+            },
             () = disk_due => {
                 if let Some(was) = io.outbox.retry_disk(unix_ms()) {
                     debug!(was = %was, "storage recovered");

@@ -111,6 +111,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// The release team's offline signing (no controller): TUF keys, signing
+    /// images into targets.json, rotating a role's key.
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCmd,
+    },
     /// Decode a CBOR payload (a file, or - for stdin) into its JSON form.
     Decode {
         file: PathBuf,
@@ -255,6 +261,71 @@ pub enum BaselineCmd {
     Set { model: String, version: String },
     /// Show every model's baseline.
     List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReleaseCmd {
+    /// The TUF keys: make the set (root 1), or rotate one role's key.
+    Keys {
+        #[command(subcommand)]
+        command: ReleaseKeysCmd,
+    },
+    /// Hash an image and add it to KEYS/targets.json (signed by the targets
+    /// key, version bumped). A version already signed with other content is
+    /// refused.
+    Sign {
+        image: PathBuf,
+        /// Hardware model (firmware), or platform (agent; default: this
+        /// machine's, e.g. x86-64-linux).
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        version: String,
+        /// The image is a fleet-agent binary, not a firmware tarball.
+        #[arg(long)]
+        agent: bool,
+        #[arg(long, default_value = "./release-keys")]
+        keys: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReleaseKeysCmd {
+    /// Make the key set: root keys, the targets key, the controller's
+    /// snapshot and timestamp keys, root.json version 1 and an empty
+    /// targets.json.
+    Init {
+        #[arg(long, default_value = "./release-keys")]
+        keys: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        root_keys: u8,
+        /// How many root keys must sign a new root.
+        #[arg(long, default_value_t = 1)]
+        root_threshold: u8,
+        #[arg(long, default_value_t = 365)]
+        root_expires_days: u32,
+        #[arg(long, default_value_t = 365)]
+        targets_expires_days: u32,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Replace a role's key (root: every root key): writes root N+1, signed
+    /// by the current root keys (threshold) and the new ones.
+    Rotate {
+        #[arg(long, default_value = "./release-keys")]
+        keys: PathBuf,
+        /// root | targets | snapshot | timestamp
+        #[arg(long)]
+        role: fleet_repo::release::Role,
+        /// A current root key to sign with (repeat up to the threshold;
+        /// default: KEYS/root-*.pem).
+        #[arg(long = "root-key")]
+        root_key: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },

@@ -11,6 +11,7 @@ pub mod enrol;
 pub mod pki;
 pub mod readiness;
 pub mod registry;
+pub mod release;
 pub mod token;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use fleet_api::{Client, ClientError};
 use crate::cli::{
     AuditCmd, BaselineCmd, Cli, Cmd, DeviceCmd, EnrolCmd, PkiCmd, RegistryCmd, TokenCmd,
 };
+use crate::cli::{ReleaseCmd, ReleaseKeysCmd};
 use crate::render::{Output, Report};
 
 /// What can stop a command, each saying what the operator can do.
@@ -48,6 +50,9 @@ pub enum CommandError {
     NotAPayload(fleet_protocol::DecodeError),
     #[error("{0:?} is not a shipment id (shipment- and 8 hexadecimal digits, as `enrol batch` printed it)")]
     BadShipment(String),
+    /// A release command (offline signing) failed.
+    #[error(transparent)]
+    Release(#[from] release::ReleaseError),
     #[error("the audit log is broken at entry #{seq}: {reason}")]
     AuditBroken { seq: u64, reason: String },
     #[error("--anchor {0:?}: expected SEQ:HASH, as `fleetctl audit verify` printed it")]
@@ -85,6 +90,9 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
     use Output::Table;
     if let Cmd::Decode { file, hex } = &cli.command {
         return done(decode::run(file, *hex)?, Table);
+    }
+    if let Cmd::Release { command } = cli.command {
+        return run_release(command);
     }
     let c = &client(&cli)?;
     match cli.command {
@@ -204,6 +212,58 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
             AuditCmd::Verify { anchor } => done(audit::verify(c, &anchor).await?, Table),
         },
         Cmd::Decode { .. } => unreachable!("decode returned above"),
+        Cmd::Release { .. } => unreachable!("release returned above"),
+    }
+}
+
+/// The release group: offline, no client.
+fn run_release(command: ReleaseCmd) -> Result<Done, CommandError> {
+    match command {
+        ReleaseCmd::Keys {
+            command:
+                ReleaseKeysCmd::Init {
+                    keys,
+                    root_keys,
+                    root_threshold,
+                    root_expires_days,
+                    targets_expires_days,
+                    output,
+                },
+        } => {
+            let opts = fleet_repo::release::InitOptions {
+                root_keys,
+                root_threshold,
+                root_expires_days,
+                targets_expires_days,
+            };
+            done(release::init(&keys, &opts)?, output)
+        }
+        ReleaseCmd::Keys {
+            command:
+                ReleaseKeysCmd::Rotate {
+                    keys,
+                    role,
+                    root_key,
+                    output,
+                },
+        } => done(release::rotate(&keys, role, &root_key)?, output),
+        ReleaseCmd::Sign {
+            image,
+            model,
+            version,
+            agent,
+            keys,
+            output,
+        } => {
+            let args = release::SignArgs {
+                keys: &keys,
+                image: &image,
+                model,
+                version,
+                agent,
+            };
+            done(release::sign(args)?, output)
+        }
     }
 }
 

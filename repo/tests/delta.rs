@@ -1,0 +1,116 @@
+//! bidiff patches between two images: they rebuild the new image exactly,
+//! and a damaged patch fails or gives other bytes (caught by the target's
+//! hash), never a panic.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::payload;
+use fleet_repo::delta;
+use fleet_repo::metadata::sha256_hex;
+
+fn images() -> (Vec<u8>, Vec<u8>) {
+    let old = payload(7, 200_000);
+    let mut new = old.clone();
+    new[1000..1100].copy_from_slice(&[0xAB; 100]);
+    new.splice(50_000..50_000, b"inserted in the middle".iter().copied());
+    new.extend_from_slice(&payload(3, 5_000));
+    (old, new)
+}
+
+#[test]
+fn a_patch_applied_to_the_old_image_gives_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = images();
+    let (o, n, p, out) = (
+        tmp.path().join("old"),
+        tmp.path().join("new"),
+        tmp.path().join("patch"),
+        tmp.path().join("out"),
+    );
+    std::fs::write(&o, &old).unwrap();
+    std::fs::write(&n, &new).unwrap();
+    let patch_len = delta::make(&o, &n, &p).unwrap();
+    assert_eq!(patch_len, std::fs::metadata(&p).unwrap().len());
+    let written = delta::apply(&o, &p, &out).unwrap();
+    assert_eq!(written, new.len() as u64);
+    assert_eq!(std::fs::read(&out).unwrap(), new);
+}
+
+#[test]
+fn output_beyond_the_bound_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = images();
+    let (o, n, p, out) = (
+        tmp.path().join("old"),
+        tmp.path().join("new"),
+        tmp.path().join("patch"),
+        tmp.path().join("out"),
+    );
+    std::fs::write(&o, &old).unwrap();
+    std::fs::write(&n, &new).unwrap();
+    delta::make(&o, &n, &p).unwrap();
+    let err = delta::apply_bounded(&o, &p, &out, new.len() as u64 - 1).unwrap_err();
+    assert!(err.to_string().contains("exceeds"), "{err}");
+    assert!(!out.exists(), "no partial output left as the result");
+    assert_eq!(
+        delta::apply_bounded(&o, &p, &out, new.len() as u64).unwrap(),
+        new.len() as u64
+    );
+}
+
+#[test]
+fn a_damaged_patch_gives_an_error_or_other_bytes_never_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = images();
+    let (o, n, p) = (
+        tmp.path().join("old"),
+        tmp.path().join("new"),
+        tmp.path().join("patch"),
+    );
+    std::fs::write(&o, &old).unwrap();
+    std::fs::write(&n, &new).unwrap();
+    delta::make(&o, &n, &p).unwrap();
+    let patch = std::fs::read(&p).unwrap();
+    let want = sha256_hex(&new);
+
+    let mut damaged: Vec<Vec<u8>> = Vec::new();
+    // Every byte of the header and control area, flipped; then a sample of the rest.
+    for i in (0..patch.len().min(256)).chain((256..patch.len()).step_by(997)) {
+        for mask in [0x01u8, 0x80, 0xFF] {
+            let mut d = patch.clone();
+            d[i] ^= mask;
+            damaged.push(d);
+        }
+    }
+    for cut in [0, 3, 8, 9, patch.len() / 2, patch.len() - 1] {
+        damaged.push(patch[..cut].to_vec());
+    }
+    damaged.push(vec![0xFF; 64]);
+    assert!(damaged.len() > 700);
+
+    let (mut errors, mut different) = (0, 0);
+    for (i, d) in damaged.iter().enumerate() {
+        let dp = tmp.path().join("damaged");
+        let out = tmp.path().join(format!("out-{i}"));
+        std::fs::write(&dp, d).unwrap();
+        match delta::apply_bounded(&o, &dp, &out, new.len() as u64) {
+            Err(_) => errors += 1,
+            Ok(_) => {
+                let got = sha256_hex(&std::fs::read(&out).unwrap());
+                if got != want {
+                    different += 1;
+                }
+                std::fs::remove_file(&out).unwrap();
+            }
+        }
+    }
+    // Every damaged patch is caught: it fails, or its output's hash is not
+    // the signed one (which the device checks before installing).
+    assert_eq!(
+        errors + different,
+        damaged.len(),
+        "{errors} errors, {different} different"
+    );
+    assert!(errors > 0);
+}
