@@ -202,6 +202,11 @@ async fn a_new_agent_that_reaches_the_broker_is_committed() {
         "fleet-agent-new",
         &format!("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION={NEW}"),
     );
+    // The device runs its agent while the new one is installed.
+    let mut running = d.start();
+    running
+        .wait_for_line("connected to broker", Duration::from_secs(30))
+        .unwrap();
     // Not newer than the running agent: refused, nothing changes.
     let (ok, text) = d.try_self_update(&good, "0.0.1");
     assert!(!ok && text.contains("not newer"), "{text}");
@@ -212,6 +217,17 @@ async fn a_new_agent_that_reaches_the_broker_is_committed() {
     // would keep the new binary as the "previous" one.
     let (ok, text) = d.try_self_update(&good, "9.9.10");
     assert!(!ok && text.contains("on trial already"), "{text}");
+    // The running agent goes on with its old binary until the service
+    // restarts it; that start is the trial.
+    assert!(
+        !running.output().contains("agent trial"),
+        "{}",
+        running.output()
+    );
+    assert!(running
+        .terminate(Duration::from_secs(20))
+        .unwrap()
+        .success());
     let mut agent = d.start();
     agent
         .wait_for_line("agent trial: committed", Duration::from_secs(60))
