@@ -56,11 +56,44 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Install FILE as this device's agent binary, version VERSION, with a
+    /// trial: the installed binary is kept (STATE/update/agent.prev), and
+    /// the next start of the agent must reach the broker within
+    /// update.agent_trial_secs, or the previous binary is put back (USB or
+    /// manual updates; FILE must be verified already). Run it as the
+    /// installed binary (the one the service starts): that is the one
+    /// replaced. The running agent is not touched: restart it to begin the
+    /// trial.
+    SelfUpdate {
+        /// The new agent binary.
+        #[arg(long)]
+        binary: PathBuf,
+        /// Its version (it must report this one, and be newer).
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// The TUF verifier behind the TUF conformance client protocol: `tuf
     /// --metadata-dir D init ROOT`, `… --metadata-url U refresh`, `…
     /// --target-name P --target-base-url T --target-dir TD download`. Exit
     /// code 0 on success, 1 on any failure.
     Tuf(fleet_agent::tuf_cli::TufArgs),
+    /// Update the firmware offline from an exported repository directory
+    /// (`fleetctl firmware export DIR`, e.g. a USB stick): the same
+    /// verification, installer and reboot as an update from the
+    /// controller. Stop the running agent first. The results wait in the
+    /// outbox until the device is next online.
+    Update {
+        /// The exported repository (DIR/metadata, DIR/targets).
+        #[arg(long)]
+        from: PathBuf,
+        /// The version to install (default: the newest for this model).
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Download URL to DEST, resuming after cuts; DEST appears only when
     /// complete and verified (see fleet_agent::download).
     Fetch {
@@ -152,6 +185,57 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Update {
+            from,
+            version,
+            config,
+        } => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let mut cfg = AgentConfig::load(config.as_deref())?;
+            let from = std::fs::canonicalize(&from)
+                .with_context(|| format!("cannot open {}", from.display()))?;
+            cfg.update.enabled = true;
+            cfg.update.repo_url = format!("file://{}", from.display());
+            let runtime = cfg.runtime()?;
+            let mut options = cfg.options()?;
+            let ucfg = options
+                .update
+                .as_mut()
+                .context("updates are not configured")?;
+            let target = match version {
+                Some(v) => {
+                    let version = fleet_protocol::Version::parse(&v)
+                        .map_err(|e| anyhow::anyhow!("--version {v}: {e}"))?;
+                    fleet_protocol::TargetFirmware {
+                        manifest: fleet_protocol::firmware::target_name(
+                            fleet_protocol::ArtifactKind::Firmware,
+                            &runtime.model,
+                            &version,
+                        ),
+                        version,
+                    }
+                }
+                None => rt
+                    .block_on(fleet_agent::update::repository::latest_firmware(
+                        ucfg,
+                        &runtime.model,
+                    ))
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            };
+            println!("updating to {} from {}", target.version, from.display());
+            ucfg.usb = Some(target);
+            let state = fleet_agent::update::state::StateFile::in_dir(&ucfg.dir);
+            let hw = hardware(&cfg)?;
+            rt.block_on(fleet_agent::runtime::run_with(
+                runtime,
+                options,
+                hw,
+                fleet_agent::process::shutdown_signal(),
+            ))?;
+            let step = state.load()?.step;
+            println!("update step: {}", step.name());
+            Ok(())
+        }
         Cmd::Tuf(args) => {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             match rt.block_on(fleet_agent::tuf_cli::run(&args, fleet_agent::unix_ms())) {
@@ -200,8 +284,37 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::SelfUpdate {
+            binary,
+            version,
+            config,
+        } => {
+            let cfg = AgentConfig::load(config.as_deref())?;
+            let version = fleet_protocol::Version::parse(&version)
+                .with_context(|| format!("--version {version}"))?;
+            let running = fleet_agent::agent_version();
+            let done = fleet_agent::update::agent_binary::install(
+                &cfg.update_dir(),
+                &binary,
+                &version,
+                &running,
+                cfg.agent_trial()?,
+                fleet_agent::unix_ms(),
+            )?;
+            println!(
+                "installed agent {version} at {} (was {running}, kept as {}); its next start is a trial of {} s",
+                done.exe.display(),
+                done.prev.display(),
+                done.record.trial_ms / 1000
+            );
+            Ok(())
+        }
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(config.as_deref())?;
+            if let Some(v) = cfg.test_agent_version()? {
+                tracing::warn!(version = %v, "test_hooks.agent_version: reporting another version than the build's; tests only");
+                fleet_agent::set_test_agent_version(v);
+            }
             let runtime = cfg.runtime()?;
             let options = cfg.options()?;
             let hw = hardware(&cfg)?;

@@ -42,6 +42,8 @@ use crate::hardware::Hardware;
 use crate::health::HealthPolicy;
 use crate::outbox::{Limits, Outbox, OutboxConfig, Stored};
 use crate::reporter::state_digest;
+use crate::update::agent_binary;
+use crate::update::driver::{Note as UpdateNote, Told};
 use crate::{agent_version, unix_ms};
 
 /// Requests queued between the loop and the MQTT connection.
@@ -80,6 +82,9 @@ pub struct RuntimeConfig {
     /// The certificate files and how they are renewed; `None`: never
     /// (plaintext development, the simulator's in-memory identities).
     pub renewal: Option<RenewalSetup>,
+    /// `STATE/update`: where a new agent binary's trial is recorded
+    /// ([`crate::update::agent_binary`]); `None`: no self-update (the simulator).
+    pub update_dir: Option<PathBuf>,
 }
 
 /// Where the device's identity is and how it is renewed.
@@ -128,6 +133,8 @@ pub struct RuntimeOptions {
     /// fleet-protocol's `EventKind`); each file is removed, then its event
     /// numbered and committed like any other. `None`: off (always, in the field).
     pub event_hook_dir: Option<PathBuf>,
+    /// Firmware updates (`[update]`); `None`: off.
+    pub update: Option<crate::update::UpdateConfig>,
 }
 
 impl Default for RuntimeOptions {
@@ -142,6 +149,7 @@ impl Default for RuntimeOptions {
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             event_hook_dir: None,
+            update: None,
         }
     }
 }
@@ -211,6 +219,8 @@ struct Io<H: Hardware> {
     swap: SwapSlot,
     /// The renewed certificate being tried.
     trying: Option<CertInfo>,
+    /// The update driver, when updates are on.
+    update: Option<mpsc::Sender<UpdateNote>>,
 }
 
 impl<H: Hardware> Io<H> {
@@ -231,6 +241,15 @@ impl<H: Hardware> Io<H> {
             }
         }
         self.pump();
+    }
+
+    /// Tell the update driver (if any); it never blocks the loop.
+    fn note(&self, note: UpdateNote) {
+        if let Some(tx) = &self.update {
+            if let Err(e) = tx.try_send(note) {
+                warn!(error = %e, "the update driver is busy; a note to it was dropped");
+            }
+        }
     }
 
     /// Hand the broker what the outbox says goes next, within the window.
@@ -423,6 +442,18 @@ impl<H: Hardware> Io<H> {
                         Some(Input::CertificateTried(Err(why)))
                     }
                 }
+            }
+            CoreAction::UpdateDesired {
+                desired,
+                sent_at_ms,
+                retained,
+            } => {
+                self.note(UpdateNote::Desired {
+                    desired,
+                    sent_at_ms,
+                    retained,
+                });
+                None
             }
             CoreAction::Disconnect => {
                 if let Err(e) = self.client.try_disconnect() {
@@ -635,6 +666,12 @@ pub async fn run_with<H: Hardware>(
     hw: H,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
+    // A new agent binary on trial: decided here if it can be (a rollback
+    // starts the previous binary and does not return), else watched below.
+    let trial = cfg
+        .update_dir
+        .as_deref()
+        .and_then(|dir| agent_binary::begin(dir, &agent_version(), unix_ms()));
     let session = unix_ms();
     let mqtt = mqtt_options(&cfg, session)?;
     let (client, mut eventloop) = AsyncClient::new(mqtt, CLIENT_CAPACITY);
@@ -683,11 +720,41 @@ pub async fn run_with<H: Hardware>(
         },
     );
     let last_seq = outbox.last_seq();
+    // Updates: boot the installer first (the firmware reported is the
+    // booted slot's), then the driver beside this loop.
+    let mut firmware = hw.firmware();
+    let mut update_err = None;
+    let mut update = None;
+    if let Some(ucfg) = &opts.update {
+        match crate::update::driver::prepare(ucfg) {
+            Ok(prepared) => {
+                if let Some(v) = &prepared.firmware {
+                    firmware = v.clone();
+                }
+                let repo = crate::update::repository::TufRepository::new(ucfg, cfg.model.clone());
+                update = Some(crate::update::driver::spawn(
+                    ucfg.clone(),
+                    prepared,
+                    firmware.clone(),
+                    agent_version(),
+                    repo,
+                ));
+            }
+            Err(e) => {
+                warn!(error = %e, "updates are configured but cannot start");
+                update_err = Some(format!("updates cannot start: {e}"));
+            }
+        }
+    }
+    let (update_tx, mut told_rx, _update_task) = match update {
+        Some((tx, rx, task)) => (Some(tx), Some(rx), Some(AbortOnDrop(task))),
+        None => (None, None, None),
+    };
     let mut core = AgentCore::new(
         CoreConfig {
             device: cfg.device.clone(),
             model: cfg.model.clone(),
-            firmware: hw.firmware(),
+            firmware,
             agent: agent_version(),
             health_sample: cfg.health_sample,
             health: cfg.health.clone(),
@@ -713,6 +780,7 @@ pub async fn run_with<H: Hardware>(
         renewal: cfg.renewal.clone(),
         swap,
         trying: None,
+        update: update_tx,
     };
     info!(device = %cfg.device, broker = %format!("{}:{}", cfg.link.host, cfg.link.port), "agent starting");
     if let Some(digest) = io.outbox.acked_state() {
@@ -723,6 +791,17 @@ pub async fn run_with<H: Hardware>(
     if let Some(why) = open_fault {
         io.handle(&mut core, Input::StorageFailed(why));
     }
+    if let Some(message) = update_err {
+        io.handle(&mut core, Input::Report(EventKind::Error { message }));
+    }
+    let trial_connected = Arc::new(Notify::new());
+    let (trial_tx, mut trial_rx) = mpsc::channel::<()>(1);
+    deliver_agent_results(&mut io, &mut core, cfg.update_dir.as_deref());
+    let _trial = trial.map(|t| {
+        AbortOnDrop(tokio::spawn(
+            t.watch(Arc::clone(&trial_connected), trial_tx),
+        ))
+    });
     let mut hook = opts
         .event_hook_dir
         .clone()
@@ -752,6 +831,12 @@ pub async fn run_with<H: Hardware>(
                 None => std::future::pending().await,
             }
         };
+        let told_due = async {
+            match &mut told_rx {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let hook_due = async {
             match &mut hook {
                 Some((dir, tick)) => {
@@ -772,6 +857,7 @@ pub async fn run_with<H: Hardware>(
                     if let Some(n) = &cfg.connected {
                         n.notify_one();
                     }
+                    trial_connected.notify_one();
                     // What was coalesced offline, and what was dropped, go out
                     // with everything else waiting.
                     if let Some(stored) = io.outbox.flush_health() {
@@ -786,6 +872,7 @@ pub async fn run_with<H: Hardware>(
                         io.handle(&mut core, Input::Report(dropped.report()));
                     }
                     io.handle(&mut core, Input::Connected { session_present, session });
+                    io.note(UpdateNote::Connected(true));
                 }
                 Some(Link::Acked(tag)) => io.acked(&mut core, tag),
                 Some(Link::Message(p)) => {
@@ -797,6 +884,7 @@ pub async fn run_with<H: Hardware>(
                 Some(Link::Lost) => {
                     io.link(false);
                     io.handle(&mut core, Input::Disconnected);
+                    io.note(UpdateNote::Connected(false));
                 }
                 Some(Link::Tried(result)) => {
                     let tried = io.trying.take();
@@ -820,7 +908,21 @@ pub async fn run_with<H: Hardware>(
                     io.handle(&mut core, Input::TimerFired(timer));
                 }
             }
-            Some(results) = checks_rx.recv() => io.handle(&mut core, Input::ChecksCompleted(results)),
+            Some(results) = checks_rx.recv() => {
+                io.note(UpdateNote::Checks(results.clone()));
+                io.handle(&mut core, Input::ChecksCompleted(results));
+            }
+            Some(()) = trial_rx.recv() => deliver_agent_results(&mut io, &mut core, cfg.update_dir.as_deref()),
+            Some(told) = told_due => match told {
+                Told::Report(kind) => io.handle(&mut core, Input::Report(kind)),
+                Told::Status(status) => io.handle(&mut core, Input::UpdateStatus(status)),
+                Told::Firmware(version) => io.handle(&mut core, Input::FirmwareChanged(version)),
+                Told::Exit => {
+                    info!("rebooting into the new slot: the agent stops (update.reboot_by_exit)");
+                    io.handle(&mut core, Input::ShutdownRequested);
+                    break;
+                }
+            },
             () = disk_due => {
                 if let Some(was) = io.outbox.retry_disk(unix_ms()) {
                     debug!(was = %was, "storage recovered");
@@ -851,6 +953,19 @@ pub async fn run_with<H: Hardware>(
     drop(link);
     info!(device = %cfg.device, "agent stopped");
     Ok(())
+}
+
+/// The agent's own update results waiting in `dir` go to the core (which
+/// numbers them and commits them to the outbox); then their files go.
+fn deliver_agent_results<H: Hardware>(
+    io: &mut Io<H>,
+    core: &mut AgentCore,
+    dir: Option<&std::path::Path>,
+) {
+    for (file, kind) in dir.map(agent_binary::pending_results).unwrap_or_default() {
+        io.handle(core, Input::Report(kind));
+        agent_binary::delivered(&file);
+    }
 }
 
 /// The test hook's events waiting in `dir`, oldest name first. Each file

@@ -8,6 +8,7 @@ use std::time::Duration;
 use fleet_protocol::{
     Action as CommandAction, CertRequest, CheckResult, Command, Desired, Envelope, Event,
     EventKind, Health, Payload, Presence, PresenceStatus, State, Topic, TopicKind, UpdateStatus,
+    Version,
 };
 use tracing::{debug, info, warn};
 
@@ -105,6 +106,10 @@ pub enum Input {
     /// certificate succeeded and it replaced the old one, or why it did not
     /// (the old one is in use again).
     CertificateTried(Result<CertInfo, String>),
+    /// The update driver's status (reported in state).
+    UpdateStatus(UpdateStatus),
+    /// The update driver committed a new firmware: the device runs it.
+    FirmwareChanged(Version),
     /// Stop: say goodbye if connected.
     ShutdownRequested,
 }
@@ -161,6 +166,14 @@ pub enum Action {
     TryCertificate {
         cert_pem: String,
     },
+    /// Hand the desired state to the update driver (when updates are on),
+    /// with the controller's clock when it sent it (a trusted-time hint,
+    /// unless `retained`).
+    UpdateDesired {
+        desired: Desired,
+        sent_at_ms: u64,
+        retained: bool,
+    },
 }
 
 /// The agent's state. Create it with [`AgentCore::new`], then feed it
@@ -193,6 +206,8 @@ pub struct AgentCore {
     renewal: Renewal,
     /// The `renew-certificate` command the current renewal answers.
     renewal_command: Option<String>,
+    /// Where a firmware update stands, as the update driver said.
+    update: UpdateStatus,
 }
 
 impl AgentCore {
@@ -217,6 +232,7 @@ impl AgentCore {
             cert: None,
             renewal: Renewal::Idle,
             renewal_command: None,
+            update: UpdateStatus::Idle,
         }
     }
 
@@ -305,6 +321,14 @@ impl AgentCore {
                 self.on_cert_in_use(info, now_ms, &mut out);
             }
             Input::CertificateTried(Err(why)) => self.renewal_failed(&why, now_ms, &mut out),
+            Input::UpdateStatus(status) => {
+                self.update = status;
+                self.send_state_if_changed(now_ms, &mut out);
+            }
+            Input::FirmwareChanged(version) => {
+                self.cfg.firmware = version;
+                self.send_state_if_changed(now_ms, &mut out);
+            }
             Input::ShutdownRequested => {
                 if self.connected {
                     self.publish(self.presence(PresenceStatus::Offline), now_ms, &mut out);
@@ -536,9 +560,11 @@ impl AgentCore {
             self.config_rev = desired.config_rev;
             self.send_state_if_changed(now_ms, out);
         }
-        if let Some(target) = desired.firmware {
-            debug!(version = %target.version, "desired firmware noted; updates are not handled by this agent build");
-        }
+        out.push(Action::UpdateDesired {
+            desired,
+            sent_at_ms,
+            retained,
+        });
     }
 
     fn on_command(&mut self, command: Command, now_ms: u64, out: &mut Vec<Action>) {
@@ -617,7 +643,7 @@ impl AgentCore {
             model: self.cfg.model.clone(),
             firmware: self.cfg.firmware.clone(),
             agent: self.cfg.agent.clone(),
-            update: UpdateStatus::Idle,
+            update: self.update,
             checks: self.checks.clone(),
             config_rev: self.config_rev,
         }

@@ -49,6 +49,18 @@ fn check(name: &str, passed: bool) -> CheckResult {
     }
 }
 
+/// The desired state handed on to the update driver.
+fn to_updates(config_rev: u32, sent_at_ms: u64, retained: bool) -> Action {
+    Action::UpdateDesired {
+        desired: Desired {
+            config_rev,
+            ..Desired::default()
+        },
+        sent_at_ms,
+        retained,
+    }
+}
+
 fn printer(passed: bool) -> Vec<CheckResult> {
     vec![check("printer", passed)]
 }
@@ -433,7 +445,10 @@ fn after_a_restart_the_acknowledged_digest_from_the_outbox_keeps_an_unchanged_st
     };
     assert_eq!(
         changed.on(desired, T0 + 3000),
-        vec![state_msg(T0 + 3000, printer(true), 4)]
+        vec![
+            state_msg(T0 + 3000, printer(true), 4),
+            to_updates(4, T0 + 3000, true)
+        ]
     );
     // Never acknowledged (first connection after enrolment): sent.
     let mut fresh = start(None);
@@ -464,9 +479,16 @@ fn state_change_is_sent_once_and_unchanged_state_not_again() {
     };
     assert_eq!(
         core.on(desired.clone(), T0 + 70_000),
-        vec![state_msg(T0 + 70_000, printer(true), 3)]
+        vec![
+            state_msg(T0 + 70_000, printer(true), 3),
+            to_updates(3, T0 + 70_000, false)
+        ]
     );
-    assert_eq!(core.on(desired, T0 + 71_000), vec![]);
+    // Unchanged: no state; the update driver hears it again (it decides).
+    assert_eq!(
+        core.on(desired, T0 + 71_000),
+        vec![to_updates(3, T0 + 70_000, false)]
+    );
 }
 
 #[test]
@@ -610,7 +632,13 @@ fn live_desired_state_dates_the_clock_and_reports_its_config_revision() {
         },
         now,
     );
-    assert_eq!(actions, vec![state_msg(now, printer(true), 7)]);
+    assert_eq!(
+        actions,
+        vec![
+            state_msg(now, printer(true), 7),
+            to_updates(7, now - 1500, false)
+        ]
+    );
     // Our clock is 1.5 s ahead of the controller's.
     let dated = Health {
         clock_offset_ms: Some(1500),
@@ -635,7 +663,7 @@ fn retained_desired_state_does_not_date_the_clock() {
         now,
     );
     // Same config revision (0): nothing to report either.
-    assert_eq!(actions, vec![]);
+    assert_eq!(actions, vec![to_updates(0, T0 - 86_400_000, true)]);
     assert_eq!(
         core.on(Input::HealthSampled(normal()), now + 1),
         vec![health_msg(now + 1, normal())]
@@ -1157,4 +1185,40 @@ fn a_renewed_certificate_arrives_as_an_input() {
         .unwrap(),
         Input::CertificateReceived("PEM".into())
     );
+}
+
+#[test]
+fn the_update_status_and_a_committed_firmware_reach_the_state() {
+    let mut core = running(0);
+    let out = core.on(Input::UpdateStatus(UpdateStatus::Downloading), T0 + 10);
+    let Some(Action::Publish {
+        envelope: Envelope {
+            payload: Payload::State(state),
+            ..
+        },
+        ..
+    }) = out.first()
+    else {
+        panic!("{out:#?}")
+    };
+    assert_eq!(state.update, UpdateStatus::Downloading);
+    let out = core.on(
+        Input::FirmwareChanged(Version::parse("2.5.0").unwrap()),
+        T0 + 20,
+    );
+    let Some(Action::Publish {
+        envelope: Envelope {
+            payload: Payload::State(state),
+            ..
+        },
+        ..
+    }) = out.first()
+    else {
+        panic!("{out:#?}")
+    };
+    assert_eq!(state.firmware, Version::parse("2.5.0").unwrap());
+    // Unchanged: nothing.
+    assert!(core
+        .on(Input::UpdateStatus(UpdateStatus::Downloading), T0 + 30)
+        .is_empty());
 }

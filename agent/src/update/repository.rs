@@ -1,0 +1,169 @@
+//! The driver's [`Repository`]: the TUF client ([`super::tuf`]) and the
+//! trusted clock ([`super::clock`]) behind the driver's one question, "the
+//! verified target NAME". The clock's floor is kept in
+//! `STATE/update/clock.json`; it moves forward with each live desired state
+//! (the controller's `sent_at_ms`) and each HTTPS answer's `Date` from the
+//! repository.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use fleet_protocol::{firmware::agent_platform, ArtifactKind, Model};
+
+use super::clock::{ClockFile, TrustedClock};
+use super::config::UpdateConfig;
+use super::driver::Repository;
+use super::machine::{Refusal, Target};
+use super::tuf::{Source, TargetLocation, TufClient, TufError};
+
+pub struct TufRepository {
+    client: TufClient,
+    model: Model,
+    clock: Arc<Mutex<TrustedClock>>,
+    clock_file: PathBuf,
+    started: Instant,
+}
+
+/// Where the repository of `repo_url` is.
+pub fn source(cfg: &UpdateConfig) -> Source {
+    match cfg.repo_url.strip_prefix("file://") {
+        Some(dir) => Source::Dir(PathBuf::from(dir)),
+        None => Source::Https {
+            base: cfg.repo_url.clone(),
+            ca_pem: cfg.ca_pem.clone().unwrap_or_default(),
+        },
+    }
+}
+
+impl TufRepository {
+    /// `model`: the device's hardware model (firmware targets are checked
+    /// against it; agent targets against this build's platform).
+    pub fn new(cfg: &UpdateConfig, model: Model) -> Self {
+        let clock_file = cfg.dir.join("clock.json");
+        let floor = std::fs::read(&clock_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ClockFile>(&b).ok())
+            .unwrap_or_default();
+        Self {
+            client: TufClient::new(source(cfg), cfg.dir.join("tuf"), cfg.trusted_root.clone()),
+            model,
+            clock: Arc::new(Mutex::new(TrustedClock::from_file(floor))),
+            clock_file,
+            started: Instant::now(),
+        }
+    }
+
+    fn mono_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn save_clock(&self, file: ClockFile) {
+        if let Some(dir) = self.clock_file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = self.clock_file.with_extension("json.tmp");
+        let json = serde_json::to_vec(&file).expect("the clock file serialises");
+        if std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &self.clock_file))
+            .is_err()
+        {
+            tracing::warn!(file = %self.clock_file.display(), "cannot keep the trusted clock's floor");
+        }
+    }
+}
+
+/// Whether a TUF refusal may pass by itself (network, a datastore hiccup,
+/// metadata that the controller will re-sign).
+fn transient(e: &TufError) -> bool {
+    matches!(
+        e,
+        TufError::Unreachable { .. } | TufError::Datastore { .. } | TufError::Expired { .. }
+    )
+}
+
+impl Repository for TufRepository {
+    fn check(
+        &self,
+        name: String,
+        artifact: ArtifactKind,
+        now_ms: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Target, Refusal>> + Send>> {
+        let client = self.client.clone();
+        let model = match artifact {
+            ArtifactKind::Firmware => self.model.clone(),
+            ArtifactKind::Agent => agent_platform(),
+        };
+        let clock = Arc::clone(&self.clock);
+        let mono = self.mono_ms();
+        let clock_file = self.clock_file.clone();
+        let started = self.started;
+        Box::pin(async move {
+            let refuse = |e: TufError| Refusal {
+                reason: format!("refused {name}: {e}"),
+                permanent: !transient(&e),
+            };
+            let verified = client.refresh(now_ms).await.map_err(&refuse)?;
+            if let Some(date) = client.server_date_ms() {
+                let now_mono = u64::try_from(started.elapsed().as_millis()).unwrap_or(mono);
+                let file = {
+                    let mut c = clock.lock().expect("clock lock");
+                    c.observe_controller(date, now_mono);
+                    c.file()
+                };
+                let tmp = clock_file.with_extension("json.tmp");
+                let _ = std::fs::write(&tmp, serde_json::to_vec(&file).unwrap_or_default())
+                    .and_then(|()| std::fs::rename(&tmp, &clock_file));
+            }
+            let t = verified.target(&name, artifact, &model).map_err(&refuse)?;
+            Ok(Target {
+                name: t.name,
+                artifact: t.artifact,
+                version: t.version,
+                sha256: t.sha256,
+                len: t.len,
+                location: match t.location {
+                    TargetLocation::Url(u) => u,
+                    TargetLocation::File(p) => format!("file://{}", p.display()),
+                },
+            })
+        })
+    }
+
+    fn now(&self, system_ms: u64) -> u64 {
+        let mono = self.mono_ms();
+        self.clock.lock().expect("clock lock").now(system_ms, mono)
+    }
+
+    fn observe_controller(&self, controller_ms: u64) {
+        let mono = self.mono_ms();
+        let file = {
+            let mut c = self.clock.lock().expect("clock lock");
+            c.observe_controller(controller_ms, mono);
+            c.file()
+        };
+        self.save_clock(file);
+    }
+}
+
+/// The newest signed firmware for `model` in the repository of `cfg`
+/// (`fleet-agent update --from DIR` without `--version`).
+pub async fn latest_firmware(
+    cfg: &UpdateConfig,
+    model: &Model,
+) -> Result<fleet_protocol::TargetFirmware, String> {
+    let repo = TufRepository::new(cfg, model.clone());
+    let now = repo.now(crate::unix_ms());
+    let verified = repo
+        .client
+        .refresh(now)
+        .await
+        .map_err(|e| format!("the repository does not verify: {e}"))?;
+    let t = verified
+        .latest(ArtifactKind::Firmware, model)
+        .ok_or_else(|| format!("the repository holds no firmware for {model}"))?;
+    Ok(fleet_protocol::TargetFirmware {
+        version: t.version,
+        manifest: t.name,
+    })
+}

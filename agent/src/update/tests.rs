@@ -1,0 +1,651 @@
+//! The update machine without I/O: each test feeds inputs and checks the
+//! actions, in particular that every step is persisted before it starts
+//! and that success is said only after the commit.
+
+use std::time::Duration;
+
+use fleet_protocol::{
+    ArtifactKind, CheckResult, EventKind, FreezeWindow, TargetFirmware, UpdateOutcome, UpdatePhase,
+    UpdateStatus, Version,
+};
+
+use super::machine::*;
+
+const T0: u64 = 1_800_000_000_000;
+const NAME: &str = "firmware/ballot-box-v2/2.5.0.tar";
+
+fn v(s: &str) -> Version {
+    Version::parse(s).unwrap()
+}
+
+fn cfg() -> MachineConfig {
+    MachineConfig {
+        firmware: v("2.4.0"),
+        agent: v("0.1.0"),
+        health_deadline: Duration::from_secs(300),
+        max_download_bytes: 0,
+        retry_after: Duration::from_secs(60),
+    }
+}
+
+fn target() -> Target {
+    Target {
+        name: NAME.into(),
+        artifact: ArtifactKind::Firmware,
+        version: v("2.5.0"),
+        sha256: "ab".repeat(32),
+        len: 1000,
+        location: "https://ctl/api/v1/tuf/targets/firmware/ballot-box-v2/abab.2.5.0.tar".into(),
+    }
+}
+
+fn desired(version: &str, freeze: Vec<FreezeWindow>) -> Input {
+    Input::Desired {
+        firmware: Some(TargetFirmware {
+            version: v(version),
+            manifest: format!("firmware/ballot-box-v2/{version}.tar"),
+        }),
+        agent: None,
+        freeze,
+    }
+}
+
+fn started(p: Persisted, booted: &str) -> (UpdateMachine, Vec<Action>) {
+    let mut m = UpdateMachine::new(cfg(), p);
+    let out = m.on(
+        Input::Started {
+            booted_slot: booted.into(),
+        },
+        T0,
+    );
+    (m, out)
+}
+
+fn at(step: Step) -> Persisted {
+    Persisted {
+        step,
+        ..Persisted::default()
+    }
+}
+
+fn persisted_steps(out: &[Action]) -> Vec<&'static str> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Persist(p) => Some(p.step.name()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn results(out: &[Action]) -> Vec<(UpdateOutcome, String)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Report(EventKind::UpdateResult {
+                outcome,
+                message,
+                ok,
+                ..
+            }) => {
+                assert_eq!(*ok, *outcome == UpdateOutcome::Committed);
+                Some((*outcome, message.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn phases(out: &[Action]) -> Vec<UpdatePhase> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Report(EventKind::UpdateProgress { phase, .. }) => Some(*phase),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The position of the first action matching `f`.
+fn pos(out: &[Action], f: impl Fn(&Action) -> bool) -> usize {
+    out.iter()
+        .position(f)
+        .unwrap_or_else(|| panic!("no such action in {out:#?}"))
+}
+
+/// `step` is persisted before the action that starts it.
+fn persisted_before(out: &[Action], step: &str, starts: impl Fn(&Action) -> bool) {
+    let p = pos(
+        out,
+        |a| matches!(a, Action::Persist(p) if p.step.name() == step),
+    );
+    let s = pos(out, starts);
+    assert!(p < s, "{step} persisted at {p}, started at {s}: {out:#?}");
+}
+
+fn rebooting() -> Step {
+    Step::Rebooting {
+        target: target(),
+        from_slot: "a".into(),
+        to_slot: "b".into(),
+    }
+}
+
+fn checking() -> Step {
+    Step::Checking {
+        target: target(),
+        from_slot: "a".into(),
+        to_slot: "b".into(),
+    }
+}
+
+fn pass() -> Vec<CheckResult> {
+    vec![CheckResult {
+        name: "printer".into(),
+        passed: true,
+        message: None,
+    }]
+}
+
+fn fail() -> Vec<CheckResult> {
+    vec![CheckResult {
+        name: "printer".into(),
+        passed: false,
+        message: Some("no paper".into()),
+    }]
+}
+
+#[test]
+fn a_whole_update_persists_each_step_before_it_starts_and_commits_last() {
+    let (mut m, out) = started(Persisted::default(), "a");
+    assert_eq!(out, vec![Action::Status(UpdateStatus::Idle)]);
+
+    let out = m.on(desired("2.5.0", vec![]), T0);
+    assert_eq!(
+        out,
+        vec![Action::FetchMetadata {
+            name: NAME.into(),
+            artifact: ArtifactKind::Firmware,
+            version: v("2.5.0"),
+        }]
+    );
+
+    let out = m.on(Input::MetadataChecked(Ok(target())), T0 + 1);
+    persisted_before(&out, "downloading", |a| {
+        matches!(a, Action::Download { .. })
+    });
+    assert!(out.contains(&Action::Status(UpdateStatus::Downloading)));
+    assert_eq!(phases(&out), vec![UpdatePhase::Downloading]);
+
+    let out = m.on(Input::Downloaded(Ok(())), T0 + 2);
+    persisted_before(&out, "verifying", |a| matches!(a, Action::CheckHash { .. }));
+
+    let out = m.on(Input::HashChecked(Ok(())), T0 + 3);
+    persisted_before(&out, "installing", |a| matches!(a, Action::Install { .. }));
+    assert!(matches!(m.step(), Step::Installing { from_slot, .. } if from_slot == "a"));
+
+    let out = m.on(Input::Installed(Ok("b".into())), T0 + 4);
+    persisted_before(&out, "rebooting", |a| *a == Action::Reboot);
+    assert!(
+        results(&out).is_empty(),
+        "an install is not success: {out:#?}"
+    );
+
+    // The reboot: a new machine from what was persisted, booted into b.
+    let (mut m, out) = started(m.persisted().clone(), "b");
+    persisted_before(&out, "checking", |a| {
+        matches!(
+            a,
+            Action::ArmTimer {
+                timer: UpdateTimer::HealthDeadline,
+                ..
+            }
+        )
+    });
+    assert!(results(&out).is_empty(), "a boot is not success: {out:#?}");
+
+    // Checks pass before the broker is reached: not yet.
+    assert!(m.on(Input::Checks(pass()), T0 + 10).is_empty());
+    let out = m.on(Input::Connected(true), T0 + 11);
+    assert!(out.contains(&Action::MarkGood), "{out:#?}");
+    assert!(results(&out).is_empty());
+
+    let out = m.on(Input::Committed(Ok(())), T0 + 12);
+    assert_eq!(persisted_steps(&out), vec!["idle"]);
+    assert!(out.contains(&Action::FirmwareCommitted(v("2.5.0"))));
+    assert_eq!(
+        results(&out),
+        vec![(UpdateOutcome::Committed, "committed".to_string())]
+    );
+    assert_eq!(m.persisted().installed_sha256, Some(target().sha256));
+    // The result comes after the idle step is on disk.
+    assert!(
+        pos(&out, |a| matches!(a, Action::Persist(_)))
+            < pos(&out, |a| matches!(a, Action::Report(_)))
+    );
+}
+
+#[test]
+fn the_installed_version_asks_for_nothing() {
+    let (mut m, _) = started(Persisted::default(), "a");
+    assert!(m.on(desired("2.4.0", vec![]), T0).is_empty());
+}
+
+#[test]
+fn nothing_is_fetched_before_the_machine_knows_the_booted_slot() {
+    let mut m = UpdateMachine::new(cfg(), Persisted::default());
+    assert!(m.on(desired("2.5.0", vec![]), T0).is_empty());
+    let out = m.on(
+        Input::Started {
+            booted_slot: "a".into(),
+        },
+        T0,
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::FetchMetadata { .. })),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn an_older_version_is_refused_once_and_not_tried_again() {
+    let (mut m, _) = started(Persisted::default(), "a");
+    let out = m.on(desired("2.3.0", vec![]), T0);
+    let r = results(&out);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, UpdateOutcome::Failed);
+    assert!(r[0].1.contains("older"), "{}", r[0].1);
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::FetchMetadata { .. })));
+    assert!(m.on(desired("2.3.0", vec![]), T0 + 1).is_empty());
+}
+
+#[test]
+fn a_signed_target_older_than_installed_or_not_the_one_asked_is_refused() {
+    for (t, why) in [
+        (
+            Target {
+                version: v("2.3.0"),
+                ..target()
+            },
+            "not the one asked",
+        ),
+        (
+            Target {
+                name: "firmware/laptop/2.5.0.tar".into(),
+                ..target()
+            },
+            "not the one asked",
+        ),
+    ] {
+        let (mut m, _) = started(Persisted::default(), "a");
+        m.on(desired("2.5.0", vec![]), T0);
+        let out = m.on(Input::MetadataChecked(Ok(t)), T0);
+        let r = results(&out);
+        assert_eq!(r.len(), 1, "{out:#?}");
+        assert!(r[0].1.contains(why), "{}", r[0].1);
+        assert!(!out.iter().any(|a| matches!(a, Action::Download { .. })));
+        assert_eq!(m.persisted().given_up.as_deref(), Some(NAME));
+    }
+}
+
+#[test]
+fn a_target_over_the_download_cap_is_refused_before_downloading() {
+    let mut m = UpdateMachine::new(
+        MachineConfig {
+            max_download_bytes: 999,
+            ..cfg()
+        },
+        Persisted::default(),
+    );
+    m.on(
+        Input::Started {
+            booted_slot: "a".into(),
+        },
+        T0,
+    );
+    m.on(desired("2.5.0", vec![]), T0);
+    let out = m.on(Input::MetadataChecked(Ok(target())), T0);
+    assert!(!out.iter().any(|a| matches!(a, Action::Download { .. })));
+    assert!(results(&out)[0].1.contains("max_download_bytes"));
+}
+
+#[test]
+fn a_metadata_refusal_is_reported_permanent_ones_given_up_transient_ones_retried() {
+    let (mut m, _) = started(Persisted::default(), "a");
+    m.on(desired("2.5.0", vec![]), T0);
+    let out = m.on(
+        Input::MetadataChecked(Err(Refusal {
+            reason: "connection refused".into(),
+            permanent: false,
+        })),
+        T0,
+    );
+    assert_eq!(results(&out)[0].1, "connection refused");
+    assert!(out.contains(&Action::Status(UpdateStatus::Failed)));
+    assert!(out.contains(&Action::ArmTimer {
+        timer: UpdateTimer::Reconsider,
+        after: Duration::from_secs(60)
+    }));
+    let out = m.on(Input::TimerFired(UpdateTimer::Reconsider), T0 + 60_000);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::FetchMetadata { .. })));
+
+    let out = m.on(
+        Input::MetadataChecked(Err(Refusal {
+            reason: "signature threshold not met".into(),
+            permanent: true,
+        })),
+        T0,
+    );
+    assert_eq!(results(&out)[0].1, "signature threshold not met");
+    assert_eq!(m.persisted().given_up.as_deref(), Some(NAME));
+    assert!(m.on(desired("2.5.0", vec![]), T0 + 1).is_empty());
+    // Another version is tried.
+    let out = m.on(desired("2.6.0", vec![]), T0 + 2);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::FetchMetadata { .. })));
+}
+
+#[test]
+fn download_progress_is_reported_every_five_percent_or_ten_seconds() {
+    let (mut m, _) = started(at(Step::Downloading { target: target() }), "a");
+    let mut reported = Vec::new();
+    for (bytes, t) in [(10, 1), (30, 2), (50, 3), (60, 4), (100, 5), (101, 6)] {
+        let out = m.on(Input::DownloadProgress { bytes, total: 1000 }, T0 + t);
+        if !phases(&out).is_empty() {
+            reported.push(bytes);
+        }
+    }
+    assert_eq!(reported, vec![50, 100]);
+    // Ten seconds later, even a small step is reported.
+    let out = m.on(
+        Input::DownloadProgress {
+            bytes: 110,
+            total: 1000,
+        },
+        T0 + 10_006,
+    );
+    assert_eq!(phases(&out), vec![UpdatePhase::Downloading]);
+    let out = m.on(
+        Input::DownloadProgress {
+            bytes: 1000,
+            total: 1000,
+        },
+        T0 + 10_007,
+    );
+    assert_eq!(phases(&out), vec![UpdatePhase::Downloading]);
+}
+
+#[test]
+fn a_failed_download_or_hash_ends_failed_without_touching_a_slot_and_is_retried() {
+    let (mut m, _) = started(at(Step::Downloading { target: target() }), "a");
+    let out = m.on(Input::Downloaded(Err("stalled".into())), T0);
+    assert_eq!(
+        results(&out),
+        vec![(UpdateOutcome::Failed, "stalled".into())]
+    );
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::ArmTimer {
+            timer: UpdateTimer::Reconsider,
+            ..
+        }
+    )));
+    assert_eq!(m.step(), &Step::Idle);
+
+    let (mut m, _) = started(at(Step::Verifying { target: target() }), "a");
+    let out = m.on(Input::HashChecked(Err("sha256 mismatch".into())), T0);
+    assert!(out.contains(&Action::DiscardDownload));
+    assert_eq!(results(&out)[0].0, UpdateOutcome::Failed);
+    assert!(!out.iter().any(|a| matches!(a, Action::Install { .. })));
+}
+
+#[test]
+fn a_failed_install_ends_failed() {
+    let (mut m, out) = started(
+        at(Step::Installing {
+            target: target(),
+            from_slot: "a".into(),
+        }),
+        "a",
+    );
+    assert!(out.iter().any(|a| matches!(a, Action::Install { .. })));
+    let out = m.on(Input::Installed(Err("disk full".into())), T0);
+    assert_eq!(results(&out)[0].0, UpdateOutcome::Failed);
+    assert!(results(&out)[0].1.contains("disk full"));
+}
+
+#[test]
+fn restart_at_each_step_resumes_it() {
+    let (_, out) = started(at(Step::Downloading { target: target() }), "a");
+    persisted_before(&out, "downloading", |a| {
+        matches!(a, Action::Download { .. })
+    });
+    let (_, out) = started(at(Step::Verifying { target: target() }), "a");
+    persisted_before(&out, "verifying", |a| matches!(a, Action::CheckHash { .. }));
+    let (_, out) = started(
+        at(Step::Installing {
+            target: target(),
+            from_slot: "a".into(),
+        }),
+        "a",
+    );
+    persisted_before(&out, "installing", |a| matches!(a, Action::Install { .. }));
+    let (_, out) = started(at(rebooting()), "b");
+    assert_eq!(persisted_steps(&out), vec!["checking"]);
+    let (_, out) = started(at(checking()), "b");
+    assert_eq!(persisted_steps(&out), vec!["checking"]);
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::ArmTimer {
+            timer: UpdateTimer::HealthDeadline,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn booting_the_old_slot_after_rebooting_or_checking_means_the_bootloader_fell_back() {
+    for step in [rebooting(), checking()] {
+        let (m, out) = started(at(step), "a");
+        let r = results(&out);
+        assert_eq!(r.len(), 1, "{out:#?}");
+        assert_eq!(r[0].0, UpdateOutcome::RolledBack);
+        assert!(r[0].1.contains("fell back"), "{}", r[0].1);
+        assert!(!out.contains(&Action::MarkGood));
+        assert_eq!(m.step(), &Step::Idle);
+        assert_eq!(m.persisted().given_up.as_deref(), Some(NAME));
+    }
+}
+
+#[test]
+fn failing_checks_at_the_deadline_roll_back_with_the_reason() {
+    let (mut m, _) = started(at(checking()), "b");
+    assert!(m.on(Input::Connected(true), T0).is_empty());
+    assert!(m.on(Input::Checks(fail()), T0 + 1).is_empty());
+    let out = m.on(Input::TimerFired(UpdateTimer::HealthDeadline), T0 + 300_000);
+    persisted_before(&out, "rolling-back", |a| *a == Action::MarkBad);
+    assert!(
+        results(&out).is_empty(),
+        "rolled back only once the old slot booted"
+    );
+    let out = m.on(Input::MarkedBad(Ok(())), T0 + 300_001);
+    assert_eq!(out, vec![Action::Reboot]);
+
+    let (m, out) = started(m.persisted().clone(), "a");
+    let r = results(&out);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, UpdateOutcome::RolledBack);
+    assert!(r[0].1.contains("printer: no paper"), "{}", r[0].1);
+    assert_eq!(m.step(), &Step::Idle);
+}
+
+#[test]
+fn no_broker_by_the_deadline_rolls_back() {
+    let (mut m, _) = started(at(checking()), "b");
+    m.on(Input::Checks(pass()), T0);
+    let out = m.on(Input::TimerFired(UpdateTimer::HealthDeadline), T0 + 300_000);
+    let Some(Action::Persist(p)) = out.iter().find(|a| matches!(a, Action::Persist(_))) else {
+        panic!("{out:#?}")
+    };
+    assert!(matches!(&p.step, Step::RollingBack { reason, .. } if reason.contains("broker")));
+}
+
+#[test]
+fn a_restart_while_rolling_back_on_the_new_slot_marks_bad_again() {
+    let step = Step::RollingBack {
+        target: target(),
+        from_slot: "a".into(),
+        to_slot: "b".into(),
+        reason: "checks failed".into(),
+    };
+    let (_, out) = started(at(step), "b");
+    persisted_before(&out, "rolling-back", |a| *a == Action::MarkBad);
+    assert!(results(&out).is_empty());
+}
+
+#[test]
+fn a_failed_reboot_rolls_back() {
+    let (mut m, _) = started(
+        at(Step::Installing {
+            target: target(),
+            from_slot: "a".into(),
+        }),
+        "a",
+    );
+    m.on(Input::Installed(Ok("b".into())), T0);
+    let out = m.on(Input::RebootFailed("no reboot command".into()), T0);
+    persisted_before(&out, "rolling-back", |a| *a == Action::MarkBad);
+}
+
+#[test]
+fn a_freeze_window_holds_the_update_reports_frozen_once_and_ends() {
+    let w = FreezeWindow {
+        from_ms: T0 - 1000,
+        to_ms: T0 + 3_600_000,
+    };
+    let (mut m, _) = started(Persisted::default(), "a");
+    let out = m.on(desired("2.5.0", vec![w]), T0);
+    assert_eq!(persisted_steps(&out), vec!["idle"], "the window is kept");
+    assert_eq!(m.persisted().freeze, vec![w]);
+    assert_eq!(phases(&out), vec![UpdatePhase::Frozen]);
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::FetchMetadata { .. })));
+    assert!(out.contains(&Action::ArmTimer {
+        timer: UpdateTimer::Reconsider,
+        after: Duration::from_millis(3_600_000)
+    }));
+    // The controller asks again: still frozen, said once.
+    let out = m.on(desired("2.5.0", vec![w]), T0 + 10);
+    assert!(phases(&out).is_empty());
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::FetchMetadata { .. })));
+    // After a restart the window still holds (it was persisted).
+    let (mut m2, _) = started(m.persisted().clone(), "a");
+    let out = m2.on(desired("2.5.0", vec![]), T0 + 20);
+    assert_eq!(
+        m2.persisted().freeze,
+        Vec::<FreezeWindow>::new(),
+        "a new desired state replaces windows"
+    );
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::FetchMetadata { .. })));
+    // The window ends.
+    let out = m.on(Input::TimerFired(UpdateTimer::Reconsider), w.to_ms);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::FetchMetadata { .. })));
+}
+
+#[test]
+fn a_freeze_that_begins_during_the_download_stops_the_install() {
+    let w = FreezeWindow {
+        from_ms: T0 + 100,
+        to_ms: T0 + 1000,
+    };
+    let mut p = at(Step::Verifying { target: target() });
+    p.freeze = vec![w];
+    let (mut m, _) = started(p, "a");
+    let out = m.on(Input::HashChecked(Ok(())), T0 + 200);
+    assert!(!out.iter().any(|a| matches!(a, Action::Install { .. })));
+    assert_eq!(phases(&out), vec![UpdatePhase::Frozen]);
+    let out = m.on(Input::TimerFired(UpdateTimer::Reconsider), T0 + 1000);
+    persisted_before(&out, "installing", |a| matches!(a, Action::Install { .. }));
+}
+
+#[test]
+fn an_agent_binary_is_handed_over_after_verification() {
+    let (mut m, _) = started(Persisted::default(), "a");
+    m.on(
+        Input::Desired {
+            firmware: None,
+            agent: Some(TargetFirmware {
+                version: v("0.2.0"),
+                manifest: "agent/x86-64-linux/0.2.0".into(),
+            }),
+            freeze: vec![],
+        },
+        T0,
+    );
+    let t = Target {
+        name: "agent/x86-64-linux/0.2.0".into(),
+        artifact: ArtifactKind::Agent,
+        version: v("0.2.0"),
+        ..target()
+    };
+    let out = m.on(Input::MetadataChecked(Ok(t)), T0);
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Download {
+            from_sha256: None,
+            ..
+        }
+    )));
+    m.on(Input::Downloaded(Ok(())), T0);
+    let out = m.on(Input::HashChecked(Ok(())), T0);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::HandOverAgent { .. })),
+        "{out:#?}"
+    );
+    let out = m.on(Input::AgentHandedOver(Ok(())), T0);
+    assert_eq!(persisted_steps(&out), vec!["idle"]);
+}
+
+#[test]
+fn a_delta_is_asked_for_when_the_installed_image_is_known() {
+    let mut p = at(Step::Idle);
+    p.installed_sha256 = Some("cd".repeat(32));
+    let (mut m, _) = started(p, "a");
+    m.on(desired("2.5.0", vec![]), T0);
+    let out = m.on(Input::MetadataChecked(Ok(target())), T0);
+    assert!(out.contains(&Action::Download {
+        target: target(),
+        from_sha256: Some("cd".repeat(32))
+    }));
+}
+
+#[test]
+fn the_state_file_round_trips_and_reads_idle_when_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = super::state::StateFile::in_dir(&dir.path().join("update"));
+    assert_eq!(file.load().unwrap(), Persisted::default());
+    let p = Persisted {
+        step: checking(),
+        freeze: vec![FreezeWindow {
+            from_ms: 1,
+            to_ms: 2,
+        }],
+        given_up: Some("x".into()),
+        installed_sha256: None,
+    };
+    file.save(&p).unwrap();
+    assert_eq!(file.load().unwrap(), p);
+    std::fs::write(file.path(), "{").unwrap();
+    assert!(file.load().unwrap_err().to_string().contains("damaged"));
+}
