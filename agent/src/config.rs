@@ -74,6 +74,10 @@ pub struct OutboxSection {
 #[derive(Debug, Clone, Deserialize)]
 pub struct TestHooksSection {
     pub event_dir: PathBuf,
+    /// Report this agent version instead of the build's ("": the build's).
+    pub agent_version: String,
+    /// Connect to this broker port instead of the enrolled one (0: off).
+    pub broker_port: u16,
     /// After persisting this update step, write `event_dir/update-hold-STEP`
     /// and wait to be killed.
     pub update_hold_at: String,
@@ -192,6 +196,33 @@ impl AgentConfig {
             .build()?
             .try_deserialize()?;
         Ok(cfg)
+    }
+
+    /// `test_hooks.agent_version`, when set.
+    pub fn test_agent_version(&self) -> Result<Option<fleet_protocol::Version>, ConfigError> {
+        let v = &self.test_hooks.agent_version;
+        if v.is_empty() {
+            return Ok(None);
+        }
+        fleet_protocol::Version::parse(v)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                key: "test_hooks.agent_version",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Where updates keep their state: `STATE/update`.
+    pub fn update_dir(&self) -> PathBuf {
+        self.device.state_dir.join("update")
+    }
+
+    /// How long a new agent binary has to reach the broker.
+    pub fn agent_trial(&self) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(positive(
+            "update.agent_trial_secs",
+            self.update.agent_trial_secs,
+        )?))
     }
 
     pub fn device_id(&self) -> Result<DeviceId, ConfigError> {
@@ -347,6 +378,10 @@ impl AgentConfig {
                 dir: self.device.state_dir.clone(),
             });
         };
+        let port = match self.test_hooks.broker_port {
+            0 => port,
+            hook => hook,
+        };
         Ok(RuntimeConfig {
             device,
             model,
@@ -376,6 +411,7 @@ impl AgentConfig {
             },
             state_sent: None,
             connected: None,
+            update_dir: Some(self.update_dir()),
             renewal: files.exist().then(|| RenewalSetup {
                 files: files.clone(),
                 policy: RenewalPolicy {
@@ -564,6 +600,62 @@ command = ["true"]
             .unwrap_err();
         assert!(err.to_string().contains("link.profile"), "{err}");
     }
+
+    #[test]
+    fn the_agent_trial_and_the_stand_in_hooks_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("agent.toml");
+        let state = dir.path().join("state");
+        std::fs::write(
+            &site,
+            format!(
+                "[device]\nid = \"BB-8\"\nmodel = \"ballot-box-v2\"\nstate_dir = \"{}\"\n\
+                 [mqtt]\ninsecure_dev = true\nport = 1883\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        let cfg = AgentConfig::load_with_env(Some(&site), HashMapEnv::new()).unwrap();
+        assert_eq!(cfg.agent_trial().unwrap(), Duration::from_secs(120));
+        assert_eq!(cfg.test_agent_version().unwrap(), None);
+        let rt = cfg.runtime().unwrap();
+        assert_eq!(rt.link.port, 1883);
+        assert_eq!(rt.update_dir, Some(state.join("update")));
+
+        let env = [
+            ("FLEET_AGENT__UPDATE__AGENT_TRIAL_SECS", "3"),
+            ("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION", "9.9.9"),
+            ("FLEET_AGENT__TEST_HOOKS__BROKER_PORT", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let cfg = AgentConfig::load_with_env(Some(&site), env).unwrap();
+        assert_eq!(cfg.agent_trial().unwrap(), Duration::from_secs(3));
+        assert_eq!(
+            cfg.test_agent_version().unwrap(),
+            Some(fleet_protocol::Version::parse("9.9.9").unwrap())
+        );
+        assert_eq!(cfg.runtime().unwrap().link.port, 1);
+
+        let env = [
+            ("FLEET_AGENT__UPDATE__AGENT_TRIAL_SECS", "0"),
+            ("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION", "nine"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let cfg = AgentConfig::load_with_env(Some(&site), env).unwrap();
+        let err = cfg.agent_trial().unwrap_err();
+        assert!(err.to_string().contains("update.agent_trial_secs"), "{err}");
+        let err = cfg.test_agent_version().unwrap_err();
+        assert!(
+            err.to_string().contains("test_hooks.agent_version"),
+            "{err}"
+        );
+    }
+
+    type HashMapEnv = std::collections::HashMap<String, String>;
 
     #[test]
     fn bad_values_are_named() {

@@ -24,6 +24,8 @@
 //!   the [`SeqStore`]; it turns what happens into inputs, reading the clock
 //!   once per input, and carries out the actions. `fleet-sim` runs it with
 //!   simulated hardware.
+//! - [`update`]: updates of the device's software; [`update::agent_binary`]
+//!   swaps the agent's own binary and gives the new one a trial.
 
 pub mod backoff;
 pub mod config;
@@ -46,9 +48,24 @@ pub use config::AgentConfig;
 pub use hardware::{Hardware, SystemHardware};
 pub use runtime::{run, RuntimeConfig, SeqStore};
 
-/// The agent's own version, reported in presence and state.
+/// The agent's own version, reported in presence and state (and the
+/// version a new agent's trial expects): the crate's, unless
+/// `test_hooks.agent_version` set another ([`set_test_agent_version`]).
 pub fn agent_version() -> fleet_protocol::Version {
-    fleet_protocol::Version::parse(env!("CARGO_PKG_VERSION")).expect("crate version is semver")
+    TEST_AGENT_VERSION.get().cloned().unwrap_or_else(|| {
+        fleet_protocol::Version::parse(env!("CARGO_PKG_VERSION")).expect("crate version is semver")
+    })
+}
+
+static TEST_AGENT_VERSION: std::sync::OnceLock<fleet_protocol::Version> =
+    std::sync::OnceLock::new();
+
+/// Test hook (`test_hooks.agent_version`): this process reports `version`,
+/// so that the current build stands in for a rebuilt agent in the
+/// self-update tests. Set once, by `fleet-agent run`, before the agent
+/// starts; a second call is ignored.
+pub fn set_test_agent_version(version: fleet_protocol::Version) {
+    let _ = TEST_AGENT_VERSION.set(version);
 }
 
 /// Unix time in milliseconds (0 if the clock is before 1970).

@@ -56,6 +56,24 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Install FILE as this device's agent binary, version VERSION, with a
+    /// trial: the installed binary is kept (STATE/update/agent.prev), and
+    /// the next start of the agent must reach the broker within
+    /// update.agent_trial_secs, or the previous binary is put back (USB or
+    /// manual updates; FILE must be verified already). Run it as the
+    /// installed binary (the one the service starts): that is the one
+    /// replaced. The running agent is not touched: restart it to begin the
+    /// trial.
+    SelfUpdate {
+        /// The new agent binary.
+        #[arg(long)]
+        binary: PathBuf,
+        /// Its version (it must report this one, and be newer).
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// The TUF verifier behind the TUF conformance client protocol: `tuf
     /// --metadata-dir D init ROOT`, `… --metadata-url U refresh`, `…
     /// --target-name P --target-base-url T --target-dir TD download`. Exit
@@ -266,8 +284,37 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::SelfUpdate {
+            binary,
+            version,
+            config,
+        } => {
+            let cfg = AgentConfig::load(config.as_deref())?;
+            let version = fleet_protocol::Version::parse(&version)
+                .with_context(|| format!("--version {version}"))?;
+            let running = fleet_agent::agent_version();
+            let done = fleet_agent::update::agent_binary::install(
+                &cfg.update_dir(),
+                &binary,
+                &version,
+                &running,
+                cfg.agent_trial()?,
+                fleet_agent::unix_ms(),
+            )?;
+            println!(
+                "installed agent {version} at {} (was {running}, kept as {}); its next start is a trial of {} s",
+                done.exe.display(),
+                done.prev.display(),
+                done.record.trial_ms / 1000
+            );
+            Ok(())
+        }
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(config.as_deref())?;
+            if let Some(v) = cfg.test_agent_version()? {
+                tracing::warn!(version = %v, "test_hooks.agent_version: reporting another version than the build's; tests only");
+                fleet_agent::set_test_agent_version(v);
+            }
             let runtime = cfg.runtime()?;
             let options = cfg.options()?;
             let hw = hardware(&cfg)?;

@@ -42,6 +42,7 @@ use crate::hardware::Hardware;
 use crate::health::HealthPolicy;
 use crate::outbox::{Limits, Outbox, OutboxConfig, Stored};
 use crate::reporter::state_digest;
+use crate::update::agent_binary;
 use crate::update::driver::{Note as UpdateNote, Told};
 use crate::{agent_version, unix_ms};
 
@@ -81,6 +82,9 @@ pub struct RuntimeConfig {
     /// The certificate files and how they are renewed; `None`: never
     /// (plaintext development, the simulator's in-memory identities).
     pub renewal: Option<RenewalSetup>,
+    /// `STATE/update`: where a new agent binary's trial is recorded
+    /// ([`crate::update::agent_binary`]); `None`: no self-update (the simulator).
+    pub update_dir: Option<PathBuf>,
 }
 
 /// Where the device's identity is and how it is renewed.
@@ -662,6 +666,12 @@ pub async fn run_with<H: Hardware>(
     hw: H,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
+    // A new agent binary on trial: decided here if it can be (a rollback
+    // starts the previous binary and does not return), else watched below.
+    let trial = cfg
+        .update_dir
+        .as_deref()
+        .and_then(|dir| agent_binary::begin(dir, &agent_version(), unix_ms()));
     let session = unix_ms();
     let mqtt = mqtt_options(&cfg, session)?;
     let (client, mut eventloop) = AsyncClient::new(mqtt, CLIENT_CAPACITY);
@@ -784,6 +794,14 @@ pub async fn run_with<H: Hardware>(
     if let Some(message) = update_err {
         io.handle(&mut core, Input::Report(EventKind::Error { message }));
     }
+    let trial_connected = Arc::new(Notify::new());
+    let (trial_tx, mut trial_rx) = mpsc::channel::<()>(1);
+    deliver_agent_results(&mut io, &mut core, cfg.update_dir.as_deref());
+    let _trial = trial.map(|t| {
+        AbortOnDrop(tokio::spawn(
+            t.watch(Arc::clone(&trial_connected), trial_tx),
+        ))
+    });
     let mut hook = opts
         .event_hook_dir
         .clone()
@@ -839,6 +857,7 @@ pub async fn run_with<H: Hardware>(
                     if let Some(n) = &cfg.connected {
                         n.notify_one();
                     }
+                    trial_connected.notify_one();
                     // What was coalesced offline, and what was dropped, go out
                     // with everything else waiting.
                     if let Some(stored) = io.outbox.flush_health() {
@@ -893,6 +912,7 @@ pub async fn run_with<H: Hardware>(
                 io.note(UpdateNote::Checks(results.clone()));
                 io.handle(&mut core, Input::ChecksCompleted(results));
             }
+            Some(()) = trial_rx.recv() => deliver_agent_results(&mut io, &mut core, cfg.update_dir.as_deref()),
             Some(told) = told_due => match told {
                 Told::Report(kind) => io.handle(&mut core, Input::Report(kind)),
                 Told::Status(status) => io.handle(&mut core, Input::UpdateStatus(status)),
@@ -933,6 +953,19 @@ pub async fn run_with<H: Hardware>(
     drop(link);
     info!(device = %cfg.device, "agent stopped");
     Ok(())
+}
+
+/// The agent's own update results waiting in `dir` go to the core (which
+/// numbers them and commits them to the outbox); then their files go.
+fn deliver_agent_results<H: Hardware>(
+    io: &mut Io<H>,
+    core: &mut AgentCore,
+    dir: Option<&std::path::Path>,
+) {
+    for (file, kind) in dir.map(agent_binary::pending_results).unwrap_or_default() {
+        io.handle(core, Input::Report(kind));
+        agent_binary::delivered(&file);
+    }
 }
 
 /// The test hook's events waiting in `dir`, oldest name first. Each file

@@ -69,6 +69,7 @@ fn config(id: &str, port: u16) -> RuntimeConfig {
         seq: SeqStore::Memory(0),
         state_sent: None,
         connected: None,
+        update_dir: None,
         renewal: None,
     }
 }

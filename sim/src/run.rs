@@ -253,6 +253,7 @@ pub async fn start(
             seq: SeqStore::Memory(0),
             state_sent: Some(Arc::clone(&notify)),
             connected: Some(Arc::clone(&connected)),
+            update_dir: None,
             // In-memory identities: the simulator does not renew.
             renewal: None,
         };

@@ -16,8 +16,11 @@
 //! - [`clock`]: the trusted time expiry is checked against (pure).
 //! - [`delta`]: rebuild an image from the installed one and a bidiff patch,
 //!   bounded by and checked against the signed length and hash.
+//! - [`agent_binary`]: the agent's own binary: the swap, the trial of a new
+//!   agent (it must reach the broker within a deadline) and the rollback.
 //! - [`config`], [`error`].
 
+pub mod agent_binary;
 pub mod clock;
 pub mod config;
 pub mod delta;
