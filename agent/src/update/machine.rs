@@ -233,6 +233,8 @@ pub enum Action {
     },
     /// Restart into the new (or, rolling back, the old) slot.
     Reboot,
+    /// Start the new agent binary in place of this process (its trial).
+    RestartAgent,
     MarkGood,
     MarkBad,
     /// Remove what the download directory holds.
@@ -424,10 +426,19 @@ impl UpdateMachine {
                 };
                 let target = target.clone();
                 match result {
-                    // The new agent's trial (agent_binary) reports the result.
+                    // Swapped: the new agent's trial (agent_binary) decides
+                    // and reports the result; this agent restarts into it.
                     Ok(()) => {
                         self.p.step = Step::Idle;
                         out.push(Action::Persist(self.p.clone()));
+                        out.push(Action::Report(progress(
+                            &target,
+                            UpdatePhase::Rebooting,
+                            0,
+                            0,
+                        )));
+                        out.push(Action::Status(UpdateStatus::Idle));
+                        out.push(Action::RestartAgent);
                     }
                     Err(why) => self.fail(&target, &why, false, now_ms, &mut out),
                 }

@@ -615,6 +615,9 @@ fn an_agent_binary_is_handed_over_after_verification() {
     );
     let out = m.on(Input::AgentHandedOver(Ok(())), T0);
     assert_eq!(persisted_steps(&out), vec!["idle"]);
+    assert_eq!(phases(&out), vec![UpdatePhase::Rebooting]);
+    assert_eq!(out.last(), Some(&Action::RestartAgent));
+    assert!(results(&out).is_empty(), "the trial reports the result");
 }
 
 #[test]
