@@ -92,11 +92,19 @@ impl Endpoint {
         }
     }
 
-    /// The names of the `{…}` segments of the path, in order.
+    /// The path as OpenAPI writes it: `{*rest}` is `{rest}`.
+    pub fn openapi_path(&self) -> String {
+        self.path.replace("{*", "{")
+    }
+
+    /// The names of the `{…}` segments of the path, in order (a trailing
+    /// `{*rest}` takes the rest of the path, slashes included).
     pub fn path_params(&self) -> impl Iterator<Item = &'static str> {
-        self.path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        self.path.split('/').filter_map(|s| {
+            s.strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .map(|s| s.trim_start_matches('*'))
+        })
     }
 }
 
@@ -438,6 +446,142 @@ pub const ARTIFACT: Endpoint = Endpoint {
     errors: &[400, 404, 416],
 };
 
+const FIRMWARE: &[Permission] = &[Permission::ManageFirmware];
+
+pub const DEVICE_UPDATE: Endpoint = Endpoint {
+    operation_id: "device_update",
+    method: Method::Post,
+    path: "/api/v1/devices/{id}/update",
+    summary: "Tell a device which firmware or agent version to run",
+    description: "Finds the signed target of that version for the device's model (the agent: for the platform, default the controller's own) and sets it in the device's desired state, which is stored and sent retained; the device fetches and verifies it through TUF itself. No such target answers 404 (or 422 for an artifact that is not firmware or agent). A province-tech token reaches only its provinces' devices (another province's device answers 404). Audited as device.update.",
+    auth: Auth::Bearer(&[Permission::SendCommands]),
+    query: None,
+    request: Body::Json("DeviceUpdateRequest"),
+    response: Body::Json("DeviceUpdateSet"),
+    errors: &[400, 401, 403, 404, 409, 422],
+};
+
+pub const FREEZE: Endpoint = Endpoint {
+    operation_id: "freeze",
+    method: Method::Get,
+    path: "/api/v1/freeze",
+    summary: "The fleet's freeze windows",
+    description: "",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("FreezeWindows"),
+    errors: &[401, 403],
+};
+
+pub const SET_FREEZE: Endpoint = Endpoint {
+    operation_id: "set_freeze",
+    method: Method::Put,
+    path: "/api/v1/freeze",
+    summary: "Replace the fleet's freeze windows",
+    description: "Times are Unix ms or RFC 3339; each window must end after it starts; at most 32. Every desired state the controller sends carries the windows, and setting them sends again the desired state of every device that has one. Devices install nothing inside a window they know. Audited as freeze.set.",
+    auth: Auth::Bearer(FIRMWARE),
+    query: None,
+    request: Body::Json("FreezeRequest"),
+    response: Body::Json("FreezeWindows"),
+    errors: &[400, 401, 403, 422],
+};
+
+pub const FIRMWARE_STATUS: Endpoint = Endpoint {
+    operation_id: "firmware",
+    method: Method::Get,
+    path: "/api/v1/firmware",
+    summary: "The firmware repository: each role's version and expiry, and the signed targets",
+    description: "A controller whose repository was never set up (fleet-controller firmware-init) answers 409.",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("FirmwareStatus"),
+    errors: &[401, 403, 409],
+};
+
+pub const UPLOAD_IMAGE: Endpoint = Endpoint {
+    operation_id: "upload_image",
+    method: Method::Put,
+    path: "/api/v1/firmware/images/{sha256}",
+    summary: "Store an image under its SHA-256 (before the targets metadata that names it)",
+    description: "The raw body is streamed to disk and its hash checked: a body whose SHA-256 is not the one in the path is refused with 422 and nothing is kept. Larger than firmware.max_image_bytes answers 413. Audited as firmware.image.",
+    auth: Auth::Bearer(FIRMWARE),
+    query: None,
+    request: Body::Binary,
+    response: Body::Json("ImageUploaded"),
+    errors: &[400, 401, 403, 409, 413, 422],
+};
+
+pub const PUBLISH_TARGETS: Endpoint = Endpoint {
+    operation_id: "publish_targets",
+    method: Method::Post,
+    path: "/api/v1/firmware/targets",
+    summary: "Publish targets metadata the release team signed",
+    description: "The body is the signed targets.json (fleetctl release sign). It must be signed by the root's targets keys to threshold, newer than the one published, not expired, and every target's image must be stored with that hash and length; else 422 with the reason. The controller then signs a new snapshot and timestamp. Audited as firmware.targets.",
+    auth: Auth::Bearer(FIRMWARE),
+    query: None,
+    request: Body::AnyJson,
+    response: Body::Json("TargetsPublished"),
+    errors: &[400, 401, 403, 409, 422],
+};
+
+pub const PUBLISH_ROOT: Endpoint = Endpoint {
+    operation_id: "publish_root",
+    method: Method::Post,
+    path: "/api/v1/firmware/root",
+    summary: "Publish a new root (key rotation)",
+    description: "The body is N+1.root.json, signed by the current root's threshold and by its own. Refused with 422 otherwise. Audited as firmware.root.",
+    auth: Auth::Bearer(FIRMWARE),
+    query: None,
+    request: Body::AnyJson,
+    response: Body::Json("RootPublished"),
+    errors: &[400, 401, 403, 409, 422],
+};
+
+/// Devices hold no token: everything under `/api/v1/tuf` is signed, and
+/// they verify it.
+const TUF_PUBLIC: &str = "Public: devices hold no API token, and they verify everything served here against the root of trust installed with them (TUF).";
+
+pub const TUF_METADATA: Endpoint = Endpoint {
+    operation_id: "tuf_metadata",
+    method: Method::Get,
+    path: "/api/v1/tuf/metadata/{file}",
+    summary: "TUF metadata: N.root.json, timestamp.json, V.snapshot.json, V.targets.json",
+    description: TUF_PUBLIC,
+    auth: Auth::Public,
+    query: None,
+    request: Body::Empty,
+    response: Body::AnyJson,
+    errors: &[400, 404],
+};
+
+pub const TUF_TARGET: Endpoint = Endpoint {
+    operation_id: "tuf_target",
+    method: Method::Get,
+    path: "/api/v1/tuf/targets/{*path}",
+    summary: "A target file (consistent-snapshot name: DIR/SHA256.NAME), with Range",
+    description: "Public, as the metadata. One byte range per request (206 with Content-Range; several or one past the end: 416); a strong ETag; a Range whose If-Range is not the current ETag gets the whole file.",
+    auth: Auth::Public,
+    query: None,
+    request: Body::Empty,
+    response: Body::Binary,
+    errors: &[400, 404, 416],
+};
+
+pub const TUF_DELTA: Endpoint = Endpoint {
+    operation_id: "tuf_delta",
+    method: Method::Get,
+    path: "/api/v1/tuf/delta/{from}/{to}",
+    summary: "A bidiff patch from one stored image to another (by SHA-256)",
+    description: "Made on the first request and kept. The device applies it to its installed image and checks the result against the signed hash of the target, like a full image. Either image unknown: 404.",
+    auth: Auth::Public,
+    query: None,
+    request: Body::Empty,
+    response: Body::Binary,
+    errors: &[400, 404],
+};
+
 /// Every route the controller serves.
 pub const ENDPOINTS: &[Endpoint] = &[
     HEALTHZ,
@@ -465,6 +609,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
     SHIPMENT,
     ENROL,
     ARTIFACT,
+    DEVICE_UPDATE,
+    FREEZE,
+    SET_FREEZE,
+    FIRMWARE_STATUS,
+    UPLOAD_IMAGE,
+    PUBLISH_TARGETS,
+    PUBLISH_ROOT,
+    TUF_METADATA,
+    TUF_TARGET,
+    TUF_DELTA,
 ];
 
 #[cfg(test)]
@@ -525,6 +679,16 @@ mod tests {
             (Method::Get, "/api/v1/enrol/shipments/{id}"),
             (Method::Post, "/api/v1/enrol"),
             (Method::Get, "/api/v1/artifacts/{name}"),
+            (Method::Post, "/api/v1/devices/{id}/update"),
+            (Method::Get, "/api/v1/freeze"),
+            (Method::Put, "/api/v1/freeze"),
+            (Method::Get, "/api/v1/firmware"),
+            (Method::Put, "/api/v1/firmware/images/{sha256}"),
+            (Method::Post, "/api/v1/firmware/targets"),
+            (Method::Post, "/api/v1/firmware/root"),
+            (Method::Get, "/api/v1/tuf/metadata/{file}"),
+            (Method::Get, "/api/v1/tuf/targets/{*path}"),
+            (Method::Get, "/api/v1/tuf/delta/{from}/{to}"),
         ];
         for (m, p) in today {
             assert!(endpoint(m, p).is_some(), "{m} {p} is missing");
@@ -550,6 +714,10 @@ mod tests {
         );
         assert_eq!(READINESS.roles(), Role::ALL);
         assert!(ENROL.roles().is_empty());
+        assert_eq!(UPLOAD_IMAGE.roles(), [Role::Admin, Role::CentralOps]);
+        assert_eq!(SET_FREEZE.roles(), [Role::Admin, Role::CentralOps]);
+        assert_eq!(DEVICE_UPDATE.roles(), COMMAND.roles());
+        assert!(TUF_TARGET.roles().is_empty());
         assert!(HEALTHZ.roles().is_empty());
     }
 
@@ -558,5 +726,7 @@ mod tests {
         assert_eq!(MOVE_DEVICE.path_params().collect::<Vec<_>>(), ["id"]);
         assert_eq!(SET_BASELINE.path_params().collect::<Vec<_>>(), ["model"]);
         assert_eq!(DEVICES.path_params().count(), 0);
+        assert_eq!(TUF_TARGET.path_params().collect::<Vec<_>>(), ["path"]);
+        assert_eq!(TUF_DELTA.path_params().collect::<Vec<_>>(), ["from", "to"]);
     }
 }

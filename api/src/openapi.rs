@@ -28,7 +28,7 @@ pub const BEARER: &str = "bearer";
 pub fn document() -> OpenApi {
     let mut paths = Paths::new();
     for e in ENDPOINTS {
-        paths.add_path_operation(e.path, vec![http_method(e.method)], operation(e));
+        paths.add_path_operation(e.openapi_path(), vec![http_method(e.method)], operation(e));
     }
     OpenApiBuilder::new()
         .info(
@@ -110,6 +110,20 @@ fn components() -> utoipa::openapi::Components {
         .schema_from::<SelfTest>()
         .schema_from::<EnrolRequest>()
         .schema_from::<EnrolResponse>()
+        .schema_from::<FreezeSpan>()
+        .schema_from::<UpdateView>()
+        .schema_from::<DeviceUpdateRequest>()
+        .schema_from::<DeviceUpdateSet>()
+        .schema_from::<FreezeRequest>()
+        .schema_from::<FreezeWindowRequest>()
+        .schema_from::<FreezeWindows>()
+        .schema_from::<FreezeWindowView>()
+        .schema_from::<FirmwareStatus>()
+        .schema_from::<RoleStatus>()
+        .schema_from::<FirmwareTarget>()
+        .schema_from::<ImageUploaded>()
+        .schema_from::<TargetsPublished>()
+        .schema_from::<RootPublished>()
         .security_scheme(
             BEARER,
             SecurityScheme::Http(
@@ -169,6 +183,8 @@ fn refusal(status: u16) -> &'static str {
         403 => "Not allowed: the role, the province scope, or a refused enrolment token",
         404 => "No such thing (or it is in another province)",
         409 => "Not allowed in the current state",
+        413 => "The body is larger than the controller accepts",
+        416 => "The range is not satisfiable",
         422 => "Some items are wrong (one entry each); nothing was changed",
         429 => "Too many refused attempts from this address; try again after Retry-After seconds",
         500 => "Internal error; see the controller log",
@@ -264,7 +280,7 @@ mod tests {
     }
 
     fn op<'a>(doc: &'a Value, e: &Endpoint) -> &'a Value {
-        &doc["paths"][e.path][e.method.as_str().to_lowercase()]
+        &doc["paths"][e.openapi_path()][e.method.as_str().to_lowercase()]
     }
 
     #[test]
@@ -282,7 +298,7 @@ mod tests {
         for e in ENDPOINTS {
             let op = d
                 .paths
-                .get_path_operation(e.path, http_method(e.method))
+                .get_path_operation(e.openapi_path(), http_method(e.method))
                 .unwrap_or_else(|| panic!("{} {} is not in the document", e.method, e.path));
             assert_eq!(op.operation_id.as_deref(), Some(e.operation_id));
         }
@@ -337,8 +353,8 @@ mod tests {
             assert!(op.get("x-roles").is_none(), "{}", e.operation_id);
             checked += 1;
         }
-        // healthz, openapi.json, enrol, artifact
-        assert_eq!(checked, 4);
+        // healthz, openapi.json, enrol, artifact, and the three TUF routes
+        assert_eq!(checked, 7);
     }
 
     #[test]

@@ -55,6 +55,7 @@ impl Role {
                     | RetireDevices
                     | ReassignDevices
                     | SendCommands
+                    | ManageFirmware
             ),
             Role::ProvinceTech => matches!(p, ReadFleet | SendCommands),
             Role::Warehouse => matches!(p, ReadFleet | RegisterDevices | MoveDevices),
@@ -102,12 +103,16 @@ pub enum Permission {
     /// shipped or deployed (registration alone may not).
     ReassignDevices,
     /// Send a device a one-off command (reboot, run checks, renew its
-    /// certificate); province-tech only to its provinces' devices.
+    /// certificate); province-tech only to its provinces' devices. Also
+    /// sets the firmware or agent a device should run.
     SendCommands,
+    /// Upload firmware images and their signed targets metadata, publish a
+    /// new root, set freeze windows.
+    ManageFirmware,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::ReadFleet,
         Permission::RegisterDevices,
         Permission::ImportRegistry,
@@ -118,6 +123,7 @@ impl Permission {
         Permission::RetireDevices,
         Permission::ReassignDevices,
         Permission::SendCommands,
+        Permission::ManageFirmware,
     ];
 
     /// The name the OpenAPI document uses (`x-permissions`).
@@ -133,6 +139,7 @@ impl Permission {
             Permission::RetireDevices => "retire-devices",
             Permission::ReassignDevices => "reassign-devices",
             Permission::SendCommands => "send-commands",
+            Permission::ManageFirmware => "manage-firmware",
         }
     }
 }
@@ -185,7 +192,8 @@ mod tests {
                 MoveDevices,
                 RetireDevices,
                 ReassignDevices,
-                SendCommands
+                SendCommands,
+                ManageFirmware
             ]
         );
         assert_eq!(allowed(Role::ProvinceTech), [ReadFleet, SendCommands]);

@@ -38,6 +38,29 @@ pub struct ControllerConfig {
     pub store: StoreSection,
     pub readiness: ReadinessSection,
     pub pki: PkiSection,
+    pub updates: UpdatesSection,
+    pub firmware: FirmwareSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpdatesSection {
+    pub reboot_timeout_secs: u64,
+    pub check_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FirmwareSection {
+    pub max_image_bytes: u64,
+    pub refresh_secs: u64,
+}
+
+/// What the update sweeper needs.
+#[derive(Debug, Clone, Copy)]
+pub struct SweeperConfig {
+    /// Silence after `rebooting`/`checking` that makes an update `timed-out`.
+    pub reboot_timeout: Duration,
+    /// How often running updates are looked at.
+    pub every: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -236,6 +259,18 @@ impl ControllerConfig {
         if self.http.max_connections_per_ip == 0 {
             return invalid("http.max_connections_per_ip", "at least 1");
         }
+        if self.updates.reboot_timeout_secs == 0 {
+            return invalid("updates.reboot_timeout_secs", "at least 1 second");
+        }
+        if self.updates.check_secs == 0 {
+            return invalid("updates.check_secs", "at least 1 second");
+        }
+        if self.firmware.max_image_bytes == 0 {
+            return invalid("firmware.max_image_bytes", "at least 1");
+        }
+        if self.firmware.refresh_secs == 0 {
+            return invalid("firmware.refresh_secs", "at least 1 second");
+        }
         Ok(())
     }
 
@@ -293,6 +328,13 @@ impl ControllerConfig {
 
     pub fn freshness(&self) -> Duration {
         Duration::from_secs(self.readiness.freshness_secs)
+    }
+
+    pub fn sweeper(&self) -> SweeperConfig {
+        SweeperConfig {
+            reboot_timeout: Duration::from_secs(self.updates.reboot_timeout_secs),
+            every: Duration::from_secs(self.updates.check_secs),
+        }
     }
 
     pub fn tick(&self) -> Duration {

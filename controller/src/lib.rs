@@ -9,6 +9,8 @@
 //! - [`store`]: SQLite through sqlx, one file per group of tables, and the batched writer.
 //! - [`ingest`]: MQTT in: validate, apply to the fleet, hand to the store writer.
 //! - [`broker`]: the managed Mosquitto (config, start, supervise, stop).
+//! - [`firmware`]: the TUF firmware repository (fleet-repo) under
+//!   `DATA/firmware/`: images, metadata, deltas, the snapshot and timestamp keys.
 //! - [`pki`]: the fleet CA, the broker's and controller's certificates, the CRL.
 //! - [`access`]: the operator-token cache and the audit writer, over the store.
 //! - [`http`]: the router, authentication, error mapping, one file per
@@ -24,6 +26,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod firmware;
 pub mod http;
 pub mod ingest;
 pub mod pki;

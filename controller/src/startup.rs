@@ -56,6 +56,8 @@ pub struct Application {
     stop_tx: watch::Sender<bool>,
     ingest: JoinHandle<()>,
     ticker: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+    firmware_refresh: JoinHandle<()>,
     cert_watch: JoinHandle<()>,
     writer: JoinHandle<()>,
     http_tls: Option<Arc<rustls::ServerConfig>>,
@@ -120,6 +122,13 @@ impl Application {
             stop_rx.clone(),
         ));
         let ticker = start_ticker(&cfg, Arc::clone(&fleet), stop_rx.clone());
+        let sweeper = start_update_sweeper(cfg.sweeper(), store.clone(), stop_rx.clone());
+        let firmware = crate::firmware::Firmware::new(&data_dir, cfg.firmware.max_image_bytes);
+        let firmware_refresh = start_firmware_refresh(
+            firmware.clone(),
+            std::time::Duration::from_secs(cfg.firmware.refresh_secs),
+            stop_rx.clone(),
+        );
         let cert_watch = start_cert_watch(
             paths.clone(),
             policy,
@@ -140,6 +149,7 @@ impl Application {
             ingest_connected,
             cert_policy: cfg.cert_policy(),
             publisher,
+            firmware,
         };
         Ok(Self {
             cfg,
@@ -151,6 +161,8 @@ impl Application {
             stop_tx,
             ingest,
             ticker,
+            sweeper,
+            firmware_refresh,
             cert_watch,
             writer,
             http_tls,
@@ -190,6 +202,8 @@ impl Application {
         let _ = self.stop_tx.send(true);
         let _ = self.ingest.await;
         let _ = self.ticker.await;
+        let _ = self.sweeper.await;
+        let _ = self.firmware_refresh.await;
         let _ = self.cert_watch.await;
         // The ingest task held the last sender: the writer drains and ends.
         let _ = self.writer.await;
@@ -231,6 +245,11 @@ pub fn secure_data_dir(
             }
         }
     }
+    // The firmware repository's snapshot and timestamp keys.
+    let firmware = crate::firmware::FirmwarePaths::new(dir);
+    wanted.push((firmware.keys(), 0o700));
+    wanted.push((firmware.snapshot_key(), 0o600));
+    wanted.push((firmware.timestamp_key(), 0o600));
     for (path, mode) in wanted {
         let Ok(meta) = std::fs::metadata(&path) else {
             continue; // not made yet
@@ -314,6 +333,7 @@ async fn load_fleet(cfg: &ControllerConfig, store: &Store) -> anyhow::Result<Arc
     for (id, desired) in store.load_desired().await? {
         fleet.set_desired(&id, desired);
     }
+    fleet.set_freeze(store.freeze_windows().await?);
     info!(devices = loaded, "fleet loaded");
     Ok(Arc::new(RwLock::new(fleet)))
 }
@@ -384,6 +404,73 @@ fn start_ticker(
                     }
                 }
                 _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
+/// Mark `timed-out` the updates of devices that went to reboot (or to
+/// their health check) and said nothing since (`domain::updates`).
+fn start_update_sweeper(
+    cfg: crate::config::SweeperConfig,
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let timeout_ms = u64::try_from(cfg.reboot_timeout.as_millis()).unwrap_or(u64::MAX);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(cfg.every);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => break,
+            }
+            match store.time_out_updates(unix_ms(), timeout_ms).await {
+                Ok(marked) if marked.is_empty() => {}
+                Ok(marked) => {
+                    metrics::counter!("fleet_update_results_total", "outcome" => "timed-out")
+                        .increment(marked.len() as u64);
+                    for device in &marked {
+                        warn!(device = %device, timeout_secs = timeout_ms / 1000, "update timed out: the device went to reboot into its new image (or to check it) and has not been heard from since");
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot check running updates for their deadline"),
+            }
+        }
+    })
+}
+
+/// Re-sign the repository's timestamp (and snapshot) metadata before they
+/// expire: checked every `every` (a minute by default); signed anew when
+/// less than half their lifetime is left. Nothing to do until the
+/// repository is set up.
+fn start_firmware_refresh(
+    firmware: crate::firmware::Firmware,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => break,
+            }
+            match firmware
+                .blocking(|fw| fw.refresh(std::time::SystemTime::now()))
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(p)) => {
+                    metrics::counter!("fleet_firmware_timestamp_signed_total").increment(1);
+                    info!(
+                        timestamp_version = p.timestamp_version,
+                        snapshot_version = p.snapshot_version,
+                        "firmware repository: timestamp metadata signed anew before it expires"
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "firmware repository: cannot re-sign the timestamp metadata; devices refuse it once it expires")
+                }
             }
         }
     })
@@ -479,6 +566,45 @@ pub async fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
         admin_token: token,
         token_file,
     })
+}
+
+/// `fleet-controller firmware-init`: set the firmware repository up under
+/// `DATA/firmware/` from the release team's root.json and targets.json and
+/// the controller's snapshot and timestamp keys, recorded in the audit log.
+pub async fn firmware_init(
+    data_dir: &Path,
+    files: &crate::firmware::InitFiles,
+    who: &str,
+) -> anyhow::Result<crate::firmware::Initialised> {
+    PkiPaths::new(data_dir).require(data_dir)?;
+    let (store, access) = open_store(data_dir).await?;
+    let by = access::Caller::system(who);
+    access
+        .record(
+            &by,
+            "firmware.init",
+            "repository",
+            serde_json::json!({
+                "root": files.root, "targets": files.targets,
+            }),
+        )
+        .await?;
+    let done = {
+        let data_dir = data_dir.to_owned();
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::firmware::init(&data_dir, &files, std::time::SystemTime::now())
+        })
+        .await
+        .context("the set-up task failed")?
+    };
+    if let Err(e) = &done {
+        access
+            .failed(&by, "firmware.init", "repository", &e.to_string())
+            .await;
+    }
+    store.close().await;
+    Ok(done?)
 }
 
 /// `fleet-controller audit reseal`: write the audit head anew from the

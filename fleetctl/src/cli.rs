@@ -118,6 +118,18 @@ pub enum Cmd {
         command: ReleaseCmd,
     },
     /// Decode a CBOR payload (a file, or - for stdin) into its JSON form.
+    // Firmware updates (issue 9): the controller's repository, freeze windows.
+    /// The controller's firmware repository: upload what the release team
+    /// signed, list it, publish a new root, export it to a directory.
+    Firmware {
+        #[command(subcommand)]
+        command: FirmwareCmd,
+    },
+    /// The fleet's freeze window: no device installs anything inside it.
+    Freeze {
+        #[command(subcommand)]
+        command: FreezeCmd,
+    },
     Decode {
         file: PathBuf,
         /// The input is hexadecimal text (as `mosquitto_sub -F %x` prints).
@@ -149,6 +161,69 @@ pub enum DeviceCmd {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Tell a device which firmware (or, with --agent, agent) version to
+    /// run; it must be a signed target in the controller's repository.
+    Update {
+        id: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        agent: bool,
+        /// The agent's platform (default: the controller's own).
+        #[arg(long, requires = "agent")]
+        platform: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FirmwareCmd {
+    /// Upload IMAGE (streamed, with a progress bar), then the signed
+    /// targets metadata that names it (`fleetctl release sign` wrote it).
+    Upload {
+        image: PathBuf,
+        /// KEYS/targets.json.
+        #[arg(long)]
+        targets: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// The published targets and each role's version and expiry.
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Publish N+1.root.json (after `fleetctl release keys rotate`).
+    Root {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Copy the served repository (metadata and every target, each checked
+    /// against its sha256) to DIR, for `fleet-agent update --from DIR`.
+    Export {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FreezeCmd {
+    /// Replace the freeze windows with FROM..TO (RFC 3339 or Unix ms).
+    Set {
+        from: String,
+        to: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Remove every freeze window.
+    Clear,
 }
 
 #[derive(Subcommand)]

@@ -16,6 +16,16 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read {path}: {source}")]
+    FileRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    FileWrite {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the fleet CA is not usable: {reason}")]
     CaInvalid { reason: String },
     #[error("cannot set up the HTTP client: {0}")]

@@ -3,6 +3,7 @@
 //! trusts the fleet CA and nothing else; plain HTTP is for `--insecure-dev`.
 
 mod error;
+mod upload;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ enum Payload {
     Empty,
     Json(Vec<u8>),
     Csv(String),
+    /// Raw bytes of a known length, streamed (an image upload).
+    Stream(reqwest::Body, u64),
 }
 
 fn json<T: Serialize>(body: &T) -> Payload {
@@ -118,7 +121,15 @@ impl Client {
             segments.pop_if_empty();
             let mut args = args.iter();
             for s in endpoint.path.split('/').filter(|s| !s.is_empty()) {
-                if s.starts_with('{') {
+                if s.starts_with("{*") {
+                    // The rest of the path: one segment per '/'.
+                    let rest = args
+                        .next()
+                        .expect("each client method passes one argument per path parameter");
+                    for part in rest.split('/') {
+                        segments.push(part);
+                    }
+                } else if s.starts_with('{') {
                     segments.push(
                         args.next()
                             .expect("each client method passes one argument per path parameter"),
@@ -189,6 +200,11 @@ impl Client {
             Payload::Empty => req,
             Payload::Json(b) => req.header("content-type", "application/json").body(b),
             Payload::Csv(t) => req.header("content-type", "text/csv").body(t),
+            Payload::Stream(body, len) => req
+                .header("content-type", "application/octet-stream")
+                .header("content-length", len)
+                .timeout(LONG_TIMEOUT)
+                .body(body),
         };
         let url = self.url(endpoint, args).to_string();
         let resp = req.send().await.map_err(|e| ClientError::Connect {
@@ -360,6 +376,143 @@ impl Client {
         self.call(&ep::ENROL, &[], NO_QUERY, json(req)).await
     }
 }
+
+impl Client {
+    /// `GET /api/v1/freeze`.
+    pub async fn freeze(&self) -> Result<FreezeWindows, ClientError> {
+        self.call(&ep::FREEZE, &[], NO_QUERY, Payload::Empty).await
+    }
+
+    /// `PUT /api/v1/freeze`: replace every freeze window (empty: clear).
+    pub async fn set_freeze(&self, req: &FreezeRequest) -> Result<FreezeWindows, ClientError> {
+        self.call(&ep::SET_FREEZE, &[], NO_QUERY, json(req)).await
+    }
+
+    /// `POST /api/v1/devices/{id}/update`.
+    pub async fn update_device(
+        &self,
+        id: &str,
+        req: &DeviceUpdateRequest,
+    ) -> Result<DeviceUpdateSet, ClientError> {
+        self.call(&ep::DEVICE_UPDATE, &[id], NO_QUERY, json(req))
+            .await
+    }
+
+    /// `GET /api/v1/firmware`.
+    pub async fn firmware(&self) -> Result<FirmwareStatus, ClientError> {
+        self.call(&ep::FIRMWARE_STATUS, &[], NO_QUERY, Payload::Empty)
+            .await
+    }
+
+    /// `PUT /api/v1/firmware/images/{sha256}`: stream `file` as the body;
+    /// `progress(sent, total)` is called as bytes leave.
+    pub async fn upload_image(
+        &self,
+        sha256: &str,
+        file: &Path,
+        progress: impl Fn(u64, u64) + Send + Sync + Unpin + 'static,
+    ) -> Result<ImageUploaded, ClientError> {
+        let read = |source| ClientError::FileRead {
+            path: file.to_owned(),
+            source,
+        };
+        let f = tokio::fs::File::open(file).await.map_err(read)?;
+        let len = f.metadata().await.map_err(read)?.len();
+        let body = reqwest::Body::wrap(upload::FileBody::new(f, len, progress));
+        self.call(
+            &ep::UPLOAD_IMAGE,
+            &[sha256],
+            NO_QUERY,
+            Payload::Stream(body, len),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/firmware/targets`: a signed targets.json, as is.
+    pub async fn publish_targets(&self, signed: Vec<u8>) -> Result<TargetsPublished, ClientError> {
+        self.call(&ep::PUBLISH_TARGETS, &[], NO_QUERY, Payload::Json(signed))
+            .await
+    }
+
+    /// `POST /api/v1/firmware/root`: a signed N.root.json, as is.
+    pub async fn publish_root(&self, signed: Vec<u8>) -> Result<RootPublished, ClientError> {
+        self.call(&ep::PUBLISH_ROOT, &[], NO_QUERY, Payload::Json(signed))
+            .await
+    }
+
+    /// `GET /api/v1/tuf/metadata/{file}` (public): the bytes as served.
+    pub async fn tuf_metadata(&self, file: &str) -> Result<Vec<u8>, ClientError> {
+        self.send(&ep::TUF_METADATA, &[file], NO_QUERY, Payload::Empty)
+            .await
+    }
+
+    /// `GET /api/v1/tuf/targets/{*path}` (public), written to `dest` as it
+    /// arrives; `progress(bytes)` after each chunk. Returns the length.
+    pub async fn tuf_target_to_file(
+        &self,
+        path: &str,
+        dest: &Path,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, ClientError> {
+        self.download(&ep::TUF_TARGET, &[path], dest, progress)
+            .await
+    }
+
+    /// `GET /api/v1/tuf/delta/{from}/{to}` (public), written to `dest`.
+    pub async fn tuf_delta_to_file(
+        &self,
+        from: &str,
+        to: &str,
+        dest: &Path,
+    ) -> Result<u64, ClientError> {
+        self.download(&ep::TUF_DELTA, &[from, to], dest, &mut |_| {})
+            .await
+    }
+
+    async fn download(
+        &self,
+        endpoint: &Endpoint,
+        args: &[&str],
+        dest: &Path,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let url = self.url(endpoint, args).to_string();
+        let mut resp = self
+            .request(endpoint, args, NO_QUERY)?
+            .timeout(LONG_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.clone(),
+                source: e.without_url(),
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(refusal(status.as_u16(), &body));
+        }
+        let write = |source| ClientError::FileWrite {
+            path: dest.to_owned(),
+            source,
+        };
+        let mut out = tokio::fs::File::create(dest).await.map_err(write)?;
+        let mut len = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Read {
+            url: url.clone(),
+            source: e.without_url(),
+        })? {
+            out.write_all(&chunk).await.map_err(write)?;
+            len += chunk.len() as u64;
+            progress(len);
+        }
+        out.sync_all().await.map_err(write)?;
+        Ok(len)
+    }
+}
+
+/// How long a transfer of a whole image may take.
+pub const LONG_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// "No query string", typed for the generic helpers.
 const NO_QUERY: Option<&()> = None;

@@ -156,6 +156,9 @@ pub struct DeviceDetail {
     /// `outbox-dropped` events); absent when it never dropped any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox_drops: Option<OutboxDrops>,
+    /// The device's last update (absent when it never reported one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateView>,
 }
 
 /// A device's desired state, as the controller stores it.
@@ -169,6 +172,50 @@ pub struct DesiredState {
     /// The signed manifest of that firmware.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
+    /// The agent version it should run, when a target is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub agent: Option<fleet_protocol::Version>,
+    /// The TUF target name of that agent binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_manifest: Option<String>,
+    /// The fleet's freeze windows (Unix ms, from inclusive, to exclusive),
+    /// which the device is told with its desired state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<FreezeSpan>,
+}
+
+/// A freeze window in a desired state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FreezeSpan {
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
+/// A device's last update, from its update-progress and update-result
+/// events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UpdateView {
+    /// `firmware` or `agent`.
+    pub artifact: String,
+    #[schema(value_type = String)]
+    pub version: Version,
+    /// The last phase reported: downloading, verifying, installing,
+    /// rebooting, checking, frozen.
+    pub phase: Option<String>,
+    /// Downloaded so far, of `total` (while downloading).
+    pub bytes: u64,
+    pub total: u64,
+    /// `null` while it runs; committed, rolled-back, failed, or timed-out
+    /// (the device said rebooting or checking, then nothing until the
+    /// controller's deadline). Only committed is success.
+    pub outcome: Option<String>,
+    /// The device's reason, for an update that did not commit.
+    pub message: String,
+    /// The controller's clock: the update's first event.
+    pub started_ms: u64,
+    /// The controller's clock: its last event.
+    pub last_event_ms: u64,
 }
 
 /// Sequence numbers `from_seq ..= to_seq` of one agent run (`boot`) that

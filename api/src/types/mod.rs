@@ -22,6 +22,7 @@ pub mod commands;
 pub mod devices;
 pub mod enrolment;
 pub mod error;
+pub mod firmware;
 pub mod health;
 pub mod pki;
 pub mod provinces;
@@ -35,14 +36,19 @@ pub use broker::BrokerInfo;
 pub use commands::{CommandRequest, CommandSent};
 pub use devices::{
     DesiredState, DeviceDetail, DeviceEvent, DevicePage, DeviceQuery, DeviceRegistration,
-    DeviceSummary, EventGap, Lifecycle, LifecycleMove, LifecycleMoved, OutboxDrops,
-    RegisterRequest, RegisterResponse, UnknownLifecycle,
+    DeviceSummary, EventGap, FreezeSpan, Lifecycle, LifecycleMove, LifecycleMoved, OutboxDrops,
+    RegisterRequest, RegisterResponse, UnknownLifecycle, UpdateView,
 };
 pub use enrolment::{
     EnrolBatch, EnrolBatchQuery, EnrolRequest, EnrolResponse, EnrolToken, SelfTest, ShipmentDevice,
     ShipmentStatus,
 };
 pub use error::{ErrorBody, InvalidItem};
+pub use firmware::{
+    DeviceUpdateRequest, DeviceUpdateSet, FirmwareStatus, FirmwareTarget, FreezeRequest,
+    FreezeWindowRequest, FreezeWindowView, FreezeWindows, ImageUploaded, RoleStatus, RootPublished,
+    TargetsPublished, TimeSpec,
+};
 pub use health::{BrokerState, ControllerHealth, HealthStatus};
 pub use pki::{CertExpiry, DeviceCertExpiry, PkiStatus};
 pub use provinces::ProvinceRow;

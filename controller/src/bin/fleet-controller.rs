@@ -50,6 +50,27 @@ enum Cmd {
         #[arg(long)]
         insecure_dev: bool,
     },
+    /// Set the firmware repository up (DATA/firmware/): the release team's
+    /// root.json and its first targets.json, and the controller's snapshot
+    /// and timestamp keys (copied to DATA/firmware/keys/ with mode 0600;
+    /// delete the originals). Root and targets keys never come here. It
+    /// writes the audit log: run it with the controller stopped.
+    FirmwareInit {
+        #[arg(long, alias = "data", env = "FLEET_DATA_DIR")]
+        data_dir: PathBuf,
+        /// KEYS/root.json from `fleetctl release keys init`.
+        #[arg(long)]
+        root: PathBuf,
+        /// KEYS/targets.json.
+        #[arg(long)]
+        targets: PathBuf,
+        /// KEYS/controller/snapshot.pem.
+        #[arg(long)]
+        snapshot_key: PathBuf,
+        /// KEYS/controller/timestamp.pem.
+        #[arg(long)]
+        timestamp_key: PathBuf,
+    },
     /// Print the built-in configuration: every key, documented, with its default.
     DefaultConfig,
     /// The audit log, on this machine.
@@ -97,6 +118,32 @@ fn main() -> anyhow::Result<()> {
             );
             let seq = startup::reseal_audit(&data_dir, &who, &reason).await?;
             eprintln!("audit head resealed; the reseal is entry #{seq}");
+            Ok(())
+        }),
+        Cmd::FirmwareInit {
+            data_dir,
+            root,
+            targets,
+            snapshot_key,
+            timestamp_key,
+        } => runtime()?.block_on(async move {
+            let who = format!(
+                "fleet-controller firmware-init ({})",
+                std::env::var("USER").unwrap_or_else(|_| "local".into())
+            );
+            let files = fleet_controller::firmware::InitFiles {
+                root,
+                targets,
+                snapshot_key,
+                timestamp_key,
+            };
+            let done = startup::firmware_init(&data_dir, &files, &who).await?;
+            eprintln!(
+                "firmware repository set up in {} (root version {}, targets version {}); the controller serves it at /api/v1/tuf. Delete the copied key files now.",
+                done.repo.display(),
+                done.root_version,
+                done.targets_version
+            );
             Ok(())
         }),
         Cmd::DefaultConfig => {

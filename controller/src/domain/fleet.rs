@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use fleet_protocol::{
-    CountyCode, Desired, DeviceId, Envelope, Event, Health, Model, Payload, PresenceStatus,
-    ProvinceCode, State, StationId, Version,
+    CountyCode, Desired, DeviceId, Envelope, Event, FreezeWindow, Health, Model, Payload,
+    PresenceStatus, ProvinceCode, State, StationId, Version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +147,8 @@ pub struct Fleet {
     baselines: HashMap<Model, Version>,
     tally: Tally,
     freshness_ms: u64,
+    /// The fleet's freeze windows, carried by every desired state sent.
+    freeze: Vec<FreezeWindow>,
 }
 
 impl Fleet {
@@ -159,6 +161,7 @@ impl Fleet {
                 counties: BTreeMap::new(),
             },
             freshness_ms,
+            freeze: Vec::new(),
         }
     }
 
@@ -335,15 +338,41 @@ impl Fleet {
         }
     }
 
-    /// Devices in service with a stored desired state, and that state:
-    /// what is sent again when the broker may have lost every retained
-    /// message.
+    /// Devices in service with a stored desired state, and that state
+    /// with the freeze windows: what is sent again when the broker may have
+    /// lost every retained message, or when the freeze windows change.
     pub fn stored_desired(&self) -> Vec<(DeviceId, Desired)> {
         self.devices
             .values()
             .filter(|d| d.reg.lifecycle.is_enrolled())
-            .filter_map(|d| Some((d.reg.id.clone(), d.desired.clone()?)))
+            .filter_map(|d| {
+                let stored = d.desired.as_ref()?;
+                Some((
+                    d.reg.id.clone(),
+                    crate::domain::desired::desired_of(Some(stored), &self.freeze),
+                ))
+            })
             .collect()
+    }
+
+    /// What is sent to a device as its desired state: the stored one (or
+    /// the default) with the fleet's freeze windows.
+    pub fn desired_for(&self, id: &DeviceId) -> Option<Desired> {
+        let d = self.devices.get(id)?;
+        Some(crate::domain::desired::desired_of(
+            d.desired.as_ref(),
+            &self.freeze,
+        ))
+    }
+
+    /// The fleet's freeze windows.
+    pub fn freeze(&self) -> &[FreezeWindow] {
+        &self.freeze
+    }
+
+    /// Replace the freeze windows (after the store recorded them).
+    pub fn set_freeze(&mut self, windows: Vec<FreezeWindow>) {
+        self.freeze = windows;
     }
 
     /// Set a model's baseline firmware; every device of the model is judged again.

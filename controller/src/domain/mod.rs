@@ -15,7 +15,10 @@
 //! - [`audit`]: the audit log's hash chain and its verification.
 //! - [`sequence`]: event sequence numbers per (device, boot): new,
 //!   re-delivered, late, and the gaps they leave.
-//! - [`desired`]: what the controller wants each device to run.
+//! - [`desired`]: what the controller wants each device to run, and the
+//!   freeze windows every desired state carries.
+//! - [`updates`]: where each device's update stands, and when one that went
+//!   to reboot is given up on (`timed-out`).
 //! - [`commands`]: operators' one-off commands to a device.
 //! - [`throttle`]: per-address limits and a log gate, for failed
 //!   authentications and refused enrolments.
@@ -43,3 +46,4 @@ pub mod registry;
 pub mod renewal;
 pub mod sequence;
 pub mod throttle;
+pub mod updates;

@@ -120,6 +120,14 @@ pub enum ApiError {
     BrokerUnavailable,
     #[error("cannot send: {0}")]
     Publish(#[from] crate::ingest::PublishError),
+    #[error(
+        "no signed target {0} in the firmware repository (upload it with fleetctl firmware upload)"
+    )]
+    UnknownTarget(String),
+    #[error(transparent)]
+    Firmware(#[from] crate::firmware::FirmwareError),
+    #[error(transparent)]
+    Desired(#[from] crate::ingest::DesiredError),
     #[error("cannot write the CRL {path}: {source}")]
     CrlWrite {
         path: std::path::PathBuf,
@@ -159,9 +167,11 @@ impl ApiError {
             NotPermitted(_) | OutOfScope(_) | ScopedMetrics | RefusedToken(_) => {
                 StatusCode::FORBIDDEN
             }
-            UnknownDevice(_) | UnknownShipment(_) | UnknownToken(_) | UnknownArtifact(_) => {
-                StatusCode::NOT_FOUND
-            }
+            UnknownDevice(_) | UnknownShipment(_) | UnknownToken(_) | UnknownArtifact(_)
+            | UnknownTarget(_) => StatusCode::NOT_FOUND,
+            Firmware(e) => firmware_status(e),
+            Desired(crate::ingest::DesiredError::UnknownDevice(_)) => StatusCode::NOT_FOUND,
+            Desired(crate::ingest::DesiredError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             MoveRefused(_) | ChangedMeanwhile(_) => StatusCode::CONFLICT,
             BrokerNotTold {
                 source: crate::broker::RevocationError::NoHook,
@@ -182,6 +192,19 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
+    }
+}
+
+fn firmware_status(e: &crate::firmware::FirmwareError) -> StatusCode {
+    use crate::firmware::FirmwareError as F;
+    match e {
+        F::NotSetUp | F::AlreadySetUp(_) => StatusCode::CONFLICT,
+        F::BadSha256(_) => StatusCode::BAD_REQUEST,
+        F::UnknownImage(_) => StatusCode::NOT_FOUND,
+        F::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        F::Cut { .. } => StatusCode::BAD_REQUEST,
+        e if e.is_refusal() => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

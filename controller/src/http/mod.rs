@@ -43,6 +43,8 @@ pub struct AppState {
     pub cert_policy: crate::pki::CertPolicy,
     /// The ingest's MQTT client: the one publisher of commands and desired state.
     pub publisher: crate::ingest::Publisher,
+    /// The firmware repository (set up by `fleet-controller firmware-init`).
+    pub firmware: crate::firmware::Firmware,
 }
 
 impl AppState {
@@ -68,6 +70,10 @@ pub const SHIPMENT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// `POST /api/v1/registry/import`: the whole country's stations (about
 /// 55,000 lines of 80 to 150 bytes) with room to spare.
 pub const REGISTRY_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// `POST /api/v1/firmware/targets` and `…/root`: signed TUF metadata; a
+/// targets.json lists every image ever signed (a few hundred bytes each).
+pub const METADATA_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Every route the controller serves, each with its entry in fleet-api's
 /// endpoint table: the path and method come from there, and so does who
@@ -111,6 +117,28 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         (&endpoint::ENROL, post(enrolment::enrol_device)),
         // Signed content for devices, which hold no token.
         (&endpoint::ARTIFACT, get(artifacts::artifact)),
+        // Firmware updates (issue 9).
+        (&endpoint::FREEZE, get(freeze::freeze)),
+        (&endpoint::SET_FREEZE, put(freeze::set_freeze)),
+        (&endpoint::DEVICE_UPDATE, post(updates::update_device)),
+        (&endpoint::FIRMWARE_STATUS, get(firmware::status)),
+        // The image is streamed to disk; its own limit is firmware.max_image_bytes.
+        (
+            &endpoint::UPLOAD_IMAGE,
+            put(firmware::upload_image).layer(DefaultBodyLimit::disable()),
+        ),
+        (
+            &endpoint::PUBLISH_TARGETS,
+            post(firmware::publish_targets).layer(DefaultBodyLimit::max(METADATA_BODY_LIMIT)),
+        ),
+        (
+            &endpoint::PUBLISH_ROOT,
+            post(firmware::publish_root).layer(DefaultBodyLimit::max(METADATA_BODY_LIMIT)),
+        ),
+        // Signed content for devices, which hold no token and verify it.
+        (&endpoint::TUF_METADATA, get(tuf::metadata)),
+        (&endpoint::TUF_TARGET, get(tuf::target)),
+        (&endpoint::TUF_DELTA, get(tuf::delta)),
     ]
 }
 

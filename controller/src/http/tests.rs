@@ -49,11 +49,12 @@ fn test_state(
         },
         metrics: crate::startup::metrics_handle(),
         access,
-        data_dir,
         revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
         ingest_connected: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         cert_policy: Default::default(),
+        firmware: crate::firmware::Firmware::new(&data_dir, 1024 * 1024),
+        data_dir,
         publisher,
     }
 }
@@ -1140,7 +1141,7 @@ async fn openapi_document_lists_every_route_with_the_roles_the_router_enforces()
     );
     let methods = |m: fleet_api::endpoints::Method| m.as_str().to_ascii_lowercase();
     for (e, _) in &routes {
-        let op = &doc["paths"][e.path][methods(e.method)];
+        let op = &doc["paths"][e.openapi_path()][methods(e.method)];
         assert!(
             op.is_object(),
             "{} {} is not in the document",
@@ -1160,7 +1161,8 @@ async fn openapi_document_lists_every_route_with_the_roles_the_router_enforces()
         let uri = e
             .path
             .replace("{id}", "BB-1")
-            .replace("{model}", "ballot-box-v2");
+            .replace("{model}", "ballot-box-v2")
+            .replace("{sha256}", &"0".repeat(64));
         for (role, token) in &tokens {
             let (status, body) = app
                 .call_as(
@@ -1185,7 +1187,7 @@ async fn openapi_document_lists_every_route_with_the_roles_the_router_enforces()
     // And the document names no route the router does not serve.
     let served: Vec<(String, String)> = routes
         .iter()
-        .map(|(e, _)| (e.path.to_owned(), methods(e.method)))
+        .map(|(e, _)| (e.openapi_path(), methods(e.method)))
         .collect();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -1361,6 +1363,7 @@ async fn reassigning_a_deployed_device_needs_central_ops_and_is_audited_before_a
     );
 }
 mod commands;
+mod firmware;
 mod operators;
 
 /// `GET /api/v1/pki` (fleetctl pki status): every service certificate and

@@ -574,8 +574,7 @@ async fn handle_applied(
         let desired = fleet
             .read()
             .expect("fleet lock is never poisoned")
-            .get(&env.device)
-            .map(|d| crate::domain::desired::desired_of(d.desired.as_ref()));
+            .desired_for(&env.device);
         if let Some(desired) = desired {
             match publisher.try_desired(&env.device, &desired, now) {
                 Ok(()) => {

@@ -175,7 +175,8 @@ pub enum DesiredError {
 /// then held in the fleet, then sent retained. A send that fails is logged,
 /// not an error: the state is recorded and goes out again when the device
 /// comes online. This is the one way desired state changes (a rollout sets
-/// firmware targets through it).
+/// firmware targets through it). What is sent carries the fleet's freeze
+/// windows, whatever `desired.freeze` says.
 pub async fn set_desired(
     store: &crate::store::Store,
     fleet: &std::sync::RwLock<crate::domain::fleet::Fleet>,
@@ -193,11 +194,14 @@ pub async fn set_desired(
         return Err(DesiredError::UnknownDevice(device.clone()));
     }
     store.set_desired(device, &desired, now_ms).await?;
-    fleet
-        .write()
-        .expect("fleet lock is never poisoned")
-        .set_desired(device, desired.clone());
-    if let Err(e) = publisher.desired(device, &desired, now_ms).await {
+    let sent = {
+        let mut fleet = fleet.write().expect("fleet lock is never poisoned");
+        fleet.set_desired(device, desired);
+        fleet
+            .desired_for(device)
+            .expect("the device was known a moment ago and devices are never removed")
+    };
+    if let Err(e) = publisher.desired(device, &sent, now_ms).await {
         tracing::warn!(error = %e, "desired state stored; it is sent when the device comes online");
     }
     Ok(())

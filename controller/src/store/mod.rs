@@ -12,6 +12,7 @@ mod enrolment;
 mod events;
 mod registry;
 mod tokens;
+mod updates;
 mod writer;
 
 use std::path::Path;

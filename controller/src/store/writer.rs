@@ -17,7 +17,7 @@ use crate::domain::fleet::Status;
 use crate::domain::sequence::{self, Gap, Seen, Span};
 
 /// What a batch did to the events it carried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Written {
     /// Events stored (new ones, and late ones filling a gap).
     pub stored: u64,
@@ -25,6 +25,8 @@ pub struct Written {
     pub duplicates: u64,
     /// Gaps found in a stream's sequence numbers.
     pub gaps: u64,
+    /// Updates that ended with this batch, by outcome.
+    pub update_results: Vec<crate::domain::updates::Outcome>,
 }
 
 impl Store {
@@ -179,6 +181,18 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            if matches!(
+                e.kind,
+                EventKind::UpdateProgress { .. } | EventKind::UpdateResult { .. }
+            ) {
+                let held = super::updates::held(&mut tx, id).await?;
+                if let crate::domain::updates::Applied::Changed { track, ended } =
+                    crate::domain::updates::apply(held.as_ref(), &e.kind, e.at_ms, *received_ms)
+                {
+                    super::updates::put(&mut tx, id, &track).await?;
+                    written.update_results.extend(ended);
+                }
+            }
             written.stored += 1;
             devices.insert(id);
         }
@@ -328,6 +342,10 @@ pub fn spawn_writer(
                         metrics::counter!("fleet_ingest_duplicate_events_total")
                             .increment(w.duplicates);
                         metrics::counter!("fleet_ingest_event_gaps_total").increment(w.gaps);
+                        for outcome in &w.update_results {
+                            metrics::counter!("fleet_update_results_total", "outcome" => outcome.as_str())
+                                .increment(1);
+                        }
                         if w.gaps > 0 {
                             warn!(
                                 gaps = w.gaps,

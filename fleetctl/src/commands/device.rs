@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use fleet_api::types::{CommandRequest, CommandSent};
+use fleet_api::types::{CommandRequest, CommandSent, DeviceUpdateRequest, DeviceUpdateSet};
 use fleet_api::{Client, DeviceDetail, Lifecycle, LifecycleMoved};
 use serde_json::Value;
 
@@ -80,6 +80,33 @@ impl Report for Device {
                 out,
                 "gap           #{}..#{} seen at {}",
                 g.from_seq, g.to_seq, g.detected_ms
+            );
+        }
+        for w in &desired.freeze {
+            let _ = writeln!(out, "freeze        {} .. {} (Unix ms)", w.from_ms, w.to_ms);
+        }
+        if let Some(a) = &desired.agent {
+            let _ = writeln!(out, "desired       agent {a}");
+        }
+        if let Some(u) = &self.0.update {
+            let _ = writeln!(
+                out,
+                "update        {} {} {}{}{}",
+                u.artifact,
+                u.version,
+                u.outcome
+                    .as_deref()
+                    .unwrap_or_else(|| u.phase.as_deref().unwrap_or("started")),
+                if u.outcome.is_none() && u.total > 0 {
+                    format!(" {}/{} bytes", u.bytes, u.total)
+                } else {
+                    String::new()
+                },
+                if u.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", printable(&u.message))
+                }
             );
         }
         if let Some(d) = &self.0.outbox_drops {
@@ -163,6 +190,39 @@ pub async fn command(
         expires_in_s,
     };
     Ok(Sent(client.command(id, &req).await?))
+}
+
+/// `device update ID --version V [--agent] [--platform P]`.
+pub async fn update(
+    client: &Client,
+    id: &str,
+    version: String,
+    agent: bool,
+    platform: Option<String>,
+) -> Result<UpdateSet, CommandError> {
+    let req = DeviceUpdateRequest {
+        artifact: if agent { "agent" } else { "firmware" }.to_owned(),
+        version,
+        platform,
+    };
+    Ok(UpdateSet(client.update_device(id, &req).await?))
+}
+
+/// A device's new desired artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateSet(pub DeviceUpdateSet);
+
+impl Report for UpdateSet {
+    fn json(&self) -> Value {
+        to_json(&self.0)
+    }
+
+    fn table(&self) -> View {
+        View::Text(format!(
+            "{} should now run {} {} ({}); its progress shows on `fleetctl device {}`\n",
+            self.0.device, self.0.artifact, self.0.version, self.0.target, self.0.device
+        ))
+    }
 }
 
 /// A command sent.

@@ -8,6 +8,8 @@ pub mod decode;
 pub mod device;
 pub mod devices;
 pub mod enrol;
+pub mod firmware;
+pub mod freeze;
 pub mod pki;
 pub mod readiness;
 pub mod registry;
@@ -19,7 +21,8 @@ use std::path::{Path, PathBuf};
 use fleet_api::{Client, ClientError};
 
 use crate::cli::{
-    AuditCmd, BaselineCmd, Cli, Cmd, DeviceCmd, EnrolCmd, PkiCmd, RegistryCmd, TokenCmd,
+    AuditCmd, BaselineCmd, Cli, Cmd, DeviceCmd, EnrolCmd, FirmwareCmd, FreezeCmd, PkiCmd,
+    RegistryCmd, TokenCmd,
 };
 use crate::cli::{ReleaseCmd, ReleaseKeysCmd};
 use crate::render::{Output, Report};
@@ -55,6 +58,9 @@ pub enum CommandError {
     Release(#[from] release::ReleaseError),
     #[error("the audit log is broken at entry #{seq}: {reason}")]
     AuditBroken { seq: u64, reason: String },
+    /// The firmware repository's content is not what it should be.
+    #[error("{0}")]
+    Firmware(String),
     #[error("--anchor {0:?}: expected SEQ:HASH, as `fleetctl audit verify` printed it")]
     BadAnchor(String),
     #[error(
@@ -135,6 +141,18 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
                     expires_in,
                     output,
                 } => return done(device::command(c, &id, action, expires_in).await?, output),
+                DeviceCmd::Update {
+                    id,
+                    version,
+                    agent,
+                    platform,
+                    output,
+                } => {
+                    return done(
+                        device::update(c, &id, version, agent, platform).await?,
+                        output,
+                    )
+                }
                 DeviceCmd::Ship { id } => (id, device::Move::Ship),
                 DeviceCmd::Deploy { id } => (id, device::Move::Deploy),
                 DeviceCmd::Retire { id } => (id, device::Move::Retire),
@@ -210,6 +228,21 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
                 done(audit::list(c, &q).await?, output)
             }
             AuditCmd::Verify { anchor } => done(audit::verify(c, &anchor).await?, Table),
+        },
+        Cmd::Firmware { command } => match command {
+            FirmwareCmd::Upload {
+                image,
+                targets,
+                output,
+            } => done(firmware::upload(c, &image, &targets).await?, output),
+            FirmwareCmd::List { output } => done(firmware::list(c).await?, output),
+            FirmwareCmd::Root { file, output } => done(firmware::root(c, &file).await?, output),
+            FirmwareCmd::Export { dir, output } => done(firmware::export(c, &dir).await?, output),
+        },
+        Cmd::Freeze { command } => match command {
+            FreezeCmd::Set { from, to, output } => done(freeze::set(c, from, to).await?, output),
+            FreezeCmd::List { output } => done(freeze::list(c).await?, output),
+            FreezeCmd::Clear => done(freeze::clear(c).await?, Table),
         },
         Cmd::Decode { .. } => unreachable!("decode returned above"),
         Cmd::Release { .. } => unreachable!("release returned above"),

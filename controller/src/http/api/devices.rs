@@ -4,8 +4,8 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use fleet_api::types::{
     DesiredState, DeviceDetail, DeviceEvent, DevicePage, DeviceQuery, DeviceRegistration,
-    DeviceSummary, EventGap, InvalidItem, OutboxDrops, Readiness, RegisterRequest,
-    RegisterResponse,
+    DeviceSummary, EventGap, FreezeSpan, InvalidItem, OutboxDrops, Readiness, RegisterRequest,
+    RegisterResponse, UpdateView,
 };
 use fleet_protocol::{CountyCode, DeviceId, Model, ProvinceCode, StationId};
 use serde_json::json;
@@ -17,6 +17,7 @@ use crate::domain::fleet::{Device, DeviceFilter, Registration};
 use crate::domain::lifecycle::Lifecycle;
 use crate::domain::registration::{self, RegistrationError};
 use crate::domain::registry::Errors;
+use crate::domain::updates;
 use crate::http::{api, audited, opt, parse, ApiError, AppState};
 
 pub(crate) fn summary(d: &Device) -> DeviceSummary {
@@ -96,11 +97,22 @@ pub async fn device_detail(
         (
             summary(d),
             d.status.clone(),
-            crate::domain::desired::desired_of(d.desired.as_ref()),
+            crate::domain::desired::desired_of(d.desired.as_ref(), fleet.freeze()),
         )
     };
     let (gaps, missing_events) = st.store.event_gaps(&id, 20).await?;
     let outbox_drops = st.store.outbox_drops(&id).await?;
+    let update = st.store.device_update(&id).await?.map(|t| UpdateView {
+        artifact: t.artifact.as_str().to_owned(),
+        version: t.version,
+        phase: t.phase.map(|p| updates::phase_name(p).to_owned()),
+        bytes: t.bytes,
+        total: t.total,
+        outcome: t.outcome.map(|o| o.as_str().to_owned()),
+        message: t.message,
+        started_ms: t.started_ms,
+        last_event_ms: t.last_event_ms,
+    });
     let events = st
         .store
         .recent_events(&id, 20)
@@ -124,6 +136,16 @@ pub async fn device_detail(
             config_rev: desired.config_rev,
             manifest: desired.firmware.as_ref().map(|f| f.manifest.clone()),
             firmware: desired.firmware.map(|f| f.version),
+            agent_manifest: desired.agent.as_ref().map(|f| f.manifest.clone()),
+            agent: desired.agent.map(|f| f.version),
+            freeze: desired
+                .freeze
+                .iter()
+                .map(|w| FreezeSpan {
+                    from_ms: w.from_ms,
+                    to_ms: w.to_ms,
+                })
+                .collect(),
         },
         gaps: gaps
             .into_iter()
@@ -143,6 +165,7 @@ pub async fn device_detail(
             newest_ms: d.newest_ms,
             last_report_ms: d.last_report_ms,
         }),
+        update,
     }))
 }
 

@@ -8,12 +8,16 @@ pub mod broker;
 pub mod commands;
 pub mod devices;
 pub mod enrolment;
+pub mod firmware;
+pub mod freeze;
 pub mod health;
 pub mod openapi;
 pub mod pki;
 pub mod readiness;
 pub mod registry;
 pub mod tokens;
+pub mod tuf;
+pub mod updates;
 
 /// The bad lines of an uploaded CSV, as the 422 answer lists them.
 pub fn line_items(
