@@ -52,6 +52,12 @@ pub struct Release {
     pub export: PathBuf,
 }
 
+impl Default for Release {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Release {
     pub fn new() -> Self {
         let work = tempfile::tempdir().expect("update test set-up");
