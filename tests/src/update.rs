@@ -259,6 +259,17 @@ pub async fn update_events(ctl: &Controller, id: &str) -> Result<Vec<(String, Va
 /// Run the agent (rebooting it as it exits) until the controller has its
 /// update result; returns the result's body.
 pub async fn until_result(ctl: &Controller, id: &str, agent: &mut Agent, secs: u64) -> Value {
+    until_result_for(ctl, id, agent, None, secs).await
+}
+
+/// [`until_result`] for the result of `version` (any when `None`).
+pub async fn until_result_for(
+    ctl: &Controller,
+    id: &str,
+    agent: &mut Agent,
+    version: Option<&str>,
+    secs: u64,
+) -> Value {
     let what = format!("{id}'s update result");
     let out = eventually(Duration::from_secs(secs), &what, || {
         agent.reboot_if_exited();
@@ -266,7 +277,9 @@ pub async fn until_result(ctl: &Controller, id: &str, agent: &mut Agent, secs: u
             let events = update_events(ctl, id).await?;
             events
                 .iter()
-                .find(|(k, _)| k == "update-result")
+                .find(|(k, v)| {
+                    k == "update-result" && version.is_none_or(|want| v["version"] == want)
+                })
                 .map(|(_, v)| v.clone())
                 .ok_or(format!("{events:?}"))
         }
@@ -332,4 +345,113 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A controller with a firmware repository (a fresh release key set,
+/// `fleet-controller firmware-init`) and one enrolled device with directory
+/// slots whose agent updates from the controller's TUF routes over HTTPS
+/// with the fleet CA.
+pub struct ControllerSetup {
+    pub data: tempfile::TempDir,
+    pub work: tempfile::TempDir,
+    pub keys: PathBuf,
+    pub ctl: Controller,
+    pub dev: EnrolledDevice,
+    pub slots: PathBuf,
+}
+
+const SETUP_REGISTRY: &str = "province,county,county_name_en,station_id,station_name\n\
+    IR-23,IR-23-TEH,Tehran,ST-TEH-1,School 1\n";
+
+impl ControllerSetup {
+    /// `extra`: appended to the agent's config.
+    pub fn start(id: &str, extra: &str) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let work = tempfile::tempdir()?;
+        let keys = work.path().join("release-keys");
+        release::init(&keys, &InitOptions::default(), SystemTime::now())?;
+        let slots = work.path().join("slots");
+        seed_slots(&slots, work.path());
+        let ctl = Controller::start(data.path(), &["--freshness-secs", "3600"])?;
+        ctl.import_registry(SETUP_REGISTRY)?;
+        let config = format!(
+            "[mqtt]\nkeep_alive_secs = 5\nbackoff_base_ms = 100\nbackoff_max_ms = 1000\n\
+             [update]\nenabled = true\nrepo_url = \"https://placeholder.invalid/api/v1/tuf\"\n\
+             trusted_root = \"{}\"\ninstaller = \"dir\"\nslots_dir = \"{}\"\n\
+             health_deadline_secs = 30\nreboot_by_exit = true\nretry_secs = 3600\ndelta = true\n{extra}",
+            keys.join("1.root.json").display(),
+            slots.display()
+        );
+        let dev = ctl.enrol(id, "IR-23", "IR-23-TEH", &config)?;
+        ctl.stop()?;
+        let s = |p: PathBuf| p.to_string_lossy().into_owned();
+        let (ok, out, err) = crate::run_bin(
+            "fleet-controller",
+            &[
+                "firmware-init",
+                "--data-dir",
+                &s(data.path().to_owned()),
+                "--root",
+                &s(release::root_json_path(&keys)),
+                "--targets",
+                &s(release::targets_json_path(&keys)),
+                "--snapshot-key",
+                &s(release::snapshot_key_path(&keys)),
+                "--timestamp-key",
+                &s(release::timestamp_key_path(&keys)),
+            ],
+        )?;
+        anyhow::ensure!(ok, "firmware-init: {out}{err}");
+        let ctl = Controller::start(data.path(), &["--freshness-secs", "3600"])?;
+        Ok(Self {
+            data,
+            work,
+            keys,
+            ctl,
+            dev,
+            slots,
+        })
+    }
+
+    /// Build and sign an image (the release workstation), then upload it
+    /// with its signed targets (`fleetctl firmware upload`); its length.
+    pub fn upload(&self, version: &str) -> anyhow::Result<u64> {
+        let image = make_image(self.work.path(), version, MODEL);
+        let custom = TargetCustom {
+            artifact: ArtifactKind::Firmware,
+            model: Model::parse(MODEL)?,
+            version: Version::parse(version)?,
+        };
+        let signed = release::sign(
+            &self.keys,
+            &image,
+            &custom,
+            SystemTime::now(),
+            &mut |_, _| {},
+        )?;
+        let (ok, out, err) = self.ctl.fleetctl(&[
+            "firmware",
+            "upload",
+            &image.to_string_lossy(),
+            "--targets",
+            &signed.targets_path.to_string_lossy(),
+        ])?;
+        anyhow::ensure!(ok, "firmware upload: {out}{err}");
+        Ok(signed.length)
+    }
+
+    /// `fleetctl device update ID --version V`.
+    pub fn update(&self, version: &str) -> anyhow::Result<()> {
+        let (ok, out, err) =
+            self.ctl
+                .fleetctl(&["device", "update", &self.dev.id, "--version", version])?;
+        anyhow::ensure!(ok, "device update: {out}{err}");
+        Ok(())
+    }
+
+    /// The device's agent, pointed at this controller's TUF routes.
+    pub fn agent(&self) -> Agent {
+        let url = format!("{}/api/v1/tuf", self.ctl.api);
+        Agent::new(&self.dev, &[("FLEET_AGENT__UPDATE__REPO_URL", &url)])
+    }
 }
