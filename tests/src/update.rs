@@ -176,6 +176,9 @@ pub struct Agent {
     /// The output of the runs that ended.
     pub log: String,
     pub starts: u32,
+    /// The agent binary to run (default: the build's `fleet-agent`); a
+    /// copy when the test replaces it.
+    pub binary: Option<PathBuf>,
 }
 
 impl Agent {
@@ -189,6 +192,7 @@ impl Agent {
             proc: None,
             log: String::new(),
             starts: 0,
+            binary: None,
         }
     }
 
@@ -198,16 +202,20 @@ impl Agent {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        let args = [
+            "run",
+            "--config",
+            self.config.to_str().expect("update test set-up"),
+        ];
         self.proc = Some(
-            Proc::spawn(
-                "fleet-agent",
-                &[
-                    "run",
-                    "--config",
-                    self.config.to_str().expect("update test set-up"),
-                ],
-                &env,
-            )
+            match &self.binary {
+                None => Proc::spawn("fleet-agent", &args, &env),
+                Some(path) => {
+                    let mut cmd = Command::new(path);
+                    cmd.args(args).envs(env.iter().copied());
+                    Proc::from_command("fleet-agent", cmd)
+                }
+            }
             .expect("update test set-up"),
         );
         self.starts += 1;
@@ -422,13 +430,12 @@ impl ControllerSetup {
             model: Model::parse(MODEL)?,
             version: Version::parse(version)?,
         };
-        let signed = release::sign(
-            &self.keys,
-            &image,
-            &custom,
-            SystemTime::now(),
-            &mut |_, _| {},
-        )?;
+        self.upload_file(&image, &custom)
+    }
+
+    /// Sign `image` as `custom` and upload it; its length.
+    pub fn upload_file(&self, image: &Path, custom: &TargetCustom) -> anyhow::Result<u64> {
+        let signed = release::sign(&self.keys, image, custom, SystemTime::now(), &mut |_, _| {})?;
         let (ok, out, err) = self.ctl.fleetctl(&[
             "firmware",
             "upload",
@@ -442,9 +449,14 @@ impl ControllerSetup {
 
     /// `fleetctl device update ID --version V`.
     pub fn update(&self, version: &str) -> anyhow::Result<()> {
-        let (ok, out, err) =
-            self.ctl
-                .fleetctl(&["device", "update", &self.dev.id, "--version", version])?;
+        self.update_with(version, &[])
+    }
+
+    /// `fleetctl device update ID --version V EXTRA…` (e.g. `--agent`).
+    pub fn update_with(&self, version: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let mut args = vec!["device", "update", &self.dev.id, "--version", version];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = self.ctl.fleetctl(&args)?;
         anyhow::ensure!(ok, "device update: {out}{err}");
         Ok(())
     }

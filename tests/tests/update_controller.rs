@@ -5,7 +5,8 @@
 //! into directory A/B slots, reboots (exits and is started again), checks
 //! and commits. The next update comes as a delta against the committed
 //! image; a freeze window set with `fleetctl freeze set` then holds the one
-//! after.
+//! after. A new agent binary (`fleetctl device update --agent`) is
+//! verified, swapped in, restarted into and committed by its trial.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::{Duration, Instant};
@@ -118,6 +119,109 @@ async fn an_update_through_the_controller_over_https_commits_then_a_delta_then_a
         !events
             .iter()
             .any(|(k, v)| k == "update-result" && v["version"] == "2.7.0"),
+        "{events:?}"
+    );
+    agent.kill();
+}
+
+/// The "new agent": a script that runs this build reporting `version`
+/// (the self-update tests' stand-in), signed as an agent target.
+fn new_agent(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let build = fleet_tests::bin_path("fleet-agent").unwrap();
+    let path = dir.join(format!("fleet-agent-{version}"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nFLEET_AGENT__TEST_HOOKS__AGENT_VERSION={version} exec '{}' \"$@\"\n",
+            build.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_agent_binary_through_the_controller_is_swapped_restarted_into_and_committed() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use fleet_protocol::firmware::{agent_platform, TargetCustom};
+    use fleet_protocol::{ArtifactKind, Version};
+
+    let id = "BB-23-CTL-AGENT";
+    let setup = ControllerSetup::start(id, "").unwrap();
+    // The device runs a copy of the build (the binary that gets replaced).
+    let installed = setup.work.path().join("bin/fleet-agent");
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::fs::copy(fleet_tests::bin_path("fleet-agent").unwrap(), &installed).unwrap();
+    std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let original = std::fs::read(&installed).unwrap();
+
+    let new = new_agent(setup.work.path(), "9.9.9");
+    let custom = TargetCustom {
+        artifact: ArtifactKind::Agent,
+        model: agent_platform(),
+        version: Version::parse("9.9.9").unwrap(),
+    };
+    setup.upload_file(&new, &custom).unwrap();
+    let mut agent = setup.agent();
+    agent.binary = Some(installed.clone());
+    agent.start();
+    setup.update_with("9.9.9", &["--agent"]).unwrap();
+
+    // Swapped, exec'd (same process), on trial, committed by the new agent.
+    let ctl = &setup.ctl;
+    let result = eventually(
+        Duration::from_secs(120),
+        "the agent update's result",
+        || async {
+            let events = update_events(ctl, id).await?;
+            events
+                .iter()
+                .find(|(k, v)| k == "update-result" && v["artifact"] == "agent")
+                .map(|(_, v)| v.clone())
+                .ok_or(format!("{events:?}"))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.output()));
+    assert_eq!(
+        result["outcome"],
+        "committed",
+        "{result}\n{}",
+        agent.output()
+    );
+    assert_eq!(result["version"], "9.9.9");
+    assert!(
+        !agent.reboot_if_exited(),
+        "the agent restarted itself, in place"
+    );
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(&new).unwrap()
+    );
+    assert_ne!(std::fs::read(&installed).unwrap(), original);
+    let api = ctl.client();
+    eventually(
+        Duration::from_secs(30),
+        "the new agent version reported",
+        || async {
+            let d = api.device(id).await.map_err(|e| e.to_string())?;
+            let v = d.state.map(|s| s.agent.to_string());
+            (v.as_deref() == Some("9.9.9"))
+                .then_some(())
+                .ok_or(format!("{v:?}"))
+        },
+    )
+    .await
+    .unwrap();
+    // The progress said it was restarting into it before the result.
+    let events = update_events(ctl, id).await.unwrap();
+    assert!(
+        events.iter().any(|(k, v)| k == "update-progress"
+            && v["artifact"] == "agent"
+            && v["phase"] == "rebooting"),
         "{events:?}"
     );
     agent.kill();
