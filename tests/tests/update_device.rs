@@ -273,57 +273,86 @@ async fn a_check_failing_on_the_new_slot_rolls_back_to_the_old_slot_with_the_rea
     let release = Release::new();
     release.publish(MODEL, NEW);
     let url = format!("file://{}", release.export().display());
-    let id = "BB-23-UPD-C";
-    let mut fleet = fleet(&[id], |slots| {
+    // The second device is also killed right after persisting the
+    // rolling-back step (before mark-bad): it ends rolled back all the same.
+    let ids = ["BB-23-UPD-C", "BB-23-UPD-C-KILL"];
+    let mut fleet = fleet(&ids, |slots| {
         // The card reader works on the old image only.
         let check = format!(
             "[[checks.list]]\nname = \"card-reader\"\ncommand = [\"sh\", \"-c\", \"grep -qx 2.4.0 {}/$(cat {}/booted)/VERSION || {{ echo no card reader; exit 1; }}\"]\n",
             slots.display(),
             slots.display()
         );
-        update_config(&release, &url, slots, &check)
+        update_config(
+            &release,
+            &url,
+            slots,
+            &format!("{check}{}", hooks_config(slots)),
+        )
     });
     fleet.want(NEW).await;
-    let (dev, slots) = &fleet.devices[0];
-    let mut agent = Agent::new(dev, &[("FLEET_AGENT__UPDATE__HEALTH_DEADLINE_SECS", "4")]);
-    agent.start();
-    let result = until_result(fleet.ctl(), id, &mut agent, 90).await;
-    assert_eq!(
-        result["outcome"],
-        "rolled-back",
-        "{result}\n{}",
-        agent.output()
-    );
-    assert_eq!(result["ok"], false);
-    let message = result["message"].as_str().unwrap();
-    assert!(
-        message.contains("card-reader") && message.contains("no card reader"),
-        "the reason names the failing check: {message}"
-    );
-    assert_eq!(booted(slots), "a");
-    assert_eq!(std::fs::read_to_string(slots.join("primary")).unwrap(), "a");
-    assert_eq!(slot_version(slots, "a"), OLD);
-    let ctl = fleet.ctl();
-    eventually(
-        Duration::from_secs(20),
-        "the old version reported",
-        || async {
-            let v = firmware_reported(ctl, id).await?;
-            (v == OLD).then_some(()).ok_or(v)
-        },
-    )
-    .await
-    .unwrap();
-    // Given up: the desired state asks again at each connection, and
-    // nothing more is tried.
-    let before = agent.starts;
-    agent.kill();
-    agent.start();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!agent.reboot_if_exited(), "no new install, no reboot");
-    assert_eq!(agent.starts, before + 1);
-    assert_eq!(booted(slots), "a");
-    agent.kill();
+    for (i, id) in ids.iter().enumerate() {
+        let (dev, slots) = &fleet.devices[i];
+        let mut env = vec![("FLEET_AGENT__UPDATE__HEALTH_DEADLINE_SECS", "4")];
+        if i == 1 {
+            env.push(("FLEET_AGENT__TEST_HOOKS__UPDATE_HOLD_AT", "rolling-back"));
+        }
+        let mut agent = Agent::new(dev, &env);
+        agent.start();
+        if i == 1 {
+            let marker = hooks(slots).join("update-hold-rolling-back");
+            eventually(Duration::from_secs(90), "holding at rolling-back", || {
+                agent.reboot_if_exited();
+                let seen = marker.exists();
+                async move { seen.then_some(()).ok_or("not yet".to_owned()) }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.output()));
+            agent.kill();
+            agent
+                .env
+                .retain(|(k, _)| k != "FLEET_AGENT__TEST_HOOKS__UPDATE_HOLD_AT");
+        }
+        let result = until_result(fleet.ctl(), id, &mut agent, 90).await;
+        assert_eq!(
+            result["outcome"],
+            "rolled-back",
+            "{id}: {result}\n{}",
+            agent.output()
+        );
+        assert_eq!(result["ok"], false);
+        let message = result["message"].as_str().unwrap();
+        assert!(
+            message.contains("card-reader") && message.contains("no card reader"),
+            "{id}: the reason names the failing check: {message}"
+        );
+        assert_eq!(booted(slots), "a");
+        assert_eq!(std::fs::read_to_string(slots.join("primary")).unwrap(), "a");
+        assert_eq!(slot_version(slots, "a"), OLD);
+        let ctl = fleet.ctl();
+        eventually(
+            Duration::from_secs(20),
+            "the old version reported",
+            || async {
+                let v = firmware_reported(ctl, id).await?;
+                (v == OLD).then_some(()).ok_or(v)
+            },
+        )
+        .await
+        .unwrap();
+        // Given up: the desired state comes again at each connection, and
+        // nothing more is tried.
+        agent.kill();
+        agent.start();
+        let run = agent.proc.as_mut().unwrap();
+        let line = run
+            .wait_for_line("desired state taken", Duration::from_secs(30))
+            .unwrap();
+        assert!(line.contains("busy=false"), "{id}: {line}");
+        assert_eq!(booted(slots), "a");
+        assert!(!slots.join("boot-next").exists());
+        agent.kill();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -232,6 +232,7 @@ async fn run<R: Repository>(
                         freeze: desired.freeze,
                     })
                     .await;
+                    info!(busy = !d.machine.idle(), step = d.machine.step().name(), "desired state taken");
                 }
                 Some(Note::Connected(up)) => d.feed(Input::Connected(up)).await,
                 Some(Note::Checks(results)) => d.feed(Input::Checks(results)).await,

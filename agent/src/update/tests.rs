@@ -652,3 +652,114 @@ fn the_state_file_round_trips_and_reads_idle_when_missing() {
     std::fs::write(file.path(), "{").unwrap();
     assert!(file.load().unwrap_err().to_string().contains("damaged"));
 }
+
+fn section() -> super::UpdateSection {
+    super::UpdateSection {
+        enabled: true,
+        repo_url: "https://ctl:8443/api/v1/tuf/".into(),
+        trusted_root: "/usr/share/sandogh/root.json".into(),
+        installer: "dir".into(),
+        slots_dir: "".into(),
+        rauc: "rauc".into(),
+        hook: vec![],
+        health_deadline_secs: 300,
+        max_download_bytes: 0,
+        delta: true,
+        agent_trial_secs: 120,
+        reboot_by_exit: false,
+        retry_secs: 300,
+    }
+}
+
+#[test]
+fn the_update_section_is_checked_and_defaults_fill_in() {
+    use std::path::Path;
+    let state = Path::new("/var/lib/fleet-agent");
+    let reboot = vec!["systemctl".to_string(), "reboot".to_string()];
+    let cfg = section()
+        .validate(state, &reboot, "", Path::new(""))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cfg.repo_url, "https://ctl:8443/api/v1/tuf",
+        "no trailing slash"
+    );
+    assert_eq!(cfg.dir, state.join("update"));
+    assert_eq!(
+        cfg.installer,
+        super::InstallerKind::Dir {
+            slots_dir: state.join("slots")
+        }
+    );
+    assert_eq!(cfg.hold_at, None);
+    let off = super::UpdateSection {
+        enabled: false,
+        ..section()
+    };
+    assert!(off
+        .validate(state, &[], "", Path::new(""))
+        .unwrap()
+        .is_none());
+
+    for (bad, key) in [
+        (
+            super::UpdateSection {
+                repo_url: "http://ctl/api/v1/tuf".into(),
+                ..section()
+            },
+            "repo_url",
+        ),
+        (
+            super::UpdateSection {
+                trusted_root: "".into(),
+                ..section()
+            },
+            "trusted_root",
+        ),
+        (
+            super::UpdateSection {
+                installer: "grub".into(),
+                ..section()
+            },
+            "installer",
+        ),
+        (
+            super::UpdateSection {
+                installer: "command".into(),
+                ..section()
+            },
+            "hook",
+        ),
+        (
+            super::UpdateSection {
+                health_deadline_secs: 0,
+                ..section()
+            },
+            "health_deadline_secs",
+        ),
+    ] {
+        let err = bad
+            .validate(state, &reboot, "", Path::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    // No way to reboot: refused.
+    let err = section()
+        .validate(state, &[], "", Path::new(""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("commands.reboot"), "{err}");
+    // The test hook needs the event directory.
+    let cfg = super::UpdateSection {
+        reboot_by_exit: true,
+        ..section()
+    }
+    .validate(state, &[], "checking", Path::new("/tmp/hooks"))
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        cfg.hold_at,
+        Some(("checking".to_string(), "/tmp/hooks".into()))
+    );
+}
