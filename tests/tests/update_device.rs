@@ -367,6 +367,35 @@ async fn an_offline_update_from_a_directory_reports_when_the_controller_is_back(
     });
     fleet.ctl.take().unwrap().stop().unwrap();
     let (dev, slots) = &fleet.devices[0];
+    let usb_update = |version: Option<&str>| {
+        let (usb, config) = (usb.clone(), dev.config.clone());
+        let version = version.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec![
+                "update".to_owned(),
+                "--from".to_owned(),
+                usb.to_str().unwrap().to_owned(),
+                "--config".to_owned(),
+                config.to_str().unwrap().to_owned(),
+            ];
+            if let Some(v) = version {
+                args.extend(["--version".to_owned(), v]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            fleet_tests::run_bin("fleet-agent", &args).unwrap()
+        })
+    };
+    // An older version than the device runs: refused, exit status 1.
+    let (ok, out, err) = within(
+        120,
+        "fleet-agent update --version 2.3.0",
+        usb_update(Some("2.3.0")),
+    )
+    .await
+    .unwrap();
+    assert!(!ok, "{out}{err}");
+    assert!(err.contains("refused or rolled back"), "{out}{err}");
+    assert!(!slots.join("boot-next").exists());
     let (ok, out, err) = within(
         120,
         "fleet-agent update --from",
@@ -474,6 +503,7 @@ async fn inside_a_freeze_window_nothing_is_installed_and_frozen_is_reported() {
     .unwrap();
     assert!(ok, "{out}{err}");
     assert!(out.contains("update step: idle"), "{out}{err}");
+    assert!(out.contains("held by a freeze window"), "{out}{err}");
     assert!(!slots.join("b").exists(), "nothing written to slot b");
     assert!(!slots.join("boot-next").exists());
 
