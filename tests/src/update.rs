@@ -422,8 +422,8 @@ impl ControllerSetup {
     }
 
     /// Build and sign an image (the release workstation), then upload it
-    /// with its signed targets (`fleetctl firmware upload`); its length.
-    pub fn upload(&self, version: &str) -> anyhow::Result<u64> {
+    /// with its signed targets (`fleetctl firmware upload`).
+    pub fn upload(&self, version: &str) -> anyhow::Result<release::SignedTarget> {
         let image = make_image(self.work.path(), version, MODEL);
         let custom = TargetCustom {
             artifact: ArtifactKind::Firmware,
@@ -433,8 +433,12 @@ impl ControllerSetup {
         self.upload_file(&image, &custom)
     }
 
-    /// Sign `image` as `custom` and upload it; its length.
-    pub fn upload_file(&self, image: &Path, custom: &TargetCustom) -> anyhow::Result<u64> {
+    /// Sign `image` as `custom` and upload it.
+    pub fn upload_file(
+        &self,
+        image: &Path,
+        custom: &TargetCustom,
+    ) -> anyhow::Result<release::SignedTarget> {
         let signed = release::sign(&self.keys, image, custom, SystemTime::now(), &mut |_, _| {})?;
         let (ok, out, err) = self.ctl.fleetctl(&[
             "firmware",
@@ -444,7 +448,7 @@ impl ControllerSetup {
             &signed.targets_path.to_string_lossy(),
         ])?;
         anyhow::ensure!(ok, "firmware upload: {out}{err}");
-        Ok(signed.length)
+        Ok(signed)
     }
 
     /// `fleetctl device update ID --version V`.

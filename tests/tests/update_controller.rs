@@ -18,7 +18,7 @@ use fleet_tests::update::*;
 async fn an_update_through_the_controller_over_https_commits_then_a_delta_then_a_freeze_holds() {
     let id = "BB-23-CTL-UPD";
     let setup = ControllerSetup::start(id, "").unwrap();
-    let full = setup.upload("2.5.0").unwrap();
+    let full = setup.upload("2.5.0").unwrap().length;
     let mut agent = setup.agent();
     agent.start();
 
@@ -224,5 +224,57 @@ async fn a_new_agent_binary_through_the_controller_is_swapped_restarted_into_and
             && v["phase"] == "rebooting"),
         "{events:?}"
     );
+    agent.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_delta_is_refused_and_the_full_image_is_fetched_instead() {
+    let id = "BB-23-CTL-BADDELTA";
+    let setup = ControllerSetup::start(id, "").unwrap();
+    let from = setup.upload("2.5.0").unwrap().sha256;
+    let mut agent = setup.agent();
+    agent.start();
+    setup.update("2.5.0").unwrap();
+    let result = until_result_for(&setup.ctl, id, &mut agent, Some("2.5.0"), 120).await;
+    assert_eq!(
+        result["outcome"],
+        "committed",
+        "{result}\n{}",
+        agent.output()
+    );
+
+    // The controller's cached patch 2.5.0 -> 2.6.0 is damaged on its disk.
+    let to = setup.upload("2.6.0").unwrap().sha256;
+    let cached = setup
+        .data
+        .path()
+        .join(format!("firmware/deltas/{from}/{to}.bidiff"));
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    std::fs::write(&cached, vec![0x42u8; 4096]).unwrap();
+    setup.update("2.6.0").unwrap();
+    let result = until_result_for(&setup.ctl, id, &mut agent, Some("2.6.0"), 120).await;
+    assert_eq!(
+        result["outcome"],
+        "committed",
+        "{result}\n{}",
+        agent.output()
+    );
+    assert_eq!(slot_version(&setup.slots, &booted(&setup.slots)), "2.6.0");
+    let out = agent.output();
+    assert!(
+        !out.contains("image rebuilt from a delta"),
+        "the damaged patch was used:\n{out}"
+    );
+    // The fall-back is reported as an event.
+    let d = setup.ctl.client().device(id).await.unwrap();
+    let said = d
+        .events
+        .iter()
+        .filter(|e| e.kind == "error")
+        .filter_map(|e| e.event["error"]["message"].as_str())
+        .find(|m| m.contains("delta"))
+        .map(str::to_owned);
+    let said = said.unwrap_or_else(|| panic!("no delta error event: {:?}", d.events));
+    assert!(said.contains("full image"), "{said}");
     agent.kill();
 }

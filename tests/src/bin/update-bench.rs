@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     for run in 0..runs {
         let id = format!("BB-23-BENCH-{run}");
         let setup = ControllerSetup::start(&id, "")?;
-        let image = setup.upload("2.5.0")?;
+        let image = setup.upload("2.5.0")?.length;
         setup.upload("2.6.0")?;
         let mut agent = setup.agent();
         agent.start();
