@@ -345,6 +345,14 @@ impl UpdateMachine {
                 }
                 self.want_firmware = firmware;
                 self.want_agent = agent;
+                // A held install goes on once no window covers now (the
+                // windows were cleared or moved).
+                if self.frozen.is_some() && self.frozen_at(now_ms).is_none() {
+                    if let Some(target) = self.frozen.take() {
+                        out.push(Action::DisarmTimer(UpdateTimer::Reconsider));
+                        self.ready_to_install(target, now_ms, &mut out);
+                    }
+                }
                 self.reconcile(now_ms, &mut out);
             }
             Input::MetadataChecked(result) => self.on_metadata(result, now_ms, &mut out),

@@ -579,6 +579,25 @@ fn a_freeze_that_begins_during_the_download_stops_the_install() {
 }
 
 #[test]
+fn a_held_install_goes_on_when_the_windows_are_cleared() {
+    let w = FreezeWindow {
+        from_ms: T0,
+        to_ms: T0 + 3_600_000,
+    };
+    let mut p = at(Step::Verifying { target: target() });
+    p.freeze = vec![w];
+    let (mut m, _) = started(p, "a");
+    let out = m.on(Input::HashChecked(Ok(())), T0 + 10);
+    assert_eq!(phases(&out), vec![UpdatePhase::Frozen]);
+    // The same window again: still held.
+    let out = m.on(desired("2.5.0", vec![w]), T0 + 20);
+    assert!(!out.iter().any(|a| matches!(a, Action::Install { .. })));
+    // Cleared by the controller: installed now, not at the window's end.
+    let out = m.on(desired("2.5.0", vec![]), T0 + 30);
+    persisted_before(&out, "installing", |a| matches!(a, Action::Install { .. }));
+}
+
+#[test]
 fn an_agent_binary_is_handed_over_after_verification() {
     let (mut m, _) = started(Persisted::default(), "a");
     m.on(
