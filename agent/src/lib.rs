@@ -26,8 +26,12 @@
 //!   the [`SeqStore`]; it turns what happens into inputs, reading the clock
 //!   once per input, and carries out the actions. `fleet-sim` runs it with
 //!   simulated hardware.
-//! - [`update`]: updates of the device's software; [`update::agent_binary`]
+//! - [`update`]: updates of the device's software: the pure update state
+//!   machine ([`update::machine`]), its persisted step, the installers
+//!   (directory A/B, RAUC, a command hook), the driver beside the event
+//!   loop, the TUF client and trusted clock; [`update::agent_binary`]
 //!   swaps the agent's own binary and gives the new one a trial.
+//! - [`tuf_cli`]: `fleet-agent tuf`, the TUF conformance client protocol.
 
 pub mod backoff;
 pub mod config;

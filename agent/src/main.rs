@@ -223,6 +223,7 @@ fn main() -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!(e))?,
             };
             println!("updating to {} from {}", target.version, from.display());
+            let name = target.manifest.clone();
             ucfg.usb = Some(target);
             let state = fleet_agent::update::state::StateFile::in_dir(&ucfg.dir);
             let hw = hardware(&cfg)?;
@@ -232,8 +233,16 @@ fn main() -> anyhow::Result<()> {
                 hw,
                 fleet_agent::process::shutdown_signal(),
             ))?;
-            let step = state.load()?.step;
-            println!("update step: {}", step.name());
+            let after = state.load()?;
+            println!("update step: {}", after.step.name());
+            let now = fleet_agent::unix_ms();
+            if after.given_up.as_deref() == Some(name.as_str()) {
+                eprintln!("the update was refused or rolled back; the reason is in the device's update-result event (sent when it is next online)");
+                std::process::exit(1);
+            }
+            if after.freeze.iter().any(|w| w.contains(now)) {
+                println!("held by a freeze window: nothing was installed");
+            }
             Ok(())
         }
         Cmd::Tuf(args) => {

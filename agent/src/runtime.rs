@@ -815,6 +815,7 @@ pub async fn run_with<H: Hardware>(
         }
     }
 
+    let mut restart_into: Option<PathBuf> = None;
     tokio::pin!(shutdown);
     loop {
         let next_timer = io.timers.next();
@@ -922,6 +923,12 @@ pub async fn run_with<H: Hardware>(
                     io.handle(&mut core, Input::ShutdownRequested);
                     break;
                 }
+                Told::RestartAgent(exe) => {
+                    info!(exe = %exe.display(), "a new agent binary is in place: restarting into it");
+                    io.handle(&mut core, Input::ShutdownRequested);
+                    restart_into = Some(exe);
+                    break;
+                }
             },
             () = disk_due => {
                 if let Some(was) = io.outbox.retry_disk(unix_ms()) {
@@ -952,6 +959,13 @@ pub async fn run_with<H: Hardware>(
     }
     drop(link);
     info!(device = %cfg.device, "agent stopped");
+    if let Some(exe) = restart_into {
+        // The outbox and the update state are on disk; this process is
+        // replaced (exec), and the new binary's start is its trial.
+        drop(io);
+        let e = agent_binary::restart(&exe);
+        warn!(error = %e, "cannot start the new agent binary; the next start of the service will");
+    }
     Ok(())
 }
 

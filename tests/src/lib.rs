@@ -29,6 +29,7 @@ pub mod in_process;
 pub mod link;
 pub mod offline_day;
 pub mod proxy;
+pub mod update;
 
 pub use in_process::InProcessController;
 

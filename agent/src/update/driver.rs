@@ -50,6 +50,9 @@ pub enum Told {
     /// Reboot by exiting (`update.reboot_by_exit`): the loop stops, the
     /// process exits 0, and the next start is the boot.
     Exit,
+    /// A new agent binary is in place at this path: stop and start it
+    /// ([`super::agent_binary::restart`]); its start is the trial.
+    RestartAgent(PathBuf),
 }
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -116,6 +119,8 @@ struct Driver<R: Repository> {
     told: mpsc::Sender<Told>,
     answers: mpsc::Sender<Input>,
     timers: HashMap<UpdateTimer, Instant>,
+    /// Where the new agent binary was swapped in, until the restart.
+    swapped: Arc<std::sync::Mutex<Option<PathBuf>>>,
 }
 
 /// Start the driver's task. `firmware`: the booted firmware version.
@@ -180,6 +185,7 @@ async fn run<R: Repository>(
         told,
         answers: answers_tx,
         timers: HashMap::new(),
+        swapped: Arc::default(),
     };
     d.feed(Input::Started {
         booted_slot: prepared.booted_slot,
@@ -226,6 +232,7 @@ async fn run<R: Repository>(
                         freeze: desired.freeze,
                     })
                     .await;
+                    info!(busy = !d.machine.idle(), step = d.machine.step().name(), "desired state taken");
                 }
                 Some(Note::Connected(up)) => d.feed(Input::Connected(up)).await,
                 Some(Note::Checks(results)) => d.feed(Input::Checks(results)).await,
@@ -341,13 +348,34 @@ impl<R: Repository> Driver<R> {
                     Input::Installed,
                 );
             }
-            Action::HandOverAgent { .. } => {
-                let _ = self
-                    .answers
-                    .send(Input::AgentHandedOver(Err(
-                        "this agent build cannot replace its own binary yet".into(),
-                    )))
-                    .await;
+            Action::HandOverAgent { target } => {
+                let (dir, trial) = (self.cfg.dir.clone(), self.cfg.agent_trial);
+                let (answers, swapped) = (self.answers.clone(), Arc::clone(&self.swapped));
+                tokio::spawn(async move {
+                    let res = tokio::task::spawn_blocking(move || {
+                        super::agent_binary::install(
+                            &dir,
+                            &image_path(&dir),
+                            &target.version,
+                            &crate::agent_version(),
+                            trial,
+                            crate::unix_ms(),
+                        )
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map(|installed| {
+                        *swapped.lock().expect("swapped lock") = Some(installed.exe);
+                    });
+                    let _ = answers.send(Input::AgentHandedOver(res)).await;
+                });
+            }
+            Action::RestartAgent => {
+                let exe = self.swapped.lock().expect("swapped lock").take();
+                if let Some(exe) = exe {
+                    self.tell(Told::RestartAgent(exe)).await;
+                }
             }
             Action::MarkGood => {
                 let (pending, installed) = (

@@ -233,6 +233,8 @@ pub enum Action {
     },
     /// Restart into the new (or, rolling back, the old) slot.
     Reboot,
+    /// Start the new agent binary in place of this process (its trial).
+    RestartAgent,
     MarkGood,
     MarkBad,
     /// Remove what the download directory holds.
@@ -343,6 +345,14 @@ impl UpdateMachine {
                 }
                 self.want_firmware = firmware;
                 self.want_agent = agent;
+                // A held install goes on once no window covers now (the
+                // windows were cleared or moved).
+                if self.frozen.is_some() && self.frozen_at(now_ms).is_none() {
+                    if let Some(target) = self.frozen.take() {
+                        out.push(Action::DisarmTimer(UpdateTimer::Reconsider));
+                        self.ready_to_install(target, now_ms, &mut out);
+                    }
+                }
                 self.reconcile(now_ms, &mut out);
             }
             Input::MetadataChecked(result) => self.on_metadata(result, now_ms, &mut out),
@@ -424,10 +434,19 @@ impl UpdateMachine {
                 };
                 let target = target.clone();
                 match result {
-                    // The new agent's trial (agent_binary) reports the result.
+                    // Swapped: the new agent's trial (agent_binary) decides
+                    // and reports the result; this agent restarts into it.
                     Ok(()) => {
                         self.p.step = Step::Idle;
                         out.push(Action::Persist(self.p.clone()));
+                        out.push(Action::Report(progress(
+                            &target,
+                            UpdatePhase::Rebooting,
+                            0,
+                            0,
+                        )));
+                        out.push(Action::Status(UpdateStatus::Idle));
+                        out.push(Action::RestartAgent);
                     }
                     Err(why) => self.fail(&target, &why, false, now_ms, &mut out),
                 }

@@ -579,6 +579,25 @@ fn a_freeze_that_begins_during_the_download_stops_the_install() {
 }
 
 #[test]
+fn a_held_install_goes_on_when_the_windows_are_cleared() {
+    let w = FreezeWindow {
+        from_ms: T0,
+        to_ms: T0 + 3_600_000,
+    };
+    let mut p = at(Step::Verifying { target: target() });
+    p.freeze = vec![w];
+    let (mut m, _) = started(p, "a");
+    let out = m.on(Input::HashChecked(Ok(())), T0 + 10);
+    assert_eq!(phases(&out), vec![UpdatePhase::Frozen]);
+    // The same window again: still held.
+    let out = m.on(desired("2.5.0", vec![w]), T0 + 20);
+    assert!(!out.iter().any(|a| matches!(a, Action::Install { .. })));
+    // Cleared by the controller: installed now, not at the window's end.
+    let out = m.on(desired("2.5.0", vec![]), T0 + 30);
+    persisted_before(&out, "installing", |a| matches!(a, Action::Install { .. }));
+}
+
+#[test]
 fn an_agent_binary_is_handed_over_after_verification() {
     let (mut m, _) = started(Persisted::default(), "a");
     m.on(
@@ -615,6 +634,9 @@ fn an_agent_binary_is_handed_over_after_verification() {
     );
     let out = m.on(Input::AgentHandedOver(Ok(())), T0);
     assert_eq!(persisted_steps(&out), vec!["idle"]);
+    assert_eq!(phases(&out), vec![UpdatePhase::Rebooting]);
+    assert_eq!(out.last(), Some(&Action::RestartAgent));
+    assert!(results(&out).is_empty(), "the trial reports the result");
 }
 
 #[test]
@@ -648,4 +670,115 @@ fn the_state_file_round_trips_and_reads_idle_when_missing() {
     assert_eq!(file.load().unwrap(), p);
     std::fs::write(file.path(), "{").unwrap();
     assert!(file.load().unwrap_err().to_string().contains("damaged"));
+}
+
+fn section() -> super::UpdateSection {
+    super::UpdateSection {
+        enabled: true,
+        repo_url: "https://ctl:8443/api/v1/tuf/".into(),
+        trusted_root: "/usr/share/sandogh/root.json".into(),
+        installer: "dir".into(),
+        slots_dir: "".into(),
+        rauc: "rauc".into(),
+        hook: vec![],
+        health_deadline_secs: 300,
+        max_download_bytes: 0,
+        delta: true,
+        agent_trial_secs: 120,
+        reboot_by_exit: false,
+        retry_secs: 300,
+    }
+}
+
+#[test]
+fn the_update_section_is_checked_and_defaults_fill_in() {
+    use std::path::Path;
+    let state = Path::new("/var/lib/fleet-agent");
+    let reboot = vec!["systemctl".to_string(), "reboot".to_string()];
+    let cfg = section()
+        .validate(state, &reboot, "", Path::new(""))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cfg.repo_url, "https://ctl:8443/api/v1/tuf",
+        "no trailing slash"
+    );
+    assert_eq!(cfg.dir, state.join("update"));
+    assert_eq!(
+        cfg.installer,
+        super::InstallerKind::Dir {
+            slots_dir: state.join("slots")
+        }
+    );
+    assert_eq!(cfg.hold_at, None);
+    let off = super::UpdateSection {
+        enabled: false,
+        ..section()
+    };
+    assert!(off
+        .validate(state, &[], "", Path::new(""))
+        .unwrap()
+        .is_none());
+
+    for (bad, key) in [
+        (
+            super::UpdateSection {
+                repo_url: "http://ctl/api/v1/tuf".into(),
+                ..section()
+            },
+            "repo_url",
+        ),
+        (
+            super::UpdateSection {
+                trusted_root: "".into(),
+                ..section()
+            },
+            "trusted_root",
+        ),
+        (
+            super::UpdateSection {
+                installer: "grub".into(),
+                ..section()
+            },
+            "installer",
+        ),
+        (
+            super::UpdateSection {
+                installer: "command".into(),
+                ..section()
+            },
+            "hook",
+        ),
+        (
+            super::UpdateSection {
+                health_deadline_secs: 0,
+                ..section()
+            },
+            "health_deadline_secs",
+        ),
+    ] {
+        let err = bad
+            .validate(state, &reboot, "", Path::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    // No way to reboot: refused.
+    let err = section()
+        .validate(state, &[], "", Path::new(""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("commands.reboot"), "{err}");
+    // The test hook needs the event directory.
+    let cfg = super::UpdateSection {
+        reboot_by_exit: true,
+        ..section()
+    }
+    .validate(state, &[], "checking", Path::new("/tmp/hooks"))
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        cfg.hold_at,
+        Some(("checking".to_string(), "/tmp/hooks".into()))
+    );
 }

@@ -56,3 +56,6 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, InstallError> 
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+#[cfg(test)]
+mod tests;
