@@ -62,13 +62,8 @@ impl TufRepository {
         if let Some(dir) = self.clock_file.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let tmp = self.clock_file.with_extension("json.tmp");
-        let json = serde_json::to_vec(&file).expect("the clock file serialises");
-        if std::fs::write(&tmp, json)
-            .and_then(|()| std::fs::rename(&tmp, &self.clock_file))
-            .is_err()
-        {
-            tracing::warn!(file = %self.clock_file.display(), "cannot keep the trusted clock's floor");
+        if let Err(e) = super::clock::write(&self.clock_file, &file) {
+            tracing::warn!(file = %self.clock_file.display(), error = %e, "cannot keep the trusted clock's floor");
         }
     }
 }
@@ -103,7 +98,11 @@ impl Repository for TufRepository {
                 reason: format!("refused {name}: {e}"),
                 permanent: !transient(&e),
             };
-            let verified = client.refresh(now_ms).await.map_err(&refuse)?;
+            let refreshed = client.refresh(now_ms).await;
+            // The controller's Date header (over the fleet CA's TLS) moves
+            // the trusted clock even when this refresh failed: a device whose
+            // clock runs a year ahead sees fresh metadata as expired, and the
+            // next try must use the controller's time.
             if let Some(date) = client.server_date_ms() {
                 let now_mono = u64::try_from(started.elapsed().as_millis()).unwrap_or(mono);
                 let file = {
@@ -111,10 +110,11 @@ impl Repository for TufRepository {
                     c.observe_controller(date, now_mono);
                     c.file()
                 };
-                let tmp = clock_file.with_extension("json.tmp");
-                let _ = std::fs::write(&tmp, serde_json::to_vec(&file).unwrap_or_default())
-                    .and_then(|()| std::fs::rename(&tmp, &clock_file));
+                if let Err(e) = super::clock::write(&clock_file, &file) {
+                    tracing::warn!(error = %e, "cannot keep the trusted clock's floor");
+                }
             }
+            let verified = refreshed.map_err(&refuse)?;
             let t = verified.target(&name, artifact, &model).map_err(&refuse)?;
             Ok(Target {
                 name: t.name,
