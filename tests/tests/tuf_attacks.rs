@@ -17,7 +17,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use fleet_agent::download::{self, DownloadConfig, DownloadError, Expected};
-use fleet_agent::update::tuf::{Source, TargetLocation, TufClient, TufError, Verified};
+use fleet_agent::update::tuf::{
+    Source, TargetLocation, TufClient, TufError, Verified, VerifiedTarget,
+};
 use fleet_protocol::{ArtifactKind, Model};
 use fleet_tests::{run_bin, within};
 
@@ -228,6 +230,14 @@ enum Via {
     Http,
 }
 
+/// What the download of a signed target must be: its signed length and hash.
+fn signed_expected(t: &VerifiedTarget) -> Expected {
+    Expected {
+        len: Some(t.len),
+        sha256: Some(t.sha256.clone()),
+    }
+}
+
 /// Refresh through every step of `name` with one datastore, as a device
 /// would over time; every step before the last must be accepted. The last
 /// step is checked at `now + last_step_later_ms`.
@@ -373,6 +383,47 @@ fn assert_has(text: &str, words: &[&str]) {
     }
 }
 
+/// How the CLI takes an attack's last step.
+#[derive(Clone, Copy)]
+enum CliStep {
+    /// `refresh` (the attack is in the metadata).
+    Refresh,
+    /// `download` of the scenario's target.
+    Download,
+}
+
+/// One attack of the matrix and the reasons it must be refused with.
+struct Attack {
+    name: &'static str,
+    /// The last step is checked this much later (trusted time).
+    later_ms: u64,
+    /// The kind of error the client must give (by both sources).
+    refused_as: fn(&TufError) -> bool,
+    /// Words the client's reason must contain.
+    reason: &'static [&'static str],
+    /// How the CLI takes the last step and words its stderr must contain;
+    /// `None` where the CLI does not fit the attack.
+    cli: Option<(CliStep, &'static [&'static str])>,
+}
+
+/// Serve the attack repositories, refresh through [`TufClient`] over a
+/// directory and over HTTP, run the CLI, and assert the reasons given.
+/// Does nothing when python-tuf is not installed (`attacks` says so).
+async fn assert_refused(attack: Attack) {
+    let Some(dir) = attacks() else { return };
+    let name = attack.name;
+    let server = StaticServer::start(dir);
+    let (e, text) = client_refusal(name, &server, attack.later_ms).await;
+    assert!((attack.refused_as)(&e), "{name}: {e:?}");
+    assert_has(&text, attack.reason);
+    if let Some((step, words)) = attack.cli {
+        let download = matches!(step, CliStep::Download);
+        let (ok, err) = through_cli(name, &server, download).await;
+        assert!(!ok, "{name}: the CLI accepted the attack");
+        assert_has(&err, words);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_repository_is_accepted_and_its_target_downloads() {
     let dir = need_python_tuf!();
@@ -398,10 +449,7 @@ async fn the_control_repository_is_accepted_and_its_target_downloads() {
                     allow_plain_http: true,
                     ..Default::default()
                 };
-                let expected = Expected {
-                    len: Some(t.len),
-                    sha256: Some(t.sha256.clone()),
-                };
+                let expected = signed_expected(&t);
                 within(
                     30,
                     "download",
@@ -484,98 +532,84 @@ async fn the_cli_does_not_fetch_a_target_it_already_has() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_rollback_is_refused() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let (e, text) = client_refusal("rollback-root", &server, 0).await;
-    assert!(
-        matches!(e, TufError::Metadata { ref role, .. } if role == "root"),
-        "{e:?}"
-    );
-    assert_has(
-        &text,
-        &["root metadata refused", "version 1 of root", "version 2"],
-    );
-    let (ok, err) = through_cli("rollback-root", &server, false).await;
-    assert!(!ok);
-    assert_has(&err, &["version 1 of root"]);
+    assert_refused(Attack {
+        name: "rollback-root",
+        later_ms: 0,
+        refused_as: |e| matches!(e, TufError::Metadata { role, .. } if role == "root"),
+        reason: &["root metadata refused", "version 1 of root", "version 2"],
+        cli: Some((CliStep::Refresh, &["version 1 of root"])),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timestamp_rollback_is_refused() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let (e, text) = client_refusal("rollback-timestamp", &server, 0).await;
-    assert!(
-        matches!(e, TufError::Metadata { ref role, .. } if role == "timestamp"),
-        "{e:?}"
-    );
-    assert_has(
-        &text,
-        &[
+    assert_refused(Attack {
+        name: "rollback-timestamp",
+        later_ms: 0,
+        refused_as: |e| matches!(e, TufError::Metadata { role, .. } if role == "timestamp"),
+        reason: &[
             "timestamp metadata refused",
             "version 1 of timestamp",
             "version 2",
         ],
-    );
-    let (ok, err) = through_cli("rollback-timestamp", &server, false).await;
-    assert!(!ok);
-    assert_has(&err, &["version 1 of timestamp"]);
+        cli: Some((CliStep::Refresh, &["version 1 of timestamp"])),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_rollback_is_refused() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let (e, text) = client_refusal("rollback-snapshot", &server, 0).await;
-    assert!(matches!(e, TufError::Metadata { .. }), "{e:?}");
-    assert_has(&text, &["Snapshot version 1 in timestamp 3 is less than 2"]);
-    let (ok, err) = through_cli("rollback-snapshot", &server, false).await;
-    assert!(!ok);
-    assert_has(&err, &["Snapshot version 1 in timestamp 3 is less than 2"]);
+    assert_refused(Attack {
+        name: "rollback-snapshot",
+        later_ms: 0,
+        refused_as: |e| matches!(e, TufError::Metadata { .. }),
+        reason: &["Snapshot version 1 in timestamp 3 is less than 2"],
+        cli: Some((
+            CliStep::Refresh,
+            &["Snapshot version 1 in timestamp 3 is less than 2"],
+        )),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_rollback_is_refused() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let (e, text) = client_refusal("rollback-targets", &server, 0).await;
-    assert!(
-        matches!(e, TufError::Metadata { ref role, .. } if role == "snapshot"),
-        "{e:?}"
-    );
-    assert_has(
-        &text,
-        &["targets.json version 2 in snapshot 2 is greater than version 1 in snapshot 3"],
-    );
-    let (ok, err) = through_cli("rollback-targets", &server, false).await;
-    assert!(!ok);
-    assert_has(&err, &["targets.json version 2"]);
+    assert_refused(Attack {
+        name: "rollback-targets",
+        later_ms: 0,
+        refused_as: |e| matches!(e, TufError::Metadata { role, .. } if role == "snapshot"),
+        reason: &["targets.json version 2 in snapshot 2 is greater than version 1 in snapshot 3"],
+        cli: Some((CliStep::Refresh, &["targets.json version 2"])),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_timestamp_replayed_after_it_expired_is_refused() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
     // Accepted while fresh; two hours later (trusted time) the same
     // timestamp is a freeze attack.
-    let (e, text) = client_refusal("freeze-replay", &server, 2 * 3_600_000).await;
-    assert!(
-        matches!(e, TufError::Expired { ref role, .. } if role == "timestamp"),
-        "{e:?}"
-    );
-    assert_has(&text, &["timestamp metadata expired at", "freeze attack"]);
+    assert_refused(Attack {
+        name: "freeze-replay",
+        later_ms: 2 * 3_600_000,
+        refused_as: |e| matches!(e, TufError::Expired { role, .. } if role == "timestamp"),
+        reason: &["timestamp metadata expired at", "freeze attack"],
+        cli: None,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_metadata_is_refused_and_not_kept() {
     let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let (e, text) = client_refusal("expired-timestamp", &server, 0).await;
-    assert!(
-        matches!(e, TufError::Expired { ref role, .. } if role == "timestamp"),
-        "{e:?}"
-    );
-    assert_has(&text, &["timestamp metadata expired at"]);
+    assert_refused(Attack {
+        name: "expired-timestamp",
+        later_ms: 0,
+        refused_as: |e| matches!(e, TufError::Expired { role, .. } if role == "timestamp"),
+        reason: &["timestamp metadata expired at"],
+        cli: Some((CliStep::Refresh, &["timestamp metadata expired at"])),
+    })
+    .await;
     // TUF: expired metadata is discarded, not kept as the trusted copy.
     let datastore = tempfile::tempdir().unwrap();
     let scenario = dir.join("expired-timestamp");
@@ -589,49 +623,37 @@ async fn expired_metadata_is_refused_and_not_kept() {
     assert!(datastore.path().join("root.json").is_file());
     assert!(!datastore.path().join("timestamp.json").exists());
     assert!(!datastore.path().join("latest_known_time.json").exists());
-    let (ok, err) = through_cli("expired-timestamp", &server, false).await;
-    assert!(!ok);
-    assert_has(&err, &["timestamp metadata expired at"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_and_matched_metadata_is_refused() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let (e, text) = client_refusal("mix-and-match", &server, 0).await;
-    assert!(
-        matches!(e, TufError::Metadata { ref role, .. } if role == "targets"),
-        "{e:?}"
-    );
-    assert_has(
-        &text,
-        &["targets metadata version mismatch: fetched 1, expected 2"],
-    );
-    let (ok, err) = through_cli("mix-and-match", &server, false).await;
-    assert!(!ok);
-    assert_has(&err, &["version mismatch: fetched 1, expected 2"]);
+    assert_refused(Attack {
+        name: "mix-and-match",
+        later_ms: 0,
+        refused_as: |e| matches!(e, TufError::Metadata { role, .. } if role == "targets"),
+        reason: &["targets metadata version mismatch: fetched 1, expected 2"],
+        cli: Some((
+            CliStep::Refresh,
+            &["version mismatch: fetched 1, expected 2"],
+        )),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_metadata_is_cut_off() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let (e, text) = client_refusal("endless-timestamp", &server, 0).await;
-    assert!(
-        matches!(e, TufError::Metadata { ref role, .. } if role == "timestamp"),
-        "{e:?}"
-    );
-    assert_has(&text, &["Maximum size 65536"]);
-    let (ok, err) = through_cli("endless-timestamp", &server, false).await;
-    assert!(!ok);
-    assert_has(&err, &["Maximum size 65536"]);
+    assert_refused(Attack {
+        name: "endless-timestamp",
+        later_ms: 0,
+        refused_as: |e| matches!(e, TufError::Metadata { role, .. } if role == "timestamp"),
+        reason: &["Maximum size 65536"],
+        cli: Some((CliStep::Refresh, &["Maximum size 65536"])),
+    })
+    .await;
 }
 
 /// The signed target of a download scenario, through the client.
-async fn signed_target(
-    name: &str,
-    server: &StaticServer,
-) -> fleet_agent::update::tuf::VerifiedTarget {
+async fn signed_target(name: &str, server: &StaticServer) -> VerifiedTarget {
     let v = through_client(name, Via::Http, server, 0)
         .await
         .unwrap_or_else(|e| panic!("{name}: the metadata is fine, refused: {e}"));
@@ -674,10 +696,7 @@ async fn a_target_longer_than_signed_is_cut_off() {
     let TargetLocation::Url(url) = &t.location else {
         panic!("an HTTP source gives URLs")
     };
-    let expected = Expected {
-        len: Some(t.len),
-        sha256: Some(t.sha256.clone()),
-    };
+    let expected = signed_expected(&t);
     // The server announces a megabyte more than the signed length.
     let (r, out) = agent_download(url, &expected).await;
     let e = r.unwrap_err();
@@ -709,10 +728,7 @@ async fn a_target_with_another_hash_is_refused() {
     let TargetLocation::Url(url) = &t.location else {
         panic!("an HTTP source gives URLs")
     };
-    let expected = Expected {
-        len: Some(t.len),
-        sha256: Some(t.sha256.clone()),
-    };
+    let expected = signed_expected(&t);
     let (r, out) = agent_download(url, &expected).await;
     let e = r.unwrap_err();
     eprintln!("hash-mismatch (download.rs): {e}");
@@ -726,77 +742,54 @@ async fn a_target_with_another_hash_is_refused() {
     assert_has(&err, &["SHA-256", &t.sha256]);
 }
 
+/// An attack whose targets metadata no release key signed: the client
+/// refuses the targets role, the CLI's reason has `cli_words`.
+fn targets_threshold_not_met(name: &'static str, cli_words: &'static [&'static str]) -> Attack {
+    Attack {
+        name,
+        later_ms: 0,
+        refused_as: |e| matches!(e, TufError::Metadata { role, .. } if role == "targets"),
+        reason: &["Signature threshold of 1 not met for role targets (0 valid signatures)"],
+        cli: Some((CliStep::Download, cli_words)),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsigned_target_is_refused() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let (e, text) = client_refusal("unsigned-target", &server, 0).await;
-    assert!(
-        matches!(e, TufError::Metadata { ref role, .. } if role == "targets"),
-        "{e:?}"
-    );
-    assert_has(
-        &text,
-        &["Signature threshold of 1 not met for role targets (0 valid signatures)"],
-    );
-    let (ok, err) = through_cli("unsigned-target", &server, true).await;
-    assert!(!ok);
-    assert_has(&err, &["Signature threshold of 1 not met for role targets"]);
+    let cli_words = &["Signature threshold of 1 not met for role targets"];
+    assert_refused(targets_threshold_not_met("unsigned-target", cli_words)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_signed_with_the_wrong_key_is_refused() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let (e, text) = client_refusal("wrong-key", &server, 0).await;
-    assert!(
-        matches!(e, TufError::Metadata { ref role, .. } if role == "targets"),
-        "{e:?}"
-    );
-    assert_has(
-        &text,
-        &["Signature threshold of 1 not met for role targets (0 valid signatures)"],
-    );
-    let (ok, err) = through_cli("wrong-key", &server, true).await;
-    assert!(!ok);
-    assert_has(&err, &["not met for role targets"]);
+    let cli_words = &["not met for role targets"];
+    assert_refused(targets_threshold_not_met("wrong-key", cli_words)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controllers_keys_alone_cannot_ship_a_target() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let (e, text) = client_refusal("compromised-controller", &server, 0).await;
-    assert!(
-        matches!(e, TufError::Metadata { ref role, .. } if role == "targets"),
-        "{e:?}"
-    );
-    assert_has(
-        &text,
-        &["Signature threshold of 1 not met for role targets (0 valid signatures)"],
-    );
-    let (ok, err) = through_cli("compromised-controller", &server, true).await;
-    assert!(!ok);
-    assert_has(&err, &["not met for role targets"]);
+    let cli_words = &["not met for role targets"];
+    assert_refused(targets_threshold_not_met(
+        "compromised-controller",
+        cli_words,
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_below_its_threshold_of_two_is_refused() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
     // Step 1 (root v2 signed by both keys) is accepted by through_client.
-    let (e, text) = client_refusal("root-below-threshold", &server, 0).await;
-    assert!(
-        matches!(e, TufError::Metadata { ref role, .. } if role == "root"),
-        "{e:?}"
-    );
-    assert_has(
-        &text,
-        &["Signature threshold of 2 not met for role root (1 valid signatures)"],
-    );
-    let (ok, err) = through_cli("root-below-threshold", &server, false).await;
-    assert!(!ok);
-    assert_has(&err, &["Signature threshold of 2 not met for role root"]);
+    assert_refused(Attack {
+        name: "root-below-threshold",
+        later_ms: 0,
+        refused_as: |e| matches!(e, TufError::Metadata { role, .. } if role == "root"),
+        reason: &["Signature threshold of 2 not met for role root (1 valid signatures)"],
+        cli: Some((
+            CliStep::Refresh,
+            &["Signature threshold of 2 not met for role root"],
+        )),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -976,10 +969,7 @@ async fn a_fleet_repo_release_verifies_from_the_controller_over_https_and_from_a
         ca_pem: Some(ca_pem),
         ..Default::default()
     };
-    let expected = Expected {
-        len: Some(t.len),
-        sha256: Some(t.sha256.clone()),
-    };
+    let expected = signed_expected(&t);
     within(
         30,
         "download",
