@@ -18,59 +18,73 @@ fn images() -> (Vec<u8>, Vec<u8>) {
     (old, new)
 }
 
-#[test]
-fn a_patch_applied_to_the_old_image_gives_the_new_one() {
+/// The two images written to a fresh directory and the patch made between
+/// them (`delta::make`).
+struct Patched {
+    tmp: tempfile::TempDir,
+    /// The new image's bytes.
+    new: Vec<u8>,
+    /// The old image's file.
+    old: std::path::PathBuf,
+    /// The patch's file.
+    patch: std::path::PathBuf,
+    /// What `delta::make` said it wrote.
+    patch_len: u64,
+}
+
+fn patched() -> Patched {
     let tmp = tempfile::tempdir().unwrap();
-    let (old, new) = images();
-    let (o, n, p, out) = (
+    let (old_bytes, new) = images();
+    let (old, new_file, patch) = (
         tmp.path().join("old"),
         tmp.path().join("new"),
         tmp.path().join("patch"),
-        tmp.path().join("out"),
     );
-    std::fs::write(&o, &old).unwrap();
-    std::fs::write(&n, &new).unwrap();
-    let patch_len = delta::make(&o, &n, &p).unwrap();
-    assert_eq!(patch_len, std::fs::metadata(&p).unwrap().len());
-    let written = delta::apply(&o, &p, &out).unwrap();
-    assert_eq!(written, new.len() as u64);
-    assert_eq!(std::fs::read(&out).unwrap(), new);
+    std::fs::write(&old, &old_bytes).unwrap();
+    std::fs::write(&new_file, &new).unwrap();
+    let patch_len = delta::make(&old, &new_file, &patch).unwrap();
+    Patched {
+        tmp,
+        new,
+        old,
+        patch,
+        patch_len,
+    }
+}
+
+#[test]
+fn a_patch_applied_to_the_old_image_gives_the_new_one() {
+    let f = patched();
+    let out = f.tmp.path().join("out");
+    assert_eq!(f.patch_len, std::fs::metadata(&f.patch).unwrap().len());
+    let written = delta::apply(&f.old, &f.patch, &out).unwrap();
+    assert_eq!(written, f.new.len() as u64);
+    assert_eq!(std::fs::read(&out).unwrap(), f.new);
 }
 
 #[test]
 fn output_beyond_the_bound_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (old, new) = images();
-    let (o, n, p, out) = (
-        tmp.path().join("old"),
-        tmp.path().join("new"),
-        tmp.path().join("patch"),
-        tmp.path().join("out"),
-    );
-    std::fs::write(&o, &old).unwrap();
-    std::fs::write(&n, &new).unwrap();
-    delta::make(&o, &n, &p).unwrap();
-    let err = delta::apply_bounded(&o, &p, &out, new.len() as u64 - 1).unwrap_err();
+    let f = patched();
+    let out = f.tmp.path().join("out");
+    let len = f.new.len() as u64;
+    let err = delta::apply_bounded(&f.old, &f.patch, &out, len - 1).unwrap_err();
     assert!(err.to_string().contains("exceeds"), "{err}");
     assert!(!out.exists(), "no partial output left as the result");
     assert_eq!(
-        delta::apply_bounded(&o, &p, &out, new.len() as u64).unwrap(),
-        new.len() as u64
+        delta::apply_bounded(&f.old, &f.patch, &out, len).unwrap(),
+        len
     );
 }
 
 #[test]
 fn a_damaged_patch_gives_an_error_or_other_bytes_never_a_panic() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (old, new) = images();
-    let (o, n, p) = (
-        tmp.path().join("old"),
-        tmp.path().join("new"),
-        tmp.path().join("patch"),
-    );
-    std::fs::write(&o, &old).unwrap();
-    std::fs::write(&n, &new).unwrap();
-    delta::make(&o, &n, &p).unwrap();
+    let Patched {
+        tmp,
+        new,
+        old: o,
+        patch: p,
+        ..
+    } = patched();
     let patch = std::fs::read(&p).unwrap();
     let want = sha256_hex(&new);
 
