@@ -57,6 +57,32 @@ fn load_target(
     })
 }
 
+/// [`load_target`] by a client that trusts root 1, with its datastore at
+/// `ds` in the set-up's directory.
+fn load_from_root_1(s: &Setup, repo_dir: &Path, ds: &str, target: &str) -> Result<Vec<u8>, String> {
+    load_target(
+        repo_dir,
+        &s.keys.join("1.root.json"),
+        &s.tmp.path().join(ds),
+        target,
+    )
+}
+
+/// `err` says one signature was given where the root's threshold is two.
+fn assert_one_of_two_root_keys(err: &RepoError) {
+    assert!(
+        matches!(
+            err,
+            RepoError::BelowThreshold {
+                have: 1,
+                need: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
 fn publish_all(s: &Setup, repo: &Repo) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (i, version) in ["1.0.0", "1.1.0"].iter().enumerate() {
@@ -78,8 +104,8 @@ fn tough_loads_our_repository_and_reads_each_target() {
     let images = publish_all(&s, &repo);
     assert_eq!(images.len(), 2);
     for (name, content) in &images {
-        let ds = s.tmp.path().join(format!("ds-{}", name.replace('/', "_")));
-        let got = load_target(&s.repo_dir, &s.keys.join("1.root.json"), &ds, name).unwrap();
+        let ds = format!("ds-{}", name.replace('/', "_"));
+        let got = load_from_root_1(&s, &s.repo_dir, &ds, name).unwrap();
         assert_eq!(&got, content, "{name}");
     }
 }
@@ -92,13 +118,7 @@ fn tough_loads_the_exported_tree() {
     let usb = s.tmp.path().join("usb");
     repo.export(&usb, &mut |_, _| {}).unwrap();
     let (name, content) = &images[1];
-    let got = load_target(
-        &usb,
-        &s.keys.join("1.root.json"),
-        &s.tmp.path().join("ds"),
-        name,
-    )
-    .unwrap();
+    let got = load_from_root_1(&s, &usb, "ds", name).unwrap();
     assert_eq!(&got, content);
 }
 
@@ -111,10 +131,9 @@ fn rotate_and_load(opts: &InitOptions, role: Role, signing: &[&str]) {
     let signing: Vec<PathBuf> = signing.iter().map(|f| s.keys.join(f)).collect();
 
     // A client that already holds root 1 and the current metadata.
-    let ds = s.tmp.path().join("ds");
     let (name, content) = &images[0];
     assert_eq!(
-        &load_target(&s.repo_dir, &s.keys.join("1.root.json"), &ds, name).unwrap(),
+        &load_from_root_1(&s, &s.repo_dir, "ds", name).unwrap(),
         content
     );
 
@@ -146,16 +165,13 @@ fn rotate_and_load(opts: &InitOptions, role: Role, signing: &[&str]) {
 
     for (name, content) in &images {
         assert_eq!(
-            &load_target(&s.repo_dir, &s.keys.join("1.root.json"), &ds, name).unwrap(),
+            &load_from_root_1(&s, &s.repo_dir, "ds", name).unwrap(),
             content,
             "{role} rotation, cached client, {name}"
         );
-        let fresh = s
-            .tmp
-            .path()
-            .join(format!("fresh-{}", name.replace('/', "_")));
+        let fresh = format!("fresh-{}", name.replace('/', "_"));
         assert_eq!(
-            &load_target(&s.repo_dir, &s.keys.join("1.root.json"), &fresh, name).unwrap(),
+            &load_from_root_1(&s, &s.repo_dir, &fresh, name).unwrap(),
             content,
             "{role} rotation, new client, {name}"
         );
@@ -213,17 +229,7 @@ fn with_root_threshold_two_one_old_key_cannot_make_root_2() {
         SystemTime::now(),
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RepoError::BelowThreshold {
-                have: 1,
-                need: 2,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_one_of_two_root_keys(&err);
     assert!(!s.keys.join("2.root.json").exists(), "nothing written");
 
     // Forge root 2 with one root key (a new, valid-looking root).
@@ -248,13 +254,7 @@ fn with_root_threshold_two_one_old_key_cannot_make_root_2() {
     repo.export(&tampered, &mut |_, _| {}).unwrap();
     std::fs::write(tampered.join("metadata/2.root.json"), &forged_bytes).unwrap();
     let (name, _) = &images[0];
-    let err = load_target(
-        &tampered,
-        &s.keys.join("1.root.json"),
-        &s.tmp.path().join("ds"),
-        name,
-    )
-    .unwrap_err();
+    let err = load_from_root_1(&s, &tampered, "ds", name).unwrap_err();
     assert!(err.starts_with("load:") && err.contains("root"), "{err}");
     eprintln!("tough refused the forged root: {err}");
 }
@@ -281,27 +281,11 @@ fn renewing_root_and_targets_extends_their_expiry_and_stays_loadable() {
     assert!(after.root.expires_unix_ms > before.root.expires_unix_ms + 99 * 86_400_000);
     assert!(after.targets.expires_unix_ms > before.targets.expires_unix_ms + 99 * 86_400_000);
     let (name, content) = &images[1];
-    let got = load_target(
-        &s.repo_dir,
-        &s.keys.join("1.root.json"),
-        &s.tmp.path().join("ds"),
-        name,
-    )
-    .unwrap();
+    let got = load_from_root_1(&s, &s.repo_dir, "ds", name).unwrap();
     assert_eq!(&got, content);
 
     let err = release::renew(&s.keys, Role::Root, &[s.keys.join("root-1.pem")], later).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RepoError::BelowThreshold {
-                have: 1,
-                need: 2,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_one_of_two_root_keys(&err);
     let err = release::renew(&s.keys, Role::Timestamp, &[], later).unwrap_err();
     assert!(matches!(err, RepoError::InvalidOptions { .. }), "{err}");
 }
@@ -312,13 +296,7 @@ fn tough_refuses_a_publication_the_controller_signed_alone() {
     let repo = s.controller();
     publish_all(&s, &repo);
     let forged = common::controller_forges_a_publication(&s, &payload(66, 10_000));
-    let err = load_target(
-        &s.repo_dir,
-        &s.keys.join("1.root.json"),
-        &s.tmp.path().join("ds"),
-        &forged,
-    )
-    .unwrap_err();
+    let err = load_from_root_1(&s, &s.repo_dir, "ds", &forged).unwrap_err();
     assert!(err.starts_with("load:") && err.contains("targets"), "{err}");
     eprintln!("tough refused the controller's own targets: {err}");
 }
