@@ -36,6 +36,26 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `fleetctl release ARGS… --keys KEYS`.
+fn release<'a>(args: &[&'a str], keys: &'a Path) -> Vec<&'a str> {
+    let mut all = vec!["release"];
+    all.extend_from_slice(args);
+    all.extend(["--keys", s(keys)]);
+    all
+}
+
+/// [`release`] with `--output json`: it must succeed; its JSON.
+fn release_json(args: &[&str], keys: &Path) -> Value {
+    let mut all = release(args, keys);
+    all.extend(["--output", "json"]);
+    ok_json(&all)
+}
+
+/// [`release`]: it must fail; its stderr.
+fn release_fails(args: &[&str], keys: &Path) -> String {
+    fails(&release(args, keys))
+}
+
 #[test]
 fn keys_init_writes_the_key_set_and_refuses_to_run_twice() {
     let tmp = tempfile::tempdir().unwrap();
@@ -71,17 +91,9 @@ fn keys_init_writes_the_key_set_and_refuses_to_run_twice() {
     let err = fails(&args);
     assert!(err.contains("already holds a release key set"), "{err}");
 
-    let err = fails(&[
-        "release",
-        "keys",
-        "init",
-        "--keys",
-        s(&tmp.path().join("other")),
-        "--root-keys",
-        "1",
-        "--root-threshold",
-        "2",
-    ]);
+    let other = tmp.path().join("other");
+    let one_key = ["keys", "init", "--root-keys", "1", "--root-threshold", "2"];
+    let err = release_fails(&one_key, &other);
     assert!(err.contains("threshold 2 of 1 keys"), "{err}");
 }
 
@@ -89,31 +101,19 @@ fn keys_init_writes_the_key_set_and_refuses_to_run_twice() {
 fn sign_adds_an_image_and_refuses_other_content_under_a_signed_version() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("k");
-    ok_json(&[
-        "release",
-        "keys",
-        "init",
-        "--keys",
-        s(&keys),
-        "--output",
-        "json",
-    ]);
+    release_json(&["keys", "init"], &keys);
     let image = tmp.path().join("fw.tar");
     std::fs::write(&image, b"firmware 1.0.0 payload").unwrap();
-
-    let json = ok_json(&[
-        "release",
+    let firmware_1 = [
         "sign",
         s(&image),
         "--model",
         "ballot-box-v2",
         "--version",
         "1.0.0",
-        "--keys",
-        s(&keys),
-        "--output",
-        "json",
-    ]);
+    ];
+
+    let json = release_json(&firmware_1, &keys);
     assert_eq!(json["name"], "firmware/ballot-box-v2/1.0.0.tar");
     assert_eq!(
         json["sha256"],
@@ -125,44 +125,15 @@ fn sign_adds_an_image_and_refuses_other_content_under_a_signed_version() {
     assert!(targets.contains("firmware/ballot-box-v2/1.0.0.tar"));
 
     std::fs::write(&image, b"something else").unwrap();
-    let err = fails(&[
-        "release",
-        "sign",
-        s(&image),
-        "--model",
-        "ballot-box-v2",
-        "--version",
-        "1.0.0",
-        "--keys",
-        s(&keys),
-    ]);
+    let err = release_fails(&firmware_1, &keys);
     assert!(err.contains("already signed with other content"), "{err}");
 
-    let agent = ok_json(&[
-        "release",
-        "sign",
-        s(&image),
-        "--agent",
-        "--version",
-        "0.2.0",
-        "--keys",
-        s(&keys),
-        "--output",
-        "json",
-    ]);
+    let agent = release_json(&["sign", s(&image), "--agent", "--version", "0.2.0"], &keys);
     let platform = fleet_protocol::firmware::agent_platform();
     assert_eq!(agent["name"], format!("agent/{platform}/0.2.0"));
     assert_eq!(agent["targets_version"], 3);
 
-    let err = fails(&[
-        "release",
-        "sign",
-        s(&image),
-        "--version",
-        "1.0.0",
-        "--keys",
-        s(&keys),
-    ]);
+    let err = release_fails(&["sign", s(&image), "--version", "1.0.0"], &keys);
     assert!(err.contains("--model is required"), "{err}");
 }
 
@@ -171,17 +142,8 @@ fn sign_without_a_key_set_says_to_run_keys_init() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("fw.tar");
     std::fs::write(&image, b"x").unwrap();
-    let err = fails(&[
-        "release",
-        "sign",
-        s(&image),
-        "--model",
-        "m",
-        "--version",
-        "1.0.0",
-        "--keys",
-        s(&tmp.path().join("none")),
-    ]);
+    let sign = ["sign", s(&image), "--model", "m", "--version", "1.0.0"];
+    let err = release_fails(&sign, &tmp.path().join("none"));
     assert!(err.contains("fleetctl release keys init"), "{err}");
 }
 
@@ -189,62 +151,33 @@ fn sign_without_a_key_set_says_to_run_keys_init() {
 fn rotate_writes_root_2_and_needs_the_root_threshold() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("k");
-    ok_json(&[
-        "release",
-        "keys",
-        "init",
-        "--keys",
-        s(&keys),
-        "--root-keys",
-        "2",
-        "--root-threshold",
-        "2",
-        "--output",
-        "json",
-    ]);
+    let two_of_two = ["keys", "init", "--root-keys", "2", "--root-threshold", "2"];
+    release_json(&two_of_two, &keys);
     let one = keys.join("root-1.pem");
-    let err = fails(&[
-        "release",
-        "keys",
-        "rotate",
-        "--keys",
-        s(&keys),
-        "--role",
-        "timestamp",
-        "--root-key",
-        s(&one),
-    ]);
+    let err = release_fails(
+        &[
+            "keys",
+            "rotate",
+            "--role",
+            "timestamp",
+            "--root-key",
+            s(&one),
+        ],
+        &keys,
+    );
     assert!(
         err.contains("1 valid signature(s) from root keys, 2 required"),
         "{err}"
     );
 
-    let json = ok_json(&[
-        "release",
-        "keys",
-        "rotate",
-        "--keys",
-        s(&keys),
-        "--role",
-        "targets",
-        "--output",
-        "json",
-    ]);
+    let json = release_json(&["keys", "rotate", "--role", "targets"], &keys);
     assert_eq!(json["role"], "targets");
     assert_eq!(json["root_version"], 2);
     assert_eq!(json["targets_version"], 2);
     assert!(keys.join("2.root.json").is_file());
     assert_ne!(json["old_key_ids"], json["new_key_ids"]);
 
-    let err = fails(&[
-        "release",
-        "keys",
-        "rotate",
-        "--keys",
-        s(&keys),
-        "--role",
-        "mirror",
-    ]);
+    let err = release_fails(&["keys", "rotate", "--role", "mirror"], &keys);
     assert!(err.contains("unknown role"), "{err}");
 }
 
@@ -252,39 +185,13 @@ fn rotate_writes_root_2_and_needs_the_root_threshold() {
 fn renew_re_signs_targets_and_root_with_a_later_expiry() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("k");
-    let init = ok_json(&[
-        "release",
-        "keys",
-        "init",
-        "--keys",
-        s(&keys),
-        "--output",
-        "json",
-    ]);
-    let targets = ok_json(&[
-        "release",
-        "renew",
-        "--keys",
-        s(&keys),
-        "--role",
-        "targets",
-        "--output",
-        "json",
-    ]);
+    let init = release_json(&["keys", "init"], &keys);
+    let targets = release_json(&["renew", "--role", "targets"], &keys);
     assert_eq!(targets["version"], 2);
     assert!(targets["expires"].as_str().unwrap() >= init["targets_expires"].as_str().unwrap());
-    let root = ok_json(&[
-        "release",
-        "renew",
-        "--keys",
-        s(&keys),
-        "--role",
-        "root",
-        "--output",
-        "json",
-    ]);
+    let root = release_json(&["renew", "--role", "root"], &keys);
     assert_eq!(root["version"], 2);
     assert!(keys.join("2.root.json").is_file());
-    let err = fails(&["release", "renew", "--keys", s(&keys), "--role", "snapshot"]);
+    let err = release_fails(&["renew", "--role", "snapshot"], &keys);
     assert!(err.contains("the controller re-signs snapshot"), "{err}");
 }
