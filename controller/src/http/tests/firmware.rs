@@ -37,17 +37,36 @@ async fn put_image(app: &TestApp, token: &str, sha: &str, body: Vec<u8>) -> (Sta
     .await
 }
 
+/// Import the registry and register `devices` (each as [`dev`] gives).
+async fn registered(app: &TestApp, devices: Value) {
+    ok(app.csv(REGISTRY).await);
+    ok(app
+        .json("POST", "/api/v1/devices", json!({ "devices": devices }))
+        .await);
+}
+
+/// The actions of the audit entries `GET /api/v1/audit?QUERY` lists.
+async fn audit_actions(app: &TestApp, query: &str) -> Vec<String> {
+    let (_, entries) = app.get(&format!("/api/v1/audit?{query}")).await;
+    entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn freeze_windows_are_stored_sent_with_every_desired_state_and_audited() {
     let app = test_app().await;
-    ok(app.csv(REGISTRY).await);
-    ok(app
-        .json(
-            "POST",
-            "/api/v1/devices",
-            json!({ "devices": [dev("BB-TEH", "IR-23", Some("IR-23-TEH")), dev("BB-RAY", "IR-23", Some("IR-23-RAY"))] }),
-        )
-        .await);
+    registered(
+        &app,
+        json!([
+            dev("BB-TEH", "IR-23", Some("IR-23-TEH")),
+            dev("BB-RAY", "IR-23", Some("IR-23-RAY")),
+        ]),
+    )
+    .await;
     // One device has a stored desired state; the other has none.
     let teh = DeviceId::parse("BB-TEH").unwrap();
     app.fleet.write().unwrap().set_desired(
@@ -216,15 +235,7 @@ async fn uploads_need_a_repository_a_firmware_role_a_matching_hash_and_room() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{role}");
     }
 
-    let (_, entries) = app
-        .get(&format!("/api/v1/audit?target={other}&limit=5"))
-        .await;
-    let actions: Vec<&str> = entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let actions = audit_actions(&app, &format!("target={other}&limit=5")).await;
     assert_eq!(actions, ["firmware.image.failed", "firmware.image"]);
 }
 
@@ -252,32 +263,35 @@ fn publish(app: &TestApp, custom: &fleet_protocol::firmware::TargetCustom, bytes
         .unwrap();
 }
 
+/// `POST /api/v1/devices/{device}/update` with `token`.
+async fn post_update(app: &TestApp, token: &str, device: &str, body: Value) -> (StatusCode, Value) {
+    app.call_as(
+        Some(token),
+        "POST",
+        &format!("/api/v1/devices/{device}/update"),
+        Some(Body::from(body.to_string())),
+        "application/json",
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_device_is_pointed_at_a_signed_target_of_its_model_in_the_caller_s_scope() {
     use fleet_protocol::firmware::{agent_platform, TargetCustom};
     use fleet_protocol::{ArtifactKind, Model, Version};
     let app = test_app().await;
-    ok(app.csv(REGISTRY).await);
-    ok(app
-        .json(
-            "POST",
-            "/api/v1/devices",
-            json!({ "devices": [
-                dev("BB-TEH", "IR-23", Some("IR-23-TEH")),
-                dev("BB-SARI", "IR-02", Some("IR-02-SARI")),
-                { "id": "BB-NEW", "model": "ballot-box-v2", "province": "IR-23", "county": "IR-23-TEH" },
-            ]}),
-        )
-        .await);
-    let update = |device: &str, body: Value| {
-        (
-            format!("/api/v1/devices/{device}/update"),
-            Body::from(body.to_string()),
-        )
-    };
+    registered(
+        &app,
+        json!([
+            dev("BB-TEH", "IR-23", Some("IR-23-TEH")),
+            dev("BB-SARI", "IR-02", Some("IR-02-SARI")),
+            { "id": "BB-NEW", "model": "ballot-box-v2", "province": "IR-23", "county": "IR-23-TEH" },
+        ]),
+    )
+    .await;
+    let admin = &app.token;
     // No repository yet: 409.
-    let (uri, body) = update("BB-TEH", json!({ "version": "2.5.0" }));
-    let (status, _) = app.call("POST", &uri, Some(body), "application/json").await;
+    let (status, _) = post_update(&app, admin, "BB-TEH", json!({ "version": "2.5.0" })).await;
     assert_eq!(status, StatusCode::CONFLICT);
 
     firmware_init(&app);
@@ -302,14 +316,11 @@ async fn a_device_is_pointed_at_a_signed_target_of_its_model_in_the_caller_s_sco
     queued(&app);
 
     let tech = app.token_for(Role::ProvinceTech, &["IR-23"]).await;
-    let (uri, body) = update("BB-TEH", json!({ "version": "2.5.0" }));
-    let (status, answer) = app
-        .call_as(Some(&tech), "POST", &uri, Some(body), "application/json")
-        .await;
+    let (status, answer) = post_update(&app, &tech, "BB-TEH", json!({ "version": "2.5.0" })).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["target"], "firmware/ballot-box-v2/2.5.0.tar");
-    let (uri, body) = update("BB-TEH", json!({ "artifact": "agent", "version": "0.3.0" }));
-    let (status, answer) = app.call("POST", &uri, Some(body), "application/json").await;
+    let agent = json!({ "artifact": "agent", "version": "0.3.0" });
+    let (status, answer) = post_update(&app, admin, "BB-TEH", agent).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(
         answer["target"],
@@ -362,19 +373,10 @@ async fn a_device_is_pointed_at_a_signed_target_of_its_model_in_the_caller_s_sco
             StatusCode::CONFLICT,
         ),
     ] {
-        let (uri, body) = update(device, body);
-        let (status, answer) = app
-            .call_as(Some(token), "POST", &uri, Some(body), "application/json")
-            .await;
+        let (status, answer) = post_update(&app, token, device, body).await;
         assert_eq!(status, want, "{device}: {answer}");
     }
-    let (_, entries) = app.get("/api/v1/audit?target=BB-TEH&limit=10").await;
-    let actions: Vec<&str> = entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let actions = audit_actions(&app, "target=BB-TEH&limit=10").await;
     assert_eq!(
         actions,
         ["device.update", "device.update"],
