@@ -279,21 +279,42 @@ pub async fn until_result_for(
     secs: u64,
 ) -> Value {
     let what = format!("{id}'s update result");
-    let out = eventually(Duration::from_secs(secs), &what, || {
+    until_update_event(ctl, id, agent, &what, secs, |kind, body| {
+        kind == "update-result" && version.is_none_or(|want| body["version"] == want)
+    })
+    .await
+}
+
+/// Run the agent (rebooting it as it exits) until the controller has an
+/// update event of `id` that `wanted` picks by (kind, body); returns its
+/// body. `what` names the wait when it times out.
+pub async fn until_update_event(
+    ctl: &Controller,
+    id: &str,
+    agent: &mut Agent,
+    what: &str,
+    secs: u64,
+    wanted: impl Fn(&str, &Value) -> bool,
+) -> Value {
+    let out = eventually(Duration::from_secs(secs), what, || {
         agent.reboot_if_exited();
         async {
             let events = update_events(ctl, id).await?;
             events
                 .iter()
-                .find(|(k, v)| {
-                    k == "update-result" && version.is_none_or(|want| v["version"] == want)
-                })
+                .find(|(k, v)| wanted(k, v))
                 .map(|(_, v)| v.clone())
                 .ok_or(format!("{events:?}"))
         }
     })
     .await;
     out.unwrap_or_else(|e| panic!("{e}\nagent output:\n{}", agent.output()))
+}
+
+/// The update result's outcome is `outcome` (else the result and the
+/// agent's output are shown).
+pub fn assert_outcome(result: &Value, outcome: &str, agent: &Agent) {
+    assert_eq!(result["outcome"], outcome, "{result}\n{}", agent.output());
 }
 
 /// The booted slot (the bootloader stand-in's `booted` file).
@@ -463,6 +484,14 @@ impl ControllerSetup {
         let (ok, out, err) = self.ctl.fleetctl(&args)?;
         anyhow::ensure!(ok, "device update: {out}{err}");
         Ok(())
+    }
+
+    /// `fleetctl device update` to `version`, then run the agent (rebooting
+    /// it as it exits) until the controller has that version's result;
+    /// returns the result's body.
+    pub async fn update_and_wait(&self, agent: &mut Agent, version: &str) -> Value {
+        self.update(version).expect("fleetctl device update");
+        until_result_for(&self.ctl, &self.dev.id, agent, Some(version), 120).await
     }
 
     /// The device's agent, pointed at this controller's TUF routes.

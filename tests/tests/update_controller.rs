@@ -23,15 +23,9 @@ async fn an_update_through_the_controller_over_https_commits_then_a_delta_then_a
     agent.start();
 
     let t0 = Instant::now();
-    setup.update("2.5.0").unwrap();
-    let result = until_result_for(&setup.ctl, id, &mut agent, Some("2.5.0"), 120).await;
+    let result = setup.update_and_wait(&mut agent, "2.5.0").await;
     let took = t0.elapsed();
-    assert_eq!(
-        result["outcome"],
-        "committed",
-        "{result}\n{}",
-        agent.output()
-    );
+    assert_outcome(&result, "committed", &agent);
     assert_eq!(booted(&setup.slots), "b");
     assert_eq!(slot_version(&setup.slots, "b"), "2.5.0");
     println!("update to 2.5.0 through the controller: {took:?} ({full} bytes, full image)");
@@ -53,14 +47,8 @@ async fn an_update_through_the_controller_over_https_commits_then_a_delta_then_a
 
     // The next one: a delta against the committed 2.5.0 image.
     setup.upload("2.6.0").unwrap();
-    setup.update("2.6.0").unwrap();
-    let result = until_result_for(&setup.ctl, id, &mut agent, Some("2.6.0"), 120).await;
-    assert_eq!(
-        result["outcome"],
-        "committed",
-        "{result}\n{}",
-        agent.output()
-    );
+    let result = setup.update_and_wait(&mut agent, "2.6.0").await;
+    assert_outcome(&result, "committed", &agent);
     assert_eq!(booted(&setup.slots), "a");
     assert_eq!(slot_version(&setup.slots, "a"), "2.6.0");
     let out = agent.output();
@@ -96,21 +84,10 @@ async fn an_update_through_the_controller_over_https_commits_then_a_delta_then_a
     setup.upload("2.7.0").unwrap();
     setup.update("2.7.0").unwrap();
     let ctl = &setup.ctl;
-    eventually(Duration::from_secs(60), "the frozen report", || {
-        agent.reboot_if_exited();
-        async {
-            let events = update_events(ctl, id).await?;
-            events
-                .iter()
-                .find(|(k, v)| {
-                    k == "update-progress" && v["phase"] == "frozen" && v["version"] == "2.7.0"
-                })
-                .map(|_| ())
-                .ok_or(format!("{events:?}"))
-        }
+    until_update_event(ctl, id, &mut agent, "the frozen report", 60, |k, v| {
+        k == "update-progress" && v["phase"] == "frozen" && v["version"] == "2.7.0"
     })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", agent.output()));
+    .await;
     assert!(!agent.reboot_if_exited(), "no reboot inside the freeze");
     assert_eq!(booted(&setup.slots), "a");
     assert_eq!(slot_version(&setup.slots, "a"), "2.6.0");
@@ -186,12 +163,7 @@ async fn a_new_agent_binary_through_the_controller_is_swapped_restarted_into_and
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.output()));
-    assert_eq!(
-        result["outcome"],
-        "committed",
-        "{result}\n{}",
-        agent.output()
-    );
+    assert_outcome(&result, "committed", &agent);
     assert_eq!(result["version"], "9.9.9");
     assert!(
         !agent.reboot_if_exited(),
@@ -234,14 +206,8 @@ async fn a_corrupted_delta_is_refused_and_the_full_image_is_fetched_instead() {
     let from = setup.upload("2.5.0").unwrap().sha256;
     let mut agent = setup.agent();
     agent.start();
-    setup.update("2.5.0").unwrap();
-    let result = until_result_for(&setup.ctl, id, &mut agent, Some("2.5.0"), 120).await;
-    assert_eq!(
-        result["outcome"],
-        "committed",
-        "{result}\n{}",
-        agent.output()
-    );
+    let result = setup.update_and_wait(&mut agent, "2.5.0").await;
+    assert_outcome(&result, "committed", &agent);
 
     // The controller's cached patch 2.5.0 -> 2.6.0 is damaged on its disk.
     let to = setup.upload("2.6.0").unwrap().sha256;
@@ -251,14 +217,8 @@ async fn a_corrupted_delta_is_refused_and_the_full_image_is_fetched_instead() {
         .join(format!("firmware/deltas/{from}/{to}.bidiff"));
     std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
     std::fs::write(&cached, vec![0x42u8; 4096]).unwrap();
-    setup.update("2.6.0").unwrap();
-    let result = until_result_for(&setup.ctl, id, &mut agent, Some("2.6.0"), 120).await;
-    assert_eq!(
-        result["outcome"],
-        "committed",
-        "{result}\n{}",
-        agent.output()
-    );
+    let result = setup.update_and_wait(&mut agent, "2.6.0").await;
+    assert_outcome(&result, "committed", &agent);
     assert_eq!(slot_version(&setup.slots, &booted(&setup.slots)), "2.6.0");
     let out = agent.output();
     assert!(
