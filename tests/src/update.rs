@@ -376,6 +376,30 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// `fleet-controller firmware-init` for the controller data directory
+/// `data` (the controller stopped), from the release key set `keys`.
+pub fn firmware_init(data: &Path, keys: &Path) -> anyhow::Result<()> {
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let (ok, out, err) = crate::run_bin(
+        "fleet-controller",
+        &[
+            "firmware-init",
+            "--data-dir",
+            &s(data.to_owned()),
+            "--root",
+            &s(release::root_json_path(keys)),
+            "--targets",
+            &s(release::targets_json_path(keys)),
+            "--snapshot-key",
+            &s(release::snapshot_key_path(keys)),
+            "--timestamp-key",
+            &s(release::timestamp_key_path(keys)),
+        ],
+    )?;
+    anyhow::ensure!(ok, "firmware-init: {out}{err}");
+    Ok(())
+}
+
 /// A controller with a firmware repository (a fresh release key set,
 /// `fleet-controller firmware-init`) and one enrolled device with directory
 /// slots whose agent updates from the controller's TUF routes over HTTPS
@@ -413,24 +437,7 @@ impl ControllerSetup {
         );
         let dev = ctl.enrol(id, "IR-23", "IR-23-TEH", &config)?;
         ctl.stop()?;
-        let s = |p: PathBuf| p.to_string_lossy().into_owned();
-        let (ok, out, err) = crate::run_bin(
-            "fleet-controller",
-            &[
-                "firmware-init",
-                "--data-dir",
-                &s(data.path().to_owned()),
-                "--root",
-                &s(release::root_json_path(&keys)),
-                "--targets",
-                &s(release::targets_json_path(&keys)),
-                "--snapshot-key",
-                &s(release::snapshot_key_path(&keys)),
-                "--timestamp-key",
-                &s(release::timestamp_key_path(&keys)),
-            ],
-        )?;
-        anyhow::ensure!(ok, "firmware-init: {out}{err}");
+        firmware_init(data.path(), &keys)?;
         let ctl = Controller::start(data.path(), &["--freshness-secs", "3600"])?;
         Ok(Self {
             data,

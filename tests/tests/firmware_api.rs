@@ -30,7 +30,8 @@ use fleet_protocol::firmware::{target_name, TargetCustom};
 use fleet_protocol::{ArtifactKind, Model, Version};
 use fleet_repo::release::{self, InitOptions};
 use fleet_tests::builders::{create_token, register, registration};
-use fleet_tests::{run_bin, within, Controller};
+use fleet_tests::update::firmware_init;
+use fleet_tests::{within, Controller};
 use serde_json::Value;
 
 const MODEL: &str = "ballot-box-v2";
@@ -56,6 +57,19 @@ fn sign(keys: &Path, image: &Path, version: &str) -> release::SignedTarget {
         version: Version::parse(version).unwrap(),
     };
     release::sign(keys, image, &custom, SystemTime::now(), &mut |_, _| {}).unwrap()
+}
+
+/// `fleetctl firmware upload IMAGE --targets TARGETS EXTRA…`.
+fn upload<'a>(image: &'a Path, targets: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "firmware",
+        "upload",
+        image.to_str().unwrap(),
+        "--targets",
+        targets.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 fn json(out: &str) -> Value {
@@ -96,25 +110,7 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
     ctl.stop().unwrap();
     let keys = work.path().join("release-keys");
     release::init(&keys, &InitOptions::default(), SystemTime::now()).unwrap();
-    let s = |p: PathBuf| p.to_str().unwrap().to_owned();
-    let (ok, out, err) = run_bin(
-        "fleet-controller",
-        &[
-            "firmware-init",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "--root",
-            &s(release::root_json_path(&keys)),
-            "--targets",
-            &s(release::targets_json_path(&keys)),
-            "--snapshot-key",
-            &s(release::snapshot_key_path(&keys)),
-            "--timestamp-key",
-            &s(release::timestamp_key_path(&keys)),
-        ],
-    )
-    .unwrap();
-    assert!(ok, "firmware-init: {out}{err}");
+    firmware_init(data.path(), &keys).unwrap();
     let ctl = Controller::start(data.path(), &[]).unwrap();
     let api = ctl.client();
 
@@ -129,15 +125,7 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
     assert_eq!(signed.name, name);
     let targets_file = release::targets_json_path(&keys);
     let (ok, out, err) = ctl
-        .fleetctl(&[
-            "firmware",
-            "upload",
-            v1.to_str().unwrap(),
-            "--targets",
-            targets_file.to_str().unwrap(),
-            "--output",
-            "json",
-        ])
+        .fleetctl(&upload(&v1, &targets_file, &["--output", "json"]))
         .unwrap();
     assert!(ok, "upload: {out}{err}");
     let up = json(&out);
@@ -173,15 +161,7 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
     tampered["signed"]["targets"][&name2]["custom"]["model"] = "id-laptop".into();
     let tampered_file = work.path().join("tampered-targets.json");
     std::fs::write(&tampered_file, serde_json::to_vec(&tampered).unwrap()).unwrap();
-    let (ok, out, err) = ctl
-        .fleetctl(&[
-            "firmware",
-            "upload",
-            v2.to_str().unwrap(),
-            "--targets",
-            tampered_file.to_str().unwrap(),
-        ])
-        .unwrap();
+    let (ok, out, err) = ctl.fleetctl(&upload(&v2, &tampered_file, &[])).unwrap();
     assert!(!ok, "a tampered targets.json was accepted: {out}");
     assert!(err.contains("HTTP 422"), "{err}");
     assert!(err.contains("signature"), "says why: {err}");
@@ -201,16 +181,7 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
     let tech = create_token(&api, Role::ProvinceTech, &["IR-23"], "tech").await;
     let small = v2.clone();
     let (ok, _, err) = ctl
-        .fleetctl_as(
-            &tech.token,
-            &[
-                "firmware",
-                "upload",
-                small.to_str().unwrap(),
-                "--targets",
-                targets_file.to_str().unwrap(),
-            ],
-        )
+        .fleetctl_as(&tech.token, &upload(&small, &targets_file, &[]))
         .unwrap();
     assert!(!ok && err.contains("HTTP 403"), "{err}");
     let denied = ctl
@@ -222,15 +193,7 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
 
     // The untampered targets.json goes up with its image.
     let (ok, out, err) = ctl
-        .fleetctl(&[
-            "firmware",
-            "upload",
-            v2.to_str().unwrap(),
-            "--targets",
-            targets_file.to_str().unwrap(),
-            "--output",
-            "json",
-        ])
+        .fleetctl(&upload(&v2, &targets_file, &["--output", "json"]))
         .unwrap();
     assert!(ok, "{out}{err}");
     let again = json(&out);
