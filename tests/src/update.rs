@@ -368,6 +368,17 @@ pub async fn firmware_reported(ctl: &Controller, id: &str) -> Result<String, Str
         .ok_or_else(|| "no state yet".to_owned())
 }
 
+/// Wait until the controller shows the device reporting firmware `version`.
+pub async fn until_firmware_reported(ctl: &Controller, id: &str, version: &str) {
+    let what = format!("firmware {version} reported");
+    eventually(Duration::from_secs(20), &what, || async {
+        let v = firmware_reported(ctl, id).await?;
+        (v == version).then_some(()).ok_or(v)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
         .as_ref()

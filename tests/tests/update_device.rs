@@ -118,12 +118,7 @@ async fn an_update_from_a_file_repository_commits_boots_the_new_slot_and_reports
     let mut agent = Agent::new(dev, &[]);
     agent.start();
     let result = until_result(fleet.ctl(), id, &mut agent, 90).await;
-    assert_eq!(
-        result["outcome"],
-        "committed",
-        "{result}\n{}",
-        agent.output()
-    );
+    assert_outcome(&result, "committed", &agent);
     assert_eq!(result["ok"], true);
     assert_eq!(result["version"], NEW);
     assert!(agent.starts >= 2, "the new slot came with a reboot");
@@ -134,16 +129,7 @@ async fn an_update_from_a_file_repository_commits_boots_the_new_slot_and_reports
     assert_eq!(slot_version(slots, "b"), NEW);
     assert_eq!(booted_image_is_signed(slots, &[(NEW, &sha_new)]), sha_new);
     let ctl = fleet.ctl();
-    eventually(
-        Duration::from_secs(20),
-        "the new version reported",
-        || async {
-            let v = firmware_reported(ctl, id).await?;
-            (v == NEW).then_some(()).ok_or(v)
-        },
-    )
-    .await
-    .unwrap();
+    until_firmware_reported(ctl, id, NEW).await;
     // The progress went through every phase before the result, in order.
     let events = update_events(ctl, id).await.unwrap();
     let mut phases: Vec<String> = events
@@ -176,6 +162,49 @@ fn hooks(slots: &Path) -> PathBuf {
 
 fn hooks_config(slots: &Path) -> String {
     format!("[test_hooks]\nevent_dir = \"{}\"\n", hooks(slots).display())
+}
+
+/// Run the agent (rebooting it as it exits) until it holds right after
+/// persisting `step` (test_hooks.update_hold_at: its marker file appears).
+async fn until_held_at(agent: &mut Agent, slots: &Path, step: &str) {
+    let marker = hooks(slots).join(format!("update-hold-{step}"));
+    let held = eventually(
+        Duration::from_secs(90),
+        &format!("holding at {step}"),
+        || {
+            agent.reboot_if_exited(); // the checking step comes after a reboot
+            let seen = marker.exists();
+            async move { seen.then_some(()).ok_or("not yet".to_owned()) }
+        },
+    )
+    .await;
+    held.unwrap_or_else(|e| panic!("{e}\n{}", agent.output()));
+}
+
+/// `fleet-agent update --from USB --config CONFIG [--version V]`, run to
+/// its end: (success, stdout, stderr).
+async fn update_from(usb: &Path, config: &Path, version: Option<&str>) -> (bool, String, String) {
+    let mut args = vec![
+        "update".to_owned(),
+        "--from".to_owned(),
+        usb.to_str().unwrap().to_owned(),
+        "--config".to_owned(),
+        config.to_str().unwrap().to_owned(),
+    ];
+    if let Some(v) = version {
+        args.extend(["--version".to_owned(), v.to_owned()]);
+    }
+    let what = format!("fleet-agent {}", args.join(" "));
+    within(
+        120,
+        &what,
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            fleet_tests::run_bin("fleet-agent", &args).unwrap()
+        }),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,18 +245,7 @@ async fn killed_at_each_persisted_step_the_update_ends_committed_or_rolled_back_
     }
     // Each holds right after persisting its step; then SIGKILL.
     for (((dev, slots), (step, _)), agent) in fleet.devices.iter().zip(steps).zip(&mut agents) {
-        let marker = hooks(slots).join(format!("update-hold-{step}"));
-        let held = eventually(
-            Duration::from_secs(90),
-            &format!("holding at {step}"),
-            || {
-                agent.reboot_if_exited(); // the checking step comes after a reboot
-                let seen = marker.exists();
-                async move { seen.then_some(()).ok_or("not yet".to_owned()) }
-            },
-        )
-        .await;
-        held.unwrap_or_else(|e| panic!("{e}\n{}", agent.output()));
+        until_held_at(agent, slots, step).await;
         let state = std::fs::read_to_string(dev.dir.path().join("state/update/state.json"))
             .unwrap_or_else(|e| e.to_string());
         assert!(
@@ -300,14 +318,7 @@ async fn a_check_failing_on_the_new_slot_rolls_back_to_the_old_slot_with_the_rea
         let mut agent = Agent::new(dev, &env);
         agent.start();
         if i == 1 {
-            let marker = hooks(slots).join("update-hold-rolling-back");
-            eventually(Duration::from_secs(90), "holding at rolling-back", || {
-                agent.reboot_if_exited();
-                let seen = marker.exists();
-                async move { seen.then_some(()).ok_or("not yet".to_owned()) }
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", agent.output()));
+            until_held_at(&mut agent, slots, "rolling-back").await;
             agent.kill();
             agent
                 .env
@@ -329,17 +340,7 @@ async fn a_check_failing_on_the_new_slot_rolls_back_to_the_old_slot_with_the_rea
         assert_eq!(booted(slots), "a");
         assert_eq!(std::fs::read_to_string(slots.join("primary")).unwrap(), "a");
         assert_eq!(slot_version(slots, "a"), OLD);
-        let ctl = fleet.ctl();
-        eventually(
-            Duration::from_secs(20),
-            "the old version reported",
-            || async {
-                let v = firmware_reported(ctl, id).await?;
-                (v == OLD).then_some(()).ok_or(v)
-            },
-        )
-        .await
-        .unwrap();
+        until_firmware_reported(fleet.ctl(), id, OLD).await;
         // Given up: the desired state comes again at each connection, and
         // nothing more is tried.
         agent.kill();
@@ -367,58 +368,12 @@ async fn an_offline_update_from_a_directory_reports_when_the_controller_is_back(
     });
     fleet.ctl.take().unwrap().stop().unwrap();
     let (dev, slots) = &fleet.devices[0];
-    let usb_update = |version: Option<&str>| {
-        let (usb, config) = (usb.clone(), dev.config.clone());
-        let version = version.map(str::to_owned);
-        tokio::task::spawn_blocking(move || {
-            let mut args = vec![
-                "update".to_owned(),
-                "--from".to_owned(),
-                usb.to_str().unwrap().to_owned(),
-                "--config".to_owned(),
-                config.to_str().unwrap().to_owned(),
-            ];
-            if let Some(v) = version {
-                args.extend(["--version".to_owned(), v]);
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            fleet_tests::run_bin("fleet-agent", &args).unwrap()
-        })
-    };
     // An older version than the device runs: refused, exit status 1.
-    let (ok, out, err) = within(
-        120,
-        "fleet-agent update --version 2.3.0",
-        usb_update(Some("2.3.0")),
-    )
-    .await
-    .unwrap();
+    let (ok, out, err) = update_from(&usb, &dev.config, Some("2.3.0")).await;
     assert!(!ok, "{out}{err}");
     assert!(err.contains("refused or rolled back"), "{out}{err}");
     assert!(!slots.join("boot-next").exists());
-    let (ok, out, err) = within(
-        120,
-        "fleet-agent update --from",
-        tokio::task::spawn_blocking({
-            let usb = usb.clone();
-            let config = dev.config.clone();
-            move || {
-                fleet_tests::run_bin(
-                    "fleet-agent",
-                    &[
-                        "update",
-                        "--from",
-                        usb.to_str().unwrap(),
-                        "--config",
-                        config.to_str().unwrap(),
-                    ],
-                )
-                .unwrap()
-            }
-        }),
-    )
-    .await
-    .unwrap();
+    let (ok, out, err) = update_from(&usb, &dev.config, None).await;
     assert!(ok, "{out}{err}");
     assert!(
         out.contains(&format!("updating to {NEW}")),
@@ -435,12 +390,7 @@ async fn an_offline_update_from_a_directory_reports_when_the_controller_is_back(
     let mut agent = Agent::new(dev, &[]);
     agent.start();
     let result = until_result(fleet.ctl(), id, &mut agent, 90).await;
-    assert_eq!(
-        result["outcome"],
-        "committed",
-        "{result}\n{}",
-        agent.output()
-    );
+    assert_outcome(&result, "committed", &agent);
     assert_eq!(booted(slots), "b");
     // The offline run's progress reached the controller too.
     let events = update_events(fleet.ctl(), id).await.unwrap();
@@ -476,31 +426,7 @@ async fn inside_a_freeze_window_nothing_is_installed_and_frozen_is_reported() {
         ),
     )
     .unwrap();
-    let (ok, out, err) = within(
-        120,
-        "fleet-agent update --from inside a freeze",
-        tokio::task::spawn_blocking({
-            let usb = usb.clone();
-            let config = dev.config.clone();
-            move || {
-                fleet_tests::run_bin(
-                    "fleet-agent",
-                    &[
-                        "update",
-                        "--from",
-                        usb.to_str().unwrap(),
-                        "--version",
-                        NEW,
-                        "--config",
-                        config.to_str().unwrap(),
-                    ],
-                )
-                .unwrap()
-            }
-        }),
-    )
-    .await
-    .unwrap();
+    let (ok, out, err) = update_from(&usb, &dev.config, Some(NEW)).await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("update step: idle"), "{out}{err}");
     assert!(out.contains("held by a freeze window"), "{out}{err}");
@@ -571,17 +497,7 @@ async fn an_image_for_another_model_or_an_older_version_is_refused_and_the_devic
         assert_eq!(agent.starts, 1, "{id}: no reboot");
         assert!(!slots.join("b").exists(), "{id}: nothing written");
         assert_eq!(booted(slots), "a");
-        let ctl = fleet.ctl();
-        eventually(
-            Duration::from_secs(20),
-            "the old version reported",
-            || async {
-                let v = firmware_reported(ctl, id).await?;
-                (v == OLD).then_some(()).ok_or(v)
-            },
-        )
-        .await
-        .unwrap();
+        until_firmware_reported(fleet.ctl(), id, OLD).await;
         agent.kill();
     }
 }
