@@ -111,6 +111,26 @@ impl Device {
         path
     }
 
+    /// A new agent that reports version [`NEW`] and reaches the broker.
+    fn good_stand_in(&self) -> PathBuf {
+        self.stand_in(
+            "fleet-agent-new",
+            &format!("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION={NEW}"),
+        )
+    }
+
+    /// A new agent that reports version [`NEW`] and connects to a free port
+    /// where no broker listens.
+    fn bad_stand_in(&self) -> PathBuf {
+        self.stand_in(
+            "fleet-agent-bad",
+            &format!(
+                "FLEET_AGENT__TEST_HOOKS__AGENT_VERSION={NEW} FLEET_AGENT__TEST_HOOKS__BROKER_PORT={}",
+                free_port()
+            ),
+        )
+    }
+
     /// `INSTALLED self-update --binary FILE --version VERSION`: (success, output).
     fn try_self_update(&self, binary: &Path, version: &str) -> (bool, String) {
         let out = Command::new(&self.installed)
@@ -156,6 +176,15 @@ impl Device {
         Proc::from_command("fleet-agent", cmd).unwrap()
     }
 
+    /// [`Device::start`], then wait until the agent logs `line`.
+    fn start_until(&self, line: &str, secs: u64) -> Proc {
+        let mut agent = self.start();
+        agent
+            .wait_for_line(line, Duration::from_secs(secs))
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.output()));
+        agent
+    }
+
     /// The trial record's start count, as persisted.
     fn starts(&self) -> u64 {
         let text = std::fs::read(self.update_dir().join("agent-trial.json")).unwrap();
@@ -198,15 +227,9 @@ fn build_version() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_agent_that_reaches_the_broker_is_committed() {
     let mut d = Device::new("BB-02-000301", 30);
-    let good = d.stand_in(
-        "fleet-agent-new",
-        &format!("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION={NEW}"),
-    );
+    let good = d.good_stand_in();
     // The device runs its agent while the new one is installed.
-    let mut running = d.start();
-    running
-        .wait_for_line("connected to broker", Duration::from_secs(30))
-        .unwrap();
+    let mut running = d.start_until("connected to broker", 30);
     // Not newer than the running agent: refused, nothing changes.
     let (ok, text) = d.try_self_update(&good, "0.0.1");
     assert!(!ok && text.contains("not newer"), "{text}");
@@ -228,10 +251,7 @@ async fn a_new_agent_that_reaches_the_broker_is_committed() {
         .terminate(Duration::from_secs(20))
         .unwrap()
         .success());
-    let mut agent = d.start();
-    agent
-        .wait_for_line("agent trial: committed", Duration::from_secs(60))
-        .unwrap();
+    let agent = d.start_until("agent trial: committed", 60);
     let result = d.result(&agent, NEW).await;
     assert_eq!(result["outcome"], "committed", "{result}");
     assert_eq!(result["artifact"], "agent", "{result}");
@@ -254,13 +274,7 @@ async fn a_new_agent_that_reaches_the_broker_is_committed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_agent_that_cannot_reach_the_broker_is_rolled_back_to_the_same_bytes() {
     let mut d = Device::new("BB-02-000302", 3);
-    let bad = d.stand_in(
-        "fleet-agent-bad",
-        &format!(
-            "FLEET_AGENT__TEST_HOOKS__AGENT_VERSION={NEW} FLEET_AGENT__TEST_HOOKS__BROKER_PORT={}",
-            free_port()
-        ),
-    );
+    let bad = d.bad_stand_in();
     d.self_update(&bad);
     let mut agent = d.start();
     let pid = agent.pid();
@@ -310,30 +324,15 @@ async fn a_new_agent_that_cannot_reach_the_broker_is_rolled_back_to_the_same_byt
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_agent_killed_on_every_start_of_its_trial_is_rolled_back_after_three() {
     let mut d = Device::new("BB-02-000303", 120);
-    let bad = d.stand_in(
-        "fleet-agent-bad",
-        &format!(
-            "FLEET_AGENT__TEST_HOOKS__AGENT_VERSION={NEW} FLEET_AGENT__TEST_HOOKS__BROKER_PORT={}",
-            free_port()
-        ),
-    );
+    let bad = d.bad_stand_in();
     d.self_update(&bad);
     for n in 1..=3 {
-        let mut agent = d.start();
-        agent
-            .wait_for_line(
-                "agent trial: waiting for the broker",
-                Duration::from_secs(30),
-            )
-            .unwrap();
+        let mut agent = d.start_until("agent trial: waiting for the broker", 30);
         agent.kill();
         assert_eq!(d.starts(), n, "each start is counted before it waits");
     }
     // The fourth start rolls back at once, long before the deadline.
-    let mut agent = d.start();
-    agent
-        .wait_for_line("agent trial: rolled back", Duration::from_secs(30))
-        .unwrap();
+    let agent = d.start_until("agent trial: rolled back", 30);
     let result = d.result(&agent, &build_version()).await;
     assert_eq!(result["outcome"], "rolled-back", "{result}");
     let message = result["message"].as_str().unwrap();
@@ -346,28 +345,16 @@ async fn a_new_agent_killed_on_every_start_of_its_trial_is_rolled_back_after_thr
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_agent_killed_during_its_trial_is_committed_after_its_restart() {
     let mut d = Device::new("BB-02-000304", 120);
-    let good = d.stand_in(
-        "fleet-agent-new",
-        &format!("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION={NEW}"),
-    );
+    let good = d.good_stand_in();
     d.self_update(&good);
     // No broker while the first start waits: it is killed mid-trial.
     d.stop_controller();
-    let mut agent = d.start();
-    agent
-        .wait_for_line(
-            "agent trial: waiting for the broker",
-            Duration::from_secs(30),
-        )
-        .unwrap();
+    let mut agent = d.start_until("agent trial: waiting for the broker", 30);
     agent.kill();
     assert_eq!(d.starts(), 1);
     // The broker is back; the restarted trial reaches it and commits.
     d.start_controller();
-    let mut agent = d.start();
-    agent
-        .wait_for_line("agent trial: committed", Duration::from_secs(60))
-        .unwrap();
+    let agent = d.start_until("agent trial: committed", 60);
     let result = d.result(&agent, NEW).await;
     assert_eq!(result["outcome"], "committed", "{result}");
     assert_eq!(
@@ -381,18 +368,12 @@ async fn a_new_agent_killed_during_its_trial_is_committed_after_its_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cut_between_the_trial_record_and_the_swap_ends_failed_on_the_previous_agent() {
     let mut d = Device::new("BB-02-000305", 120);
-    let good = d.stand_in(
-        "fleet-agent-new",
-        &format!("FLEET_AGENT__TEST_HOOKS__AGENT_VERSION={NEW}"),
-    );
+    let good = d.good_stand_in();
     d.self_update(&good);
     // As if the power went after the record was written and before the
     // swap: the previous binary is still installed, with a trial record.
     std::fs::write(&d.installed, &d.original).unwrap();
-    let mut agent = d.start();
-    agent
-        .wait_for_line("agent trial: rolled back", Duration::from_secs(30))
-        .unwrap();
+    let agent = d.start_until("agent trial: rolled back", 30);
     let result = d.result(&agent, &build_version()).await;
     assert_eq!(result["outcome"], "failed", "{result}");
     let message = result["message"].as_str().unwrap();
