@@ -417,11 +417,17 @@ async fn assert_refused(attack: Attack) {
     assert!((attack.refused_as)(&e), "{name}: {e:?}");
     assert_has(&text, attack.reason);
     if let Some((step, words)) = attack.cli {
-        let download = matches!(step, CliStep::Download);
-        let (ok, err) = through_cli(name, &server, download).await;
-        assert!(!ok, "{name}: the CLI accepted the attack");
-        assert_has(&err, words);
+        assert_cli_refuses(name, &server, step, words).await;
     }
+}
+
+/// The CLI refuses the last step of `name`, taken as `step`, with `words`
+/// in its reason.
+async fn assert_cli_refuses(name: &str, server: &StaticServer, step: CliStep, words: &[&str]) {
+    let download = matches!(step, CliStep::Download);
+    let (ok, err) = through_cli(name, server, download).await;
+    assert!(!ok, "{name}: the CLI accepted the attack");
+    assert_has(&err, words);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -688,24 +694,36 @@ async fn agent_download(
     (r, out)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_target_longer_than_signed_is_cut_off() {
-    let dir = need_python_tuf!();
-    let server = StaticServer::start(dir);
-    let t = signed_target("endless-target", &server).await;
+/// The agent's download of the signed target of `name` from its URL: it
+/// must fail and leave no file. Returns (the target, what was expected of
+/// the download, the error).
+async fn refused_download(
+    name: &str,
+    server: &StaticServer,
+) -> (VerifiedTarget, Expected, DownloadError) {
+    let t = signed_target(name, server).await;
     let TargetLocation::Url(url) = &t.location else {
         panic!("an HTTP source gives URLs")
     };
     let expected = signed_expected(&t);
-    // The server announces a megabyte more than the signed length.
     let (r, out) = agent_download(url, &expected).await;
     let e = r.unwrap_err();
+    eprintln!("{name} (download.rs): {e}");
+    assert!(!out.path().join("image").exists());
+    (t, expected, e)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_longer_than_signed_is_cut_off() {
+    let dir = need_python_tuf!();
+    let server = StaticServer::start(dir);
+    // The server announces a megabyte more than the signed length.
+    let (t, expected, e) = refused_download("endless-target", &server).await;
     assert!(
         matches!(e, DownloadError::TooLong { limit, .. } if limit == t.len),
         "{e}"
     );
     assert_has(&e.to_string(), &["endless data"]);
-    assert!(!out.path().join("image").exists());
     // A server that announces nothing and never stops is cut off too.
     let (r, _out) = agent_download(&server.url("endless"), &expected).await;
     let e = r.unwrap_err();
@@ -715,31 +733,22 @@ async fn a_target_longer_than_signed_is_cut_off() {
         "{e}"
     );
     // And by the CLI.
-    let (ok, err) = through_cli("endless-target", &server, true).await;
-    assert!(!ok);
-    assert_has(&err, &["endless data", &format!("signed {} bytes", t.len)]);
+    let signed = format!("signed {} bytes", t.len);
+    let words = ["endless data", &signed];
+    assert_cli_refuses("endless-target", &server, CliStep::Download, &words).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_with_another_hash_is_refused() {
     let dir = need_python_tuf!();
     let server = StaticServer::start(dir);
-    let t = signed_target("hash-mismatch", &server).await;
-    let TargetLocation::Url(url) = &t.location else {
-        panic!("an HTTP source gives URLs")
-    };
-    let expected = signed_expected(&t);
-    let (r, out) = agent_download(url, &expected).await;
-    let e = r.unwrap_err();
-    eprintln!("hash-mismatch (download.rs): {e}");
+    let (t, _, e) = refused_download("hash-mismatch", &server).await;
     assert!(
         matches!(e, DownloadError::HashMismatch { ref expected, .. } if *expected == t.sha256),
         "{e}"
     );
-    assert!(!out.path().join("image").exists());
-    let (ok, err) = through_cli("hash-mismatch", &server, true).await;
-    assert!(!ok);
-    assert_has(&err, &["SHA-256", &t.sha256]);
+    let words = ["SHA-256", &t.sha256];
+    assert_cli_refuses("hash-mismatch", &server, CliStep::Download, &words).await;
 }
 
 /// An attack whose targets metadata no release key signed: the client
