@@ -624,7 +624,7 @@ async fn expired_metadata_is_refused_and_not_kept() {
         datastore.path().to_owned(),
         scenario.join("root.json"),
     );
-    let refused = within(30, "refresh", client.refresh(fleet_agent::unix_ms())).await;
+    let refused = refresh_now(&client).await;
     assert!(matches!(refused, Err(TufError::Expired { .. })));
     assert!(datastore.path().join("root.json").is_file());
     assert!(!datastore.path().join("timestamp.json").exists());
@@ -904,6 +904,21 @@ fn release() -> Release {
     }
 }
 
+/// A device's client for the controller's repository directory of `r`,
+/// trusting root 1 (as installed), its datastore at `datastore`.
+fn device_client(r: &Release, datastore: std::path::PathBuf) -> TufClient {
+    TufClient::new(
+        Source::Dir(r.repo_dir.clone()),
+        datastore,
+        r.keys.join("1.root.json"),
+    )
+}
+
+/// A refresh at the system's time, bounded.
+async fn refresh_now(client: &TufClient) -> Result<Verified, TufError> {
+    within(30, "refresh", client.refresh(fleet_agent::unix_ms())).await
+}
+
 /// A CA, and a server certificate for 127.0.0.1 it signed: (CA PEM, TLS config).
 fn tls_pair() -> (Vec<u8>, std::sync::Arc<rustls::ServerConfig>) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -1035,9 +1050,7 @@ async fn a_repository_server_with_a_certificate_of_another_ca_is_refused() {
         r.tmp.path().join("device/tuf"),
         r.keys.join("1.root.json"),
     );
-    let e = within(30, "refresh", client.refresh(fleet_agent::unix_ms()))
-        .await
-        .unwrap_err();
+    let e = refresh_now(&client).await.unwrap_err();
     eprintln!("another CA: {e}");
     assert!(matches!(e, TufError::Unreachable { .. }), "{e:?}");
     assert_has(&e.to_string(), &["certificate"]);
@@ -1049,14 +1062,8 @@ async fn a_controller_with_only_its_own_keys_cannot_ship_a_target() {
     let _ = dir;
     let r = release();
     let datastore = r.tmp.path().join("device/tuf");
-    let client = TufClient::new(
-        Source::Dir(r.repo_dir.clone()),
-        datastore,
-        r.keys.join("1.root.json"),
-    );
-    let before = within(30, "refresh", client.refresh(fleet_agent::unix_ms()))
-        .await
-        .unwrap();
+    let client = device_client(&r, datastore);
+    let before = refresh_now(&client).await.unwrap();
     // The attacker: python-tuf with the controller's snapshot and
     // timestamp keys, rewriting the repository the controller serves.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tuf/controller_attack.py");
@@ -1073,9 +1080,7 @@ async fn a_controller_with_only_its_own_keys_cannot_ship_a_target() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let e = within(30, "refresh", client.refresh(fleet_agent::unix_ms()))
-        .await
-        .unwrap_err();
+    let e = refresh_now(&client).await.unwrap_err();
     eprintln!("compromised controller (fleet-repo repository): {e}");
     assert!(
         matches!(e, TufError::Metadata { ref role, .. } if role == "targets"),
@@ -1096,14 +1101,8 @@ async fn a_controller_with_only_its_own_keys_cannot_ship_a_target() {
     .unwrap();
     assert!(forged["signed"]["targets"]["firmware/ballot-box-v2/6.6.6.tar"].is_object());
     // A device seeing the repository for the first time refuses it too.
-    let again = TufClient::new(
-        Source::Dir(r.repo_dir.clone()),
-        r.tmp.path().join("fresh-device"),
-        r.keys.join("1.root.json"),
-    );
-    assert!(within(30, "refresh", again.refresh(fleet_agent::unix_ms()))
-        .await
-        .is_err());
+    let again = device_client(&r, r.tmp.path().join("fresh-device"));
+    assert!(refresh_now(&again).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1111,14 +1110,8 @@ async fn a_device_follows_a_targets_key_rotation_signed_by_two_of_three_root_key
     use fleet_repo::release::{self, Role};
     let r = release();
     let datastore = r.tmp.path().join("device/tuf");
-    let client = TufClient::new(
-        Source::Dir(r.repo_dir.clone()),
-        datastore.clone(),
-        r.keys.join("1.root.json"),
-    );
-    within(30, "refresh", client.refresh(fleet_agent::unix_ms()))
-        .await
-        .unwrap();
+    let client = device_client(&r, datastore.clone());
+    refresh_now(&client).await.unwrap();
     let now = std::time::SystemTime::now();
     let two_of_three = [
         release::root_key_path(&r.keys, 1),
@@ -1135,9 +1128,7 @@ async fn a_device_follows_a_targets_key_rotation_signed_by_two_of_three_root_key
             now,
         )
         .unwrap();
-    let v = within(30, "refresh", client.refresh(fleet_agent::unix_ms()))
-        .await
-        .unwrap();
+    let v = refresh_now(&client).await.unwrap();
     assert_eq!(v.versions.root, 2);
     assert!(v
         .target(BOX_TARGET, ArtifactKind::Firmware, &model())
@@ -1147,14 +1138,8 @@ async fn a_device_follows_a_targets_key_rotation_signed_by_two_of_three_root_key
     let stored: serde_json::Value =
         serde_json::from_slice(&std::fs::read(datastore.join("root.json")).unwrap()).unwrap();
     assert_eq!(stored["signed"]["version"], 2);
-    let restarted = TufClient::new(
-        Source::Dir(r.repo_dir.clone()),
-        datastore,
-        r.keys.join("1.root.json"),
-    );
-    let v = within(30, "refresh", restarted.refresh(fleet_agent::unix_ms()))
-        .await
-        .unwrap();
+    let restarted = device_client(&r, datastore);
+    let v = refresh_now(&restarted).await.unwrap();
     assert_eq!(v.versions.root, 2);
 }
 
