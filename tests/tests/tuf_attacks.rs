@@ -238,6 +238,19 @@ fn signed_expected(t: &VerifiedTarget) -> Expected {
     }
 }
 
+/// Download `url` to `dest` through the agent's download path with `cfg`;
+/// it must succeed with `t`'s signed length and hash.
+async fn download_signed(url: &str, t: &VerifiedTarget, dest: &Path, cfg: &DownloadConfig) {
+    let expected = signed_expected(t);
+    within(
+        30,
+        "download",
+        download::download(url, dest, &expected, cfg, &mut |_| {}),
+    )
+    .await
+    .unwrap();
+}
+
 /// Refresh through every step of `name` with one datastore, as a device
 /// would over time; every step before the last must be accepted. The last
 /// step is checked at `now + last_step_later_ms`.
@@ -455,14 +468,7 @@ async fn the_control_repository_is_accepted_and_its_target_downloads() {
                     allow_plain_http: true,
                     ..Default::default()
                 };
-                let expected = signed_expected(&t);
-                within(
-                    30,
-                    "download",
-                    download::download(u, &dest, &expected, &cfg, &mut |_| {}),
-                )
-                .await
-                .unwrap();
+                download_signed(u, &t, &dest, &cfg).await;
                 std::fs::read(dest).unwrap()
             }
         };
@@ -993,14 +999,7 @@ async fn a_fleet_repo_release_verifies_from_the_controller_over_https_and_from_a
         ca_pem: Some(ca_pem),
         ..Default::default()
     };
-    let expected = signed_expected(&t);
-    within(
-        30,
-        "download",
-        download::download(url, &dest, &expected, &cfg, &mut |_| {}),
-    )
-    .await
-    .unwrap();
+    download_signed(url, &t, &dest, &cfg).await;
     assert_eq!(std::fs::read(&dest).unwrap(), r.image);
     // The laptop's image is signed too, but not for this device.
     let e = v
