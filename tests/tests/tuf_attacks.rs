@@ -423,7 +423,7 @@ struct Attack {
 /// directory and over HTTP, run the CLI, and assert the reasons given.
 /// Does nothing when python-tuf is not installed (`attacks` says so).
 async fn assert_refused(attack: Attack) {
-    let Some(dir) = attacks() else { return };
+    let dir = need_python_tuf!();
     let name = attack.name;
     let server = StaticServer::start(dir);
     let (e, text) = client_refusal(name, &server, attack.later_ms).await;
