@@ -20,6 +20,12 @@ pub enum FirmwareError {
     NotATarget(String),
     #[error("no delta from {from} to {to}: they are targets of different artifacts or models")]
     DeltaAcross { from: String, to: String },
+    #[error("no delta from {from} to {to}: a delta goes from an older version to a newer one")]
+    DeltaBackwards { from: String, to: String },
+    #[error("no delta for images over {limit} bytes: fetch the full image")]
+    DeltaTooLarge { limit: u64 },
+    #[error("another delta is being made: fetch the full image, or ask again later")]
+    DeltaBusy,
     #[error("the image is larger than firmware.max_image_bytes ({limit} bytes)")]
     TooLarge { limit: u64 },
     #[error(

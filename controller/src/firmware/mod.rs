@@ -257,27 +257,48 @@ pub fn check_sha256(s: &str) -> Result<(), FirmwareError> {
     }
 }
 
+/// Images larger than this get no delta: bidiff holds both images and a
+/// suffix array of the old one in memory (about ten times its size), and
+/// the route is public. A device then fetches the full image.
+pub const MAX_DELTA_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The patch from image `from` to image `to`, made once with
 /// `fleet_repo::delta::make` and kept as `deltas/FROM/TO.bidiff`
-/// (blocking). The route is public, so both must be published targets of
-/// the same artifact and model (no one makes the controller diff arbitrary
-/// pairs of stored images), and deltas are made one at a time.
+/// (blocking). The route is public, so what an anonymous caller can make
+/// the controller do is bounded: both must be published targets of the
+/// same artifact and model, `from` an older version than `to` (no one makes
+/// the controller diff arbitrary pairs of stored images), neither larger
+/// than [`MAX_DELTA_IMAGE_BYTES`], and one delta is made at a time: a
+/// request while another is being made is answered at once (503), never
+/// queued on a blocking thread.
 pub fn delta(fw: &Firmware, from: &str, to: &str) -> Result<(PathBuf, String), FirmwareError> {
     check_sha256(from)?;
     check_sha256(to)?;
     let repo = fw.repo()?;
     let targets = repo.targets()?;
-    let kind = |sha: &str| {
+    let target = |sha: &str| {
         targets
             .iter()
             .find(|t| t.sha256 == sha)
-            .map(|t| (t.custom.artifact, t.custom.model.clone()))
             .ok_or_else(|| FirmwareError::NotATarget(sha.to_owned()))
     };
-    if kind(from)? != kind(to)? {
+    let (older, newer) = (target(from)?, target(to)?);
+    if (older.custom.artifact, &older.custom.model) != (newer.custom.artifact, &newer.custom.model)
+    {
         return Err(FirmwareError::DeltaAcross {
             from: from.to_owned(),
             to: to.to_owned(),
+        });
+    }
+    if older.custom.version >= newer.custom.version {
+        return Err(FirmwareError::DeltaBackwards {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        });
+    }
+    if older.len > MAX_DELTA_IMAGE_BYTES || newer.len > MAX_DELTA_IMAGE_BYTES {
+        return Err(FirmwareError::DeltaTooLarge {
+            limit: MAX_DELTA_IMAGE_BYTES,
         });
     }
     let old = repo
@@ -292,7 +313,11 @@ pub fn delta(fw: &Firmware, from: &str, to: &str) -> Result<(PathBuf, String), F
     if path.is_file() {
         return Ok((dir, name));
     }
-    let _one_at_a_time = fw.making_delta.lock().unwrap_or_else(|p| p.into_inner());
+    let _one_at_a_time = match fw.making_delta.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return Err(FirmwareError::DeltaBusy),
+    };
     if path.is_file() {
         return Ok((dir, name)); // made while this request waited
     }

@@ -137,6 +137,25 @@ fn a_delta_is_made_once_between_two_published_images_and_applies() {
         delta(&fw, "../x", &shas[1]),
         Err(FirmwareError::BadSha256(_))
     ));
+    // Only from an older version to a newer one: an anonymous caller
+    // cannot ask for every pair.
+    assert!(matches!(
+        delta(&fw, &shas[1], &shas[0]),
+        Err(FirmwareError::DeltaBackwards { .. })
+    ));
+    // While a delta is being made, another request is answered at once
+    // (the device fetches the full image) instead of waiting on a thread.
+    let mut newest = new.clone();
+    newest.extend_from_slice(b"version 2.6.0\n");
+    let third = publish(&keys, &repo, dir.path(), "ballot-box-v2", "2.6.0", &newest);
+    {
+        let _busy = fw.making_delta.lock().unwrap();
+        assert!(matches!(
+            delta(&fw, &shas[1], &third),
+            Err(FirmwareError::DeltaBusy)
+        ));
+    }
+    assert!(delta(&fw, &shas[1], &third).is_ok());
 }
 
 #[test]

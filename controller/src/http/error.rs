@@ -200,7 +200,12 @@ fn firmware_status(e: &crate::firmware::FirmwareError) -> StatusCode {
     match e {
         F::NotSetUp | F::AlreadySetUp(_) => StatusCode::CONFLICT,
         F::BadSha256(_) => StatusCode::BAD_REQUEST,
-        F::UnknownImage(_) | F::NotATarget(_) | F::DeltaAcross { .. } => StatusCode::NOT_FOUND,
+        F::UnknownImage(_)
+        | F::NotATarget(_)
+        | F::DeltaAcross { .. }
+        | F::DeltaBackwards { .. }
+        | F::DeltaTooLarge { .. } => StatusCode::NOT_FOUND,
+        F::DeltaBusy => StatusCode::SERVICE_UNAVAILABLE,
         F::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         F::Cut { .. } => StatusCode::BAD_REQUEST,
         e if e.is_refusal() => StatusCode::UNPROCESSABLE_ENTITY,
