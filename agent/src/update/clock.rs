@@ -70,10 +70,16 @@ impl TrustedClock {
     }
 
     /// The controller said it is `controller_ms` at monotonic `mono_ms`.
-    /// Below the floor it is taken as the floor: the floor came from the
-    /// controller too, and time does not go back.
+    /// Below the floor, or below the controller time already anchored (a
+    /// desired state delivered late carries an old `sent_at`), it is taken
+    /// as that: the floor came from the controller too, and time does not
+    /// go back.
     pub fn observe_controller(&mut self, controller_ms: u64, mono_ms: u64) {
-        let at = controller_ms.max(self.floor_ms);
+        let anchored = self.anchor.map_or(0, |a| {
+            a.controller_ms
+                .saturating_add(mono_ms.saturating_sub(a.mono_ms))
+        });
+        let at = controller_ms.max(self.floor_ms).max(anchored);
         self.anchor = Some(Anchor {
             controller_ms: at,
             mono_ms,
@@ -176,6 +182,17 @@ mod tests {
         assert_eq!(c.now(TRUE_NOW + YEAR, 3_000), TRUE_NOW + 1_000);
         // The untrusted system clock never became the floor.
         assert_eq!(c.file().floor_ms, TRUE_NOW + 1_000);
+    }
+
+    #[test]
+    fn a_controller_time_delivered_late_does_not_move_the_clock_back() {
+        let mut c = TrustedClock::new(0);
+        c.observe_controller(TRUE_NOW, 1_000);
+        // A desired state queued for an hour arrives 5 s later with its
+        // old sent-at time (and no `now` call in between raised the floor).
+        c.observe_controller(TRUE_NOW - 3_600_000, 6_000);
+        assert_eq!(c.now(0, 6_000), TRUE_NOW + 5_000);
+        assert_eq!(c.now(0, 7_000), TRUE_NOW + 6_000);
     }
 
     #[test]
