@@ -553,8 +553,22 @@ impl UpdateMachine {
             }
             Step::Downloading { target } => self.enter(Step::Downloading { target }, now_ms, out),
             Step::Verifying { target } => self.enter(Step::Verifying { target }, now_ms, out),
-            // A half-written slot is written again from the start.
-            Step::Installing { target, .. } => self.ready_to_install(target, now_ms, out),
+            // Booted another slot than the one the install started from: the
+            // install had finished (it sets the one-shot boot last) and the
+            // device restarted before `rebooting` was written. The old slot
+            // is the fallback and is never written; the new one is checked.
+            Step::Installing { target, from_slot } if booted != from_slot => self.enter(
+                Step::Checking {
+                    target,
+                    from_slot,
+                    to_slot: booted,
+                },
+                now_ms,
+                out,
+            ),
+            // A half-written slot is written again from the start, after the
+            // image is hashed again (it may have changed on disk since).
+            Step::Installing { target, .. } => self.enter(Step::Verifying { target }, now_ms, out),
             Step::Rebooting {
                 target,
                 from_slot,

@@ -404,17 +404,38 @@ fn a_failed_download_or_hash_ends_failed_without_touching_a_slot_and_is_retried(
 
 #[test]
 fn a_failed_install_ends_failed() {
-    let (mut m, out) = started(
+    let (mut m, out) = installing_again();
+    assert!(out.iter().any(|a| matches!(a, Action::Install { .. })));
+    let out = m.on(Input::Installed(Err("disk full".into())), T0);
+    assert_eq!(results(&out)[0].0, UpdateOutcome::Failed);
+    assert!(results(&out)[0].1.contains("disk full"));
+}
+
+/// A machine restarted at `installing` from slot `a`, booted from `a`,
+/// past the hash check it does again: its next actions install.
+fn installing_again() -> (UpdateMachine, Vec<Action>) {
+    let (mut m, _) = started(
         at(Step::Installing {
             target: target(),
             from_slot: "a".into(),
         }),
         "a",
     );
-    assert!(out.iter().any(|a| matches!(a, Action::Install { .. })));
-    let out = m.on(Input::Installed(Err("disk full".into())), T0);
-    assert_eq!(results(&out)[0].0, UpdateOutcome::Failed);
-    assert!(results(&out)[0].1.contains("disk full"));
+    let out = m.on(Input::HashChecked(Ok(())), T0);
+    (m, out)
+}
+
+#[test]
+fn a_restart_at_installing_that_booted_the_new_slot_checks_it_and_never_writes_the_old_one() {
+    let (_, out) = started(
+        at(Step::Installing {
+            target: target(),
+            from_slot: "a".into(),
+        }),
+        "b",
+    );
+    assert_eq!(persisted_steps(&out), vec!["checking"]);
+    assert!(!out.iter().any(|a| matches!(a, Action::Install { .. })));
 }
 
 #[test]
@@ -425,13 +446,16 @@ fn restart_at_each_step_resumes_it() {
     });
     let (_, out) = started(at(Step::Verifying { target: target() }), "a");
     persisted_before(&out, "verifying", |a| matches!(a, Action::CheckHash { .. }));
-    let (_, out) = started(
+    // Installing is resumed through verifying: the image is hashed again.
+    let (mut m, out) = started(
         at(Step::Installing {
             target: target(),
             from_slot: "a".into(),
         }),
         "a",
     );
+    persisted_before(&out, "verifying", |a| matches!(a, Action::CheckHash { .. }));
+    let out = m.on(Input::HashChecked(Ok(())), T0);
     persisted_before(&out, "installing", |a| matches!(a, Action::Install { .. }));
     let (_, out) = started(at(rebooting()), "b");
     assert_eq!(persisted_steps(&out), vec!["checking"]);
@@ -508,13 +532,7 @@ fn a_restart_while_rolling_back_on_the_new_slot_marks_bad_again() {
 
 #[test]
 fn a_failed_reboot_rolls_back() {
-    let (mut m, _) = started(
-        at(Step::Installing {
-            target: target(),
-            from_slot: "a".into(),
-        }),
-        "a",
-    );
+    let (mut m, _) = installing_again();
     m.on(Input::Installed(Ok("b".into())), T0);
     let out = m.on(Input::RebootFailed("no reboot command".into()), T0);
     persisted_before(&out, "rolling-back", |a| *a == Action::MarkBad);
