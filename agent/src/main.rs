@@ -242,6 +242,14 @@ fn main() -> anyhow::Result<()> {
             }
             if after.freeze.iter().any(|w| w.contains(now)) {
                 println!("held by a freeze window: nothing was installed");
+                return Ok(());
+            }
+            if matches!(after.step, fleet_agent::update::machine::Step::Idle) {
+                // Nothing reached the reboot: a failure the running agent
+                // tries again (a hash mismatch, expired metadata, a copy
+                // that failed); the log above says which.
+                eprintln!("no update was installed; the reason is in the log above and in the device's update events");
+                std::process::exit(1);
             }
             Ok(())
         }
