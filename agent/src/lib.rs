@@ -37,6 +37,7 @@ pub mod backoff;
 pub mod config;
 pub mod core;
 pub mod download;
+pub mod durable;
 pub mod enrol;
 pub mod hardware;
 pub mod health;

@@ -41,7 +41,6 @@
 //! rename) plus an fsync of the file and of its directory at each step.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -329,36 +328,20 @@ impl Files {
 /// into place, then the directory fsynced. A cut leaves the old file or
 /// the new one, never a part.
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), AgentBinaryError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-    let tmp = tmp_beside(path);
-    let mut f = std::fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(bytes).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
-    sync_dir(dir)
+    crate::durable::replace(path, bytes).map_err(io_err("write durably", path))
 }
 
 /// `src`'s content to `dest` the same way, keeping `mode`.
 fn copy_durably(src: &Path, dest: &Path, mode: u32) -> Result<(), AgentBinaryError> {
     use std::os::unix::fs::PermissionsExt;
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let tmp = tmp_beside(dest);
+    let tmp = crate::durable::tmp_beside(dest);
     std::fs::copy(src, &tmp).map_err(io_err("copy to", &tmp))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .map_err(io_err("set the mode of", &tmp))?;
     sync_file(&tmp)?;
     std::fs::rename(&tmp, dest).map_err(io_err("rename into place", dest))?;
     sync_dir(dir)
-}
-
-fn tmp_beside(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
 }
 
 fn sync_file(path: &Path) -> Result<(), AgentBinaryError> {

@@ -134,26 +134,11 @@ pub fn read(path: &std::path::Path) -> Option<ClockFile> {
 
 /// Persist the floor: written beside, fsynced, renamed, directory fsynced.
 pub fn write(path: &std::path::Path, file: &ClockFile) -> Result<(), ClockError> {
-    let io = |p: &std::path::Path| {
-        let p = p.to_owned();
-        move |source| ClockError::Io { path: p, source }
-    };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
     let bytes = serde_json::to_vec(file).expect("a struct of one integer serialises");
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        std::io::Write::write_all(&mut f, &bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-    }
-    Ok(())
+    crate::durable::replace(path, &bytes).map_err(|source| ClockError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! temporary file, fsynced, renamed over the old one and the directory
 //! fsynced, so a power cut leaves either the old step or the new one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::error::StateError;
@@ -46,18 +45,8 @@ impl StateFile {
             path: self.path.clone(),
             source,
         };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(err)?;
-        let tmp = self.path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(state).expect("the update state always serialises");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&json).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
+        crate::durable::replace(&self.path, &json).map_err(err)?;
         Ok(())
     }
 }

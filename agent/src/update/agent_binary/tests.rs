@@ -331,7 +331,7 @@ fn durable_copies_keep_the_mode_and_replace_whole() {
     copy_durably(&src, &dest, 0o755).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&src).unwrap());
     assert_eq!(mode_of(&dest).unwrap() & 0o777, 0o755);
-    assert!(!tmp_beside(&dest).exists());
+    assert!(!crate::durable::tmp_beside(&dest).exists());
     let err = copy_durably(&dir.path().join("missing"), &dest, 0o755).unwrap_err();
     assert!(err.to_string().contains("copy to"), "{err}");
     assert_eq!(

@@ -14,7 +14,6 @@
 //! committed falls back to the primary slot, as a real A/B bootloader does
 //! after a failed boot attempt.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use fleet_protocol::Version;
@@ -54,13 +53,7 @@ impl DirInstaller {
     /// Write `name` durably (temporary file, fsync, rename, fsync the directory).
     fn write(&self, name: &str, value: &str) -> Result<(), InstallError> {
         let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(Self::io("cannot write", &tmp))?;
-        f.write_all(value.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(Self::io("cannot write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Self::io("cannot replace", &path))?;
-        self.sync_dir()
+        crate::durable::replace(&path, value.as_bytes()).map_err(Self::io("cannot write", &path))
     }
 
     fn remove(&self, name: &str) -> Result<(), InstallError> {
@@ -73,9 +66,7 @@ impl DirInstaller {
     }
 
     fn sync_dir(&self) -> Result<(), InstallError> {
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Self::io("cannot sync", &self.dir))
+        crate::durable::sync_dir(&self.dir).map_err(Self::io("cannot sync", &self.dir))
     }
 
     fn primary(&self) -> String {
