@@ -310,7 +310,7 @@ impl Part {
     }
 
     fn sha256(&self) -> String {
-        hex(self.hash.clone().finish().as_ref())
+        hex::encode(self.hash.clone().finish().as_ref())
     }
 }
 
@@ -324,10 +324,6 @@ pub(crate) fn causes(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The limit `have` bytes would pass: the length the server announced or
@@ -588,9 +584,7 @@ fn finish(
     std::fs::rename(part_path, dest).map_err(io(dest))?;
     let _ = std::fs::remove_file(etag_path);
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
+        crate::durable::sync_dir(dir).map_err(io(dir))?;
     }
     Ok(done)
 }

@@ -987,16 +987,8 @@ fn deliver_agent_results<H: Hardware>(
 /// twice (a crash in between loses the file's event, which was never
 /// acknowledged).
 fn take_hook_events(dir: &std::path::Path) -> Vec<EventKind> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
     let mut out = Vec::new();
-    for path in files {
+    for path in crate::durable::json_files(dir) {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };

@@ -601,15 +601,7 @@ pub fn pending_results(dir: &Path) -> Vec<(PathBuf, EventKind)> {
         dir: dir.to_owned(),
     }
     .results();
-    let Ok(entries) = std::fs::read_dir(&results) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
+    crate::durable::json_files(&results)
         .into_iter()
         .filter_map(|path| {
             let parsed = std::fs::read(&path)

@@ -105,9 +105,7 @@ pub fn apply(old: &Path, patch: &Path, out: &Path, signed: &Signed) -> Result<u6
     };
     std::fs::rename(&part, out).map_err(io(out))?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
+        crate::durable::sync_dir(dir).map_err(io(dir))?;
     }
     Ok(len)
 }

@@ -651,7 +651,7 @@ pub fn check_hash(image: &Path, target: &Target) -> Result<(), DriverError> {
             actual: len,
         });
     }
-    let actual = hex(ctx.finish().as_ref());
+    let actual = hex::encode(ctx.finish().as_ref());
     if actual != target.sha256 {
         return Err(DriverError::HashMismatch {
             expected: target.sha256.clone(),
@@ -659,10 +659,6 @@ pub fn check_hash(image: &Path, target: &Target) -> Result<(), DriverError> {
         });
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Refuse a download the disk holding `dir` cannot take (with a margin).

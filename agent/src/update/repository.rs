@@ -5,13 +5,13 @@
 //! (the controller's `sent_at_ms`) and each HTTPS answer's `Date` from the
 //! repository.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use fleet_protocol::{firmware::agent_platform, ArtifactKind, Model};
 
-use super::clock::{ClockFile, TrustedClock};
+use super::clock::TrustedClock;
 use super::config::UpdateConfig;
 use super::driver::Repository;
 use super::machine::{Refusal, Target};
@@ -41,10 +41,7 @@ impl TufRepository {
     /// against it; agent targets against this build's platform).
     pub fn new(cfg: &UpdateConfig, model: Model) -> Self {
         let clock_file = cfg.dir.join("clock.json");
-        let floor = std::fs::read(&clock_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ClockFile>(&b).ok())
-            .unwrap_or_default();
+        let floor = super::clock::read(&clock_file).unwrap_or_default();
         Self {
             client: TufClient::new(source(cfg), cfg.dir.join("tuf"), cfg.trusted_root.clone()),
             model,
@@ -55,16 +52,24 @@ impl TufRepository {
     }
 
     fn mono_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        mono_since(self.started)
     }
+}
 
-    fn save_clock(&self, file: ClockFile) {
-        if let Some(dir) = self.clock_file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(e) = super::clock::write(&self.clock_file, &file) {
-            tracing::warn!(file = %self.clock_file.display(), error = %e, "cannot keep the trusted clock's floor");
-        }
+fn mono_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The controller said it is `controller_ms` now: anchor the trusted clock
+/// on it and keep the raised floor.
+fn observe(clock: &Mutex<TrustedClock>, clock_file: &Path, controller_ms: u64, mono_ms: u64) {
+    let file = {
+        let mut c = clock.lock().expect("clock lock");
+        c.observe_controller(controller_ms, mono_ms);
+        c.file()
+    };
+    if let Err(e) = super::clock::write(clock_file, &file) {
+        tracing::warn!(file = %clock_file.display(), error = %e, "cannot keep the trusted clock's floor");
     }
 }
 
@@ -90,7 +95,6 @@ impl Repository for TufRepository {
             ArtifactKind::Agent => agent_platform(),
         };
         let clock = Arc::clone(&self.clock);
-        let mono = self.mono_ms();
         let clock_file = self.clock_file.clone();
         let started = self.started;
         Box::pin(async move {
@@ -104,15 +108,7 @@ impl Repository for TufRepository {
             // clock runs a year ahead sees fresh metadata as expired, and the
             // next try must use the controller's time.
             if let Some(date) = client.server_date_ms() {
-                let now_mono = u64::try_from(started.elapsed().as_millis()).unwrap_or(mono);
-                let file = {
-                    let mut c = clock.lock().expect("clock lock");
-                    c.observe_controller(date, now_mono);
-                    c.file()
-                };
-                if let Err(e) = super::clock::write(&clock_file, &file) {
-                    tracing::warn!(error = %e, "cannot keep the trusted clock's floor");
-                }
+                observe(&clock, &clock_file, date, mono_since(started));
             }
             let verified = refreshed.map_err(&refuse)?;
             let t = verified.target(&name, artifact, &model).map_err(&refuse)?;
@@ -136,13 +132,7 @@ impl Repository for TufRepository {
     }
 
     fn observe_controller(&self, controller_ms: u64) {
-        let mono = self.mono_ms();
-        let file = {
-            let mut c = self.clock.lock().expect("clock lock");
-            c.observe_controller(controller_ms, mono);
-            c.file()
-        };
-        self.save_clock(file);
+        observe(&self.clock, &self.clock_file, controller_ms, self.mono_ms());
     }
 }
 

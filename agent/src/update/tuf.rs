@@ -685,7 +685,7 @@ fn sync_datastore(dir: &Path) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    std::fs::File::open(dir)?.sync_all()
+    crate::durable::sync_dir(dir)
 }
 
 fn ms(v: i64) -> u64 {
