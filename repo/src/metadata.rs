@@ -188,6 +188,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
     Ok(())
 }
 
+/// Whether `s` is a SHA-256 as the repository names images: 64 lower-case
+/// hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
 }

@@ -220,7 +220,7 @@ impl Repo {
     /// Adds `file`, whose sha256 must be `sha256_hex`, to the image store
     /// (a hard link when it can, else a copy; `file` itself is left alone).
     pub fn stage_image(&self, sha256_hex: &str, file: &Path) -> Result<(), RepoError> {
-        let dest = self.image_slot(sha256_hex)?;
+        self.image_slot(sha256_hex)?;
         let (actual, _) = metadata::sha256_file(file, &mut |_, _| {})?;
         if actual != sha256_hex {
             return Err(RepoError::HashMismatch {
@@ -228,6 +228,14 @@ impl Repo {
                 actual,
             });
         }
+        self.stage_hashed_image(sha256_hex, file)
+    }
+
+    /// As [`Self::stage_image`], for a file whose sha256 the caller computed
+    /// while writing it (the controller hashes an upload as it streams in):
+    /// the file is not read a second time.
+    pub fn stage_hashed_image(&self, sha256_hex: &str, file: &Path) -> Result<(), RepoError> {
+        let dest = self.image_slot(sha256_hex)?;
         if dest.exists() {
             return Ok(());
         }
@@ -241,11 +249,7 @@ impl Repo {
     }
 
     fn image_slot(&self, sha256_hex: &str) -> Result<PathBuf, RepoError> {
-        if sha256_hex.len() != 64
-            || !sha256_hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !metadata::is_sha256_hex(sha256_hex) {
             return Err(RepoError::Malformed {
                 what: "sha256".into(),
                 reason: format!("{sha256_hex:?} is not 64 lower-case hex digits"),

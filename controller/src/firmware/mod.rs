@@ -247,10 +247,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), FirmwareError> {
 
 /// A stored image's SHA-256 as the routes take it: 64 lower-case hex digits.
 pub fn check_sha256(s: &str) -> Result<(), FirmwareError> {
-    if s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if fleet_repo::metadata::is_sha256_hex(s) {
         Ok(())
     } else {
         Err(FirmwareError::BadSha256(s.to_owned()))

@@ -127,7 +127,8 @@ pub async fn upload_image(
         let stage = {
             let sha256 = sha256.clone();
             let file = file.clone();
-            fw.blocking(move |fw| Ok(fw.repo()?.stage_image(&sha256, &file)?))
+            // Hashed above while it streamed in: not read a second time.
+            fw.blocking(move |fw| Ok(fw.repo()?.stage_hashed_image(&sha256, &file)?))
                 .await
         };
         let _ = tokio::fs::remove_file(&file).await;
