@@ -213,6 +213,7 @@ fn main() -> anyhow::Result<()> {
                             &version,
                         ),
                         version,
+                        attempt: 0,
                     }
                 }
                 None => rt

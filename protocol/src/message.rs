@@ -403,6 +403,18 @@ pub struct TargetFirmware {
     /// The TUF target name, e.g. `firmware/ballot-box-v2/1.4.0.tar`.
     #[n(1)]
     pub manifest: String,
+    /// Which attempt at this target the controller asks for (0 at first).
+    /// A device gives up on a target that failed or rolled back; the
+    /// controller asks for it again (a rollout's retry-failed) by sending
+    /// the same target with a higher attempt. Older agents skip the field.
+    #[n(2)]
+    #[cbor(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `cmd`: a one-off command; its result comes back as an event.

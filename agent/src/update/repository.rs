@@ -155,5 +155,6 @@ pub async fn latest_firmware(
     Ok(fleet_protocol::TargetFirmware {
         version: t.version,
         manifest: t.name,
+        attempt: 0,
     })
 }

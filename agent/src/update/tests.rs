@@ -44,6 +44,7 @@ fn desired(version: &str, freeze: Vec<FreezeWindow>) -> Input {
         firmware: Some(TargetFirmware {
             version: v(version),
             manifest: format!("firmware/ballot-box-v2/{version}.tar"),
+            attempt: 0,
         }),
         agent: None,
         freeze,
@@ -624,6 +625,7 @@ fn an_agent_binary_is_handed_over_after_verification() {
             agent: Some(TargetFirmware {
                 version: v("0.2.0"),
                 manifest: "agent/x86-64-linux/0.2.0".into(),
+                attempt: 0,
             }),
             freeze: vec![],
         },

@@ -166,6 +166,7 @@ mod tests {
             firmware: Some(TargetFirmware {
                 version: Version::parse("2.5.0").unwrap(),
                 manifest: "targets/ballot-box-v2-2.5.0".into(),
+                attempt: 0,
             }),
             agent: None,
             freeze: Vec::new(),

@@ -16,6 +16,7 @@ fn target(
         (Some(v), Some(manifest)) => Ok(Some(TargetFirmware {
             version: Version::parse(&v).map_err(|e| e.to_string())?,
             manifest,
+            attempt: 0,
         })),
         _ => Ok(None),
     }
@@ -135,6 +136,7 @@ mod tests {
         let t = |v: &str, m: &str| TargetFirmware {
             version: Version::parse(v).unwrap(),
             manifest: m.into(),
+            attempt: 0,
         };
         let desired = Desired {
             config_rev: 2,

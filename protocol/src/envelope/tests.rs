@@ -273,9 +273,11 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
                 firmware: v.map(|version| TargetFirmware {
                     version,
                     manifest: "firmware/ballot-box-v2/2.4.0.tar".into(),
+                    attempt: 0,
                 }),
                 agent: agent.map(|version| TargetFirmware {
                     manifest: format!("agent/x86-64-linux/{version}"),
+                    attempt: 0,
                     version,
                 }),
                 freeze: freeze

@@ -65,6 +65,7 @@ pub async fn update_device(
     let target = TargetFirmware {
         version: version.clone(),
         manifest: name.clone(),
+        attempt: 0,
     };
     let mut desired = crate::domain::desired::desired_of(
         st.fleet().get(&device).and_then(|d| d.desired.as_ref()),
