@@ -31,6 +31,14 @@ pub struct Member {
     pub message: String,
 }
 
+impl Member {
+    /// Skipped because its agent holds the install in a freeze window
+    /// (known by its release time; its later events still count).
+    pub fn is_frozen(&self) -> bool {
+        self.state == DevState::Skipped && self.released_ms.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
     Draft,
@@ -494,7 +502,7 @@ impl Engine {
     /// A member released by this rollout whose events count: in flight,
     /// held by a freeze on the device, or ended.
     fn tracked(m: &Member) -> bool {
-        m.state != DevState::Pending && (m.state != DevState::Skipped || m.released_ms.is_some())
+        !matches!(m.state, DevState::Pending | DevState::Skipped) || m.is_frozen()
     }
 
     fn progress(
