@@ -247,6 +247,8 @@ impl Engine {
         status: Status,
         members: Vec<Member>,
     ) -> Engine {
+        let mut status = status;
+        status.wave = status.wave.min(names.len() - 1);
         let mut e = Engine {
             id,
             policy,
