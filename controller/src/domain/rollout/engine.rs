@@ -669,12 +669,15 @@ impl Engine {
             _ => None,
         };
         if held != self.status.held {
+            let releasing = matches!(self.status.phase, Phase::Running | Phase::Completed);
             let note = match &held {
-                Some(h) => format!("held: {h}"),
-                None => "no longer held".to_owned(),
+                Some(h) => Some(format!("held: {h}")),
+                None if releasing => Some("no longer held".to_owned()),
+                // Paused or aborted in this call: that status change says it.
+                None => None,
             };
             self.status.held = held;
-            out.push(Decision::Status { note });
+            out.extend(note.map(|note| Decision::Status { note }));
         }
         if release && self.status.held.is_none() {
             let upto = match self.status.phase {

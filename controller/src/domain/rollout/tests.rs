@@ -1011,7 +1011,28 @@ fn outside_the_allowed_hours_nothing_is_released_and_the_rollout_says_why() {
         note: "held: outside the allowed hours 02:00-06:00 (UTC+03:30)".into()
     }));
     assert!(released(&s.tick()).is_empty());
-    s.now += MIN;
+    // A pause clears `held` (paused says why nothing moves) without a note of its own.
+    let out = s.ok(Input::Pause {
+        reason: "wait".into(),
+    });
+    assert_eq!(s.e.status().held, None);
+    assert_eq!(
+        out,
+        [
+            Decision::Status {
+                note: "paused: wait".into()
+            },
+            Decision::Paused {
+                reason: "wait".into()
+            }
+        ]
+    );
+    let out = s.ok(Input::Resume);
+    assert!(released(&out).is_empty());
+    assert!(out.contains(&Decision::Status {
+        note: "held: outside the allowed hours 02:00-06:00 (UTC+03:30)".into()
+    }));
+    s.now += MIN; // 02:00 in Tehran
     let out = s.tick();
     assert_eq!(released(&out).len(), 2);
     assert_eq!(s.e.status().held, None);
@@ -1024,11 +1045,13 @@ fn outside_the_allowed_hours_nothing_is_released_and_the_rollout_says_why() {
 
 #[test]
 fn a_freeze_window_holds_releases_and_the_next_wave_and_then_lets_them_go() {
-    let mut c = devices("IR-23", 1);
+    // Wave 1: IR-23 (2 devices, one download at a time), wave 2: IR-01.
+    let mut c = devices("IR-23", 2);
     c.extend(devices("IR-01", 2));
     let mut s = Sim::new(
         Policy {
             max_downloads_per_province: 1,
+            success_threshold_pct: 50.0,
             ..Policy::default()
         },
         &WavesSpec {
@@ -1037,27 +1060,40 @@ fn a_freeze_window_holds_releases_and_the_next_wave_and_then_lets_them_go() {
         },
         c,
     );
-    s.start();
+    assert_eq!(released(&s.start()), strs(&["IR-23-000"]));
     let w = FreezeWindow {
         from_ms: s.now + MIN,
         to_ms: s.now + 2 * HOUR,
     };
     s.freeze = vec![(w, "election day".into())];
     s.now += MIN;
-    let out = s.end("IR-23-000", Outcome::Committed);
-    assert!(
-        !out.contains(&Decision::WaveDone(0)),
-        "no advance in a freeze"
-    );
-    assert_eq!(s.e.status().wave, 0);
+    // Any input notices the freeze.
+    let out = s.progress("IR-23-000", UpdatePhase::Installing);
     let held = s.e.status().held.clone().unwrap();
     assert!(held.starts_with("inside a freeze window until "), "{held}");
     assert!(held.ends_with(": election day"), "{held}");
+    assert!(out.contains(&Decision::Status {
+        note: format!("held: {held}")
+    }));
+    assert!(released(&s.tick()).is_empty(), "a free slot, but frozen");
+    let out = s.end("IR-23-000", Outcome::Committed);
+    assert!(
+        !out.contains(&Decision::WaveDone(0)),
+        "1 of 2 is enough, but no advance in a freeze"
+    );
+    assert_eq!(s.e.status().wave, 0);
     assert!(released(&s.tick()).is_empty());
+    s.now = w.to_ms - 1;
+    assert!(s.tick().is_empty(), "the window's last ms");
     s.now = w.to_ms;
     let out = s.tick();
     assert!(out.contains(&Decision::WaveDone(0)));
-    assert_eq!(released(&out), strs(&["IR-01-000"]));
+    assert!(out.contains(&Decision::WaveStarted(1)));
+    assert_eq!(
+        released(&out),
+        strs(&["IR-01-000", "IR-23-001"]),
+        "one per province: wave 1's straggler and wave 2's first"
+    );
     assert_eq!(s.e.status().held, None);
 }
 
