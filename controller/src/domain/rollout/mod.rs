@@ -78,6 +78,14 @@
 //!   at once; after the last, Completed (pending members left are
 //!   stragglers, released when they come online).
 //!
+//! # Persisting and restoring
+//! The I/O loop persists [`Status`] and every [`Member`] named by a
+//! [`Decision::Member`]; [`Engine::restore`] takes them back (in any
+//! order) with the same [`WavesSpec`] and [`Policy`], and decides as the
+//! original would from then on (unit- and property-tested). The one thing
+//! not persisted: a device that left its own freeze restarts its timeout
+//! then; a restored engine counts it from `released_ms`.
+//!
 //! # Cost (100,000 members, a tick a second)
 //! Counts are kept per (wave, province) and the download slots per
 //! province, moved by one on every member change; pending members sit in
@@ -90,6 +98,9 @@
 //!   devices of the released waves are asked again every tick; a province
 //!   with no free slot costs nothing);
 //! - `counters()` O(waves × 31), `RetryFailed` O(n), restore O(n log n).
+//!
+//! `cargo run -p fleet-controller --example rollout_engine_bench` times
+//! it at 100,000 devices.
 
 mod counters;
 mod engine;
