@@ -1032,6 +1032,7 @@ fn never_two_renewals_at_once() {
         id: "c-1".into(),
         expires_at_ms: due + 60_000,
         action: CommandAction::RenewCertificate,
+        upload: None,
     };
     let out = core.on(Input::CommandReceived(cmd), due + 10);
     assert!(
@@ -1057,6 +1058,7 @@ fn the_command_renews_at_once_and_answers_when_done() {
         id: "c-9".into(),
         expires_at_ms: now + 60_000,
         action: CommandAction::RenewCertificate,
+        upload: None,
     };
     assert_eq!(
         core.on(Input::CommandReceived(cmd), now),
@@ -1149,6 +1151,7 @@ fn without_a_certificate_the_command_is_refused() {
         id: "c-2".into(),
         expires_at_ms: T0 + 60_000,
         action: CommandAction::RenewCertificate,
+        upload: None,
     };
     let out = core.on(Input::CommandReceived(cmd), T0);
     assert!(!out
