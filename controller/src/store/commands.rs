@@ -215,3 +215,160 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fleet_protocol::{Event, EventKind};
+
+    use super::*;
+    use crate::domain::fleet::Registration;
+    use crate::domain::lifecycle::Lifecycle;
+    use crate::store::{Batch, WriteOp};
+
+    async fn store_with(device: &DeviceId) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("fleet.db")).await.unwrap();
+        store
+            .upsert_devices(&[Registration {
+                id: device.clone(),
+                model: "ballot-box-v2".parse().unwrap(),
+                province: "IR-02".parse().unwrap(),
+                county: None,
+                station: None,
+                lifecycle: Lifecycle::Deployed,
+                registered_at_ms: 0,
+            }])
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    fn row(device: &DeviceId, id: &str, expires_ms: u64, token: Option<&str>) -> CommandRow {
+        CommandRow {
+            id: id.into(),
+            device: device.clone(),
+            action: if token.is_some() {
+                Action::UploadLogs
+            } else {
+                Action::Reboot
+            },
+            issued_ms: 10,
+            expires_ms,
+            issued_by: "ops (t1)".into(),
+            state: CommandState::Sent,
+            result_ms: None,
+            message: String::new(),
+            upload_token_sha256: token.map(commands::token_sha256),
+            upload_bytes: None,
+        }
+    }
+
+    fn answer(seq: u64, at_ms: u64, id: &str, ok: bool) -> Event {
+        Event {
+            seq,
+            at_ms,
+            kind: EventKind::CommandResult {
+                id: id.into(),
+                ok,
+                message: format!("answer {seq}"),
+            },
+            boot: Some(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_answer_settles_a_command_and_the_sweeper_expires_the_silent() {
+        let dev = DeviceId::parse("BB-1").unwrap();
+        let (_dir, store) = store_with(&dev).await;
+        store
+            .insert_commands(&[
+                row(&dev, "c-ok", 1000, None),
+                row(&dev, "c-silent", 1000, None),
+            ])
+            .await
+            .unwrap();
+        let mut batch = Batch::default();
+        batch.push(WriteOp::Event(
+            dev.clone(),
+            answer(1, 500, "c-ok", true),
+            600,
+        ));
+        // A later answer for the same command, and one for a command not held.
+        batch.push(WriteOp::Event(
+            dev.clone(),
+            answer(2, 700, "c-ok", false),
+            800,
+        ));
+        batch.push(WriteOp::Event(
+            dev.clone(),
+            answer(3, 700, "c-other", true),
+            800,
+        ));
+        let w = store.write_batch(&batch, 100).await.unwrap();
+        assert_eq!(w.command_results, [CommandState::Ok]);
+        let ok = store.command("c-ok").await.unwrap().unwrap();
+        assert_eq!(
+            (ok.state, ok.result_ms, ok.message.as_str()),
+            (CommandState::Ok, Some(600), "answer 1")
+        );
+        assert_eq!(
+            store.expire_commands(1000).await.unwrap(),
+            0,
+            "at the expiry it waits"
+        );
+        assert_eq!(store.expire_commands(1001).await.unwrap(), 1);
+        let silent = store.command("c-silent").await.unwrap().unwrap();
+        assert_eq!(silent.state, CommandState::Expired);
+        assert_eq!(
+            store.command("c-ok").await.unwrap().unwrap().state,
+            CommandState::Ok
+        );
+        let shown: Vec<String> = store
+            .device_commands(&dev, 20)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+    }
+
+    #[tokio::test]
+    async fn an_upload_token_is_spent_once_and_only_for_its_device() {
+        let dev = DeviceId::parse("BB-1").unwrap();
+        let other = DeviceId::parse("BB-2").unwrap();
+        let (_dir, store) = store_with(&dev).await;
+        store
+            .insert_commands(&[row(&dev, "c-up", 1000, Some("secret"))])
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .spend_upload_token(&other, "c-up", "secret", 10)
+                .await
+                .unwrap(),
+            Err(commands::UploadRefused::NoSuchCommand { .. })
+        ));
+        assert!(matches!(
+            store
+                .spend_upload_token(&dev, "c-up", "guess", 10)
+                .await
+                .unwrap(),
+            Err(commands::UploadRefused::BadToken(_))
+        ));
+        assert_eq!(
+            store
+                .spend_upload_token(&dev, "c-up", "secret", 10)
+                .await
+                .unwrap(),
+            Ok(())
+        );
+        assert!(matches!(
+            store
+                .spend_upload_token(&dev, "c-up", "secret", 11)
+                .await
+                .unwrap(),
+            Err(commands::UploadRefused::Used(_))
+        ));
+    }
+}
