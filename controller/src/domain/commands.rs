@@ -272,14 +272,16 @@ pub fn check_upload(
             command: id.to_owned(),
         });
     };
+    // Past the expiry first: the sweeper also spends an expired command's
+    // token, and "expired" is the truer answer then.
+    if now_ms > held.expires_ms {
+        return Err(UploadRefused::Expired(id.to_owned()));
+    }
     let Some(want) = &held.token_sha256 else {
         return Err(UploadRefused::Used(id.to_owned()));
     };
     if token_sha256(token) != *want {
         return Err(UploadRefused::BadToken(id.to_owned()));
-    }
-    if now_ms > held.expires_ms {
-        return Err(UploadRefused::Expired(id.to_owned()));
     }
     Ok(())
 }
@@ -486,6 +488,11 @@ mod tests {
         assert_eq!(
             check_upload(&dev, "c", Some(&used), "secret", 50),
             Err(UploadRefused::Used("c".into()))
+        );
+        assert_eq!(
+            check_upload(&dev, "c", Some(&used), "secret", 101),
+            Err(UploadRefused::Expired("c".into())),
+            "spent by the sweeper at its expiry"
         );
         let reboot = HeldUpload {
             action: Action::Reboot,
