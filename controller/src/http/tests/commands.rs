@@ -170,3 +170,123 @@ async fn unknown_devices_devices_out_of_service_and_bad_requests_are_refused() {
     }
     assert!(queued(&app).is_empty(), "nothing went out");
 }
+
+#[tokio::test]
+async fn a_selector_reaches_the_callers_in_service_devices_and_each_command_is_stored() {
+    let app = test_app().await;
+    devices(&app).await;
+    let tech = app.token_for(Role::ProvinceTech, &["IR-02"]).await;
+    let (status, answer) = app
+        .call_as(
+            Some(&tech),
+            "POST",
+            "/api/v1/commands",
+            Some(Body::from(
+                json!({ "action": "run-checks", "selector": { "devices": ["BB-SARI"] } })
+                    .to_string(),
+            )),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = app
+        .json(
+            "POST",
+            "/api/v1/commands",
+            json!({ "action": "renew-cert", "selector": { "provinces": ["IR-23"] } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let sent: Vec<&str> = answer["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent, ["BB-TEH"], "{answer}");
+    assert_eq!(answer["sent"][0]["action"], "renew-certificate");
+    let skipped: Vec<&str> = answer["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["BB-NEW", "BB-OLD"], "not in service: {answer}");
+    let topics: Vec<String> = queued(&app).into_iter().map(|(t, _, _)| t).collect();
+    assert_eq!(
+        topics,
+        ["fleet/v1/dev/BB-SARI/cmd", "fleet/v1/dev/BB-TEH/cmd"]
+    );
+    // Stored with who sent it, waiting for the answer.
+    let id = answer["sent"][0]["id"].as_str().unwrap();
+    let row = app.store.command(id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.device.as_str(), row.state.as_str()),
+        ("BB-TEH", "sent")
+    );
+    assert!(row.issued_by.contains("test admin"), "{row:?}");
+    let (_, entries) = app.get("/api/v1/audit?limit=1").await;
+    assert_eq!(entries[0]["action"], "commands.send", "{entries}");
+}
+
+#[tokio::test]
+async fn a_log_upload_that_grows_past_the_limit_is_413_stores_nothing_and_spends_the_token() {
+    let app = test_app().await;
+    devices(&app).await;
+    let (status, answer) = command_as(
+        &app,
+        &app.token,
+        "BB-SARI",
+        json!({ "action": "upload-logs" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let sent = queued(&app);
+    let Payload::Command(cmd) = &sent[0].2.payload else {
+        panic!("not a command: {:?}", sent[0].2);
+    };
+    let ticket = cmd.upload.clone().unwrap();
+    let row = app.store.command(&id).await.unwrap().unwrap();
+    assert_eq!(
+        row.upload_token_sha256,
+        Some(crate::domain::commands::token_sha256(&ticket.token)),
+        "only the token's hash is kept"
+    );
+    assert_ne!(
+        row.upload_token_sha256.as_deref(),
+        Some(ticket.token.as_str())
+    );
+    // No Content-Length: the body is counted as it streams (the test
+    // state's limit is 4096 bytes).
+    let upload = |body: Vec<u8>| {
+        app.call_as(
+            Some(&ticket.token),
+            "PUT",
+            &ticket.path,
+            Some(Body::from(body)),
+            "application/octet-stream",
+        )
+    };
+    let (status, answer) = upload(vec![b'x'; 4097]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    let dir = app.dir.path().join("logs").join("BB-SARI");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing stored, no part left: {left:?}");
+    let (status, answer) = upload(b"late".to_vec()).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the token was spent: {answer}"
+    );
+    let (status, _) = app.get(&format!("/api/v1/devices/BB-SARI/logs/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app.get("/api/v1/devices/BB-SARI/logs/..%2Fx").await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "only command ids name a file"
+    );
+}
