@@ -38,11 +38,17 @@ pub struct Cli {
 pub enum By {
     Province,
     County,
+    /// The headline only: per model, how many devices run its baseline
+    /// (the election firmware).
+    Model,
 }
 
 #[derive(Subcommand)]
 pub enum Cmd {
-    /// Readiness per province (or per county): how many are ready and why the others are not.
+    /// The headline (per model: how many devices are on the election
+    /// firmware, its baseline; per province: how many are not ready and
+    /// why), then readiness per province (or per county). `--by model`:
+    /// the headline's counts alone, for scripts.
     Readiness {
         #[arg(long, value_enum, default_value = "province")]
         by: By,

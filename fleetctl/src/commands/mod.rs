@@ -103,6 +103,14 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
     let c = &client(&cli)?;
     match cli.command {
         Cmd::Readiness {
+            by: crate::cli::By::Model,
+            province,
+            output,
+        } => done(
+            readiness::Headline(readiness::headline(c, province).await?),
+            output,
+        ),
+        Cmd::Readiness {
             by,
             province,
             output,
