@@ -128,6 +128,9 @@ pub enum ApiError {
     Firmware(#[from] crate::firmware::FirmwareError),
     #[error(transparent)]
     Desired(#[from] crate::ingest::DesiredError),
+    /// A route whose handler is not built yet.
+    #[error("{0} is not implemented yet")]
+    NotImplemented(&'static str),
     #[error("cannot write the CRL {path}: {source}")]
     CrlWrite {
         path: std::path::PathBuf,
@@ -187,6 +190,7 @@ impl ApiError {
             }
             BrokerUnavailable | Publish(_) => StatusCode::SERVICE_UNAVAILABLE,
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Access(_) | Store(_) | Pki(_) | CrlWrite { .. } | ArtifactRead { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR

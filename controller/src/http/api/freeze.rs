@@ -5,7 +5,10 @@
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use fleet_api::types::{FreezeRequest, FreezeWindowView, FreezeWindows, InvalidItem, TimeSpec};
+use fleet_api::types::{
+    FreezeAddRequest, FreezeRequest, FreezeWindowRequest, FreezeWindowView, FreezeWindows,
+    InvalidItem, TimeSpec,
+};
 use fleet_protocol::FreezeWindow;
 use serde_json::json;
 use tracing::warn;
@@ -25,6 +28,7 @@ fn view(windows: &[FreezeWindow], now_ms: u64, republished: u64) -> FreezeWindow
                 from: rfc3339(w.from_ms),
                 to: rfc3339(w.to_ms),
                 active: w.contains(now_ms),
+                reason: String::new(),
             })
             .collect(),
         republished,
@@ -106,4 +110,37 @@ pub async fn set_freeze(
     }
     metrics::counter!("fleet_desired_published_total", "why" => "freeze").increment(sent);
     Ok(Json(view(&windows, now, sent)))
+}
+
+/// `POST /api/v1/freeze`: one window more.
+pub async fn add_freeze(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<FreezeAddRequest>,
+) -> Result<Json<FreezeWindows>, ApiError> {
+    let mut all: Vec<FreezeWindowRequest> = st
+        .fleet()
+        .freeze()
+        .iter()
+        .map(|w| FreezeWindowRequest {
+            from: TimeSpec::UnixMs(w.from_ms),
+            to: TimeSpec::UnixMs(w.to_ms),
+            reason: String::new(),
+        })
+        .collect();
+    all.push(req);
+    set_freeze(
+        State(st),
+        Extension(caller),
+        Json(FreezeRequest { windows: all }),
+    )
+    .await
+}
+
+/// `DELETE /api/v1/freeze`: no window.
+pub async fn clear_freeze(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<FreezeWindows>, ApiError> {
+    set_freeze(State(st), Extension(caller), Json(FreezeRequest::default())).await
 }
