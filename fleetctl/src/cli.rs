@@ -217,19 +217,47 @@ pub enum FirmwareCmd {
 
 #[derive(Subcommand)]
 pub enum FreezeCmd {
-    /// Replace the freeze windows with FROM..TO (RFC 3339 or Unix ms).
-    Set {
+    /// Add a freeze window: `--from 1403-12-01 --to 1403-12-03 --reason
+    /// "election day"`. Dates: Jalali (year below 1700) or Gregorian,
+    /// YYYY-MM-DD (local midnight) or YYYY-MM-DDTHH:MM, local at
+    /// --utc-offset; or RFC 3339, or Unix ms.
+    Add {
+        #[arg(long)]
         from: String,
+        /// The end (not included).
+        #[arg(long)]
         to: String,
+        /// Why, shown to operators.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// The local time of dates without an offset (Tehran: +03:30).
+        #[arg(long, default_value = "+03:30", value_parser = parse_utc_offset, allow_hyphen_values = true)]
+        utc_offset: i32,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Replace the freeze windows with FROM..TO (dates as for `add`).
+    Set {
+        from: String,
+        to: String,
+        #[arg(long, default_value = "+03:30", value_parser = parse_utc_offset, allow_hyphen_values = true)]
+        utc_offset: i32,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// The windows, each end in the Jalali and Gregorian calendars, with the reason.
     List {
+        #[arg(long, default_value = "+03:30", value_parser = parse_utc_offset, allow_hyphen_values = true)]
+        utc_offset: i32,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Remove every freeze window.
     Clear,
+}
+
+fn parse_utc_offset(s: &str) -> Result<i32, String> {
+    crate::dates::parse_offset(s).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]

@@ -61,6 +61,11 @@ pub enum CommandError {
     /// The firmware repository's content is not what it should be.
     #[error("{0}")]
     Firmware(String),
+    /// A date or time the operator gave (`freeze add --from`).
+    #[error(transparent)]
+    Date(#[from] crate::dates::DateError),
+    #[error("the freeze window must end after it starts: from {from} to {to}")]
+    FreezeEmpty { from: String, to: String },
     #[error("--anchor {0:?}: expected SEQ:HASH, as `fleetctl audit verify` printed it")]
     BadAnchor(String),
     #[error(
@@ -248,8 +253,38 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
             FirmwareCmd::Export { dir, output } => done(firmware::export(c, &dir).await?, output),
         },
         Cmd::Freeze { command } => match command {
-            FreezeCmd::Set { from, to, output } => done(freeze::set(c, from, to).await?, output),
-            FreezeCmd::List { output } => done(freeze::list(c).await?, output),
+            FreezeCmd::Add {
+                from,
+                to,
+                reason,
+                utc_offset,
+                output,
+            } => {
+                let w = freeze::Window {
+                    from,
+                    to,
+                    reason,
+                    utc_offset_min: utc_offset,
+                };
+                done(freeze::add(c, &w).await?, output)
+            }
+            FreezeCmd::Set {
+                from,
+                to,
+                utc_offset,
+                output,
+            } => {
+                let w = freeze::Window {
+                    from,
+                    to,
+                    reason: String::new(),
+                    utc_offset_min: utc_offset,
+                };
+                done(freeze::set(c, &w).await?, output)
+            }
+            FreezeCmd::List { utc_offset, output } => {
+                done(freeze::list(c, utc_offset).await?, output)
+            }
             FreezeCmd::Clear => done(freeze::clear(c).await?, Table),
         },
         Cmd::Decode { .. } => unreachable!("decode returned above"),
