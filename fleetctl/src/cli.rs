@@ -43,6 +43,8 @@ pub enum By {
     Model,
 }
 
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Cmd {
     /// The headline (per model: how many devices are on the election
@@ -131,6 +133,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: FirmwareCmd,
     },
+    /// Rollouts: one signed target on a selection of devices, in waves (a
+    /// canary, groups of provinces, the rest), with brakes.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCmd,
+    },
     /// The fleet's freeze window: no device installs anything inside it.
     Freeze {
         #[command(subcommand)]
@@ -210,6 +218,124 @@ pub enum FirmwareCmd {
     /// against its sha256) to DIR, for `fleet-agent update --from DIR`.
     Export {
         dir: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum RolloutCmd {
+    /// Create a rollout and start it (unless --draft). The selection is the
+    /// union of --province, --county, --station, --device and
+    /// --devices-file; none: every device of the model.
+    Create {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        version: String,
+        /// An agent rollout (the model is then the agent's platform).
+        #[arg(long)]
+        agent: bool,
+        /// For --agent: the platform (default: the controller's own).
+        #[arg(long, requires = "agent")]
+        platform: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "province", value_name = "PROVINCE")]
+        provinces: Vec<String>,
+        #[arg(long = "county", value_name = "COUNTY")]
+        counties: Vec<String>,
+        #[arg(long = "station", value_name = "STATION")]
+        stations: Vec<String>,
+        #[arg(long = "device", value_name = "DEVICE")]
+        devices: Vec<String>,
+        /// A file of device ids, one a line (`#` starts a comment).
+        #[arg(long)]
+        devices_file: Option<PathBuf>,
+        /// Devices registered later that match join the rollout.
+        #[arg(long)]
+        include_new: bool,
+        /// The first wave: N devices (50) or a share of them (5%).
+        #[arg(long, value_parser = crate::commands::rollout::parse_canary)]
+        canary: Option<fleet_api::types::CanaryRequest>,
+        /// A wave of provinces, after the canary (repeat: one wave each);
+        /// every other selected device is in a last wave.
+        #[arg(long = "wave", value_name = "IR-23,IR-30", value_parser = crate::commands::rollout::parse_wave)]
+        waves: Vec<Vec<String>>,
+        /// Pause when more than this share of a wave fails (default 2%).
+        #[arg(long, value_parser = crate::commands::rollout::parse_percent)]
+        fail_above: Option<f64>,
+        /// A wave is done when this share succeeded (default 95%).
+        #[arg(long, value_parser = crate::commands::rollout::parse_percent)]
+        advance_at: Option<f64>,
+        /// At most this many devices of a province downloading at once
+        /// (default 40; 0: no limit).
+        #[arg(long)]
+        max_downloads_per_province: Option<u32>,
+        /// Local hours when devices may be released, e.g. 02:00-06:00.
+        #[arg(long, value_parser = crate::commands::rollout::parse_hours)]
+        hours: Option<String>,
+        /// The local time of --hours (default +03:30, Tehran).
+        #[arg(long, value_parser = parse_utc_offset, allow_hyphen_values = true)]
+        utc_offset: Option<i32>,
+        /// A released device with no result by then counts as timed out
+        /// (default 2h).
+        #[arg(long, value_parser = crate::commands::rollout::parse_timeout)]
+        device_timeout: Option<u64>,
+        /// Create it without starting it (`rollout start ID` later).
+        #[arg(long)]
+        draft: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Every rollout with its phase and counters.
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// One rollout: its plan, each wave with its provinces' counters, its
+    /// log; --watch refreshes bars every 2 s until it is completed or
+    /// aborted; --members STATE lists its devices in that state.
+    Show {
+        id: u64,
+        #[arg(long, conflicts_with = "members")]
+        watch: bool,
+        /// pending, released, downloading, installing, rebooting,
+        /// succeeded, failed, timed-out, skipped (or `all`).
+        #[arg(long, value_name = "STATE")]
+        members: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Start a draft.
+    Start {
+        id: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Pause a running rollout (devices already released carry on).
+    Pause {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    Resume {
+        id: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Release nothing more (devices keep what they installed).
+    Abort {
+        id: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Release the failed and timed-out devices again, with a new attempt.
+    RetryFailed {
+        id: u64,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },

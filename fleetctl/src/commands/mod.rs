@@ -14,6 +14,7 @@ pub mod pki;
 pub mod readiness;
 pub mod registry;
 pub mod release;
+pub mod rollout;
 pub mod token;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use crate::cli::{
     AuditCmd, BaselineCmd, Cli, Cmd, DeviceCmd, EnrolCmd, FirmwareCmd, FreezeCmd, PkiCmd,
     RegistryCmd, TokenCmd,
 };
-use crate::cli::{ReleaseCmd, ReleaseKeysCmd};
+use crate::cli::{ReleaseCmd, ReleaseKeysCmd, RolloutCmd};
 use crate::render::{Output, Report};
 
 /// What can stop a command, each saying what the operator can do.
@@ -61,6 +62,9 @@ pub enum CommandError {
     /// The firmware repository's content is not what it should be.
     #[error("{0}")]
     Firmware(String),
+    /// A value the operator gave, with what was expected.
+    #[error("{0}")]
+    Usage(String),
     /// A date or time the operator gave (`freeze add --from`).
     #[error(transparent)]
     Date(#[from] crate::dates::DateError),
@@ -252,6 +256,7 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
             FirmwareCmd::Root { file, output } => done(firmware::root(c, &file).await?, output),
             FirmwareCmd::Export { dir, output } => done(firmware::export(c, &dir).await?, output),
         },
+        Cmd::Rollout { command } => run_rollout(c, command).await,
         Cmd::Freeze { command } => match command {
             FreezeCmd::Add {
                 from,
@@ -290,6 +295,85 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
         Cmd::Decode { .. } => unreachable!("decode returned above"),
         Cmd::Release { .. } => unreachable!("release returned above"),
     }
+}
+
+/// The rollout group.
+async fn run_rollout(c: &Client, command: RolloutCmd) -> Result<Done, CommandError> {
+    use fleet_api::types::RolloutAction as A;
+    let (id, act, reason, output) = match command {
+        RolloutCmd::Create {
+            model,
+            version,
+            agent,
+            platform,
+            name,
+            provinces,
+            counties,
+            stations,
+            devices,
+            devices_file,
+            include_new,
+            canary,
+            waves,
+            fail_above,
+            advance_at,
+            max_downloads_per_province,
+            hours,
+            utc_offset,
+            device_timeout,
+            draft,
+            output,
+        } => {
+            let args = rollout::Create {
+                name,
+                model,
+                version,
+                agent,
+                platform,
+                provinces,
+                counties,
+                stations,
+                devices,
+                devices_file,
+                include_new,
+                canary,
+                waves,
+                fail_above,
+                advance_at,
+                max_downloads_per_province,
+                hours,
+                utc_offset_min: utc_offset,
+                device_timeout_s: device_timeout,
+                draft,
+            };
+            return done(rollout::create(c, args).await?, output);
+        }
+        RolloutCmd::List { output } => return done(rollout::list(c).await?, output),
+        RolloutCmd::Show {
+            id,
+            watch,
+            members,
+            output,
+        } => {
+            return match (watch, members) {
+                (true, _) => done(rollout::watch(c, id).await?, output),
+                (false, Some(state)) => {
+                    let state = match state.as_str() {
+                        "all" => None,
+                        s => Some(s.parse().map_err(CommandError::Usage)?),
+                    };
+                    done(rollout::members(c, id, state).await?, output)
+                }
+                (false, None) => done(rollout::show(c, id).await?, output),
+            }
+        }
+        RolloutCmd::Start { id, output } => (id, A::Start, None, output),
+        RolloutCmd::Pause { id, reason, output } => (id, A::Pause, reason, output),
+        RolloutCmd::Resume { id, output } => (id, A::Resume, None, output),
+        RolloutCmd::Abort { id, output } => (id, A::Abort, None, output),
+        RolloutCmd::RetryFailed { id, output } => (id, A::RetryFailed, None, output),
+    };
+    done(rollout::action(c, id, act, reason).await?, output)
 }
 
 /// The release group: offline, no client.
