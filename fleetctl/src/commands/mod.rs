@@ -356,7 +356,10 @@ async fn run_rollout(c: &Client, command: RolloutCmd) -> Result<Done, CommandErr
             output,
         } => {
             return match (watch, members) {
-                (true, _) => done(rollout::watch(c, id).await?, output),
+                (true, _) => done(
+                    rollout::watch(c, id, output != Output::Table).await?,
+                    output,
+                ),
                 (false, Some(state)) => {
                     let state = match state.as_str() {
                         "all" => None,

@@ -241,9 +241,14 @@ pub async fn action(
 }
 
 /// `rollout show ID --watch`: bars (on a terminal) or a line per refresh
-/// (otherwise) every 2 s until the rollout is completed or aborted; the
-/// last view is the result.
-pub async fn watch(client: &Client, id: u64) -> Result<Rollout, CommandError> {
+/// (otherwise: on stdout, or on stderr when `lines_to_stderr`, so that
+/// JSON or CSV output stays whole) every 2 s until the rollout is
+/// completed or aborted; the last view is the result.
+pub async fn watch(
+    client: &Client,
+    id: u64,
+    lines_to_stderr: bool,
+) -> Result<Rollout, CommandError> {
     let tty = std::io::stderr().is_terminal();
     let multi = MultiProgress::with_draw_target(if tty {
         ProgressDrawTarget::stderr()
@@ -276,6 +281,8 @@ pub async fn watch(client: &Client, id: u64) -> Result<Rollout, CommandError> {
                 bar.set_position(u64::from(line.pos));
                 bar.set_message(line.message);
             }
+        } else if lines_to_stderr {
+            eprintln!("{}", headline(&view));
         } else {
             println!("{}", headline(&view));
         }
