@@ -49,6 +49,7 @@ pub struct AgentConfig {
     pub outbox: OutboxSection,
     pub test_hooks: TestHooksSection,
     pub update: crate::update::UpdateSection,
+    pub logs: crate::logs::LogsSection,
 }
 
 /// `[link]`: the link profile and its per-key overrides.
@@ -278,6 +279,15 @@ impl AgentConfig {
                 l.write_timeout_secs.unwrap_or(p.write_timeout_secs),
             )?),
             event_hook_dir: (!hook.as_os_str().is_empty()).then(|| hook.clone()),
+            // No paths: nothing to upload (the command's result says so).
+            logs: self
+                .logs
+                .validate(&self.device.state_dir, &self.update.repo_url)
+                .map_err(|reason| ConfigError::Invalid {
+                    key: "logs",
+                    reason,
+                })?
+                .configured(),
             update: self
                 .update
                 .validate(

@@ -20,6 +20,8 @@
 //! - [`reporter`]: what changed and must be published: state, check events (pure).
 //! - [`hardware`]: the [`Hardware`] trait, and the real one (sysinfo, battery
 //!   from `/sys/class/power_supply`, configured check commands).
+//! - [`logs`]: the upload-logs command: which tail of the log files to
+//!   send (pure), reading them and sending them with the command's token.
 //! - [`process`]: logging and the shutdown signal for the binaries.
 //! - [`runtime`]: the event loop around the core: it owns the MQTT
 //!   connection (last will, reconnect backoff), the hardware, the timers and
@@ -42,6 +44,7 @@ pub mod enrol;
 pub mod hardware;
 pub mod health;
 pub mod link;
+pub mod logs;
 pub mod outbox;
 pub mod process;
 pub mod renew;

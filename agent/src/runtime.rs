@@ -135,6 +135,8 @@ pub struct RuntimeOptions {
     pub event_hook_dir: Option<PathBuf>,
     /// Firmware updates (`[update]`); `None`: off.
     pub update: Option<crate::update::UpdateConfig>,
+    /// Log uploads (`[logs]`); `None`: the upload-logs command is refused.
+    pub logs: Option<crate::logs::LogsConfig>,
 }
 
 impl Default for RuntimeOptions {
@@ -150,6 +152,7 @@ impl Default for RuntimeOptions {
             write_timeout: Duration::from_secs(10),
             event_hook_dir: None,
             update: None,
+            logs: None,
         }
     }
 }
@@ -221,6 +224,9 @@ struct Io<H: Hardware> {
     trying: Option<CertInfo>,
     /// The update driver, when updates are on.
     update: Option<mpsc::Sender<UpdateNote>>,
+    logs: Option<crate::logs::LogsConfig>,
+    /// Log uploads' answers: the command and the bytes taken, or why not.
+    logs_tx: mpsc::Sender<(String, Result<u64, String>)>,
 }
 
 impl<H: Hardware> Io<H> {
@@ -407,6 +413,27 @@ impl<H: Hardware> Io<H> {
                 command,
                 outcome: self.hw.reboot(),
             }),
+            CoreAction::UploadLogs { command, ticket } => {
+                let Some(cfg) = self.logs.clone() else {
+                    return Some(Input::LogsUploaded {
+                        command,
+                        outcome: Err(crate::logs::LogsError::NotConfigured.to_string()),
+                    });
+                };
+                let tx = self.logs_tx.clone();
+                let device = self.device.clone();
+                tokio::spawn(async move {
+                    let outcome = crate::logs::upload(&cfg, &device, &command, &ticket)
+                        .await
+                        .map_err(|e| e.to_string());
+                    match &outcome {
+                        Ok(bytes) => info!(%command, bytes, "logs uploaded"),
+                        Err(why) => warn!(%command, error = %why, "logs not uploaded"),
+                    }
+                    let _ = tx.send((command, outcome)).await;
+                });
+                None
+            }
             CoreAction::ArmTimer { timer, after } => {
                 self.timers.arm(timer, Instant::now() + after);
                 None
@@ -699,6 +726,7 @@ pub async fn run_with<H: Hardware>(
         Arc::clone(&tags),
     )));
     let (checks_tx, mut checks_rx) = mpsc::channel::<Vec<CheckResult>>(1);
+    let (logs_tx, mut logs_rx) = mpsc::channel::<(String, Result<u64, String>)>(4);
 
     let (file, legacy_seq, start_seq) = match &cfg.seq {
         SeqStore::Memory(n) => (None, None, *n),
@@ -781,6 +809,8 @@ pub async fn run_with<H: Hardware>(
         swap,
         trying: None,
         update: update_tx,
+        logs: opts.logs.clone(),
+        logs_tx,
     };
     info!(device = %cfg.device, broker = %format!("{}:{}", cfg.link.host, cfg.link.port), "agent starting");
     if let Some(digest) = io.outbox.acked_state() {
@@ -908,6 +938,9 @@ pub async fn run_with<H: Hardware>(
                     io.timers.disarm(timer);
                     io.handle(&mut core, Input::TimerFired(timer));
                 }
+            }
+            Some((command, outcome)) = logs_rx.recv() => {
+                io.handle(&mut core, Input::LogsUploaded { command, outcome });
             }
             Some(results) = checks_rx.recv() => {
                 io.note(UpdateNote::Checks(results.clone()));

@@ -40,6 +40,9 @@ pub enum Auth {
     EnrolmentToken,
     /// An operator's bearer token whose role has any one of these permissions.
     Bearer(&'static [Permission]),
+    /// A device's one-use upload token from an upload-logs command, as a
+    /// bearer token (only the command's upload route takes it).
+    UploadTicket,
 }
 
 /// A request or response body.
@@ -88,7 +91,7 @@ impl Endpoint {
                 .into_iter()
                 .filter(|r| any_of.iter().any(|p| r.allows(*p)))
                 .collect(),
-            Auth::Public | Auth::EnrolmentToken => Vec::new(),
+            Auth::Public | Auth::EnrolmentToken | Auth::UploadTicket => Vec::new(),
         }
     }
 
@@ -242,7 +245,7 @@ pub const COMMAND: Endpoint = Endpoint {
     method: Method::Post,
     path: "/api/v1/devices/{id}/commands",
     summary: "Send a device a one-off command",
-    description: "Actions: reboot, run-checks, renew-certificate. The command is audited, then published (QoS 1, not retained) on the device's cmd topic; an offline device gets it when it reconnects, until it expires. The answer gives the command id; the device's result arrives as its command-result event with that id. A province-tech token reaches only its provinces' devices (another province's device answers 404). A device not in service (registered only, or retired) answers 409; a controller without a broker connection answers 503.",
+    description: "Actions: reboot, run-checks, upload-logs, renew-certificate (renew-cert is the same). The command is audited and stored, then published (QoS 1, not retained) on the device's cmd topic; an offline device gets it when it reconnects, until it expires. The answer gives the command id; the device's result arrives as its command-result event with that id. A province-tech token reaches only its provinces' devices (another province's device answers 404). A device not in service (registered only, or retired) answers 409; a controller without a broker connection answers 503.",
     auth: Auth::Bearer(&[Permission::SendCommands]),
     query: None,
     request: Body::Json("CommandRequest"),
@@ -759,6 +762,45 @@ pub const TUF_DELTA: Endpoint = Endpoint {
     errors: &[400, 404],
 };
 
+pub const COMMANDS: Endpoint = Endpoint {
+    operation_id: "commands",
+    method: Method::Post,
+    path: "/api/v1/commands",
+    summary: "Send one command to every device a selector names",
+    description: "One command (own id, same action and expiry) per selected device in service, each stored then published as for one device. A province-tech token reaches only its provinces: naming another province (or a county or device of one) answers 404 as an unknown device would, and nothing is sent. A selector must name provinces, counties or devices (400 otherwise). Devices selected but not in service are listed as skipped.",
+    auth: Auth::Bearer(&[Permission::SendCommands]),
+    query: None,
+    request: Body::Json("CommandsRequest"),
+    response: Body::Json("CommandsSent"),
+    errors: &[400, 401, 403, 404, 503],
+};
+
+pub const UPLOAD_LOGS: Endpoint = Endpoint {
+    operation_id: "upload_logs",
+    method: Method::Put,
+    path: "/api/v1/devices/{id}/logs/{command}",
+    summary: "A device uploads its logs for an upload-logs command",
+    description: "No operator token: the bearer token is the one-use token of the command's upload ticket (the controller keeps only its SHA-256). Taken once, before the command expires (403 otherwise: wrong, used or expired token), at most [commands] max_log_bytes (4 MiB by default; 413 above, nothing stored). Stored under DATA/logs/DEVICE/COMMAND.log and audited.",
+    auth: Auth::UploadTicket,
+    query: None,
+    request: Body::Binary,
+    response: Body::Json("LogsUploaded"),
+    errors: &[400, 401, 403, 404, 413],
+};
+
+pub const DEVICE_LOGS: Endpoint = Endpoint {
+    operation_id: "device_logs",
+    method: Method::Get,
+    path: "/api/v1/devices/{id}/logs/{command}",
+    summary: "The logs a device uploaded for an upload-logs command",
+    description: "Plain bytes, as the device sent them: the tail of each configured log file after a `==> PATH <==` line. A province-tech token reaches only its provinces' devices (another province's device answers 404).",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Binary,
+    errors: &[400, 401, 403, 404],
+};
+
 /// Every route the controller serves.
 pub const ENDPOINTS: &[Endpoint] = &[
     HEALTHZ,
@@ -808,6 +850,9 @@ pub const ENDPOINTS: &[Endpoint] = &[
     TUF_METADATA,
     TUF_TARGET,
     TUF_DELTA,
+    COMMANDS,
+    UPLOAD_LOGS,
+    DEVICE_LOGS,
 ];
 
 #[cfg(test)]
@@ -890,6 +935,9 @@ mod tests {
             (Method::Post, "/api/v1/rollouts/{id}/resume"),
             (Method::Post, "/api/v1/rollouts/{id}/abort"),
             (Method::Post, "/api/v1/rollouts/{id}/retry-failed"),
+            (Method::Post, "/api/v1/commands"),
+            (Method::Put, "/api/v1/devices/{id}/logs/{command}"),
+            (Method::Get, "/api/v1/devices/{id}/logs/{command}"),
         ];
         for (m, p) in today {
             assert!(endpoint(m, p).is_some(), "{m} {p} is missing");

@@ -82,6 +82,12 @@ fn components() -> utoipa::openapi::Components {
         .schema_from::<OutboxDrops>()
         .schema_from::<CommandRequest>()
         .schema_from::<CommandSent>()
+        .schema_from::<CommandsRequest>()
+        .schema_from::<CommandSelector>()
+        .schema_from::<CommandsSent>()
+        .schema_from::<CommandSkipped>()
+        .schema_from::<CommandView>()
+        .schema_from::<LogsUploaded>()
         .schema_from::<RegisterRequest>()
         .schema_from::<DeviceRegistration>()
         .schema_from::<RegisterResponse>()
@@ -370,8 +376,9 @@ mod tests {
             assert!(op.get("x-roles").is_none(), "{}", e.operation_id);
             checked += 1;
         }
-        // healthz, openapi.json, enrol, artifact, and the three TUF routes
-        assert_eq!(checked, 7);
+        // healthz, openapi.json, enrol, artifact, the three TUF routes and
+        // the device's log upload
+        assert_eq!(checked, 8);
     }
 
     #[test]

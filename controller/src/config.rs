@@ -40,6 +40,13 @@ pub struct ControllerConfig {
     pub pki: PkiSection,
     pub updates: UpdatesSection,
     pub firmware: FirmwareSection,
+    pub commands: CommandsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommandsSection {
+    pub max_log_bytes: u64,
+    pub check_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -267,6 +274,12 @@ impl ControllerConfig {
         if self.updates.check_secs == 0 {
             return invalid("updates.check_secs", "at least 1 second");
         }
+        if self.commands.max_log_bytes == 0 {
+            return invalid("commands.max_log_bytes", "at least 1");
+        }
+        if self.commands.check_secs == 0 {
+            return invalid("commands.check_secs", "at least 1 second");
+        }
         if self.firmware.max_image_bytes == 0 {
             return invalid("firmware.max_image_bytes", "at least 1");
         }
@@ -354,6 +367,11 @@ impl ControllerConfig {
             reboot_timeout: Duration::from_secs(self.updates.reboot_timeout_secs),
             every: Duration::from_secs(self.updates.check_secs),
         }
+    }
+
+    /// How often waiting commands are checked against their expiry.
+    pub fn command_sweep(&self) -> Duration {
+        Duration::from_secs(self.commands.check_secs)
     }
 
     pub fn tick(&self) -> Duration {

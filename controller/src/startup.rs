@@ -57,6 +57,7 @@ pub struct Application {
     ingest: JoinHandle<()>,
     ticker: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    command_sweeper: JoinHandle<()>,
     firmware_refresh: JoinHandle<()>,
     cert_watch: JoinHandle<()>,
     writer: JoinHandle<()>,
@@ -123,6 +124,8 @@ impl Application {
         ));
         let ticker = start_ticker(&cfg, Arc::clone(&fleet), stop_rx.clone());
         let sweeper = start_update_sweeper(cfg.sweeper(), store.clone(), stop_rx.clone());
+        let command_sweeper =
+            start_command_sweeper(cfg.command_sweep(), store.clone(), stop_rx.clone());
         let firmware = crate::firmware::Firmware::new(&data_dir, cfg.firmware.max_image_bytes)
             .with_lifetimes(cfg.firmware_lifetimes());
         let firmware_refresh = start_firmware_refresh(
@@ -151,6 +154,7 @@ impl Application {
             cert_policy: cfg.cert_policy(),
             publisher,
             firmware,
+            max_log_bytes: cfg.commands.max_log_bytes,
         };
         Ok(Self {
             cfg,
@@ -163,6 +167,7 @@ impl Application {
             ingest,
             ticker,
             sweeper,
+            command_sweeper,
             firmware_refresh,
             cert_watch,
             writer,
@@ -204,6 +209,7 @@ impl Application {
         let _ = self.ingest.await;
         let _ = self.ticker.await;
         let _ = self.sweeper.await;
+        let _ = self.command_sweeper.await;
         let _ = self.firmware_refresh.await;
         let _ = self.cert_watch.await;
         // The ingest task held the last sender: the writer drains and ends.
@@ -435,6 +441,37 @@ fn start_update_sweeper(
                     }
                 }
                 Err(e) => warn!(error = %e, "cannot check running updates for their deadline"),
+            }
+        }
+    })
+}
+
+/// Mark `expired` the commands still waiting for their device past their
+/// expiry: the agent refuses them anyway, and an operator sees at once that
+/// it never ran.
+fn start_command_sweeper(
+    every: std::time::Duration,
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => break,
+            }
+            match store.expire_commands(unix_ms()).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics::counter!("fleet_command_results_total", "state" => "expired")
+                        .increment(n);
+                    info!(
+                        commands = n,
+                        "commands expired before their device answered"
+                    );
+                }
+                Err(e) => warn!(error = %e, "cannot check waiting commands for their expiry"),
             }
         }
     })

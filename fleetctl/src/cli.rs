@@ -161,12 +161,12 @@ pub enum DeviceCmd {
     /// Retire a device (lost, stolen, broken): its certificate is revoked and
     /// the broker refuses it from then on.
     Retire { id: String },
-    /// Send a device a one-off command: reboot, run-checks or
-    /// renew-certificate. Prints the command id; the device's answer shows
-    /// as its command-result event (`fleetctl device ID`).
+    /// Send a device a one-off command: reboot, run-checks, upload-logs or
+    /// renew-certificate (renew-cert). Prints the command id; the device's
+    /// answer shows on the device (`fleetctl device ID`).
     Command {
         id: String,
-        /// reboot | run-checks | renew-certificate
+        /// reboot | run-checks | upload-logs | renew-certificate (renew-cert)
         action: String,
         /// How long it may wait for an offline device: e.g. 90s, 10m, 2h
         /// (at most 24h; default 10m).

@@ -25,7 +25,7 @@ pub use ids::{CountyCode, DeviceId, IdError, Model, ProvinceCode, StationId, Ver
 pub use message::{
     Action, ArtifactKind, CertIssued, CertRequest, CheckResult, Command, Desired, Event, EventKind,
     FreezeWindow, Health, HealthWindow, Presence, PresenceStatus, State, TargetFirmware,
-    UpdateOutcome, UpdatePhase, UpdateStatus,
+    UpdateOutcome, UpdatePhase, UpdateStatus, UploadTicket,
 };
 pub use provinces::{Province, PROVINCES};
 pub use topic::{Topic, TopicError, TopicKind};

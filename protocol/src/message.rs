@@ -427,6 +427,24 @@ pub struct Command {
     pub expires_at_ms: u64,
     #[n(2)]
     pub action: Action,
+    /// Where and with which one-use token to upload logs (only for
+    /// [`Action::UploadLogs`]). Older agents skip the field.
+    #[n(3)]
+    #[cbor(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadTicket>,
+}
+
+/// A one-use permission to upload logs for one command: the controller's
+/// path (`/api/v1/devices/{id}/logs/{command}`) and the bearer token, of
+/// which the controller keeps only the SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cbor(map)]
+pub struct UploadTicket {
+    #[n(0)]
+    pub path: String,
+    #[n(1)]
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use fleet_protocol::{
     Action as CommandAction, CertRequest, CheckResult, Command, Desired, Envelope, Event,
     EventKind, Health, Payload, Presence, PresenceStatus, State, Topic, TopicKind, UpdateStatus,
-    Version,
+    UploadTicket, Version,
 };
 use tracing::{debug, info, warn};
 
@@ -73,6 +73,12 @@ pub enum Input {
         retained: bool,
     },
     CommandReceived(Command),
+    /// The answer to [`Action::UploadLogs`]: how many bytes the controller
+    /// took, or why none.
+    LogsUploaded {
+        command: String,
+        outcome: Result<u64, String>,
+    },
     /// The answer to [`Action::Reboot`]: the reboot was started, or why not.
     RebootAttempted {
         command: String,
@@ -146,6 +152,12 @@ pub enum Action {
     /// [`Input::RebootAttempted`].
     Reboot {
         command: String,
+    },
+    /// Upload the tail of the configured log files with `ticket` for command
+    /// `command`; answer with [`Input::LogsUploaded`].
+    UploadLogs {
+        command: String,
+        ticket: UploadTicket,
     },
     /// Fire [`Input::TimerFired`] after `after`, replacing any deadline the
     /// timer had.
@@ -283,6 +295,15 @@ impl AgentCore {
                 retained,
             } => self.on_desired(desired, sent_at_ms, retained, now_ms, &mut out),
             Input::CommandReceived(command) => self.on_command(command, now_ms, &mut out),
+            Input::LogsUploaded { command, outcome } => {
+                let kind = match outcome {
+                    Ok(bytes) => {
+                        command_result(&command, true, &format!("uploaded {bytes} bytes of logs"))
+                    }
+                    Err(why) => command_result(&command, false, &why),
+                };
+                self.push_event(kind, now_ms, &mut out);
+            }
             Input::RebootAttempted { command, outcome } => {
                 let kind = match outcome {
                     Ok(()) => command_result(&command, true, "rebooting"),
@@ -600,14 +621,18 @@ impl AgentCore {
                     self.start_renewal(now_ms, out);
                 }
             }
-            CommandAction::UploadLogs => {
-                let kind = command_result(
-                    &command.id,
-                    false,
-                    "log upload is not supported by this agent build",
-                );
-                self.push_event(kind, now_ms, out);
-            }
+            // The result event follows once the runtime tried.
+            CommandAction::UploadLogs => match command.upload {
+                Some(ticket) => out.push(Action::UploadLogs {
+                    command: command.id,
+                    ticket,
+                }),
+                None => {
+                    let kind =
+                        command_result(&command.id, false, "the command carries no upload ticket");
+                    self.push_event(kind, now_ms, out);
+                }
+            },
         }
     }
 

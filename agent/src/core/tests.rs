@@ -160,6 +160,7 @@ fn command(id: &str, expires_at_ms: u64, action: CommandAction) -> Command {
         id: id.into(),
         expires_at_ms,
         action,
+        upload: None,
     }
 }
 
@@ -748,24 +749,84 @@ fn expired_command_is_rejected_without_acting() {
 }
 
 #[test]
-fn upload_logs_command_is_rejected_by_this_build() {
+fn upload_logs_asks_the_runtime_to_upload_and_answers_with_the_bytes_taken() {
     let mut core = running(0);
     let now = T0 + 5000;
-    let actions = core.on(
-        Input::CommandReceived(command("c-1", now, CommandAction::UploadLogs)),
-        now,
+    let ticket = fleet_protocol::UploadTicket {
+        path: "/api/v1/devices/BB-23-000123/logs/c-1".into(),
+        token: "t".into(),
+    };
+    let cmd = Command {
+        upload: Some(ticket.clone()),
+        ..command("c-1", now, CommandAction::UploadLogs)
+    };
+    assert_eq!(
+        core.on(Input::CommandReceived(cmd), now),
+        vec![Action::UploadLogs {
+            command: "c-1".into(),
+            ticket
+        }],
+        "nothing is said before the runtime tried"
     );
     assert_eq!(
-        actions,
+        core.on(
+            Input::LogsUploaded {
+                command: "c-1".into(),
+                outcome: Ok(4096)
+            },
+            now + 1
+        ),
+        vec![enqueue(
+            2,
+            now + 1,
+            result("c-1", true, "uploaded 4096 bytes of logs")
+        )]
+    );
+    assert_eq!(
+        core.on(
+            Input::LogsUploaded {
+                command: "c-2".into(),
+                outcome: Err("no log files are configured ([logs] paths)".into())
+            },
+            now + 2
+        ),
+        vec![enqueue(
+            3,
+            now + 2,
+            result("c-2", false, "no log files are configured ([logs] paths)")
+        )]
+    );
+}
+
+#[test]
+fn upload_logs_without_a_ticket_or_after_expiry_uploads_nothing() {
+    let mut core = running(0);
+    let now = T0 + 5000;
+    assert_eq!(
+        core.on(
+            Input::CommandReceived(command("c-1", now, CommandAction::UploadLogs)),
+            now,
+        ),
         vec![enqueue(
             2,
             now,
-            result(
-                "c-1",
-                false,
-                "log upload is not supported by this agent build"
-            )
-        ),]
+            result("c-1", false, "the command carries no upload ticket")
+        )]
+    );
+    let late = Command {
+        upload: Some(fleet_protocol::UploadTicket {
+            path: "/p".into(),
+            token: "t".into(),
+        }),
+        ..command("c-2", now - 1, CommandAction::UploadLogs)
+    };
+    assert_eq!(
+        core.on(Input::CommandReceived(late), now),
+        vec![enqueue(
+            3,
+            now,
+            result("c-2", false, "expired before it arrived")
+        )]
     );
 }
 
@@ -1032,6 +1093,7 @@ fn never_two_renewals_at_once() {
         id: "c-1".into(),
         expires_at_ms: due + 60_000,
         action: CommandAction::RenewCertificate,
+        upload: None,
     };
     let out = core.on(Input::CommandReceived(cmd), due + 10);
     assert!(
@@ -1057,6 +1119,7 @@ fn the_command_renews_at_once_and_answers_when_done() {
         id: "c-9".into(),
         expires_at_ms: now + 60_000,
         action: CommandAction::RenewCertificate,
+        upload: None,
     };
     assert_eq!(
         core.on(Input::CommandReceived(cmd), now),
@@ -1149,6 +1212,7 @@ fn without_a_certificate_the_command_is_refused() {
         id: "c-2".into(),
         expires_at_ms: T0 + 60_000,
         action: CommandAction::RenewCertificate,
+        upload: None,
     };
     let out = core.on(Input::CommandReceived(cmd), T0);
     assert!(!out

@@ -2,6 +2,7 @@
 //! [`crate::endpoints`], bodies and answers as [`crate::types`]. HTTPS
 //! trusts the fleet CA and nothing else; plain HTTP is for `--insecure-dev`.
 
+mod commands;
 mod error;
 mod upload;
 
@@ -167,7 +168,7 @@ impl Client {
                 url: self.base.to_string(),
             });
         }
-        if let Auth::Bearer(_) = endpoint.auth {
+        if let Auth::Bearer(_) | Auth::UploadTicket = endpoint.auth {
             req = req.bearer_auth(self.token.as_deref().ok_or(ClientError::NoToken)?);
         }
         Ok(req)

@@ -159,6 +159,9 @@ pub struct DeviceDetail {
     /// The device's last update (absent when it never reported one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateView>,
+    /// Its newest commands (at most 20), newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<super::CommandView>,
 }
 
 /// A device's desired state, as the controller stores it.

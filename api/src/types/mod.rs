@@ -34,7 +34,10 @@ pub mod tokens;
 pub use audit::{AuditEntry, AuditQuery, AuditVerification};
 pub use baselines::{Baseline, BaselineRequest, Baselines};
 pub use broker::BrokerInfo;
-pub use commands::{CommandRequest, CommandSent};
+pub use commands::{
+    CommandRequest, CommandSelector, CommandSent, CommandSkipped, CommandView, CommandsRequest,
+    CommandsSent, LogsUploaded,
+};
 pub use devices::{
     DesiredState, DeviceDetail, DeviceEvent, DevicePage, DeviceQuery, DeviceRegistration,
     DeviceSummary, EventGap, FreezeSpan, Lifecycle, LifecycleMove, LifecycleMoved, OutboxDrops,

@@ -162,6 +162,39 @@ fn commands_round_trip() {
 }
 
 #[test]
+fn selector_commands_logs_and_a_devices_commands_round_trip() {
+    let r: CommandsRequest = round_trips(json!({
+        "action": "upload-logs",
+        "selector": { "provinces": ["IR-02"], "counties": ["IR-02-SARI"], "model": "ballot-box-v2",
+                      "readiness": "offline", "devices": ["BB-1"] },
+        "expires_in_s": 60,
+    }));
+    assert_eq!(r.selector.readiness, Some(Readiness::Offline));
+    let r: CommandsRequest =
+        round_trips(json!({ "action": "reboot", "selector": { "provinces": ["IR-23"] } }));
+    assert!(r.selector.devices.is_empty() && r.expires_in_s.is_none());
+    assert!(
+        serde_json::from_value::<CommandsRequest>(
+            json!({ "action": "reboot", "selector": { "provinces": ["XX"] } })
+        )
+        .is_err(),
+        "a province that does not parse is refused"
+    );
+    round_trips::<CommandsSent>(json!({
+        "sent": [{ "id": "cmd-0011223344556677", "device": "BB-1", "action": "reboot", "expires_at_ms": 1 }],
+        "skipped": [{ "device": "BB-2", "reason": "device BB-2 is retired, not in service: it cannot be sent commands" }],
+    }));
+    round_trips::<CommandView>(json!({
+        "id": "cmd-0011223344556677", "action": "upload-logs", "issued_ms": 1, "expires_ms": 2,
+        "issued_by": "ops (t1)", "state": "ok", "result_ms": 2, "message": "uploaded 10 bytes of logs",
+        "upload_bytes": 10,
+    }));
+    round_trips::<LogsUploaded>(
+        json!({ "device": "BB-1", "command": "cmd-0011223344556677", "bytes": 10 }),
+    );
+}
+
+#[test]
 fn an_event_of_an_unknown_kind_is_kept_but_not_decoded() {
     let e: DeviceEvent = round_trips(json!({
         "seq": 1, "at_ms": 1, "received_ms": 2, "kind": "from-the-future", "event": { "from-the-future": 1 },

@@ -118,6 +118,20 @@ pub enum ApiError {
     Command(#[from] crate::domain::commands::CommandError),
     #[error("the controller is not connected to its broker; try again when /healthz says ok")]
     BrokerUnavailable,
+    /// A selector naming a province the caller does not see: answered
+    /// like an unknown device.
+    #[error("no device of {0} is within your reach")]
+    UnknownProvince(ProvinceCode),
+    /// A log upload refused (token, expiry, size).
+    #[error(transparent)]
+    Upload(#[from] crate::domain::commands::UploadRefused),
+    #[error("no logs for command {command} of device {device}")]
+    NoLogs { device: DeviceId, command: String },
+    #[error("cannot write or read the logs {path}: {source}")]
+    LogWrite {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot send: {0}")]
     Publish(#[from] crate::ingest::PublishError),
     #[error(
@@ -170,6 +184,8 @@ impl ApiError {
             NotPermitted(_) | OutOfScope(_) | ScopedMetrics | RefusedToken(_) => {
                 StatusCode::FORBIDDEN
             }
+            UnknownProvince(_) | NoLogs { .. } => StatusCode::NOT_FOUND,
+            Upload(e) => upload_status(e),
             UnknownDevice(_) | UnknownShipment(_) | UnknownToken(_) | UnknownArtifact(_)
             | UnknownTarget(_) => StatusCode::NOT_FOUND,
             Firmware(e) => firmware_status(e),
@@ -183,7 +199,8 @@ impl ApiError {
             BrokerNotTold { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Command(
                 crate::domain::commands::CommandError::UnknownAction(_)
-                | crate::domain::commands::CommandError::BadExpiry(_),
+                | crate::domain::commands::CommandError::BadExpiry(_)
+                | crate::domain::commands::CommandError::EmptySelector,
             ) => StatusCode::BAD_REQUEST,
             Command(crate::domain::commands::CommandError::NotInService { .. }) => {
                 StatusCode::CONFLICT
@@ -192,10 +209,22 @@ impl ApiError {
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Access(_) | Store(_) | Pki(_) | CrlWrite { .. } | ArtifactRead { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Access(_)
+            | Store(_)
+            | Pki(_)
+            | CrlWrite { .. }
+            | ArtifactRead { .. }
+            | LogWrite { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+fn upload_status(e: &crate::domain::commands::UploadRefused) -> StatusCode {
+    use crate::domain::commands::UploadRefused as U;
+    match e {
+        U::NoSuchCommand { .. } => StatusCode::NOT_FOUND,
+        U::Used(_) | U::BadToken(_) | U::Expired(_) => StatusCode::FORBIDDEN,
+        U::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
     }
 }
 

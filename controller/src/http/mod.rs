@@ -45,6 +45,8 @@ pub struct AppState {
     pub publisher: crate::ingest::Publisher,
     /// The firmware repository (set up by `fleet-controller firmware-init`).
     pub firmware: crate::firmware::Firmware,
+    /// The largest log upload taken (`[commands] max_log_bytes`).
+    pub max_log_bytes: u64,
 }
 
 impl AppState {
@@ -152,6 +154,15 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         (&endpoint::TUF_METADATA, get(tuf::metadata)),
         (&endpoint::TUF_TARGET, get(tuf::target)),
         (&endpoint::TUF_DELTA, get(tuf::delta)),
+        // Remote commands (issue 10).
+        (&endpoint::COMMANDS, post(commands::send_commands)),
+        // The upload ticket's token is the credential; the body is streamed
+        // and bounded by commands.max_log_bytes.
+        (
+            &endpoint::UPLOAD_LOGS,
+            put(commands::upload_logs).layer(DefaultBodyLimit::disable()),
+        ),
+        (&endpoint::DEVICE_LOGS, get(commands::device_logs)),
     ]
 }
 
@@ -167,7 +178,7 @@ pub fn app(state: AppState) -> Router {
                     state.clone(),
                     auth::authenticate,
                 )),
-            Auth::Public | Auth::EnrolmentToken => handler,
+            Auth::Public | Auth::EnrolmentToken | Auth::UploadTicket => handler,
         };
         router = router.route(e.path, handler);
     }

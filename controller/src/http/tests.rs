@@ -56,6 +56,7 @@ fn test_state(
         firmware: crate::firmware::Firmware::new(&data_dir, 1024 * 1024),
         data_dir,
         publisher,
+        max_log_bytes: 4096,
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod audit;
 mod baselines;
+mod commands;
 mod desired;
 mod devices;
 mod enrolment;
@@ -22,6 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use audit::AuditFilter;
+pub use commands::CommandRow;
 pub use enrolment::ShipmentDevice;
 pub use events::{OutboxDrops, StoredEvent, StoredGap};
 pub use registry::CountyRow;

@@ -27,6 +27,8 @@ pub struct Written {
     pub gaps: u64,
     /// Updates that ended with this batch, by outcome.
     pub update_results: Vec<crate::domain::updates::Outcome>,
+    /// Commands settled by their device's answer in this batch, by state.
+    pub command_results: Vec<crate::domain::commands::CommandState>,
 }
 
 impl Store {
@@ -180,6 +182,26 @@ impl Store {
                 .bind(to_i64(*received_ms))
                 .execute(&mut *tx)
                 .await?;
+            }
+            if let EventKind::CommandResult {
+                id: command,
+                ok,
+                message,
+            } = &e.kind
+            {
+                if let Some(state) = super::commands::settle(
+                    &mut tx,
+                    id,
+                    command,
+                    *ok,
+                    message,
+                    e.at_ms,
+                    *received_ms,
+                )
+                .await?
+                {
+                    written.command_results.push(state);
+                }
             }
             if matches!(
                 e.kind,
@@ -344,6 +366,10 @@ pub fn spawn_writer(
                         metrics::counter!("fleet_ingest_event_gaps_total").increment(w.gaps);
                         for outcome in &w.update_results {
                             metrics::counter!("fleet_update_results_total", "outcome" => outcome.as_str())
+                                .increment(1);
+                        }
+                        for state in &w.command_results {
+                            metrics::counter!("fleet_command_results_total", "state" => state.as_str())
                                 .increment(1);
                         }
                         if w.gaps > 0 {

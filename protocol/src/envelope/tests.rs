@@ -286,13 +286,26 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
                     .collect(),
             })
         });
-    let command = ("[a-z0-9-]{1,36}", any::<u64>()).prop_map(|(id, exp)| {
-        Payload::Command(Command {
-            id,
-            expires_at_ms: exp,
-            action: Action::RunChecks,
-        })
-    });
+    let command = (
+        "[a-z0-9-]{1,36}",
+        any::<u64>(),
+        proptest::option::of("[A-Za-z0-9_-]{1,43}"),
+    )
+        .prop_map(|(id, exp, token)| {
+            Payload::Command(Command {
+                action: if token.is_some() {
+                    Action::UploadLogs
+                } else {
+                    Action::RunChecks
+                },
+                upload: token.map(|token| UploadTicket {
+                    path: format!("/api/v1/devices/BB-1/logs/{id}"),
+                    token,
+                }),
+                id,
+                expires_at_ms: exp,
+            })
+        });
     prop_oneof![presence, state, health, event, desired, command]
 }
 
@@ -457,4 +470,51 @@ fn outbox_drop_reports_with_and_without_other_events_are_read_by_old_and_new_rea
             other_events: 0,
         }
     );
+}
+
+/// A command as controllers wrote it before upload tickets.
+#[derive(Debug, minicbor::Encode, minicbor::Decode)]
+#[cbor(map)]
+struct CommandBeforeUpload {
+    #[n(0)]
+    id: String,
+    #[n(1)]
+    expires_at_ms: u64,
+    #[n(2)]
+    action: Action,
+}
+
+#[test]
+fn commands_with_and_without_an_upload_ticket_are_read_by_old_and_new_readers() {
+    let old = minicbor::to_vec(CommandBeforeUpload {
+        id: "cmd-1".into(),
+        expires_at_ms: 9,
+        action: Action::RunChecks,
+    })
+    .unwrap();
+    let read: Command = minicbor::decode(&old).unwrap();
+    assert_eq!(
+        read.upload, None,
+        "an old controller's command has no ticket"
+    );
+    assert_eq!(
+        minicbor::to_vec(&read).unwrap(),
+        old,
+        "no ticket, same bytes as before"
+    );
+    let new = Command {
+        id: "cmd-2".into(),
+        expires_at_ms: 9,
+        action: Action::UploadLogs,
+        upload: Some(UploadTicket {
+            path: "/api/v1/devices/BB-1/logs/cmd-2".into(),
+            token: "t0ken".into(),
+        }),
+    };
+    let env = Envelope::new(dev("BB-1"), 5, Payload::Command(new.clone()));
+    let bytes = env.to_cbor().unwrap();
+    assert_eq!(Envelope::from_cbor_on(&env.topic(), &bytes).unwrap(), env);
+    assert_eq!(Envelope::from_json(&env.to_json()).unwrap(), env);
+    let by_old: CommandBeforeUpload = minicbor::decode(&minicbor::to_vec(&new).unwrap()).unwrap();
+    assert_eq!(by_old.id, "cmd-2", "an old agent skips the ticket");
 }

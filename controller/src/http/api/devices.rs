@@ -113,6 +113,23 @@ pub async fn device_detail(
         started_ms: t.started_ms,
         last_event_ms: t.last_event_ms,
     });
+    let commands = st
+        .store
+        .device_commands(&id, crate::domain::commands::SHOWN_PER_DEVICE)
+        .await?
+        .into_iter()
+        .map(|c| fleet_api::types::CommandView {
+            action: crate::domain::commands::action_name(c.action).to_owned(),
+            id: c.id,
+            issued_ms: c.issued_ms,
+            expires_ms: c.expires_ms,
+            issued_by: c.issued_by,
+            state: c.state.as_str().to_owned(),
+            result_ms: c.result_ms,
+            message: c.message,
+            upload_bytes: c.upload_bytes,
+        })
+        .collect();
     let events = st
         .store
         .recent_events(&id, 20)
@@ -166,6 +183,7 @@ pub async fn device_detail(
             last_report_ms: d.last_report_ms,
         }),
         update,
+        commands,
     }))
 }
 
