@@ -161,17 +161,43 @@ pub enum DeviceCmd {
     /// Retire a device (lost, stolen, broken): its certificate is revoked and
     /// the broker refuses it from then on.
     Retire { id: String },
-    /// Send a device a one-off command: reboot, run-checks, upload-logs or
-    /// renew-certificate (renew-cert). Prints the command id; the device's
-    /// answer shows on the device (`fleetctl device ID`).
+    /// Send a one-off command: `device cmd ID ACTION` to one device, or
+    /// `device cmd --province P [--county C] [--model M] [--readiness R]
+    /// ACTION` to every device the selector names (in your scope).
+    /// Actions: reboot, run-checks, upload-logs, renew-cert
+    /// (renew-certificate). Prints the command ids; a device's answer shows
+    /// on `fleetctl device ID`, uploaded logs with `fleetctl device logs ID`.
+    #[command(visible_alias = "cmd")]
     Command {
-        id: String,
-        /// reboot | run-checks | upload-logs | renew-certificate (renew-cert)
-        action: String,
+        /// ID ACTION, or ACTION alone with a selector.
+        #[arg(num_args = 1..=2, required = true, value_name = "ID ACTION")]
+        args: Vec<String>,
+        #[arg(long = "province", value_name = "PROVINCE")]
+        provinces: Vec<String>,
+        #[arg(long = "county", value_name = "COUNTY")]
+        counties: Vec<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// `ready` or a reason (offline, outdated, …).
+        #[arg(long)]
+        readiness: Option<String>,
         /// How long it may wait for an offline device: e.g. 90s, 10m, 2h
         /// (at most 24h; default 10m).
         #[arg(long, value_parser = crate::commands::device::parse_duration)]
         expires_in: Option<u64>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// The logs a device uploaded (upload-logs): the newest, or those of
+    /// --command; to stdout (control characters shown escaped) or, as
+    /// sent, to -o FILE.
+    Logs {
+        id: String,
+        /// The upload-logs command's id (default: the newest with logs).
+        #[arg(long)]
+        command: Option<String>,
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },

@@ -153,11 +153,36 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
         } => {
             let (id, to) = match cmd {
                 DeviceCmd::Command {
-                    id,
-                    action,
+                    args,
+                    provinces,
+                    counties,
+                    model,
+                    readiness,
                     expires_in,
                     output,
-                } => return done(device::command(c, &id, action, expires_in).await?, output),
+                } => {
+                    let selector = device::Selector {
+                        provinces,
+                        counties,
+                        model,
+                        readiness,
+                    };
+                    return match device::Target::of(args, selector)? {
+                        device::Target::One { id, action } => {
+                            done(device::command(c, &id, action, expires_in).await?, output)
+                        }
+                        device::Target::Many { selector, action } => done(
+                            device::command_many(c, selector, action, expires_in).await?,
+                            output,
+                        ),
+                    };
+                }
+                DeviceCmd::Logs {
+                    id,
+                    command,
+                    out,
+                    output,
+                } => return done(device::logs(c, &id, command, out.as_deref()).await?, output),
                 DeviceCmd::Update {
                     id,
                     version,
