@@ -122,6 +122,26 @@ impl Report for Device {
                 d.health_samples, d.other_events, d.oldest_ms, d.newest_ms, d.last_report_ms
             );
         }
+        for c in &self.0.commands {
+            let _ = writeln!(
+                out,
+                "command       {} {} {}{}{}",
+                c.id,
+                c.action,
+                c.state,
+                c.upload_bytes
+                    .map(|b| format!(
+                        " ({b} bytes of logs: fleetctl device logs {} --command {})",
+                        d.id, c.id
+                    ))
+                    .unwrap_or_default(),
+                if c.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", printable(&c.message))
+                }
+            );
+        }
         for e in &self.0.events {
             let _ = writeln!(out, "event #{:<6} {}", e.seq, e.event);
         }
@@ -699,6 +719,27 @@ mod tests {
         };
         assert_eq!(render(&to_file, Output::Table), "");
         assert!(to_file.note().unwrap().contains("written to /tmp/x.log"));
+    }
+
+    #[test]
+    fn the_detail_lists_its_commands_with_their_answers() {
+        let mut d = detail();
+        d.0.commands = vec![fleet_api::types::CommandView {
+            id: "cmd-1".into(),
+            action: "upload-logs".into(),
+            issued_ms: 1,
+            expires_ms: 2,
+            issued_by: "ops".into(),
+            state: "ok".into(),
+            result_ms: Some(2),
+            message: "uploaded 812 bytes".into(),
+            upload_bytes: Some(812),
+        }];
+        let t = render(&d, Output::Table);
+        assert!(
+            t.contains("\ncommand       cmd-1 upload-logs ok (812 bytes of logs: fleetctl device logs BB-02-000001 --command cmd-1): uploaded 812 bytes\n"),
+            "{t}"
+        );
     }
 
     #[test]
