@@ -167,6 +167,7 @@ mod tests {
             status: Status::default(),
             reason: None,
             desired: None,
+            track: None,
         }
     }
 

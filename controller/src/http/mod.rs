@@ -45,6 +45,8 @@ pub struct AppState {
     pub publisher: crate::ingest::Publisher,
     /// The firmware repository (set up by `fleet-controller firmware-init`).
     pub firmware: crate::firmware::Firmware,
+    /// The rollout loop, which owns every rollout.
+    pub rollouts: crate::rollouts::Rollouts,
 }
 
 impl AppState {

@@ -28,7 +28,10 @@ pub use events::{OutboxDrops, StoredEvent, StoredGap};
 pub use registry::CountyRow;
 pub use rollouts::{LogLine, RolloutChanges, StoredMember, StoredRollout, StoredStatus};
 pub use tokens::TokenRow;
-pub use writer::{spawn_writer, AfterCommit, Batch, WriteOp, WriterConfig, Written};
+pub use writer::{
+    spawn_writer, spawn_writer_with_tracks, AfterCommit, Batch, TrackSender, WriteOp, WriterConfig,
+    Written,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
