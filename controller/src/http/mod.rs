@@ -47,6 +47,8 @@ pub struct AppState {
     pub firmware: crate::firmware::Firmware,
     /// The largest log upload taken (`[commands] max_log_bytes`).
     pub max_log_bytes: u64,
+    /// The rollout loop, which owns every rollout.
+    pub rollouts: crate::rollouts::Rollouts,
 }
 
 impl AppState {
