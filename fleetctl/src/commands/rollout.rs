@@ -96,8 +96,10 @@ pub fn parse_hours(s: &str) -> Result<String, String> {
         Ok(h * 60 + m)
     };
     let (a, b) = (minute(from)?, minute(to)?);
-    if a == b {
-        return Err(bad("the hours are empty (start = end)"));
+    if a % (24 * 60) == b % (24 * 60) {
+        return Err(bad(
+            "the start is the end (no hours, or the whole day: then leave --hours out)",
+        ));
     }
     Ok(format!(
         "{:02}:{:02}-{:02}:{:02}",

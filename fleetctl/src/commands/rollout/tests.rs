@@ -138,13 +138,14 @@ fn thresholds_are_percentages_with_or_without_the_sign() {
 fn hours_are_a_local_range_that_may_wrap_past_midnight() {
     assert_eq!(parse_hours("02:00-06:00"), Ok("02:00-06:00".into()));
     assert_eq!(parse_hours("22:30-5:00"), Ok("22:30-05:00".into()));
-    assert_eq!(parse_hours("00:00-24:00"), Ok("00:00-24:00".into()));
+    assert_eq!(parse_hours("18:00-24:00"), Ok("18:00-24:00".into()));
     for (bad, why) in [
         ("02:00", "no '-'"),
         ("2-6", "is not HH:MM"),
         ("02:00-25:00", "is not a time of day"),
         ("02:60-03:00", "is not a time of day"),
-        ("03:00-03:00", "empty"),
+        ("03:00-03:00", "the start is the end"),
+        ("00:00-24:00", "leave --hours out"),
     ] {
         let e = parse_hours(bad).unwrap_err();
         assert!(e.contains(why) && e.contains("HH:MM-HH:MM"), "{bad}: {e}");
