@@ -3,6 +3,9 @@
 //! repository (a release key set, `firmware-init`, a signed 2.5.0 uploaded
 //! with `fleetctl firmware upload`) and registered devices:
 //!
+//! - `readiness` opens with the headline (N of M devices on the election
+//!   firmware, then why each province's devices are not ready);
+//!   `--by model` gives its counts as JSON;
 //! - `freeze add` with Jalali dates and a reason; `freeze list` shows the
 //!   window in both calendars with its reason, and its Unix ms are Tehran
 //!   midnight; a Jalali day that does not exist is refused before anything
@@ -86,6 +89,24 @@ async fn freeze_add_takes_jalali_dates_and_rollouts_are_driven_from_fleetctl() {
         ],
     )
     .await;
+
+    // --- the readiness headline -----------------------------------------
+    // No device has reported a firmware yet: none is on the baseline.
+    ok(&ctl, &["baseline", "set", MODEL, "2.5.0"]);
+    let table = ok(&ctl, &["readiness"]);
+    assert!(
+        table.starts_with("0 of 5 ballot-box-v2 devices are on the election firmware 2.5.0\n"),
+        "{table}"
+    );
+    assert!(table.contains("\nIR-02: 2 of 2 not ready ("), "{table}");
+    let by_model = json(&ok(
+        &ctl,
+        &["readiness", "--by", "model", "--output", "json"],
+    ));
+    assert_eq!(
+        by_model,
+        serde_json::json!([{"model": MODEL, "baseline": "2.5.0", "on_baseline": 0, "total": 5}])
+    );
 
     // --- freeze add with Jalali dates -----------------------------------
     // 1405-12-01 is 2027-02-20; midnight in Tehran (+03:30) is 20:30 UTC
