@@ -464,7 +464,8 @@ impl Report for Rollout {
         to_json(&self.0)
     }
 
-    /// The headline, the plan, the waves with their provinces, the log.
+    /// The headline, the plan, the waves with their provinces, the log
+    /// (its times local at the policy's offset, in both calendars).
     fn table(&self) -> View {
         let v = &self.0;
         let p = &v.policy;
@@ -495,7 +496,13 @@ impl Report for Rollout {
         if !v.log.is_empty() {
             footer.push_str("\nlog:\n");
             for e in &v.log {
-                let _ = writeln!(footer, "{} {} {}", e.at_ms, e.kind, printable(&e.detail));
+                let _ = writeln!(
+                    footer,
+                    "{}  {} {}",
+                    crate::dates::show(e.at_ms, p.utc_offset_min),
+                    e.kind,
+                    printable(&e.detail)
+                );
             }
         }
         View::Titled {

@@ -90,7 +90,8 @@ fn view() -> RolloutView {
             province("IR-30", counters(30, 11, 0, 0, 2)),
         ],
         log: vec![RolloutLogEntry {
-            at_ms: 5,
+            // 1403-12-01 06:15 in Tehran.
+            at_ms: 1_739_910_600_000 + (6 * 60 + 15) * 60_000,
             kind: "wave-done".into(),
             detail: "wave 1 (canary): 49 of 50 succeeded".into(),
         }],
@@ -320,7 +321,7 @@ fn show_renders_the_plan_waves_with_provinces_and_the_log() {
         "1                           IR-23     50     0        0            0           0          49         1       0          0"
     );
     assert!(
-        t.ends_with("\nlog:\n5 wave-done wave 1 (canary): 49 of 50 succeeded\n"),
+        t.ends_with("\nlog:\n1403-12-01 06:15 (2025-02-19) +03:30  wave-done wave 1 (canary): 49 of 50 succeeded\n"),
         "{t}"
     );
 
