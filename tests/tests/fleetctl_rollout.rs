@@ -6,6 +6,8 @@
 //! - `readiness` opens with the headline (N of M devices on the election
 //!   firmware, then why each province's devices are not ready);
 //!   `--by model` gives its counts as JSON;
+//! - `device cmd --province P ACTION` sends one command per device of the
+//!   province; `device logs` of a device that uploaded none says so;
 //! - `freeze add` with Jalali dates and a reason; `freeze list` shows the
 //!   window in both calendars with its reason, and its Unix ms are Tehran
 //!   midnight; a Jalali day that does not exist is refused before anything
@@ -107,6 +109,41 @@ async fn freeze_add_takes_jalali_dates_and_rollouts_are_driven_from_fleetctl() {
         by_model,
         serde_json::json!([{"model": MODEL, "baseline": "2.5.0", "on_baseline": 0, "total": 5}])
     );
+
+    // --- device cmd to a selector, device logs ----------------------------
+    // One command per device of the province (offline: it waits for them).
+    let out = ok(
+        &ctl,
+        &[
+            "device",
+            "cmd",
+            "--province",
+            "IR-23",
+            "upload-logs",
+            "--output",
+            "json",
+        ],
+    );
+    let sent = json(&out);
+    let devices: Vec<&str> = sent["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(devices, ["BB-23-000001", "BB-23-000002"], "{out}");
+    assert!(sent["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["action"] == "upload-logs"));
+    let err = refused(
+        &ctl,
+        &["device", "cmd", "--province", "IR-23", "format-disk"],
+    );
+    assert!(err.contains("\"format-disk\" is not an action"), "{err}");
+    let err = refused(&ctl, &["device", "logs", "BB-23-000001"]);
+    assert!(err.contains("BB-23-000001 has uploaded no logs"), "{err}");
 
     // --- freeze add with Jalali dates -----------------------------------
     // 1405-12-01 is 2027-02-20; midnight in Tehran (+03:30) is 20:30 UTC
