@@ -38,11 +38,19 @@ pub struct Cli {
 pub enum By {
     Province,
     County,
+    /// The headline only: per model, how many devices run its baseline
+    /// (the election firmware).
+    Model,
 }
 
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Cmd {
-    /// Readiness per province (or per county): how many are ready and why the others are not.
+    /// The headline (per model: how many devices are on the election
+    /// firmware, its baseline; per province: how many are not ready and
+    /// why), then readiness per province (or per county). `--by model`:
+    /// the headline's counts alone, for scripts.
     Readiness {
         #[arg(long, value_enum, default_value = "province")]
         by: By,
@@ -125,6 +133,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: FirmwareCmd,
     },
+    /// Rollouts: one signed target on a selection of devices, in waves (a
+    /// canary, groups of provinces, the rest), with brakes.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCmd,
+    },
     /// The fleet's freeze window: no device installs anything inside it.
     Freeze {
         #[command(subcommand)]
@@ -147,17 +161,43 @@ pub enum DeviceCmd {
     /// Retire a device (lost, stolen, broken): its certificate is revoked and
     /// the broker refuses it from then on.
     Retire { id: String },
-    /// Send a device a one-off command: reboot, run-checks, upload-logs or
-    /// renew-certificate (renew-cert). Prints the command id; the device's
-    /// answer shows on the device (`fleetctl device ID`).
+    /// Send a one-off command: `device cmd ID ACTION` to one device, or
+    /// `device cmd --province P [--county C] [--model M] [--readiness R]
+    /// ACTION` to every device the selector names (in your scope).
+    /// Actions: reboot, run-checks, upload-logs, renew-cert
+    /// (renew-certificate). Prints the command ids; a device's answer shows
+    /// on `fleetctl device ID`, uploaded logs with `fleetctl device logs ID`.
+    #[command(visible_alias = "cmd")]
     Command {
-        id: String,
-        /// reboot | run-checks | upload-logs | renew-certificate (renew-cert)
-        action: String,
+        /// ID ACTION, or ACTION alone with a selector.
+        #[arg(num_args = 1..=2, required = true, value_name = "ID ACTION")]
+        args: Vec<String>,
+        #[arg(long = "province", value_name = "PROVINCE")]
+        provinces: Vec<String>,
+        #[arg(long = "county", value_name = "COUNTY")]
+        counties: Vec<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// `ready` or a reason (offline, outdated, …).
+        #[arg(long)]
+        readiness: Option<String>,
         /// How long it may wait for an offline device: e.g. 90s, 10m, 2h
         /// (at most 24h; default 10m).
         #[arg(long, value_parser = crate::commands::device::parse_duration)]
         expires_in: Option<u64>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// The logs a device uploaded (upload-logs): the newest, or those of
+    /// --command; to stdout (control characters shown escaped) or, as
+    /// sent, to -o FILE.
+    Logs {
+        id: String,
+        /// The upload-logs command's id (default: the newest with logs).
+        #[arg(long)]
+        command: Option<String>,
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -209,21 +249,167 @@ pub enum FirmwareCmd {
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
-pub enum FreezeCmd {
-    /// Replace the freeze windows with FROM..TO (RFC 3339 or Unix ms).
-    Set {
-        from: String,
-        to: String,
+pub enum RolloutCmd {
+    /// Create a rollout and start it (unless --draft). The selection is the
+    /// union of --province, --county, --station, --device and
+    /// --devices-file; none: every device of the model.
+    Create {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        version: String,
+        /// An agent rollout (the model is then the agent's platform).
+        #[arg(long)]
+        agent: bool,
+        /// For --agent: the platform (default: the controller's own).
+        #[arg(long, requires = "agent")]
+        platform: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "province", value_name = "PROVINCE")]
+        provinces: Vec<String>,
+        #[arg(long = "county", value_name = "COUNTY")]
+        counties: Vec<String>,
+        #[arg(long = "station", value_name = "STATION")]
+        stations: Vec<String>,
+        #[arg(long = "device", value_name = "DEVICE")]
+        devices: Vec<String>,
+        /// A file of device ids, one a line (`#` starts a comment).
+        #[arg(long)]
+        devices_file: Option<PathBuf>,
+        /// Devices registered later that match join the rollout.
+        #[arg(long)]
+        include_new: bool,
+        /// The first wave: N devices (50) or a share of them (5%).
+        #[arg(long, value_parser = crate::commands::rollout::parse_canary)]
+        canary: Option<fleet_api::types::CanaryRequest>,
+        /// A wave of provinces, after the canary (repeat: one wave each);
+        /// every other selected device is in a last wave.
+        #[arg(long = "wave", value_name = "IR-23,IR-30", value_parser = crate::commands::rollout::parse_wave)]
+        waves: Vec<Vec<String>>,
+        /// Pause when more than this share of a wave fails (default 2%).
+        #[arg(long, value_parser = crate::commands::rollout::parse_percent)]
+        fail_above: Option<f64>,
+        /// A wave is done when this share succeeded (default 95%).
+        #[arg(long, value_parser = crate::commands::rollout::parse_percent)]
+        advance_at: Option<f64>,
+        /// At most this many devices of a province downloading at once
+        /// (default 40; 0: no limit).
+        #[arg(long)]
+        max_downloads_per_province: Option<u32>,
+        /// Local hours when devices may be released, e.g. 02:00-06:00.
+        #[arg(long, value_parser = crate::commands::rollout::parse_hours)]
+        hours: Option<String>,
+        /// The local time of --hours (default +03:30, Tehran).
+        #[arg(long, value_parser = parse_utc_offset, allow_hyphen_values = true)]
+        utc_offset: Option<i32>,
+        /// A released device with no result by then counts as timed out
+        /// (default 2h).
+        #[arg(long, value_parser = crate::commands::rollout::parse_timeout)]
+        device_timeout: Option<u64>,
+        /// Create it without starting it (`rollout start ID` later).
+        #[arg(long)]
+        draft: bool,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Every rollout with its phase and counters.
     List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// One rollout: its plan, each wave with its provinces' counters, its
+    /// log; --watch refreshes bars every 2 s until it is completed or
+    /// aborted; --members STATE lists its devices in that state.
+    Show {
+        id: u64,
+        #[arg(long, conflicts_with = "members")]
+        watch: bool,
+        /// pending, released, downloading, installing, rebooting,
+        /// succeeded, failed, timed-out, skipped (or `all`).
+        #[arg(long, value_name = "STATE")]
+        members: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Start a draft.
+    Start {
+        id: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Pause a running rollout (devices already released carry on).
+    Pause {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    Resume {
+        id: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Release nothing more (devices keep what they installed).
+    Abort {
+        id: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Release the failed and timed-out devices again, with a new attempt.
+    RetryFailed {
+        id: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FreezeCmd {
+    /// Add a freeze window: `--from 1403-12-01 --to 1403-12-03 --reason
+    /// "election day"`. Dates: Jalali (year below 1700) or Gregorian,
+    /// YYYY-MM-DD (local midnight) or YYYY-MM-DDTHH:MM, local at
+    /// --utc-offset; or RFC 3339, or Unix ms.
+    Add {
+        #[arg(long)]
+        from: String,
+        /// The end (not included).
+        #[arg(long)]
+        to: String,
+        /// Why, shown to operators.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// The local time of dates without an offset (Tehran: +03:30).
+        #[arg(long, default_value = "+03:30", value_parser = parse_utc_offset, allow_hyphen_values = true)]
+        utc_offset: i32,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Replace the freeze windows with FROM..TO (dates as for `add`).
+    Set {
+        from: String,
+        to: String,
+        #[arg(long, default_value = "+03:30", value_parser = parse_utc_offset, allow_hyphen_values = true)]
+        utc_offset: i32,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// The windows, each end in the Jalali and Gregorian calendars, with the reason.
+    List {
+        #[arg(long, default_value = "+03:30", value_parser = parse_utc_offset, allow_hyphen_values = true)]
+        utc_offset: i32,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Remove every freeze window.
     Clear,
+}
+
+fn parse_utc_offset(s: &str) -> Result<i32, String> {
+    crate::dates::parse_offset(s).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]

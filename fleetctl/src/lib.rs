@@ -6,10 +6,12 @@
 //! - [`commands`]: one module per command group (readiness, devices,
 //!   device, enrol, registry, baseline, token, audit, decode, release), each
 //!   returning a typed result.
+//! - [`dates`]: Jalali and Gregorian dates to Unix ms and back (ICU4X).
 //! - [`render`]: the one renderer, typed results to table, JSON or CSV.
 //! - [`sheet`]: the printable enrolment sheet (HTML and PDF, pure).
 
 pub mod cli;
 pub mod commands;
+pub mod dates;
 pub mod render;
 pub mod sheet;

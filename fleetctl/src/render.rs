@@ -49,6 +49,12 @@ impl Grid {
 pub enum View {
     /// Aligned columns; `footer` follows the table (never the CSV).
     Grid { grid: Grid, footer: String },
+    /// Lines of text (a headline), then the grid; the CSV has the grid only.
+    Titled {
+        title: String,
+        grid: Grid,
+        footer: String,
+    },
     /// Printed as it is.
     Text(String),
 }
@@ -86,10 +92,15 @@ pub fn render(report: &dyn Report, output: Output) -> String {
         Output::Json => pretty(&report.json()),
         Output::Table => match report.table() {
             View::Grid { grid, footer } => table(&grid) + &escape(&footer, true),
+            View::Titled {
+                title,
+                grid,
+                footer,
+            } => escape(&title, true).into_owned() + &table(&grid) + &escape(&footer, true),
             View::Text(text) => escape(&text, true).into_owned(),
         },
         Output::Csv => match report.csv() {
-            View::Grid { grid, .. } => csv(&grid),
+            View::Grid { grid, .. } | View::Titled { grid, .. } => csv(&grid),
             View::Text(text) => escape(&text, true).into_owned(),
         },
     }

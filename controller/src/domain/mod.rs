@@ -22,6 +22,8 @@
 //! - [`commands`]: operators' one-off commands to a device.
 //! - [`rollout`]: the rollout engine: waves across provinces, brakes,
 //!   per-province download limits, timeouts.
+//! - [`rollout_select`]: which devices a rollout is for, and which of them
+//!   are skipped with why.
 //! - [`throttle`]: per-address limits and a log gate, for failed
 //!   authentications and refused enrolments.
 
@@ -47,6 +49,7 @@ pub mod registration;
 pub mod registry;
 pub mod renewal;
 pub mod rollout;
+pub mod rollout_select;
 pub mod sequence;
 pub mod throttle;
 pub mod updates;

@@ -142,6 +142,8 @@ pub enum ApiError {
     Firmware(#[from] crate::firmware::FirmwareError),
     #[error(transparent)]
     Desired(#[from] crate::ingest::DesiredError),
+    #[error(transparent)]
+    Rollout(crate::rollouts::RolloutError),
     #[error("cannot write the CRL {path}: {source}")]
     CrlWrite {
         path: std::path::PathBuf,
@@ -204,6 +206,7 @@ impl ApiError {
             }
             BrokerUnavailable | Publish(_) => StatusCode::SERVICE_UNAVAILABLE,
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Rollout(e) => rollout_status(e),
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Access(_)
             | Store(_)
@@ -221,6 +224,29 @@ fn upload_status(e: &crate::domain::commands::UploadRefused) -> StatusCode {
         U::NoSuchCommand { .. } => StatusCode::NOT_FOUND,
         U::Used(_) | U::BadToken(_) | U::Expired(_) => StatusCode::FORBIDDEN,
         U::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+    }
+}
+
+impl From<crate::rollouts::RolloutError> for ApiError {
+    fn from(e: crate::rollouts::RolloutError) -> Self {
+        match e {
+            crate::rollouts::RolloutError::Invalid(_) => ApiError::Invalid {
+                message: e.to_string(),
+                errors: e.items(),
+            },
+            e => ApiError::Rollout(e),
+        }
+    }
+}
+
+fn rollout_status(e: &crate::rollouts::RolloutError) -> StatusCode {
+    use crate::rollouts::RolloutError as R;
+    match e {
+        R::Unknown(_) | R::UnknownDevices(_) => StatusCode::NOT_FOUND,
+        R::Invalid(_) | R::Plan(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        R::Refused(_) | R::Overlap { .. } => StatusCode::CONFLICT,
+        R::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        R::Store(_) | R::Access(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -1,12 +1,18 @@
 //! `fleetctl device ID`: one device in detail; `fleetctl device
 //! ship|deploy|retire ID`: move it through its life; `fleetctl device
-//! command ID ACTION`: send it a one-off command.
+//! cmd ID ACTION` (or `cmd --province P … ACTION`): send one device, or
+//! every device a selector names, a one-off command; `fleetctl device logs
+//! ID`: the logs it uploaded.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
-use fleet_api::types::{CommandRequest, CommandSent, DeviceUpdateRequest, DeviceUpdateSet};
+use fleet_api::types::{
+    CommandRequest, CommandSelector, CommandSent, CommandsRequest, CommandsSent,
+    DeviceUpdateRequest, DeviceUpdateSet,
+};
 use fleet_api::{Client, DeviceDetail, Lifecycle, LifecycleMoved};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::CommandError;
 use crate::render::{cell, printable, to_json, Grid, Report, View};
@@ -116,6 +122,26 @@ impl Report for Device {
                 d.health_samples, d.other_events, d.oldest_ms, d.newest_ms, d.last_report_ms
             );
         }
+        for c in &self.0.commands {
+            let _ = writeln!(
+                out,
+                "command       {} {} {}{}{}",
+                c.id,
+                c.action,
+                c.state,
+                c.upload_bytes
+                    .map(|b| format!(
+                        " ({b} bytes of logs: fleetctl device logs {} --command {})",
+                        d.id, c.id
+                    ))
+                    .unwrap_or_default(),
+                if c.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", printable(&c.message))
+                }
+            );
+        }
         for e in &self.0.events {
             let _ = writeln!(out, "event #{:<6} {}", e.seq, e.event);
         }
@@ -179,6 +205,107 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too long"))
 }
 
+/// The actions, by the names the controller takes (`renew-cert` is
+/// `renew-certificate`); anything else is refused before sending.
+pub fn action_name(a: &str) -> Result<String, CommandError> {
+    match a {
+        "reboot" | "run-checks" | "upload-logs" | "renew-certificate" => Ok(a.to_owned()),
+        "renew-cert" => Ok("renew-certificate".to_owned()),
+        other => Err(CommandError::Usage(format!(
+            "{other:?} is not an action: reboot, run-checks, upload-logs or renew-cert"
+        ))),
+    }
+}
+
+/// `--province`, `--county`, `--model`, `--readiness` as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    pub provinces: Vec<String>,
+    pub counties: Vec<String>,
+    pub model: Option<String>,
+    pub readiness: Option<String>,
+}
+
+impl Selector {
+    fn is_empty(&self) -> bool {
+        self.provinces.is_empty()
+            && self.counties.is_empty()
+            && self.model.is_none()
+            && self.readiness.is_none()
+    }
+}
+
+/// Who gets a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    One {
+        id: String,
+        action: String,
+    },
+    Many {
+        selector: CommandSelector,
+        action: String,
+    },
+}
+
+impl Target {
+    /// `ID ACTION` without a selector, `ACTION` with one; the selector's
+    /// values checked here.
+    pub fn of(args: Vec<String>, s: Selector) -> Result<Target, CommandError> {
+        let usage = |m: &str| CommandError::Usage(m.to_owned());
+        match (args.as_slice(), s.is_empty()) {
+            ([id, action], true) => Ok(Target::One {
+                id: id.clone(),
+                action: action_name(action)?,
+            }),
+            ([_], true) => Err(usage(
+                "which devices? fleetctl device cmd ID ACTION, or --province P [--county C] [--model M] [--readiness R] ACTION",
+            )),
+            ([action], false) => {
+                if s.provinces.is_empty() && s.counties.is_empty() {
+                    return Err(usage(
+                        "a selector names --province or --county (--model and --readiness narrow it)",
+                    ));
+                }
+                let bad = |what: &str, v: &str, e: String| {
+                    CommandError::Usage(format!("--{what} {v:?}: {e}"))
+                };
+                let selector = CommandSelector {
+                    provinces: s
+                        .provinces
+                        .iter()
+                        .map(|p| p.parse().map_err(|e: fleet_protocol::IdError| bad("province", p, e.to_string())))
+                        .collect::<Result<_, _>>()?,
+                    counties: s
+                        .counties
+                        .iter()
+                        .map(|c| c.parse().map_err(|e: fleet_protocol::IdError| bad("county", c, e.to_string())))
+                        .collect::<Result<_, _>>()?,
+                    model: s
+                        .model
+                        .as_deref()
+                        .map(|m| m.parse().map_err(|e: fleet_protocol::IdError| bad("model", m, e.to_string())))
+                        .transpose()?,
+                    readiness: s
+                        .readiness
+                        .as_deref()
+                        .map(|r| r.parse().map_err(|e: String| bad("readiness", r, e)))
+                        .transpose()?,
+                    devices: Vec::new(),
+                };
+                Ok(Target::Many {
+                    selector,
+                    action: action_name(action)?,
+                })
+            }
+            (_, false) => Err(usage(
+                "with a selector, give the action only: fleetctl device cmd --province P ACTION",
+            )),
+            _ => Err(usage("fleetctl device cmd ID ACTION")),
+        }
+    }
+}
+
 pub async fn command(
     client: &Client,
     id: &str,
@@ -190,6 +317,138 @@ pub async fn command(
         expires_in_s,
     };
     Ok(Sent(client.command(id, &req).await?))
+}
+
+/// One command per device the selector names (in the token's scope).
+pub async fn command_many(
+    client: &Client,
+    selector: CommandSelector,
+    action: String,
+    expires_in_s: Option<u64>,
+) -> Result<SentMany, CommandError> {
+    let req = CommandsRequest {
+        action,
+        selector,
+        expires_in_s,
+    };
+    Ok(SentMany(client.send_commands(&req).await?))
+}
+
+/// The commands a selector made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMany(pub CommandsSent);
+
+impl Report for SentMany {
+    fn json(&self) -> Value {
+        to_json(&self.0)
+    }
+
+    /// A row per command sent; the devices skipped, and why, after.
+    fn table(&self) -> View {
+        let mut grid = Grid::new(&["id", "device", "action", "expires_at_ms"]);
+        grid.rows = self
+            .0
+            .sent
+            .iter()
+            .map(|c| {
+                vec![
+                    c.id.clone(),
+                    c.device.to_string(),
+                    c.action.clone(),
+                    c.expires_at_ms.to_string(),
+                ]
+            })
+            .collect();
+        let mut footer = format!("{} commands sent\n", self.0.sent.len());
+        for s in &self.0.skipped {
+            let _ = writeln!(footer, "skipped {}: {}", s.device, printable(&s.reason));
+        }
+        View::Grid { grid, footer }
+    }
+
+    fn csv(&self) -> View {
+        let View::Grid { grid, .. } = self.table() else {
+            unreachable!("the commands' table is a grid")
+        };
+        View::grid(grid)
+    }
+}
+
+/// `device logs ID [--command CMD] [-o FILE]`.
+pub async fn logs(
+    client: &Client,
+    id: &str,
+    command: Option<String>,
+    out: Option<&Path>,
+) -> Result<Logs, CommandError> {
+    let command = match command {
+        Some(c) => c,
+        None => client
+            .device(id)
+            .await?
+            .commands
+            .into_iter()
+            .find(|c| c.action == "upload-logs" && c.upload_bytes.is_some())
+            .map(|c| c.id)
+            .ok_or_else(|| {
+                CommandError::Usage(format!(
+                    "{id} has uploaded no logs: fleetctl device cmd {id} upload-logs, then wait for its answer"
+                ))
+            })?,
+    };
+    let bytes = client.device_logs(id, &command).await?;
+    if let Some(path) = out {
+        std::fs::write(path, &bytes).map_err(|source| CommandError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(Logs {
+        device: id.to_owned(),
+        command,
+        bytes,
+        written_to: out.map(|p| p.display().to_string()),
+    })
+}
+
+/// A device's uploaded logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logs {
+    pub device: String,
+    pub command: String,
+    pub bytes: Vec<u8>,
+    /// `-o FILE`: the bytes are there, not printed.
+    pub written_to: Option<String>,
+}
+
+impl Report for Logs {
+    fn json(&self) -> Value {
+        json!({
+            "device": self.device,
+            "command": self.command,
+            "bytes": self.bytes.len(),
+            "written_to": self.written_to,
+            "text": self.written_to.is_none().then(|| String::from_utf8_lossy(&self.bytes)),
+        })
+    }
+
+    fn table(&self) -> View {
+        match &self.written_to {
+            Some(_) => View::Text(String::new()),
+            None => View::Text(String::from_utf8_lossy(&self.bytes).into_owned()),
+        }
+    }
+
+    fn note(&self) -> Option<String> {
+        self.written_to.as_ref().map(|path| {
+            format!(
+                "{} bytes of {}'s logs (command {}) written to {path}",
+                self.bytes.len(),
+                self.device,
+                self.command
+            )
+        })
+    }
 }
 
 /// `device update ID --version V [--agent] [--platform P]`.
@@ -362,6 +621,123 @@ mod tests {
         assert!(t.contains("\ngap           #3..#5 seen at 77\n"), "{t}");
         assert!(
             t.contains("\ndropped       42 health samples and 1 other events offline"),
+            "{t}"
+        );
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn cmd_takes_an_id_and_an_action_or_a_selector_and_an_action() {
+        assert_eq!(
+            Target::of(args(&["BB-23-000001", "renew-cert"]), Selector::default()).unwrap(),
+            Target::One {
+                id: "BB-23-000001".into(),
+                action: "renew-certificate".into()
+            }
+        );
+        let s = Selector {
+            provinces: vec!["IR-23".into()],
+            counties: vec!["IR-23-TEH".into()],
+            model: Some("ballot-box-v2".into()),
+            readiness: Some("offline".into()),
+        };
+        let Target::Many { selector, action } =
+            Target::of(args(&["upload-logs"]), s.clone()).unwrap()
+        else {
+            panic!("a selector makes many")
+        };
+        assert_eq!(action, "upload-logs");
+        assert_eq!(
+            serde_json::to_value(&selector).unwrap(),
+            json!({"provinces": ["IR-23"], "counties": ["IR-23-TEH"], "model": "ballot-box-v2", "readiness": "offline"})
+        );
+        let err = |a: &[&str], s: Selector| Target::of(args(a), s).unwrap_err().to_string();
+        assert!(err(&["BB-1"], Selector::default()).contains("which devices?"));
+        assert!(err(&["BB-1", "reboot"], s.clone()).contains("the action only"));
+        assert!(err(&["BB-1", "format-disk"], Selector::default()).contains("is not an action"));
+        let only_model = Selector {
+            model: Some("ballot-box-v2".into()),
+            ..Selector::default()
+        };
+        assert!(err(&["reboot"], only_model).contains("--province or --county"));
+        let bad = Selector {
+            provinces: vec!["Tehran".into()],
+            ..Selector::default()
+        };
+        assert!(err(&["reboot"], bad).contains("--province \"Tehran\""));
+        let bad = Selector {
+            provinces: vec!["IR-23".into()],
+            readiness: Some("sleepy".into()),
+            ..Selector::default()
+        };
+        assert!(err(&["reboot"], bad).contains("unknown reason"));
+    }
+
+    #[test]
+    fn commands_to_a_selector_list_each_sent_and_each_skipped() {
+        let many = SentMany(CommandsSent {
+            sent: vec![CommandSent {
+                id: "cmd-00112233445566aa".into(),
+                device: "BB-A".parse().unwrap(),
+                action: "reboot".into(),
+                expires_at_ms: 600_000,
+            }],
+            skipped: vec![fleet_api::types::CommandSkipped {
+                device: "BB-B".parse().unwrap(),
+                reason: "retired".into(),
+            }],
+        });
+        let t = render(&many, Output::Table);
+        assert!(
+            t.ends_with("1 commands sent\nskipped BB-B: retired\n"),
+            "{t}"
+        );
+        assert_eq!(
+            render(&many, Output::Csv),
+            "id,device,action,expires_at_ms\ncmd-00112233445566aa,BB-A,reboot,600000\n"
+        );
+    }
+
+    #[test]
+    fn logs_print_escaped_or_go_to_a_file_untouched() {
+        let l = Logs {
+            device: "BB-A".into(),
+            command: "cmd-1".into(),
+            bytes: b"==> /var/log/agent.log <==\nok \x1b[31mred\n".to_vec(),
+            written_to: None,
+        };
+        assert_eq!(
+            render(&l, Output::Table),
+            "==> /var/log/agent.log <==\nok \\u{1b}[31mred\n"
+        );
+        let to_file = Logs {
+            written_to: Some("/tmp/x.log".into()),
+            ..l
+        };
+        assert_eq!(render(&to_file, Output::Table), "");
+        assert!(to_file.note().unwrap().contains("written to /tmp/x.log"));
+    }
+
+    #[test]
+    fn the_detail_lists_its_commands_with_their_answers() {
+        let mut d = detail();
+        d.0.commands = vec![fleet_api::types::CommandView {
+            id: "cmd-1".into(),
+            action: "upload-logs".into(),
+            issued_ms: 1,
+            expires_ms: 2,
+            issued_by: "ops".into(),
+            state: "ok".into(),
+            result_ms: Some(2),
+            message: "uploaded 812 bytes".into(),
+            upload_bytes: Some(812),
+        }];
+        let t = render(&d, Output::Table);
+        assert!(
+            t.contains("\ncommand       cmd-1 upload-logs ok (812 bytes of logs: fleetctl device logs BB-02-000001 --command cmd-1): uploaded 812 bytes\n"),
             "{t}"
         );
     }

@@ -14,6 +14,7 @@ pub mod pki;
 pub mod readiness;
 pub mod registry;
 pub mod release;
+pub mod rollout;
 pub mod token;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use crate::cli::{
     AuditCmd, BaselineCmd, Cli, Cmd, DeviceCmd, EnrolCmd, FirmwareCmd, FreezeCmd, PkiCmd,
     RegistryCmd, TokenCmd,
 };
-use crate::cli::{ReleaseCmd, ReleaseKeysCmd};
+use crate::cli::{ReleaseCmd, ReleaseKeysCmd, RolloutCmd};
 use crate::render::{Output, Report};
 
 /// What can stop a command, each saying what the operator can do.
@@ -61,6 +62,14 @@ pub enum CommandError {
     /// The firmware repository's content is not what it should be.
     #[error("{0}")]
     Firmware(String),
+    /// A value the operator gave, with what was expected.
+    #[error("{0}")]
+    Usage(String),
+    /// A date or time the operator gave (`freeze add --from`).
+    #[error(transparent)]
+    Date(#[from] crate::dates::DateError),
+    #[error("the freeze window must end after it starts: from {from} to {to}")]
+    FreezeEmpty { from: String, to: String },
     #[error("--anchor {0:?}: expected SEQ:HASH, as `fleetctl audit verify` printed it")]
     BadAnchor(String),
     #[error(
@@ -103,6 +112,14 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
     let c = &client(&cli)?;
     match cli.command {
         Cmd::Readiness {
+            by: crate::cli::By::Model,
+            province,
+            output,
+        } => done(
+            readiness::Headline(readiness::headline(c, province).await?),
+            output,
+        ),
+        Cmd::Readiness {
             by,
             province,
             output,
@@ -136,11 +153,36 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
         } => {
             let (id, to) = match cmd {
                 DeviceCmd::Command {
-                    id,
-                    action,
+                    args,
+                    provinces,
+                    counties,
+                    model,
+                    readiness,
                     expires_in,
                     output,
-                } => return done(device::command(c, &id, action, expires_in).await?, output),
+                } => {
+                    let selector = device::Selector {
+                        provinces,
+                        counties,
+                        model,
+                        readiness,
+                    };
+                    return match device::Target::of(args, selector)? {
+                        device::Target::One { id, action } => {
+                            done(device::command(c, &id, action, expires_in).await?, output)
+                        }
+                        device::Target::Many { selector, action } => done(
+                            device::command_many(c, selector, action, expires_in).await?,
+                            output,
+                        ),
+                    };
+                }
+                DeviceCmd::Logs {
+                    id,
+                    command,
+                    out,
+                    output,
+                } => return done(device::logs(c, &id, command, out.as_deref()).await?, output),
                 DeviceCmd::Update {
                     id,
                     version,
@@ -239,14 +281,127 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
             FirmwareCmd::Root { file, output } => done(firmware::root(c, &file).await?, output),
             FirmwareCmd::Export { dir, output } => done(firmware::export(c, &dir).await?, output),
         },
+        Cmd::Rollout { command } => run_rollout(c, command).await,
         Cmd::Freeze { command } => match command {
-            FreezeCmd::Set { from, to, output } => done(freeze::set(c, from, to).await?, output),
-            FreezeCmd::List { output } => done(freeze::list(c).await?, output),
+            FreezeCmd::Add {
+                from,
+                to,
+                reason,
+                utc_offset,
+                output,
+            } => {
+                let w = freeze::Window {
+                    from,
+                    to,
+                    reason,
+                    utc_offset_min: utc_offset,
+                };
+                done(freeze::add(c, &w).await?, output)
+            }
+            FreezeCmd::Set {
+                from,
+                to,
+                utc_offset,
+                output,
+            } => {
+                let w = freeze::Window {
+                    from,
+                    to,
+                    reason: String::new(),
+                    utc_offset_min: utc_offset,
+                };
+                done(freeze::set(c, &w).await?, output)
+            }
+            FreezeCmd::List { utc_offset, output } => {
+                done(freeze::list(c, utc_offset).await?, output)
+            }
             FreezeCmd::Clear => done(freeze::clear(c).await?, Table),
         },
         Cmd::Decode { .. } => unreachable!("decode returned above"),
         Cmd::Release { .. } => unreachable!("release returned above"),
     }
+}
+
+/// The rollout group.
+async fn run_rollout(c: &Client, command: RolloutCmd) -> Result<Done, CommandError> {
+    use fleet_api::types::RolloutAction as A;
+    let (id, act, reason, output) = match command {
+        RolloutCmd::Create {
+            model,
+            version,
+            agent,
+            platform,
+            name,
+            provinces,
+            counties,
+            stations,
+            devices,
+            devices_file,
+            include_new,
+            canary,
+            waves,
+            fail_above,
+            advance_at,
+            max_downloads_per_province,
+            hours,
+            utc_offset,
+            device_timeout,
+            draft,
+            output,
+        } => {
+            let args = rollout::Create {
+                name,
+                model,
+                version,
+                agent,
+                platform,
+                provinces,
+                counties,
+                stations,
+                devices,
+                devices_file,
+                include_new,
+                canary,
+                waves,
+                fail_above,
+                advance_at,
+                max_downloads_per_province,
+                hours,
+                utc_offset_min: utc_offset,
+                device_timeout_s: device_timeout,
+                draft,
+            };
+            return done(rollout::create(c, args).await?, output);
+        }
+        RolloutCmd::List { output } => return done(rollout::list(c).await?, output),
+        RolloutCmd::Show {
+            id,
+            watch,
+            members,
+            output,
+        } => {
+            return match (watch, members) {
+                (true, _) => done(
+                    rollout::watch(c, id, output != Output::Table).await?,
+                    output,
+                ),
+                (false, Some(state)) => {
+                    let state = match state.as_str() {
+                        "all" => None,
+                        s => Some(s.parse().map_err(CommandError::Usage)?),
+                    };
+                    done(rollout::members(c, id, state).await?, output)
+                }
+                (false, None) => done(rollout::show(c, id).await?, output),
+            }
+        }
+        RolloutCmd::Start { id, output } => (id, A::Start, None, output),
+        RolloutCmd::Pause { id, reason, output } => (id, A::Pause, reason, output),
+        RolloutCmd::Resume { id, output } => (id, A::Resume, None, output),
+        RolloutCmd::Abort { id, output } => (id, A::Abort, None, output),
+        RolloutCmd::RetryFailed { id, output } => (id, A::RetryFailed, None, output),
+    };
+    done(rollout::action(c, id, act, reason).await?, output)
 }
 
 /// The release group: offline, no client.

@@ -1,10 +1,18 @@
-//! `fleetctl readiness`: how many devices are ready per province (or per
-//! county) and why the others are not, with a total line.
+//! `fleetctl readiness`: the headline first (per model, how many devices
+//! are on the election firmware, its baseline; per province, how many are
+//! not ready and why), then how many devices are ready per province (or
+//! per county) and why the others are not, with a total line.
+//!
+//! The controller counts readiness; the headline's "on the firmware"
+//! counts come from the device list of each model with a baseline (paged,
+//! 1000 a request), since a device's readiness names only its first reason
+//! (an offline device on old firmware is `offline`, not `outdated`).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
-use fleet_api::{Client, Grouping, ReadinessQuery, ReadinessRow, Reason};
-use fleet_protocol::{CountyCode, ProvinceCode};
+use fleet_api::{Client, DeviceQuery, Grouping, Lifecycle, ReadinessQuery, ReadinessRow, Reason};
+use fleet_protocol::{CountyCode, Model, ProvinceCode, Version};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -17,24 +25,156 @@ use crate::render::{to_json, Grid, Report, View};
 pub struct ReadinessReport {
     pub rows: Vec<ReadinessRow>,
     pub by_county: bool,
+    /// Per model with a baseline: how many devices run it.
+    pub headline: Vec<OnFirmware>,
 }
 
+/// One model's line of the headline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OnFirmware {
+    pub model: Model,
+    /// The election firmware: the model's baseline.
+    pub baseline: Version,
+    /// Devices (not retired) that report the baseline.
+    pub on_baseline: u64,
+    /// Devices of the model, not retired.
+    pub total: u64,
+}
+
+/// `--by model`: the headline alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Headline(pub Vec<OnFirmware>);
+
+/// The readiness rows and the headline before them.
 pub async fn run(
     client: &Client,
     by: By,
     province: Option<String>,
 ) -> Result<ReadinessReport, CommandError> {
     let grouping = match by {
-        By::Province => Grouping::Province,
         By::County => Grouping::County,
+        By::Province | By::Model => Grouping::Province,
     };
+    // The readiness first: it is what checks the province filter.
     let rows = client
-        .readiness(&ReadinessQuery::new(grouping, province))
+        .readiness(&ReadinessQuery::new(grouping, province.clone()))
         .await?;
+    let headline = headline(client, province).await?;
     Ok(ReadinessReport {
         rows,
         by_county: grouping == Grouping::County,
+        headline,
     })
+}
+
+/// Per model with a baseline: devices on it of all (not retired).
+pub async fn headline(
+    client: &Client,
+    province: Option<String>,
+) -> Result<Vec<OnFirmware>, CommandError> {
+    const PER_PAGE: u64 = 1000;
+    let mut lines = Vec::new();
+    for (model, baseline) in client.baselines().await?.0 {
+        let (mut on_baseline, mut total) = (0, 0);
+        for page in 1.. {
+            let q = DeviceQuery {
+                province: province.clone(),
+                model: Some(model.to_string()),
+                page: Some(page),
+                per_page: Some(PER_PAGE),
+                ..DeviceQuery::default()
+            };
+            let answer = client.devices(&q).await?;
+            for d in answer
+                .items
+                .iter()
+                .filter(|d| d.lifecycle != Lifecycle::Retired)
+            {
+                total += 1;
+                if d.firmware.as_ref() == Some(&baseline) {
+                    on_baseline += 1;
+                }
+            }
+            if (answer.items.len() as u64) < PER_PAGE || page * PER_PAGE >= answer.total {
+                break;
+            }
+        }
+        lines.push(OnFirmware {
+            model,
+            baseline,
+            on_baseline,
+            total,
+        });
+    }
+    Ok(lines)
+}
+
+/// "N of M devices are on the election firmware" for each model.
+fn headline_text(lines: &[OnFirmware]) -> String {
+    let mut out = String::new();
+    if lines.is_empty() {
+        out.push_str(
+            "no model has a baseline (election firmware): fleetctl baseline set MODEL VERSION\n",
+        );
+    }
+    for l in lines {
+        let _ = writeln!(
+            out,
+            "{} of {} {} devices are on the election firmware {}",
+            l.on_baseline, l.total, l.model, l.baseline
+        );
+    }
+    out
+}
+
+/// Per province (or county) with devices not ready: how many and why.
+fn not_ready_text(rows: &[ReadinessRow]) -> String {
+    let mut out = String::new();
+    for r in rows.iter().filter(|r| r.ready < r.total) {
+        let place = match county(r) {
+            Some(c) => c,
+            None => r.province.to_string(),
+        };
+        let why: Vec<String> = Reason::ALL
+            .into_iter()
+            .filter(|x| r.count(*x) > 0)
+            .map(|x| format!("{} {x}", r.count(x)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{place}: {} of {} not ready ({})",
+            r.total - r.ready,
+            r.total,
+            why.join(", ")
+        );
+    }
+    out
+}
+
+impl Report for Headline {
+    fn json(&self) -> Value {
+        to_json(&self.0)
+    }
+
+    fn table(&self) -> View {
+        let mut grid = Grid::new(&["model", "baseline", "on_baseline", "total"]);
+        grid.rows = self
+            .0
+            .iter()
+            .map(|l| {
+                vec![
+                    l.model.to_string(),
+                    l.baseline.to_string(),
+                    l.on_baseline.to_string(),
+                    l.total.to_string(),
+                ]
+            })
+            .collect();
+        View::Grid {
+            grid,
+            footer: String::new(),
+        }
+    }
 }
 
 /// The JSON contract: province, county (by county), total, ready, reasons.
@@ -74,8 +214,45 @@ impl Report for ReadinessReport {
         to_json(&rows)
     }
 
-    /// Every reason has its column, and the last line is the total.
+    /// The headline, then every reason has its column, and the last line
+    /// is the total.
     fn table(&self) -> View {
+        let mut title = headline_text(&self.headline);
+        title.push_str(&not_ready_text(&self.rows));
+        title.push('\n');
+        View::Titled {
+            title,
+            grid: self.grid(),
+            footer: String::new(),
+        }
+    }
+
+    /// For scripts: counts only (no names, no percentages, no total line,
+    /// no headline: `--by model` gives it).
+    fn csv(&self) -> View {
+        let mut columns = vec!["province"];
+        if self.by_county {
+            columns.push("county");
+        }
+        columns.extend(["total", "ready"]);
+        columns.extend(Reason::ALL.map(Reason::as_str));
+        let mut grid = Grid::new(&columns);
+        for r in &self.rows {
+            let mut line = vec![r.province.to_string()];
+            if self.by_county {
+                line.push(county(r).unwrap_or_default());
+            }
+            line.extend([r.total.to_string(), r.ready.to_string()]);
+            line.extend(Reason::ALL.map(|x| r.count(x).to_string()));
+            grid.rows.push(line);
+        }
+        View::grid(grid)
+    }
+}
+
+impl ReadinessReport {
+    /// Every reason has its column, and the last line is the total.
+    fn grid(&self) -> Grid {
         let mut columns = vec!["province", "name"];
         if self.by_county {
             columns.push("county");
@@ -113,28 +290,7 @@ impl Report for ReadinessReport {
         last.extend([total.to_string(), ready.to_string(), pct(ready, total)]);
         last.extend(reasons.iter().map(u64::to_string));
         grid.rows.push(last);
-        View::grid(grid)
-    }
-
-    /// For scripts: counts only (no names, no percentages, no total line).
-    fn csv(&self) -> View {
-        let mut columns = vec!["province"];
-        if self.by_county {
-            columns.push("county");
-        }
-        columns.extend(["total", "ready"]);
-        columns.extend(Reason::ALL.map(Reason::as_str));
-        let mut grid = Grid::new(&columns);
-        for r in &self.rows {
-            let mut line = vec![r.province.to_string()];
-            if self.by_county {
-                line.push(county(r).unwrap_or_default());
-            }
-            line.extend([r.total.to_string(), r.ready.to_string()]);
-            line.extend(Reason::ALL.map(|x| r.count(x).to_string()));
-            grid.rows.push(line);
-        }
-        View::grid(grid)
+        grid
     }
 }
 
@@ -162,6 +318,7 @@ mod tests {
         ReadinessReport {
             rows,
             by_county: false,
+            headline: Vec::new(),
         }
     }
 
@@ -177,9 +334,9 @@ mod tests {
         let cells: Vec<&str> = last.split_whitespace().collect();
         assert_eq!(&cells[1..4], ["15", "12", "80.0"], "{t}");
         assert!(
-            t.starts_with(
+            t.lines().any(|l| l.starts_with(
                 "PROVINCE  NAME  TOTAL  READY  READY%  NOT-ENROLLED  NEVER-SEEN  OFFLINE"
-            ),
+            )),
             "{t}"
         );
     }
@@ -206,6 +363,7 @@ mod tests {
         let report = ReadinessReport {
             rows: vec![sari, r],
             by_county: true,
+            headline: Vec::new(),
         };
         let t = render(&report, Output::Table);
         assert!(
@@ -233,5 +391,64 @@ mod tests {
         assert_eq!(json.len(), 1);
         assert!(json[0].get("county").is_none());
         assert_eq!(json[0]["province"], "IR-23");
+    }
+
+    #[test]
+    fn the_table_opens_with_the_headline_and_why_each_province_is_not_ready() {
+        let mut r = report(vec![
+            row(
+                "IR-23",
+                10,
+                7,
+                &[(Reason::Offline, 2), (Reason::Outdated, 1)],
+            ),
+            row("IR-02", 5, 5, &[]),
+        ]);
+        r.headline = vec![OnFirmware {
+            model: Model::parse("ballot-box-v2").unwrap(),
+            baseline: "2.5.0".parse().unwrap(),
+            on_baseline: 12,
+            total: 15,
+        }];
+        let t = render(&r, Output::Table);
+        assert!(
+            t.starts_with(
+                "12 of 15 ballot-box-v2 devices are on the election firmware 2.5.0\n\
+                 IR-23: 3 of 10 not ready (2 offline, 1 outdated)\n\n\
+                 PROVINCE  NAME"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("IR-02:"), "a ready province has no line: {t}");
+        let c = render(&r, Output::Csv);
+        assert!(
+            c.starts_with("province,total,ready,"),
+            "no headline in CSV: {c}"
+        );
+        let j: Vec<Value> = serde_json::from_str(&render(&r, Output::Json)).unwrap();
+        assert_eq!(j.len(), 2, "JSON keeps its rows: {j:?}");
+    }
+
+    #[test]
+    fn without_a_baseline_the_headline_says_how_to_set_one() {
+        let t = render(&report(vec![]), Output::Table);
+        assert!(t.starts_with("no model has a baseline"), "{t}");
+    }
+
+    #[test]
+    fn by_model_the_headline_is_a_grid_csv_and_json() {
+        let h = Headline(vec![OnFirmware {
+            model: Model::parse("ballot-box-v2").unwrap(),
+            baseline: "2.5.0".parse().unwrap(),
+            on_baseline: 12,
+            total: 15,
+        }]);
+        assert_eq!(
+            render(&h, Output::Csv),
+            "model,baseline,on_baseline,total\nballot-box-v2,2.5.0,12,15\n"
+        );
+        let j: Vec<Value> = serde_json::from_str(&render(&h, Output::Json)).unwrap();
+        assert_eq!(j[0]["on_baseline"], 12);
+        assert_eq!(j[0]["baseline"], "2.5.0");
     }
 }
