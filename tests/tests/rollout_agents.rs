@@ -27,7 +27,7 @@ use fleet_tests::update::{
     booted, firmware_init, make_image, seed_slots, slot_version, until_firmware_reported, Agent,
     MODEL,
 };
-use fleet_tests::{eventually, free_port, Controller, EnrolledDevice};
+use fleet_tests::{eventually, free_port, metric, Controller, EnrolledDevice};
 
 const REGISTRY: &str = "province,county,county_name_en,station_id,station_name\n\
     IR-23,IR-23-TEH,Tehran,ST-TEH-1,School 1\n\
@@ -315,6 +315,24 @@ async fn a_two_wave_rollout_completes_across_a_controller_kill_and_sets_the_base
     assert!(
         actions.iter().any(|(a, _)| *a == "rollout.create"),
         "{actions:?}"
+    );
+
+    // Figures (printed, not asserted): the control loop's passes since the
+    // restart, and the releases it made.
+    let m = ctl.client().metrics().await.unwrap();
+    let (sum, count) = (
+        metric(&m, "fleet_rollout_tick_seconds_sum", ""),
+        metric(&m, "fleet_rollout_tick_seconds_count", ""),
+    );
+    println!(
+        "control loop since the restart: {} passes, mean {:.3} ms; releases {}",
+        count.abs(),
+        if count > 0.0 {
+            sum * 1000.0 / count
+        } else {
+            0.0
+        },
+        metric(&m, "fleet_rollout_releases_total", "").abs()
     );
 
     for d in &mut devices {

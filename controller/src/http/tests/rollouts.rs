@@ -355,3 +355,61 @@ async fn a_technician_sees_only_its_provinces_and_cannot_manage_rollouts() {
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
 }
+
+#[tokio::test]
+async fn a_device_registered_later_joins_an_include_new_rollout_and_is_released() {
+    let app = with_fleet_and_target().await;
+    let (status, v) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "provinces": ["IR-23"], "include_new": true } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["counters"]["total"], 2);
+    released(&app);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [dev("BB-LATE", "IR-23", Some("IR-23-TEH")), dev("BB-ELSE", "IR-02", Some("IR-02-SARI"))] }),
+        )
+        .await);
+    online(&app, "BB-LATE");
+    online(&app, "BB-ELSE");
+    let mut members = Value::Null;
+    within(STEP, "the new device joining", async {
+        loop {
+            members = app.get("/api/v1/rollouts/1/members").await.1;
+            if members.as_array().unwrap().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let late = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["device"] == "BB-LATE")
+        .unwrap_or_else(|| panic!("{members}"));
+    assert_eq!(late["wave"], 0, "the last wave");
+    // Released on a later pass (it is online and its province has room).
+    let mut sent = Vec::new();
+    within(STEP, "the new device released", async {
+        while !sent
+            .iter()
+            .any(|(t, _): &(String, u32)| t.contains("BB-LATE"))
+        {
+            sent.extend(released(&app));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        !sent.iter().any(|(t, _)| t.contains("BB-ELSE")),
+        "another province's device does not join: {sent:?}"
+    );
+}
