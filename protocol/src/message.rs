@@ -238,6 +238,14 @@ pub enum EventKind {
         #[cbor(default)]
         #[serde(default)]
         artifact: ArtifactKind,
+        /// The attempt failed for a passing cause (the network, the
+        /// controller away, a full disk) and the agent tries the same
+        /// target again by itself: the update is not over. Agents before
+        /// it send none (read as false).
+        #[n(5)]
+        #[cbor(default)]
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retrying: bool,
     },
     /// The agent's outbox was full and dropped records, the oldest health
     /// samples first: `health_samples` samples and `other_events` events

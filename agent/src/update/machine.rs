@@ -663,6 +663,7 @@ impl UpdateMachine {
                     &want.version,
                     UpdateOutcome::Failed,
                     &why,
+                    false,
                 )));
                 return;
             }
@@ -714,6 +715,7 @@ impl UpdateMachine {
             &version,
             UpdateOutcome::Failed,
             &r.reason,
+            !r.permanent,
         )));
     }
 
@@ -949,6 +951,7 @@ impl UpdateMachine {
             &target.version,
             outcome,
             why,
+            outcome == UpdateOutcome::Failed && !give_up,
         )));
     }
 
@@ -968,11 +971,14 @@ fn progress(t: &Target, phase: UpdatePhase, bytes: u64, total: u64) -> EventKind
     }
 }
 
+/// `retrying`: the attempt failed for a passing cause and the machine
+/// tries the same target again by itself (`retry_after`).
 fn result(
     artifact: ArtifactKind,
     version: &Version,
     outcome: UpdateOutcome,
     why: &str,
+    retrying: bool,
 ) -> EventKind {
     EventKind::UpdateResult {
         version: version.clone(),
@@ -980,5 +986,6 @@ fn result(
         message: why.to_owned(),
         outcome,
         artifact,
+        retrying,
     }
 }
