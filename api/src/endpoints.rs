@@ -487,6 +487,169 @@ pub const SET_FREEZE: Endpoint = Endpoint {
     errors: &[400, 401, 403, 422],
 };
 
+pub const ADD_FREEZE: Endpoint = Endpoint {
+    operation_id: "add_freeze",
+    method: Method::Post,
+    path: "/api/v1/freeze",
+    summary: "Add one freeze window (with its reason)",
+    description: "Times are Unix ms or RFC 3339; the window must end after it starts; at most 32 in all. No rollout starts or advances inside a window, and devices install nothing inside one they know: the desired state of every device that has one is sent again with the windows, in the background. Audited as freeze.add.",
+    auth: Auth::Bearer(FIRMWARE),
+    query: None,
+    request: Body::Json("FreezeWindowRequest"),
+    response: Body::Json("FreezeWindows"),
+    errors: &[400, 401, 403, 422],
+};
+
+pub const CLEAR_FREEZE: Endpoint = Endpoint {
+    operation_id: "clear_freeze",
+    method: Method::Delete,
+    path: "/api/v1/freeze",
+    summary: "Remove every freeze window",
+    description: "The same as PUT with no windows. Audited as freeze.set.",
+    auth: Auth::Bearer(FIRMWARE),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("FreezeWindows"),
+    errors: &[401, 403],
+};
+
+const ROLLOUTS_MANAGE: &[Permission] = &[Permission::ManageRollouts];
+/// Reading rollouts is open to every role that reads the fleet; a
+/// province-scoped token sees only its provinces' members and counts.
+const ROLLOUT_SCOPE: &str =
+    "A province-tech token sees only the members of its provinces, and counters over them only.";
+
+pub const CREATE_ROLLOUT: Endpoint = Endpoint {
+    operation_id: "create_rollout",
+    method: Method::Post,
+    path: "/api/v1/rollouts",
+    summary: "Create a rollout (and start it, unless draft)",
+    description: "The target must be a published signed target of that model (firmware) or platform (agent) and version: 404 otherwise. Refused with 409 when a selected device is a member of another running or paused rollout of the same artifact (the answer names it, the count and up to 5 devices), or when started inside a freeze window. A bad plan (a province in two waves, an unknown province, thresholds out of range, bad hours) is 422. Audited as rollout.create (and rollout.start).",
+    auth: Auth::Bearer(ROLLOUTS_MANAGE),
+    query: None,
+    request: Body::Json("RolloutRequest"),
+    response: Body::Json("RolloutView"),
+    errors: &[400, 401, 403, 404, 409, 422],
+};
+
+pub const ROLLOUTS: Endpoint = Endpoint {
+    operation_id: "rollouts",
+    method: Method::Get,
+    path: "/api/v1/rollouts",
+    summary: "Every rollout, newest first, with its counters",
+    description: ROLLOUT_SCOPE,
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::JsonList("RolloutSummary"),
+    errors: &[401, 403],
+};
+
+pub const ROLLOUT: Endpoint = Endpoint {
+    operation_id: "rollout",
+    method: Method::Get,
+    path: "/api/v1/rollouts/{id}",
+    summary: "One rollout: its plan, waves with counters per province, and its last 50 log entries",
+    description: ROLLOUT_SCOPE,
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("RolloutView"),
+    errors: &[400, 401, 403, 404],
+};
+
+pub const ROLLOUT_MEMBERS: Endpoint = Endpoint {
+    operation_id: "rollout_members",
+    method: Method::Get,
+    path: "/api/v1/rollouts/{id}/members",
+    summary: "The devices of a rollout, optionally only those in one state",
+    description: ROLLOUT_SCOPE,
+    auth: Auth::Bearer(READ),
+    query: Some("MembersQuery"),
+    request: Body::Empty,
+    response: Body::JsonList("MemberView"),
+    errors: &[400, 401, 403, 404],
+};
+
+const ACTION_RULES: &str = "Answers 409, naming the phase, when the rollout's phase does not allow it (start: draft; pause: running; resume: paused or draft; abort: draft, running or paused; retry-failed: running, paused or completed). Start and resume are refused with 409 inside a freeze window. Audited as rollout.ACTION with the caller.";
+
+pub const START_ROLLOUT: Endpoint = Endpoint {
+    operation_id: "start_rollout",
+    method: Method::Post,
+    path: "/api/v1/rollouts/{id}/start",
+    summary: "Start a draft rollout",
+    description: ACTION_RULES,
+    auth: Auth::Bearer(ROLLOUTS_MANAGE),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("RolloutView"),
+    errors: &[400, 401, 403, 404, 409],
+};
+
+pub const PAUSE_ROLLOUT: Endpoint = Endpoint {
+    operation_id: "pause_rollout",
+    method: Method::Post,
+    path: "/api/v1/rollouts/{id}/pause",
+    summary: "Pause a running rollout (devices already released carry on)",
+    description: ACTION_RULES,
+    auth: Auth::Bearer(ROLLOUTS_MANAGE),
+    query: None,
+    request: Body::Json("PauseRequest"),
+    response: Body::Json("RolloutView"),
+    errors: &[400, 401, 403, 404, 409],
+};
+
+pub const RESUME_ROLLOUT: Endpoint = Endpoint {
+    operation_id: "resume_rollout",
+    method: Method::Post,
+    path: "/api/v1/rollouts/{id}/resume",
+    summary: "Resume a paused rollout",
+    description: ACTION_RULES,
+    auth: Auth::Bearer(ROLLOUTS_MANAGE),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("RolloutView"),
+    errors: &[400, 401, 403, 404, 409],
+};
+
+pub const ABORT_ROLLOUT: Endpoint = Endpoint {
+    operation_id: "abort_rollout",
+    method: Method::Post,
+    path: "/api/v1/rollouts/{id}/abort",
+    summary: "Abort a rollout: nothing more is released (devices keep what they installed)",
+    description: ACTION_RULES,
+    auth: Auth::Bearer(ROLLOUTS_MANAGE),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("RolloutView"),
+    errors: &[400, 401, 403, 404, 409],
+};
+
+pub const RETRY_ROLLOUT: Endpoint = Endpoint {
+    operation_id: "retry_failed_rollout",
+    method: Method::Post,
+    path: "/api/v1/rollouts/{id}/retry-failed",
+    summary: "Release again the failed and timed-out devices, with a new attempt",
+    description: ACTION_RULES,
+    auth: Auth::Bearer(ROLLOUTS_MANAGE),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("RolloutView"),
+    errors: &[400, 401, 403, 404, 409],
+};
+
+/// The endpoint of an operator's action on a rollout.
+pub fn rollout_action(a: crate::types::RolloutAction) -> &'static Endpoint {
+    use crate::types::RolloutAction::*;
+    match a {
+        Start => &START_ROLLOUT,
+        Pause => &PAUSE_ROLLOUT,
+        Resume => &RESUME_ROLLOUT,
+        Abort => &ABORT_ROLLOUT,
+        RetryFailed => &RETRY_ROLLOUT,
+    }
+}
+
 pub const FIRMWARE_STATUS: Endpoint = Endpoint {
     operation_id: "firmware",
     method: Method::Get,
@@ -626,6 +789,17 @@ pub const ENDPOINTS: &[Endpoint] = &[
     DEVICE_UPDATE,
     FREEZE,
     SET_FREEZE,
+    ADD_FREEZE,
+    CLEAR_FREEZE,
+    CREATE_ROLLOUT,
+    ROLLOUTS,
+    ROLLOUT,
+    ROLLOUT_MEMBERS,
+    START_ROLLOUT,
+    PAUSE_ROLLOUT,
+    RESUME_ROLLOUT,
+    ABORT_ROLLOUT,
+    RETRY_ROLLOUT,
     FIRMWARE_STATUS,
     UPLOAD_IMAGE,
     IMAGE,
@@ -705,6 +879,17 @@ mod tests {
             (Method::Get, "/api/v1/tuf/metadata/{file}"),
             (Method::Get, "/api/v1/tuf/targets/{*path}"),
             (Method::Get, "/api/v1/tuf/delta/{from}/{to}"),
+            (Method::Post, "/api/v1/freeze"),
+            (Method::Delete, "/api/v1/freeze"),
+            (Method::Post, "/api/v1/rollouts"),
+            (Method::Get, "/api/v1/rollouts"),
+            (Method::Get, "/api/v1/rollouts/{id}"),
+            (Method::Get, "/api/v1/rollouts/{id}/members"),
+            (Method::Post, "/api/v1/rollouts/{id}/start"),
+            (Method::Post, "/api/v1/rollouts/{id}/pause"),
+            (Method::Post, "/api/v1/rollouts/{id}/resume"),
+            (Method::Post, "/api/v1/rollouts/{id}/abort"),
+            (Method::Post, "/api/v1/rollouts/{id}/retry-failed"),
         ];
         for (m, p) in today {
             assert!(endpoint(m, p).is_some(), "{m} {p} is missing");
@@ -734,6 +919,10 @@ mod tests {
         assert_eq!(SET_FREEZE.roles(), [Role::Admin, Role::CentralOps]);
         assert_eq!(DEVICE_UPDATE.roles(), COMMAND.roles());
         assert!(TUF_TARGET.roles().is_empty());
+        assert_eq!(CREATE_ROLLOUT.roles(), [Role::Admin, Role::CentralOps]);
+        assert_eq!(PAUSE_ROLLOUT.roles(), [Role::Admin, Role::CentralOps]);
+        assert_eq!(ROLLOUTS.roles(), Role::ALL);
+        assert_eq!(ROLLOUT_MEMBERS.roles(), Role::ALL);
         assert!(HEALTHZ.roles().is_empty());
     }
 

@@ -124,6 +124,22 @@ fn components() -> utoipa::openapi::Components {
         .schema_from::<ImageUploaded>()
         .schema_from::<TargetsPublished>()
         .schema_from::<RootPublished>()
+        .schema_from::<RolloutRequest>()
+        .schema_from::<RolloutSelector>()
+        .schema_from::<CanaryRequest>()
+        .schema_from::<PolicyRequest>()
+        .schema_from::<PolicyView>()
+        .schema_from::<RolloutPhase>()
+        .schema_from::<MemberState>()
+        .schema_from::<WaveState>()
+        .schema_from::<Counters>()
+        .schema_from::<RolloutSummary>()
+        .schema_from::<RolloutView>()
+        .schema_from::<WaveView>()
+        .schema_from::<ProvinceCounters>()
+        .schema_from::<RolloutLogEntry>()
+        .schema_from::<MemberView>()
+        .schema_from::<PauseRequest>()
         .security_scheme(
             BEARER,
             SecurityScheme::Http(
@@ -147,6 +163,7 @@ fn query_params(name: &str) -> Option<Vec<Parameter>> {
         "CountyQuery" => CountyQuery::into_params(q),
         "AuditQuery" => AuditQuery::into_params(q),
         "EnrolBatchQuery" => EnrolBatchQuery::into_params(q),
+        "MembersQuery" => MembersQuery::into_params(q),
         _ => return None,
     })
 }

@@ -56,6 +56,7 @@ impl Role {
                     | ReassignDevices
                     | SendCommands
                     | ManageFirmware
+                    | ManageRollouts
             ),
             Role::ProvinceTech => matches!(p, ReadFleet | SendCommands),
             Role::Warehouse => matches!(p, ReadFleet | RegisterDevices | MoveDevices),
@@ -109,10 +110,13 @@ pub enum Permission {
     /// Upload firmware images and their signed targets metadata, publish a
     /// new root, set freeze windows.
     ManageFirmware,
+    /// Create, start, pause, resume, abort a rollout and retry its failed
+    /// devices.
+    ManageRollouts,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::ReadFleet,
         Permission::RegisterDevices,
         Permission::ImportRegistry,
@@ -124,6 +128,7 @@ impl Permission {
         Permission::ReassignDevices,
         Permission::SendCommands,
         Permission::ManageFirmware,
+        Permission::ManageRollouts,
     ];
 
     /// The name the OpenAPI document uses (`x-permissions`).
@@ -140,6 +145,7 @@ impl Permission {
             Permission::ReassignDevices => "reassign-devices",
             Permission::SendCommands => "send-commands",
             Permission::ManageFirmware => "manage-firmware",
+            Permission::ManageRollouts => "manage-rollouts",
         }
     }
 }
@@ -193,7 +199,8 @@ mod tests {
                 RetireDevices,
                 ReassignDevices,
                 SendCommands,
-                ManageFirmware
+                ManageFirmware,
+                ManageRollouts
             ]
         );
         assert_eq!(allowed(Role::ProvinceTech), [ReadFleet, SendCommands]);

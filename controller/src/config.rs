@@ -40,6 +40,12 @@ pub struct ControllerConfig {
     pub pki: PkiSection,
     pub updates: UpdatesSection,
     pub firmware: FirmwareSection,
+    pub rollouts: RolloutsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RolloutsSection {
+    pub tick_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -346,6 +352,13 @@ impl ControllerConfig {
         fleet_repo::publish::Lifetimes {
             snapshot: Duration::from_secs(self.firmware.snapshot_expires_secs),
             timestamp: Duration::from_secs(self.firmware.timestamp_expires_secs),
+        }
+    }
+
+    pub fn rollouts(&self) -> crate::rollouts::RolloutsConfig {
+        crate::rollouts::RolloutsConfig {
+            tick: Duration::from_millis(self.rollouts.tick_ms.max(10)),
+            ..Default::default()
         }
     }
 

@@ -30,5 +30,6 @@ pub mod firmware;
 pub mod http;
 pub mod ingest;
 pub mod pki;
+pub mod rollouts;
 pub mod startup;
 pub mod store;

@@ -56,6 +56,7 @@ pub struct Application {
     stop_tx: watch::Sender<bool>,
     ingest: JoinHandle<()>,
     ticker: JoinHandle<()>,
+    rollout_loop: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     firmware_refresh: JoinHandle<()>,
     cert_watch: JoinHandle<()>,
@@ -95,7 +96,13 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (write_tx, write_rx) = mpsc::channel(cfg.ingest.write_queue);
         let ingest_connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writer = store::spawn_writer(store.clone(), write_rx, cfg.writer());
+        let (track_tx, track_rx) = crate::rollouts::track_channel();
+        let writer = store::spawn_writer_with_tracks(
+            store.clone(),
+            write_rx,
+            cfg.writer(),
+            Some(track_tx.clone()),
+        );
         let ingest_cfg = IngestConfig {
             host: broker.host.clone(),
             port: broker.port,
@@ -122,7 +129,18 @@ impl Application {
             stop_rx.clone(),
         ));
         let ticker = start_ticker(&cfg, Arc::clone(&fleet), stop_rx.clone());
-        let sweeper = start_update_sweeper(cfg.sweeper(), store.clone(), stop_rx.clone());
+        let sweeper = start_update_sweeper(cfg.sweeper(), store.clone(), track_tx, stop_rx.clone());
+        let (rollouts, rollout_loop) = crate::rollouts::spawn(
+            crate::rollouts::Deps {
+                store: store.clone(),
+                fleet: Arc::clone(&fleet),
+                publisher: publisher.clone(),
+                access: Arc::clone(&access),
+            },
+            cfg.rollouts(),
+            track_rx,
+            Some(stop_rx.clone()),
+        );
         let firmware = crate::firmware::Firmware::new(&data_dir, cfg.firmware.max_image_bytes)
             .with_lifetimes(cfg.firmware_lifetimes());
         let firmware_refresh = start_firmware_refresh(
@@ -151,6 +169,7 @@ impl Application {
             cert_policy: cfg.cert_policy(),
             publisher,
             firmware,
+            rollouts,
         };
         Ok(Self {
             cfg,
@@ -162,6 +181,7 @@ impl Application {
             stop_tx,
             ingest,
             ticker,
+            rollout_loop,
             sweeper,
             firmware_refresh,
             cert_watch,
@@ -204,6 +224,7 @@ impl Application {
         let _ = self.ingest.await;
         let _ = self.ticker.await;
         let _ = self.sweeper.await;
+        let _ = self.rollout_loop.await;
         let _ = self.firmware_refresh.await;
         let _ = self.cert_watch.await;
         // The ingest task held the last sender: the writer drains and ends.
@@ -335,6 +356,10 @@ async fn load_fleet(cfg: &ControllerConfig, store: &Store) -> anyhow::Result<Arc
         fleet.set_desired(&id, desired);
     }
     fleet.set_freeze(store.freeze_windows().await?);
+    // After the desired states: readiness compares a track with the target.
+    for (id, track) in store.device_updates().await? {
+        fleet.set_track(&id, track, now);
+    }
     info!(devices = loaded, "fleet loaded");
     Ok(Arc::new(RwLock::new(fleet)))
 }
@@ -415,6 +440,7 @@ fn start_ticker(
 fn start_update_sweeper(
     cfg: crate::config::SweeperConfig,
     store: Store,
+    tracks: crate::store::TrackSender,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let timeout_ms = u64::try_from(cfg.reboot_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -430,7 +456,8 @@ fn start_update_sweeper(
                 Ok(marked) => {
                     metrics::counter!("fleet_update_results_total", "outcome" => "timed-out")
                         .increment(marked.len() as u64);
-                    for device in &marked {
+                    for (device, track) in marked {
+                        let _ = tracks.send((device.clone(), track));
                         warn!(device = %device, timeout_secs = timeout_ms / 1000, "update timed out: the device went to reboot into its new image (or to check it) and has not been heard from since");
                     }
                 }

@@ -388,6 +388,69 @@ impl Client {
         self.call(&ep::SET_FREEZE, &[], NO_QUERY, json(req)).await
     }
 
+    /// `POST /api/v1/freeze`: add one window (with its reason).
+    pub async fn add_freeze(&self, req: &FreezeAddRequest) -> Result<FreezeWindows, ClientError> {
+        self.call(&ep::ADD_FREEZE, &[], NO_QUERY, json(req)).await
+    }
+
+    /// `DELETE /api/v1/freeze`: remove every window.
+    pub async fn clear_freeze(&self) -> Result<FreezeWindows, ClientError> {
+        self.call(&ep::CLEAR_FREEZE, &[], NO_QUERY, Payload::Empty)
+            .await
+    }
+
+    /// `POST /api/v1/rollouts`.
+    pub async fn create_rollout(&self, req: &RolloutRequest) -> Result<RolloutView, ClientError> {
+        self.call(&ep::CREATE_ROLLOUT, &[], NO_QUERY, json(req))
+            .await
+    }
+
+    /// `GET /api/v1/rollouts`.
+    pub async fn rollouts(&self) -> Result<Vec<RolloutSummary>, ClientError> {
+        self.call(&ep::ROLLOUTS, &[], NO_QUERY, Payload::Empty)
+            .await
+    }
+
+    /// `GET /api/v1/rollouts/{id}`.
+    pub async fn rollout(&self, id: u64) -> Result<RolloutView, ClientError> {
+        let id = id.to_string();
+        self.call(&ep::ROLLOUT, &[&id], NO_QUERY, Payload::Empty)
+            .await
+    }
+
+    /// `GET /api/v1/rollouts/{id}/members[?state=…]`.
+    pub async fn rollout_members(
+        &self,
+        id: u64,
+        state: Option<MemberState>,
+    ) -> Result<Vec<MemberView>, ClientError> {
+        let id = id.to_string();
+        let q = MembersQuery {
+            state: state.map(|s| s.as_str().to_owned()),
+        };
+        self.call(&ep::ROLLOUT_MEMBERS, &[&id], Some(&q), Payload::Empty)
+            .await
+    }
+
+    /// `POST /api/v1/rollouts/{id}/{start|pause|resume|abort|retry-failed}`;
+    /// `reason` goes with a pause (ignored otherwise).
+    pub async fn rollout_action(
+        &self,
+        id: u64,
+        action: RolloutAction,
+        reason: Option<&str>,
+    ) -> Result<RolloutView, ClientError> {
+        let id = id.to_string();
+        let payload = match action {
+            RolloutAction::Pause => json(&PauseRequest {
+                reason: reason.map(str::to_owned),
+            }),
+            _ => Payload::Empty,
+        };
+        self.call(ep::rollout_action(action), &[&id], NO_QUERY, payload)
+            .await
+    }
+
     /// `POST /api/v1/devices/{id}/update`.
     pub async fn update_device(
         &self,

@@ -25,7 +25,13 @@ pub struct FreezeWindowRequest {
     /// Unix ms, or RFC 3339.
     #[schema(value_type = String)]
     pub to: TimeSpec,
+    /// Why (shown to operators; e.g. `election day`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
+
+/// The body of `POST /api/v1/freeze`: one window added to those held.
+pub type FreezeAddRequest = FreezeWindowRequest;
 
 /// The body of `PUT /api/v1/freeze`: every window (the list replaces the
 /// one held; empty clears them).
@@ -44,13 +50,16 @@ pub struct FreezeWindowView {
     pub to: String,
     /// Whether the controller's clock is inside it now.
     pub active: bool,
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// The fleet's freeze windows (every desired state sent carries them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FreezeWindows {
     pub windows: Vec<FreezeWindowView>,
-    /// Devices whose desired state was sent again with them (`PUT` only).
+    /// Devices whose desired state will be sent again with them (after a
+    /// change; the sending runs in the background).
     #[serde(default)]
     pub republished: u64,
 }

@@ -28,6 +28,7 @@ pub mod pki;
 pub mod provinces;
 pub mod readiness;
 pub mod registry;
+pub mod rollouts;
 pub mod tokens;
 
 pub use audit::{AuditEntry, AuditQuery, AuditVerification};
@@ -45,15 +46,20 @@ pub use enrolment::{
 };
 pub use error::{ErrorBody, InvalidItem};
 pub use firmware::{
-    DeviceUpdateRequest, DeviceUpdateSet, FirmwareStatus, FirmwareTarget, FreezeRequest,
-    FreezeWindowRequest, FreezeWindowView, FreezeWindows, ImageUploaded, RoleStatus, RootPublished,
-    TargetsPublished, TimeSpec,
+    DeviceUpdateRequest, DeviceUpdateSet, FirmwareStatus, FirmwareTarget, FreezeAddRequest,
+    FreezeRequest, FreezeWindowRequest, FreezeWindowView, FreezeWindows, ImageUploaded, RoleStatus,
+    RootPublished, TargetsPublished, TimeSpec,
 };
 pub use health::{BrokerState, ControllerHealth, HealthStatus};
 pub use pki::{CertExpiry, DeviceCertExpiry, PkiStatus};
 pub use provinces::ProvinceRow;
 pub use readiness::{Grouping, Readiness, ReadinessQuery, ReadinessRow, Reason};
 pub use registry::{CountyQuery, CountyRow, RegistryImported};
+pub use rollouts::{
+    CanaryRequest, Counters, MemberState, MemberView, MembersQuery, PauseRequest, PolicyRequest,
+    PolicyView, ProvinceCounters, RolloutAction, RolloutLogEntry, RolloutPhase, RolloutRequest,
+    RolloutSelector, RolloutSummary, RolloutView, WaveState, WaveView,
+};
 pub use tokens::{CreatedToken, TokenRequest, TokenRevoked, TokenRow};
 
 /// Deserialize a field that is absent (`None`), `null` (`Some(None)`) or a

@@ -6,13 +6,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use fleet_protocol::{
-    CountyCode, Desired, DeviceId, Envelope, Event, FreezeWindow, Health, Model, Payload,
-    PresenceStatus, ProvinceCode, State, StationId, Version,
+    ArtifactKind, CountyCode, Desired, DeviceId, Envelope, Event, FreezeWindow, Health, Model,
+    Payload, PresenceStatus, ProvinceCode, State, StationId, UpdatePhase, Version,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::domain::lifecycle::{Lifecycle, Rules};
-use crate::domain::readiness::{classify, Counts, Inputs, Readiness, Reason};
+use crate::domain::readiness::{classify, Counts, Inputs, Readiness, Reason, TrackState};
+use crate::domain::updates::{Outcome, Track};
 
 /// How far ahead of the controller's clock a device's clock is believed when
 /// its states are ordered. Enough for an NTP-synced device and a slow link
@@ -82,9 +83,39 @@ pub struct Device {
     /// What the controller stored as this device's desired state (`None`:
     /// nothing, the default; see `domain::desired`).
     pub desired: Option<Desired>,
+    /// Its last update, as the store writer tracked it from its events.
+    pub track: Option<Track>,
 }
 
 impl Device {
+    /// Where the device's last update stands against its desired target.
+    fn track_state(&self) -> TrackState {
+        let (Some(t), Some(desired)) = (self.track.as_ref(), self.desired.as_ref()) else {
+            return TrackState::None;
+        };
+        let target = match t.artifact {
+            ArtifactKind::Firmware => desired.firmware.as_ref(),
+            ArtifactKind::Agent => desired.agent.as_ref(),
+        };
+        if target.is_none_or(|target| target.version != t.version) {
+            return TrackState::None;
+        }
+        let running = self.status.state.as_ref().map(|s| match t.artifact {
+            ArtifactKind::Firmware => &s.firmware,
+            ArtifactKind::Agent => &s.agent,
+        });
+        match t.outcome {
+            None if t.phase == Some(UpdatePhase::Frozen) => TrackState::None,
+            None => TrackState::Running,
+            Some(Outcome::RolledBack | Outcome::Failed | Outcome::TimedOut)
+                if running != Some(&t.version) =>
+            {
+                TrackState::Failed
+            }
+            Some(_) => TrackState::None,
+        }
+    }
+
     fn inputs<'a>(&'a self, baseline: Option<&'a Version>) -> Inputs<'a> {
         let state = self.status.state.as_ref();
         Inputs {
@@ -97,6 +128,7 @@ impl Device {
             firmware: state.map(|s| &s.firmware),
             baseline,
             checks_pass: state.is_none_or(State::all_checks_pass),
+            track: self.track_state(),
         }
     }
 }
@@ -188,15 +220,18 @@ impl Fleet {
     /// Add or replace a device (registration or start-up load).
     pub fn upsert(&mut self, reg: Registration, status: Status, now_ms: u64) {
         let mut desired = None;
+        let mut track = None;
         if let Some(old) = self.devices.remove(&reg.id) {
             self.tally.remove(&old.reg, old.reason);
             desired = old.desired;
+            track = old.track;
         }
         let mut d = Device {
             reg,
             status,
             reason: None,
             desired,
+            track,
         };
         d.reason = classify(
             &d.inputs(self.baselines.get(&d.reg.model)),
@@ -336,6 +371,15 @@ impl Fleet {
         if let Some(d) = self.devices.get_mut(id) {
             d.desired = Some(desired);
         }
+    }
+
+    /// Hold a device's last update track (from the store writer, after its
+    /// commit) and judge the device again.
+    pub fn set_track(&mut self, id: &DeviceId, track: Track, now_ms: u64) {
+        if let Some(d) = self.devices.get_mut(id) {
+            d.track = Some(track);
+        }
+        self.reclassify(id, now_ms);
     }
 
     /// Devices in service with a stored desired state, and that state

@@ -20,6 +20,10 @@
 //! - [`updates`]: where each device's update stands, and when one that went
 //!   to reboot is given up on (`timed-out`).
 //! - [`commands`]: operators' one-off commands to a device.
+//! - [`rollout`]: the rollout engine: waves across provinces, brakes,
+//!   per-province download limits, timeouts.
+//! - [`rollout_select`]: which devices a rollout is for, and which of them
+//!   are skipped with why.
 //! - [`throttle`]: per-address limits and a log gate, for failed
 //!   authentications and refused enrolments.
 
@@ -44,6 +48,8 @@ pub mod readiness;
 pub mod registration;
 pub mod registry;
 pub mod renewal;
+pub mod rollout;
+pub mod rollout_select;
 pub mod sequence;
 pub mod throttle;
 pub mod updates;

@@ -16,6 +16,21 @@ fn index(r: Reason) -> usize {
     r as usize
 }
 
+/// Where the device's last update stands against its desired target
+/// (from the controller's update track, not only what the device says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrackState {
+    /// No track for the desired target, or it ended well, or the device
+    /// holds it in a freeze window.
+    #[default]
+    None,
+    /// A track for the desired target is running.
+    Running,
+    /// The last track for the desired target ended failed, rolled back or
+    /// timed out, and the device does not run that version.
+    Failed,
+}
+
 /// What classification looks at, borrowed from the device record.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
@@ -28,6 +43,7 @@ pub struct Inputs<'a> {
     pub firmware: Option<&'a Version>,
     pub baseline: Option<&'a Version>,
     pub checks_pass: bool,
+    pub track: TrackState,
 }
 
 /// `None` means ready.
@@ -43,6 +59,9 @@ pub fn classify(i: &Inputs<'_>, now_ms: u64, freshness_ms: u64) -> Option<Reason
     {
         return Some(Reason::Offline);
     }
+    if i.track == TrackState::Failed {
+        return Some(Reason::UpdateFailed);
+    }
     match i.update {
         Some(UpdateStatus::Failed) => return Some(Reason::UpdateFailed),
         Some(
@@ -53,6 +72,9 @@ pub fn classify(i: &Inputs<'_>, now_ms: u64, freshness_ms: u64) -> Option<Reason
             | UpdateStatus::Checking,
         ) => return Some(Reason::Updating),
         Some(UpdateStatus::Idle) | None => {}
+    }
+    if i.track == TrackState::Running {
+        return Some(Reason::Updating);
     }
     if let Some(baseline) = i.baseline {
         if i.firmware != Some(baseline) {
@@ -134,6 +156,7 @@ mod tests {
             firmware: Some(fw),
             baseline: Some(base),
             checks_pass: true,
+            track: TrackState::None,
         }
     }
 
@@ -287,5 +310,33 @@ mod tests {
             "update-failed".parse::<Reason>().unwrap(),
             Reason::UpdateFailed
         );
+    }
+
+    #[test]
+    fn the_update_track_decides_updating_and_update_failed_even_when_the_device_says_idle() {
+        let (fw, base) = (v("2.4.0"), v("2.4.0"));
+        let ok = ready_inputs(&fw, &base);
+        let running = Inputs {
+            track: TrackState::Running,
+            ..ok
+        };
+        assert_eq!(classify(&running, NOW, FRESH), Some(Reason::Updating));
+        let failed = Inputs {
+            track: TrackState::Failed,
+            ..ok
+        };
+        assert_eq!(classify(&failed, NOW, FRESH), Some(Reason::UpdateFailed));
+        // Offline still comes first.
+        let offline = Inputs {
+            presence: Some(PresenceStatus::Offline),
+            ..failed
+        };
+        assert_eq!(classify(&offline, NOW, FRESH), Some(Reason::Offline));
+        // update-failed comes before updating (the order of Reason::ALL).
+        let again = Inputs {
+            update: Some(UpdateStatus::Downloading),
+            ..failed
+        };
+        assert_eq!(classify(&again, NOW, FRESH), Some(Reason::UpdateFailed));
     }
 }

@@ -128,6 +128,8 @@ pub enum ApiError {
     Firmware(#[from] crate::firmware::FirmwareError),
     #[error(transparent)]
     Desired(#[from] crate::ingest::DesiredError),
+    #[error(transparent)]
+    Rollout(crate::rollouts::RolloutError),
     #[error("cannot write the CRL {path}: {source}")]
     CrlWrite {
         path: std::path::PathBuf,
@@ -187,11 +189,35 @@ impl ApiError {
             }
             BrokerUnavailable | Publish(_) => StatusCode::SERVICE_UNAVAILABLE,
             Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Rollout(e) => rollout_status(e),
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Access(_) | Store(_) | Pki(_) | CrlWrite { .. } | ArtifactRead { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
+    }
+}
+
+impl From<crate::rollouts::RolloutError> for ApiError {
+    fn from(e: crate::rollouts::RolloutError) -> Self {
+        match e {
+            crate::rollouts::RolloutError::Invalid(_) => ApiError::Invalid {
+                message: e.to_string(),
+                errors: e.items(),
+            },
+            e => ApiError::Rollout(e),
+        }
+    }
+}
+
+fn rollout_status(e: &crate::rollouts::RolloutError) -> StatusCode {
+    use crate::rollouts::RolloutError as R;
+    match e {
+        R::Unknown(_) | R::UnknownDevices(_) => StatusCode::NOT_FOUND,
+        R::Invalid(_) | R::Plan(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        R::Refused(_) | R::Overlap { .. } => StatusCode::CONFLICT,
+        R::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        R::Store(_) | R::Access(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -45,6 +45,8 @@ pub struct AppState {
     pub publisher: crate::ingest::Publisher,
     /// The firmware repository (set up by `fleet-controller firmware-init`).
     pub firmware: crate::firmware::Firmware,
+    /// The rollout loop, which owns every rollout.
+    pub rollouts: crate::rollouts::Rollouts,
 }
 
 impl AppState {
@@ -120,6 +122,18 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         // Firmware updates (issue 9).
         (&endpoint::FREEZE, get(freeze::freeze)),
         (&endpoint::SET_FREEZE, put(freeze::set_freeze)),
+        (&endpoint::ADD_FREEZE, post(freeze::add_freeze)),
+        (&endpoint::CLEAR_FREEZE, delete(freeze::clear_freeze)),
+        // Rollouts (issue 10).
+        (&endpoint::CREATE_ROLLOUT, post(rollouts::create)),
+        (&endpoint::ROLLOUTS, get(rollouts::list)),
+        (&endpoint::ROLLOUT, get(rollouts::show)),
+        (&endpoint::ROLLOUT_MEMBERS, get(rollouts::members)),
+        (&endpoint::START_ROLLOUT, post(rollouts::start)),
+        (&endpoint::PAUSE_ROLLOUT, post(rollouts::pause)),
+        (&endpoint::RESUME_ROLLOUT, post(rollouts::resume)),
+        (&endpoint::ABORT_ROLLOUT, post(rollouts::abort)),
+        (&endpoint::RETRY_ROLLOUT, post(rollouts::retry_failed)),
         (&endpoint::DEVICE_UPDATE, post(updates::update_device)),
         (&endpoint::FIRMWARE_STATUS, get(firmware::status)),
         // The image is streamed to disk; its own limit is firmware.max_image_bytes.

@@ -40,20 +40,32 @@ fn test_state(
     publisher: crate::ingest::Publisher,
 ) -> AppState {
     AppState {
-        fleet,
-        store,
+        fleet: Arc::clone(&fleet),
+        store: store.clone(),
         broker: BrokerInfo {
             host: "127.0.0.1".into(),
             port: 1,
             tls: true,
         },
         metrics: crate::startup::metrics_handle(),
-        access,
+        access: Arc::clone(&access),
         revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
         ingest_connected: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         cert_policy: Default::default(),
         firmware: crate::firmware::Firmware::new(&data_dir, 1024 * 1024),
+        rollouts: crate::rollouts::spawn(
+            crate::rollouts::Deps {
+                store,
+                fleet,
+                publisher: publisher.clone(),
+                access,
+            },
+            crate::rollouts::RolloutsConfig::default(),
+            crate::rollouts::track_channel().1,
+            None,
+        )
+        .0,
         data_dir,
         publisher,
     }
@@ -1365,6 +1377,7 @@ async fn reassigning_a_deployed_device_needs_central_ops_and_is_audited_before_a
 mod commands;
 mod firmware;
 mod operators;
+mod rollouts;
 
 /// `GET /api/v1/pki` (fleetctl pki status): every service certificate and
 /// the CA with their dates, and the devices whose certificates end first.

@@ -11,12 +11,13 @@ use super::{corrupt, to_i64, to_u64, Store, StoreError};
 fn target(
     version: Option<String>,
     manifest: Option<String>,
+    attempt: i64,
 ) -> Result<Option<TargetFirmware>, String> {
     match (version, manifest) {
         (Some(v), Some(manifest)) => Ok(Some(TargetFirmware {
             version: Version::parse(&v).map_err(|e| e.to_string())?,
             manifest,
-            attempt: 0,
+            attempt: u32::try_from(attempt).map_err(|e| e.to_string())?,
         })),
         _ => Ok(None),
     }
@@ -34,13 +35,15 @@ impl Store {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO desired (device, config_rev, firmware_version, firmware_manifest,
-               agent_version, agent_manifest, updated_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+               agent_version, agent_manifest, updated_ms, firmware_attempt, agent_attempt)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT(device) DO UPDATE SET config_rev = excluded.config_rev,
                firmware_version = excluded.firmware_version,
                firmware_manifest = excluded.firmware_manifest,
                agent_version = excluded.agent_version,
-               agent_manifest = excluded.agent_manifest, updated_ms = excluded.updated_ms",
+               agent_manifest = excluded.agent_manifest, updated_ms = excluded.updated_ms,
+               firmware_attempt = excluded.firmware_attempt,
+               agent_attempt = excluded.agent_attempt",
         )
         .bind(device.as_str())
         .bind(i64::from(desired.config_rev))
@@ -49,6 +52,10 @@ impl Store {
         .bind(desired.agent.as_ref().map(|f| f.version.to_string()))
         .bind(desired.agent.as_ref().map(|f| f.manifest.clone()))
         .bind(to_i64(now_ms))
+        .bind(i64::from(
+            desired.firmware.as_ref().map_or(0, |f| f.attempt),
+        ))
+        .bind(i64::from(desired.agent.as_ref().map_or(0, |f| f.attempt)))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -60,7 +67,7 @@ impl Store {
     pub async fn load_desired(&self) -> Result<Vec<(DeviceId, Desired)>, StoreError> {
         let rows = sqlx::query(
             "SELECT device, config_rev, firmware_version, firmware_manifest,
-               agent_version, agent_manifest FROM desired",
+               agent_version, agent_manifest, firmware_attempt, agent_attempt FROM desired",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -73,8 +80,8 @@ impl Store {
                     Desired {
                         config_rev: u32::try_from(to_u64(r.get(1)))
                             .map_err(|e| c(e.to_string()))?,
-                        firmware: target(r.get(2), r.get(3)).map_err(c)?,
-                        agent: target(r.get(4), r.get(5)).map_err(c)?,
+                        firmware: target(r.get(2), r.get(3), r.get(6)).map_err(c)?,
+                        agent: target(r.get(4), r.get(5), r.get(7)).map_err(c)?,
                         freeze: Vec::new(),
                     },
                 ))
@@ -82,18 +89,30 @@ impl Store {
             .collect()
     }
 
-    /// Replace the fleet's freeze windows.
+    /// Replace the fleet's freeze windows (with no reasons).
     pub async fn set_freeze(&self, windows: &[FreezeWindow]) -> Result<(), StoreError> {
+        let with: Vec<(FreezeWindow, String)> =
+            windows.iter().map(|w| (*w, String::new())).collect();
+        self.set_freeze_with_reasons(&with).await
+    }
+
+    /// Replace the fleet's freeze windows, each with why it is there.
+    pub async fn set_freeze_with_reasons(
+        &self,
+        windows: &[(FreezeWindow, String)],
+    ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM freeze_windows")
             .execute(&mut *tx)
             .await?;
-        for w in windows {
+        for (w, reason) in windows {
             sqlx::query(
-                "INSERT INTO freeze_windows (from_ms, to_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO freeze_windows (from_ms, to_ms, reason) VALUES (?, ?, ?)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(to_i64(w.from_ms))
             .bind(to_i64(w.to_ms))
+            .bind(reason)
             .execute(&mut *tx)
             .await?;
         }
@@ -103,14 +122,33 @@ impl Store {
 
     /// The fleet's freeze windows, by start.
     pub async fn freeze_windows(&self) -> Result<Vec<FreezeWindow>, StoreError> {
-        let rows = sqlx::query("SELECT from_ms, to_ms FROM freeze_windows ORDER BY from_ms, to_ms")
-            .fetch_all(&self.pool)
-            .await?;
+        Ok(self
+            .freeze_windows_with_reasons()
+            .await?
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect())
+    }
+
+    /// The fleet's freeze windows with their reasons, by start.
+    pub async fn freeze_windows_with_reasons(
+        &self,
+    ) -> Result<Vec<(FreezeWindow, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT from_ms, to_ms, reason FROM freeze_windows ORDER BY from_ms, to_ms",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
-            .map(|r| FreezeWindow {
-                from_ms: to_u64(r.get(0)),
-                to_ms: to_u64(r.get(1)),
+            .map(|r| {
+                (
+                    FreezeWindow {
+                        from_ms: to_u64(r.get(0)),
+                        to_ms: to_u64(r.get(1)),
+                    },
+                    r.get(2),
+                )
             })
             .collect())
     }
@@ -140,7 +178,11 @@ mod tests {
         };
         let desired = Desired {
             config_rev: 2,
-            firmware: Some(t("2.5.0", "firmware/ballot-box-v2/2.5.0.tar")),
+            // A rollout's retry raised the firmware's attempt.
+            firmware: Some(TargetFirmware {
+                attempt: 3,
+                ..t("2.5.0", "firmware/ballot-box-v2/2.5.0.tar")
+            }),
             agent: Some(t("0.3.0", "agent/x86-64-linux/0.3.0")),
             freeze: Vec::new(),
         };
@@ -155,12 +197,22 @@ mod tests {
                 to_ms: 40,
             },
         ];
-        store.set_freeze(&windows).await.unwrap();
+        store
+            .set_freeze_with_reasons(&[
+                (windows[0], "election day".to_owned()),
+                (windows[1], String::new()),
+            ])
+            .await
+            .unwrap();
         store.close().await;
 
         let store = Store::open(&path).await.unwrap();
         assert_eq!(store.load_desired().await.unwrap(), [(id, desired)]);
         assert_eq!(store.freeze_windows().await.unwrap(), windows);
+        assert_eq!(
+            store.freeze_windows_with_reasons().await.unwrap()[0],
+            (windows[0], "election day".to_owned())
+        );
         store.set_freeze(&[]).await.unwrap();
         assert!(store.freeze_windows().await.unwrap().is_empty());
     }

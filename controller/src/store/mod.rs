@@ -11,6 +11,7 @@ mod devices;
 mod enrolment;
 mod events;
 mod registry;
+mod rollouts;
 mod tokens;
 mod updates;
 mod writer;
@@ -25,8 +26,12 @@ pub use audit::AuditFilter;
 pub use enrolment::ShipmentDevice;
 pub use events::{OutboxDrops, StoredEvent, StoredGap};
 pub use registry::CountyRow;
+pub use rollouts::{LogLine, RolloutChanges, StoredMember, StoredRollout, StoredStatus};
 pub use tokens::TokenRow;
-pub use writer::{spawn_writer, AfterCommit, Batch, WriteOp, WriterConfig, Written};
+pub use writer::{
+    spawn_writer, spawn_writer_with_tracks, AfterCommit, Batch, TrackSender, WriteOp, WriterConfig,
+    Written,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -81,6 +81,22 @@ pub(super) async fn put(
 
 impl Store {
     /// A device's last update, if it ever reported one.
+    /// Every device's last update (for the in-memory fleet at start).
+    pub async fn device_updates(&self) -> Result<Vec<(DeviceId, Track)>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT device, {COLUMNS} FROM device_updates"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.get("device");
+                Ok((
+                    DeviceId::parse(&id).map_err(|e| corrupt("device_updates", e))?,
+                    track_of(r)?,
+                ))
+            })
+            .collect()
+    }
+
     pub async fn device_update(&self, device: &DeviceId) -> Result<Option<Track>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM device_updates WHERE device = ?"
@@ -93,12 +109,12 @@ impl Store {
 
     /// Mark `timed-out` every running update whose device said rebooting or
     /// checking and nothing since, for `timeout_ms` (`domain::updates::timed_out`).
-    /// Returns the devices marked.
+    /// Returns the devices marked, with their tracks as written.
     pub async fn time_out_updates(
         &self,
         now_ms: u64,
         timeout_ms: u64,
-    ) -> Result<Vec<DeviceId>, StoreError> {
+    ) -> Result<Vec<(DeviceId, Track)>, StoreError> {
         let mut tx = self.write_tx().await?;
         let rows = sqlx::query(&format!(
             "SELECT device, {COLUMNS} FROM device_updates
@@ -122,7 +138,7 @@ impl Store {
                 t.phase.map_or("?", updates::phase_name)
             );
             put(&mut tx, &device, &t).await?;
-            marked.push(device);
+            marked.push((device, t));
         }
         tx.commit().await?;
         Ok(marked)

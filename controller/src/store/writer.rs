@@ -27,7 +27,13 @@ pub struct Written {
     pub gaps: u64,
     /// Updates that ended with this batch, by outcome.
     pub update_results: Vec<crate::domain::updates::Outcome>,
+    /// Every update track this batch changed, as written (in order).
+    pub tracks: Vec<(DeviceId, crate::domain::updates::Track)>,
 }
+
+/// Where the writer (and the update sweeper) tell what update tracks they
+/// changed, after the commit: the rollout loop listens.
+pub type TrackSender = mpsc::UnboundedSender<(DeviceId, crate::domain::updates::Track)>;
 
 impl Store {
     /// One transaction for a whole batch of reported data; then each device
@@ -191,6 +197,7 @@ impl Store {
                 {
                     super::updates::put(&mut tx, id, &track).await?;
                     written.update_results.extend(ended);
+                    written.tracks.push((id.clone(), track));
                 }
             }
             written.stored += 1;
@@ -319,8 +326,19 @@ impl Default for WriterConfig {
 /// has, when every sender is gone.
 pub fn spawn_writer(
     store: Store,
+    rx: mpsc::Receiver<WriteOp>,
+    cfg: WriterConfig,
+) -> tokio::task::JoinHandle<()> {
+    spawn_writer_with_tracks(store, rx, cfg, None)
+}
+
+/// [`spawn_writer`], telling `tracks` of every update track a batch
+/// changed once the batch is committed.
+pub fn spawn_writer_with_tracks(
+    store: Store,
     mut rx: mpsc::Receiver<WriteOp>,
     cfg: WriterConfig,
+    tracks: Option<TrackSender>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -336,7 +354,13 @@ pub fn spawn_writer(
             let mut attempt = 0;
             loop {
                 match store.write_batch(&batch, cfg.events_kept_per_device).await {
-                    Ok(w) => {
+                    Ok(mut w) => {
+                        if let Some(tx) = &tracks {
+                            for t in std::mem::take(&mut w.tracks) {
+                                // The loop gone (shutting down): nobody to tell.
+                                let _ = tx.send(t);
+                            }
+                        }
                         metrics::counter!("fleet_store_batches_total").increment(1);
                         metrics::counter!("fleet_ingest_events_stored_total").increment(w.stored);
                         metrics::counter!("fleet_ingest_duplicate_events_total")

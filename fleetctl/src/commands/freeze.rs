@@ -23,6 +23,7 @@ pub async fn set(client: &Client, from: String, to: String) -> Result<Windows, C
         windows: vec![FreezeWindowRequest {
             from: spec(from),
             to: spec(to),
+            reason: String::new(),
         }],
     };
     Ok(Windows(client.set_freeze(&req).await?))

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod pki;
 pub mod readiness;
 pub mod registry;
+pub mod rollouts;
 pub mod tokens;
 pub mod tuf;
 pub mod updates;

@@ -9,7 +9,7 @@ use super::*;
 
 /// Set the repository up in the app's data directory from a fresh release
 /// key set (as `fleet-controller firmware-init` does).
-fn firmware_init(app: &TestApp) {
+pub(super) fn firmware_init(app: &TestApp) {
     let keys = app.dir.path().join("release-keys");
     fleet_repo::release::init(
         &keys,
@@ -38,7 +38,7 @@ async fn put_image(app: &TestApp, token: &str, sha: &str, body: Vec<u8>) -> (Sta
 }
 
 /// Import the registry and register `devices` (each as [`dev`] gives).
-async fn registered(app: &TestApp, devices: Value) {
+pub(super) async fn registered(app: &TestApp, devices: Value) {
     ok(app.csv(REGISTRY).await);
     ok(app
         .json("POST", "/api/v1/devices", json!({ "devices": devices }))
@@ -46,7 +46,7 @@ async fn registered(app: &TestApp, devices: Value) {
 }
 
 /// The actions of the audit entries `GET /api/v1/audit?QUERY` lists.
-async fn audit_actions(app: &TestApp, query: &str) -> Vec<String> {
+pub(super) async fn audit_actions(app: &TestApp, query: &str) -> Vec<String> {
     let (_, entries) = app.get(&format!("/api/v1/audit?{query}")).await;
     entries
         .as_array()
@@ -93,7 +93,15 @@ async fn freeze_windows_are_stored_sent_with_every_desired_state_and_audited() {
     assert_eq!(body["windows"][0]["active"], false);
     assert_eq!(body["republished"], 1);
 
-    let sent = queued(&app);
+    // Sent in the background.
+    let mut sent = Vec::new();
+    within(STEP, "the desired state sent again", async {
+        while sent.is_empty() {
+            sent = queued(&app);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     assert_eq!(sent.len(), 1, "the device with a desired state: {sent:?}");
     let (topic, retained, env) = &sent[0];
     assert_eq!(topic, "fleet/v1/dev/BB-TEH/desired");
@@ -242,7 +250,11 @@ async fn uploads_need_a_repository_a_firmware_role_a_matching_hash_and_room() {
 /// Sign `bytes` as a target with the release keys in the app's directory,
 /// store the image and publish the targets (as `fleetctl firmware upload`
 /// does through the routes).
-fn publish(app: &TestApp, custom: &fleet_protocol::firmware::TargetCustom, bytes: &[u8]) {
+pub(super) fn publish(
+    app: &TestApp,
+    custom: &fleet_protocol::firmware::TargetCustom,
+    bytes: &[u8],
+) {
     let keys = app.dir.path().join("release-keys");
     let image = app.dir.path().join(format!("image-{}", custom.version));
     std::fs::write(&image, bytes).unwrap();
