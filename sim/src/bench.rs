@@ -625,6 +625,17 @@ pub async fn rollout(b: RolloutBench) -> anyhow::Result<()> {
     };
     let secs = started.elapsed().as_secs_f64();
     let after = api.client.metrics().await?;
+    // Why members failed, most frequent first (the devices' own messages).
+    let mut why: std::collections::BTreeMap<String, u32> = Default::default();
+    for m in api
+        .client
+        .rollout_members(id, Some(fleet_api::types::MemberState::Failed))
+        .await?
+    {
+        *why.entry(m.message).or_default() += 1;
+    }
+    let mut why: Vec<(String, u32)> = why.into_iter().collect();
+    why.sort_by_key(|w| std::cmp::Reverse(w.1));
     fleet.stop().await;
     let delta = |name: &str| counter(&after, name) - counter(&before, name);
     let published = delta("fleet_desired_published_total");
@@ -651,6 +662,9 @@ pub async fn rollout(b: RolloutBench) -> anyhow::Result<()> {
             w.index, w.name, dur, w.counters.succeeded, w.counters.total
         );
         waves.push(serde_json::json!({ "index": w.index, "name": w.name, "secs": dur, "succeeded": w.counters.succeeded, "total": w.counters.total }));
+    }
+    for (message, n) in why.iter().take(5) {
+        println!("  failed: {n} x {message}");
     }
     let (p50, p99) = (tick(0.5), tick(0.99));
     let max = quantile(&after, "fleet_rollout_tick_seconds", 1.0).unwrap_or(f64::NAN) * 1000.0;
