@@ -39,13 +39,14 @@ pub struct ControllerProc {
 
 impl ControllerProc {
     pub fn start(bin: &Path) -> anyhow::Result<Self> {
-        Self::start_with(bin, |_| Ok(()))
+        Self::start_with(bin, &[], |_| Ok(()))
     }
 
     /// [`ControllerProc::start`], calling `before_serve` with the data
     /// directory after `init` and before `serve` (e.g. `firmware-init`).
     pub fn start_with(
         bin: &Path,
+        env: &[(&str, &str)],
         before_serve: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
@@ -68,6 +69,7 @@ impl ControllerProc {
             .arg(data_dir.path())
             .args(["--http", "127.0.0.1:0"])
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -489,22 +491,30 @@ pub async fn rollout(b: RolloutBench) -> anyhow::Result<()> {
             .arg(&keys)
             .args(["--root-keys", "1", "--root-threshold", "1"]),
     )?;
-    let ctl = ControllerProc::start_with(&bin, |data| {
-        run_ok(
-            Command::new(&bin)
-                .args(["firmware-init", "--data-dir"])
-                .arg(data)
-                .arg("--root")
-                .arg(keys.join("root.json"))
-                .arg("--targets")
-                .arg(keys.join("targets.json"))
-                .arg("--snapshot-key")
-                .arg(keys.join("controller/snapshot.pem"))
-                .arg("--timestamp-key")
-                .arg(keys.join("controller/timestamp.pem")),
-        )
-        .map(|_| ())
-    })?;
+    // Every simulated device connects from 127.0.0.1: the per-address cap
+    // on HTTPS connections (256, for a real network) would refuse a wave's
+    // metadata and image fetches that a real fleet makes from many addresses.
+    let per_ip = (b.devices + 256).to_string();
+    let ctl = ControllerProc::start_with(
+        &bin,
+        &[("FLEET_CONTROLLER__HTTP__MAX_CONNECTIONS_PER_IP", &per_ip)],
+        |data| {
+            run_ok(
+                Command::new(&bin)
+                    .args(["firmware-init", "--data-dir"])
+                    .arg(data)
+                    .arg("--root")
+                    .arg(keys.join("root.json"))
+                    .arg("--targets")
+                    .arg(keys.join("targets.json"))
+                    .arg("--snapshot-key")
+                    .arg(keys.join("controller/snapshot.pem"))
+                    .arg("--timestamp-key")
+                    .arg(keys.join("controller/timestamp.pem")),
+            )
+            .map(|_| ())
+        },
+    )?;
     let (model, version) = ("ballot-box-v2", "2.5.0");
     let image = work.path().join("image.tar");
     make_image(&image, version)?;
