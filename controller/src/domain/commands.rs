@@ -168,7 +168,7 @@ impl CommandState {
 
 /// The state a device's answer gives a stored command, or `None` when it
 /// changes nothing (the command already has its answer: a re-delivery).
-/// `at_ms`: when the device answered, on the controller's clock.
+/// `at_ms`: when the device answered (its clock, capped at the receipt).
 /// A failure the device sent after the expiry is the device refusing an
 /// expired command: `expired`. A success wins over the sweeper's `expired`
 /// only when it came at or before the expiry (the device ran it in time;

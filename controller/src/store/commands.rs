@@ -75,6 +75,10 @@ pub(super) async fn settle(
     let state: String = r.get("state");
     let held = CommandState::parse(&state)
         .ok_or_else(|| corrupt("commands", format!("state {state:?}")))?;
+    // The device's clock may run ahead; an answer cannot come later than it
+    // was received. (No offset is known here to correct a clock behind:
+    // the agent judges expiry on the controller's clock for that.)
+    let at_ms = at_ms.min(received_ms);
     let uploaded = r.get::<Option<i64>, _>("upload_bytes").is_some();
     let Some(new) = commands::settle(held, to_u64(r.get("expires_ms")), ok, at_ms, uploaded) else {
         return Ok(None);
@@ -472,5 +476,24 @@ mod tests {
             (held.state, held.upload_bytes),
             (CommandState::Ok, Some(42))
         );
+    }
+
+    #[tokio::test]
+    async fn a_device_clock_ahead_does_not_turn_an_in_time_failure_into_an_expiry() {
+        let dev = DeviceId::parse("BB-1").unwrap();
+        let (_dir, store) = store_with(&dev).await;
+        store
+            .insert_commands(&[row(&dev, "c-1", 1000, None)])
+            .await
+            .unwrap();
+        let mut batch = Batch::default();
+        // Stamped an hour ahead, received before the expiry.
+        batch.push(WriteOp::Event(
+            dev.clone(),
+            answer(1, 3_600_500, "c-1", false),
+            500,
+        ));
+        let w = store.write_batch(&batch, 100).await.unwrap();
+        assert_eq!(w.command_results, [CommandState::Failed]);
     }
 }
