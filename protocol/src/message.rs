@@ -445,14 +445,24 @@ pub struct Command {
 
 /// A one-use permission to upload logs for one command: the controller's
 /// path (`/api/v1/devices/{id}/logs/{command}`) and the bearer token, of
-/// which the controller keeps only the SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+/// which the controller keeps only the SHA-256. Its `Debug` leaves the
+/// token out: commands are logged.
+#[derive(Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[cbor(map)]
 pub struct UploadTicket {
     #[n(0)]
     pub path: String,
     #[n(1)]
     pub token: String,
+}
+
+impl std::fmt::Debug for UploadTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadTicket")
+            .field("path", &self.path)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
