@@ -189,6 +189,7 @@ impl Loop {
         for (device, track) in tracks {
             me.track(device, track).await;
         }
+        me.republish_released().await;
         me.flush().await;
         info!(rollouts = live, "rollouts restored");
         Ok(me)
@@ -277,11 +278,93 @@ impl Loop {
 
     /// Do what an engine decided. `by`: the operator whose action it was
     /// (the engine's own decisions are audited as `controller`).
+    ///
+    /// Releases are stored first (their members' rows, one transaction),
+    /// then sent: a controller killed in between finds the members
+    /// released and sends their desired state again on restore. A release
+    /// that cannot be stored or sent goes back to Pending (released again
+    /// by a later pass).
     async fn decided(&mut self, id: u64, decisions: Vec<Decision>, by: Option<&Caller>) {
+        let mut todo = decisions;
+        while !todo.is_empty() {
+            let batch = std::mem::take(&mut todo);
+            let releases: Vec<DeviceId> = batch
+                .iter()
+                .filter_map(|d| match d {
+                    Decision::Release { device, .. } => Some(device.clone()),
+                    _ => None,
+                })
+                .collect();
+            let stored = match self.persist_released(id, &releases).await {
+                Ok(()) => true,
+                Err(e) => {
+                    error!(rollout = id, error = %e, devices = releases.len(), "cannot store the released members; they are not released now");
+                    false
+                }
+            };
+            for d in batch {
+                if let Decision::Release { device, attempt } = d {
+                    let sent = if stored {
+                        self.release(id, &device, attempt).await
+                    } else {
+                        Err("the member could not be stored".to_owned())
+                    };
+                    if let Err(why) = sent {
+                        let input = Input::Unreleased {
+                            device,
+                            message: format!("not released: {why}"),
+                        };
+                        match self.feed(id, input) {
+                            Ok(more) => todo.extend(more),
+                            Err(e) => {
+                                warn!(rollout = id, error = %e, "a failed release could not be undone")
+                            }
+                        }
+                    }
+                } else {
+                    self.decided_one(id, d, by).await;
+                }
+            }
+        }
+    }
+
+    /// Store the rows of members just released, before their desired
+    /// state is set.
+    async fn persist_released(
+        &self,
+        id: u64,
+        devices: &[DeviceId],
+    ) -> Result<(), crate::store::StoreError> {
+        let Some(live) = self.rollouts.get(&id) else {
+            return Ok(());
+        };
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let members = devices
+            .iter()
+            .filter_map(|d| live.engine.member(d))
+            .map(|m| (id, stored_member(m)))
+            .collect();
+        self.deps
+            .store
+            .persist_rollouts(&[RolloutChanges {
+                status: None,
+                members,
+                log: Vec::new(),
+            }])
+            .await
+    }
+
+    async fn decided_one(&mut self, id: u64, d: Decision, by: Option<&Caller>) {
         let now = unix_ms();
-        for d in decisions {
+        {
             match d {
-                Decision::Release { device, attempt } => self.release(id, &device, attempt).await,
+                Decision::Release { device, attempt } => {
+                    if let Err(why) = self.release(id, &device, attempt).await {
+                        warn!(rollout = id, device = %device, %why, "a release was not sent");
+                    }
+                }
                 Decision::Member(device) => {
                     self.dirty_members.entry(id).or_default().insert(device);
                 }
@@ -355,10 +438,11 @@ impl Loop {
         }
     }
 
-    /// Set the device's desired target for this rollout (only its field).
-    async fn release(&mut self, id: u64, device: &DeviceId, attempt: u32) {
+    /// Set the device's desired target for this rollout (only its field);
+    /// why not, when it could not be set.
+    async fn release(&mut self, id: u64, device: &DeviceId, attempt: u32) -> Result<(), String> {
         let Some(live) = self.rollouts.get(&id) else {
-            return;
+            return Ok(());
         };
         let t = &live.meta.spec.target;
         let target = TargetFirmware {
@@ -396,9 +480,68 @@ impl Loop {
             Ok(()) => {
                 metrics::counter!("fleet_rollout_releases_total").increment(1);
                 metrics::counter!("fleet_desired_published_total", "why" => "rollout").increment(1);
+                Ok(())
             }
             Err(e) => {
-                warn!(rollout = id, device = %device, error = %e, "cannot set a released device's desired state; it times out unless it is retried");
+                warn!(rollout = id, device = %device, error = %e, "cannot set a released device's desired state; it goes back to pending");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Restore: a member stored Released whose device's desired state
+    /// does not carry the rollout's target (the controller stopped between
+    /// storing the member and setting the desired state) is sent again.
+    /// Idempotent: a desired state already set is left alone.
+    async fn republish_released(&mut self) {
+        let mut todo = Vec::new();
+        for (id, live) in &self.rollouts {
+            if live.phase() == Phase::Aborted {
+                continue;
+            }
+            let t = &live.meta.spec.target;
+            let fleet = self
+                .deps
+                .fleet
+                .read()
+                .expect("fleet lock is never poisoned");
+            for m in live.engine.members() {
+                if m.state != DevState::Released {
+                    continue;
+                }
+                let desired = fleet.get(&m.device).and_then(|d| d.desired.as_ref());
+                let field = desired.and_then(|d| match t.artifact {
+                    ArtifactKind::Firmware => d.firmware.as_ref(),
+                    ArtifactKind::Agent => d.agent.as_ref(),
+                });
+                let set = field.is_some_and(|f| {
+                    f.version == t.version
+                        && f.manifest == live.meta.spec.manifest
+                        && f.attempt == m.attempt
+                });
+                if !set {
+                    todo.push((*id, m.device.clone(), m.attempt));
+                }
+            }
+        }
+        if !todo.is_empty() {
+            info!(
+                devices = todo.len(),
+                "released members without their desired state are sent again"
+            );
+        }
+        for (id, device, attempt) in todo {
+            if let Err(why) = self.release(id, &device, attempt).await {
+                let input = Input::Unreleased {
+                    device,
+                    message: format!("not released: {why}"),
+                };
+                match self.feed(id, input) {
+                    Ok(d) => self.decided(id, d, None).await,
+                    Err(e) => {
+                        warn!(rollout = id, error = %e, "a failed release could not be undone")
+                    }
+                }
             }
         }
     }

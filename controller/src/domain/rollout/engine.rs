@@ -141,6 +141,13 @@ pub enum Input {
     },
     /// A device registered later that matches the selector (include_new).
     Join(Candidate),
+    /// The loop could not set a released device's desired state: the
+    /// member goes back to Pending (its slot freed; released again by a
+    /// later pass), `message` saying why. Only a Released member moves.
+    Unreleased {
+        device: DeviceId,
+        message: String,
+    },
     Tick,
 }
 
@@ -155,6 +162,7 @@ impl Input {
             Input::Progress { .. } => "progress",
             Input::Ended { .. } => "ended",
             Input::Join(_) => "join",
+            Input::Unreleased { .. } => "unrelease",
             Input::Tick => "tick",
         }
     }
@@ -432,6 +440,15 @@ impl Engine {
                     message,
                 }) {
                     out.push(Decision::Member(device));
+                }
+            }
+            Input::Unreleased { device, message } => {
+                if let Some(&i) = self.index.get(&device) {
+                    if self.members[i].state == DevState::Released {
+                        self.members[i].released_ms = None;
+                        self.members[i].message = message;
+                        self.set(i, DevState::Pending, now, &mut out);
+                    }
                 }
             }
             Input::Progress { device, phase } => {

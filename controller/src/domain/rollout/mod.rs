@@ -31,6 +31,7 @@
 //! | `Abort` | Draft, Running, Paused | Aborted (nothing more is released or timed out) |
 //! | `RetryFailed` | Running, Paused, Completed | same; Failed/TimedOut members go back to Pending with `attempt + 1` |
 //! | `Join` | all but Aborted | same; the device joins the last wave (a device already a member is left alone) |
+//! | `Unreleased` | any | same; a Released member goes back to Pending (its desired state could not be set) |
 //! | `Progress`, `Ended`, `Tick` | any | as the rules below say |
 //!
 //! Anything else is [`EngineError::NotAllowed`] naming the action and phase.

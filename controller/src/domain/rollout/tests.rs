@@ -867,6 +867,39 @@ fn a_device_that_downloads_again_on_its_own_is_counted_and_holds_releases_back()
 }
 
 #[test]
+fn a_release_that_could_not_be_sent_goes_back_to_pending_and_frees_its_slot() {
+    let mut s = Sim::new(
+        Policy {
+            max_downloads_per_province: 1,
+            ..Policy::default()
+        },
+        &only_rest(),
+        devices("IR-01", 2),
+    );
+    assert_eq!(released(&s.start()), strs(&["IR-01-000"]));
+    let out = s.ok(Input::Unreleased {
+        device: dev("IR-01-000"),
+        message: "store down".into(),
+    });
+    assert!(out.contains(&Decision::Member(dev("IR-01-000"))), "{out:?}");
+    let m = s.e.member(&dev("IR-01-000")).unwrap();
+    assert_eq!((m.state, m.released_ms), (DevState::Pending, None));
+    assert_eq!(m.message, "store down");
+    assert_eq!(s.e.downloads_in(prov("IR-01")), 0, "its slot is free");
+    // Released again by the next pass, first in its province.
+    assert_eq!(released(&s.tick()), strs(&["IR-01-000"]));
+    // A member past Released is not moved back.
+    s.progress("IR-01-000", UpdatePhase::Downloading);
+    assert!(s
+        .ok(Input::Unreleased {
+            device: dev("IR-01-000"),
+            message: "late".into(),
+        })
+        .is_empty());
+    assert_eq!(s.state("IR-01-000"), DevState::Downloading);
+}
+
+#[test]
 fn no_limit_releases_the_whole_wave_at_once() {
     let mut s = Sim::new(unlimited(), &only_rest(), devices("IR-01", 500));
     assert_eq!(released(&s.start()).len(), 500);

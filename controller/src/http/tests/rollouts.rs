@@ -470,3 +470,108 @@ async fn a_completed_rollout_hands_its_stragglers_to_a_newer_one() {
         .unwrap();
     assert_eq!(teh["state"], "pending", "{old}");
 }
+
+/// A second loop over the app's store and fleet, as a restarted controller
+/// would start it; answers once it has restored (`list` waits for that).
+async fn restarted_loop(app: &TestApp) -> (crate::rollouts::Rollouts, rumqttc::EventLoop) {
+    let (publisher, eventloop) = unconnected_client();
+    let (rollouts, _task) = crate::rollouts::spawn(
+        crate::rollouts::Deps {
+            store: app.store.clone(),
+            fleet: Arc::clone(&app.fleet),
+            publisher,
+            access: Arc::clone(&app.access),
+        },
+        crate::rollouts::RolloutsConfig {
+            tick: std::time::Duration::from_secs(3600),
+            join_every_ticks: 1000,
+        },
+        crate::rollouts::track_channel().1,
+        None,
+    );
+    within(STEP, "the restored loop answering", rollouts.list(None))
+        .await
+        .unwrap();
+    (rollouts, eventloop)
+}
+
+fn stored_firmware(all: &[(DeviceId, fleet_protocol::Desired)], id: &str) -> Option<u32> {
+    all.iter()
+        .find(|(d, _)| d.as_str() == id)
+        .and_then(|(_, d)| d.firmware.as_ref().map(|f| f.attempt))
+}
+
+#[tokio::test]
+async fn a_member_stored_released_without_its_desired_state_is_sent_again_on_restore() {
+    let app = with_fleet_and_target().await;
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "devices": ["BB-SARI"] } })),
+        )
+        .await);
+    ok(app
+        .json("POST", "/api/v1/rollouts/1/pause", json!({}))
+        .await);
+    // The member row is stored released (before the desired state was set).
+    let rows = app.store.rollout_members(1).await.unwrap();
+    assert_eq!(rows[0].state, "released");
+    // As if the controller had been killed between the two: no desired state.
+    let sari = DeviceId::parse("BB-SARI").unwrap();
+    app.store
+        .set_desired(&sari, &fleet_protocol::Desired::default(), 1)
+        .await
+        .unwrap();
+    app.fleet
+        .write()
+        .unwrap()
+        .set_desired(&sari, fleet_protocol::Desired::default());
+    let before = app.store.load_desired().await.unwrap();
+    assert_eq!(stored_firmware(&before, "BB-SARI"), None);
+
+    let (_loop, mut mqtt) = restarted_loop(&app).await;
+    let after = app.store.load_desired().await.unwrap();
+    assert_eq!(stored_firmware(&after, "BB-SARI"), Some(0), "{after:?}");
+    mqtt.clean();
+    assert_eq!(mqtt.pending.len(), 1, "sent again, retained");
+
+    // Idempotent: a second restart sends nothing more.
+    let (_loop2, mut mqtt2) = restarted_loop(&app).await;
+    mqtt2.clean();
+    assert!(mqtt2.pending.is_empty());
+}
+
+#[tokio::test]
+async fn a_release_whose_desired_state_cannot_be_set_goes_back_to_pending() {
+    let app = with_fleet_and_target().await;
+    // A device the fleet holds but the store does not know: storing its
+    // desired state fails (foreign key).
+    {
+        let mut fleet = app.fleet.write().unwrap();
+        let sari = fleet.get(&DeviceId::parse("BB-SARI").unwrap()).unwrap();
+        let (mut reg, status) = (sari.reg.clone(), sari.status.clone());
+        reg.id = DeviceId::parse("BB-GHOST").unwrap();
+        fleet.upsert(reg, status, crate::clock::unix_ms());
+    }
+    let (status, view) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "devices": ["BB-GHOST", "BB-SARI"] } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["counters"]["downloading"], 1, "{view}");
+    assert_eq!(view["counters"]["pending"], 1, "{view}");
+    let (_, pending) = app.get("/api/v1/rollouts/1/members?state=pending").await;
+    assert_eq!(pending[0]["device"], "BB-GHOST", "{pending}");
+    assert_eq!(pending[0]["released_ms"], Value::Null);
+    assert!(
+        pending[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not released"),
+        "{pending}"
+    );
+}
