@@ -586,7 +586,10 @@ impl Loop {
 
     /// A device's update track changed: to the fleet (readiness) and to
     /// every live rollout that holds the device, if it is that rollout's
-    /// target and started after the device was released.
+    /// target and its last event came at or after the device was released
+    /// (a track keeps its start when it continues: a device coming back
+    /// after the sweeper timed it out, or one already updating to this
+    /// version when it was released).
     async fn track(&mut self, device: DeviceId, track: Track) {
         self.deps
             .fleet
@@ -604,7 +607,7 @@ impl Loop {
                 l.engine
                     .member(&device)
                     .and_then(|m| m.released_ms)
-                    .is_some_and(|r| track.started_ms >= r)
+                    .is_some_and(|r| track.last_event_ms >= r)
             })
             .map(|(id, _)| *id)
             .collect();

@@ -128,8 +128,8 @@ pub enum Input {
     Abort,
     RetryFailed,
     /// From the device's update track for THIS rollout's artifact and
-    /// version, only tracks that started at or after the device was
-    /// released (the I/O loop filters).
+    /// version, only tracks whose last event came at or after the device
+    /// was released (the I/O loop filters).
     Progress {
         device: DeviceId,
         phase: UpdatePhase,

@@ -473,8 +473,15 @@ async fn a_completed_rollout_hands_its_stragglers_to_a_newer_one() {
 
 /// A second loop over the app's store and fleet, as a restarted controller
 /// would start it; answers once it has restored (`list` waits for that).
-async fn restarted_loop(app: &TestApp) -> (crate::rollouts::Rollouts, rumqttc::EventLoop) {
+async fn restarted_loop(
+    app: &TestApp,
+) -> (
+    crate::rollouts::Rollouts,
+    rumqttc::EventLoop,
+    crate::store::TrackSender,
+) {
     let (publisher, eventloop) = unconnected_client();
+    let (tracks, track_rx) = crate::rollouts::track_channel();
     let (rollouts, _task) = crate::rollouts::spawn(
         crate::rollouts::Deps {
             store: app.store.clone(),
@@ -486,13 +493,13 @@ async fn restarted_loop(app: &TestApp) -> (crate::rollouts::Rollouts, rumqttc::E
             tick: std::time::Duration::from_secs(3600),
             join_every_ticks: 1000,
         },
-        crate::rollouts::track_channel().1,
+        track_rx,
         None,
     );
     within(STEP, "the restored loop answering", rollouts.list(None))
         .await
         .unwrap();
-    (rollouts, eventloop)
+    (rollouts, eventloop, tracks)
 }
 
 fn stored_firmware(all: &[(DeviceId, fleet_protocol::Desired)], id: &str) -> Option<u32> {
@@ -530,14 +537,14 @@ async fn a_member_stored_released_without_its_desired_state_is_sent_again_on_res
     let before = app.store.load_desired().await.unwrap();
     assert_eq!(stored_firmware(&before, "BB-SARI"), None);
 
-    let (_loop, mut mqtt) = restarted_loop(&app).await;
+    let (_loop, mut mqtt, _) = restarted_loop(&app).await;
     let after = app.store.load_desired().await.unwrap();
     assert_eq!(stored_firmware(&after, "BB-SARI"), Some(0), "{after:?}");
     mqtt.clean();
     assert_eq!(mqtt.pending.len(), 1, "sent again, retained");
 
     // Idempotent: a second restart sends nothing more.
-    let (_loop2, mut mqtt2) = restarted_loop(&app).await;
+    let (_loop2, mut mqtt2, _) = restarted_loop(&app).await;
     mqtt2.clean();
     assert!(mqtt2.pending.is_empty());
 }
@@ -574,4 +581,95 @@ async fn a_release_whose_desired_state_cannot_be_set_goes_back_to_pending() {
             .starts_with("not released"),
         "{pending}"
     );
+}
+
+/// A member's state as a loop holds it, once it is `want` (bounded).
+async fn member_becomes(rollouts: &crate::rollouts::Rollouts, device: &str, want: &str) {
+    let device = device.to_owned();
+    let want = want.to_owned();
+    fleet_tests::eventually(
+        std::time::Duration::from_secs(STEP),
+        &format!("{device} {want}"),
+        || async {
+            let members = rollouts
+                .members(1, None, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let m = members
+                .iter()
+                .find(|m| m.device.as_str() == device)
+                .ok_or("no such member")?;
+            let state = serde_json::to_value(m.state).unwrap();
+            if state == want.as_str() {
+                Ok(())
+            } else {
+                Err(format!("{device} is {state}"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn track(
+    started_ms: u64,
+    last_event_ms: u64,
+    outcome: Option<crate::domain::updates::Outcome>,
+) -> crate::domain::updates::Track {
+    crate::domain::updates::Track {
+        artifact: ArtifactKind::Firmware,
+        version: Version::parse("2.5.0").unwrap(),
+        phase: Some(fleet_protocol::UpdatePhase::Downloading),
+        bytes: 0,
+        total: 0,
+        outcome,
+        message: String::new(),
+        started_ms,
+        last_event_ms,
+        last_at_ms: last_event_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_track_that_continues_after_a_sweeper_time_out_still_counts_for_a_later_release() {
+    use crate::domain::updates::Outcome;
+    let app = with_fleet_and_target().await;
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "devices": ["BB-SARI"] } })),
+        )
+        .await);
+    ok(app
+        .json("POST", "/api/v1/rollouts/1/pause", json!({}))
+        .await);
+    let released = app.store.rollout_members(1).await.unwrap()[0]
+        .released_ms
+        .unwrap();
+    let (rollouts, _mqtt, tracks) = restarted_loop(&app).await;
+    let sari = DeviceId::parse("BB-SARI").unwrap();
+    // An update to 2.5.0 that ended before the release is not this one's.
+    tracks
+        .send((
+            sari.clone(),
+            track(released - 7_200_000, released - 1, Some(Outcome::Failed)),
+        ))
+        .unwrap();
+    // The sweeper timed the device out before the release; it comes back
+    // after it: the same track, its start kept, runs on.
+    tracks
+        .send((
+            sari.clone(),
+            track(released - 7_200_000, released + 1, None),
+        ))
+        .unwrap();
+    member_becomes(&rollouts, "BB-SARI", "downloading").await;
+    tracks
+        .send((
+            sari,
+            track(released - 7_200_000, released + 2, Some(Outcome::Committed)),
+        ))
+        .unwrap();
+    member_becomes(&rollouts, "BB-SARI", "succeeded").await;
 }
