@@ -50,6 +50,9 @@ pub(super) struct Loop {
     dirty_members: BTreeMap<u64, BTreeSet<DeviceId>>,
     dirty_status: BTreeSet<u64>,
     log: Vec<LogLine>,
+    /// Stragglers of completed rollouts whose desired target someone else
+    /// set after the rollout completed: never released by that rollout.
+    handed_over: BTreeSet<(u64, DeviceId)>,
 }
 
 fn stored_status(s: &Status) -> StoredStatus {
@@ -117,6 +120,7 @@ impl Loop {
             dirty_members: BTreeMap::new(),
             dirty_status: BTreeSet::new(),
             log: Vec::new(),
+            handed_over: BTreeSet::new(),
         };
         for r in stored {
             let request: RolloutRequest = match serde_json::from_str(&r.spec_json) {
@@ -251,19 +255,21 @@ impl Loop {
             let artifact = live.artifact();
             let completed = live.phase() == Phase::Completed;
             let rollouts = &self.rollouts;
+            let handed_over = &self.handed_over;
             // A completed rollout's stragglers that a newer rollout of the
-            // same artifact holds are the newer one's: the old one sees them
-            // as offline and never releases them.
+            // same artifact holds (started, in any phase, the device in any
+            // state: aborted and skipped too), or whose desired target was
+            // set by someone else after it completed, are not its own: it
+            // sees them as offline and never releases them.
             let online = |d: &DeviceId| {
                 is_online(&fleet, d)
                     && !(completed
-                        && rollouts.range(id + 1..).any(|(_, o)| {
-                            o.artifact() == artifact
-                                && !matches!(o.phase(), Phase::Aborted | Phase::Draft)
-                                && o.engine
-                                    .member(d)
-                                    .is_some_and(|m| m.state != DevState::Skipped)
-                        }))
+                        && (handed_over.contains(&(id, d.clone()))
+                            || rollouts.range(id + 1..).any(|(_, o)| {
+                                o.artifact() == artifact
+                                    && o.phase() != Phase::Draft
+                                    && o.engine.member(d).is_some()
+                            })))
             };
             let world = World {
                 now_ms: now,
@@ -451,6 +457,21 @@ impl Loop {
             attempt,
         };
         let artifact = t.artifact;
+        let finished_ms = (live.phase() == Phase::Completed)
+            .then_some(live.engine.status().finished_ms)
+            .flatten();
+        if let Some(finished_ms) = finished_ms {
+            if let Some(other) = self
+                .set_by_other(device, artifact, &target, finished_ms)
+                .await
+            {
+                self.handed_over.insert((id, device.clone()));
+                info!(rollout = id, device = %device, %other, "a straggler's desired target was set after the rollout completed; it is left alone");
+                return Err(format!(
+                    "its desired target {other} was set after the rollout completed"
+                ));
+            }
+        }
         let mut desired = {
             let fleet = self
                 .deps
@@ -542,6 +563,41 @@ impl Loop {
                         warn!(rollout = id, error = %e, "a failed release could not be undone")
                     }
                 }
+            }
+        }
+    }
+
+    /// The version of the device's desired target for `artifact` when it
+    /// is not `ours` and was stored at or after `since_ms` (someone else
+    /// set it: an operator, another rollout).
+    async fn set_by_other(
+        &self,
+        device: &DeviceId,
+        artifact: ArtifactKind,
+        ours: &TargetFirmware,
+        since_ms: u64,
+    ) -> Option<String> {
+        let current = {
+            let fleet = self
+                .deps
+                .fleet
+                .read()
+                .expect("fleet lock is never poisoned");
+            let d = fleet.get(device).and_then(|d| d.desired.as_ref());
+            d.and_then(|d| match artifact {
+                ArtifactKind::Firmware => d.firmware.clone(),
+                ArtifactKind::Agent => d.agent.clone(),
+            })
+        }?;
+        if current.version == ours.version && current.manifest == ours.manifest {
+            return None;
+        }
+        match self.deps.store.desired_updated_ms(device).await {
+            Ok(Some(at)) if at >= since_ms => Some(current.version.to_string()),
+            Ok(_) => None,
+            Err(e) => {
+                warn!(device = %device, error = %e, "cannot read when a desired state was set; the straggler waits");
+                Some(current.version.to_string())
             }
         }
     }
@@ -673,6 +729,18 @@ impl Loop {
             return;
         }
         let artifact = live.artifact();
+        let model = &live.meta.spec.target.model;
+        // Only the newest include_new rollout of an artifact and model
+        // takes devices registered later.
+        let newer = self.rollouts.range(id + 1..).any(|(_, o)| {
+            o.artifact() == artifact
+                && &o.meta.spec.target.model == model
+                && o.meta.spec.selector.include_new
+                && !matches!(o.phase(), Phase::Aborted | Phase::Draft)
+        });
+        if newer {
+            return;
+        }
         let joining: Vec<Candidate> = {
             let fleet = self
                 .deps

@@ -62,6 +62,15 @@ impl Store {
         Ok(())
     }
 
+    /// When a device's desired state was last stored (`None`: never).
+    pub async fn desired_updated_ms(&self, device: &DeviceId) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query("SELECT updated_ms FROM desired WHERE device = ?")
+            .bind(device.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| to_u64(r.get(0))))
+    }
+
     /// Every stored desired state, for the in-memory fleet at start
     /// (without freeze windows: [`Store::freeze_windows`]).
     pub async fn load_desired(&self) -> Result<Vec<(DeviceId, Desired)>, StoreError> {

@@ -673,3 +673,158 @@ async fn a_track_that_continues_after_a_sweeper_time_out_still_counts_for_a_late
         .unwrap();
     member_becomes(&rollouts, "BB-SARI", "succeeded").await;
 }
+
+/// Mark a registered device offline.
+fn offline(app: &TestApp, id: &str) {
+    let mut fleet = app.fleet.write().unwrap();
+    let d = fleet.get(&DeviceId::parse(id).unwrap()).unwrap();
+    let (reg, mut status) = (d.reg.clone(), d.status.clone());
+    status.presence = Some(PresenceStatus::Offline);
+    fleet.upsert(reg, status, crate::clock::unix_ms());
+}
+
+async fn members_of(app: &TestApp, id: u64) -> Vec<Value> {
+    app.get(&format!("/api/v1/rollouts/{id}/members"))
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn member<'a>(members: &'a [Value], device: &str) -> &'a Value {
+    members
+        .iter()
+        .find(|m| m["device"] == device)
+        .unwrap_or_else(|| panic!("{device} in {members:?}"))
+}
+
+#[tokio::test]
+async fn a_completed_rollout_never_releases_over_a_newer_rollout_or_a_target_set_after_it() {
+    let app = with_fleet_and_target().await;
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [dev("BB-MARK", "IR-02", Some("IR-02-SARI"))] }),
+        )
+        .await);
+    for id in ["BB-TEH", "BB-RAY", "BB-MARK"] {
+        offline(&app, id);
+    }
+    let (_, first) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "policy": { "success_threshold_pct": 0.0 } })),
+        )
+        .await;
+    assert_eq!(first["phase"], "completed", "{first}");
+    assert_eq!(first["counters"]["pending"], 3, "{first}");
+    // A newer rollout holds BB-TEH, even aborted.
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "devices": ["BB-TEH"] } })),
+        )
+        .await);
+    ok(app
+        .json("POST", "/api/v1/rollouts/2/abort", json!({}))
+        .await);
+    // An operator sets BB-RAY's target after the first one completed.
+    let (publisher, _mqtt) = unconnected_client();
+    let ray = DeviceId::parse("BB-RAY").unwrap();
+    let other = fleet_protocol::Desired {
+        firmware: Some(fleet_protocol::TargetFirmware {
+            version: Version::parse("2.4.0").unwrap(),
+            manifest: "firmware/ballot-box-v2/2.4.0.tar".into(),
+            attempt: 0,
+        }),
+        ..Default::default()
+    };
+    crate::ingest::set_desired(
+        &app.store,
+        &app.fleet,
+        &publisher,
+        &ray,
+        other,
+        crate::clock::unix_ms() + 1,
+    )
+    .await
+    .unwrap();
+
+    for id in ["BB-TEH", "BB-RAY", "BB-MARK"] {
+        online(&app, id);
+    }
+    // BB-MARK, a straggler of its own, shows the passes ran.
+    let mut members = Vec::new();
+    within(STEP, "the first rollout's own straggler released", async {
+        loop {
+            members = members_of(&app, 1).await;
+            if member(&members, "BB-MARK")["state"] == "released" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Passes go on; once more for good measure after the mark.
+    let again = members_of(&app, 1).await;
+    for m in [&members, &again] {
+        assert_eq!(member(m, "BB-TEH")["state"], "pending", "{m:?}");
+        assert_eq!(member(m, "BB-RAY")["state"], "pending", "{m:?}");
+    }
+    let stored = app.store.load_desired().await.unwrap();
+    let ray_now = stored.iter().find(|(d, _)| d == &ray).unwrap();
+    assert_eq!(
+        ray_now.1.firmware.as_ref().unwrap().version.to_string(),
+        "2.4.0"
+    );
+    assert!(stored_firmware(&stored, "BB-TEH").is_none(), "{stored:?}");
+}
+
+#[tokio::test]
+async fn only_the_newest_include_new_rollout_takes_a_device_registered_later() {
+    let app = with_fleet_and_target().await;
+    let (_, first) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "include_new": true }, "policy": { "success_threshold_pct": 0.0 } })),
+        )
+        .await;
+    assert_eq!(first["phase"], "completed", "{first}");
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "provinces": ["IR-23"], "include_new": true } })),
+        )
+        .await);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [dev("BB-LATE", "IR-23", Some("IR-23-TEH"))] }),
+        )
+        .await);
+    online(&app, "BB-LATE");
+    within(STEP, "the new device joining the newer rollout", async {
+        while !members_of(&app, 2)
+            .await
+            .iter()
+            .any(|m| m["device"] == "BB-LATE")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        !members_of(&app, 1)
+            .await
+            .iter()
+            .any(|m| m["device"] == "BB-LATE"),
+        "the older include_new rollout does not take it"
+    );
+}
