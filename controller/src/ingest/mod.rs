@@ -18,7 +18,7 @@
 
 pub mod publisher;
 
-pub use publisher::{set_desired, DesiredError, PublishError, Publisher};
+pub use publisher::{set_desired, update_desired, DesiredError, PublishError, Publisher};
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};

@@ -53,6 +53,10 @@ pub struct Publisher {
     /// on the connection its message came on (a packet id of an older
     /// connection may name another message on this one).
     connection: Arc<AtomicU64>,
+    /// Held over every change of a desired state (read, store, fleet,
+    /// send): one controller-wide lock, so no change is lost to another
+    /// made at the same time, and what is sent last is the newest.
+    desired_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -68,7 +72,15 @@ impl Publisher {
         Self {
             client,
             connection: Arc::new(AtomicU64::new(0)),
+            desired_lock: Arc::default(),
         }
+    }
+
+    /// The lock every change of a desired state holds (see
+    /// [`update_desired`]); a sender of stored desired states holds it too
+    /// while it reads and sends one, so it never sends an older one last.
+    pub(crate) async fn lock_desired(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.desired_lock.lock().await
     }
 
     pub(crate) fn client(&self) -> &AsyncClient {
@@ -177,7 +189,49 @@ pub enum DesiredError {
 /// comes online. This is the one way desired state changes (a rollout sets
 /// firmware targets through it). What is sent carries the fleet's freeze
 /// windows, whatever `desired.freeze` says.
+///
+/// It replaces the whole state: to change one field of what is there, use
+/// [`update_desired`].
 pub async fn set_desired(
+    store: &crate::store::Store,
+    fleet: &std::sync::RwLock<crate::domain::fleet::Fleet>,
+    publisher: &Publisher,
+    device: &DeviceId,
+    desired: Desired,
+    now_ms: u64,
+) -> Result<(), DesiredError> {
+    let _held = publisher.lock_desired().await;
+    set_desired_locked(store, fleet, publisher, device, desired, now_ms).await
+}
+
+/// Change a device's desired state: `change` is applied to the state held
+/// now (the default when it has none), and the result stored, held and sent
+/// as [`set_desired`] does, all under the one lock of desired changes, so a
+/// change of one field (a rollout's firmware target, an operator's agent
+/// target) never loses another made at the same time. Returns what was set.
+pub async fn update_desired(
+    store: &crate::store::Store,
+    fleet: &std::sync::RwLock<crate::domain::fleet::Fleet>,
+    publisher: &Publisher,
+    device: &DeviceId,
+    change: impl FnOnce(&mut Desired),
+    now_ms: u64,
+) -> Result<Desired, DesiredError> {
+    let _held = publisher.lock_desired().await;
+    let mut desired = crate::domain::desired::desired_of(
+        fleet
+            .read()
+            .expect("fleet lock is never poisoned")
+            .get(device)
+            .and_then(|d| d.desired.as_ref()),
+        &[],
+    );
+    change(&mut desired);
+    set_desired_locked(store, fleet, publisher, device, desired.clone(), now_ms).await?;
+    Ok(desired)
+}
+
+async fn set_desired_locked(
     store: &crate::store::Store,
     fleet: &std::sync::RwLock<crate::domain::fleet::Fleet>,
     publisher: &Publisher,

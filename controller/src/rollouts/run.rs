@@ -472,33 +472,23 @@ impl Loop {
                 ));
             }
         }
-        let mut desired = {
-            let fleet = self
-                .deps
-                .fleet
-                .read()
-                .expect("fleet lock is never poisoned");
-            crate::domain::desired::desired_of(
-                fleet.get(device).and_then(|d| d.desired.as_ref()),
-                &[],
-            )
-        };
-        match artifact {
-            ArtifactKind::Firmware => desired.firmware = Some(target),
-            ArtifactKind::Agent => desired.agent = Some(target),
-        }
         let d = &self.deps;
-        match crate::ingest::set_desired(
+        // Only the rollout's field changes, read and written under the lock
+        // of desired changes (an operator may set the other meanwhile).
+        match crate::ingest::update_desired(
             &d.store,
             &d.fleet,
             &d.publisher,
             device,
-            desired,
+            |desired| match artifact {
+                ArtifactKind::Firmware => desired.firmware = Some(target),
+                ArtifactKind::Agent => desired.agent = Some(target),
+            },
             unix_ms(),
         )
         .await
         {
-            Ok(()) => {
+            Ok(_) => {
                 metrics::counter!("fleet_rollout_releases_total").increment(1);
                 metrics::counter!("fleet_desired_published_total", "why" => "rollout").increment(1);
                 Ok(())

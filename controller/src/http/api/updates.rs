@@ -68,14 +68,6 @@ pub async fn update_device(
         manifest: name.clone(),
         attempt,
     };
-    let mut desired = crate::domain::desired::desired_of(
-        st.fleet().get(&device).and_then(|d| d.desired.as_ref()),
-        &[],
-    );
-    match artifact {
-        ArtifactKind::Firmware => desired.firmware = Some(target),
-        ArtifactKind::Agent => desired.agent = Some(target),
-    }
     let detail = json!({ "artifact": artifact.as_str(), "version": version, "target": name, "attempt": attempt });
     let now = unix_ms();
     audited(
@@ -85,9 +77,22 @@ pub async fn update_device(
         device.as_str(),
         detail,
         async {
-            crate::ingest::set_desired(&st.store, &st.fleet, &st.publisher, &device, desired, now)
-                .await
-                .map_err(ApiError::from)
+            // Only this artifact's field changes, read and written under
+            // the lock of desired changes (a rollout may set the other).
+            crate::ingest::update_desired(
+                &st.store,
+                &st.fleet,
+                &st.publisher,
+                &device,
+                |d| match artifact {
+                    ArtifactKind::Firmware => d.firmware = Some(target),
+                    ArtifactKind::Agent => d.agent = Some(target),
+                },
+                now,
+            )
+            .await
+            .map(|_| ())
+            .map_err(ApiError::from)
         },
     )
     .await?;

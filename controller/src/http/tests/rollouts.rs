@@ -828,3 +828,67 @@ async fn only_the_newest_include_new_rollout_takes_a_device_registered_later() {
         "the older include_new rollout does not take it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_of_two_fields_of_a_desired_state_at_once_keep_both() {
+    let app = with_fleet_and_target().await;
+    let (publisher, _mqtt) = unconnected_client();
+    let target = |v: &str| fleet_protocol::TargetFirmware {
+        version: Version::parse(v).unwrap(),
+        manifest: format!("x/{v}.tar"),
+        attempt: 0,
+    };
+    let ids = ["BB-TEH", "BB-RAY", "BB-SARI"].map(|d| DeviceId::parse(d).unwrap());
+    let mut changes = tokio::task::JoinSet::new();
+    for (i, device) in ids.iter().enumerate() {
+        for round in 0..4u32 {
+            for firmware in [true, false] {
+                let t = target(&format!("{}.{round}.{i}", u8::from(firmware) + 1));
+                let (store, fleet, publisher, device) = (
+                    app.store.clone(),
+                    Arc::clone(&app.fleet),
+                    publisher.clone(),
+                    device.clone(),
+                );
+                changes.spawn(async move {
+                    crate::ingest::update_desired(
+                        &store,
+                        &fleet,
+                        &publisher,
+                        &device,
+                        |d| {
+                            if firmware {
+                                d.firmware = Some(t);
+                            } else {
+                                d.agent = Some(t);
+                            }
+                        },
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                });
+            }
+        }
+    }
+    within(STEP, "the changes", async {
+        while let Some(r) = changes.join_next().await {
+            r.unwrap();
+        }
+    })
+    .await;
+    let stored = app.store.load_desired().await.unwrap();
+    for device in &ids {
+        let (_, d) = stored.iter().find(|(id, _)| id == device).unwrap();
+        let held = app
+            .fleet
+            .read()
+            .unwrap()
+            .get(device)
+            .unwrap()
+            .desired
+            .clone();
+        assert_eq!(held.as_ref(), Some(d), "the fleet holds what is stored");
+        assert!(d.firmware.is_some() && d.agent.is_some(), "{device}: {d:?}");
+    }
+}
