@@ -168,6 +168,7 @@ impl Application {
             data_dir: data_dir.clone(),
             revocation: revocation(&cfg, managed.as_ref()),
             lifecycle_lock: Arc::default(),
+            freeze_changes: Arc::default(),
             ingest_connected,
             cert_policy: cfg.cert_policy(),
             publisher,

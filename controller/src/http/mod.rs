@@ -37,6 +37,9 @@ pub struct AppState {
     pub revocation: crate::broker::Revocation,
     /// One lifecycle change (enrolment, move, retirement with its CRL) at a time.
     pub lifecycle_lock: Arc<tokio::sync::Mutex<()>>,
+    /// One freeze change (store and fleet) at a time, and which one is the
+    /// newest (an older background re-publication stops).
+    pub freeze_changes: Arc<api::freeze::FreezeChanges>,
     /// Set by ingest: whether it holds a live session with the broker.
     pub ingest_connected: Arc<std::sync::atomic::AtomicBool>,
     /// Lifetimes of the certificates issued (`[pki]`).

@@ -51,6 +51,7 @@ fn test_state(
         access: Arc::clone(&access),
         revocation: crate::broker::Revocation::NoBroker,
         lifecycle_lock: Arc::default(),
+        freeze_changes: Arc::default(),
         ingest_connected: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         cert_policy: Default::default(),
         firmware: crate::firmware::Firmware::new(&data_dir, 1024 * 1024),

@@ -2,7 +2,7 @@
 //! carried by every desired state the controller sends; changing them sends
 //! again, in the background, the desired state of every device that has one,
 //! so devices learn them at once (an offline device gets the retained
-//! message when it comes back).
+//! message when it comes back). Changes go one at a time ([`FreezeChanges`]).
 
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -10,9 +10,12 @@ use fleet_api::types::{
     FreezeAddRequest, FreezeRequest, FreezeWindowRequest, FreezeWindowView, FreezeWindows,
     InvalidItem, TimeSpec,
 };
-use fleet_protocol::{Desired, DeviceId, FreezeWindow};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fleet_protocol::{DeviceId, FreezeWindow};
 use serde_json::json;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::access::Caller;
 use crate::clock::unix_ms;
@@ -102,11 +105,35 @@ fn windows_of(req: &FreezeRequest) -> Result<Vec<(FreezeWindow, String)>, ApiErr
         .collect())
 }
 
+/// Freeze changes one at a time: the store and the fleet are changed
+/// together under `lock` (a window added is never lost to another added at
+/// the same time), and `generation` names the newest change: the
+/// background re-publication of an older one stops when a newer starts.
+#[derive(Debug, Default)]
+pub struct FreezeChanges {
+    lock: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+}
+
 pub async fn set_freeze(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<FreezeRequest>,
 ) -> Result<Json<FreezeWindows>, ApiError> {
+    change_freeze(st, caller, |_| req).await
+}
+
+/// Change the windows: `make` gets the stored ones and says the new set;
+/// stored (audited), held by the fleet, and sent again in the background,
+/// all under the lock of freeze changes.
+async fn change_freeze(
+    st: AppState,
+    caller: Caller,
+    make: impl FnOnce(Vec<(FreezeWindow, String)>) -> FreezeRequest,
+) -> Result<Json<FreezeWindows>, ApiError> {
+    let changes = Arc::clone(&st.freeze_changes);
+    let _one_at_a_time = changes.lock.lock().await;
+    let req = make(st.store.freeze_windows_with_reasons().await?);
     let windows = windows_of(&req)?;
     let detail = json!({
         "windows": windows.iter().map(|(w, r)| json!({"from_ms": w.from_ms, "to_ms": w.to_ms, "reason": r})).collect::<Vec<_>>(),
@@ -115,24 +142,60 @@ pub async fn set_freeze(
         Ok(st.store.set_freeze_with_reasons(&windows).await?)
     })
     .await?;
-    let all = {
+    let devices: Vec<DeviceId> = {
         let mut fleet = st.fleet_mut();
         fleet.set_freeze(windows.iter().map(|(w, _)| *w).collect());
-        fleet.stored_desired()
+        fleet
+            .stored_desired()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
     };
     let now = unix_ms();
-    let scheduled = all.len() as u64;
-    tokio::spawn(republish(st.publisher.clone(), all));
+    let scheduled = devices.len() as u64;
+    let generation = changes.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::spawn(republish(
+        Arc::clone(&st.fleet),
+        st.publisher.clone(),
+        Arc::clone(&changes),
+        generation,
+        devices,
+    ));
     Ok(Json(view(&windows, now, scheduled)))
 }
 
-/// Send again every stored desired state with the new windows, in the
-/// background: at 100,000 devices it must not hold the request. A device
-/// this misses gets them when it next comes online.
-async fn republish(publisher: crate::ingest::Publisher, all: Vec<(DeviceId, Desired)>) {
+/// Send again the desired state of these devices with the fleet's windows,
+/// in the background: at 100,000 devices it must not hold the request. Each
+/// is read from the fleet when it is sent, under the lock of desired
+/// changes (never an older state than one a rollout sent meanwhile), and
+/// the task stops once a newer freeze change (`generation`) has started
+/// its own. A device this misses gets them when it next comes online.
+/// Returns how many were sent.
+pub(crate) async fn republish(
+    fleet: Arc<std::sync::RwLock<crate::domain::fleet::Fleet>>,
+    publisher: crate::ingest::Publisher,
+    changes: Arc<FreezeChanges>,
+    generation: u64,
+    devices: Vec<DeviceId>,
+) -> u64 {
     let mut sent = 0u64;
-    for (device, d) in &all {
-        match publisher.desired(device, d, unix_ms()).await {
+    for device in &devices {
+        if changes.generation.load(Ordering::SeqCst) != generation {
+            debug!(
+                left = devices.len() as u64 - sent,
+                "a newer freeze change sends the desired states; this one stops"
+            );
+            break;
+        }
+        let _held = publisher.lock_desired().await;
+        let Some(d) = fleet
+            .read()
+            .expect("fleet lock is never poisoned")
+            .desired_for(device)
+        else {
+            continue;
+        };
+        match publisher.desired(device, &d, unix_ms()).await {
             Ok(()) => sent += 1,
             Err(e) => {
                 warn!(error = %e, "freeze windows stored; this device gets them when it comes online")
@@ -140,6 +203,15 @@ async fn republish(publisher: crate::ingest::Publisher, all: Vec<(DeviceId, Desi
         }
     }
     metrics::counter!("fleet_desired_published_total", "why" => "freeze").increment(sent);
+    sent
+}
+
+#[cfg(test)]
+impl FreezeChanges {
+    /// Start a newer change (tests).
+    pub(crate) fn bump(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
 }
 
 /// `POST /api/v1/freeze`: one window more.
@@ -148,23 +220,18 @@ pub async fn add_freeze(
     Extension(caller): Extension<Caller>,
     Json(req): Json<FreezeAddRequest>,
 ) -> Result<Json<FreezeWindows>, ApiError> {
-    let mut all: Vec<FreezeWindowRequest> = st
-        .store
-        .freeze_windows_with_reasons()
-        .await?
-        .into_iter()
-        .map(|(w, reason)| FreezeWindowRequest {
-            from: TimeSpec::UnixMs(w.from_ms),
-            to: TimeSpec::UnixMs(w.to_ms),
-            reason,
-        })
-        .collect();
-    all.push(req);
-    set_freeze(
-        State(st),
-        Extension(caller),
-        Json(FreezeRequest { windows: all }),
-    )
+    change_freeze(st, caller, |stored| {
+        let mut windows: Vec<FreezeWindowRequest> = stored
+            .into_iter()
+            .map(|(w, reason)| FreezeWindowRequest {
+                from: TimeSpec::UnixMs(w.from_ms),
+                to: TimeSpec::UnixMs(w.to_ms),
+                reason,
+            })
+            .collect();
+        windows.push(req);
+        FreezeRequest { windows }
+    })
     .await
 }
 

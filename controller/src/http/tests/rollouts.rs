@@ -892,3 +892,98 @@ async fn changes_of_two_fields_of_a_desired_state_at_once_keep_both() {
         assert!(d.firmware.is_some() && d.agent.is_some(), "{device}: {d:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze_windows_added_at_the_same_time_are_all_kept() {
+    let app = with_fleet_and_target().await;
+    let day = 86_400_000u64;
+    let add = |i: u64| {
+        app.json(
+            "POST",
+            "/api/v1/freeze",
+            json!({ "from": 2_000_000_000_000 + i * day, "to": 2_000_000_000_000 + i * day + 3_600_000, "reason": format!("day {i}") }),
+        )
+    };
+    let (a, b, c, d, e, f) = tokio::join!(add(0), add(1), add(2), add(3), add(4), add(5));
+    for r in [a, b, c, d, e, f] {
+        ok(r);
+    }
+    let (_, windows) = app.get("/api/v1/freeze").await;
+    assert_eq!(windows["windows"].as_array().unwrap().len(), 6, "{windows}");
+    assert_eq!(app.fleet.read().unwrap().freeze().len(), 6);
+}
+
+#[tokio::test]
+async fn a_freeze_republication_sends_the_desired_state_held_at_send_time_and_stops_for_a_newer_one(
+) {
+    let app = with_fleet_and_target().await;
+    let (publisher, mut mqtt) = unconnected_client();
+    let sari = DeviceId::parse("BB-SARI").unwrap();
+    let with = |v: &str| fleet_protocol::Desired {
+        firmware: Some(fleet_protocol::TargetFirmware {
+            version: Version::parse(v).unwrap(),
+            manifest: format!("firmware/ballot-box-v2/{v}.tar"),
+            attempt: 0,
+        }),
+        ..Default::default()
+    };
+    crate::ingest::set_desired(&app.store, &app.fleet, &publisher, &sari, with("2.4.0"), 1)
+        .await
+        .unwrap();
+    let changes = std::sync::Arc::new(crate::http::api::freeze::FreezeChanges::default());
+    let generation = changes.bump();
+    // The state changes after the freeze change listed the devices and
+    // before its background task sends: the newer one goes out.
+    crate::ingest::set_desired(&app.store, &app.fleet, &publisher, &sari, with("2.5.0"), 2)
+        .await
+        .unwrap();
+    mqtt.clean();
+    mqtt.pending.clear();
+    let sent = within(
+        STEP,
+        "the republication",
+        crate::http::api::freeze::republish(
+            Arc::clone(&app.fleet),
+            publisher.clone(),
+            Arc::clone(&changes),
+            generation,
+            vec![sari.clone()],
+        ),
+    )
+    .await;
+    assert_eq!(sent, 1);
+    mqtt.clean();
+    let versions: Vec<String> = mqtt
+        .pending
+        .drain(..)
+        .filter_map(|r| match r {
+            rumqttc::Request::Publish(p) => {
+                let topic = fleet_protocol::Topic::parse(&p.topic).unwrap();
+                match fleet_protocol::Envelope::from_cbor_on(&topic, &p.payload)
+                    .unwrap()
+                    .payload
+                {
+                    Payload::Desired(d) => Some(d.firmware.unwrap().version.to_string()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, ["2.5.0"]);
+    // A newer change started: the older task sends nothing.
+    changes.bump();
+    let sent = within(
+        STEP,
+        "the stale republication",
+        crate::http::api::freeze::republish(
+            Arc::clone(&app.fleet),
+            publisher,
+            changes,
+            generation,
+            vec![sari],
+        ),
+    )
+    .await;
+    assert_eq!(sent, 0);
+}
