@@ -886,8 +886,34 @@ impl Loop {
         scope: &Scope,
     ) -> Result<fleet_api::types::RolloutView, RolloutError> {
         let live = self.rollouts.get(&id).ok_or(RolloutError::Unknown(id))?;
-        let log = self.deps.store.rollout_log(id, VIEW_LOG_LINES).await?;
-        Ok(view::view(&live.meta, &live.engine, scope, log))
+        let log = match scope {
+            None => self.deps.store.rollout_log(id, VIEW_LOG_LINES).await?,
+            Some(_) => Vec::new(),
+        };
+        let fleet = self
+            .deps
+            .fleet
+            .read()
+            .expect("fleet lock is never poisoned");
+        // A station is in a scoped reader's view when one of its devices is.
+        let station_seen = |station: &str| {
+            scope.as_ref().is_some_and(|own| {
+                fleet.devices(&Default::default()).any(|d| {
+                    own.contains(&d.reg.province)
+                        && d.reg
+                            .station
+                            .as_ref()
+                            .is_some_and(|s| s.as_str() == station)
+                })
+            })
+        };
+        Ok(view::view(
+            &live.meta,
+            &live.engine,
+            scope,
+            log,
+            &station_seen,
+        ))
     }
 
     /// Refuse when a selected device that can take the update is a

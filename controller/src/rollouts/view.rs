@@ -3,9 +3,10 @@
 
 use fleet_api::types::{
     Counters as ApiCounters, MemberState, MemberView, ProvinceCounters, RolloutLogEntry,
-    RolloutPhase, RolloutRequest, RolloutSummary, RolloutView, WaveState, WaveView,
+    RolloutPhase, RolloutRequest, RolloutSelector, RolloutSummary, RolloutView, WaveState,
+    WaveView,
 };
-use fleet_protocol::ProvinceCode;
+use fleet_protocol::{CountyCode, DeviceId, ProvinceCode};
 
 use super::spec::Spec;
 use super::Scope;
@@ -104,7 +105,11 @@ pub fn summary(m: &Meta, e: &Engine, scope: &Scope) -> RolloutSummary {
         phase: phase(s.phase),
         wave: u32::try_from(s.wave).unwrap_or(u32::MAX),
         wave_count: u32::try_from(e.wave_names().len()).unwrap_or(u32::MAX),
-        paused_reason: s.paused_reason.clone(),
+        // The reason may name other provinces and their counts.
+        paused_reason: s.paused_reason.as_ref().map(|r| match scope {
+            None => r.clone(),
+            Some(_) => SCOPED_PAUSE.to_owned(),
+        }),
         held: s.held.clone(),
         counters: scoped(e, None, scope),
         created_ms: m.created_ms,
@@ -122,15 +127,78 @@ fn wave_state(e: &Engine, i: usize) -> WaveState {
     }
 }
 
-pub fn view(m: &Meta, e: &Engine, scope: &Scope, log: Vec<LogLine>) -> RolloutView {
+/// What a scoped reader is told of why a rollout is paused.
+pub const SCOPED_PAUSE: &str = "paused by central operations";
+
+/// The selector as a reader may see it: a scoped one sees only the
+/// provinces, counties, stations (`station_seen`: one of its devices is
+/// there) and devices (members in its provinces) of its scope.
+fn selector(
+    m: &Meta,
+    e: &Engine,
+    scope: &Scope,
+    station_seen: &dyn Fn(&str) -> bool,
+) -> RolloutSelector {
+    let all = &m.request.selector;
+    let Some(own) = scope else {
+        return all.clone();
+    };
+    let mine = |p: Option<ProvinceCode>| p.is_some_and(|p| own.contains(&p));
+    RolloutSelector {
+        provinces: all
+            .provinces
+            .iter()
+            .filter(|p| mine(ProvinceCode::parse(p).ok()))
+            .cloned()
+            .collect(),
+        counties: all
+            .counties
+            .iter()
+            .filter(|c| mine(CountyCode::parse(c).ok().map(|c| c.province())))
+            .cloned()
+            .collect(),
+        stations: all
+            .stations
+            .iter()
+            .filter(|s| station_seen(s))
+            .cloned()
+            .collect(),
+        devices: all
+            .devices
+            .iter()
+            .filter(|d| {
+                mine(
+                    DeviceId::parse(d)
+                        .ok()
+                        .and_then(|d| e.member(&d).map(|m| m.province)),
+                )
+            })
+            .cloned()
+            .collect(),
+        include_new: all.include_new,
+    }
+}
+
+/// A rollout as a reader sees it. A scoped reader (a province technician)
+/// gets counters over its provinces only, the selector cut to them, no
+/// log (its lines carry whole-rollout counts and other provinces), and a
+/// generic pause reason.
+pub fn view(
+    m: &Meta,
+    e: &Engine,
+    scope: &Scope,
+    log: Vec<LogLine>,
+    station_seen: &dyn Fn(&str) -> bool,
+) -> RolloutView {
     let s = e.status();
+    let log = if scope.is_some() { Vec::new() } else { log };
     RolloutView {
         summary: summary(m, e, scope),
         target: m.spec.manifest.clone(),
         created_by: m.created_by.clone(),
         started_ms: s.started_ms,
         finished_ms: s.finished_ms,
-        selector: m.request.selector.clone(),
+        selector: selector(m, e, scope, station_seen),
         canary: m.request.canary.clone(),
         policy: m.spec.policy_view.clone(),
         waves: e

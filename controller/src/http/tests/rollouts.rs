@@ -987,3 +987,46 @@ async fn a_freeze_republication_sends_the_desired_state_held_at_send_time_and_st
     .await;
     assert_eq!(sent, 0);
 }
+
+#[tokio::test]
+async fn a_technician_sees_no_other_province_in_the_selector_the_log_or_the_pause_reason() {
+    let app = with_fleet_and_target().await;
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": {
+                "provinces": ["IR-23", "IR-02"],
+                "counties": ["IR-23-TEH", "IR-02-SARI"],
+                "devices": ["BB-TEH", "BB-SARI"],
+            } })),
+        )
+        .await);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/rollouts/1/pause",
+            json!({ "reason": "IR-23: 2 of 2 devices failed" }),
+        )
+        .await);
+    let tech = app.token_for(Role::ProvinceTech, &["IR-02"]).await;
+    let (status, view) = app
+        .call_as(Some(&tech), "GET", "/api/v1/rollouts/1", None, "")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let sel = &view["selector"];
+    assert_eq!(sel["provinces"], json!(["IR-02"]), "{view}");
+    assert_eq!(sel["counties"], json!(["IR-02-SARI"]), "{view}");
+    assert_eq!(sel["devices"], json!(["BB-SARI"]), "{view}");
+    assert_eq!(view["log"], json!([]), "{view}");
+    assert_eq!(view["paused_reason"], "paused by central operations");
+    let (_, list) = app
+        .call_as(Some(&tech), "GET", "/api/v1/rollouts", None, "")
+        .await;
+    assert_eq!(list[0]["paused_reason"], "paused by central operations");
+    // Central operations see it all.
+    let (_, full) = app.get("/api/v1/rollouts/1").await;
+    assert_eq!(full["paused_reason"], "IR-23: 2 of 2 devices failed");
+    assert_eq!(full["selector"]["devices"], json!(["BB-TEH", "BB-SARI"]));
+    assert!(!full["log"].as_array().unwrap().is_empty());
+}
