@@ -495,7 +495,7 @@ pub const ADD_FREEZE: Endpoint = Endpoint {
     method: Method::Post,
     path: "/api/v1/freeze",
     summary: "Add one freeze window (with its reason)",
-    description: "Times are Unix ms or RFC 3339; the window must end after it starts; at most 32 in all. No rollout starts or advances inside a window, and devices install nothing inside one they know: the desired state of every device that has one is sent again with the windows, in the background. Audited as freeze.add.",
+    description: "Times are Unix ms or RFC 3339; the window must end after it starts; at most 32 in all. No rollout starts or advances inside a window, and devices install nothing inside one they know: the desired state of every device that has one is sent again with the windows, in the background. Audited as freeze.set with every window.",
     auth: Auth::Bearer(FIRMWARE),
     query: None,
     request: Body::Json("FreezeWindowRequest"),
@@ -574,7 +574,7 @@ pub const ROLLOUT_MEMBERS: Endpoint = Endpoint {
     errors: &[400, 401, 403, 404],
 };
 
-const ACTION_RULES: &str = "Answers 409, naming the phase, when the rollout's phase does not allow it (start: draft; pause: running; resume: paused or draft; abort: draft, running or paused; retry-failed: running, paused or completed). Start and resume are refused with 409 inside a freeze window. Audited as rollout.ACTION with the caller.";
+const ACTION_RULES: &str = "Answers 409, naming the phase, when the rollout's phase does not allow it (start: draft; pause: running; resume: paused or draft; abort: draft, running or paused; retry-failed: running, paused or completed). Start (and resume of a draft, which is a start) is refused with 409 inside a freeze window; resuming a paused rollout inside one is allowed: it is running again but held (its `held` says which window), releasing nothing and starting no wave until the window ends. Audited as rollout.ACTION with the caller.";
 
 pub const START_ROLLOUT: Endpoint = Endpoint {
     operation_id: "start_rollout",

@@ -1030,3 +1030,35 @@ async fn a_technician_sees_no_other_province_in_the_selector_the_log_or_the_paus
     assert_eq!(full["selector"]["devices"], json!(["BB-TEH", "BB-SARI"]));
     assert!(!full["log"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn resuming_a_paused_rollout_inside_a_freeze_window_holds_it_as_documented() {
+    let app = with_fleet_and_target().await;
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "canary": { "devices": 1 } })),
+        )
+        .await);
+    ok(app
+        .json("POST", "/api/v1/rollouts/1/pause", json!({}))
+        .await);
+    let now = crate::clock::unix_ms();
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/freeze",
+            json!({ "from": now - 60_000, "to": now + 3_600_000, "reason": "election day" }),
+        )
+        .await);
+    let (status, v) = app
+        .json("POST", "/api/v1/rollouts/1/resume", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["phase"], "running");
+    assert!(v["held"].as_str().unwrap().contains("election day"), "{v}");
+    assert!(fleet_api::endpoints::RESUME_ROLLOUT
+        .description
+        .contains("held"));
+}
