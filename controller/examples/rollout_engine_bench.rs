@@ -65,6 +65,7 @@ fn main() {
             now_ms: now,
             freeze: &freeze,
             online: &online,
+            elsewhere: &|_| 0,
         };
         let t = Instant::now();
         let out = e.on(input, &w);

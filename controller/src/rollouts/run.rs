@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use fleet_api::types::{RolloutAction, RolloutRequest};
-use fleet_protocol::{ArtifactKind, DeviceId, FreezeWindow, PresenceStatus, TargetFirmware};
+use fleet_protocol::{
+    ArtifactKind, DeviceId, FreezeWindow, PresenceStatus, ProvinceCode, TargetFirmware,
+};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -271,10 +273,20 @@ impl Loop {
                                     && o.engine.member(d).is_some()
                             })))
             };
+            // Download slots are the province's, whichever rollout holds
+            // them: those of every other live rollout count.
+            let elsewhere = |p: ProvinceCode| -> u32 {
+                rollouts
+                    .values()
+                    .filter(|o| !matches!(o.phase(), Phase::Aborted | Phase::Draft))
+                    .map(|o| o.engine.downloads_in(p))
+                    .sum()
+            };
             let world = World {
                 now_ms: now,
                 freeze: &self.freeze,
                 online: &online,
+                elsewhere: &elsewhere,
             };
             live.engine.on(input, &world)
         };
@@ -1007,6 +1019,7 @@ impl Loop {
                 now_ms: now,
                 freeze: &self.freeze,
                 online: &|_| false,
+                elsewhere: &|_| 0,
             };
             if let Some((reason, until_ms)) = world.frozen() {
                 return Err(EngineError::Frozen {

@@ -105,6 +105,9 @@ pub struct World<'a> {
     /// The fleet's freeze windows, with their reasons.
     pub freeze: &'a [(FreezeWindow, String)],
     pub online: &'a dyn Fn(&DeviceId) -> bool,
+    /// Download slots other rollouts hold in a province now (their
+    /// Released+Downloading members): the per-province limit counts them.
+    pub elsewhere: &'a dyn Fn(ProvinceCode) -> u32,
 }
 
 impl World<'_> {
@@ -739,7 +742,12 @@ impl Engine {
             let free = if limit == 0 {
                 usize::MAX
             } else {
-                usize::try_from(limit.saturating_sub(self.slots[p])).unwrap_or(usize::MAX)
+                let others = u8::try_from(p)
+                    .ok()
+                    .and_then(ProvinceCode::from_number)
+                    .map_or(0, |c| (world.elsewhere)(c));
+                usize::try_from(limit.saturating_sub(self.slots[p].saturating_add(others)))
+                    .unwrap_or(usize::MAX)
             };
             if free == 0 {
                 continue;

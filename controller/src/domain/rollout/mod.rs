@@ -58,8 +58,8 @@
 //! pending members of any wave, e.g. devices that were offline or joined),
 //! not inside a freeze window, only inside the allowed hours (either sets
 //! [`Status::held`], cleared when it lifts), only online devices, and per
-//! province only while Released+Downloading members < the limit (0 = no
-//! limit). Within a province: earlier waves first, then by device id. The
+//! province only while Released+Downloading members, with those of other
+//! rollouts ([`World::elsewhere`]), < the limit (0 = no limit). Within a province: earlier waves first, then by device id. The
 //! engine never releases above the limit; a device that goes back to
 //! downloading on its own (an agent restarting a download) is counted as
 //! it is, and holds back releases in its province until it moves on.

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use fleet_protocol::{DeviceId, FreezeWindow, ProvinceCode, UpdatePhase};
 use proptest::prelude::*;
@@ -52,6 +52,8 @@ struct Sim {
     now: u64,
     offline: HashSet<DeviceId>,
     freeze: Vec<(FreezeWindow, String)>,
+    /// Download slots other rollouts hold, per province.
+    elsewhere: HashMap<ProvinceCode, u32>,
 }
 
 impl Sim {
@@ -61,16 +63,19 @@ impl Sim {
             now: DAY + 10 * HOUR,
             offline: HashSet::new(),
             freeze: Vec::new(),
+            elsewhere: HashMap::new(),
         }
     }
 
     fn on(&mut self, input: Input) -> Result<Vec<Decision>, EngineError> {
         let offline = &self.offline;
         let online = |d: &DeviceId| !offline.contains(d);
+        let elsewhere = |p: ProvinceCode| self.elsewhere.get(&p).copied().unwrap_or(0);
         let world = World {
             now_ms: self.now,
             freeze: &self.freeze,
             online: &online,
+            elsewhere: &elsewhere,
         };
         let out = self.e.on(input, &world);
         self.check_counts();
@@ -900,6 +905,35 @@ fn a_release_that_could_not_be_sent_goes_back_to_pending_and_frees_its_slot() {
 }
 
 #[test]
+fn other_rollouts_downloads_count_against_the_province_limit() {
+    let mut s = Sim::new(
+        Policy {
+            max_downloads_per_province: 2,
+            ..Policy::default()
+        },
+        &only_rest(),
+        [devices("IR-01", 3), devices("IR-02", 3)].concat(),
+    );
+    s.elsewhere.insert(prov("IR-01"), 1);
+    s.elsewhere.insert(prov("IR-02"), 2);
+    assert_eq!(
+        released(&s.start()),
+        strs(&["IR-01-000"]),
+        "one slot left in IR-01, none in IR-02"
+    );
+    s.elsewhere.insert(prov("IR-02"), 5);
+    assert!(
+        released(&s.tick()).is_empty(),
+        "above the limit elsewhere: nothing"
+    );
+    s.elsewhere.clear();
+    assert_eq!(
+        released(&s.tick()),
+        strs(&["IR-01-001", "IR-02-000", "IR-02-001"])
+    );
+}
+
+#[test]
 fn no_limit_releases_the_whole_wave_at_once() {
     let mut s = Sim::new(unlimited(), &only_rest(), devices("IR-01", 500));
     assert_eq!(released(&s.start()).len(), 500);
@@ -1532,6 +1566,7 @@ fn a_restored_engine_decides_as_the_original_at_every_step() {
             now: s.now,
             offline: s.offline.clone(),
             freeze: s.freeze.clone(),
+            elsewhere: s.elsewhere.clone(),
         };
         assert_eq!(twin.e.wave_names(), s.e.wave_names());
         let a = s.on(input.clone());
@@ -1802,6 +1837,7 @@ proptest! {
                 now: s.now,
                 offline: s.offline.clone(),
                 freeze: s.freeze.clone(),
+                elsewhere: s.elsewhere.clone(),
             };
             let a = s.on(input.clone());
             let b = twin.on(input);
