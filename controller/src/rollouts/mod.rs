@@ -6,14 +6,16 @@
 //!
 //! Each tick (`[rollouts] tick_ms`): feed every live engine a `Tick` with
 //! the world (now, freeze windows with their reasons, who is online),
-//! release what they decide through `ingest::set_desired` (only the
+//! release what they decide through `ingest::update_desired` (only the
 //! rollout's field of the device's desired state changes, with the
 //! member's attempt), and write every member and status that changed with
 //! the log lines in one transaction. Every 10 ticks, devices registered
 //! later that match a selector with `include_new` join. On start every
 //! rollout not aborted is restored from the store and the current tracks
 //! of its released members are fed again (the engine ignores what it
-//! already knows).
+//! already knows). An aborted rollout keeps no engine: its summary
+//! (counters per province) is kept, its members are read from the store
+//! when it is shown.
 //!
 //! - `spec`: the request past validation.
 //! - `view`: the API's views of an engine, in a caller's scope.
@@ -188,6 +190,15 @@ pub struct Deps {
 }
 
 /// Where the loop hears of changed update tracks.
+///
+/// Unbounded on purpose: the store writer sends one entry per track its
+/// committed batch changed and must never wait on the loop (it holds the
+/// ingest's acknowledgements). What it can hold is bounded by the ingest:
+/// update events arrive at most at the broker's per-device rate and the
+/// loop drains the channel between its passes (a pass is milliseconds at
+/// 100,000 members: `fleet_rollout_tick_seconds`). A loop that stopped
+/// draining would be a bug, not load; the entries are small (a device id
+/// and a track).
 pub type TrackReceiver = mpsc::UnboundedReceiver<(DeviceId, Track)>;
 
 /// The channel the store writer and the sweeper send changed tracks on.

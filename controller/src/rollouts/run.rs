@@ -17,7 +17,8 @@ use super::{Deps, Request, RolloutError, RolloutsConfig, Scope};
 use crate::access::Caller;
 use crate::clock::unix_ms;
 use crate::domain::rollout::{
-    Candidate, Decision, DevState, Engine, EngineError, Input, Member, Phase, Status, World,
+    Candidate, Counters, Decision, DevState, Engine, EngineError, Input, Member, Phase, Status,
+    World,
 };
 use crate::domain::rollout_select::{self, Selected};
 use crate::domain::updates::Track;
@@ -43,9 +44,24 @@ impl Live {
     }
 }
 
+/// An aborted rollout: no engine held (at 100,000 members it would be
+/// memory for nothing), only what its summary needs; its members are read
+/// from the store when it is shown.
+struct Dormant {
+    meta: Meta,
+    status: Status,
+    wave_count: usize,
+    /// Its counters per province (a scoped summary adds its own).
+    provinces: BTreeMap<ProvinceCode, Counters>,
+    /// Its members that are pending stragglers of an older completed
+    /// rollout of the same artifact: the older one must not release them.
+    holds: BTreeSet<DeviceId>,
+}
+
 pub(super) struct Loop {
     deps: Deps,
     rollouts: BTreeMap<u64, Live>,
+    dormant: BTreeMap<u64, Dormant>,
     next_id: u64,
     ticks: u64,
     freeze: Vec<(FreezeWindow, String)>,
@@ -78,6 +94,25 @@ fn stored_member(m: &Member) -> StoredMember {
         released_ms: m.released_ms,
         message: m.message.clone(),
     }
+}
+
+/// Members as stored, as the engine takes them (a row that no longer
+/// parses is left out).
+fn members_of(stored: Vec<StoredMember>) -> Vec<Member> {
+    stored
+        .into_iter()
+        .filter_map(|m| {
+            Some(Member {
+                state: DevState::parse(&m.state)?,
+                device: m.device,
+                province: m.province,
+                wave: usize::try_from(m.wave).ok()?,
+                attempt: m.attempt,
+                released_ms: m.released_ms,
+                message: m.message,
+            })
+        })
+        .collect()
 }
 
 /// The log's kind of a status note.
@@ -117,6 +152,7 @@ impl Loop {
             next_id: stored.iter().map(|r| r.id).max().unwrap_or(0) + 1,
             deps,
             rollouts: BTreeMap::new(),
+            dormant: BTreeMap::new(),
             ticks: 0,
             freeze,
             dirty_members: BTreeMap::new(),
@@ -143,24 +179,7 @@ impl Loop {
                 error!(rollout = r.id, phase = %r.status.phase, "unknown stored phase; left out");
                 continue;
             };
-            let members = me
-                .deps
-                .store
-                .rollout_members(r.id)
-                .await?
-                .into_iter()
-                .filter_map(|m| {
-                    Some(Member {
-                        state: DevState::parse(&m.state)?,
-                        device: m.device,
-                        province: m.province,
-                        wave: usize::try_from(m.wave).ok()?,
-                        attempt: m.attempt,
-                        released_ms: m.released_ms,
-                        message: m.message,
-                    })
-                })
-                .collect();
+            let members = members_of(me.deps.store.rollout_members(r.id).await?);
             let status = Status {
                 phase,
                 wave: usize::try_from(r.status.wave).unwrap_or(0),
@@ -183,12 +202,11 @@ impl Loop {
                     engine,
                 },
             );
+            if phase == Phase::Aborted {
+                me.put_to_sleep(r.id);
+            }
         }
-        let live = me
-            .rollouts
-            .values()
-            .filter(|l| l.phase() != Phase::Aborted)
-            .count();
+        let live = me.rollouts.len();
         // What happened while the controller was down: every device's
         // current track, fed again (the engine ignores what it knows).
         let tracks = me.deps.store.device_updates().await?;
@@ -199,6 +217,61 @@ impl Loop {
         me.flush().await;
         info!(rollouts = live, "rollouts restored");
         Ok(me)
+    }
+
+    /// An aborted rollout gives up its engine.
+    fn put_to_sleep(&mut self, id: u64) {
+        let Some(live) = self.rollouts.remove(&id) else {
+            return;
+        };
+        let artifact = live.artifact();
+        let older: Vec<&Live> = self
+            .rollouts
+            .range(..id)
+            .map(|(_, o)| o)
+            .filter(|o| o.artifact() == artifact && o.phase() == Phase::Completed)
+            .collect();
+        let holds = live
+            .engine
+            .members()
+            .filter(|m| {
+                older.iter().any(|o| {
+                    o.engine
+                        .member(&m.device)
+                        .is_some_and(|x| x.state == DevState::Pending)
+                })
+            })
+            .map(|m| m.device.clone())
+            .collect();
+        self.dormant.insert(
+            id,
+            Dormant {
+                status: live.engine.status().clone(),
+                wave_count: live.engine.wave_names().len(),
+                provinces: live.engine.province_counters(None),
+                holds,
+                meta: live.meta,
+            },
+        );
+    }
+
+    /// A dormant rollout's engine, from the store, for one read.
+    async fn wake(&self, id: u64) -> Result<Option<Live>, RolloutError> {
+        let Some(d) = self.dormant.get(&id) else {
+            return Ok(None);
+        };
+        let members = members_of(self.deps.store.rollout_members(id).await?);
+        let spec = &d.meta.spec;
+        Ok(Some(Live {
+            meta: d.meta.clone(),
+            engine: Engine::restore(
+                id,
+                spec.policy.clone(),
+                &spec.waves,
+                d.status.clone(),
+                members,
+            ),
+        }))
     }
 
     pub(super) async fn run(
@@ -258,6 +331,7 @@ impl Loop {
             let completed = live.phase() == Phase::Completed;
             let rollouts = &self.rollouts;
             let handed_over = &self.handed_over;
+            let dormant = &self.dormant;
             // A completed rollout's stragglers that a newer rollout of the
             // same artifact holds (started, in any phase, the device in any
             // state: aborted and skipped too), or whose desired target was
@@ -271,6 +345,9 @@ impl Loop {
                                 o.artifact() == artifact
                                     && o.phase() != Phase::Draft
                                     && o.engine.member(d).is_some()
+                            })
+                            || dormant.range(id + 1..).any(|(_, o)| {
+                                o.meta.spec.target.artifact == artifact && o.holds.contains(d)
                             })))
             };
             // Download slots are the province's, whichever rollout holds
@@ -867,8 +944,17 @@ impl Loop {
                     .rollouts
                     .values()
                     .map(|l| view::summary(&l.meta, &l.engine, &scope))
+                    .chain(self.dormant.values().map(|d| {
+                        view::dormant_summary(
+                            &d.meta,
+                            &d.status,
+                            d.wave_count,
+                            &d.provinces,
+                            &scope,
+                        )
+                    }))
                     .collect();
-                out.reverse();
+                out.sort_by_key(|s| std::cmp::Reverse(s.id));
                 let _ = reply.send(Ok(out));
             }
             Request::Show { id, scope, reply } => {
@@ -882,11 +968,14 @@ impl Loop {
                 state,
                 reply,
             } => {
-                let out = self
-                    .rollouts
-                    .get(&id)
-                    .map(|l| view::members(&l.engine, &scope, state))
-                    .ok_or(RolloutError::Unknown(id));
+                let out = match self.rollouts.get(&id) {
+                    Some(l) => Ok(view::members(&l.engine, &scope, state)),
+                    None => match self.wake(id).await {
+                        Ok(Some(l)) => Ok(view::members(&l.engine, &scope, state)),
+                        Ok(None) => Err(RolloutError::Unknown(id)),
+                        Err(e) => Err(e),
+                    },
+                };
                 let _ = reply.send(out);
             }
         }
@@ -897,7 +986,14 @@ impl Loop {
         id: u64,
         scope: &Scope,
     ) -> Result<fleet_api::types::RolloutView, RolloutError> {
-        let live = self.rollouts.get(&id).ok_or(RolloutError::Unknown(id))?;
+        let woken;
+        let live = match self.rollouts.get(&id) {
+            Some(l) => l,
+            None => {
+                woken = self.wake(id).await?.ok_or(RolloutError::Unknown(id))?;
+                &woken
+            }
+        };
         let log = match scope {
             None => self.deps.store.rollout_log(id, VIEW_LOG_LINES).await?,
             Some(_) => Vec::new(),
@@ -1101,6 +1197,23 @@ impl Loop {
         reason: Option<String>,
         caller: &Caller,
     ) -> Result<fleet_api::types::RolloutView, RolloutError> {
+        if self.dormant.contains_key(&id) {
+            let audit_action = format!("rollout.{}", action.as_str());
+            let e = EngineError::NotAllowed {
+                action: action.as_str(),
+                phase: Phase::Aborted,
+            };
+            self.deps
+                .access
+                .failed(
+                    caller,
+                    &audit_action,
+                    &format!("rollout-{id}"),
+                    &e.to_string(),
+                )
+                .await;
+            return Err(e.into());
+        }
         let live = self.rollouts.get(&id).ok_or(RolloutError::Unknown(id))?;
         let phase = live.phase();
         if matches!(action, RolloutAction::Start | RolloutAction::Resume) && phase == Phase::Draft {
@@ -1161,6 +1274,14 @@ impl Loop {
         }
         self.decided(id, decisions, Some(caller)).await;
         self.flush().await;
-        self.view(id, &None).await
+        let out = self.view(id, &None).await;
+        if self
+            .rollouts
+            .get(&id)
+            .is_some_and(|l| l.phase() == Phase::Aborted)
+        {
+            self.put_to_sleep(id);
+        }
+        out
     }
 }

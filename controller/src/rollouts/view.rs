@@ -1,6 +1,8 @@
 //! The API's views of a rollout, in a reader's scope: a province
 //! technician sees its provinces' members and counters over them only.
 
+use std::collections::BTreeMap;
+
 use fleet_api::types::{
     Counters as ApiCounters, MemberState, MemberView, ProvinceCounters, RolloutLogEntry,
     RolloutPhase, RolloutRequest, RolloutSelector, RolloutSummary, RolloutView, WaveState,
@@ -10,7 +12,7 @@ use fleet_protocol::{CountyCode, DeviceId, ProvinceCode};
 
 use super::spec::Spec;
 use super::Scope;
-use crate::domain::rollout::{Counters, DevState, Engine, Member, Phase};
+use crate::domain::rollout::{Counters, DevState, Engine, Member, Phase, Status};
 use crate::store::LogLine;
 
 /// What the loop keeps of a rollout beside its engine.
@@ -112,6 +114,40 @@ pub fn summary(m: &Meta, e: &Engine, scope: &Scope) -> RolloutSummary {
         }),
         held: s.held.clone(),
         counters: scoped(e, None, scope),
+        created_ms: m.created_ms,
+    }
+}
+
+/// The summary of a rollout held without its engine (aborted), from its
+/// counters per province.
+pub fn dormant_summary(
+    m: &Meta,
+    s: &Status,
+    wave_count: usize,
+    by_province: &BTreeMap<ProvinceCode, Counters>,
+    scope: &Scope,
+) -> RolloutSummary {
+    let mut c = Counters::default();
+    for (p, pc) in by_province {
+        if sees(scope, *p) {
+            c.merge(pc);
+        }
+    }
+    RolloutSummary {
+        id: m.id,
+        name: m.spec.name.clone(),
+        artifact: m.spec.target.artifact.as_str().to_owned(),
+        model: m.spec.target.model.to_string(),
+        version: m.spec.target.version.to_string(),
+        phase: phase(s.phase),
+        wave: u32::try_from(s.wave).unwrap_or(u32::MAX),
+        wave_count: u32::try_from(wave_count).unwrap_or(u32::MAX),
+        paused_reason: s.paused_reason.as_ref().map(|r| match scope {
+            None => r.clone(),
+            Some(_) => SCOPED_PAUSE.to_owned(),
+        }),
+        held: s.held.clone(),
+        counters: counters(&c),
         created_ms: m.created_ms,
     }
 }

@@ -1062,3 +1062,63 @@ async fn resuming_a_paused_rollout_inside_a_freeze_window_holds_it_as_documented
         .description
         .contains("held"));
 }
+
+#[tokio::test]
+async fn an_aborted_rollout_is_read_from_the_store_after_a_restart() {
+    let app = with_fleet_and_target().await;
+    offline(&app, "BB-TEH");
+    let (_, first) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "policy": { "success_threshold_pct": 0.0 } })),
+        )
+        .await;
+    assert_eq!(first["phase"], "completed", "{first}");
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "devices": ["BB-TEH", "BB-SARI"] } })),
+        )
+        .await);
+    let aborted = ok(app
+        .json("POST", "/api/v1/rollouts/2/abort", json!({}))
+        .await);
+    assert_eq!(aborted["phase"], "aborted");
+    let (rollouts, _mqtt, _tracks) = restarted_loop(&app).await;
+    let list = within(STEP, "the list", rollouts.list(None)).await.unwrap();
+    let ids: Vec<u64> = list.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [2, 1], "newest first");
+    assert_eq!(list[0].counters.total, 2);
+    let scoped = within(
+        STEP,
+        "a scoped list",
+        rollouts.list(Some(vec![ProvinceCode::parse("IR-02").unwrap()])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(scoped[0].counters.total, 1, "IR-02 only");
+    let shown = within(STEP, "the view", rollouts.show(2, None))
+        .await
+        .unwrap();
+    assert_eq!(shown.summary.counters.total, 2);
+    assert!(!shown.log.is_empty());
+    let members = within(STEP, "the members", rollouts.members(2, None, None))
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 2);
+    let err = within(
+        STEP,
+        "a refused action",
+        rollouts.act(
+            2,
+            fleet_api::types::RolloutAction::Pause,
+            None,
+            Caller::system("test"),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.to_string(), "cannot pause a rollout that is aborted");
+}
