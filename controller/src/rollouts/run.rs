@@ -28,6 +28,8 @@ use crate::store::{LogLine, RolloutChanges, StoredMember, StoredRollout, StoredS
 const VIEW_LOG_LINES: u32 = 50;
 /// How many devices an overlap refusal names.
 const OVERLAP_NAMED: usize = 5;
+/// How many device ids one audit entry of the loop's own names.
+const AUDITED_IDS: usize = 500;
 
 struct Live {
     meta: Meta,
@@ -380,6 +382,15 @@ impl Loop {
     /// that cannot be stored or sent goes back to Pending (released again
     /// by a later pass).
     async fn decided(&mut self, id: u64, decisions: Vec<Decision>, by: Option<&Caller>) {
+        // Releases of a rollout completed before this input (not by it, not
+        // by an operator's action) are stragglers, audited as the loop's own.
+        let stragglers_only = by.is_none()
+            && !decisions.iter().any(|d| matches!(d, Decision::Completed))
+            && self
+                .rollouts
+                .get(&id)
+                .is_some_and(|l| l.phase() == Phase::Completed);
+        let mut stragglers = Vec::new();
         let mut todo = decisions;
         while !todo.is_empty() {
             let batch = std::mem::take(&mut todo);
@@ -404,6 +415,9 @@ impl Loop {
                     } else {
                         Err("the member could not be stored".to_owned())
                     };
+                    if stragglers_only && sent.is_ok() {
+                        stragglers.push(device.clone());
+                    }
                     if let Err(why) = sent {
                         let input = Input::Unreleased {
                             device,
@@ -421,6 +435,9 @@ impl Loop {
                 }
             }
         }
+        // A completed rollout's releases are its own doing: one entry a pass.
+        self.audit_devices(id, "rollout.stragglers-released", &stragglers)
+            .await;
     }
 
     /// Store the rows of members just released, before their desired
@@ -498,9 +515,19 @@ impl Loop {
                     }
                 }
                 Decision::Completed => {
-                    info!(rollout = id, "rollout completed");
-                    self.audit_own(id, "rollout.complete", json!({})).await;
-                    self.set_baseline(id).await;
+                    // A controller stopped after the audit entry and before
+                    // the status was written completes it again on restore:
+                    // once is enough.
+                    if self.already_audited(id, "rollout.complete").await {
+                        info!(
+                            rollout = id,
+                            "rollout completed again after a restart; already recorded"
+                        );
+                    } else {
+                        info!(rollout = id, "rollout completed");
+                        self.audit_own(id, "rollout.complete", json!({})).await;
+                        self.set_baseline(id).await;
+                    }
                 }
                 Decision::Aborted => {}
             }
@@ -512,6 +539,41 @@ impl Loop {
             .get(&id)
             .and_then(|l| l.engine.wave_names().get(w).cloned())
             .unwrap_or_default()
+    }
+
+    /// Whether the audit log holds `action` for this rollout already.
+    async fn already_audited(&self, id: u64, action: &str) -> bool {
+        let filter = crate::store::AuditFilter {
+            target: Some(format!("rollout-{id}")),
+            limit: 1000,
+            ..Default::default()
+        };
+        match self.deps.store.audit_entries(&filter).await {
+            Ok(entries) => entries.iter().any(|e| e.action == action),
+            Err(e) => {
+                warn!(rollout = id, error = %e, "cannot read the audit log; the entry is written");
+                false
+            }
+        }
+    }
+
+    /// One audit entry for devices the loop acted on in one pass: the
+    /// count and (up to [`AUDITED_IDS`]) their ids.
+    async fn audit_devices(&self, id: u64, action: &str, devices: &[DeviceId]) {
+        if devices.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = devices
+            .iter()
+            .take(AUDITED_IDS)
+            .map(DeviceId::as_str)
+            .collect();
+        self.audit_own(
+            id,
+            action,
+            json!({ "count": devices.len(), "devices": ids, "more": devices.len().saturating_sub(AUDITED_IDS) }),
+        )
+        .await;
     }
 
     async fn audit_own(&self, id: u64, action: &str, detail: serde_json::Value) {
@@ -691,12 +753,6 @@ impl Loop {
             return;
         }
         let now = unix_ms();
-        self.audit_own(
-            id,
-            "baseline.set",
-            json!({ "model": t.model, "version": t.version, "rollout": id }),
-        )
-        .await;
         if let Err(e) = self
             .deps
             .store
@@ -704,8 +760,25 @@ impl Loop {
             .await
         {
             error!(rollout = id, error = %e, "cannot store the baseline of a completed rollout");
+            self.deps
+                .access
+                .failed_as(
+                    "controller",
+                    "controller",
+                    &Caller::system("controller").source,
+                    "baseline.set",
+                    &format!("rollout-{id}"),
+                    &e.to_string(),
+                )
+                .await;
             return;
         }
+        self.audit_own(
+            id,
+            "baseline.set",
+            json!({ "model": t.model, "version": t.version, "rollout": id }),
+        )
+        .await;
         self.deps
             .fleet
             .write()
@@ -850,6 +923,7 @@ impl Loop {
             return;
         }
         let n = joining.len();
+        let ids: Vec<DeviceId> = joining.iter().map(|c| c.device.clone()).collect();
         for c in joining {
             match self.feed(id, Input::Join(c)) {
                 Ok(d) => self.decided(id, d, None).await,
@@ -862,6 +936,7 @@ impl Loop {
             kind: "joined".into(),
             detail: format!("{n} devices registered later joined"),
         });
+        self.audit_devices(id, "rollout.joined", &ids).await;
     }
 
     /// Write every member and status that changed, with the log, in one

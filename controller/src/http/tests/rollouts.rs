@@ -782,6 +782,22 @@ async fn a_completed_rollout_never_releases_over_a_newer_rollout_or_a_target_set
         "2.4.0"
     );
     assert!(stored_firmware(&stored, "BB-TEH").is_none(), "{stored:?}");
+    // Its own straggler's release is audited, once for the pass, by id.
+    let (_, entries) = app.get("/api/v1/audit?target=rollout-1").await;
+    let released: Vec<&Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "rollout.stragglers-released")
+        .collect();
+    assert_eq!(released.len(), 1, "{entries}");
+    assert_eq!(released[0]["actor"], "controller");
+    let detail: Value = match &released[0]["detail"] {
+        Value::String(s) => serde_json::from_str(s).unwrap(),
+        v => v.clone(),
+    };
+    assert_eq!(detail["count"], 1, "{detail}");
+    assert_eq!(detail["devices"], json!(["BB-MARK"]));
 }
 
 #[tokio::test]
@@ -827,6 +843,60 @@ async fn only_the_newest_include_new_rollout_takes_a_device_registered_later() {
             .any(|m| m["device"] == "BB-LATE"),
         "the older include_new rollout does not take it"
     );
+    let actions = super::firmware::audit_actions(&app, "target=rollout-2").await;
+    assert!(
+        actions.contains(&"rollout.joined".to_owned()),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rollout_completed_again_after_a_restart_is_audited_once() {
+    let app = with_fleet_and_target().await;
+    let (_, first) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "policy": { "success_threshold_pct": 0.0 } })),
+        )
+        .await;
+    assert_eq!(first["phase"], "completed", "{first}");
+    let count = |actions: &[String], what: &str| actions.iter().filter(|a| *a == what).count();
+    let actions = super::firmware::audit_actions(&app, "target=rollout-1").await;
+    assert_eq!(count(&actions, "rollout.complete"), 1, "{actions:?}");
+    assert_eq!(count(&actions, "baseline.set"), 1, "{actions:?}");
+    // As if the controller stopped after the audit entry, before the
+    // status was written: stored as running.
+    let mut status = app.store.rollouts(true).await.unwrap()[0].status.clone();
+    status.phase = "running".into();
+    status.finished_ms = None;
+    app.store
+        .persist_rollouts(&[crate::store::RolloutChanges {
+            status: Some((1, status)),
+            members: Vec::new(),
+            log: Vec::new(),
+        }])
+        .await
+        .unwrap();
+    let (rollouts, _mqtt, _tracks) = restarted_loop(&app).await;
+    fleet_tests::eventually(
+        std::time::Duration::from_secs(STEP),
+        "completed again",
+        || async {
+            let list = rollouts.list(None).await.map_err(|e| e.to_string())?;
+            let phase = serde_json::to_value(list[0].phase).unwrap();
+            if phase == "completed" {
+                Ok(())
+            } else {
+                Err(format!("{phase}"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let actions = super::firmware::audit_actions(&app, "target=rollout-1").await;
+    assert_eq!(count(&actions, "rollout.complete"), 1, "{actions:?}");
+    assert_eq!(count(&actions, "baseline.set"), 1, "{actions:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
