@@ -360,7 +360,7 @@ async fn load_fleet(cfg: &ControllerConfig, store: &Store) -> anyhow::Result<Arc
         fleet.upsert(reg, status, now);
     }
     for (id, desired) in store.load_desired().await? {
-        fleet.set_desired(&id, desired);
+        fleet.set_desired(&id, desired, now);
     }
     fleet.set_freeze(store.freeze_windows().await?);
     // After the desired states: readiness compares a track with the target.

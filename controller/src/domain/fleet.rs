@@ -83,14 +83,31 @@ pub struct Device {
     /// What the controller stored as this device's desired state (`None`:
     /// nothing, the default; see `domain::desired`).
     pub desired: Option<Desired>,
-    /// Its last update, as the store writer tracked it from its events.
+    /// Its last firmware update, as the store writer tracked it from its
+    /// events.
     pub track: Option<Track>,
+    /// Its last agent update (held apart: an agent update must not hide
+    /// a failed firmware update).
+    pub agent_track: Option<Track>,
 }
 
 impl Device {
-    /// Where the device's last update stands against its desired target.
+    /// Where the device's last updates stand against its desired targets:
+    /// failed when either failed, else running when either runs.
     fn track_state(&self) -> TrackState {
-        let (Some(t), Some(desired)) = (self.track.as_ref(), self.desired.as_ref()) else {
+        let both = [self.track.as_ref(), self.agent_track.as_ref()].map(|t| self.state_of(t));
+        if both.contains(&TrackState::Failed) {
+            TrackState::Failed
+        } else if both.contains(&TrackState::Running) {
+            TrackState::Running
+        } else {
+            TrackState::None
+        }
+    }
+
+    /// Where one update stands against its desired target.
+    fn state_of(&self, track: Option<&Track>) -> TrackState {
+        let (Some(t), Some(desired)) = (track, self.desired.as_ref()) else {
             return TrackState::None;
         };
         let target = match t.artifact {
@@ -221,10 +238,12 @@ impl Fleet {
     pub fn upsert(&mut self, reg: Registration, status: Status, now_ms: u64) {
         let mut desired = None;
         let mut track = None;
+        let mut agent_track = None;
         if let Some(old) = self.devices.remove(&reg.id) {
             self.tally.remove(&old.reg, old.reason);
             desired = old.desired;
             track = old.track;
+            agent_track = old.agent_track;
         }
         let mut d = Device {
             reg,
@@ -232,6 +251,7 @@ impl Fleet {
             reason: None,
             desired,
             track,
+            agent_track,
         };
         d.reason = classify(
             &d.inputs(self.baselines.get(&d.reg.model)),
@@ -366,18 +386,23 @@ impl Fleet {
         Ok(out)
     }
 
-    /// Hold a device's desired state (after the store recorded it).
-    pub fn set_desired(&mut self, id: &DeviceId, desired: Desired) {
+    /// Hold a device's desired state (after the store recorded it) and
+    /// judge the device again (its readiness compares tracks with it).
+    pub fn set_desired(&mut self, id: &DeviceId, desired: Desired, now_ms: u64) {
         if let Some(d) = self.devices.get_mut(id) {
             d.desired = Some(desired);
         }
+        self.reclassify(id, now_ms);
     }
 
-    /// Hold a device's last update track (from the store writer, after its
-    /// commit) and judge the device again.
+    /// Hold a device's last update track of its artifact (from the store
+    /// writer, after its commit) and judge the device again.
     pub fn set_track(&mut self, id: &DeviceId, track: Track, now_ms: u64) {
         if let Some(d) = self.devices.get_mut(id) {
-            d.track = Some(track);
+            match track.artifact {
+                ArtifactKind::Firmware => d.track = Some(track),
+                ArtifactKind::Agent => d.agent_track = Some(track),
+            }
         }
         self.reclassify(id, now_ms);
     }

@@ -168,6 +168,7 @@ mod tests {
             reason: None,
             desired: None,
             track: None,
+            agent_track: None,
         }
     }
 

@@ -250,7 +250,7 @@ async fn set_desired_locked(
     store.set_desired(device, &desired, now_ms).await?;
     let sent = {
         let mut fleet = fleet.write().expect("fleet lock is never poisoned");
-        fleet.set_desired(device, desired);
+        fleet.set_desired(device, desired, now_ms);
         fleet
             .desired_for(device)
             .expect("the device was known a moment ago and devices are never removed")

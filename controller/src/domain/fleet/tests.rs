@@ -481,7 +481,7 @@ fn the_desired_state_stays_with_the_device_through_re_registration() {
         agent: None,
         freeze: Vec::new(),
     };
-    f.set_desired(&a, d.clone());
+    f.set_desired(&a, d.clone(), 0);
     f.register(reg("A", "IR-23", Some("IR-23-TEH")), 1);
     assert_eq!(f.get(&a).unwrap().desired, Some(d.clone()));
     assert_eq!(f.stored_desired(), [(a.clone(), d)]);
@@ -531,6 +531,7 @@ fn readiness_follows_the_update_track_of_the_desired_target() {
             }),
             ..Default::default()
         },
+        2_000,
     );
     f.set_track(
         &a,
@@ -554,6 +555,40 @@ fn readiness_follows_the_update_track_of_the_desired_target() {
     f.set_track(&a, failed.clone(), 4_000);
     assert_eq!(reason(&f), Some(Reason::UpdateFailed));
     assert_eq!(f.province_counts(teh).reason(Reason::UpdateFailed), 1);
+    // An agent update afterwards does not hide the failed firmware.
+    let mut agent = track("1.3.0", Some(UpdatePhase::Installing), None);
+    agent.artifact = ArtifactKind::Agent;
+    f.set_track(&a, agent, 4_100);
+    assert_eq!(reason(&f), Some(Reason::UpdateFailed));
+    // A new desired target is judged at once: the failed track is of
+    // another version, the device is only outdated-or-ready again.
+    f.set_desired(
+        &a,
+        Desired {
+            firmware: Some(TargetFirmware {
+                version: Version::parse("2.5.1").unwrap(),
+                manifest: "firmware/ballot-box-v2/2.5.1.tar".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        },
+        4_200,
+    );
+    assert_ne!(reason(&f), Some(Reason::UpdateFailed));
+    assert_eq!(f.province_counts(teh).reason(Reason::UpdateFailed), 0);
+    f.set_desired(
+        &a,
+        Desired {
+            firmware: Some(TargetFirmware {
+                version: Version::parse("2.5.0").unwrap(),
+                manifest: "firmware/ballot-box-v2/2.5.0.tar".into(),
+                attempt: 1,
+            }),
+            ..Default::default()
+        },
+        4_300,
+    );
+    assert_eq!(reason(&f), Some(Reason::UpdateFailed));
     // Timed out by the controller, but the device does run 2.5.0: not failed.
     f.observe(&env("A", state("2.5.0", true)), 5_000).unwrap();
     f.set_track(

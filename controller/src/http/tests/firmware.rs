@@ -75,6 +75,7 @@ async fn freeze_windows_are_stored_sent_with_every_desired_state_and_audited() {
             config_rev: 3,
             ..Default::default()
         },
+        0,
     );
     queued(&app);
 

@@ -533,7 +533,7 @@ async fn a_member_stored_released_without_its_desired_state_is_sent_again_on_res
     app.fleet
         .write()
         .unwrap()
-        .set_desired(&sari, fleet_protocol::Desired::default());
+        .set_desired(&sari, fleet_protocol::Desired::default(), 1);
     let before = app.store.load_desired().await.unwrap();
     assert_eq!(stored_firmware(&before, "BB-SARI"), None);
 
