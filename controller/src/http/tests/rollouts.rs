@@ -1192,3 +1192,28 @@ async fn an_aborted_rollout_is_read_from_the_store_after_a_restart() {
     .unwrap_err();
     assert_eq!(err.to_string(), "cannot pause a rollout that is aborted");
 }
+
+#[tokio::test]
+async fn the_download_limit_of_a_province_counts_every_rollouts_downloads() {
+    let app = with_fleet_and_target().await;
+    let one = json!({ "max_downloads_per_province": 1 });
+    let (_, a) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "devices": ["BB-TEH"] }, "policy": one })),
+        )
+        .await;
+    assert_eq!(a["counters"]["downloading"], 1, "{a}");
+    let (_, b) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "devices": ["BB-RAY", "BB-SARI"] }, "policy": one })),
+        )
+        .await;
+    // IR-23's one slot is rollout 1's; IR-02's is free.
+    assert_eq!(b["counters"]["downloading"], 1, "{b}");
+    let (_, pending) = app.get("/api/v1/rollouts/2/members?state=pending").await;
+    assert_eq!(pending[0]["device"], "BB-RAY", "{pending}");
+}
