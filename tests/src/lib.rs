@@ -397,10 +397,21 @@ impl Controller {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1:0", data_dir, extra, env)
+    }
+
+    /// [`Controller::start_with_env`] with the API on `http` (e.g. a port
+    /// from [`free_port`], so that a restart keeps the address devices use).
+    pub fn start_on(
+        http: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         install_crypto();
         let token = init_data_dir(data_dir)?;
         let dir = data_dir.to_str().context("utf-8 temp path")?;
-        let mut args = vec!["serve", "--data-dir", dir, "--http", "127.0.0.1:0"];
+        let mut args = vec!["serve", "--data-dir", dir, "--http", http];
         args.extend_from_slice(extra);
         let mut env = env.to_vec();
         env.push(("FLEET_LOG", "info,fleet_controller=debug"));
