@@ -112,6 +112,20 @@ pub enum SeqStore {
     },
 }
 
+/// How long a reboot by exit waits for the outbox to be acknowledged.
+const REBOOT_FLUSH: Duration = Duration::from_secs(2);
+
+/// Why [`run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The shutdown future completed, or the link closed for good.
+    Shutdown,
+    /// An update reboots by exiting (`update.reboot_by_exit`): whoever runs
+    /// the agent starts it again on the same state directory, and that
+    /// start is the boot (the simulator does, after `--reboot-ms`).
+    Reboot,
+}
+
 /// What the link profile and the outbox settings add to [`RuntimeConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeOptions {
@@ -682,7 +696,7 @@ pub async fn run<H: Hardware>(
     cfg: RuntimeConfig,
     hw: H,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), RuntimeError> {
+) -> Result<Stopped, RuntimeError> {
     run_with(cfg, RuntimeOptions::default(), hw, shutdown).await
 }
 
@@ -692,7 +706,7 @@ pub async fn run_with<H: Hardware>(
     opts: RuntimeOptions,
     hw: H,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), RuntimeError> {
+) -> Result<Stopped, RuntimeError> {
     // A new agent binary on trial: decided here if it can be (a rollback
     // starts the previous binary and does not return), else watched below.
     let trial = cfg
@@ -846,8 +860,28 @@ pub async fn run_with<H: Hardware>(
     }
 
     let mut restart_into: Option<PathBuf> = None;
+    let mut stopped = Stopped::Shutdown;
+    // A reboot by exit waits (bounded) for the broker to acknowledge what
+    // the outbox holds, so the `rebooting` report leaves before the device
+    // goes (a device that never comes back is then timed out by the
+    // controller, not left `installing`).
+    let mut reboot_at: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        if let Some(at) = reboot_at {
+            if !io.online || io.outbox.policy().is_empty() || tokio::time::Instant::now() >= at {
+                info!("rebooting into the new slot: the agent stops (update.reboot_by_exit)");
+                io.handle(&mut core, Input::ShutdownRequested);
+                stopped = Stopped::Reboot;
+                break;
+            }
+        }
+        let reboot_due = async {
+            match reboot_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let next_timer = io.timers.next();
         let timer_due = async {
             match next_timer {
@@ -952,9 +986,7 @@ pub async fn run_with<H: Hardware>(
                 Told::Status(status) => io.handle(&mut core, Input::UpdateStatus(status)),
                 Told::Firmware(version) => io.handle(&mut core, Input::FirmwareChanged(version)),
                 Told::Exit => {
-                    info!("rebooting into the new slot: the agent stops (update.reboot_by_exit)");
-                    io.handle(&mut core, Input::ShutdownRequested);
-                    break;
+                    reboot_at = Some(tokio::time::Instant::now() + REBOOT_FLUSH);
                 }
                 Told::RestartAgent(exe) => {
                     info!(exe = %exe.display(), "a new agent binary is in place: restarting into it");
@@ -963,6 +995,7 @@ pub async fn run_with<H: Hardware>(
                     break;
                 }
             },
+            () = reboot_due => {}
             () = disk_due => {
                 if let Some(was) = io.outbox.retry_disk(unix_ms()) {
                     debug!(was = %was, "storage recovered");
@@ -999,7 +1032,7 @@ pub async fn run_with<H: Hardware>(
         let e = agent_binary::restart(&exe);
         warn!(error = %e, "cannot start the new agent binary; the next start of the service will");
     }
-    Ok(())
+    Ok(stopped)
 }
 
 /// The agent's own update results waiting in `dir` go to the core (which

@@ -201,6 +201,7 @@ pub async fn ingest(b: IngestBench) -> anyhow::Result<()> {
         connect_rate: 500,
         backoff_max: Duration::from_secs(10),
         show_progress: true,
+        update: None,
     };
     let started = Instant::now();
     let (fleet, reported) =

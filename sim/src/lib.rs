@@ -8,6 +8,8 @@
 //! - [`run`]: register through the HTTP API, then run the agents.
 //! - [`reconnects`]: when each device (re)connected; the histogram of
 //!   reconnect delays after an outage (pure).
+//! - [`update`]: devices that update for real (the agent's update driver,
+//!   TUF client and an installer), with failures chosen from the seed.
 //! - [`bench`]: measured figures for the controller and the agent.
 
 pub mod bench;
@@ -15,3 +17,4 @@ pub mod hardware;
 pub mod plan;
 pub mod reconnects;
 pub mod run;
+pub mod update;

@@ -56,6 +56,74 @@ impl PlanArgs {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InstallerArg {
+    /// The agent's directory A/B installer on slots in each device's directory.
+    Dir,
+    /// A stand-in that keeps the slots in memory and takes --install-ms.
+    Sim,
+    /// No updates: the devices run without `[update]`.
+    None,
+}
+
+/// How the simulated devices update (the real update driver and TUF
+/// client against the controller's /api/v1/tuf).
+#[derive(Args, Clone)]
+struct UpdateArgs {
+    #[arg(long, value_enum, default_value = "sim")]
+    installer: InstallerArg,
+    /// How long the sim installer takes to write a slot.
+    #[arg(long, default_value_t = 2000)]
+    install_ms: u64,
+    /// Added before each download starts.
+    #[arg(long, default_value_t = 0)]
+    download_ms: u64,
+    /// Between a device's reboot (its agent ends) and its next start.
+    #[arg(long, default_value_t = 2000)]
+    reboot_ms: u64,
+    /// The agent's health deadline after booting a new image (failing
+    /// checks roll back at this deadline).
+    #[arg(long, default_value_t = 20)]
+    health_deadline_secs: u64,
+    /// Share of devices whose checks fail after booting a new image (rolled back).
+    #[arg(long, default_value_t = 0.0)]
+    fail_share: f64,
+    /// Those devices fail only their first N attempts (a retry with a
+    /// higher attempt then commits).
+    #[arg(long, default_value_t = 1)]
+    fail_attempts: u32,
+    /// Share of devices that go to reboot and never come back.
+    #[arg(long, default_value_t = 0.0)]
+    never_return_share: f64,
+    /// Where each device's update directory goes (default: a temporary
+    /// directory removed at exit).
+    #[arg(long)]
+    update_dir: Option<PathBuf>,
+}
+
+impl UpdateArgs {
+    fn sim(&self, seed: u64) -> Option<fleet_sim::update::SimUpdate> {
+        use fleet_sim::update::{InstallerChoice, SimUpdate};
+        let installer = match self.installer {
+            InstallerArg::Dir => InstallerChoice::Dir,
+            InstallerArg::Sim => InstallerChoice::Sim,
+            InstallerArg::None => return None,
+        };
+        Some(SimUpdate {
+            installer,
+            install: Duration::from_millis(self.install_ms),
+            download: Duration::from_millis(self.download_ms),
+            reboot: Duration::from_millis(self.reboot_ms),
+            health_deadline: Duration::from_secs(self.health_deadline_secs.max(1)),
+            fail_share: self.fail_share,
+            fail_attempts: self.fail_attempts,
+            never_return_share: self.never_return_share,
+            seed,
+            dir: self.update_dir.clone(),
+        })
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Output {
     /// Expected readiness per province, for people.
@@ -101,6 +169,8 @@ enum Cmd {
         /// file, every 2 s; `fleet-sim reconnects FILE` reads it.
         #[arg(long)]
         connections_out: Option<PathBuf>,
+        #[command(flatten)]
+        update: Box<UpdateArgs>,
     },
     /// The histogram of reconnect delays after a moment (a broker restart,
     /// a link returning), from `run --connections-out`'s file.
@@ -210,6 +280,7 @@ fn main() -> anyhow::Result<()> {
             connect_rate,
             state_dir,
             connections_out,
+            update,
         } => rt.block_on(async move {
             let p = plan.plan()?;
             let api = Api::new(&controller, &token, ca.as_deref())?;
@@ -224,6 +295,7 @@ fn main() -> anyhow::Result<()> {
                 connect_rate,
                 backoff_max: Duration::from_secs(10),
                 show_progress: show,
+                update: update.sim(plan.seed),
             };
             let (fleet, reported) =
                 run::start(&p, &cfg, &broker, &identities, Duration::from_secs(30)).await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleet_agent::health::{HealthPolicy, Thresholds};
-use fleet_agent::runtime::{LinkConfig, RuntimeConfig, SeqStore};
+use fleet_agent::runtime::{LinkConfig, RuntimeConfig, RuntimeOptions, SeqStore, Stopped};
 use fleet_api::client::Client;
 use fleet_api::types::EnrolBatchQuery;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -27,6 +27,8 @@ pub struct RunConfig {
     pub connect_rate: u32,
     pub backoff_max: Duration,
     pub show_progress: bool,
+    /// Devices that update for real ([`crate::update`]); `None`: no `[update]`.
+    pub update: Option<crate::update::SimUpdate>,
 }
 
 /// The controller as the simulator talks to it: the operator's typed API
@@ -189,6 +191,11 @@ pub struct Fleet {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// When each device sent its state (every connection does).
     pub connections: crate::reconnects::Recorder,
+    /// Each updating device's role, by device id.
+    pub roles: std::collections::BTreeMap<String, crate::update::Role>,
+    /// The devices' update directories, removed with the fleet (when the
+    /// simulator made them).
+    _update_dirs: Option<tempfile::TempDir>,
 }
 
 impl Fleet {
@@ -200,6 +207,45 @@ impl Fleet {
     }
 }
 
+/// The fleet-wide update set-up: the first trusted root fetched once from
+/// the controller's TUF repository (`1.root.json`, over HTTPS with the
+/// fleet CA). A real device ships the release team's root in its image and
+/// never takes it from the network; here the simulator plays the factory.
+async fn fleet_update(
+    controller: &str,
+    ca_pem: &str,
+    sim: crate::update::SimUpdate,
+) -> anyhow::Result<crate::update::FleetUpdate> {
+    let ca = (!ca_pem.is_empty()).then(|| ca_pem.as_bytes().to_vec());
+    let client = Client::new(controller, ca.as_deref())?.with_timeout(Duration::from_secs(60));
+    let root = client
+        .tuf_metadata("1.root.json")
+        .await
+        .context("fetching the trusted root (1.root.json) from the controller's firmware repository (is it set up? fleet-controller firmware-init)")?;
+    Ok(crate::update::FleetUpdate {
+        sim,
+        repo_url: format!("{}/api/v1/tuf", controller.trim_end_matches('/')),
+        root: Arc::new(root),
+        ca_pem: ca,
+    })
+}
+
+/// Everything a test or a bench needs in one call: enrol the plan's
+/// devices (registry, shipment, certificates), ask where the broker is,
+/// fetch the trusted root when `cfg.update` is set, and start the fleet.
+/// Returns once each device reported (or after `ready_timeout`), with how
+/// many did.
+pub async fn launch(
+    api: &Api,
+    plan: &Plan,
+    cfg: &RunConfig,
+    ready_timeout: Duration,
+) -> anyhow::Result<(Fleet, usize)> {
+    let identities = enrol_fleet(api, plan, None, cfg.show_progress).await?;
+    let broker = broker_address(api).await?;
+    start(plan, cfg, &broker, &identities, ready_timeout).await
+}
+
 /// Start every planned device's agent. Returns once each has sent its first
 /// state (or after `ready_timeout`), with the number that did.
 pub async fn start(
@@ -209,6 +255,32 @@ pub async fn start(
     identities: &Identities,
     ready_timeout: Duration,
 ) -> anyhow::Result<(Fleet, usize)> {
+    let updates = match &cfg.update {
+        Some(sim) => {
+            let fleet = fleet_update(&cfg.controller, &identities.ca, sim.clone()).await?;
+            let temp = match &sim.dir {
+                Some(d) => {
+                    std::fs::create_dir_all(d)?;
+                    None
+                }
+                None => Some(tempfile::Builder::new().prefix("fleet-sim-").tempdir()?),
+            };
+            let base = match (&temp, &sim.dir) {
+                (Some(t), _) => t.path().to_owned(),
+                (None, Some(d)) => d.clone(),
+                (None, None) => unreachable!("one of the two is set above"),
+            };
+            let eligible: Vec<bool> = plan
+                .devices
+                .iter()
+                .map(|d| d.condition != Condition::Offline)
+                .collect();
+            let roles =
+                crate::update::roles(&eligible, sim.fail_share, sim.never_return_share, sim.seed);
+            Some((fleet, base, temp, roles))
+        }
+        None => None,
+    };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(plan.devices.len());
     let mut reported = Vec::with_capacity(plan.devices.len());
@@ -257,26 +329,71 @@ pub async fn start(
             // In-memory identities: the simulator does not renew.
             renewal: None,
         };
-        let hw = SimHardware::new(
+        let mut device_update = match &updates {
+            Some((fleet, base, _, roles)) => Some(
+                crate::update::DeviceUpdate::new(
+                    fleet,
+                    &base.join(d.id.as_str()),
+                    &d.firmware,
+                    roles[i],
+                )
+                .with_context(|| format!("making {}'s update directory", d.id))?,
+            ),
+            None => None,
+        };
+        let (firmware, failing, seed) = (
             d.firmware.clone(),
             d.condition == Condition::FailingCheck,
             i as u64,
         );
         let offline = d.condition == Condition::Offline;
-        let mut stop_rx = stop_rx.clone();
+        let stop_rx = stop_rx.clone();
         let first_state = Arc::clone(&notify);
-        let shutdown = async move {
-            if offline {
-                // Report once, then power off (the agent says goodbye).
-                first_state.notified().await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            } else {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            }
-        };
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = fleet_agent::run(rt, hw, shutdown).await {
-                tracing::error!(error = %e, "simulated agent failed");
+            let mut first = true;
+            loop {
+                // A new image's trial boot fails its checks on devices planned so.
+                let trial_fails = device_update
+                    .as_mut()
+                    .is_some_and(|u| u.checks_fail_this_boot());
+                let hw = SimHardware::new(firmware.clone(), failing || trial_fails, seed);
+                let opts = RuntimeOptions {
+                    update: device_update.as_ref().map(|u| u.config.clone()),
+                    ..RuntimeOptions::default()
+                };
+                let mut stop_run = stop_rx.clone();
+                let first_state = Arc::clone(&first_state);
+                let power_off = offline && first;
+                let shutdown = async move {
+                    if power_off {
+                        // Report once, then power off (the agent says goodbye).
+                        first_state.notified().await;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    } else {
+                        let _ = stop_run.wait_for(|s| *s).await;
+                    }
+                };
+                first = false;
+                let stopped = fleet_agent::runtime::run_with(rt.clone(), opts, hw, shutdown).await;
+                let mut stop_rx = stop_rx.clone();
+                match (stopped, &device_update) {
+                    (Ok(Stopped::Reboot), Some(u)) => {
+                        if u.role == crate::update::Role::NeverReturns {
+                            tracing::info!(device = %rt.device, "rebooting, and never coming back (--never-return-share)");
+                            let _ = stop_rx.wait_for(|s| *s).await;
+                            return;
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(u.reboot) => {}
+                            _ = stop_rx.wait_for(|s| *s) => return,
+                        }
+                    }
+                    (Ok(_), _) => return,
+                    (Err(e), _) => {
+                        tracing::error!(error = %e, "simulated agent failed");
+                        return;
+                    }
+                }
             }
         }));
         reported.push(notify);
@@ -325,11 +442,24 @@ pub async fn start(
             }
         }));
     }
+    let (roles, update_dirs) = match updates {
+        Some((_, _, temp, roles)) => (
+            plan.devices
+                .iter()
+                .zip(roles)
+                .map(|(d, r)| (d.id.to_string(), r))
+                .collect(),
+            temp,
+        ),
+        None => (Default::default(), None),
+    };
     Ok((
         Fleet {
             stop,
             tasks,
             connections,
+            roles,
+            _update_dirs: update_dirs,
         },
         ok,
     ))

@@ -365,6 +365,7 @@ async fn images_and_signed_targets_are_published_served_exported_and_refused_whe
                 artifact: "firmware".into(),
                 version: "9.9.9".into(),
                 platform: None,
+                attempt: None,
             },
         )
         .await

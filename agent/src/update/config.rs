@@ -1,11 +1,13 @@
 //! `[update]`: the file's section and the driver's own validated config.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::error::DriverError;
+use super::installer::Installer;
 
 /// `[update]` as written in the file (documented in `fleet-agent.default.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -28,9 +30,37 @@ pub struct UpdateSection {
 /// Which installer writes the slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstallerKind {
-    Dir { slots_dir: PathBuf },
-    Rauc { program: String },
-    Command { hook: Vec<String> },
+    Dir {
+        slots_dir: PathBuf,
+    },
+    Rauc {
+        program: String,
+    },
+    Command {
+        hook: Vec<String>,
+    },
+    /// An installer given by the program that embeds the agent (the
+    /// simulator's stand-in for hardware); never from the config file.
+    Custom(CustomInstaller),
+}
+
+/// An [`Installer`] handed in by code (see [`InstallerKind::Custom`]).
+/// Two are equal when they are the same object.
+#[derive(Clone)]
+pub struct CustomInstaller(pub Arc<dyn Installer>);
+
+impl PartialEq for CustomInstaller {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CustomInstaller {}
+
+impl std::fmt::Debug for CustomInstaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomInstaller")
+    }
 }
 
 /// What the update driver needs, checked.
@@ -57,6 +87,9 @@ pub struct UpdateConfig {
     /// directory repository, ignore the controller's desired state, and
     /// stop when the update is over (or rebooting).
     pub usb: Option<fleet_protocol::TargetFirmware>,
+    /// Waited before each download starts: the simulator's slow links
+    /// (`fleet-sim --download-ms`). Zero from the config file.
+    pub download_delay: Duration,
 }
 
 impl UpdateSection {
@@ -136,6 +169,7 @@ impl UpdateSection {
             hold_at: (!hold_at.is_empty() && !event_dir.as_os_str().is_empty())
                 .then(|| (hold_at.to_owned(), event_dir.to_owned())),
             usb: None,
+            download_delay: Duration::ZERO,
         }))
     }
 }

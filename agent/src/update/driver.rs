@@ -89,6 +89,7 @@ pub fn prepare(cfg: &UpdateConfig) -> Result<Prepared, DriverError> {
         InstallerKind::Dir { slots_dir } => Arc::new(DirInstaller::new(slots_dir)),
         InstallerKind::Rauc { program } => Arc::new(RaucInstaller::new(program)),
         InstallerKind::Command { hook } => Arc::new(CommandInstaller::new(hook.clone())?),
+        InstallerKind::Custom(custom) => Arc::clone(&custom.0),
     };
     let booted_slot = installer.boot()?;
     let firmware = installer.booted_version();
@@ -307,13 +308,10 @@ impl<R: Repository> Driver<R> {
                         .build()
                         .map_err(|e| e.to_string())
                         .and_then(|rt| {
-                            rt.block_on(fetch(
-                                &cfg,
-                                &target,
-                                from_sha256.as_deref(),
-                                &answers,
-                                &told,
-                            ))
+                            rt.block_on(async {
+                                tokio::time::sleep(cfg.download_delay).await;
+                                fetch(&cfg, &target, from_sha256.as_deref(), &answers, &told).await
+                            })
                             .map_err(|e| e.to_string())
                         });
                     let _ = answers.blocking_send(Input::Downloaded(res));

@@ -116,9 +116,18 @@ pub struct Persisted {
     #[serde(default)]
     pub freeze: Vec<FreezeWindow>,
     /// A target given up on (refused by verification, or rolled back): not
-    /// tried again until the desired state names another one.
+    /// tried again until the desired state names another one, or the same
+    /// one with another attempt (a rollout's retry-failed).
     #[serde(default)]
     pub given_up: Option<String>,
+    /// The desired attempt of `given_up` (0 in state files written before
+    /// attempts existed, which is also the controller's first attempt).
+    #[serde(default)]
+    pub given_up_attempt: u32,
+    /// The desired attempt of the update under way (what `given_up_attempt`
+    /// takes when it ends given up, even after a restart).
+    #[serde(default)]
+    pub attempt: u32,
     /// The SHA-256 of the image in the booted slot, when known (the base of
     /// a delta).
     #[serde(default)]
@@ -131,6 +140,8 @@ impl Default for Persisted {
             step: Step::Idle,
             freeze: Vec::new(),
             given_up: None,
+            given_up_attempt: 0,
+            attempt: 0,
             installed_sha256: None,
         }
     }
@@ -643,7 +654,9 @@ impl UpdateMachine {
             if want.version == installed {
                 continue;
             }
-            if self.p.given_up.as_deref() == Some(want.manifest.as_str()) {
+            if self.p.given_up.as_deref() == Some(want.manifest.as_str())
+                && self.p.given_up_attempt == want.attempt
+            {
                 continue;
             }
             if let Some(w) = self.frozen_at(now_ms) {
@@ -656,6 +669,7 @@ impl UpdateMachine {
                     want.version
                 );
                 self.p.given_up = Some(want.manifest.clone());
+                self.p.given_up_attempt = want.attempt;
                 out.push(Action::Persist(self.p.clone()));
                 out.push(Action::Status(UpdateStatus::Failed));
                 out.push(Action::Report(result(
@@ -680,9 +694,13 @@ impl UpdateMachine {
         let Some(name) = self.fetching.take() else {
             return;
         };
-        let (artifact, version) = match (&self.want_firmware, &self.want_agent) {
-            (Some(f), _) if f.manifest == name => (ArtifactKind::Firmware, f.version.clone()),
-            (_, Some(a)) if a.manifest == name => (ArtifactKind::Agent, a.version.clone()),
+        let (artifact, version, attempt) = match (&self.want_firmware, &self.want_agent) {
+            (Some(f), _) if f.manifest == name => {
+                (ArtifactKind::Firmware, f.version.clone(), f.attempt)
+            }
+            (_, Some(a)) if a.manifest == name => {
+                (ArtifactKind::Agent, a.version.clone(), a.attempt)
+            }
             _ => return self.reconcile(now_ms, out), // desired changed meanwhile
         };
         let refusal = match res {
@@ -691,6 +709,7 @@ impl UpdateMachine {
                 .err()
                 .map_or_else(
                     || {
+                        self.p.attempt = attempt;
                         self.enter(Step::Downloading { target }, now_ms, out);
                         None
                     },
@@ -701,6 +720,7 @@ impl UpdateMachine {
         let Some(r) = refusal else { return };
         if r.permanent {
             self.p.given_up = Some(name);
+            self.p.given_up_attempt = attempt;
             out.push(Action::Persist(self.p.clone()));
         } else {
             out.push(Action::ArmTimer {
@@ -937,6 +957,7 @@ impl UpdateMachine {
         self.p.step = Step::Idle;
         if give_up {
             self.p.given_up = Some(target.name.clone());
+            self.p.given_up_attempt = self.p.attempt;
         }
         self.frozen_reported = None;
         out.push(Action::Persist(self.p.clone()));

@@ -51,6 +51,23 @@ fn desired(version: &str, freeze: Vec<FreezeWindow>) -> Input {
     }
 }
 
+fn desired_attempt(version: &str, attempt: u32) -> Input {
+    Input::Desired {
+        firmware: Some(TargetFirmware {
+            version: v(version),
+            manifest: format!("firmware/ballot-box-v2/{version}.tar"),
+            attempt,
+        }),
+        agent: None,
+        freeze: vec![],
+    }
+}
+
+fn fetches(out: &[Action]) -> bool {
+    out.iter()
+        .any(|a| matches!(a, Action::FetchMetadata { .. }))
+}
+
 fn started(p: Persisted, booted: &str) -> (UpdateMachine, Vec<Action>) {
     let mut m = UpdateMachine::new(cfg(), p);
     let out = m.on(
@@ -684,6 +701,8 @@ fn the_state_file_round_trips_and_reads_idle_when_missing() {
             to_ms: 2,
         }],
         given_up: Some("x".into()),
+        given_up_attempt: 3,
+        attempt: 3,
         installed_sha256: None,
     };
     file.save(&p).unwrap();
@@ -801,4 +820,80 @@ fn the_update_section_is_checked_and_defaults_fill_in() {
         cfg.hold_at,
         Some(("checking".to_string(), "/tmp/hooks".into()))
     );
+}
+
+/// Takes a device from idle through an install of 2.5.0 at `attempt` to a
+/// rollback (checks fail at the deadline, the old slot boots again).
+fn rolled_back_at(attempt: u32) -> Persisted {
+    let (mut m, _) = started(Persisted::default(), "a");
+    assert!(fetches(&m.on(desired_attempt("2.5.0", attempt), T0)));
+    m.on(Input::MetadataChecked(Ok(target())), T0);
+    m.on(Input::Downloaded(Ok(())), T0);
+    m.on(Input::HashChecked(Ok(())), T0);
+    m.on(Input::Installed(Ok("b".into())), T0);
+    assert!(matches!(m.step(), Step::Rebooting { .. }), "{:?}", m.step());
+    // The reboot: a new machine on the persisted state, the new slot booted.
+    let (mut m, _) = started(m.persisted().clone(), "b");
+    m.on(Input::Connected(true), T0);
+    m.on(Input::Checks(fail()), T0);
+    m.on(Input::TimerFired(UpdateTimer::HealthDeadline), T0 + 300_000);
+    m.on(Input::MarkedBad(Ok(())), T0 + 300_001);
+    // The bootloader takes the old slot back.
+    let (m, out) = started(m.persisted().clone(), "a");
+    let r = results(&out);
+    assert_eq!(r.len(), 1, "{out:#?}");
+    assert_eq!(r[0].0, UpdateOutcome::RolledBack);
+    m.persisted().clone()
+}
+
+#[test]
+fn a_target_given_up_is_not_tried_again_at_the_same_attempt_but_is_at_the_next() {
+    let p = rolled_back_at(0);
+    assert_eq!(p.given_up.as_deref(), Some(NAME));
+    assert_eq!(p.given_up_attempt, 0);
+    let (mut m, _) = started(p, "a");
+    assert!(!fetches(&m.on(desired_attempt("2.5.0", 0), T0)));
+    assert!(m.idle());
+    assert!(fetches(&m.on(desired_attempt("2.5.0", 1), T0 + 1)));
+}
+
+#[test]
+fn the_attempt_given_up_is_kept_across_a_restart() {
+    let p = rolled_back_at(1);
+    assert_eq!(p.given_up_attempt, 1);
+    // Saved and loaded like the runtime does, then a restart.
+    let dir = tempfile::tempdir().unwrap();
+    let file = super::state::StateFile::in_dir(&dir.path().join("update"));
+    file.save(&p).unwrap();
+    let (mut m, _) = started(file.load().unwrap(), "a");
+    assert!(!fetches(&m.on(desired_attempt("2.5.0", 1), T0)));
+    assert!(fetches(&m.on(desired_attempt("2.5.0", 2), T0 + 1)));
+}
+
+#[test]
+fn a_metadata_refusal_remembers_the_attempt_it_was_refused_at() {
+    let (mut m, _) = started(Persisted::default(), "a");
+    m.on(desired_attempt("2.5.0", 4), T0);
+    m.on(
+        Input::MetadataChecked(Err(Refusal {
+            reason: "bad signature".into(),
+            permanent: true,
+        })),
+        T0,
+    );
+    assert_eq!(m.persisted().given_up.as_deref(), Some(NAME));
+    assert_eq!(m.persisted().given_up_attempt, 4);
+    assert!(!fetches(&m.on(desired_attempt("2.5.0", 4), T0 + 1)));
+    assert!(fetches(&m.on(desired_attempt("2.5.0", 5), T0 + 2)));
+}
+
+#[test]
+fn a_state_file_from_before_attempts_reads_as_given_up_at_attempt_zero() {
+    let old = r#"{"step":{"step":"idle"},"freeze":[],"given_up":"firmware/ballot-box-v2/2.5.0.tar","installed_sha256":null}"#;
+    let p: Persisted = serde_json::from_str(old).unwrap();
+    assert_eq!(p.given_up.as_deref(), Some(NAME));
+    assert_eq!(p.given_up_attempt, 0);
+    let (mut m, _) = started(p, "a");
+    assert!(!fetches(&m.on(desired_attempt("2.5.0", 0), T0)));
+    assert!(fetches(&m.on(desired_attempt("2.5.0", 1), T0 + 1)));
 }

@@ -75,6 +75,11 @@ pub struct DeviceUpdateRequest {
     /// `x86-64-linux`). Firmware always follows the device's model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// The attempt at this target (default 0). A device that gave up on
+    /// the target (refused or rolled back) tries it again only when the
+    /// attempt differs from the one it gave up at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 fn firmware() -> String {

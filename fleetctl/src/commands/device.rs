@@ -463,6 +463,7 @@ pub async fn update(
         artifact: if agent { "agent" } else { "firmware" }.to_owned(),
         version,
         platform,
+        attempt: None,
     };
     Ok(UpdateSet(client.update_device(id, &req).await?))
 }

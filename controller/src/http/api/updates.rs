@@ -62,10 +62,11 @@ pub async fn update_device(
     if !known {
         return Err(ApiError::UnknownTarget(name));
     }
+    let attempt = req.attempt.unwrap_or(0);
     let target = TargetFirmware {
         version: version.clone(),
         manifest: name.clone(),
-        attempt: 0,
+        attempt,
     };
     let mut desired = crate::domain::desired::desired_of(
         st.fleet().get(&device).and_then(|d| d.desired.as_ref()),
@@ -75,7 +76,7 @@ pub async fn update_device(
         ArtifactKind::Firmware => desired.firmware = Some(target),
         ArtifactKind::Agent => desired.agent = Some(target),
     }
-    let detail = json!({ "artifact": artifact.as_str(), "version": version, "target": name });
+    let detail = json!({ "artifact": artifact.as_str(), "version": version, "target": name, "attempt": attempt });
     let now = unix_ms();
     audited(
         &st,
