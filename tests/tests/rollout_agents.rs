@@ -6,8 +6,9 @@
 //! routes, installs, reboots (exits and is started again), checks and
 //! commits; the canary's success starts the second wave.
 //!
-//! In the middle of the second wave the controller is SIGKILLed and
-//! started again on the same data directory and address: nothing is lost
+//! In the middle of the second wave (its devices installed and gone to
+//! reboot) the controller is SIGKILLed and started again on the same data
+//! directory and address: nothing is lost
 //! (the rollout is restored from the store, the devices' results arrive
 //! through their outboxes), the rollout completes, every device runs
 //! 2.5.0, and the model's baseline becomes 2.5.0.
@@ -26,7 +27,7 @@ use fleet_tests::update::{
     booted, firmware_init, make_image, seed_slots, slot_version, until_firmware_reported, Agent,
     MODEL,
 };
-use fleet_tests::{eventually, free_port, Controller, EnrolledDevice};
+use fleet_tests::{eventually, free_port, metric, Controller, EnrolledDevice};
 
 const REGISTRY: &str = "province,county,county_name_en,station_id,station_name\n\
     IR-23,IR-23-TEH,Tehran,ST-TEH-1,School 1\n\
@@ -175,10 +176,62 @@ async fn a_two_wave_rollout_completes_across_a_controller_kill_and_sets_the_base
     assert_eq!(second.waves[0].counters.succeeded, 1, "{second:?}");
     assert_eq!(second.summary.phase, RolloutPhase::Running);
 
-    // Mid-wave: the controller dies and comes back on the same data and address.
+    // Mid-wave: the second wave's devices installed and went to reboot
+    // (their agents exited; they stay off for now). The controller dies
+    // then, and comes back on the same data and address; then the devices
+    // boot their new image, check it and commit, and say so through their
+    // outboxes. (Killed while they download instead, a device's download
+    // fails and it reports `failed` before it retries on its own: that
+    // counts against the failure threshold and pauses the rollout.)
+    let rest: Vec<String> = ctl
+        .client()
+        .rollout_members(id, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.wave == 1)
+        .map(|m| m.device.to_string())
+        .collect();
+    assert_eq!(rest.len(), 2);
+    eventually(
+        Duration::from_secs(120),
+        "the second wave's devices gone to reboot",
+        || {
+            let off: Vec<bool> = devices
+                .iter_mut()
+                .filter(|d| rest.contains(&d.dev.id))
+                .map(|d| {
+                    d.agent
+                        .proc
+                        .as_mut()
+                        .is_some_and(|p| p.wait(Duration::ZERO).is_ok())
+                })
+                .collect();
+            async move {
+                off.iter()
+                    .all(|o| *o)
+                    .then_some(())
+                    .ok_or(format!("{off:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let before = view(&ctl, id).await.unwrap();
+    assert_eq!(before.summary.phase, RolloutPhase::Running);
+    assert_eq!(
+        before.waves[1].counters.succeeded, 0,
+        "{:?}",
+        before.waves[1]
+    );
+    println!("at the kill, wave 2: {:?}", before.waves[1].counters);
     ctl.proc.kill();
-    reboot_exited(&mut devices);
     ctl = start(&http, data.path());
+    let after = view(&ctl, id).await.unwrap();
+    assert_eq!(after.summary.phase, RolloutPhase::Running, "restored");
+    assert_eq!(after.summary.wave, 1, "restored in its wave");
+    println!("restored, wave 2: {:?}", after.waves[1].counters);
+    reboot_exited(&mut devices);
 
     let done = eventually(
         Duration::from_secs(240),
@@ -262,6 +315,24 @@ async fn a_two_wave_rollout_completes_across_a_controller_kill_and_sets_the_base
     assert!(
         actions.iter().any(|(a, _)| *a == "rollout.create"),
         "{actions:?}"
+    );
+
+    // Figures (printed, not asserted): the control loop's passes since the
+    // restart, and the releases it made.
+    let m = ctl.client().metrics().await.unwrap();
+    let (sum, count) = (
+        metric(&m, "fleet_rollout_tick_seconds_sum", ""),
+        metric(&m, "fleet_rollout_tick_seconds_count", ""),
+    );
+    println!(
+        "control loop since the restart: {} passes, mean {:.3} ms; releases {}",
+        count.abs(),
+        if count > 0.0 {
+            sum * 1000.0 / count
+        } else {
+            0.0
+        },
+        metric(&m, "fleet_rollout_releases_total", "").abs()
     );
 
     for d in &mut devices {

@@ -61,7 +61,11 @@ fn test_state(
                 publisher: publisher.clone(),
                 access,
             },
-            crate::rollouts::RolloutsConfig::default(),
+            // Fast passes, so a test does not wait on them.
+            crate::rollouts::RolloutsConfig {
+                tick: std::time::Duration::from_millis(50),
+                join_every_ticks: 2,
+            },
             crate::rollouts::track_channel().1,
             None,
         )

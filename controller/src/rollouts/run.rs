@@ -656,6 +656,8 @@ impl Loop {
                 let _ = reply.send(Ok(out));
             }
             Request::Show { id, scope, reply } => {
+                // Its log as it stands, lines of this pass included.
+                self.flush().await;
                 let _ = reply.send(self.view(id, &scope).await);
             }
             Request::Members {

@@ -491,3 +491,80 @@ fn the_desired_state_stays_with_the_device_through_re_registration() {
         "a retired device is sent nothing"
     );
 }
+
+#[test]
+fn readiness_follows_the_update_track_of_the_desired_target() {
+    use crate::domain::updates::{Outcome, Track};
+    let mut f = Fleet::new(FRESH);
+    let teh = ProvinceCode::parse("IR-23").unwrap();
+    let a = DeviceId::parse("A").unwrap();
+    f.upsert(reg("A", "IR-23", Some("IR-23-TEH")), Status::default(), 0);
+    f.observe(&env("A", presence(true)), 1_000).unwrap();
+    f.observe(&env("A", state("2.4.0", true)), 1_000).unwrap();
+    let reason = |f: &Fleet| f.get(&a).unwrap().reason;
+    let track = |version: &str, phase: Option<UpdatePhase>, outcome: Option<Outcome>| Track {
+        artifact: ArtifactKind::Firmware,
+        version: Version::parse(version).unwrap(),
+        phase,
+        bytes: 0,
+        total: 0,
+        outcome,
+        message: String::new(),
+        started_ms: 1_000,
+        last_event_ms: 1_000,
+        last_at_ms: 1_000,
+    };
+    // A running track with no desired target for it changes nothing.
+    f.set_track(
+        &a,
+        track("2.5.0", Some(UpdatePhase::Downloading), None),
+        2_000,
+    );
+    assert_eq!(reason(&f), None);
+    f.set_desired(
+        &a,
+        Desired {
+            firmware: Some(TargetFirmware {
+                version: Version::parse("2.5.0").unwrap(),
+                manifest: "firmware/ballot-box-v2/2.5.0.tar".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        },
+    );
+    f.set_track(
+        &a,
+        track("2.5.0", Some(UpdatePhase::Downloading), None),
+        2_000,
+    );
+    assert_eq!(
+        reason(&f),
+        Some(Reason::Updating),
+        "the device still says idle"
+    );
+    // Held by a freeze window on the device: not updating.
+    f.set_track(&a, track("2.5.0", Some(UpdatePhase::Frozen), None), 3_000);
+    assert_eq!(reason(&f), None);
+    // Rolled back, still on 2.4.0: update-failed.
+    let failed = track(
+        "2.5.0",
+        Some(UpdatePhase::Checking),
+        Some(Outcome::RolledBack),
+    );
+    f.set_track(&a, failed.clone(), 4_000);
+    assert_eq!(reason(&f), Some(Reason::UpdateFailed));
+    assert_eq!(f.province_counts(teh).reason(Reason::UpdateFailed), 1);
+    // Timed out by the controller, but the device does run 2.5.0: not failed.
+    f.observe(&env("A", state("2.5.0", true)), 5_000).unwrap();
+    f.set_track(
+        &a,
+        track(
+            "2.5.0",
+            Some(UpdatePhase::Rebooting),
+            Some(Outcome::TimedOut),
+        ),
+        5_000,
+    );
+    assert_eq!(reason(&f), None);
+    assert_consistent(&f);
+}

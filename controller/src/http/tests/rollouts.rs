@@ -355,3 +355,118 @@ async fn a_technician_sees_only_its_provinces_and_cannot_manage_rollouts() {
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
 }
+
+#[tokio::test]
+async fn a_device_registered_later_joins_an_include_new_rollout_and_is_released() {
+    let app = with_fleet_and_target().await;
+    let (status, v) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "provinces": ["IR-23"], "include_new": true } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["counters"]["total"], 2);
+    released(&app);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [dev("BB-LATE", "IR-23", Some("IR-23-TEH")), dev("BB-ELSE", "IR-02", Some("IR-02-SARI"))] }),
+        )
+        .await);
+    online(&app, "BB-LATE");
+    online(&app, "BB-ELSE");
+    let mut members = Value::Null;
+    within(STEP, "the new device joining", async {
+        loop {
+            members = app.get("/api/v1/rollouts/1/members").await.1;
+            if members.as_array().unwrap().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let late = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["device"] == "BB-LATE")
+        .unwrap_or_else(|| panic!("{members}"));
+    assert_eq!(late["wave"], 0, "the last wave");
+    // Released on a later pass (it is online and its province has room).
+    let mut sent = Vec::new();
+    within(STEP, "the new device released", async {
+        while !sent
+            .iter()
+            .any(|(t, _): &(String, u32)| t.contains("BB-LATE"))
+        {
+            sent.extend(released(&app));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        !sent.iter().any(|(t, _)| t.contains("BB-ELSE")),
+        "another province's device does not join: {sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_completed_rollout_hands_its_stragglers_to_a_newer_one() {
+    let app = with_fleet_and_target().await;
+    // BB-TEH is offline; a success threshold of 0 completes the first
+    // rollout at once, leaving BB-TEH a pending straggler.
+    {
+        let mut fleet = app.fleet.write().unwrap();
+        let d = fleet.get(&DeviceId::parse("BB-TEH").unwrap()).unwrap();
+        let (reg, mut status) = (d.reg.clone(), d.status.clone());
+        status.presence = Some(PresenceStatus::Offline);
+        fleet.upsert(reg, status, crate::clock::unix_ms());
+    }
+    let (status, first) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "policy": { "success_threshold_pct": 0.0 } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["phase"], "completed", "{first}");
+    assert_eq!(first["counters"]["pending"], 1, "{first}");
+    // A completed rollout does not block a newer one over the same devices.
+    let (status, second) = app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            rollout(json!({ "selector": { "devices": ["BB-TEH"] } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["counters"]["pending"], 1, "{second}");
+    released(&app);
+
+    online(&app, "BB-TEH");
+    within(STEP, "the straggler released by the newer rollout", async {
+        loop {
+            let (_, m) = app.get("/api/v1/rollouts/2/members").await;
+            if m[0]["state"] == "released" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // The older rollout had its turn in the same pass (rollouts are fed in
+    // order of id) and every pass before: it still holds it pending.
+    let (_, old) = app.get("/api/v1/rollouts/1/members").await;
+    let teh = old
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["device"] == "BB-TEH")
+        .unwrap();
+    assert_eq!(teh["state"], "pending", "{old}");
+}
