@@ -214,6 +214,31 @@ enum BenchCmd {
         #[arg(long)]
         controller_bin: Option<PathBuf>,
     },
+    /// One firmware rollout (canary, province groups, the rest) over a
+    /// fleet of updating devices, from creation to completion.
+    Rollout {
+        #[arg(long, default_value_t = 2000)]
+        devices: usize,
+        /// A wave of provinces (repeat): default IR-23,IR-02 then IR-05,IR-06.
+        #[arg(long = "waves", value_delimiter = ';')]
+        waves: Vec<String>,
+        #[arg(long, default_value_t = 2.0)]
+        canary_percent: f64,
+        #[arg(long, default_value_t = 40)]
+        max_downloads_per_province: u32,
+        #[arg(long, default_value_t = 2000)]
+        install_ms: u64,
+        #[arg(long, default_value_t = 500)]
+        download_ms: u64,
+        #[arg(long, default_value_t = 2000)]
+        reboot_ms: u64,
+        #[arg(long, default_value_t = 0.0)]
+        fail_share: f64,
+        #[arg(long)]
+        controller_bin: Option<PathBuf>,
+        #[arg(long)]
+        fleetctl_bin: Option<PathBuf>,
+    },
     /// One real fleet-agent process: resident memory, CPU, message sizes.
     Agent {
         #[arg(long, default_value_t = 60)]
@@ -360,6 +385,43 @@ fn main() -> anyhow::Result<()> {
                         warmup: Duration::from_secs(warmup_secs),
                         duration: Duration::from_secs(duration_secs.max(1)),
                         controller_bin,
+                    })
+                    .await
+                }
+                BenchCmd::Rollout {
+                    devices,
+                    waves,
+                    canary_percent,
+                    max_downloads_per_province,
+                    install_ms,
+                    download_ms,
+                    reboot_ms,
+                    fail_share,
+                    controller_bin,
+                    fleetctl_bin,
+                } => {
+                    let waves: Vec<Vec<String>> = if waves.is_empty() {
+                        vec![
+                            vec!["IR-23".into(), "IR-02".into()],
+                            vec!["IR-05".into(), "IR-06".into()],
+                        ]
+                    } else {
+                        waves
+                            .iter()
+                            .map(|w| w.split(',').map(|p| p.trim().to_owned()).collect())
+                            .collect()
+                    };
+                    fleet_sim::bench::rollout(fleet_sim::bench::RolloutBench {
+                        devices,
+                        install: Duration::from_millis(install_ms),
+                        download: Duration::from_millis(download_ms),
+                        reboot: Duration::from_millis(reboot_ms),
+                        fail_share,
+                        max_downloads_per_province,
+                        waves,
+                        canary_percent,
+                        controller_bin,
+                        fleetctl_bin,
                     })
                     .await
                 }

@@ -518,3 +518,60 @@ impl ControllerSetup {
         Agent::new(&self.dev, &[("FLEET_AGENT__UPDATE__REPO_URL", &url)])
     }
 }
+
+/// A controller process with a firmware repository (a fresh release key
+/// set, `fleet-controller firmware-init` before the first start), to
+/// which signed images of any model are uploaded: the set-up of the
+/// simulated-fleet update tests (`sim_update`, `rollout_fleet`).
+pub struct FirmwareController {
+    pub data: tempfile::TempDir,
+    pub work: tempfile::TempDir,
+    pub keys: PathBuf,
+    pub ctl: Controller,
+}
+
+impl FirmwareController {
+    /// `extra`, `env`: as [`Controller::start_with_env`].
+    pub fn start(extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let work = tempfile::tempdir()?;
+        let keys = work.path().join("release-keys");
+        release::init(&keys, &InitOptions::default(), SystemTime::now())?;
+        crate::init_data_dir(data.path())?;
+        firmware_init(data.path(), &keys)?;
+        let ctl = Controller::start_with_env(data.path(), extra, env)?;
+        Ok(Self {
+            data,
+            work,
+            keys,
+            ctl,
+        })
+    }
+
+    /// Build an image of `model` `version`, sign it with the release keys
+    /// and upload it (`fleetctl firmware upload`).
+    pub fn publish(&self, model: &str, version: &str) -> anyhow::Result<()> {
+        let image = make_image(self.work.path(), version, model);
+        let custom = TargetCustom {
+            artifact: ArtifactKind::Firmware,
+            model: Model::parse(model)?,
+            version: Version::parse(version)?,
+        };
+        let signed = release::sign(
+            &self.keys,
+            &image,
+            &custom,
+            SystemTime::now(),
+            &mut |_, _| {},
+        )?;
+        let (ok, out, err) = self.ctl.fleetctl(&[
+            "firmware",
+            "upload",
+            &image.to_string_lossy(),
+            "--targets",
+            &signed.targets_path.to_string_lossy(),
+        ])?;
+        anyhow::ensure!(ok, "firmware upload: {out}{err}");
+        Ok(())
+    }
+}

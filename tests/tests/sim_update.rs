@@ -11,45 +11,21 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use fleet_api::types::DeviceUpdateRequest;
-use fleet_protocol::firmware::TargetCustom;
-use fleet_protocol::{ArtifactKind, Model, ProvinceCode, Version};
-use fleet_repo::release::{self, InitOptions};
+use fleet_protocol::ProvinceCode;
 use fleet_sim::plan::{Plan, PlanConfig, MODELS};
 use fleet_sim::run::{self, Api, RunConfig};
 use fleet_sim::update::{InstallerChoice, Role, SimUpdate};
-use fleet_tests::update::{firmware_init, make_image, until_firmware_reported};
-use fleet_tests::{eventually, init_data_dir, within, Controller};
+use fleet_tests::update::{until_firmware_reported, FirmwareController};
+use fleet_tests::{eventually, within};
 
 /// The new version of each simulated model.
 const NEW: [(&str, &str); 2] = [("ballot-box-v2", "2.5.0"), ("id-laptop", "1.9.0")];
 
 fn new_version(model: &str) -> &'static str {
     NEW.iter().find(|(m, _)| *m == model).unwrap().1
-}
-
-/// Sign `model` `version` with the release keys and upload it.
-fn publish(ctl: &Controller, keys: &Path, work: &Path, model: &str, version: &str) {
-    let image = make_image(work, version, model);
-    let custom = TargetCustom {
-        artifact: ArtifactKind::Firmware,
-        model: Model::parse(model).unwrap(),
-        version: Version::parse(version).unwrap(),
-    };
-    let signed = release::sign(keys, &image, &custom, SystemTime::now(), &mut |_, _| {}).unwrap();
-    let (ok, out, err) = ctl
-        .fleetctl(&[
-            "firmware",
-            "upload",
-            &image.to_string_lossy(),
-            "--targets",
-            &signed.targets_path.to_string_lossy(),
-        ])
-        .unwrap();
-    assert!(ok, "firmware upload: {out}{err}");
 }
 
 fn sim(installer: InstallerChoice, seed: u64) -> SimUpdate {
@@ -132,14 +108,7 @@ async fn update_all(
 async fn simulated_devices_commit_roll_back_or_time_out_by_their_share_and_a_new_attempt_commits_the_rolled_back(
 ) {
     within(420, "the simulated fleet's update", async {
-        let data = tempfile::tempdir().unwrap();
-        let work = tempfile::tempdir().unwrap();
-        let keys = work.path().join("release-keys");
-        release::init(&keys, &InitOptions::default(), SystemTime::now()).unwrap();
-        init_data_dir(data.path()).unwrap();
-        firmware_init(data.path(), &keys).unwrap();
-        let ctl = Controller::start_with_env(
-            data.path(),
+        let fc = FirmwareController::start(
             &["--freshness-secs", "3600"],
             &[
                 ("FLEET_CONTROLLER__UPDATES__REBOOT_TIMEOUT_SECS", "8"),
@@ -148,8 +117,9 @@ async fn simulated_devices_commit_roll_back_or_time_out_by_their_share_and_a_new
         )
         .unwrap();
         for (model, version) in NEW {
-            publish(&ctl, &keys, work.path(), model, version);
+            fc.publish(model, version).unwrap();
         }
+        let ctl = &fc.ctl;
         assert!(MODELS.iter().all(|(m, ..)| NEW.iter().any(|(n, _)| n == m)));
 
         let plan = Plan::new(&PlanConfig {
@@ -231,7 +201,7 @@ async fn simulated_devices_commit_roll_back_or_time_out_by_their_share_and_a_new
                 Role::FailsChecks => d.firmware.to_string(),
                 Role::NeverReturns => continue,
             };
-            until_firmware_reported(&ctl, id, &want).await;
+            until_firmware_reported(ctl, id, &want).await;
         }
 
         // Attempt 1 of the same target for the rolled-back devices: tried
@@ -268,7 +238,7 @@ async fn simulated_devices_commit_roll_back_or_time_out_by_their_share_and_a_new
         for f in fleets {
             f.stop().await;
         }
-        ctl.stop().unwrap();
+        fc.ctl.stop().unwrap();
     })
     .await;
 }
