@@ -302,8 +302,8 @@ async fn downloads_at_once(
         let starts =
             kind == "update-progress" && matches!(phase.as_str(), "downloading" | "verifying");
         if starts {
-            if !open.contains_key(&device) {
-                open.insert(device, at);
+            if let std::collections::btree_map::Entry::Vacant(e) = open.entry(device) {
+                e.insert(at);
                 edges.entry(province).or_default().push((at, 1));
                 downloads += 1;
             }
