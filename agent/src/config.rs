@@ -282,7 +282,11 @@ impl AgentConfig {
             // No paths: nothing to upload (the command's result says so).
             logs: self
                 .logs
-                .validate(&self.device.state_dir, &self.update.repo_url)
+                .validate(
+                    &self.device.state_dir,
+                    &self.update.repo_url,
+                    self.mqtt.insecure_dev,
+                )
                 .map_err(|reason| ConfigError::Invalid {
                     key: "logs",
                     reason,

@@ -56,15 +56,29 @@ pub enum LogsError {
 
 impl LogsSection {
     /// `repo_url`: `[update] repo_url`, whose origin is the controller when
-    /// `controller_url` is left empty.
-    pub fn validate(&self, state_dir: &Path, repo_url: &str) -> Result<LogsConfig, String> {
+    /// `controller_url` is left empty. Plain `http://` only with
+    /// `insecure_dev` (`mqtt.insecure_dev`): the upload carries a one-use
+    /// token and the logs, neither of which may cross the network in clear.
+    pub fn validate(
+        &self,
+        state_dir: &Path,
+        repo_url: &str,
+        insecure_dev: bool,
+    ) -> Result<LogsConfig, String> {
         if self.max_upload_bytes == 0 {
             return Err("max_upload_bytes: at least 1".into());
         }
         let url = match self.controller_url.trim() {
-            "" => origin(repo_url),
-            u if u.starts_with("https://") || u.starts_with("http://") => {
+            // A plaintext repository without insecure_dev leaves the
+            // controller unknown: uploads are refused, saying so.
+            "" => origin(repo_url).filter(|u| insecure_dev || u.starts_with("https://")),
+            u if u.starts_with("https://") || (insecure_dev && u.starts_with("http://")) => {
                 Some(u.trim_end_matches('/').to_owned())
+            }
+            u if u.starts_with("http://") => {
+                return Err(format!(
+                    "controller_url {u:?}: plain http:// only with mqtt.insecure_dev = true"
+                ))
             }
             u => return Err(format!("controller_url {u:?}: it must start with https://")),
         };
@@ -173,6 +187,29 @@ pub fn collect(cfg: &LogsConfig) -> Result<Vec<u8>, LogsError> {
     Ok(body)
 }
 
+/// Only this device's upload route for `command` takes the token: a ticket
+/// naming any other path is not followed. The ticket names the route as
+/// the controller serves it; a `controller_url` with a path prefix (a
+/// reverse proxy) is prepended by the client when it sends.
+pub fn check_ticket(
+    device: &DeviceId,
+    command: &str,
+    ticket: &UploadTicket,
+) -> Result<(), LogsError> {
+    let expected = fleet_api::endpoints::UPLOAD_LOGS
+        .path
+        .replace("{id}", device.as_str())
+        .replace("{command}", command);
+    if ticket.path == expected {
+        Ok(())
+    } else {
+        Err(LogsError::WrongPath {
+            given: ticket.path.clone(),
+            expected,
+        })
+    }
+}
+
 /// Collect and send the logs for `command` with its `ticket`; the bytes
 /// the controller took.
 pub async fn upload(
@@ -193,22 +230,8 @@ pub async fn upload(
     } else {
         None
     };
+    check_ticket(device, command, ticket)?;
     let client = fleet_api::Client::new(base, ca.as_deref())?;
-    // Only this device's upload route takes the token: a ticket naming any
-    // other path is not followed.
-    let expected = client
-        .url(
-            &fleet_api::endpoints::UPLOAD_LOGS,
-            &[device.as_str(), command],
-        )
-        .path()
-        .to_owned();
-    if ticket.path != expected {
-        return Err(LogsError::WrongPath {
-            given: ticket.path.clone(),
-            expected,
-        });
-    }
     let body = {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || collect(&cfg))
@@ -328,12 +351,14 @@ mod tests {
             controller_url: String::new(),
         };
         let cfg = s
-            .validate(Path::new("/st"), "https://ctl:8443/api/v1/tuf")
+            .validate(Path::new("/st"), "https://ctl:8443/api/v1/tuf", false)
             .unwrap();
         assert_eq!(cfg.controller_url.as_deref(), Some("https://ctl:8443"));
         assert_eq!(cfg.ca, PathBuf::from("/st/ca.crt"));
         assert_eq!(
-            s.validate(Path::new("/st"), "").unwrap().controller_url,
+            s.validate(Path::new("/st"), "", false)
+                .unwrap()
+                .controller_url,
             None
         );
         let named = LogsSection {
@@ -342,7 +367,7 @@ mod tests {
         };
         assert_eq!(
             named
-                .validate(Path::new("/st"), "")
+                .validate(Path::new("/st"), "", false)
                 .unwrap()
                 .controller_url
                 .as_deref(),
@@ -352,11 +377,104 @@ mod tests {
             controller_url: "ftp://c".into(),
             ..s.clone()
         };
-        assert!(bad.validate(Path::new("/st"), "").is_err());
+        assert!(bad.validate(Path::new("/st"), "", true).is_err());
         let zero = LogsSection {
             max_upload_bytes: 0,
-            ..s
+            ..s.clone()
         };
-        assert!(zero.validate(Path::new("/st"), "").is_err());
+        assert!(zero.validate(Path::new("/st"), "", false).is_err());
+    }
+
+    #[test]
+    fn only_a_ticket_for_this_devices_upload_route_is_followed() {
+        let dev = DeviceId::parse("BB-1").unwrap();
+        let ticket = |path: &str| UploadTicket {
+            path: path.into(),
+            token: "t".into(),
+        };
+        let own = ticket("/api/v1/devices/BB-1/logs/cmd-0123456789abcdef");
+        assert!(check_ticket(&dev, "cmd-0123456789abcdef", &own).is_ok());
+        for other in [
+            "/api/v1/devices/BB-2/logs/cmd-0123456789abcdef",
+            "/api/v1/devices/BB-1/logs/cmd-ffffffffffffffff",
+            "/api/v1/tokens",
+            "https://elsewhere/api/v1/devices/BB-1/logs/cmd-0123456789abcdef",
+        ] {
+            assert!(
+                matches!(
+                    check_ticket(&dev, "cmd-0123456789abcdef", &ticket(other)),
+                    Err(LogsError::WrongPath { .. })
+                ),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_controller_behind_a_path_prefix_still_takes_the_upload() {
+        // The ticket names the route as the controller serves it; the
+        // client puts the configured prefix in front when it sends.
+        let dev = DeviceId::parse("BB-1").unwrap();
+        let cmd = "cmd-0123456789abcdef";
+        let ticket = UploadTicket {
+            path: "/api/v1/devices/BB-1/logs/cmd-0123456789abcdef".into(),
+            token: "t".into(),
+        };
+        let cfg = LogsSection {
+            paths: vec![],
+            max_upload_bytes: 1,
+            controller_url: "http://proxy:8080/fleet/".into(),
+        }
+        .validate(Path::new("/st"), "", true)
+        .unwrap();
+        let base = cfg.controller_url.unwrap();
+        assert!(check_ticket(&dev, cmd, &ticket).is_ok());
+        let client = fleet_api::Client::new(&base, None).unwrap();
+        assert_eq!(
+            client
+                .url(&fleet_api::endpoints::UPLOAD_LOGS, &[dev.as_str(), cmd])
+                .path(),
+            "/fleet/api/v1/devices/BB-1/logs/cmd-0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_insecure_dev() {
+        let plain = LogsSection {
+            paths: vec![],
+            max_upload_bytes: 1,
+            controller_url: "http://c:1".into(),
+        };
+        let refused = plain.validate(Path::new("/st"), "", false).unwrap_err();
+        assert!(refused.contains("insecure_dev"), "{refused}");
+        assert_eq!(
+            plain
+                .validate(Path::new("/st"), "", true)
+                .unwrap()
+                .controller_url
+                .as_deref(),
+            Some("http://c:1")
+        );
+        // Taken from a plaintext repository: only with insecure_dev.
+        let from_repo = LogsSection {
+            controller_url: String::new(),
+            ..plain
+        };
+        let repo = "http://ctl:8080/api/v1/tuf";
+        assert_eq!(
+            from_repo
+                .validate(Path::new("/st"), repo, false)
+                .unwrap()
+                .controller_url,
+            None
+        );
+        assert_eq!(
+            from_repo
+                .validate(Path::new("/st"), repo, true)
+                .unwrap()
+                .controller_url
+                .as_deref(),
+            Some("http://ctl:8080")
+        );
     }
 }

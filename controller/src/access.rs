@@ -69,6 +69,8 @@ pub struct Access {
     auth_failure_log: Mutex<LogGate<String>>,
     /// Refused enrolments per source address.
     enrol_refusals: Mutex<Throttle<String>>,
+    /// Refused log uploads per source address.
+    upload_refusals: Mutex<Throttle<String>>,
 }
 
 /// An unrevoked token in the cache.
@@ -106,6 +108,10 @@ impl Access {
             enrol_refusals: Mutex::new(Throttle::new(
                 throttle::ENROL_REFUSALS_PER_WINDOW,
                 throttle::ENROL_REFUSAL_WINDOW_MS,
+            )),
+            upload_refusals: Mutex::new(Throttle::new(
+                throttle::UPLOAD_REFUSALS_PER_WINDOW,
+                throttle::UPLOAD_REFUSAL_WINDOW_MS,
             )),
         })
     }
@@ -146,6 +152,23 @@ impl Access {
         self.enrol_refusals
             .lock()
             .expect("enrolment throttle is never poisoned")
+            .admit(&source.to_owned(), now);
+    }
+
+    /// How long `source` must wait before it may upload logs again, if it
+    /// had too many refused uploads.
+    pub fn upload_wait_ms(&self, source: &str, now: u64) -> Option<u64> {
+        self.upload_refusals
+            .lock()
+            .expect("upload throttle is never poisoned")
+            .wait_ms(&source.to_owned(), now)
+    }
+
+    /// Count a refused log upload from `source`.
+    pub fn upload_refused(&self, source: &str, now: u64) {
+        self.upload_refusals
+            .lock()
+            .expect("upload throttle is never poisoned")
             .admit(&source.to_owned(), now);
     }
 

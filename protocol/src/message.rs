@@ -238,6 +238,14 @@ pub enum EventKind {
         #[cbor(default)]
         #[serde(default)]
         artifact: ArtifactKind,
+        /// The attempt failed for a passing cause (the network, the
+        /// controller away, a full disk) and the agent tries the same
+        /// target again by itself: the update is not over. Agents before
+        /// it send none (read as false).
+        #[n(5)]
+        #[cbor(default)]
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retrying: bool,
     },
     /// The agent's outbox was full and dropped records, the oldest health
     /// samples first: `health_samples` samples and `other_events` events
@@ -437,14 +445,24 @@ pub struct Command {
 
 /// A one-use permission to upload logs for one command: the controller's
 /// path (`/api/v1/devices/{id}/logs/{command}`) and the bearer token, of
-/// which the controller keeps only the SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+/// which the controller keeps only the SHA-256. Its `Debug` leaves the
+/// token out: commands are logged.
+#[derive(Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[cbor(map)]
 pub struct UploadTicket {
     #[n(0)]
     pub path: String,
     #[n(1)]
     pub token: String,
+}
+
+impl std::fmt::Debug for UploadTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadTicket")
+            .field("path", &self.path)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]

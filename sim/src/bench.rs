@@ -39,13 +39,14 @@ pub struct ControllerProc {
 
 impl ControllerProc {
     pub fn start(bin: &Path) -> anyhow::Result<Self> {
-        Self::start_with(bin, |_| Ok(()))
+        Self::start_with(bin, &[], |_| Ok(()))
     }
 
     /// [`ControllerProc::start`], calling `before_serve` with the data
     /// directory after `init` and before `serve` (e.g. `firmware-init`).
     pub fn start_with(
         bin: &Path,
+        env: &[(&str, &str)],
         before_serve: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
@@ -68,6 +69,7 @@ impl ControllerProc {
             .arg(data_dir.path())
             .args(["--http", "127.0.0.1:0"])
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -489,22 +491,30 @@ pub async fn rollout(b: RolloutBench) -> anyhow::Result<()> {
             .arg(&keys)
             .args(["--root-keys", "1", "--root-threshold", "1"]),
     )?;
-    let ctl = ControllerProc::start_with(&bin, |data| {
-        run_ok(
-            Command::new(&bin)
-                .args(["firmware-init", "--data-dir"])
-                .arg(data)
-                .arg("--root")
-                .arg(keys.join("root.json"))
-                .arg("--targets")
-                .arg(keys.join("targets.json"))
-                .arg("--snapshot-key")
-                .arg(keys.join("controller/snapshot.pem"))
-                .arg("--timestamp-key")
-                .arg(keys.join("controller/timestamp.pem")),
-        )
-        .map(|_| ())
-    })?;
+    // Every simulated device connects from 127.0.0.1: the per-address cap
+    // on HTTPS connections (256, for a real network) would refuse a wave's
+    // metadata and image fetches that a real fleet makes from many addresses.
+    let per_ip = (b.devices + 256).to_string();
+    let ctl = ControllerProc::start_with(
+        &bin,
+        &[("FLEET_CONTROLLER__HTTP__MAX_CONNECTIONS_PER_IP", &per_ip)],
+        |data| {
+            run_ok(
+                Command::new(&bin)
+                    .args(["firmware-init", "--data-dir"])
+                    .arg(data)
+                    .arg("--root")
+                    .arg(keys.join("root.json"))
+                    .arg("--targets")
+                    .arg(keys.join("targets.json"))
+                    .arg("--snapshot-key")
+                    .arg(keys.join("controller/snapshot.pem"))
+                    .arg("--timestamp-key")
+                    .arg(keys.join("controller/timestamp.pem")),
+            )
+            .map(|_| ())
+        },
+    )?;
     let (model, version) = ("ballot-box-v2", "2.5.0");
     let image = work.path().join("image.tar");
     make_image(&image, version)?;
@@ -625,6 +635,17 @@ pub async fn rollout(b: RolloutBench) -> anyhow::Result<()> {
     };
     let secs = started.elapsed().as_secs_f64();
     let after = api.client.metrics().await?;
+    // Why members failed, most frequent first (the devices' own messages).
+    let mut why: std::collections::BTreeMap<String, u32> = Default::default();
+    for m in api
+        .client
+        .rollout_members(id, Some(fleet_api::types::MemberState::Failed))
+        .await?
+    {
+        *why.entry(m.message).or_default() += 1;
+    }
+    let mut why: Vec<(String, u32)> = why.into_iter().collect();
+    why.sort_by_key(|w| std::cmp::Reverse(w.1));
     fleet.stop().await;
     let delta = |name: &str| counter(&after, name) - counter(&before, name);
     let published = delta("fleet_desired_published_total");
@@ -651,6 +672,9 @@ pub async fn rollout(b: RolloutBench) -> anyhow::Result<()> {
             w.index, w.name, dur, w.counters.succeeded, w.counters.total
         );
         waves.push(serde_json::json!({ "index": w.index, "name": w.name, "secs": dur, "succeeded": w.counters.succeeded, "total": w.counters.total }));
+    }
+    for (message, n) in why.iter().take(5) {
+        println!("  failed: {n} x {message}");
     }
     let (p50, p99) = (tick(0.5), tick(0.99));
     let max = quantile(&after, "fleet_rollout_tick_seconds", 1.0).unwrap_or(f64::NAN) * 1000.0;

@@ -62,6 +62,7 @@ fn the_days_events() -> anyhow::Result<Vec<(u64, EventKind)>> {
                 message: "installed and committed".into(),
                 outcome: fleet_protocol::UpdateOutcome::Committed,
                 artifact: fleet_protocol::ArtifactKind::Firmware,
+                retrying: false,
             },
         ),
         (20 * h, fail("touch-panel", "calibration drifted")),

@@ -220,6 +220,33 @@ async fn commands_in_scope_run_out_of_scope_are_404_and_logs_upload_once_and_bou
         "nothing reached it: {:?}",
         t.commands
     );
+    // A reboot that slipped out would be ahead of a command sent now on the
+    // device's topic (one session, in order): once a later command is
+    // answered by both devices, an absent marker means no reboot ran.
+    for device in [SARI, TEHRAN] {
+        let after = within(
+            20,
+            "run-checks after the refusals",
+            admin.command(
+                device,
+                &fleet_api::types::CommandRequest {
+                    action: "run-checks".into(),
+                    expires_in_s: Some(300),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(settled(&admin, device, &after.id).await.state, "ok");
+        let d = within(20, "the device", admin.device(device))
+            .await
+            .unwrap();
+        assert!(
+            d.commands.iter().all(|c| c.action != "reboot"),
+            "no reboot held for {device}: {:?}",
+            d.commands
+        );
+    }
     assert!(!marker.exists(), "no device rebooted");
 
     // upload-logs through fleetctl: the agent sends the tail of its log,

@@ -87,6 +87,7 @@ impl Device {
             message: message.into(),
             outcome,
             artifact: ArtifactKind::Firmware,
+            retrying: false,
         })
         .await;
     }

@@ -207,6 +207,8 @@ pub struct AgentCore {
     checks_wanted: bool,
     config_rev: u32,
     clock_offset_ms: Option<i64>,
+    /// Commands acted on, until they expire: a re-delivery is ignored.
+    handled: super::handled::Handled,
     last_seq: u64,
     /// A storage fault was reported and the disk has not recovered since.
     storage_fault: bool,
@@ -238,6 +240,7 @@ impl AgentCore {
             checks_wanted: false,
             config_rev: 0,
             clock_offset_ms: None,
+            handled: super::handled::Handled::default(),
             last_seq,
             storage_fault: false,
             priming: false,
@@ -588,10 +591,26 @@ impl AgentCore {
         });
     }
 
+    /// `now_ms` on the controller's clock, as far as this agent knows it:
+    /// a command's expiry is the controller's time.
+    fn controller_ms(&self, now_ms: u64) -> u64 {
+        let offset = self.clock_offset_ms.unwrap_or(0);
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        u64::try_from(now.saturating_sub(offset)).unwrap_or(0)
+    }
+
     fn on_command(&mut self, command: Command, now_ms: u64, out: &mut Vec<Action>) {
-        if command.expires_at_ms < now_ms {
+        let controller_now = self.controller_ms(now_ms);
+        if command.expires_at_ms < controller_now {
             let kind = command_result(&command.id, false, "expired before it arrived");
             self.push_event(kind, now_ms, out);
+            return;
+        }
+        if !self
+            .handled
+            .first_time(&command.id, command.expires_at_ms, controller_now)
+        {
+            info!(id = %command.id, "command delivered again: already handled, ignored");
             return;
         }
         info!(id = %command.id, action = ?command.action, "command received");

@@ -10,6 +10,7 @@
 
 mod config;
 mod error;
+mod handled;
 mod incoming;
 mod machine;
 mod renewal;

@@ -1286,3 +1286,67 @@ fn the_update_status_and_a_committed_firmware_reach_the_state() {
         .on(Input::UpdateStatus(UpdateStatus::Downloading), T0 + 30)
         .is_empty());
 }
+
+#[test]
+fn a_command_delivered_again_is_not_run_again() {
+    let mut core = running(0);
+    let now = T0 + 5000;
+    let ticket = fleet_protocol::UploadTicket {
+        path: "/api/v1/devices/BB-23-000123/logs/c-1".into(),
+        token: "t".into(),
+    };
+    let cmd = Command {
+        upload: Some(ticket.clone()),
+        ..command("c-1", now + 60_000, CommandAction::UploadLogs)
+    };
+    assert_eq!(
+        core.on(Input::CommandReceived(cmd.clone()), now),
+        vec![Action::UploadLogs {
+            command: "c-1".into(),
+            ticket
+        }]
+    );
+    // QoS 1 re-delivers it: the token was spent, nothing is done or said.
+    assert_eq!(core.on(Input::CommandReceived(cmd), now + 10), vec![]);
+    let reboot = command("c-2", now + 60_000, CommandAction::Reboot);
+    assert_eq!(
+        core.on(Input::CommandReceived(reboot.clone()), now + 20),
+        vec![Action::Reboot {
+            command: "c-2".into()
+        }]
+    );
+    assert_eq!(core.on(Input::CommandReceived(reboot), now + 30), vec![]);
+}
+
+#[test]
+fn a_command_expires_by_the_controllers_clock_when_ours_is_behind() {
+    let mut core = running(0);
+    // Our clock is 10 minutes behind the controller's.
+    let now = T0 + 5000;
+    let behind = 600_000;
+    core.on(
+        Input::DesiredReceived {
+            desired: Desired::default(),
+            sent_at_ms: now + behind,
+            retained: false,
+        },
+        now,
+    );
+    // Expired 5 minutes ago on the controller, 5 minutes ahead on our clock.
+    let stale = command("c-1", now + behind - 300_000, CommandAction::Reboot);
+    assert_eq!(
+        core.on(Input::CommandReceived(stale), now + 1),
+        vec![enqueue(
+            2,
+            now + 1,
+            result("c-1", false, "expired before it arrived")
+        )]
+    );
+    let fresh = command("c-2", now + behind + 60_000, CommandAction::Reboot);
+    assert_eq!(
+        core.on(Input::CommandReceived(fresh), now + 2),
+        vec![Action::Reboot {
+            command: "c-2".into()
+        }]
+    );
+}

@@ -791,6 +791,7 @@ mod tests {
                     message: String::new(),
                     outcome: fleet_protocol::UpdateOutcome::Committed,
                     artifact: fleet_protocol::ArtifactKind::Firmware,
+                    retrying: false,
                 },
                 Class::Update,
             ),

@@ -47,6 +47,7 @@ fn update(ok: bool) -> EventKind {
             fleet_protocol::UpdateOutcome::RolledBack
         },
         artifact: fleet_protocol::ArtifactKind::Firmware,
+        retrying: false,
     }
 }
 

@@ -256,6 +256,7 @@ impl Trial {
             message: d.reason,
             outcome: d.outcome,
             artifact: ArtifactKind::Agent,
+            retrying: false,
         };
         if d.outcome == UpdateOutcome::Committed {
             TrialAction::Commit(result)
@@ -567,6 +568,7 @@ fn roll_back(files: &Files, record: &TrialRecord, result: EventKind) {
             message: format!("rollback failed, the new agent stays: {e}"),
             outcome: UpdateOutcome::Failed,
             artifact: ArtifactKind::Agent,
+            retrying: false,
         };
         finish(files, record, &failed);
         return;

@@ -677,6 +677,7 @@ impl UpdateMachine {
                     &want.version,
                     UpdateOutcome::Failed,
                     &why,
+                    false,
                 )));
                 return;
             }
@@ -734,6 +735,7 @@ impl UpdateMachine {
             &version,
             UpdateOutcome::Failed,
             &r.reason,
+            !r.permanent,
         )));
     }
 
@@ -970,6 +972,7 @@ impl UpdateMachine {
             &target.version,
             outcome,
             why,
+            outcome == UpdateOutcome::Failed && !give_up,
         )));
     }
 
@@ -989,11 +992,14 @@ fn progress(t: &Target, phase: UpdatePhase, bytes: u64, total: u64) -> EventKind
     }
 }
 
+/// `retrying`: the attempt failed for a passing cause and the machine
+/// tries the same target again by itself (`retry_after`).
 fn result(
     artifact: ArtifactKind,
     version: &Version,
     outcome: UpdateOutcome,
     why: &str,
+    retrying: bool,
 ) -> EventKind {
     EventKind::UpdateResult {
         version: version.clone(),
@@ -1001,5 +1007,6 @@ fn result(
         message: why.to_owned(),
         outcome,
         artifact,
+        retrying,
     }
 }

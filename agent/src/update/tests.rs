@@ -112,6 +112,16 @@ fn results(out: &[Action]) -> Vec<(UpdateOutcome, String)> {
         .collect()
 }
 
+/// Whether each result says the machine tries again by itself.
+fn retrying(out: &[Action]) -> Vec<bool> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Report(EventKind::UpdateResult { retrying, .. }) => Some(*retrying),
+            _ => None,
+        })
+        .collect()
+}
+
 fn phases(out: &[Action]) -> Vec<UpdatePhase> {
     out.iter()
         .filter_map(|a| match a {
@@ -339,6 +349,7 @@ fn a_metadata_refusal_is_reported_permanent_ones_given_up_transient_ones_retried
         T0,
     );
     assert_eq!(results(&out)[0].1, "connection refused");
+    assert_eq!(retrying(&out), [true], "a passing cause: tried again");
     assert!(out.contains(&Action::Status(UpdateStatus::Failed)));
     assert!(out.contains(&Action::ArmTimer {
         timer: UpdateTimer::Reconsider,
@@ -357,6 +368,7 @@ fn a_metadata_refusal_is_reported_permanent_ones_given_up_transient_ones_retried
         T0,
     );
     assert_eq!(results(&out)[0].1, "signature threshold not met");
+    assert_eq!(retrying(&out), [false], "given up: not tried again");
     assert_eq!(m.persisted().given_up.as_deref(), Some(NAME));
     assert!(m.on(desired("2.5.0", vec![]), T0 + 1).is_empty());
     // Another version is tried.
@@ -403,6 +415,11 @@ fn a_failed_download_or_hash_ends_failed_without_touching_a_slot_and_is_retried(
     assert_eq!(
         results(&out),
         vec![(UpdateOutcome::Failed, "stalled".into())]
+    );
+    assert_eq!(
+        retrying(&out),
+        [true],
+        "the agent downloads again by itself"
     );
     assert!(out.iter().any(|a| matches!(
         a,

@@ -3,6 +3,8 @@
 //! reaches, what a device's answer makes of a stored command, and when a
 //! log upload is taken. The device answers with a `command-result` event.
 
+use std::collections::HashSet;
+
 use fleet_protocol::{Action, Command, CountyCode, DeviceId, Model, ProvinceCode, UploadTicket};
 
 use crate::domain::auth::Principal;
@@ -16,6 +18,9 @@ pub const DEFAULT_EXPIRY_S: u64 = 600;
 /// The longest a command may wait: a day. A device offline longer gets a
 /// command that is no longer what the operator meant; send it again.
 pub const MAX_EXPIRY_S: u64 = 86_400;
+/// The most entries one selector list (provinces, counties, devices) may
+/// hold: a whole province is named by its code, not by its devices.
+pub const MAX_SELECTOR_ENTRIES: usize = 10_000;
 /// How many of a device's commands its page shows.
 pub const SHOWN_PER_DEVICE: u32 = 20;
 
@@ -42,6 +47,8 @@ pub enum CommandError {
     },
     #[error("a selector must name provinces, counties or devices (an empty one would reach the whole fleet)")]
     EmptySelector,
+    #[error("selector.{field} names {count} entries, above the cap of {MAX_SELECTOR_ENTRIES}; name a province or county instead, or send several requests")]
+    SelectorTooLarge { field: &'static str, count: usize },
 }
 
 pub fn parse_action(name: &str) -> Result<Action, CommandError> {
@@ -161,22 +168,31 @@ impl CommandState {
 
 /// The state a device's answer gives a stored command, or `None` when it
 /// changes nothing (the command already has its answer: a re-delivery).
+/// `at_ms`: when the device answered (its clock, capped at the receipt).
 /// A failure the device sent after the expiry is the device refusing an
-/// expired command: `expired`. A success wins even over the sweeper's
-/// `expired` (the device ran it in time; its answer came late).
-pub fn settle(held: CommandState, expires_ms: u64, ok: bool, at_ms: u64) -> Option<CommandState> {
+/// expired command: `expired`. A success wins over the sweeper's `expired`
+/// only when it came at or before the expiry (the device ran it in time;
+/// its answer arrived late). Once logs were taken for the command
+/// (`uploaded`), a failure is a second delivery's refused upload, not the
+/// command's outcome: it changes nothing.
+pub fn settle(
+    held: CommandState,
+    expires_ms: u64,
+    ok: bool,
+    at_ms: u64,
+    uploaded: bool,
+) -> Option<CommandState> {
+    let in_time = at_ms <= expires_ms;
     match held {
         CommandState::Ok | CommandState::Failed => None,
-        CommandState::Sent | CommandState::Expired if ok => Some(CommandState::Ok),
+        _ if !ok && uploaded => None,
+        CommandState::Sent | CommandState::Expired if ok && in_time => Some(CommandState::Ok),
+        // Ran after its expiry: the sweeper's word stands.
+        CommandState::Expired if ok => None,
         CommandState::Expired => Some(CommandState::Expired),
-        CommandState::Sent if at_ms > expires_ms => Some(CommandState::Expired),
+        CommandState::Sent if !in_time => Some(CommandState::Expired),
         CommandState::Sent => Some(CommandState::Failed),
     }
-}
-
-/// Whether the sweeper marks a command `expired` at `now_ms`.
-pub fn is_overdue(state: CommandState, expires_ms: u64, now_ms: u64) -> bool {
-    state == CommandState::Sent && now_ms > expires_ms
 }
 
 /// Which devices a selector names. Within a list any entry matches; across
@@ -188,7 +204,9 @@ pub struct Selector {
     pub counties: Vec<CountyCode>,
     pub model: Option<Model>,
     pub readiness: Option<Readiness>,
-    pub devices: Vec<DeviceId>,
+    /// A set: each named device is looked up directly, and a name given
+    /// twice gets one command.
+    pub devices: HashSet<DeviceId>,
 }
 
 /// Why a selector is refused for this caller.
@@ -196,6 +214,16 @@ pub struct Selector {
 pub enum OutOfScope {
     /// A named province (or a named county's province) the caller does not see.
     Province(ProvinceCode),
+}
+
+/// Refuse a selector list longer than [`MAX_SELECTOR_ENTRIES`], before
+/// anything is built from it.
+pub fn check_selector_len(field: &'static str, count: usize) -> Result<(), CommandError> {
+    if count > MAX_SELECTOR_ENTRIES {
+        Err(CommandError::SelectorTooLarge { field, count })
+    } else {
+        Ok(())
+    }
 }
 
 impl Selector {
@@ -341,6 +369,11 @@ mod tests {
             (5, Action::Reboot, None)
         );
         let c = command([0xcd; 8], [0x11; 32], &dev, Action::UploadLogs, 5);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains(&"11".repeat(32)),
+            "the token is not logged: {shown}"
+        );
         let t = c.upload.unwrap();
         assert_eq!(t.path, "/api/v1/devices/BB-1/logs/cmd-cdcdcdcdcdcdcdcd");
         assert_eq!(t.token, "11".repeat(32));
@@ -357,30 +390,42 @@ mod tests {
     #[test]
     fn the_first_answer_settles_a_command_and_a_late_refusal_is_an_expiry() {
         use CommandState::*;
-        assert_eq!(settle(Sent, 100, true, 50), Some(Ok));
+        assert_eq!(settle(Sent, 100, true, 50, false), Some(Ok));
         assert_eq!(
-            settle(Sent, 100, false, 100),
+            settle(Sent, 100, false, 100, false),
             Some(Failed),
             "at the expiry it still runs"
         );
-        assert_eq!(settle(Sent, 100, false, 101), Some(Expired));
-        assert_eq!(settle(Expired, 100, false, 101), Some(Expired));
+        assert_eq!(settle(Sent, 100, false, 101, false), Some(Expired));
+        assert_eq!(settle(Sent, 100, true, 101, false), Some(Expired));
+        assert_eq!(settle(Expired, 100, false, 101, false), Some(Expired));
         assert_eq!(
-            settle(Expired, 100, true, 90),
+            settle(Expired, 100, true, 100, false),
             Some(Ok),
             "ran in time, answered late"
         );
+        assert_eq!(
+            settle(Expired, 100, true, 101, false),
+            None,
+            "ran after its expiry: the sweeper's word stands"
+        );
         for held in [Ok, Failed] {
             for ok in [true, false] {
-                assert_eq!(settle(held, 100, ok, 50), None, "a re-delivery");
+                assert_eq!(settle(held, 100, ok, 50, false), None, "a re-delivery");
             }
         }
-        assert!(!is_overdue(Sent, 100, 100));
-        assert!(is_overdue(Sent, 100, 101));
-        assert!(!is_overdue(Ok, 100, 101));
         for s in [Sent, Ok, Failed, Expired] {
             assert_eq!(CommandState::parse(s.as_str()), Some(s));
         }
+    }
+
+    #[test]
+    fn once_logs_are_taken_a_failure_does_not_settle_the_command() {
+        use CommandState::*;
+        // The second delivery's upload was refused (its token spent).
+        assert_eq!(settle(Sent, 100, false, 50, true), None);
+        assert_eq!(settle(Expired, 100, false, 150, true), None);
+        assert_eq!(settle(Sent, 100, true, 50, true), Some(Ok));
     }
 
     fn principal(provinces: &[&str]) -> Principal {
@@ -421,7 +466,7 @@ mod tests {
         let laptop = device("BB-3", "IR-02", None, "id-laptop-v1");
 
         let by_device = Selector {
-            devices: vec![tehran.reg.id.clone(), sari.reg.id.clone()],
+            devices: [tehran.reg.id.clone(), sari.reg.id.clone()].into(),
             ..Selector::default()
         };
         assert!(by_device.selects(&sari, &tech));
@@ -462,6 +507,20 @@ mod tests {
             Err(CommandError::EmptySelector)
         );
         assert_eq!(county.check(), Ok(()));
+    }
+
+    #[test]
+    fn a_selector_list_is_capped() {
+        assert_eq!(check_selector_len("devices", MAX_SELECTOR_ENTRIES), Ok(()));
+        let refused = check_selector_len("devices", MAX_SELECTOR_ENTRIES + 1).unwrap_err();
+        assert_eq!(
+            refused,
+            CommandError::SelectorTooLarge {
+                field: "devices",
+                count: MAX_SELECTOR_ENTRIES + 1
+            }
+        );
+        assert!(refused.to_string().contains("10000"), "{refused}");
     }
 
     #[test]

@@ -24,6 +24,13 @@ pub const AUTH_FAILURE_LOG_WINDOW_MS: u64 = 60_000;
 pub const ENROL_REFUSALS_PER_WINDOW: u32 = 10;
 pub const ENROL_REFUSAL_WINDOW_MS: u64 = 60_000;
 
+/// Refused log uploads (wrong, used or expired token; no such command) one
+/// source address may have within [`UPLOAD_REFUSAL_WINDOW_MS`], as for
+/// enrolments: the upload route takes any bearer, and each refusal of an
+/// existing command is audited.
+pub const UPLOAD_REFUSALS_PER_WINDOW: u32 = 10;
+pub const UPLOAD_REFUSAL_WINDOW_MS: u64 = 60_000;
+
 /// At most `limit` events per key within any `window_ms`.
 #[derive(Debug)]
 pub struct Throttle<K> {

@@ -122,6 +122,22 @@ pub fn apply(held: Option<&Track>, kind: &EventKind, at_ms: u64, received_ms: u6
             total,
             artifact,
         } => (*artifact, version, Some(*phase), *bytes, *total, None),
+        // A failed attempt the agent tries again by itself does not end
+        // the update: the track runs on, saying why it waits.
+        EventKind::UpdateResult {
+            version,
+            message,
+            artifact,
+            retrying: true,
+            ..
+        } => (
+            *artifact,
+            version,
+            None,
+            0,
+            0,
+            Some((None, message.clone())),
+        ),
         EventKind::UpdateResult {
             version,
             message,
@@ -134,7 +150,7 @@ pub fn apply(held: Option<&Track>, kind: &EventKind, at_ms: u64, received_ms: u6
             None,
             0,
             0,
-            Some((Outcome::from(*outcome), message.clone())),
+            Some((Some(Outcome::from(*outcome)), message.clone())),
         ),
         _ => return Applied::Unchanged,
     };
@@ -148,7 +164,9 @@ pub fn apply(held: Option<&Track>, kind: &EventKind, at_ms: u64, received_ms: u6
     // after a time-out (the controller's verdict, not the device's) it is
     // the device coming back: the same update runs again.
     let continues = same.filter(|t| {
-        t.outcome.is_none() || t.outcome == Some(Outcome::TimedOut) || result.is_some()
+        t.outcome.is_none()
+            || t.outcome == Some(Outcome::TimedOut)
+            || result.as_ref().is_some_and(|(o, _)| o.is_some())
     });
     let mut track = match continues {
         Some(t) => t.clone(),
@@ -176,7 +194,11 @@ pub fn apply(held: Option<&Track>, kind: &EventKind, at_ms: u64, received_ms: u6
             track.outcome = None;
             track.message.clear();
         }
-        Some((outcome, message)) => {
+        Some((None, message)) => {
+            track.outcome = None;
+            track.message = format!("will retry: {message}");
+        }
+        Some((Some(outcome), message)) => {
             track.outcome = Some(outcome);
             track.message = message;
             ended = Some(outcome);
@@ -225,7 +247,47 @@ mod tests {
             message: message.into(),
             outcome,
             artifact: ArtifactKind::Firmware,
+            retrying: false,
         }
+    }
+
+    #[test]
+    fn a_failed_attempt_the_agent_retries_by_itself_does_not_end_the_update() {
+        let mut retry = result("2.5.0", UpdateOutcome::Failed, "connection refused");
+        if let EventKind::UpdateResult { retrying, .. } = &mut retry {
+            *retrying = true;
+        }
+        let (t, ended) = run(&[
+            (progress("2.5.0", UpdatePhase::Downloading, 10), 1, 100),
+            (retry, 2, 200),
+        ]);
+        let t = t.unwrap();
+        assert_eq!(ended, []);
+        assert_eq!(t.outcome, None);
+        assert_eq!(t.phase, Some(UpdatePhase::Downloading));
+        assert_eq!(t.message, "will retry: connection refused");
+        // The next attempt goes on in the same track, and its commit ends it.
+        let (t, ended) = run(&[
+            (progress("2.5.0", UpdatePhase::Downloading, 10), 1, 100),
+            (t_retry(), 2, 200),
+            (progress("2.5.0", UpdatePhase::Downloading, 500), 3, 300),
+            (
+                result("2.5.0", UpdateOutcome::Committed, "committed"),
+                4,
+                400,
+            ),
+        ]);
+        let t = t.unwrap();
+        assert_eq!(ended, [Outcome::Committed]);
+        assert_eq!((t.started_ms, t.outcome), (100, Some(Outcome::Committed)));
+    }
+
+    fn t_retry() -> EventKind {
+        let mut e = result("2.5.0", UpdateOutcome::Failed, "timeout");
+        if let EventKind::UpdateResult { retrying, .. } = &mut e {
+            *retrying = true;
+        }
+        e
     }
 
     /// Apply events in order; each (event, device ms, controller ms).

@@ -199,7 +199,8 @@ impl ApiError {
             Command(
                 crate::domain::commands::CommandError::UnknownAction(_)
                 | crate::domain::commands::CommandError::BadExpiry(_)
-                | crate::domain::commands::CommandError::EmptySelector,
+                | crate::domain::commands::CommandError::EmptySelector
+                | crate::domain::commands::CommandError::SelectorTooLarge { .. },
             ) => StatusCode::BAD_REQUEST,
             Command(crate::domain::commands::CommandError::NotInService { .. }) => {
                 StatusCode::CONFLICT

@@ -68,6 +68,11 @@ pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 /// `POST /api/v1/devices`: up to `MAX_DEVICES_PER_REQUEST` (10,000) devices
 /// at a few hundred bytes each.
 pub const REGISTER_BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// `POST /api/v1/commands`: a selector naming up to
+/// `domain::commands::MAX_SELECTOR_ENTRIES` (10,000) devices, counties or
+/// provinces at tens of bytes each, so the cap, not the body limit, is
+/// what an operator meets (and its 400 says so).
+pub const COMMANDS_BODY_LIMIT: usize = 1024 * 1024;
 /// `POST /api/v1/enrol/batch`: a shipment CSV of up to
 /// `MAX_SHIPMENT_ROWS` (10,000) devices at about 60 bytes a line.
 pub const SHIPMENT_BODY_LIMIT: usize = 2 * 1024 * 1024;
@@ -157,7 +162,10 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         (&endpoint::TUF_TARGET, get(tuf::target)),
         (&endpoint::TUF_DELTA, get(tuf::delta)),
         // Remote commands (issue 10).
-        (&endpoint::COMMANDS, post(commands::send_commands)),
+        (
+            &endpoint::COMMANDS,
+            post(commands::send_commands).layer(DefaultBodyLimit::max(COMMANDS_BODY_LIMIT)),
+        ),
         // The upload ticket's token is the credential; the body is streamed
         // and bounded by commands.max_log_bytes.
         (

@@ -73,7 +73,12 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {AUDIT_COLUMNS} FROM audit
              WHERE (?1 IS NULL OR actor LIKE '%' || ?1 || '%')
-               AND (?2 IS NULL OR target = ?2)
+               AND (?2 IS NULL OR target = ?2
+                    -- A command sent by selector names its devices in the
+                    -- detail, one entry for the one request.
+                    OR (action = 'commands.send' AND EXISTS (
+                        SELECT 1 FROM json_each(detail, '$.commands')
+                         WHERE json_extract(value, '$.device') = ?2)))
                AND (?3 IS NULL OR at_ms >= ?3)
                AND (?4 IS NULL OR at_ms <= ?4)
                AND (?6 IS NULL OR seq = ?6)

@@ -62,18 +62,25 @@ pub(super) async fn settle(
     at_ms: u64,
     received_ms: u64,
 ) -> Result<Option<CommandState>, StoreError> {
-    let Some(r) = sqlx::query("SELECT state, expires_ms FROM commands WHERE id = ? AND device = ?")
-        .bind(id)
-        .bind(device.as_str())
-        .fetch_optional(&mut **tx)
-        .await?
+    let Some(r) = sqlx::query(
+        "SELECT state, expires_ms, upload_bytes FROM commands WHERE id = ? AND device = ?",
+    )
+    .bind(id)
+    .bind(device.as_str())
+    .fetch_optional(&mut **tx)
+    .await?
     else {
         return Ok(None);
     };
     let state: String = r.get("state");
     let held = CommandState::parse(&state)
         .ok_or_else(|| corrupt("commands", format!("state {state:?}")))?;
-    let Some(new) = commands::settle(held, to_u64(r.get("expires_ms")), ok, at_ms) else {
+    // The device's clock may run ahead; an answer cannot come later than it
+    // was received. (No offset is known here to correct a clock behind:
+    // the agent judges expiry on the controller's clock for that.)
+    let at_ms = at_ms.min(received_ms);
+    let uploaded = r.get::<Option<i64>, _>("upload_bytes").is_some();
+    let Some(new) = commands::settle(held, to_u64(r.get("expires_ms")), ok, at_ms, uploaded) else {
         return Ok(None);
     };
     sqlx::query("UPDATE commands SET state = ?, result_ms = ?, message = ? WHERE id = ?")
@@ -166,9 +173,37 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Take the upload token of `device`'s command `id` if
-    /// `domain::commands::check_upload` allows it: checked and spent in one
-    /// transaction, so a token is used once however many requests race.
+    /// What is held of `device`'s command `id` for an upload, read
+    /// without taking the write lock: a request with any bearer is checked
+    /// against it before anything is written.
+    pub async fn upload_held(
+        &self,
+        device: &DeviceId,
+        id: &str,
+    ) -> Result<Option<HeldUpload>, StoreError> {
+        sqlx::query(
+            "SELECT action, expires_ms, upload_token_sha256 FROM commands WHERE id = ? AND device = ?",
+        )
+        .bind(id)
+        .bind(device.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| {
+            let action: String = r.get("action");
+            Ok(HeldUpload {
+                action: commands::parse_action(&action)
+                    .map_err(|e| corrupt("commands", e.to_string()))?,
+                expires_ms: to_u64(r.get("expires_ms")),
+                token_sha256: r.get("upload_token_sha256"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Spend the upload token of `device`'s command `id` if
+    /// `domain::commands::check_upload` allows it. The update names the
+    /// token's hash and the expiry, so of racing requests exactly one
+    /// spends it; the others get the refusal the command now earns.
     pub async fn spend_upload_token(
         &self,
         device: &DeviceId,
@@ -176,33 +211,33 @@ impl Store {
         token: &str,
         now_ms: u64,
     ) -> Result<Result<(), commands::UploadRefused>, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let held = sqlx::query(
-            "SELECT action, expires_ms, upload_token_sha256 FROM commands WHERE id = ? AND device = ?",
+        let held = self.upload_held(device, id).await?;
+        let verdict = commands::check_upload(device, id, held.as_ref(), token, now_ms);
+        if verdict.is_err() {
+            return Ok(verdict);
+        }
+        let spent = sqlx::query(
+            "UPDATE commands SET upload_token_sha256 = NULL
+             WHERE id = ? AND device = ? AND action = 'upload-logs'
+               AND upload_token_sha256 = ? AND expires_ms >= ?",
         )
         .bind(id)
         .bind(device.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| {
-            let action: String = r.get("action");
-            Ok::<_, StoreError>(HeldUpload {
-                action: commands::parse_action(&action)
-                    .map_err(|e| corrupt("commands", e.to_string()))?,
-                expires_ms: to_u64(r.get("expires_ms")),
-                token_sha256: r.get("upload_token_sha256"),
-            })
-        })
-        .transpose()?;
-        let verdict = commands::check_upload(device, id, held.as_ref(), token, now_ms);
-        if verdict.is_ok() {
-            sqlx::query("UPDATE commands SET upload_token_sha256 = NULL WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        .bind(commands::token_sha256(token))
+        .bind(to_i64(now_ms))
+        .execute(&self.pool)
+        .await?;
+        if spent.rows_affected() == 1 {
+            return Ok(Ok(()));
         }
-        tx.commit().await?;
-        Ok(verdict)
+        // Spent or expired since it was read.
+        let held = self.upload_held(device, id).await?;
+        Ok(Err(
+            match commands::check_upload(device, id, held.as_ref(), token, now_ms) {
+                Err(e) => e,
+                Ok(()) => commands::UploadRefused::Used(id.to_owned()),
+            },
+        ))
     }
 
     /// Record the size of the logs stored for command `id`.
@@ -370,5 +405,95 @@ mod tests {
                 .unwrap(),
             Err(commands::UploadRefused::Used(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_success_in_time_wins_over_the_sweeper_and_a_late_one_does_not() {
+        let dev = DeviceId::parse("BB-1").unwrap();
+        let (_dir, store) = store_with(&dev).await;
+        store
+            .insert_commands(&[
+                row(&dev, "c-in-time", 1000, None),
+                row(&dev, "c-late", 1000, None),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.expire_commands(1001).await.unwrap(), 2);
+        let mut batch = Batch::default();
+        // Ran at its expiry, answered after the sweeper.
+        batch.push(WriteOp::Event(
+            dev.clone(),
+            answer(1, 1000, "c-in-time", true),
+            1500,
+        ));
+        batch.push(WriteOp::Event(
+            dev.clone(),
+            answer(2, 1001, "c-late", true),
+            1500,
+        ));
+        let w = store.write_batch(&batch, 100).await.unwrap();
+        assert_eq!(w.command_results, [CommandState::Ok]);
+        let won = store.command("c-in-time").await.unwrap().unwrap();
+        assert_eq!(
+            (won.state, won.result_ms, won.message.as_str()),
+            (CommandState::Ok, Some(1500), "answer 1")
+        );
+        assert_eq!(
+            store.command("c-late").await.unwrap().unwrap().state,
+            CommandState::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn once_logs_are_stored_a_failure_does_not_settle_the_command() {
+        let dev = DeviceId::parse("BB-1").unwrap();
+        let (_dir, store) = store_with(&dev).await;
+        store
+            .insert_commands(&[row(&dev, "c-up", 1000, Some("secret"))])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .spend_upload_token(&dev, "c-up", "secret", 10)
+                .await
+                .unwrap(),
+            Ok(())
+        );
+        store.set_upload_bytes("c-up", 42).await.unwrap();
+        // A re-delivery's upload was refused (token spent) and said so
+        // before the first run's success arrived.
+        let mut batch = Batch::default();
+        batch.push(WriteOp::Event(
+            dev.clone(),
+            answer(1, 20, "c-up", false),
+            30,
+        ));
+        batch.push(WriteOp::Event(dev.clone(), answer(2, 15, "c-up", true), 31));
+        let w = store.write_batch(&batch, 100).await.unwrap();
+        assert_eq!(w.command_results, [CommandState::Ok]);
+        let held = store.command("c-up").await.unwrap().unwrap();
+        assert_eq!(
+            (held.state, held.upload_bytes),
+            (CommandState::Ok, Some(42))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_device_clock_ahead_does_not_turn_an_in_time_failure_into_an_expiry() {
+        let dev = DeviceId::parse("BB-1").unwrap();
+        let (_dir, store) = store_with(&dev).await;
+        store
+            .insert_commands(&[row(&dev, "c-1", 1000, None)])
+            .await
+            .unwrap();
+        let mut batch = Batch::default();
+        // Stamped an hour ahead, received before the expiry.
+        batch.push(WriteOp::Event(
+            dev.clone(),
+            answer(1, 3_600_500, "c-1", false),
+            500,
+        ));
+        let w = store.write_batch(&batch, 100).await.unwrap();
+        assert_eq!(w.command_results, [CommandState::Failed]);
     }
 }

@@ -43,6 +43,7 @@ fn ended(actions: &[TrialAction]) -> (UpdateOutcome, String, TrialRecord) {
         message,
         outcome,
         artifact,
+        ..
     } = kind
     else {
         panic!("not an update result: {kind:?}");
@@ -309,6 +310,7 @@ fn pending_results_come_oldest_first_and_skip_unreadable_files() {
         message: "m".into(),
         outcome: UpdateOutcome::RolledBack,
         artifact: ArtifactKind::Agent,
+        retrying: false,
     };
     files.write_result(T0 + 10, &result("0.4.0")).unwrap();
     files.write_result(T0, &result("0.3.0")).unwrap();

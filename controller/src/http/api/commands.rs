@@ -78,12 +78,16 @@ pub async fn send_commands(
     let action = commands::parse_action(&req.action)?;
     let now = unix_ms();
     let expires_at_ms = commands::expires_at(now, req.expires_in_s)?;
+    let s = req.selector;
+    commands::check_selector_len("provinces", s.provinces.len())?;
+    commands::check_selector_len("counties", s.counties.len())?;
+    commands::check_selector_len("devices", s.devices.len())?;
     let selector = Selector {
-        provinces: req.selector.provinces,
-        counties: req.selector.counties,
-        model: req.selector.model,
-        readiness: req.selector.readiness,
-        devices: req.selector.devices,
+        provinces: s.provinces,
+        counties: s.counties,
+        model: s.model,
+        readiness: s.readiness,
+        devices: s.devices.into_iter().collect(),
     };
     selector.check()?;
     if let Some(OutOfScope::Province(p)) = selector.out_of_scope(&caller.principal) {
@@ -101,12 +105,17 @@ pub async fn send_commands(
             }
         }
         let filter = crate::domain::fleet::DeviceFilter::default();
+        // Named devices are looked up one by one (all exist, checked
+        // above); otherwise the fleet is walked once.
+        let candidates: Box<dyn Iterator<Item = &crate::domain::fleet::Device>> =
+            if selector.devices.is_empty() {
+                Box::new(fleet.devices(&filter))
+            } else {
+                Box::new(selector.devices.iter().filter_map(|d| fleet.get(d)))
+            };
         let mut targets = Vec::new();
         let mut skipped = Vec::new();
-        for d in fleet
-            .devices(&filter)
-            .filter(|d| selector.selects(d, &caller.principal))
-        {
+        for d in candidates.filter(|d| selector.selects(d, &caller.principal)) {
             match commands::check_target(&d.reg.id, d.reg.lifecycle) {
                 Ok(()) => targets.push(d.reg.id.clone()),
                 Err(e) => skipped.push(CommandSkipped {
@@ -125,6 +134,8 @@ pub async fn send_commands(
         .map(|d| make(&caller, d, action, now, expires_at_ms))
         .collect();
     let name = commands::action_name(action);
+    let mut named: Vec<String> = selector.devices.iter().map(ToString::to_string).collect();
+    named.sort();
     let detail = json!({
         "action": name,
         "expires_at_ms": expires_at_ms,
@@ -133,7 +144,7 @@ pub async fn send_commands(
             "counties": selector.counties.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "model": selector.model.as_ref().map(ToString::to_string),
             "readiness": selector.readiness,
-            "devices": selector.devices.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "devices": named,
         },
         "commands": made.iter().map(|(c, r)| json!({ "id": c.id, "device": r.device.as_str() })).collect::<Vec<_>>(),
     });
@@ -255,6 +266,9 @@ fn parse_command_id(id: &str) -> Result<(), ApiError> {
 
 /// `PUT /api/v1/devices/{id}/logs/{command}`: the device's logs, taken
 /// with the command's one-use token, bounded, stored atomically, audited.
+/// Any bearer reaches this route, so the token is first checked read-only;
+/// only a matching one writes anything. An address with too many refused
+/// uploads waits with 429, as for enrolment.
 pub async fn upload_logs(
     State(st): State<AppState>,
     connect: Option<Extension<ConnectInfo<crate::http::tls::Peer>>>,
@@ -262,13 +276,36 @@ pub async fn upload_logs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<LogsUploaded>, ApiError> {
-    let device: DeviceId = parse("device id", &id)?;
-    parse_command_id(&command)?;
     let source = connect.map_or_else(|| "unknown".to_owned(), |c| c.0 .0 .0.ip().to_string());
-    let token = upload_token(&headers)?;
+    let now = unix_ms();
+    if let Some(wait_ms) = st.access.upload_wait_ms(&source, now) {
+        metrics::counter!("fleet_log_uploads_throttled_total").increment(1);
+        return Err(ApiError::TooManyRequests {
+            what: "refused log uploads",
+            retry_after_secs: wait_ms.div_ceil(1000),
+        });
+    }
+    let taken = take_logs(&st, &source, now, &id, &command, &headers, body).await;
+    if taken.as_ref().is_err_and(|e| e.status().is_client_error()) {
+        st.access.upload_refused(&source, now);
+    }
+    taken
+}
+
+async fn take_logs(
+    st: &AppState,
+    source: &str,
+    now: u64,
+    id: &str,
+    command: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Json<LogsUploaded>, ApiError> {
+    let device: DeviceId = parse("device id", id)?;
+    parse_command_id(command)?;
+    let token = upload_token(headers)?;
     let limit = st.max_log_bytes;
-    // A declared length above the limit is refused before the token is
-    // spent or a byte is read.
+    // A declared length above the limit is refused before a byte is read.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -276,14 +313,13 @@ pub async fn upload_logs(
     if let Some(size) = declared.filter(|n| *n > limit) {
         return Err(UploadRefused::TooLarge { size, limit }.into());
     }
-    let now = unix_ms();
     let actor = format!("device {device} (upload token of {command})");
     let refuse = |e: ApiError| async {
         st.access
             .failed_as(
                 &actor,
                 "device",
-                &source,
+                source,
                 "device.logs",
                 device.as_str(),
                 &e.to_string(),
@@ -291,56 +327,84 @@ pub async fn upload_logs(
             .await;
         e
     };
-    match st
-        .store
-        .spend_upload_token(&device, &command, token, now)
-        .await?
-    {
+    // Read-only: a command that does not exist is refused without a write
+    // (nor an audit entry: there is nothing to record it against).
+    let held = st.store.upload_held(&device, command).await?;
+    match commands::check_upload(&device, command, held.as_ref(), token, now) {
         Ok(()) => {}
+        Err(e @ UploadRefused::NoSuchCommand { .. }) => {
+            warn!(%device, command, source, "log upload for no such command refused");
+            return Err(e.into());
+        }
         Err(e) => return Err(refuse(e.into()).await),
     }
+    // The token is spent only once the whole body is on disk, so an upload
+    // cut short can be sent again with the same token.
     let dir = st.data_dir.join("logs").join(device.as_str());
     let path = dir.join(format!("{command}.log"));
-    let bytes = match receive(body, &dir, &path, limit).await {
-        Ok(n) => n,
+    let (part, bytes) = match receive(body, &dir, &path, limit).await {
+        Ok(got) => got,
         Err(e) => return Err(refuse(e).await),
     };
+    let spent = match st
+        .store
+        .spend_upload_token(&device, command, token, unix_ms())
+        .await
+    {
+        Ok(spent) => spent,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = spent {
+        // Another request with the same token won the race, or it expired
+        // while the body came.
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(refuse(e.into()).await);
+    }
+    place(&part, &dir, &path).await?;
+    // Recorded before the audit entry: an audit failure must not lose
+    // the fact that the logs are here.
+    st.store.set_upload_bytes(command, bytes).await?;
     st.access
         .record_as(
             &actor,
             "device",
-            &source,
+            source,
             "device.logs",
             device.as_str(),
             json!({ "command": command, "bytes": bytes }),
         )
         .await?;
-    st.store.set_upload_bytes(&command, bytes).await?;
     metrics::counter!("fleet_log_uploads_total").increment(1);
     metrics::counter!("fleet_log_upload_bytes_total").increment(bytes);
     Ok(Json(LogsUploaded {
         device,
-        command,
+        command: command.to_owned(),
         bytes,
     }))
 }
 
-/// Stream `body` into a file beside `path`, at most `limit` bytes, then
-/// rename it into place: a reader sees the whole upload or none.
+/// Stream `body` into a file of its own beside `path` (racing uploads never
+/// share one), at most `limit` bytes, synced; returns it and its length.
+/// Nothing is left behind on failure.
 async fn receive(
     body: Body,
     dir: &std::path::Path,
     path: &std::path::Path,
     limit: u64,
-) -> Result<u64, ApiError> {
+) -> Result<(std::path::PathBuf, u64), ApiError> {
     let write = |source| ApiError::LogWrite {
         path: path.to_owned(),
         source,
     };
     tokio::fs::create_dir_all(dir).await.map_err(write)?;
-    let part = path.with_extension("log.part");
+    let mut unique = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut unique);
+    let part = path.with_extension(format!("log.{}.part", hex::encode(unique)));
     let result = async {
-        let mut file = tokio::fs::File::create(&part).await.map_err(write)?;
+        let mut file = tokio::fs::File::create_new(&part).await.map_err(write)?;
         let mut len = 0u64;
         let mut body = body;
         while let Some(frame) = body.frame().await {
@@ -359,17 +423,36 @@ async fn receive(
             file.write_all(&data).await.map_err(write)?;
         }
         file.sync_all().await.map_err(write)?;
-        tokio::fs::rename(&part, path).await.map_err(write)?;
-        if let Ok(d) = tokio::fs::File::open(dir).await {
-            let _ = d.sync_all().await;
-        }
         Ok(len)
     }
     .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&part).await;
+    match result {
+        Ok(len) => Ok((part, len)),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            Err(e)
+        }
     }
-    result
+}
+
+/// Rename a received upload into place: a reader sees the whole upload or
+/// none.
+async fn place(
+    part: &std::path::Path,
+    dir: &std::path::Path,
+    path: &std::path::Path,
+) -> Result<(), ApiError> {
+    if let Err(source) = tokio::fs::rename(part, path).await {
+        let _ = tokio::fs::remove_file(part).await;
+        return Err(ApiError::LogWrite {
+            path: path.to_owned(),
+            source,
+        });
+    }
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        let _ = d.sync_all().await;
+    }
+    Ok(())
 }
 
 /// `GET /api/v1/devices/{id}/logs/{command}`.

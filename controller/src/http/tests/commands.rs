@@ -230,7 +230,7 @@ async fn a_selector_reaches_the_callers_in_service_devices_and_each_command_is_s
 }
 
 #[tokio::test]
-async fn a_log_upload_that_grows_past_the_limit_is_413_stores_nothing_and_spends_the_token() {
+async fn a_log_upload_too_large_or_cut_stores_nothing_and_keeps_the_token_for_a_whole_one() {
     let app = test_app().await;
     devices(&app).await;
     let (status, answer) = command_as(
@@ -275,18 +275,218 @@ async fn a_log_upload_that_grows_past_the_limit_is_413_stores_nothing_and_spends
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "nothing stored, no part left: {left:?}");
-    let (status, answer) = upload(b"late".to_vec()).await;
+    // Cut after a few bytes: nothing stored, the token kept.
+    let cut = Body::new(CutShort { sent: false });
+    let (status, answer) = app
+        .call_as(
+            Some(&ticket.token),
+            "PUT",
+            &ticket.path,
+            Some(cut),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing stored, no part left: {left:?}");
+    assert_eq!(
+        app.store.command(&id).await.unwrap().unwrap().upload_bytes,
+        None
+    );
+    // The whole upload, sent again with the same token, is taken.
+    let (status, answer) = upload(b"whole logs".to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["bytes"], 10);
+    assert_eq!(
+        app.store.command(&id).await.unwrap().unwrap().upload_bytes,
+        Some(10)
+    );
+    let (status, answer) = upload(b"again".to_vec()).await;
     assert_eq!(
         status,
         StatusCode::FORBIDDEN,
         "the token was spent: {answer}"
     );
-    let (status, _) = app.get(&format!("/api/v1/devices/BB-SARI/logs/{id}")).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let stored = std::fs::read(dir.join(format!("{id}.log"))).unwrap();
+    assert_eq!(stored, b"whole logs", "the refused upload changed nothing");
     let (status, _) = app.get("/api/v1/devices/BB-SARI/logs/..%2Fx").await;
     assert_eq!(
         status,
         StatusCode::BAD_REQUEST,
         "only command ids name a file"
+    );
+}
+
+/// A request body that sends a few bytes, then fails as a reset
+/// connection would.
+struct CutShort {
+    sent: bool,
+}
+
+impl hyper::body::Body for CutShort {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = if std::mem::replace(&mut self.sent, true) {
+            Err(std::io::Error::other("connection reset"))
+        } else {
+            Ok(hyper::body::Frame::data(axum::body::Bytes::from_static(
+                b"first part",
+            )))
+        };
+        std::task::Poll::Ready(Some(frame))
+    }
+}
+
+#[tokio::test]
+async fn an_upload_for_no_such_command_writes_nothing_and_repeated_refusals_wait() {
+    let app = test_app().await;
+    devices(&app).await;
+    let audited = |app: &TestApp| {
+        let store = app.store.clone();
+        async move { store.audit_chain().await.unwrap().len() }
+    };
+    let before = audited(&app).await;
+    let path = "/api/v1/devices/BB-SARI/logs/cmd-0123456789abcdef";
+    let put = || {
+        app.call_as(
+            Some("any-bearer"),
+            "PUT",
+            path,
+            Some(Body::from("logs")),
+            "application/octet-stream",
+        )
+    };
+    for _ in 0..crate::domain::throttle::UPLOAD_REFUSALS_PER_WINDOW {
+        let (status, answer) = put().await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    }
+    assert_eq!(
+        audited(&app).await,
+        before,
+        "no audit entry for a command that does not exist"
+    );
+    let (status, answer) = put().await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert!(
+        answer.to_string().contains("refused log uploads"),
+        "{answer}"
+    );
+    assert!(!app.dir.path().join("logs").join("BB-SARI").exists());
+}
+
+#[tokio::test]
+async fn a_wrong_token_for_a_real_command_is_refused_audited_and_spends_nothing() {
+    let app = test_app().await;
+    devices(&app).await;
+    let (status, answer) = command_as(
+        &app,
+        &app.token,
+        "BB-SARI",
+        json!({ "action": "upload-logs" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let Payload::Command(cmd) = &queued(&app)[0].2.payload else {
+        panic!("not a command");
+    };
+    let ticket = cmd.upload.clone().unwrap();
+    let held = app.store.command(&id).await.unwrap().unwrap();
+    let (status, answer) = app
+        .call_as(
+            Some("guess"),
+            "PUT",
+            &ticket.path,
+            Some(Body::from("logs")),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert_eq!(
+        app.store.command(&id).await.unwrap().unwrap(),
+        held,
+        "the command is unchanged"
+    );
+    let (_, entries) = app.get("/api/v1/audit?limit=1").await;
+    assert_eq!(entries[0]["action"], "device.logs.failed", "{entries}");
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_be_published_is_failed_with_why() {
+    let app = test_app().await;
+    devices(&app).await;
+    // The client's queue goes away: every publication fails.
+    let (_, other) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("gone", "127.0.0.1", 1), 1);
+    drop(std::mem::replace(&mut *app.mqtt.lock().unwrap(), other));
+    let (status, answer) =
+        command_as(&app, &app.token, "BB-SARI", json!({ "action": "reboot" })).await;
+    assert!(status.is_server_error(), "{status} {answer}");
+    let dev = DeviceId::parse("BB-SARI").unwrap();
+    let rows = app.store.device_commands(&dev, 5).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].state.as_str(), "failed");
+    assert!(
+        rows[0].message.starts_with("not published: "),
+        "{:?}",
+        rows[0].message
+    );
+}
+
+#[tokio::test]
+async fn a_selector_list_above_the_cap_is_400_saying_the_cap() {
+    let app = test_app().await;
+    devices(&app).await;
+    let many: Vec<String> = (0..=crate::domain::commands::MAX_SELECTOR_ENTRIES)
+        .map(|i| format!("BB-{i}"))
+        .collect();
+    let (status, answer) = app
+        .json(
+            "POST",
+            "/api/v1/commands",
+            json!({ "action": "reboot", "selector": { "devices": many } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer.to_string().contains("cap of 10000"), "{answer}");
+    assert!(queued(&app).is_empty(), "nothing sent");
+}
+
+#[tokio::test]
+async fn the_audit_list_of_a_device_finds_commands_sent_to_it_by_selector() {
+    let app = test_app().await;
+    devices(&app).await;
+    let (status, answer) = app
+        .json(
+            "POST",
+            "/api/v1/commands",
+            json!({ "action": "run-checks", "selector": { "provinces": ["IR-02"] } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, entries) = app.get("/api/v1/audit?target=BB-SARI").await;
+    assert_eq!(status, StatusCode::OK, "{entries}");
+    let actions: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"commands.send"), "{entries}");
+    let (_, entries) = app.get("/api/v1/audit?target=BB-TEH").await;
+    assert!(
+        !entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "commands.send"),
+        "a device the selector did not reach: {entries}"
     );
 }
