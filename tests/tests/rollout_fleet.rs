@@ -669,7 +669,11 @@ async fn a_device_offline_for_the_whole_rollout_updates_when_it_returns() {
         )
         .await
         .unwrap();
-        assert!(m.released_ms.is_some(), "{m:?}");
+        let finished = done.finished_ms.unwrap();
+        assert!(
+            m.released_ms.is_some_and(|at| at >= finished),
+            "released as a straggler, after the completion at {finished}: {m:?}"
+        );
         until_firmware_reported(&s.fc.ctl, &late, NEW).await;
         let v = s.view(id).await.unwrap();
         assert_eq!(v.summary.phase, RolloutPhase::Completed);
