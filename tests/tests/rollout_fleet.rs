@@ -6,10 +6,11 @@
 //!
 //! - `a_rollout_of_300_simulated_devices_in_3_waves`: 300 ballot boxes in
 //!   four provinces; a canary of 30, then two provinces, then the rest.
-//!   Two canary devices fail their first trial boot (rolled back), which is
-//!   above the 5 % threshold: the rollout pauses naming the canary wave and
-//!   the threshold. `fleetctl rollout retry-failed` and `resume`: they pass
-//!   on attempt 1 and the rollout goes on. A freeze window added with
+//!   Four canary devices (the first released in each province) fail their
+//!   first trial boot (rolled back), above the 5 % threshold: the rollout
+//!   pauses naming the canary wave and the threshold. `fleetctl rollout
+//!   retry-failed` and `resume`: they pass on attempt 1 and the rollout
+//!   goes on. A freeze window added with
 //!   `fleetctl freeze add` while the second wave runs holds it (nothing
 //!   released, the third wave not started, `held` names the window) until
 //!   `fleetctl freeze clear`. Two devices of each later wave never come
@@ -24,6 +25,14 @@
 //! Which devices fail or never return is decided, not drawn: the rollout
 //! is created as a draft first (its waves are fixed then), and each wave's
 //! devices run as a fleet of their own with that wave's shares.
+//!
+//! Why four canary failures and not two: the wave is done at 90 % success,
+//! and the engine counts failures against the threshold only in the
+//! current wave. With two failing canary devices, 27 of 30 had committed
+//! (the canary done, the second wave started) before the two rolled back
+//! (their health deadline), and the rollout never paused. Four failing
+//! ones leave at most 26 of 30, so the canary cannot be done before they
+//! fail, and the pause is certain.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
