@@ -552,9 +552,7 @@ impl Engine {
         now: u64,
         out: &mut Vec<Decision>,
     ) -> Option<usize> {
-        let Some(&i) = self.index.get(device) else {
-            return None;
-        };
+        let i = *self.index.get(device)?;
         let m = &self.members[i];
         if !Self::tracked(m) || m.state == DevState::Succeeded {
             return None;
