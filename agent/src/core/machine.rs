@@ -591,12 +591,21 @@ impl AgentCore {
         });
     }
 
-    /// `now_ms` on the controller's clock, as far as this agent knows it:
-    /// a command's expiry is the controller's time.
+    /// `now_ms` on the controller's clock, as far as this agent knows it
+    /// (a command's expiry is the controller's time), never earlier than
+    /// our own clock. The offset is measured as our time minus the send
+    /// time of a desired state, so it includes the message's time in
+    /// transit: a state that waited in the broker's queue for our session
+    /// (delivered as live, not as retained) reads as a clock far ahead. A
+    /// correction that would make an expired command look valid is
+    /// therefore not taken; one that says the controller is ahead of us (our
+    /// clock is behind) is.
     fn controller_ms(&self, now_ms: u64) -> u64 {
         let offset = self.clock_offset_ms.unwrap_or(0);
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-        u64::try_from(now.saturating_sub(offset)).unwrap_or(0)
+        u64::try_from(now.saturating_sub(offset))
+            .unwrap_or(0)
+            .max(now_ms)
     }
 
     fn on_command(&mut self, command: Command, now_ms: u64, out: &mut Vec<Action>) {

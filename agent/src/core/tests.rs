@@ -1319,6 +1319,33 @@ fn a_command_delivered_again_is_not_run_again() {
 }
 
 #[test]
+fn a_desired_state_that_waited_in_the_broker_does_not_revive_an_expired_command() {
+    let mut core = running(0);
+    let now = T0 + 5000;
+    // Published an hour ago while we were off, delivered now from our
+    // session's queue (not flagged retained): it reads as our clock an
+    // hour ahead.
+    core.on(
+        Input::DesiredReceived {
+            desired: Desired::default(),
+            sent_at_ms: now - 3_600_000,
+            retained: false,
+        },
+        now,
+    );
+    // Expired a minute ago by both clocks: not run.
+    let stale = command("c-1", now - 60_000, CommandAction::Reboot);
+    assert_eq!(
+        core.on(Input::CommandReceived(stale), now + 1),
+        vec![enqueue(
+            2,
+            now + 1,
+            result("c-1", false, "expired before it arrived")
+        )]
+    );
+}
+
+#[test]
 fn a_command_expires_by_the_controllers_clock_when_ours_is_behind() {
     let mut core = running(0);
     // Our clock is 10 minutes behind the controller's.

@@ -1,7 +1,7 @@
 //! The rollout state machine: inputs in, decisions out (see the module
 //! header in `mod.rs` for the rules and their cost).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fleet_protocol::{DeviceId, FreezeWindow, ProvinceCode, UpdatePhase};
 
@@ -382,7 +382,8 @@ impl Engine {
             phase,
         };
         let mut out = Vec::new();
-        let mut failed = false;
+        // The waves in which this input recorded a failure.
+        let mut failed = BTreeSet::new();
         let mut release = false;
         match input {
             Input::Start | Input::Resume if phase == Phase::Draft => {
@@ -455,14 +456,14 @@ impl Engine {
                 }
             }
             Input::Progress { device, phase } => {
-                failed = self.progress(&device, phase, now, &mut out);
+                self.progress(&device, phase, now, &mut out);
             }
             Input::Ended {
                 device,
                 outcome,
                 message,
             } => {
-                failed = self.ended(&device, outcome, message, now, &mut out);
+                failed.extend(self.ended(&device, outcome, message, now, &mut out));
             }
             Input::Tick => {
                 if matches!(phase, Phase::Running | Phase::Paused | Phase::Completed) {
@@ -472,7 +473,7 @@ impl Engine {
             }
             other => return Err(refuse(&other)),
         }
-        self.settle(world, failed, release, &mut out);
+        self.settle(world, &failed, release, &mut out);
         Ok(out)
     }
 
@@ -533,9 +534,9 @@ impl Engine {
         phase: UpdatePhase,
         now: u64,
         out: &mut Vec<Decision>,
-    ) -> bool {
+    ) {
         let Some(&i) = self.index.get(device) else {
-            return false;
+            return;
         };
         let m = &self.members[i];
         if !Self::tracked(m)
@@ -544,7 +545,7 @@ impl Engine {
                 DevState::Succeeded | DevState::Failed | DevState::TimedOut
             )
         {
-            return false;
+            return;
         }
         let new = match phase {
             UpdatePhase::Downloading | UpdatePhase::Verifying => DevState::Downloading,
@@ -560,10 +561,9 @@ impl Engine {
             };
         }
         self.set(i, new, now, out);
-        false
     }
 
-    /// Returns whether a failure of the current wave was recorded.
+    /// Returns the wave of the failure it recorded, if it recorded one.
     fn ended(
         &mut self,
         device: &DeviceId,
@@ -571,13 +571,11 @@ impl Engine {
         message: String,
         now: u64,
         out: &mut Vec<Decision>,
-    ) -> bool {
-        let Some(&i) = self.index.get(device) else {
-            return false;
-        };
+    ) -> Option<usize> {
+        let i = *self.index.get(device)?;
         let m = &self.members[i];
         if !Self::tracked(m) || m.state == DevState::Succeeded {
-            return false;
+            return None;
         }
         let new = match outcome {
             Outcome::Committed => DevState::Succeeded,
@@ -586,19 +584,20 @@ impl Engine {
         };
         // Only a success changes an ended failure (the device did update).
         if m.state.is_failure() && new != DevState::Succeeded {
-            return false;
+            return None;
         }
-        let current = m.wave == self.status.wave;
+        let wave = m.wave;
         self.members[i].message = message;
         self.set(i, new, now, out);
-        new.is_failure() && current
+        new.is_failure().then_some(wave)
     }
 
-    fn timeouts(&mut self, now: u64, out: &mut Vec<Decision>) -> bool {
+    /// Returns the waves of the members it timed out.
+    fn timeouts(&mut self, now: u64, out: &mut Vec<Decision>) -> BTreeSet<usize> {
+        let mut failed = BTreeSet::new();
         let Some(cutoff) = now.checked_sub(self.policy.device_timeout_ms) else {
-            return false;
+            return failed;
         };
-        let mut failed = false;
         while let Some((&(at, _), &i)) = self.deadlines.first_key_value() {
             if at > cutoff {
                 break;
@@ -607,7 +606,7 @@ impl Engine {
                 "no result within {} s of its release",
                 self.policy.device_timeout_ms / 1000
             );
-            failed |= self.members[i].wave == self.status.wave;
+            failed.insert(self.members[i].wave);
             self.set(i, DevState::TimedOut, now, out);
         }
         failed
@@ -643,10 +642,27 @@ impl Engine {
     }
 
     /// After every input: pause on failures, advance done waves, release.
-    fn settle(&mut self, world: &World, failed: bool, mut release: bool, out: &mut Vec<Decision>) {
+    ///
+    /// `failed`: the waves in which this input recorded a failure. Each is
+    /// judged on its own counts, the current wave and earlier ones alike: a
+    /// wave advances at its success threshold while some of its devices
+    /// are still on their way, and a canary device that rolls back after
+    /// the canary was done must still stop the rollout.
+    fn settle(
+        &mut self,
+        world: &World,
+        failed: &BTreeSet<usize>,
+        mut release: bool,
+        out: &mut Vec<Decision>,
+    ) {
         let now = world.now_ms;
-        if failed && self.status.phase == Phase::Running {
-            if let Some(reason) = self.above_failure_threshold() {
+        if self.status.phase == Phase::Running {
+            let current = self.status.wave;
+            if let Some(reason) = failed
+                .iter()
+                .filter(|w| **w <= current)
+                .find_map(|w| self.above_failure_threshold(*w))
+            {
                 self.pause(reason, out);
             }
         }
@@ -715,8 +731,7 @@ impl Engine {
         n == 0 || f64::from(c.succeeded) * 100.0 >= self.policy.success_threshold_pct * f64::from(n)
     }
 
-    fn above_failure_threshold(&self) -> Option<String> {
-        let w = self.status.wave;
+    fn above_failure_threshold(&self, w: usize) -> Option<String> {
         let c = self.wave_counters(w);
         let (f, n) = (c.failures(), c.non_skipped());
         let thr = self.policy.failure_threshold_pct;

@@ -66,8 +66,11 @@
 //!
 //! # Brakes and advancing
 //! - Failure threshold: after an input that records a failure (Failed or
-//!   TimedOut) of a member of the current wave while Running:
-//!   failed+timed-out over the wave's non-skipped members, in percent,
+//!   TimedOut) of a member of the current wave or an earlier one while
+//!   Running (a wave advances at its success threshold while some of its
+//!   devices are still on their way; a canary that rolls back late must
+//!   still stop the rollout): failed+timed-out over THAT wave's
+//!   non-skipped members, in percent,
 //!   ABOVE `failure_threshold_pct` → Paused, with a reason naming the
 //!   wave, the counts and the threshold ("wave 1 (canary): 4 of 30 devices
 //!   failed (13.3%), above the 2% threshold"). Edge-triggered: `Resume`

@@ -7,8 +7,9 @@ use super::error::{HoursError, PlanError};
 /// The brakes and limits of a rollout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// Pause when failed+timed-out over the current wave's non-skipped
-    /// members, in percent, is ABOVE this.
+    /// Pause when failed+timed-out over a wave's non-skipped members, in
+    /// percent, is ABOVE this (judged on each failure, in the failed
+    /// device's wave: the current one or an earlier one).
     pub failure_threshold_pct: f64,
     /// A wave is done when succeeded over its non-skipped members, in
     /// percent, is AT OR ABOVE this.

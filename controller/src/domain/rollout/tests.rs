@@ -563,9 +563,10 @@ fn a_rollout_with_no_device_at_all_completes_at_start() {
 }
 
 #[test]
-fn the_failure_threshold_only_counts_the_current_wave() {
-    // Canary of 1 device; its success advances; a failure of a canary
-    // straggler later does not pause wave 2.
+fn a_failure_is_judged_in_its_own_wave_also_after_that_wave_advanced() {
+    // A canary of 2 advances at 50 % success while its second device is
+    // still on its way; that device then rolls back: 1 of 2 canaries
+    // failed, above 2 %, and the rollout stops though wave 2 runs.
     let mut c = devices("IR-01", 2);
     c.extend(devices("IR-02", 10));
     let mut s = Sim::new(
@@ -586,8 +587,39 @@ fn the_failure_threshold_only_counts_the_current_wave() {
     );
     let out = s.end("IR-01-000", Outcome::Committed);
     assert!(out.contains(&Decision::WaveStarted(1)));
-    let out = s.end("IR-02-000", Outcome::Failed);
-    assert_eq!(paused_reason(&out), None, "a wave-1 failure in wave 2");
+    let out = s.end("IR-02-000", Outcome::RolledBack);
+    let reason = paused_reason(&out).expect("the canary's late failure pauses");
+    assert!(
+        reason.starts_with("wave 1 (canary): 1 of 2 devices failed"),
+        "{reason}"
+    );
+    assert_eq!(s.phase(), Phase::Paused);
+}
+
+#[test]
+fn a_late_failure_of_an_earlier_wave_below_its_threshold_does_not_pause() {
+    // 1 late failure in a first wave of 60 is 1.7 %, under 2 %: the
+    // second wave goes on.
+    let mut c = devices("IR-01", 60);
+    c.extend(devices("IR-02", 10));
+    let mut s = Sim::new(
+        Policy {
+            success_threshold_pct: 90.0,
+            ..unlimited()
+        },
+        &WavesSpec {
+            canary: None,
+            groups: vec![vec![prov("IR-01")]],
+        },
+        c,
+    );
+    s.start();
+    for i in 0..59 {
+        s.end(&format!("IR-01-{i:03}"), Outcome::Committed);
+    }
+    assert_eq!(s.e.status().wave, 1, "the first wave is done at 59 of 60");
+    let out = s.end("IR-01-059", Outcome::RolledBack);
+    assert_eq!(paused_reason(&out), None);
     assert_eq!(s.phase(), Phase::Running);
 }
 
