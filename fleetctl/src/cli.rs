@@ -321,8 +321,9 @@ pub enum RolloutCmd {
         output: Output,
     },
     /// One rollout: its plan, each wave with its provinces' counters, its
-    /// log; --watch refreshes bars every 2 s until it is completed or
-    /// aborted; --members STATE lists its devices in that state.
+    /// log; --watch refreshes bars every 2 s until it is completed,
+    /// aborted or paused (an operator must act: it says how); --members
+    /// STATE lists its devices in that state.
     Show {
         id: u64,
         #[arg(long, conflicts_with = "members")]

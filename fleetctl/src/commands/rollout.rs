@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fleet_api::types::{
-    CanaryRequest, Counters, MemberState, MemberView, PolicyRequest, RolloutAction, RolloutRequest,
-    RolloutSelector, RolloutSummary, RolloutView, WaveState,
+    CanaryRequest, Counters, MemberState, MemberView, PolicyRequest, RolloutAction, RolloutPhase,
+    RolloutRequest, RolloutSelector, RolloutSummary, RolloutView, WaveState,
 };
 use fleet_api::Client;
 use fleet_protocol::ProvinceCode;
@@ -245,7 +245,8 @@ pub async fn action(
 /// `rollout show ID --watch`: bars (on a terminal) or a line per refresh
 /// (otherwise: on stdout, or on stderr when `lines_to_stderr`, so that
 /// JSON or CSV output stays whole) every 2 s until the rollout is
-/// completed or aborted; the last view is the result.
+/// completed, aborted or paused (then an operator must act: a line on
+/// stderr says how); the last view is the result.
 pub async fn watch(
     client: &Client,
     id: u64,
@@ -288,10 +289,17 @@ pub async fn watch(
         } else {
             println!("{}", headline(&view));
         }
-        if view.summary.phase.is_final() {
+        let paused = view.summary.phase == RolloutPhase::Paused;
+        if view.summary.phase.is_final() || paused {
             head.finish();
             for (_, bar) in &shown {
                 bar.finish();
+            }
+            if paused {
+                eprintln!(
+                    "rollout {id} is paused: `fleetctl rollout show {id} --members failed` says which devices failed and why; \
+                     `fleetctl rollout retry-failed {id}` tries them again, `fleetctl rollout resume {id}` goes on"
+                );
             }
             return Ok(Rollout(view));
         }
