@@ -211,23 +211,36 @@ impl Fleet {
 /// the controller's TUF repository (`1.root.json`, over HTTPS with the
 /// fleet CA). A real device ships the release team's root in its image and
 /// never takes it from the network; here the simulator plays the factory.
+///
+/// `None` when the controller has no firmware repository yet (HTTP 409,
+/// `fleet-controller firmware-init` not run): the devices then run
+/// without updates, as a device without `[update]` does, and a warning
+/// says so.
 async fn fleet_update(
     controller: &str,
     ca_pem: &str,
     sim: crate::update::SimUpdate,
-) -> anyhow::Result<crate::update::FleetUpdate> {
+) -> anyhow::Result<Option<crate::update::FleetUpdate>> {
     let ca = (!ca_pem.is_empty()).then(|| ca_pem.as_bytes().to_vec());
     let client = Client::new(controller, ca.as_deref())?.with_timeout(Duration::from_secs(60));
-    let root = client
-        .tuf_metadata("1.root.json")
-        .await
-        .context("fetching the trusted root (1.root.json) from the controller's firmware repository (is it set up? fleet-controller firmware-init)")?;
-    Ok(crate::update::FleetUpdate {
+    let root = match client.tuf_metadata("1.root.json").await {
+        Ok(root) => root,
+        Err(e) if e.status() == Some(409) => {
+            tracing::warn!(error = %e, "the controller has no firmware repository (fleet-controller firmware-init): the simulated devices run without updates");
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(
+                "fetching the trusted root (1.root.json) from the controller's firmware repository",
+            ))
+        }
+    };
+    Ok(Some(crate::update::FleetUpdate {
         sim,
         repo_url: format!("{}/api/v1/tuf", controller.trim_end_matches('/')),
         root: Arc::new(root),
         ca_pem: ca,
-    })
+    }))
 }
 
 /// Everything a test or a bench needs in one call: enrol the plan's
@@ -256,29 +269,35 @@ pub async fn start(
     ready_timeout: Duration,
 ) -> anyhow::Result<(Fleet, usize)> {
     let updates = match &cfg.update {
-        Some(sim) => {
-            let fleet = fleet_update(&cfg.controller, &identities.ca, sim.clone()).await?;
-            let temp = match &sim.dir {
-                Some(d) => {
-                    std::fs::create_dir_all(d)?;
-                    None
-                }
-                None => Some(tempfile::Builder::new().prefix("fleet-sim-").tempdir()?),
-            };
-            let base = match (&temp, &sim.dir) {
-                (Some(t), _) => t.path().to_owned(),
-                (None, Some(d)) => d.clone(),
-                (None, None) => unreachable!("one of the two is set above"),
-            };
-            let eligible: Vec<bool> = plan
-                .devices
-                .iter()
-                .map(|d| d.condition != Condition::Offline)
-                .collect();
-            let roles =
-                crate::update::roles(&eligible, sim.fail_share, sim.never_return_share, sim.seed);
-            Some((fleet, base, temp, roles))
-        }
+        Some(sim) => match fleet_update(&cfg.controller, &identities.ca, sim.clone()).await? {
+            None => None,
+            Some(fleet) => {
+                let temp = match &sim.dir {
+                    Some(d) => {
+                        std::fs::create_dir_all(d)?;
+                        None
+                    }
+                    None => Some(tempfile::Builder::new().prefix("fleet-sim-").tempdir()?),
+                };
+                let base = match (&temp, &sim.dir) {
+                    (Some(t), _) => t.path().to_owned(),
+                    (None, Some(d)) => d.clone(),
+                    (None, None) => unreachable!("one of the two is set above"),
+                };
+                let eligible: Vec<bool> = plan
+                    .devices
+                    .iter()
+                    .map(|d| d.condition != Condition::Offline)
+                    .collect();
+                let roles = crate::update::roles(
+                    &eligible,
+                    sim.fail_share,
+                    sim.never_return_share,
+                    sim.seed,
+                );
+                Some((fleet, base, temp, roles))
+            }
+        },
         None => None,
     };
     let (stop, stop_rx) = watch::channel(false);
