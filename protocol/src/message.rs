@@ -360,6 +360,13 @@ impl ArtifactKind {
             ArtifactKind::Agent => "agent",
         }
     }
+
+    /// The kind named by [`ArtifactKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [ArtifactKind::Firmware, ArtifactKind::Agent]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
 }
 
 /// A time range (Unix ms, `from_ms` inclusive, `to_ms` exclusive) in which

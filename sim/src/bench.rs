@@ -169,11 +169,7 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 async fn ingested(api: &Api) -> anyhow::Result<f64> {
     let text = api.client.metrics().await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("fleet_ingest_messages_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    Ok(counter(&text, "fleet_ingest_messages_total"))
 }
 
 async fn set_baselines(api: &Api) -> anyhow::Result<()> {

@@ -272,17 +272,16 @@ pub async fn start(
         Some(sim) => match fleet_update(&cfg.controller, &identities.ca, sim.clone()).await? {
             None => None,
             Some(fleet) => {
-                let temp = match &sim.dir {
+                let (temp, base) = match &sim.dir {
                     Some(d) => {
                         std::fs::create_dir_all(d)?;
-                        None
+                        (None, d.clone())
                     }
-                    None => Some(tempfile::Builder::new().prefix("fleet-sim-").tempdir()?),
-                };
-                let base = match (&temp, &sim.dir) {
-                    (Some(t), _) => t.path().to_owned(),
-                    (None, Some(d)) => d.clone(),
-                    (None, None) => unreachable!("one of the two is set above"),
+                    None => {
+                        let t = tempfile::Builder::new().prefix("fleet-sim-").tempdir()?;
+                        let base = t.path().to_owned();
+                        (Some(t), base)
+                    }
                 };
                 let eligible: Vec<bool> = plan
                     .devices

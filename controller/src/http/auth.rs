@@ -25,7 +25,9 @@ pub async fn authenticate(
         .get::<ConnectInfo<super::tls::Peer>>()
         .map_or_else(|| "unknown".to_owned(), |c| c.0 .0.ip().to_string());
     let now = unix_ms();
-    let principal = match bearer(&req).and_then(|token| Ok(st.access.authenticate(token, now)?)) {
+    let principal = match bearer(req.headers())
+        .and_then(|token| Ok(st.access.authenticate(token, now)?))
+    {
         Ok(p) => p,
         Err(why) => {
             metrics::counter!("fleet_auth_failures_total", "reason" => why.reason()).increment(1);
@@ -45,10 +47,10 @@ pub async fn authenticate(
     Ok(next.run(req).await)
 }
 
-/// The token of `Authorization: Bearer TOKEN`.
-fn bearer(req: &Request) -> Result<&str, Unauthenticated> {
-    let header = req
-        .headers()
+/// The token of `Authorization: Bearer TOKEN` (an operator's, or a log
+/// upload's ticket).
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, Unauthenticated> {
+    let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or(Unauthenticated::Missing)?;

@@ -200,8 +200,9 @@ pub async fn set_desired(
     desired: Desired,
     now_ms: u64,
 ) -> Result<(), DesiredError> {
-    let _held = publisher.lock_desired().await;
-    set_desired_locked(store, fleet, publisher, device, desired, now_ms).await
+    update_desired(store, fleet, publisher, device, |d| *d = desired, now_ms)
+        .await
+        .map(drop)
 }
 
 /// Change a device's desired state: `change` is applied to the state held
@@ -218,39 +219,18 @@ pub async fn update_desired(
     now_ms: u64,
 ) -> Result<Desired, DesiredError> {
     let _held = publisher.lock_desired().await;
-    let mut desired = crate::domain::desired::desired_of(
-        fleet
-            .read()
-            .expect("fleet lock is never poisoned")
+    let mut desired = {
+        let fleet = fleet.read().expect("fleet lock is never poisoned");
+        let held = fleet
             .get(device)
-            .and_then(|d| d.desired.as_ref()),
-        &[],
-    );
+            .ok_or_else(|| DesiredError::UnknownDevice(device.clone()))?;
+        crate::domain::desired::desired_of(held.desired.as_ref(), &[])
+    };
     change(&mut desired);
-    set_desired_locked(store, fleet, publisher, device, desired.clone(), now_ms).await?;
-    Ok(desired)
-}
-
-async fn set_desired_locked(
-    store: &crate::store::Store,
-    fleet: &std::sync::RwLock<crate::domain::fleet::Fleet>,
-    publisher: &Publisher,
-    device: &DeviceId,
-    desired: Desired,
-    now_ms: u64,
-) -> Result<(), DesiredError> {
-    let known = fleet
-        .read()
-        .expect("fleet lock is never poisoned")
-        .get(device)
-        .is_some();
-    if !known {
-        return Err(DesiredError::UnknownDevice(device.clone()));
-    }
     store.set_desired(device, &desired, now_ms).await?;
     let sent = {
         let mut fleet = fleet.write().expect("fleet lock is never poisoned");
-        fleet.set_desired(device, desired, now_ms);
+        fleet.set_desired(device, desired.clone(), now_ms);
         fleet
             .desired_for(device)
             .expect("the device was known a moment ago and devices are never removed")
@@ -258,5 +238,5 @@ async fn set_desired_locked(
     if let Err(e) = publisher.desired(device, &sent, now_ms).await {
         tracing::warn!(error = %e, "desired state stored; it is sent when the device comes online");
     }
-    Ok(())
+    Ok(desired)
 }

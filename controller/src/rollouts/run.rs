@@ -468,15 +468,12 @@ impl Loop {
             .await
     }
 
+    /// Every decision but a release ([`Self::decided`] sends those).
     async fn decided_one(&mut self, id: u64, d: Decision, by: Option<&Caller>) {
         let now = unix_ms();
         {
             match d {
-                Decision::Release { device, attempt } => {
-                    if let Err(why) = self.release(id, &device, attempt).await {
-                        warn!(rollout = id, device = %device, %why, "a release was not sent");
-                    }
-                }
+                Decision::Release { .. } | Decision::Aborted => {}
                 Decision::Member(device) => {
                     self.dirty_members.entry(id).or_default().insert(device);
                 }
@@ -529,7 +526,6 @@ impl Loop {
                         self.set_baseline(id).await;
                     }
                 }
-                Decision::Aborted => {}
             }
         }
     }

@@ -40,14 +40,13 @@ where
 /// Parse a request; `Err` holds one message per bad field.
 pub fn parse(req: &RolloutRequest) -> Result<Spec, Vec<String>> {
     let mut errors = Vec::new();
-    let artifact = match req.artifact.as_str() {
-        "firmware" => Some(ArtifactKind::Firmware),
-        "agent" => Some(ArtifactKind::Agent),
-        other => {
-            errors.push(format!("artifact: {other:?} is neither firmware nor agent"));
-            None
-        }
-    };
+    let artifact = ArtifactKind::parse(&req.artifact);
+    if artifact.is_none() {
+        errors.push(format!(
+            "artifact: {:?} is neither firmware nor agent",
+            req.artifact
+        ));
+    }
     let model = Model::parse(req.model.trim())
         .map_err(|e| errors.push(format!("model: {e}")))
         .ok();

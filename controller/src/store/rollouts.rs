@@ -187,25 +187,6 @@ impl Store {
         Ok(id)
     }
 
-    /// Write what one tick changed, all of it or nothing.
-    pub async fn persist_rollout_changes(&self, c: &RolloutChanges) -> Result<(), StoreError> {
-        if c.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.write_tx().await?;
-        if let Some((id, s)) = &c.status {
-            write_status(&mut tx, *id, s).await?;
-        }
-        for (id, m) in &c.members {
-            write_member(&mut tx, *id, m).await?;
-        }
-        for l in &c.log {
-            write_log(&mut tx, l).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Write what a tick changed for several rollouts, in one transaction.
     pub async fn persist_rollouts(&self, all: &[RolloutChanges]) -> Result<(), StoreError> {
         if all.iter().all(RolloutChanges::is_empty) {

@@ -8,12 +8,6 @@ use sqlx::Row;
 use super::{corrupt, to_i64, to_u64, Store, StoreError};
 use crate::domain::updates::{self, Outcome, Track};
 
-fn artifact_of(s: &str) -> Option<ArtifactKind> {
-    [ArtifactKind::Firmware, ArtifactKind::Agent]
-        .into_iter()
-        .find(|a| a.as_str() == s)
-}
-
 fn track_of(r: &sqlx::sqlite::SqliteRow) -> Result<Track, StoreError> {
     let c = |e: String| corrupt("device_updates", e);
     let artifact: String = r.get("artifact");
@@ -21,7 +15,8 @@ fn track_of(r: &sqlx::sqlite::SqliteRow) -> Result<Track, StoreError> {
     let phase: Option<String> = r.get("phase");
     let outcome: Option<String> = r.get("outcome");
     Ok(Track {
-        artifact: artifact_of(&artifact).ok_or_else(|| c(format!("artifact {artifact:?}")))?,
+        artifact: ArtifactKind::parse(&artifact)
+            .ok_or_else(|| c(format!("artifact {artifact:?}")))?,
         version: Version::parse(&version).map_err(|e| c(e.to_string()))?,
         phase: match phase {
             Some(p) => Some(updates::parse_phase(&p).ok_or_else(|| c(format!("phase {p:?}")))?),

@@ -365,13 +365,6 @@ impl Report for SentMany {
         }
         View::Grid { grid, footer }
     }
-
-    fn csv(&self) -> View {
-        let View::Grid { grid, .. } = self.table() else {
-            unreachable!("the commands' table is a grid")
-        };
-        View::grid(grid)
-    }
 }
 
 /// `device logs ID [--command CMD] [-o FILE]`.

@@ -519,10 +519,6 @@ impl Report for Rollout {
             footer,
         }
     }
-
-    fn csv(&self) -> View {
-        View::grid(self.grid())
-    }
 }
 
 /// Every rollout.

@@ -666,11 +666,8 @@ impl Engine {
                 self.pause(reason, out);
             }
         }
-        let hold = match self.status.phase {
-            Phase::Running => self.hold(world),
-            Phase::Completed if self.pending_total > 0 => self.hold(world),
-            _ => None,
-        };
+        // Depends only on the world and the policy: once for this input.
+        let hold = self.hold(world);
         let frozen = hold.as_ref().is_some_and(|(_, f)| *f);
         while self.status.phase == Phase::Running && !frozen && self.wave_done(self.status.wave) {
             let w = self.status.wave;
@@ -701,7 +698,7 @@ impl Engine {
         }
         let held = match self.status.phase {
             Phase::Running => hold.map(|(h, _)| h),
-            Phase::Completed if self.pending_total > 0 => self.hold(world).map(|(h, _)| h),
+            Phase::Completed if self.pending_total > 0 => hold.map(|(h, _)| h),
             _ => None,
         };
         if held != self.status.held {

@@ -26,7 +26,7 @@ use tracing::warn;
 use crate::access::Caller;
 use crate::clock::unix_ms;
 use crate::domain::commands::{self, CommandState, OutOfScope, Selector, UploadRefused};
-use crate::http::{audited, parse, ApiError, AppState, Unauthenticated};
+use crate::http::{audited, parse, ApiError, AppState};
 use crate::store::CommandRow;
 
 /// `POST /api/v1/devices/{id}/commands`.
@@ -242,15 +242,13 @@ fn sent(device: &DeviceId, command: &Command) -> CommandSent {
     }
 }
 
-fn upload_token(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(Unauthenticated::Missing)?;
-    Ok(value
-        .strip_prefix("Bearer ")
-        .ok_or(Unauthenticated::NotBearer)?
-        .trim())
+/// Where a command's uploaded logs are kept: `DATA/logs/DEVICE/COMMAND.log`
+/// (the device id and the command id are checked names, no path separators).
+fn log_file(data_dir: &std::path::Path, device: &DeviceId, command: &str) -> std::path::PathBuf {
+    data_dir
+        .join("logs")
+        .join(device.as_str())
+        .join(format!("{command}.log"))
 }
 
 fn parse_command_id(id: &str) -> Result<(), ApiError> {
@@ -303,7 +301,7 @@ async fn take_logs(
 ) -> Result<Json<LogsUploaded>, ApiError> {
     let device: DeviceId = parse("device id", id)?;
     parse_command_id(command)?;
-    let token = upload_token(headers)?;
+    let token = crate::http::auth::bearer(headers)?;
     let limit = st.max_log_bytes;
     // A declared length above the limit is refused before a byte is read.
     let declared = headers
@@ -340,9 +338,11 @@ async fn take_logs(
     }
     // The token is spent only once the whole body is on disk, so an upload
     // cut short can be sent again with the same token.
-    let dir = st.data_dir.join("logs").join(device.as_str());
-    let path = dir.join(format!("{command}.log"));
-    let (part, bytes) = match receive(body, &dir, &path, limit).await {
+    let path = log_file(&st.data_dir, &device, command);
+    let dir = path
+        .parent()
+        .expect("a log file is inside its device's directory");
+    let (part, bytes) = match receive(body, dir, &path, limit).await {
         Ok(got) => got,
         Err(e) => return Err(refuse(e).await),
     };
@@ -363,7 +363,7 @@ async fn take_logs(
         let _ = tokio::fs::remove_file(&part).await;
         return Err(refuse(e.into()).await);
     }
-    place(&part, &dir, &path).await?;
+    place(&part, dir, &path).await?;
     // Recorded before the audit entry: an audit failure must not lose
     // the fact that the logs are here.
     st.store.set_upload_bytes(command, bytes).await?;
@@ -468,11 +468,7 @@ pub async fn device_logs(
         // Another province's device looks exactly like one that does not exist.
         .filter(|d| caller.principal.sees(d.reg.province))
         .ok_or_else(|| ApiError::UnknownDevice(device.clone()))?;
-    let path = st
-        .data_dir
-        .join("logs")
-        .join(device.as_str())
-        .join(format!("{command}.log"));
+    let path = log_file(&st.data_dir, &device, &command);
     let bytes = match tokio::fs::read(&path).await {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

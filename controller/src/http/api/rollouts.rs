@@ -25,15 +25,7 @@ pub async fn create(
     Json(req): Json<RolloutRequest>,
 ) -> Result<Json<RolloutView>, ApiError> {
     let spec = parse_spec(&req).map_err(RolloutError::Invalid)?;
-    let known = {
-        let name = spec.manifest.clone();
-        st.firmware
-            .blocking(move |fw| Ok(fw.repo()?.targets()?.into_iter().any(|t| t.name == name)))
-            .await?
-    };
-    if !known {
-        return Err(ApiError::UnknownTarget(spec.manifest));
-    }
+    super::updates::ensure_published(&st, &spec.manifest).await?;
     Ok(Json(st.rollouts.create(req, spec, caller).await?))
 }
 

@@ -18,13 +18,24 @@ use crate::domain::commands;
 use crate::http::{audited, parse, ApiError, AppState};
 
 fn artifact_of(s: &str) -> Result<ArtifactKind, ApiError> {
-    match s {
-        "firmware" => Ok(ArtifactKind::Firmware),
-        "agent" => Ok(ArtifactKind::Agent),
-        other => Err(ApiError::Invalid {
-            message: format!("artifact: {other:?} is neither firmware nor agent"),
-            errors: Vec::new(),
-        }),
+    ArtifactKind::parse(s).ok_or_else(|| ApiError::Invalid {
+        message: format!("artifact: {s:?} is neither firmware nor agent"),
+        errors: Vec::new(),
+    })
+}
+
+/// Refuse a target name the firmware repository does not publish (404).
+pub(super) async fn ensure_published(st: &AppState, name: &str) -> Result<(), ApiError> {
+    let known = {
+        let name = name.to_owned();
+        st.firmware
+            .blocking(move |fw| Ok(fw.repo()?.targets()?.into_iter().any(|t| t.name == name)))
+            .await?
+    };
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::UnknownTarget(name.to_owned()))
     }
 }
 
@@ -53,15 +64,7 @@ pub async fn update_device(
         },
     };
     let name = target_name(artifact, &model, &version);
-    let known = {
-        let name = name.clone();
-        st.firmware
-            .blocking(move |fw| Ok(fw.repo()?.targets()?.into_iter().any(|t| t.name == name)))
-            .await?
-    };
-    if !known {
-        return Err(ApiError::UnknownTarget(name));
-    }
+    ensure_published(&st, &name).await?;
     let attempt = req.attempt.unwrap_or(0);
     let target = TargetFirmware {
         version: version.clone(),
