@@ -228,11 +228,12 @@ fn main() -> anyhow::Result<()> {
             ucfg.usb = Some(target);
             let state = fleet_agent::update::state::StateFile::in_dir(&ucfg.dir);
             let hw = hardware(&cfg)?;
+            let shutdown = {
+                let _rt = rt.enter();
+                fleet_agent::process::shutdown_signal().context("cannot install signal handlers")?
+            };
             rt.block_on(fleet_agent::runtime::run_with(
-                runtime,
-                options,
-                hw,
-                fleet_agent::process::shutdown_signal(),
+                runtime, options, hw, shutdown,
             ))?;
             let after = state.load()?;
             println!("update step: {}", after.step.name());
@@ -336,11 +337,12 @@ fn main() -> anyhow::Result<()> {
             let runtime = cfg.runtime()?;
             let options = cfg.options()?;
             let hw = hardware(&cfg)?;
+            let shutdown = {
+                let _rt = rt.enter();
+                fleet_agent::process::shutdown_signal().context("cannot install signal handlers")?
+            };
             rt.block_on(fleet_agent::runtime::run_with(
-                runtime,
-                options,
-                hw,
-                fleet_agent::process::shutdown_signal(),
+                runtime, options, hw, shutdown,
             ))?;
             Ok(())
         }

@@ -322,8 +322,16 @@ fn main() -> anyhow::Result<()> {
                 show_progress: show,
                 update: update.sim(plan.seed),
             };
-            let (fleet, reported) =
-                run::start(&p, &cfg, &broker, &identities, Duration::from_secs(30)).await?;
+            let shutdown = fleet_agent::process::shutdown_signal()
+                .context("cannot install signal handlers")?;
+            tokio::pin!(shutdown);
+            let (fleet, reported) = tokio::select! {
+                started = run::start(&p, &cfg, &broker, &identities, Duration::from_secs(30)) => started?,
+                () = &mut shutdown => {
+                    tracing::info!("stopped while starting");
+                    return Ok(());
+                }
+            };
             tracing::info!(
                 devices = p.devices.len(),
                 reported,
@@ -343,7 +351,7 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             tokio::select! {
-                () = fleet_agent::process::shutdown_signal() => {}
+                () = &mut shutdown => {}
                 () = writer => {}
             }
             tracing::info!("stopping the simulated fleet");

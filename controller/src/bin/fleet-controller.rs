@@ -201,9 +201,12 @@ fn main() -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
+                // Installed before the ready line: a SIGTERM right after it
+                // must shut down cleanly, not kill the process.
+                let shutdown = shutdown_signal()?;
                 Application::build(cfg, listener)
                     .await?
-                    .run_until_stopped(shutdown_signal())
+                    .run_until_stopped(shutdown)
                     .await
             })
         }
@@ -214,11 +217,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler cannot fail on Linux");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the returned future is first polled.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
