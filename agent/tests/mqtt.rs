@@ -159,8 +159,19 @@ async fn reports_presence_state_health_by_exception_and_says_offline_when_stoppe
     })
     .await
     .unwrap();
-    assert!(seen.lock().unwrap().iter().any(|e| matches!(&e.payload,
-        Payload::Event(Event { kind: EventKind::CheckFailed { name, .. }, .. }) if name == "printer")));
+    // The event leaves through the outbox, separately from the state: it
+    // may arrive a moment after it.
+    eventually(T, "check-failed event", || async {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(&e.payload,
+                Payload::Event(Event { kind: EventKind::CheckFailed { name, .. }, .. }) if name == "printer"))
+            .then_some(())
+            .ok_or("no check-failed event".to_string())
+    })
+    .await
+    .unwrap();
 
     // Health is sent on the first sample only (report_every is an hour, no
     // threshold crossed): report by exception.
