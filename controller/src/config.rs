@@ -115,6 +115,94 @@ pub struct BrokerSection {
     pub insecure_dev: bool,
     pub crl_hook: String,
     pub crl_hook_timeout_secs: u64,
+    /// The provincial tier (`[[broker.provincial]]`); empty: every device
+    /// reaches the central broker.
+    pub provincial: Vec<ProvincialSection>,
+}
+
+/// One provincial broker, `[[broker.provincial]]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProvincialSection {
+    pub name: String,
+    /// Province codes, e.g. `["IR-02", "IR-27"]`.
+    pub provinces: Vec<String>,
+    /// Where its devices reach it.
+    #[serde(default = "loopback")]
+    pub host: String,
+    /// Managed: a fixed port, or 0 for the last one used (else a free one).
+    /// Not managed: its port (required).
+    #[serde(default)]
+    pub port: u16,
+    /// Started and supervised by this controller; false: Ansible runs it.
+    #[serde(default = "yes")]
+    pub managed: bool,
+    /// Where its bridge connects, `host:port`; empty: the central broker.
+    #[serde(default)]
+    pub uplink: String,
+}
+
+fn loopback() -> String {
+    "127.0.0.1".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BrokerSection {
+    /// The tier this section describes.
+    pub fn tier(&self) -> Result<crate::broker::tier::Tier, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "broker.provincial",
+            reason,
+        };
+        let mut brokers = Vec::with_capacity(self.provincial.len());
+        for b in &self.provincial {
+            let provinces = b
+                .provinces
+                .iter()
+                .map(|c| fleet_protocol::ProvinceCode::parse(c))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("{}: {e}", b.name)))?;
+            if !b.managed && b.port == 0 {
+                return Err(invalid(format!(
+                    "{}: a broker this controller does not run needs its port",
+                    b.name
+                )));
+            }
+            brokers.push(crate::broker::tier::TierBroker {
+                name: b.name.clone(),
+                provinces,
+                host: b.host.clone(),
+                port: b.port,
+                managed: b.managed,
+                uplink: b.uplink.clone(),
+            });
+        }
+        crate::broker::tier::Tier::new(brokers).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Replace the tier with `n` managed brokers on this machine
+    /// (`serve --provincial-brokers N`).
+    pub fn set_managed_tier(&mut self, n: usize) -> Result<(), ConfigError> {
+        let brokers =
+            crate::broker::tier::managed_tier(n, &self.host).map_err(|e| ConfigError::Invalid {
+                key: "broker.provincial",
+                reason: e.to_string(),
+            })?;
+        self.provincial = brokers
+            .into_iter()
+            .map(|b| ProvincialSection {
+                name: b.name,
+                provinces: b.provinces.iter().map(ToString::to_string).collect(),
+                host: b.host,
+                port: 0,
+                managed: true,
+                uplink: String::new(),
+            })
+            .collect();
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +311,7 @@ impl ControllerConfig {
         if self.broker.mode == BrokerKind::External && self.broker.port == 0 {
             return invalid("broker.port", "an external broker needs its port");
         }
+        self.broker.tier()?;
         if self.ingest.keep_alive_secs < 5 {
             return invalid("ingest.keep_alive_secs", "at least 5 seconds");
         }
@@ -455,6 +544,49 @@ mod tests {
         assert_eq!(serve.max_connections, 4096);
         assert_eq!(serve.max_connections_per_ip, 256);
         assert!(!cfg.broker.insecure_dev);
+    }
+
+    #[test]
+    fn a_provincial_tier_from_the_site_file_or_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("controller.toml");
+        std::fs::write(
+            &site,
+            "[[broker.provincial]]\nname = \"north\"\nprovinces = [\"IR-01\", \"IR-02\"]\n\
+             [[broker.provincial]]\nname = \"south\"\nprovinces = [\"IR-07\"]\nhost = \"10.0.0.7\"\nport = 8883\nmanaged = false\n",
+        )
+        .unwrap();
+        let cfg = ControllerConfig::load(Site::File(&site), env(&[])).unwrap();
+        cfg.validate().unwrap();
+        let tier = cfg.broker.tier().unwrap();
+        let south = tier.by_bridge("bridge.south").unwrap();
+        assert_eq!(
+            (south.host.as_str(), south.port, south.managed),
+            ("10.0.0.7", 8883, false)
+        );
+        let north = tier.by_bridge("bridge.north").unwrap();
+        assert_eq!(
+            (north.host.as_str(), north.port, north.managed),
+            ("127.0.0.1", 0, true)
+        );
+        assert!(ControllerConfig::defaults()
+            .broker
+            .tier()
+            .unwrap()
+            .is_empty());
+
+        std::fs::write(
+            &site,
+            "[[broker.provincial]]\nname = \"x\"\nprovinces = [\"IR-99\"]\n",
+        )
+        .unwrap();
+        let bad = ControllerConfig::load(Site::File(&site), env(&[])).unwrap_err();
+        assert!(bad.to_string().contains("IR-99"), "{bad}");
+
+        let mut flag = ControllerConfig::defaults();
+        flag.broker.set_managed_tier(2).unwrap();
+        assert_eq!(flag.broker.tier().unwrap().brokers().len(), 2);
+        assert!(flag.broker.set_managed_tier(0).is_err());
     }
 
     #[test]

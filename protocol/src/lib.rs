@@ -28,4 +28,4 @@ pub use message::{
     UpdateOutcome, UpdatePhase, UpdateStatus, UploadTicket,
 };
 pub use provinces::{Province, PROVINCES};
-pub use topic::{Topic, TopicError, TopicKind};
+pub use topic::{Routed, Topic, TopicError, TopicKind};

@@ -1,5 +1,14 @@
 //! The topic scheme, `fleet/v1/dev/{device id}/{kind}`. Topics are built and
 //! parsed here and nowhere else.
+//!
+//! Behind a provincial broker, the same topics reach the central broker
+//! under the bridge's own prefix, `fleet/v1/b/{bridge}/dev/{id}/{kind}`,
+//! where `{bridge}` is the bridge's certificate name (`bridge.{name}`, see
+//! [`bridge_identity`]). The central broker's ACL lets a bridge write and
+//! read only under its own prefix, and the controller accepts a device's
+//! message from a bridge only if that bridge serves the device's province.
+//! A bridge reports its link on `fleet/v1/bridge/{bridge}/state` ("1" up,
+//! "0" down; Mosquitto's bridge notifications, "0" as its last will).
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,6 +17,66 @@ use crate::ids::DeviceId;
 
 pub const ROOT: &str = "fleet/v1";
 const DEV_PREFIX: &str = "fleet/v1/dev/";
+const BRIDGED_PREFIX: &str = "fleet/v1/b/";
+const BRIDGE_STATE_PREFIX: &str = "fleet/v1/bridge/";
+
+/// What every bridge identity starts with. A device id cannot hold a dot,
+/// so no device certificate can carry a bridge's name.
+pub const BRIDGE_IDENTITY_PREFIX: &str = "bridge.";
+
+/// A provincial broker's name: `[a-z0-9-]{1,32}` (e.g. `p01`, `north`).
+pub fn valid_broker_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The certificate name (and MQTT user and client id) of the bridge of
+/// provincial broker `name`: `bridge.{name}`.
+pub fn bridge_identity(name: &str) -> String {
+    format!("{BRIDGE_IDENTITY_PREFIX}{name}")
+}
+
+/// The provincial broker's name in a bridge identity, if it is one.
+pub fn parse_bridge_identity(identity: &str) -> Option<&str> {
+    identity
+        .strip_prefix(BRIDGE_IDENTITY_PREFIX)
+        .filter(|n| valid_broker_name(n))
+}
+
+/// Where a bridge reports its link to the central broker.
+pub fn bridge_state_topic(identity: &str) -> String {
+    format!("{BRIDGE_STATE_PREFIX}{identity}/state")
+}
+
+/// Every bridge's link state, for the controller.
+pub fn bridge_state_filter() -> String {
+    format!("{BRIDGE_STATE_PREFIX}+/state")
+}
+
+/// A bridge link report: the bridge identity and whether the link is up.
+/// `None` for anything else (another topic, a malformed name or payload).
+pub fn parse_bridge_state<'a>(topic: &'a str, payload: &[u8]) -> Option<(&'a str, bool)> {
+    let identity = topic
+        .strip_prefix(BRIDGE_STATE_PREFIX)?
+        .strip_suffix("/state")?;
+    parse_bridge_identity(identity)?;
+    match payload {
+        b"1" => Some((identity, true)),
+        b"0" => Some((identity, false)),
+        _ => None,
+    }
+}
+
+/// A device topic and the bridge it came through (`None`: the device
+/// speaks to the central broker itself).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Routed {
+    /// The bridge identity (`bridge.{name}`).
+    pub via: Option<String>,
+    pub topic: Topic,
+}
 
 /// What a topic carries; the last topic segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,6 +175,8 @@ pub enum TopicError {
     UnknownKind(String),
     #[error("bad device id in topic: {0}")]
     Device(#[from] crate::ids::IdError),
+    #[error("topic {0:?} names no valid bridge (bridge.[a-z0-9-]{{1,32}})")]
+    Bridge(String),
 }
 
 /// A parsed device topic.
@@ -132,6 +203,49 @@ impl Topic {
             device: DeviceId::parse(id)?,
             kind: kind.parse()?,
         })
+    }
+
+    /// A device topic, direct (`fleet/v1/dev/…`) or through a bridge
+    /// (`fleet/v1/b/bridge.{name}/dev/…`).
+    pub fn parse_routed(topic: &str) -> Result<Routed, TopicError> {
+        let Some(rest) = topic.strip_prefix(BRIDGED_PREFIX) else {
+            return Ok(Routed {
+                via: None,
+                topic: Self::parse(topic)?,
+            });
+        };
+        let (identity, inner) = rest
+            .split_once('/')
+            .ok_or_else(|| TopicError::Shape(topic.to_owned()))?;
+        if parse_bridge_identity(identity).is_none() {
+            return Err(TopicError::Bridge(topic.to_owned()));
+        }
+        let inner = inner
+            .strip_prefix("dev/")
+            .ok_or_else(|| TopicError::Shape(topic.to_owned()))?;
+        Ok(Routed {
+            via: Some(identity.to_owned()),
+            topic: Self::parse(&format!("{DEV_PREFIX}{inner}"))?,
+        })
+    }
+
+    /// This topic as published on the central broker for a device behind
+    /// bridge `via` (`None`: the plain topic).
+    pub fn routed(&self, via: Option<&str>) -> String {
+        match via {
+            None => self.to_string(),
+            Some(b) => format!("{BRIDGED_PREFIX}{b}/dev/{}/{}", self.device, self.kind),
+        }
+    }
+
+    /// The controller's subscriptions to what agents behind any bridge
+    /// publish, `fleet/v1/b/+/dev/+/{kind}`.
+    pub fn bridged_controller_filters() -> Vec<String> {
+        TopicKind::ALL
+            .into_iter()
+            .filter(|k| k.from_agent())
+            .map(|k| format!("{BRIDGED_PREFIX}+/dev/+/{k}"))
+            .collect()
     }
 
     /// Everything under one device, `fleet/v1/dev/{id}/#`: what its ACL allows.
@@ -201,6 +315,58 @@ mod tests {
         ] {
             assert!(Topic::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn routed_topics_through_a_bridge() {
+        let t = Topic::new(DeviceId::parse("BB-1").unwrap(), TopicKind::State);
+        let up = t.routed(Some("bridge.p01"));
+        assert_eq!(up, "fleet/v1/b/bridge.p01/dev/BB-1/state");
+        let r = Topic::parse_routed(&up).unwrap();
+        assert_eq!((r.via.as_deref(), &r.topic), (Some("bridge.p01"), &t));
+        let direct = Topic::parse_routed("fleet/v1/dev/BB-1/state").unwrap();
+        assert_eq!((direct.via, direct.topic), (None, t.clone()));
+        assert_eq!(t.routed(None), "fleet/v1/dev/BB-1/state");
+        for bad in [
+            "fleet/v1/b/BB-2/dev/BB-1/state",    // a device's name, not a bridge
+            "fleet/v1/b/bridge./dev/BB-1/state", // empty name
+            "fleet/v1/b/bridge.P01/dev/BB-1/state", // upper case
+            "fleet/v1/b/bridge.p01/BB-1/state",
+            "fleet/v1/b/bridge.p01/dev/BB-1/state/x",
+            "fleet/v1/b/bridge.p01",
+            "fleet/v1/b/+/dev/BB-1/state",
+        ] {
+            assert!(Topic::parse_routed(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            Topic::bridged_controller_filters()[1],
+            "fleet/v1/b/+/dev/+/state"
+        );
+    }
+
+    #[test]
+    fn bridge_identities_and_link_reports() {
+        assert_eq!(bridge_identity("p01"), "bridge.p01");
+        assert_eq!(parse_bridge_identity("bridge.p01"), Some("p01"));
+        assert_eq!(parse_bridge_identity("bridge.P01"), None);
+        assert_eq!(parse_bridge_identity("BB-1"), None);
+        assert!(
+            DeviceId::parse("bridge.p01").is_err(),
+            "a device could take a bridge's name"
+        );
+        assert!(
+            valid_broker_name("north-2") && !valid_broker_name("") && !valid_broker_name("a/b")
+        );
+        let topic = bridge_state_topic("bridge.p01");
+        assert_eq!(topic, "fleet/v1/bridge/bridge.p01/state");
+        assert_eq!(parse_bridge_state(&topic, b"1"), Some(("bridge.p01", true)));
+        assert_eq!(
+            parse_bridge_state(&topic, b"0"),
+            Some(("bridge.p01", false))
+        );
+        assert_eq!(parse_bridge_state(&topic, b"up"), None);
+        assert_eq!(parse_bridge_state("fleet/v1/bridge/BB-1/state", b"1"), None);
+        assert_eq!(bridge_state_filter(), "fleet/v1/bridge/+/state");
     }
 
     #[test]

@@ -11,10 +11,12 @@
 //! - [`update`]: devices that update for real (the agent's update driver,
 //!   TUF client and an installer), with failures chosen from the seed.
 //! - [`bench`]: measured figures for the controller and the agent.
+//! - [`report`]: the table and JSON every bench leaves under `target/bench/`.
 
 pub mod bench;
 pub mod hardware;
 pub mod plan;
 pub mod reconnects;
+pub mod report;
 pub mod run;
 pub mod update;

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub mod account;
 mod kick;
 pub mod revocation;
+pub mod tier;
 pub use kick::Kicker;
 pub use revocation::{CrlHook, Revocation, RevocationError};
 use tracing::{error, info, warn};
