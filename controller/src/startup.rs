@@ -673,6 +673,56 @@ pub async fn firmware_init(
     Ok(done?)
 }
 
+/// `fleet-controller issue-cert`: a client certificate for `identity` (a
+/// bridge or the observer) from the fleet CA, written to `out` as
+/// `IDENTITY.crt`, `IDENTITY.key` (0600) and `ca.crt`, recorded in the
+/// audit log first. Returns the files written.
+pub async fn issue_cert(
+    data_dir: &Path,
+    identity: &str,
+    out: &Path,
+    days: u32,
+    who: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let paths = PkiPaths::new(data_dir);
+    paths.require(data_dir)?;
+    let (store, access) = open_store(data_dir).await?;
+    let by = access::Caller::system(who);
+    access
+        .record(
+            &by,
+            "pki.issue",
+            identity,
+            serde_json::json!({ "out": out, "days": days }),
+        )
+        .await?;
+    let issued = (|| -> anyhow::Result<Vec<PathBuf>> {
+        let (cert, key) = crate::pki::issue_client(
+            &paths,
+            identity,
+            time::Duration::days(i64::from(days.max(1))),
+        )?;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let files = vec![
+            out.join(format!("{identity}.crt")),
+            out.join(format!("{identity}.key")),
+            out.join("ca.crt"),
+        ];
+        crate::pki::write_file(&files[0], cert.as_bytes(), false)?;
+        crate::pki::write_file(&files[1], key.as_bytes(), true)?;
+        std::fs::copy(paths.ca_cert(), &files[2])
+            .with_context(|| format!("cannot write {}", files[2].display()))?;
+        Ok(files)
+    })();
+    if let Err(e) = &issued {
+        access
+            .failed(&by, "pki.issue", identity, &e.to_string())
+            .await;
+    }
+    store.close().await;
+    issued
+}
+
 /// `fleet-controller audit reseal`: write the audit head anew from the
 /// chain's last entry after the head file was lost or damaged, recorded in
 /// the log itself. Run it with the controller stopped.

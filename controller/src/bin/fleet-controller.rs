@@ -73,6 +73,26 @@ enum Cmd {
     },
     /// Print the built-in configuration: every key, documented, with its default.
     DefaultConfig,
+    /// Issue a client certificate from the fleet CA: for the bridge of a
+    /// provincial broker (`--kind bridge --name north`: certificate name
+    /// bridge.north) or for the read-only observer (`--kind observer`:
+    /// fleet.observer, reads every fleet topic on the central broker).
+    /// Writes OUT/IDENTITY.crt, OUT/IDENTITY.key (0600) and OUT/ca.crt, and
+    /// records it in the audit log.
+    IssueCert {
+        #[arg(long, env = "FLEET_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, value_parser = ["bridge", "observer"])]
+        kind: String,
+        /// The provincial broker's name ([a-z0-9-]{1,32}); kind bridge only.
+        #[arg(long, required_if_eq("kind", "bridge"))]
+        name: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
     /// The audit log, on this machine.
     Audit {
         #[command(subcommand)]
@@ -144,6 +164,34 @@ fn main() -> anyhow::Result<()> {
                 done.root_version,
                 done.targets_version
             );
+            Ok(())
+        }),
+        Cmd::IssueCert {
+            data_dir,
+            kind,
+            name,
+            out,
+            days,
+        } => runtime()?.block_on(async move {
+            let identity = match (kind.as_str(), name) {
+                ("bridge", Some(n)) => {
+                    anyhow::ensure!(
+                        fleet_protocol::topic::valid_broker_name(&n),
+                        "--name {n:?}: use 1-32 of a-z 0-9 -"
+                    );
+                    fleet_protocol::topic::bridge_identity(&n)
+                }
+                ("bridge", None) => anyhow::bail!("--kind bridge needs --name"),
+                _ => fleet_controller::pki::OBSERVER_IDENTITY.to_owned(),
+            };
+            let who = format!(
+                "fleet-controller issue-cert ({})",
+                std::env::var("USER").unwrap_or_else(|_| "local".into())
+            );
+            let files = startup::issue_cert(&data_dir, &identity, &out, days, &who).await?;
+            for f in files {
+                println!("{}", f.display());
+            }
             Ok(())
         }),
         Cmd::DefaultConfig => {

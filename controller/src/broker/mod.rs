@@ -77,11 +77,33 @@ pub struct BrokerTls {
 /// name and its client id) writes its own reports and certificate requests
 /// and reads its own desired state, commands and renewed certificates,
 /// nothing else; the controller reads and writes all.
+///
+/// Behind a provincial broker, its bridge (user `bridge.{name}`) writes and
+/// reads the same topics under its own prefix `fleet/v1/b/bridge.{name}/`
+/// only, and its link state on `fleet/v1/bridge/bridge.{name}/state`; the
+/// controller then accepts a device's message from a bridge only if that
+/// bridge serves the device's province (a device id has no dot, so no
+/// device is a bridge). The observer reads everything and writes nothing.
 pub fn render_acl(controller: &str) -> String {
     format!(
         "# Written by fleet-controller at every start; edits here are overwritten.\n\
          user {controller}\n\
          topic readwrite fleet/v1/dev/#\n\
+         topic readwrite fleet/v1/b/#\n\
+         topic read fleet/v1/bridge/#\n\
+         \n\
+         user {observer}\n\
+         topic read fleet/v1/#\n\
+         \n\
+         pattern write fleet/v1/b/%u/dev/+/presence\n\
+         pattern write fleet/v1/b/%u/dev/+/state\n\
+         pattern write fleet/v1/b/%u/dev/+/health\n\
+         pattern write fleet/v1/b/%u/dev/+/events\n\
+         pattern write fleet/v1/b/%u/dev/+/csr\n\
+         pattern read fleet/v1/b/%u/dev/+/desired\n\
+         pattern read fleet/v1/b/%u/dev/+/cmd\n\
+         pattern read fleet/v1/b/%u/dev/+/cert\n\
+         pattern write fleet/v1/bridge/%u/state\n\
          \n\
          pattern write fleet/v1/dev/%u/presence\n\
          pattern write fleet/v1/dev/%u/state\n\
@@ -90,7 +112,8 @@ pub fn render_acl(controller: &str) -> String {
          pattern read fleet/v1/dev/%u/desired\n\
          pattern read fleet/v1/dev/%u/cmd\n\
          pattern write fleet/v1/dev/%u/csr\n\
-         pattern read fleet/v1/dev/%u/cert\n"
+         pattern read fleet/v1/dev/%u/cert\n",
+        observer = crate::pki::OBSERVER_IDENTITY
     )
 }
 

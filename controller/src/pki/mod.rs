@@ -241,6 +241,34 @@ impl Ca {
     }
 }
 
+/// The read-only identity that may watch every fleet topic on the central
+/// broker (benches count the stream with it; operators can monitor).
+pub const OBSERVER_IDENTITY: &str = "fleet.observer";
+
+/// Issue a client certificate named `common_name` from the fleet CA, with
+/// a new key: (certificate PEM, key PEM). For the bridges of provincial
+/// brokers (`bridge.{name}`) and the observer; never a device's name (a
+/// device gets its certificate at enrolment, from its own key).
+pub fn issue_client(
+    paths: &PkiPaths,
+    common_name: &str,
+    valid_for: Duration,
+) -> Result<(String, String), PkiError> {
+    let ca = Ca::load(paths)?;
+    let key = KeyPair::generate()?;
+    let mut params = leaf_params(
+        common_name,
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        valid_for,
+    );
+    let mut serial = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut serial);
+    serial[0] &= 0x7f;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    Ok((ca.sign(&params, &key)?, key.serialize_pem()))
+}
+
 /// How long the certificates the controller issues live, and when they are
 /// renewed (`[pki]` in the configuration).
 #[derive(Debug, Clone, PartialEq)]
