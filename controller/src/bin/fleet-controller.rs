@@ -93,6 +93,25 @@ enum Cmd {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+    /// Drive the store writer as fast as it accepts, on a new database in
+    /// DIR, and print one JSON object (for `fleet-sim bench store`).
+    #[command(hide = true)]
+    BenchStore {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+        /// How long to write (the write rate; ignored with --day).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The writer's batch size (default: the configured store.batch_max).
+        #[arg(long)]
+        batch_max: Option<usize>,
+        /// Instead of the write rate: one simulated day of the field's
+        /// traffic, and the bytes it adds on disk.
+        #[arg(long)]
+        day: bool,
+    },
     /// The audit log, on this machine.
     Audit {
         #[command(subcommand)]
@@ -194,6 +213,56 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
+        Cmd::BenchStore {
+            data_dir,
+            devices,
+            seconds,
+            batch_max,
+            day,
+        } => {
+            let cfg = ControllerConfig::load(Site::Default, std::env::vars().collect())?;
+            let mut writer = cfg.writer();
+            if let Some(m) = batch_max {
+                anyhow::ensure!(m > 0, "--batch-max must be at least 1");
+                writer.max_batch = m;
+            }
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+            let db = data_dir.join(if day { "day.db" } else { "rate.db" });
+            anyhow::ensure!(
+                !db.exists(),
+                "{} exists: give an empty directory",
+                db.display()
+            );
+            use fleet_controller::store::bench;
+            let out = runtime()?.block_on(async move {
+                anyhow::Ok(if day {
+                    serde_json::to_value(
+                        bench::day_size(
+                            &db,
+                            devices,
+                            bench::DayRates::default(),
+                            writer,
+                            cfg.ingest.write_queue,
+                        )
+                        .await?,
+                    )?
+                } else {
+                    serde_json::to_value(
+                        bench::write_rate(
+                            &db,
+                            devices,
+                            std::time::Duration::from_secs(seconds.max(1)),
+                            writer,
+                            cfg.ingest.write_queue,
+                        )
+                        .await?,
+                    )?
+                })
+            })?;
+            println!("{out}");
+            Ok(())
+        }
         Cmd::DefaultConfig => {
             print!("{}", fleet_controller::config::DEFAULT_TOML);
             Ok(())

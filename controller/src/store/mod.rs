@@ -6,6 +6,7 @@
 
 mod audit;
 mod baselines;
+pub mod bench;
 mod commands;
 mod desired;
 mod devices;
@@ -93,6 +94,15 @@ impl Store {
     /// instead of failing when a read turns into a write.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Copy the WAL into the database and truncate it (what is on disk is
+    /// then the database file alone).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn close(&self) {

@@ -364,6 +364,15 @@ pub fn spawn_writer_with_tracks(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
+            // The queue as this batch starts (the op just taken included):
+            // full means the ingest was waiting on it (backpressure: it
+            // never drops a report, the broker holds what it cannot hand
+            // over meanwhile).
+            let queued = rx.len() + 1;
+            metrics::gauge!("fleet_store_write_queue_depth").set(queued as f64);
+            if queued >= rx.max_capacity() {
+                metrics::counter!("fleet_store_write_queue_full_total").increment(1);
+            }
             let mut batch = Batch::default();
             batch.push(first);
             let deadline = tokio::time::Instant::now() + cfg.max_delay;
@@ -663,6 +672,44 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_holds_the_sender_back_and_loses_nothing() {
+        let (_dir, store) = store().await;
+        // A queue of 2 and batches of 3: the sender waits on the writer
+        // most of the time.
+        let (tx, rx) = mpsc::channel(2);
+        let cfg = WriterConfig {
+            max_batch: 3,
+            ..WriterConfig::default()
+        };
+        let writer = spawn_writer(store.clone(), rx, cfg);
+        let a = DeviceId::parse("A").unwrap();
+        let committed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for seq in 1..=50 {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                tx.send(WriteOp::Event(a.clone(), event(seq, Some(9), "q"), 1)),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let c = std::sync::Arc::clone(&committed);
+            tx.send(WriteOp::AfterCommit(Box::new(move || {
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })))
+            .await
+            .unwrap();
+        }
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(committed.load(std::sync::atomic::Ordering::Relaxed), 50);
+        assert_eq!(store.recent_events(&a, 100).await.unwrap().len(), 50);
+        assert_eq!(store.event_gaps(&a, 10).await.unwrap().1, 0);
     }
 
     #[test]
