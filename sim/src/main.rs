@@ -239,6 +239,23 @@ enum BenchCmd {
         #[arg(long)]
         fleetctl_bin: Option<PathBuf>,
     },
+    /// The store: SQLite write rate with the writer's batching and with
+    /// batch_max = 1, and the bytes on disk per 100,000 devices per day.
+    Store {
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+        /// Seconds each write-rate run writes.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Devices of the simulated day (default: --devices).
+        #[arg(long)]
+        day_devices: Option<usize>,
+        #[arg(long)]
+        controller_bin: Option<PathBuf>,
+        /// Where the report goes (default: target/bench).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// One real fleet-agent process: resident memory, CPU, message sizes.
     Agent {
         #[arg(long, default_value_t = 60)]
@@ -433,6 +450,24 @@ fn main() -> anyhow::Result<()> {
                     })
                     .await
                 }
+                BenchCmd::Store {
+                    devices,
+                    seconds,
+                    day_devices,
+                    controller_bin,
+                    out,
+                } => tokio::task::spawn_blocking(move || {
+                    fleet_sim::bench::store::store(fleet_sim::bench::store::StoreBench {
+                        devices,
+                        seconds,
+                        day_devices,
+                        controller_bin,
+                        out: out.unwrap_or_else(fleet_sim::report::default_dir),
+                    })
+                    .map(|_| ())
+                })
+                .await
+                .context("the store bench panicked")?,
                 BenchCmd::Agent {
                     duration_secs,
                     controller_bin,

@@ -11,6 +11,8 @@ use anyhow::{bail, Context};
 use fleet_protocol::{DeviceId, Envelope, Payload};
 
 use crate::plan::{Plan, PlanConfig, MODELS};
+
+pub mod store;
 use crate::run::{self, Api, RunConfig};
 
 /// A binary next to this one (same cargo profile directory), or `explicit`.
