@@ -256,6 +256,15 @@ enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The protocol's receive path on one core: topic parsed (direct or
+    /// through a bridge) and envelope decoded and checked, messages/s.
+    Decode {
+        #[arg(long, default_value_t = 2_000_000)]
+        messages: usize,
+        /// Where the report goes (default: target/bench).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// One real fleet-agent process: resident memory, CPU, message sizes.
     Agent {
         #[arg(long, default_value_t = 60)]
@@ -468,6 +477,13 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await
                 .context("the store bench panicked")?,
+                BenchCmd::Decode { messages, out } => {
+                    fleet_sim::bench::decode::decode(fleet_sim::bench::decode::DecodeBench {
+                        messages,
+                        out: out.unwrap_or_else(fleet_sim::report::default_dir),
+                    })
+                    .map(|_| ())
+                }
                 BenchCmd::Agent {
                     duration_secs,
                     controller_bin,

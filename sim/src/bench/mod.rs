@@ -12,6 +12,7 @@ use fleet_protocol::{DeviceId, Envelope, Payload};
 
 use crate::plan::{Plan, PlanConfig, MODELS};
 
+pub mod decode;
 pub mod store;
 use crate::run::{self, Api, RunConfig};
 
