@@ -195,6 +195,11 @@ impl Topic {
         let rest = topic
             .strip_prefix(DEV_PREFIX)
             .ok_or_else(|| TopicError::OutsideRoot(topic.to_owned()))?;
+        Self::parse_tail(rest, topic)
+    }
+
+    /// `{id}/{kind}`, the part after `…/dev/` of `topic` (named in errors).
+    fn parse_tail(rest: &str, topic: &str) -> Result<Self, TopicError> {
         let mut parts = rest.split('/');
         let (Some(id), Some(kind), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(TopicError::Shape(topic.to_owned()));
@@ -223,9 +228,11 @@ impl Topic {
         let inner = inner
             .strip_prefix("dev/")
             .ok_or_else(|| TopicError::Shape(topic.to_owned()))?;
+        // Parsed in place: no copy of the topic per message.
+        let topic = Self::parse_tail(inner, topic)?;
         Ok(Routed {
             via: Some(identity.to_owned()),
-            topic: Self::parse(&format!("{DEV_PREFIX}{inner}"))?,
+            topic,
         })
     }
 
@@ -338,6 +345,12 @@ mod tests {
         ] {
             assert!(Topic::parse_routed(bad).is_err(), "{bad:?} accepted");
         }
+        // Errors name the topic as it arrived, not a rewritten one.
+        let odd = "fleet/v1/b/bridge.p01/dev/BB-1/state/x";
+        assert_eq!(
+            Topic::parse_routed(odd),
+            Err(TopicError::Shape(odd.to_owned()))
+        );
         assert_eq!(
             Topic::bridged_controller_filters()[1],
             "fleet/v1/b/+/dev/+/state"
