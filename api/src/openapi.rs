@@ -70,6 +70,7 @@ fn components() -> utoipa::openapi::Components {
         .schema_from::<BrokerState>()
         .schema_from::<ProvinceRow>()
         .schema_from::<ReadinessRow>()
+        .schema_from::<LinkStatus>()
         .schema_from::<Reason>()
         .schema_from::<Readiness>()
         .schema_from::<Lifecycle>()

@@ -92,6 +92,17 @@ impl Application {
 
         let (store, access) = open_store(&data_dir).await?;
         let fleet = load_fleet(&cfg, &store).await?;
+        // The provincial tier: who may speak for which province, the route
+        // to each device, whose link readiness watches.
+        let tier = Arc::new(cfg.broker.tier()?);
+        fleet
+            .write()
+            .expect("fleet lock is never poisoned")
+            .set_tier(
+                tier.brokers()
+                    .iter()
+                    .map(|b| (b.name.clone(), b.provinces.clone())),
+            );
         let (managed, broker) = start_broker(&cfg, &data_dir, &paths).await?;
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -119,6 +130,7 @@ impl Application {
                 device_cert: cfg.cert_policy().device,
             }),
             identity: (!cfg.broker.insecure_dev).then(|| paths.clone()),
+            tier,
         };
         let (publisher, eventloop) = ingest::client(&ingest_cfg);
         let ingest = tokio::spawn(ingest::run(

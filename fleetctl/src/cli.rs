@@ -68,7 +68,7 @@ pub enum Cmd {
         county: Option<String>,
         #[arg(long)]
         model: Option<String>,
-        /// `ready` or a reason: not-enrolled, never-seen, offline, update-failed, updating, outdated, unhealthy.
+        /// `ready` or a reason: not-enrolled, never-seen, link-down, offline, update-failed, updating, outdated, unhealthy.
         #[arg(long)]
         readiness: Option<String>,
         #[arg(long, default_value_t = 1)]

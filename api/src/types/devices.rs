@@ -82,7 +82,7 @@ pub struct DeviceQuery {
     pub county: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// `ready` or a reason: not-enrolled, never-seen, offline,
+    /// `ready` or a reason: not-enrolled, never-seen, link-down, offline,
     /// update-failed, updating, outdated, unhealthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<String>,

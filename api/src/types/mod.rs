@@ -56,7 +56,7 @@ pub use firmware::{
 pub use health::{BrokerState, ControllerHealth, HealthStatus};
 pub use pki::{CertExpiry, DeviceCertExpiry, PkiStatus};
 pub use provinces::ProvinceRow;
-pub use readiness::{Grouping, Readiness, ReadinessQuery, ReadinessRow, Reason};
+pub use readiness::{Grouping, LinkStatus, Readiness, ReadinessQuery, ReadinessRow, Reason};
 pub use registry::{CountyQuery, CountyRow, RegistryImported};
 pub use rollouts::{
     CanaryRequest, Counters, MemberState, MemberView, MembersQuery, PauseRequest, PolicyRequest,

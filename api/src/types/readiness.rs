@@ -19,6 +19,12 @@ pub enum Reason {
     NotEnrolled,
     /// Registered but has never reported its state.
     NeverSeen,
+    /// Would be offline, but its province's provincial broker has lost its
+    /// bridge to the central broker (or got it back less than a freshness
+    /// window ago and the device has not spoken since): its silence may be
+    /// the link's, not its own. A device already silent before the link
+    /// went down stays `offline`.
+    LinkDown,
     /// Said goodbye (or its last will did), or silent for longer than the
     /// freshness window.
     Offline,
@@ -32,9 +38,10 @@ pub enum Reason {
 
 impl Reason {
     /// In the order they are checked.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::NotEnrolled,
         Reason::NeverSeen,
+        Reason::LinkDown,
         Reason::Offline,
         Reason::UpdateFailed,
         Reason::Updating,
@@ -46,6 +53,7 @@ impl Reason {
         match self {
             Reason::NotEnrolled => "not-enrolled",
             Reason::NeverSeen => "never-seen",
+            Reason::LinkDown => "link-down",
             Reason::Offline => "offline",
             Reason::UpdateFailed => "update-failed",
             Reason::Updating => "updating",
@@ -97,6 +105,7 @@ pub enum Readiness {
     Ready,
     NotEnrolled,
     NeverSeen,
+    LinkDown,
     Offline,
     UpdateFailed,
     Updating,
@@ -105,10 +114,11 @@ pub enum Readiness {
 }
 
 impl Readiness {
-    pub const ALL: [Readiness; 8] = [
+    pub const ALL: [Readiness; 9] = [
         Readiness::Ready,
         Readiness::NotEnrolled,
         Readiness::NeverSeen,
+        Readiness::LinkDown,
         Readiness::Offline,
         Readiness::UpdateFailed,
         Readiness::Updating,
@@ -122,6 +132,7 @@ impl Readiness {
             Readiness::Ready => None,
             Readiness::NotEnrolled => Some(Reason::NotEnrolled),
             Readiness::NeverSeen => Some(Reason::NeverSeen),
+            Readiness::LinkDown => Some(Reason::LinkDown),
             Readiness::Offline => Some(Reason::Offline),
             Readiness::UpdateFailed => Some(Reason::UpdateFailed),
             Readiness::Updating => Some(Reason::Updating),
@@ -141,6 +152,7 @@ impl From<Option<Reason>> for Readiness {
             None => Readiness::Ready,
             Some(Reason::NotEnrolled) => Readiness::NotEnrolled,
             Some(Reason::NeverSeen) => Readiness::NeverSeen,
+            Some(Reason::LinkDown) => Readiness::LinkDown,
             Some(Reason::Offline) => Readiness::Offline,
             Some(Reason::UpdateFailed) => Readiness::UpdateFailed,
             Some(Reason::Updating) => Readiness::Updating,
@@ -245,6 +257,26 @@ pub struct ReadinessRow {
     /// Reasons with a non-zero count.
     #[schema(value_type = BTreeMap<String, u32>)]
     pub reasons: BTreeMap<Reason, u32>,
+    /// The bridge link of the provincial broker serving this province (a
+    /// county row: its province's); absent for a province served by the
+    /// central broker, and until the bridge first reported its link after
+    /// the controller started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkStatus>,
+}
+
+/// A provincial broker's bridge link to the central broker, as the
+/// controller last heard it (the bridge's `fleet/v1/bridge/bridge.NAME/state`
+/// report, its last will when it drops).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LinkStatus {
+    /// The provincial broker's name (e.g. `p01`).
+    pub broker: String,
+    pub up: bool,
+    /// Since when it is up or down (the controller's receipt of the report
+    /// that changed it; the first report after a controller start counts
+    /// from then), Unix milliseconds.
+    pub since_ms: u64,
 }
 
 impl ReadinessRow {

@@ -46,6 +46,28 @@ fn readiness_rows_by_province_have_no_county_key() {
 }
 
 #[test]
+fn a_tier_province_row_carries_its_link_and_link_down_counts() {
+    let rows: Vec<ReadinessRow> = round_trips(json!([
+        { "province": "IR-02", "province_name": "Mazandaran", "total": 5, "ready": 1,
+          "reasons": { "link-down": 3, "offline": 1 },
+          "link": { "broker": "p01", "up": false, "since_ms": 1700000000000u64 } },
+    ]));
+    assert_eq!(rows[0].count(Reason::LinkDown), 3);
+    assert_eq!(
+        rows[0].link,
+        Some(LinkStatus {
+            broker: "p01".into(),
+            up: false,
+            since_ms: 1_700_000_000_000
+        })
+    );
+    assert_eq!(
+        "link-down".parse::<Readiness>().unwrap(),
+        Readiness::LinkDown
+    );
+}
+
+#[test]
 fn readiness_rows_by_county_keep_a_null_county_for_unassigned_devices() {
     let rows: Vec<ReadinessRow> = round_trips(json!([
         { "province": "IR-23", "province_name": "Tehran", "county": null, "total": 2, "ready": 0,
@@ -71,6 +93,7 @@ fn reasons_serialize_in_name_order_as_the_string_keyed_map_did() {
         reasons: [(Reason::NotEnrolled, 1), (Reason::NeverSeen, 2)]
             .into_iter()
             .collect(),
+        link: None,
     };
     assert_eq!(
         serde_json::to_string(&row).unwrap(),
@@ -382,6 +405,7 @@ fn enum_names_are_the_controllers_spellings() {
             "ready",
             "not-enrolled",
             "never-seen",
+            "link-down",
             "offline",
             "update-failed",
             "updating",
@@ -409,7 +433,7 @@ fn enum_names_are_the_controllers_spellings() {
 fn unknown_names_are_refused_with_the_controllers_messages() {
     assert_eq!(
         "asleep".parse::<Readiness>().unwrap_err(),
-        "unknown reason \"asleep\"; one of: not-enrolled, never-seen, offline, update-failed, updating, outdated, unhealthy"
+        "unknown reason \"asleep\"; one of: not-enrolled, never-seen, link-down, offline, update-failed, updating, outdated, unhealthy"
     );
     assert_eq!(
         "lost".parse::<Lifecycle>().unwrap_err().to_string(),

@@ -12,7 +12,8 @@ use fleet_protocol::{
 use serde::{Deserialize, Serialize};
 
 use crate::domain::lifecycle::{Lifecycle, Rules};
-use crate::domain::readiness::{classify, Counts, Inputs, Readiness, Reason, TrackState};
+use crate::domain::links::{LinkReport, LinkState, Links};
+use crate::domain::readiness::{classify, Counts, Inputs, Outage, Readiness, Reason, TrackState};
 use crate::domain::updates::{Outcome, Track};
 
 /// How far ahead of the controller's clock a device's clock is believed when
@@ -133,7 +134,7 @@ impl Device {
         }
     }
 
-    fn inputs<'a>(&'a self, baseline: Option<&'a Version>) -> Inputs<'a> {
+    fn inputs<'a>(&'a self, baseline: Option<&'a Version>, outage: Option<Outage>) -> Inputs<'a> {
         let state = self.status.state.as_ref();
         Inputs {
             enrolled: self.reg.lifecycle.is_enrolled(),
@@ -146,6 +147,7 @@ impl Device {
             baseline,
             checks_pass: state.is_none_or(State::all_checks_pass),
             track: self.track_state(),
+            outage,
         }
     }
 }
@@ -198,6 +200,8 @@ pub struct Fleet {
     freshness_ms: u64,
     /// The fleet's freeze windows, carried by every desired state sent.
     freeze: Vec<FreezeWindow>,
+    /// The provincial brokers' bridge links.
+    links: Links,
 }
 
 impl Fleet {
@@ -211,7 +215,44 @@ impl Fleet {
             },
             freshness_ms,
             freeze: Vec::new(),
+            links: Links::default(),
         }
+    }
+
+    /// The provincial tier: each broker by name with the provinces it
+    /// serves (their links are unknown until reported).
+    pub fn set_tier(&mut self, brokers: impl IntoIterator<Item = (String, Vec<ProvinceCode>)>) {
+        self.links = Links::new(brokers);
+    }
+
+    /// A provincial broker reports its bridge link up or down: the devices
+    /// of its provinces are judged again (and no other). Returns what the
+    /// report did and how many devices changed readiness.
+    pub fn link_report(&mut self, broker: &str, up: bool, now_ms: u64) -> (LinkReport, usize) {
+        let report = self.links.report(broker, up, now_ms, self.freshness_ms);
+        let LinkReport::Changed { provinces, .. } = &report else {
+            return (report, 0);
+        };
+        let (baselines, tally, links, fresh) = (
+            &self.baselines,
+            &mut self.tally,
+            &self.links,
+            self.freshness_ms,
+        );
+        let changed = self
+            .devices
+            .values_mut()
+            .filter(|d| provinces.contains(&d.reg.province))
+            .map(|d| judge(d, baselines, tally, links, now_ms, fresh))
+            .filter(|(before, after)| before != after)
+            .count();
+        (report, changed)
+    }
+
+    /// The bridge link of the provincial broker serving `province`: its
+    /// name and state, once it reported.
+    pub fn link_of(&self, province: ProvinceCode) -> Option<(&str, LinkState)> {
+        self.links.status_of(province)
     }
 
     pub fn len(&self) -> usize {
@@ -253,8 +294,11 @@ impl Fleet {
             track,
             agent_track,
         };
+        let outage = self
+            .links
+            .outage_of(d.reg.province, now_ms, self.freshness_ms);
         d.reason = classify(
-            &d.inputs(self.baselines.get(&d.reg.model)),
+            &d.inputs(self.baselines.get(&d.reg.model), outage),
             now_ms,
             self.freshness_ms,
         );
@@ -297,6 +341,7 @@ impl Fleet {
             d,
             &self.baselines,
             &mut self.tally,
+            &self.links,
             now_ms,
             self.freshness_ms,
         ))
@@ -458,13 +503,19 @@ impl Fleet {
         }
     }
 
-    /// Judge every device again for the passage of time (freshness window).
+    /// Judge every device again for the passage of time (freshness window,
+    /// and a link's outage that stops mattering a window after its return).
     /// Returns how many changed.
     pub fn tick(&mut self, now_ms: u64) -> usize {
-        let (baselines, tally, fresh) = (&self.baselines, &mut self.tally, self.freshness_ms);
+        let (baselines, tally, links, fresh) = (
+            &self.baselines,
+            &mut self.tally,
+            &self.links,
+            self.freshness_ms,
+        );
         self.devices
             .values_mut()
-            .map(|d| judge(d, baselines, tally, now_ms, fresh))
+            .map(|d| judge(d, baselines, tally, links, now_ms, fresh))
             .filter(|(before, after)| before != after)
             .count()
     }
@@ -522,11 +573,17 @@ fn judge(
     d: &mut Device,
     baselines: &HashMap<Model, Version>,
     tally: &mut Tally,
+    links: &Links,
     now_ms: u64,
     freshness_ms: u64,
 ) -> (Option<Reason>, Option<Reason>) {
     let before = d.reason;
-    let after = classify(&d.inputs(baselines.get(&d.reg.model)), now_ms, freshness_ms);
+    let outage = links.outage_of(d.reg.province, now_ms, freshness_ms);
+    let after = classify(
+        &d.inputs(baselines.get(&d.reg.model), outage),
+        now_ms,
+        freshness_ms,
+    );
     if before != after {
         tally.remove(&d.reg, before);
         d.reason = after;

@@ -4,6 +4,7 @@
 //!
 //! - [`readiness`]: one reason per device, and counts.
 //! - [`fleet`]: the in-memory fleet with incremental counts per province and county.
+//! - [`links`]: the provincial brokers' bridge links, up or down and since when.
 //! - [`limits`]: per-device rate limits on messages and bytes, and on log lines.
 //! - [`lifecycle`]: registered → enrolled → shipped → deployed → retired.
 //! - [`registration`]: what a registration may say about a device.
@@ -44,6 +45,7 @@ pub mod enrolment;
 pub mod fleet;
 pub mod lifecycle;
 pub mod limits;
+pub mod links;
 pub mod readiness;
 pub mod registration;
 pub mod registry;

@@ -3,6 +3,10 @@
 //! updating, runs the baseline firmware of its model and passes every check.
 //! Otherwise it has exactly one reason, the first that applies in the order
 //! of [`Reason::ALL`].
+//!
+//! A device behind a provincial broker whose bridge is down cannot be heard:
+//! one that would be `offline` only because of that is `link-down` instead
+//! (see [`Outage`]).
 
 use std::collections::BTreeMap;
 
@@ -31,6 +35,26 @@ pub enum TrackState {
     Failed,
 }
 
+/// The last outage of the bridge link of the device's provincial broker,
+/// while it matters to readiness: while the link is down, and for one
+/// freshness window after it came back.
+///
+/// Why the window after: when the link returns, the provincial broker
+/// delivers what it queued at QoS 1 (presence, state, events), but a device
+/// that changed nothing has nothing queued, and its QoS 0 health reports of
+/// the outage are lost. Its next report comes on its health timer, which is
+/// shorter than the freshness window (it must be, for any device to stay
+/// fresh). So for one window after the link's return a silent device is
+/// still `link-down`; it becomes `offline` only if it says nothing for a
+/// whole window with the link up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    /// When the link went down (the controller's receipt of the report).
+    pub down_since_ms: u64,
+    /// When it came back (`None`: still down).
+    pub back_at_ms: Option<u64>,
+}
+
 /// What classification looks at, borrowed from the device record.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
@@ -44,6 +68,8 @@ pub struct Inputs<'a> {
     pub baseline: Option<&'a Version>,
     pub checks_pass: bool,
     pub track: TrackState,
+    /// The outage of its province's bridge link, if one matters now.
+    pub outage: Option<Outage>,
 }
 
 /// `None` means ready.
@@ -54,10 +80,14 @@ pub fn classify(i: &Inputs<'_>, now_ms: u64, freshness_ms: u64) -> Option<Reason
     let Some(last_seen) = i.last_seen_ms.filter(|_| i.reported) else {
         return Some(Reason::NeverSeen);
     };
-    if i.presence == Some(PresenceStatus::Offline)
-        || now_ms.saturating_sub(last_seen) > freshness_ms
-    {
-        return Some(Reason::Offline);
+    let said_offline = i.presence == Some(PresenceStatus::Offline);
+    if said_offline || now_ms.saturating_sub(last_seen) > freshness_ms {
+        return Some(match i.outage {
+            Some(o) if !offline_apart_from(o, last_seen, said_offline, freshness_ms) => {
+                Reason::LinkDown
+            }
+            _ => Reason::Offline,
+        });
     }
     if i.track == TrackState::Failed {
         return Some(Reason::UpdateFailed);
@@ -87,12 +117,26 @@ pub fn classify(i: &Inputs<'_>, now_ms: u64, freshness_ms: u64) -> Option<Reason
     None
 }
 
+/// Whether a device that would be offline is so for a reason of its own,
+/// not the link's: it was already offline before the link went down (its
+/// last message was already older than the freshness window then, or its
+/// last presence, which is its last message (nothing follows a goodbye on
+/// the same connection), said offline before), or it said offline after the
+/// link came back (a goodbye the provincial broker queued and delivered).
+fn offline_apart_from(o: Outage, last_seen_ms: u64, said_offline: bool, freshness_ms: u64) -> bool {
+    let stale_before_cut = o.down_since_ms.saturating_sub(last_seen_ms) > freshness_ms;
+    let goodbye_before_cut = said_offline && last_seen_ms < o.down_since_ms;
+    let goodbye_after_return =
+        said_offline && o.back_at_ms.is_some_and(|back| last_seen_ms >= back);
+    stale_before_cut || goodbye_before_cut || goodbye_after_return
+}
+
 /// Devices of one group (a province or a county) by readiness.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub total: u32,
     pub ready: u32,
-    reasons: [u32; 7],
+    reasons: [u32; Reason::ALL.len()],
 }
 
 impl Counts {
@@ -157,6 +201,7 @@ mod tests {
             baseline: Some(base),
             checks_pass: true,
             track: TrackState::None,
+            outage: None,
         }
     }
 
@@ -338,5 +383,146 @@ mod tests {
             ..failed
         };
         assert_eq!(classify(&again, NOW, FRESH), Some(Reason::UpdateFailed));
+    }
+
+    const CUT: u64 = NOW - 10_000;
+
+    fn down() -> Option<Outage> {
+        Some(Outage {
+            down_since_ms: CUT,
+            back_at_ms: None,
+        })
+    }
+
+    #[test]
+    fn a_device_silent_since_the_link_went_down_is_link_down_not_offline() {
+        let (fw, base) = (v("2.4.0"), v("2.4.0"));
+        let seen_before_cut = Inputs {
+            last_seen_ms: Some(CUT - 1_000),
+            outage: down(),
+            ..ready_inputs(&fw, &base)
+        };
+        // Ready until its report is older than the window, as with the link up.
+        assert_eq!(classify(&seen_before_cut, NOW, FRESH), None);
+        let stale_at = CUT - 1_000 + FRESH + 1;
+        assert_eq!(
+            classify(&seen_before_cut, stale_at, FRESH),
+            Some(Reason::LinkDown)
+        );
+        // The same device with no link trouble is plainly offline then.
+        let no_outage = Inputs {
+            outage: None,
+            ..seen_before_cut
+        };
+        assert_eq!(classify(&no_outage, stale_at, FRESH), Some(Reason::Offline));
+        // Still link-down hours into the outage.
+        assert_eq!(
+            classify(&seen_before_cut, NOW + 3_600_000, FRESH),
+            Some(Reason::LinkDown)
+        );
+    }
+
+    #[test]
+    fn a_device_already_offline_before_the_cut_stays_offline() {
+        let (fw, base) = (v("2.4.0"), v("2.4.0"));
+        let ok = ready_inputs(&fw, &base);
+        let stale_at_cut = Inputs {
+            last_seen_ms: Some(CUT - FRESH - 1),
+            outage: down(),
+            ..ok
+        };
+        assert_eq!(classify(&stale_at_cut, NOW, FRESH), Some(Reason::Offline));
+        // Exactly a window old at the cut: it was still fresh then.
+        let edge = Inputs {
+            last_seen_ms: Some(CUT - FRESH),
+            ..stale_at_cut
+        };
+        assert_eq!(classify(&edge, NOW, FRESH), Some(Reason::LinkDown));
+        let goodbye_before_cut = Inputs {
+            last_seen_ms: Some(CUT - 5),
+            presence: Some(PresenceStatus::Offline),
+            outage: down(),
+            ..ok
+        };
+        assert_eq!(
+            classify(&goodbye_before_cut, NOW, FRESH),
+            Some(Reason::Offline)
+        );
+        // A goodbye received after the cut (only a device connected to the
+        // central broker directly can send one then) is not told apart
+        // from the link's trouble while the link is down.
+        let goodbye_after_cut = Inputs {
+            last_seen_ms: Some(CUT + 5),
+            ..goodbye_before_cut
+        };
+        assert_eq!(
+            classify(&goodbye_after_cut, NOW, FRESH),
+            Some(Reason::LinkDown)
+        );
+    }
+
+    #[test]
+    fn when_the_link_is_back_a_silent_device_waits_one_window_and_a_goodbye_counts() {
+        let (fw, base) = (v("2.4.0"), v("2.4.0"));
+        let back = NOW + 600_000;
+        let outage = Some(Outage {
+            down_since_ms: CUT,
+            back_at_ms: Some(back),
+        });
+        let silent = Inputs {
+            last_seen_ms: Some(CUT - 1_000),
+            outage,
+            ..ready_inputs(&fw, &base)
+        };
+        assert_eq!(classify(&silent, back + 10, FRESH), Some(Reason::LinkDown));
+        // Its fresh report after the return: judged as any device.
+        let spoke = Inputs {
+            last_seen_ms: Some(back + 5),
+            ..silent
+        };
+        assert_eq!(classify(&spoke, back + 10, FRESH), None);
+        // A goodbye the provincial broker queued, delivered after the return.
+        let goodbye = Inputs {
+            last_seen_ms: Some(back + 5),
+            presence: Some(PresenceStatus::Offline),
+            ..silent
+        };
+        assert_eq!(classify(&goodbye, back + 10, FRESH), Some(Reason::Offline));
+        // A window after the return the outage no longer matters (the fleet
+        // stops passing it): a device that said nothing is offline.
+        let after = Inputs {
+            outage: None,
+            ..silent
+        };
+        assert_eq!(
+            classify(&after, back + FRESH + 1, FRESH),
+            Some(Reason::Offline)
+        );
+    }
+
+    #[test]
+    fn link_down_comes_after_never_seen_and_before_the_rest() {
+        let (fw, base, old) = (v("2.4.0"), v("2.4.0"), v("2.3.1"));
+        let stale_and_wrong = Inputs {
+            last_seen_ms: Some(CUT - 1_000),
+            update: Some(UpdateStatus::Failed),
+            firmware: Some(&old),
+            checks_pass: false,
+            outage: down(),
+            ..ready_inputs(&fw, &base)
+        };
+        let later = CUT + FRESH;
+        assert_eq!(
+            classify(&stale_and_wrong, later, FRESH),
+            Some(Reason::LinkDown)
+        );
+        let never = Inputs {
+            reported: false,
+            ..stale_and_wrong
+        };
+        assert_eq!(classify(&never, later, FRESH), Some(Reason::NeverSeen));
+        let pos = |r| Reason::ALL.iter().position(|x| *x == r).unwrap();
+        assert_eq!(pos(Reason::LinkDown), pos(Reason::NeverSeen) + 1);
+        assert_eq!(pos(Reason::Offline), pos(Reason::LinkDown) + 1);
     }
 }

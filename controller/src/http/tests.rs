@@ -81,7 +81,10 @@ fn test_state(
 fn unconnected_client() -> (crate::ingest::Publisher, rumqttc::EventLoop) {
     let (client, eventloop) =
         rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("router-test", "127.0.0.1", 1), 64);
-    (crate::ingest::Publisher::new(client), eventloop)
+    (
+        crate::ingest::Publisher::new(client, Default::default()),
+        eventloop,
+    )
 }
 
 /// What was published through the app's client since the last call:

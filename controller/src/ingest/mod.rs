@@ -11,10 +11,21 @@
 //! committed ([`publisher`]): a controller killed mid-stream loses nothing
 //! the devices were told was received.
 //!
+//! Behind a provincial broker, a device's messages reach the central broker
+//! under its bridge's prefix (`fleet/v1/b/bridge.NAME/dev/…`); such a
+//! message is applied only if that bridge serves the device's province
+//! (`Tier::may_speak_for`), else it is refused as `wrong-bridge`: a
+//! compromised provincial broker cannot speak for another province's
+//! devices. A message on the plain topic is accepted as before (a device of
+//! a tier province may still reach the central broker directly). The
+//! bridges' link reports (`fleet/v1/bridge/bridge.NAME/state`) go to the
+//! fleet's link table, which readiness reads (`link-down`).
+//!
 //! The ingest is also the one publisher of desired state: it sends a
 //! device's stored desired state when the device comes online, and every
 //! stored one when it connects to a broker that forgot its session
-//! (`domain::desired::republish_all`).
+//! (`domain::desired::republish_all`). What it sends a device goes on the
+//! device's route: through its province's bridge, if the tier has one.
 
 pub mod publisher;
 
@@ -24,15 +35,18 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use fleet_protocol::{DecodeError, DeviceId, Envelope, Payload, Topic, TopicKind};
+use fleet_protocol::topic::{bridge_state_filter, parse_bridge_state};
+use fleet_protocol::{DecodeError, DeviceId, Envelope, Payload, ProvinceCode, Topic, TopicKind};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::broker::tier::Tier;
 use crate::clock::unix_ms;
 use crate::domain::fleet::{Fleet, Observed};
 use crate::domain::lifecycle::Rules;
 use crate::domain::limits::{Admit, LogLimiter, LogLine, RateLimiter, RateLimits};
+use crate::domain::links::LinkReport;
 use crate::store::WriteOp;
 
 /// Log lines per device per minute about its refused messages.
@@ -55,6 +69,9 @@ pub struct IngestConfig {
     /// Where the controller's own identity is read again before each
     /// reconnection, so a renewed certificate is used (`None`: plaintext).
     pub identity: Option<crate::pki::PkiPaths>,
+    /// The provincial tier: which bridge may speak for which province, and
+    /// the route to each device.
+    pub tier: Arc<Tier>,
 }
 
 /// What signing a device's renewal request needs.
@@ -94,6 +111,12 @@ pub enum Rejection {
     RateLimited { device: String, first: bool },
     #[error("event sequence number {seq} is out of range (1 to 2^53 - 1)")]
     SeqOutOfRange { seq: u64 },
+    #[error("{bridge} does not serve province {province} of device {device}")]
+    WrongBridge {
+        bridge: String,
+        device: String,
+        province: ProvinceCode,
+    },
 }
 
 impl Rejection {
@@ -108,6 +131,7 @@ impl Rejection {
             Rejection::NotEnrolled(_) => "not-enrolled",
             Rejection::RateLimited { .. } => "rate",
             Rejection::SeqOutOfRange { .. } => "seq-out-of-range",
+            Rejection::WrongBridge { .. } => "wrong-bridge",
         }
     }
 
@@ -132,28 +156,39 @@ pub enum Accepted {
 }
 
 /// Validate one message and apply it to the fleet. The cheap checks come
-/// first: who sent it and whether it is within its device's limits, then
-/// decoding.
+/// first: who sent it (the device, and the bridge it came through) and
+/// whether it is within its device's limits, then decoding.
 pub fn process(
     fleet: &RwLock<Fleet>,
+    tier: &Tier,
     limiter: &mut RateLimiter<DeviceId>,
     topic: &str,
     payload: &[u8],
     now_ms: u64,
 ) -> Result<Accepted, Rejection> {
-    let topic = Topic::parse(topic).map_err(|e| Rejection::Topic(e.to_string()))?;
+    let routed = Topic::parse_routed(topic).map_err(|e| Rejection::Topic(e.to_string()))?;
+    let topic = routed.topic;
     if !topic.kind.from_agent() {
         return Ok(Accepted::Ignored);
     }
-    let enrolled = fleet
+    let known = fleet
         .read()
         .expect("fleet lock is never poisoned: no code panics while holding it")
         .get(&topic.device)
-        .map(|d| d.reg.lifecycle.is_enrolled());
-    match enrolled {
+        .map(|d| (d.reg.lifecycle.is_enrolled(), d.reg.province));
+    let province = match known {
         None => return Err(Rejection::UnknownDevice(topic.device.to_string())),
-        Some(false) => return Err(Rejection::NotEnrolled(topic.device.to_string())),
-        Some(true) => {}
+        Some((false, _)) => return Err(Rejection::NotEnrolled(topic.device.to_string())),
+        Some((true, province)) => province,
+    };
+    if let Some(bridge) = routed.via {
+        if !tier.may_speak_for(&bridge, province) {
+            return Err(Rejection::WrongBridge {
+                bridge,
+                device: topic.device.to_string(),
+                province,
+            });
+        }
     }
     if let Admit::Drop { first } = limiter.admit(&topic.device, payload.len(), now_ms) {
         return Err(Rejection::RateLimited {
@@ -181,7 +216,7 @@ pub fn process(
     Ok(Accepted::Applied(Box::new((env, observed))))
 }
 
-/// Unknown device ids already logged (bounded, so a flood of made-up ids
+/// Unknown device ids (or bridge names) already logged (bounded, so a flood of made-up ids
 /// cannot grow memory).
 struct LoggedOnce(HashSet<String>);
 
@@ -210,20 +245,25 @@ pub fn client(cfg: &IngestConfig) -> (Publisher, EventLoop) {
         ));
     }
     let (client, eventloop) = AsyncClient::new(opts, 1024);
-    (Publisher::new(client), eventloop)
+    (Publisher::new(client, Arc::clone(&cfg.tier)), eventloop)
 }
 
 /// Send every stored desired state again (the broker may have lost the
 /// retained copies), waiting for room in the client's queue.
 async fn republish_all(publisher: Publisher, fleet: Arc<RwLock<Fleet>>) {
-    let all = fleet
-        .read()
-        .expect("fleet lock is never poisoned")
-        .stored_desired();
+    let all: Vec<(DeviceId, ProvinceCode, fleet_protocol::Desired)> = {
+        let fleet = fleet.read().expect("fleet lock is never poisoned");
+        fleet
+            .stored_desired()
+            .into_iter()
+            .filter_map(|(id, d)| Some((fleet.get(&id)?.reg.province, id, d)))
+            .map(|(p, id, d)| (id, p, d))
+            .collect()
+    };
     let now = unix_ms();
     let mut sent = 0u64;
-    for (device, desired) in &all {
-        match publisher.desired(device, desired, now).await {
+    for (device, province, desired) in &all {
+        match publisher.desired(device, *province, desired, now).await {
             Ok(()) => sent += 1,
             Err(e) => warn!(error = %e, "cannot send a desired state again"),
         }
@@ -246,6 +286,7 @@ pub async fn run(
     let client = publisher.client().clone();
     let mut unknown = LoggedOnce(HashSet::new());
     let mut not_enrolled = LoggedOnce(HashSet::new());
+    let mut unknown_bridges = LoggedOnce(HashSet::new());
     let mut limiter = RateLimiter::new(cfg.limits);
     let mut log_limit = LogLimiter::new(LOG_LINES_PER_DEVICE_PER_MINUTE, 10_000);
     let mut retry = Duration::from_millis(100);
@@ -282,6 +323,8 @@ pub async fn run(
                 // controllers joined, which any device could dilute.
                 let filters = Topic::controller_filters()
                     .into_iter()
+                    .chain(Topic::bridged_controller_filters())
+                    .chain([bridge_state_filter()])
                     .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(filters) {
                     warn!(error = %e, "cannot subscribe");
@@ -303,7 +346,12 @@ pub async fn run(
                     .unwrap_or("other");
                 metrics::counter!("fleet_ingest_messages_total", "kind" => kind).increment(1);
                 let now = unix_ms();
-                match process(&fleet, &mut limiter, &p.topic, &p.payload, now) {
+                if let Some((bridge, up)) = parse_bridge_state(&p.topic, &p.payload) {
+                    publisher.ack_now(&p);
+                    link_report(&fleet, &cfg.tier, &mut unknown_bridges, bridge, up, now);
+                    continue;
+                }
+                match process(&fleet, &cfg.tier, &mut limiter, &p.topic, &p.payload, now) {
                     Ok(Accepted::Ignored) => publisher.ack_now(&p),
                     Ok(Accepted::Applied(applied)) => {
                         let (env, observed) = *applied;
@@ -314,7 +362,7 @@ pub async fn run(
                                 Some(r) => {
                                     tokio::spawn(renew_certificate(
                                         r.clone(),
-                                        publisher.client().clone(),
+                                        publisher.clone(),
                                         Arc::clone(&fleet),
                                         env,
                                     ));
@@ -353,6 +401,19 @@ pub async fn run(
                                     (*first, log_limit.line(device, now))
                                 {
                                     warn!(device = %device, limits = ?cfg.limits, suppressed, "device over its rate limit: its messages are dropped until it slows down");
+                                }
+                            }
+                            Rejection::WrongBridge {
+                                bridge,
+                                device,
+                                province,
+                            } => {
+                                if let LogLine::Write { suppressed } = log_limit.line(device, now) {
+                                    let serving = cfg
+                                        .tier
+                                        .route_of(*province)
+                                        .unwrap_or_else(|| "none (central broker)".to_owned());
+                                    warn!(topic = %p.topic, bridge = %bridge, device = %device, province = %province, serving = %serving, reason = %rejection.label(), suppressed, "message from a bridge that does not serve the device's province rejected, not applied");
                                 }
                             }
                             _ => {
@@ -430,7 +491,7 @@ fn reload_identity(
 /// device sending garbage must not fill the audit log).
 async fn renew_certificate(
     r: Renewer,
-    client: AsyncClient,
+    publisher: Publisher,
     fleet: Arc<RwLock<Fleet>>,
     env: Envelope,
 ) {
@@ -440,11 +501,13 @@ async fn renew_certificate(
     };
     let device = env.device;
     let now = unix_ms();
-    let lifecycle = fleet
+    let (lifecycle, province) = fleet
         .read()
         .expect("fleet lock is never poisoned")
         .get(&device)
-        .map(|d| d.reg.lifecycle);
+        .map_or((None, None), |d| {
+            (Some(d.reg.lifecycle), Some(d.reg.province))
+        });
     let key = match crate::domain::renewal::check_request(&device, lifecycle, &req.csr_pem) {
         Ok(key) => key,
         Err(why) => {
@@ -522,10 +585,16 @@ async fn renew_certificate(
         now,
         Payload::CertIssued(fleet_protocol::CertIssued { cert_pem: cert }),
     );
+    // Its province's route (a device unknown here was refused above).
+    let topic = province.map_or_else(
+        || answer.topic().to_string(),
+        |p| publisher.topic_for(&answer, p),
+    );
     match answer.to_cbor() {
         Ok(bytes) => {
-            if let Err(e) = client
-                .publish(answer.topic().to_string(), QoS::AtLeastOnce, false, bytes)
+            if let Err(e) = publisher
+                .client()
+                .publish(topic, QoS::AtLeastOnce, false, bytes)
                 .await
             {
                 warn!(device = %device, error = %e, "cannot send the renewed certificate");
@@ -535,6 +604,45 @@ async fn renew_certificate(
             info!(device = %device, serial = %serial_hex, not_after_ms, "device certificate renewed");
         }
         Err(e) => warn!(device = %device, error = %e, "cannot encode the renewed certificate"),
+    }
+}
+
+/// A bridge's link report: into the fleet's link table (the devices behind
+/// it are judged again), logged when it changes; a bridge not in the tier
+/// is logged once and ignored.
+fn link_report(
+    fleet: &RwLock<Fleet>,
+    tier: &Tier,
+    unknown_bridges: &mut LoggedOnce,
+    bridge: &str,
+    up: bool,
+    now_ms: u64,
+) {
+    let Some(broker) = tier.by_bridge(bridge) else {
+        if unknown_bridges.first(bridge) {
+            warn!(bridge, up, "link report of a bridge that is not in the provincial tier ignored (logged once per bridge)");
+        }
+        return;
+    };
+    let (report, changed) = fleet
+        .write()
+        .expect("fleet lock is never poisoned")
+        .link_report(&broker.name, up, now_ms);
+    match report {
+        LinkReport::Changed { up: true, .. } => {
+            metrics::counter!("fleet_bridge_link_changes_total", "up" => "true").increment(1);
+            info!(broker = %broker.name, bridge, devices_changed = changed, "provincial broker's link to the central broker is up");
+        }
+        LinkReport::Changed { up: false, .. } => {
+            metrics::counter!("fleet_bridge_link_changes_total", "up" => "false").increment(1);
+            warn!(broker = %broker.name, bridge, devices_changed = changed, "provincial broker's link to the central broker is down: its devices are link-down, not offline");
+        }
+        LinkReport::Unchanged => {
+            debug!(broker = %broker.name, up, "link report repeated")
+        }
+        LinkReport::NotInTier => {
+            warn!(broker = %broker.name, "the tier and the fleet's link table disagree; report ignored")
+        }
     }
 }
 
@@ -571,12 +679,15 @@ async fn handle_applied(
     if observed.came_online && crate::domain::desired::send_on_online() {
         // The broker may have lost the retained desired state: send the
         // stored one again.
-        let desired = fleet
-            .read()
-            .expect("fleet lock is never poisoned")
-            .desired_for(&env.device);
-        if let Some(desired) = desired {
-            match publisher.try_desired(&env.device, &desired, now) {
+        let desired = {
+            let fleet = fleet.read().expect("fleet lock is never poisoned");
+            fleet
+                .get(&env.device)
+                .map(|d| d.reg.province)
+                .zip(fleet.desired_for(&env.device))
+        };
+        if let Some((province, desired)) = desired {
+            match publisher.try_desired(&env.device, province, &desired, now) {
                 Ok(()) => {
                     metrics::counter!("fleet_desired_published_total", "why" => "online")
                         .increment(1);
@@ -657,6 +768,7 @@ mod tests {
         for id in ["R", "N"] {
             let err = process(
                 &f,
+                &Tier::default(),
                 &mut l,
                 &format!("fleet/v1/dev/{id}/health"),
                 &health(id),
@@ -672,6 +784,7 @@ mod tests {
         for id in ["S", "D"] {
             let r = process(
                 &f,
+                &Tier::default(),
                 &mut l,
                 &format!("fleet/v1/dev/{id}/health"),
                 &health(id),
@@ -688,7 +801,14 @@ mod tests {
         let mut applied = 0;
         let mut drops = vec![];
         for _ in 0..250 {
-            match process(&f, &mut l, "fleet/v1/dev/A/health", &health("A"), 5) {
+            match process(
+                &f,
+                &Tier::default(),
+                &mut l,
+                "fleet/v1/dev/A/health",
+                &health("A"),
+                5,
+            ) {
                 Ok(Accepted::Applied(..)) => applied += 1,
                 Err(Rejection::RateLimited { first, .. }) => drops.push(first),
                 other => panic!("{other:?}"),
@@ -698,7 +818,14 @@ mod tests {
         assert_eq!(drops.len(), 150);
         assert!(drops[0] && drops[1..].iter().all(|first| !first));
         // Another device is not held back by A.
-        let r = process(&f, &mut l, "fleet/v1/dev/B/health", &health("B"), 5);
+        let r = process(
+            &f,
+            &Tier::default(),
+            &mut l,
+            "fleet/v1/dev/B/health",
+            &health("B"),
+            5,
+        );
         assert!(matches!(r, Ok(Accepted::Applied(..))), "{r:?}");
         let err = Rejection::RateLimited {
             device: "A".into(),
@@ -723,6 +850,7 @@ mod tests {
         ] {
             let err = process(
                 &f,
+                &Tier::default(),
                 &mut l,
                 "fleet/v1/dev/A/events",
                 &event("A", seq, Some(1)),
@@ -734,6 +862,7 @@ mod tests {
         for (seq, boot) in [(1, None), (Event::MAX_SEQ, Some(u64::MAX))] {
             let r = process(
                 &f,
+                &Tier::default(),
                 &mut l,
                 "fleet/v1/dev/A/events",
                 &event("A", seq, boot),
@@ -756,7 +885,15 @@ mod tests {
     #[test]
     fn accepts_a_good_message() {
         let f = fleet_with("A");
-        let r = process(&f, &mut limiter(), "fleet/v1/dev/A/health", &health("A"), 5).unwrap();
+        let r = process(
+            &f,
+            &Tier::default(),
+            &mut limiter(),
+            "fleet/v1/dev/A/health",
+            &health("A"),
+            5,
+        )
+        .unwrap();
         assert!(matches!(r, Accepted::Applied(..)));
         let fl = f.read().unwrap();
         assert_eq!(
@@ -785,7 +922,8 @@ mod tests {
             ("fleet/v1/dev/B/health", health("B"), "unknown-device"),
         ];
         for (topic, payload, label) in cases {
-            let err = process(&f, &mut limiter(), topic, &payload, 5).unwrap_err();
+            let err =
+                process(&f, &Tier::default(), &mut limiter(), topic, &payload, 5).unwrap_err();
             assert_eq!(err.label(), label, "{topic}: {err}");
         }
         let fl = f.read().unwrap();
@@ -807,8 +945,109 @@ mod tests {
         .to_cbor()
         .unwrap();
         assert!(matches!(
-            process(&f, &mut limiter(), "fleet/v1/dev/A/desired", &desired, 5).unwrap(),
+            process(
+                &f,
+                &Tier::default(),
+                &mut limiter(),
+                "fleet/v1/dev/A/desired",
+                &desired,
+                5
+            )
+            .unwrap(),
             Accepted::Ignored
         ));
+    }
+
+    fn tier_p01() -> Tier {
+        Tier::new(vec![crate::broker::tier::TierBroker {
+            name: "p01".into(),
+            provinces: vec![ProvinceCode::parse("IR-23").unwrap()],
+            host: "127.0.0.1".into(),
+            port: 0,
+            managed: false,
+            uplink: String::new(),
+        }])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_bridged_message_is_applied_only_from_the_bridge_of_the_devices_province() {
+        let f = fleet_with("A");
+        let tier = tier_p01();
+        let mut l = limiter();
+        let r = process(
+            &f,
+            &tier,
+            &mut l,
+            "fleet/v1/b/bridge.p01/dev/A/health",
+            &health("A"),
+            5,
+        );
+        assert!(matches!(r, Ok(Accepted::Applied(..))), "{r:?}");
+        for forger in ["bridge.p02", "bridge.central"] {
+            let err = process(
+                &f,
+                &tier,
+                &mut l,
+                &format!("fleet/v1/b/{forger}/dev/A/state"),
+                &health("A"),
+                9,
+            )
+            .unwrap_err();
+            assert_eq!(err.label(), "wrong-bridge", "{forger}: {err}");
+            assert_eq!(err.metric(), "fleet_ingest_rejected_total");
+            assert!(err.to_string().contains("IR-23"), "{err}");
+        }
+        // Nothing but p01's report was applied.
+        let fl = f.read().unwrap();
+        let d = fl.get(&DeviceId::parse("A").unwrap()).unwrap();
+        assert_eq!(d.status.last_seen_ms, Some(5));
+        assert!(d.status.state.is_none());
+        drop(fl);
+        // Without a tier no bridge may speak for anyone; the plain topic
+        // is accepted either way.
+        let err = process(
+            &f,
+            &Tier::default(),
+            &mut l,
+            "fleet/v1/b/bridge.p01/dev/A/health",
+            &health("A"),
+            6,
+        )
+        .unwrap_err();
+        assert_eq!(err.label(), "wrong-bridge");
+        let r = process(&f, &tier, &mut l, "fleet/v1/dev/A/health", &health("A"), 7);
+        assert!(matches!(r, Ok(Accepted::Applied(..))), "{r:?}");
+        // A bad bridge name is a bad topic.
+        let err = process(
+            &f,
+            &tier,
+            &mut l,
+            "fleet/v1/b/p01/dev/A/health",
+            &health("A"),
+            8,
+        )
+        .unwrap_err();
+        assert_eq!(err.label(), "topic");
+    }
+
+    #[test]
+    fn what_is_sent_to_a_device_goes_through_its_provinces_bridge() {
+        let (client, _eventloop) =
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 4);
+        let publisher = Publisher::new(client, Arc::new(tier_p01()));
+        let env = Envelope::new(
+            DeviceId::parse("A").unwrap(),
+            0,
+            Payload::Desired(Desired::default()),
+        );
+        assert_eq!(
+            publisher.topic_for(&env, ProvinceCode::parse("IR-23").unwrap()),
+            "fleet/v1/b/bridge.p01/dev/A/desired"
+        );
+        assert_eq!(
+            publisher.topic_for(&env, ProvinceCode::parse("IR-02").unwrap()),
+            "fleet/v1/dev/A/desired"
+        );
     }
 }

@@ -2,6 +2,11 @@
 //! tells devices (desired state, commands, renewed certificates) and the
 //! one place that acknowledges devices' messages to the broker.
 //!
+//! Everything sent to a device goes on its route: for a device of a
+//! province the provincial tier serves, under its broker's bridge prefix
+//! (`fleet/v1/b/bridge.NAME/dev/{id}/…`, which that bridge carries down to
+//! the plain topic on the provincial broker); else on the plain topic.
+//!
 //! Acknowledgements are manual: a QoS 1 message is acknowledged once its
 //! effect is committed to the store (the store writer runs
 //! [`Publisher::ack_after_commit`]'s closure after the batch commits), or at
@@ -13,9 +18,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fleet_protocol::{Command, Desired, DeviceId, EncodeError, Envelope, Payload};
+use fleet_protocol::{Command, Desired, DeviceId, EncodeError, Envelope, Payload, ProvinceCode};
 use rumqttc::{AsyncClient, Publish, QoS};
 
+use crate::broker::tier::Tier;
 use crate::store::AfterCommit;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,8 @@ pub struct Publisher {
     /// send): one controller-wide lock, so no change is lost to another
     /// made at the same time, and what is sent last is the newest.
     desired_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The route to each province's devices.
+    tier: Arc<Tier>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -68,12 +76,19 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    pub fn new(client: AsyncClient) -> Self {
+    pub fn new(client: AsyncClient, tier: Arc<Tier>) -> Self {
         Self {
             client,
             connection: Arc::new(AtomicU64::new(0)),
             desired_lock: Arc::default(),
+            tier,
         }
+    }
+
+    /// The topic `env` goes out on to a device of `province`: through its
+    /// province's bridge, if the tier has one.
+    pub(crate) fn topic_for(&self, env: &Envelope, province: ProvinceCode) -> String {
+        env.topic().routed(self.tier.route_of(province).as_deref())
     }
 
     /// The lock every change of a desired state holds (see
@@ -114,7 +129,9 @@ impl Publisher {
     }
 
     fn encode(
+        &self,
         device: &DeviceId,
+        province: ProvinceCode,
         now_ms: u64,
         payload: Payload,
     ) -> Result<(String, Vec<u8>), PublishError> {
@@ -125,7 +142,7 @@ impl Publisher {
             device: device.clone(),
             source,
         })?;
-        Ok((env.topic().to_string(), bytes))
+        Ok((self.topic_for(&env, province), bytes))
     }
 
     /// Send a device's desired state, retained (QoS 1), waiting for room
@@ -134,10 +151,12 @@ impl Publisher {
     pub async fn desired(
         &self,
         device: &DeviceId,
+        province: ProvinceCode,
         desired: &Desired,
         now_ms: u64,
     ) -> Result<(), PublishError> {
-        let (topic, bytes) = Self::encode(device, now_ms, Payload::Desired(desired.clone()))?;
+        let (topic, bytes) =
+            self.encode(device, province, now_ms, Payload::Desired(desired.clone()))?;
         self.client
             .publish(topic, QoS::AtLeastOnce, true, bytes)
             .await
@@ -148,10 +167,12 @@ impl Publisher {
     pub(crate) fn try_desired(
         &self,
         device: &DeviceId,
+        province: ProvinceCode,
         desired: &Desired,
         now_ms: u64,
     ) -> Result<(), PublishError> {
-        let (topic, bytes) = Self::encode(device, now_ms, Payload::Desired(desired.clone()))?;
+        let (topic, bytes) =
+            self.encode(device, province, now_ms, Payload::Desired(desired.clone()))?;
         self.client
             .try_publish(topic, QoS::AtLeastOnce, true, bytes)
             .map_err(|source| PublishError::queue("desired", device, source))
@@ -163,10 +184,12 @@ impl Publisher {
     pub async fn command(
         &self,
         device: &DeviceId,
+        province: ProvinceCode,
         command: &Command,
         now_ms: u64,
     ) -> Result<(), PublishError> {
-        let (topic, bytes) = Self::encode(device, now_ms, Payload::Command(command.clone()))?;
+        let (topic, bytes) =
+            self.encode(device, province, now_ms, Payload::Command(command.clone()))?;
         self.client
             .publish(topic, QoS::AtLeastOnce, false, bytes)
             .await
@@ -219,12 +242,15 @@ pub async fn update_desired(
     now_ms: u64,
 ) -> Result<Desired, DesiredError> {
     let _held = publisher.lock_desired().await;
-    let mut desired = {
+    let (province, mut desired) = {
         let fleet = fleet.read().expect("fleet lock is never poisoned");
         let held = fleet
             .get(device)
             .ok_or_else(|| DesiredError::UnknownDevice(device.clone()))?;
-        crate::domain::desired::desired_of(held.desired.as_ref(), &[])
+        (
+            held.reg.province,
+            crate::domain::desired::desired_of(held.desired.as_ref(), &[]),
+        )
     };
     change(&mut desired);
     store.set_desired(device, &desired, now_ms).await?;
@@ -235,7 +261,7 @@ pub async fn update_desired(
             .desired_for(device)
             .expect("the device was known a moment ago and devices are never removed")
     };
-    if let Err(e) = publisher.desired(device, &sent, now_ms).await {
+    if let Err(e) = publisher.desired(device, province, &sent, now_ms).await {
         tracing::warn!(error = %e, "desired state stored; it is sent when the device comes online");
     }
     Ok(desired)

@@ -3,6 +3,11 @@
 //! not ready and why), then how many devices are ready per province (or
 //! per county) and why the others are not, with a total line.
 //!
+//! For a province served by a provincial broker the text also says its
+//! bridge link: "link up", or "link down since HH:MM (N devices)" (Tehran
+//! time; N: the province's devices, whose silence the controller then
+//! puts down to the link, `link-down`, not `offline`).
+//!
 //! The controller counts readiness; the headline's "on the firmware"
 //! counts come from the device list of each model with a baseline (paged,
 //! 1000 a request), since a device's readiness names only its first reason
@@ -11,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use fleet_api::types::LinkStatus;
 use fleet_api::{Client, DeviceQuery, Grouping, Lifecycle, ReadinessQuery, ReadinessRow, Reason};
 use fleet_protocol::{CountyCode, Model, ProvinceCode, Version};
 use serde::Serialize;
@@ -151,6 +157,36 @@ fn not_ready_text(rows: &[ReadinessRow]) -> String {
     out
 }
 
+/// Per tier province: its bridge link (once per province, whatever the
+/// grouping; a county row carries its province's link).
+fn link_text(rows: &[ReadinessRow]) -> String {
+    let mut out = String::new();
+    let mut devices: BTreeMap<ProvinceCode, (&LinkStatus, u32)> = BTreeMap::new();
+    for r in rows {
+        if let Some(link) = &r.link {
+            devices.entry(r.province).or_insert((link, 0)).1 += r.total;
+        }
+    }
+    for (province, (link, n)) in devices {
+        let state = if link.up {
+            "link up".to_owned()
+        } else {
+            format!(
+                "link down since {} ({n} devices)",
+                tehran_hhmm(link.since_ms)
+            )
+        };
+        let _ = writeln!(out, "{province} ({}): {state}", link.broker);
+    }
+    out
+}
+
+/// Unix ms as HH:MM in Tehran (UTC+03:30 all year).
+fn tehran_hhmm(ms: u64) -> String {
+    let minutes = (ms / 60_000 + crate::dates::TEHRAN_OFFSET_MIN as u64) % (24 * 60);
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
 impl Report for Headline {
     fn json(&self) -> Value {
         to_json(&self.0)
@@ -186,6 +222,8 @@ struct JsonRow<'a> {
     total: u32,
     ready: u32,
     reasons: &'a BTreeMap<Reason, u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<&'a LinkStatus>,
 }
 
 fn pct(ready: u64, total: u64) -> String {
@@ -209,6 +247,7 @@ impl Report for ReadinessReport {
                 total: r.total,
                 ready: r.ready,
                 reasons: &r.reasons,
+                link: r.link.as_ref(),
             })
             .collect();
         to_json(&rows)
@@ -219,6 +258,7 @@ impl Report for ReadinessReport {
     fn table(&self) -> View {
         let mut title = headline_text(&self.headline);
         title.push_str(&not_ready_text(&self.rows));
+        title.push_str(&link_text(&self.rows));
         title.push('\n');
         View::Titled {
             title,
@@ -228,7 +268,9 @@ impl Report for ReadinessReport {
     }
 
     /// For scripts: counts only (no names, no percentages, no total line,
-    /// no headline: `--by model` gives it).
+    /// no headline: `--by model` gives it), then the province's link:
+    /// `up`, `down` or empty (no provincial broker, or not reported yet)
+    /// and since when (Unix ms).
     fn csv(&self) -> View {
         let mut columns = vec!["province"];
         if self.by_county {
@@ -236,6 +278,7 @@ impl Report for ReadinessReport {
         }
         columns.extend(["total", "ready"]);
         columns.extend(Reason::ALL.map(Reason::as_str));
+        columns.extend(["link", "link_since_ms"]);
         let mut grid = Grid::new(&columns);
         for r in &self.rows {
             let mut line = vec![r.province.to_string()];
@@ -244,6 +287,11 @@ impl Report for ReadinessReport {
             }
             line.extend([r.total.to_string(), r.ready.to_string()]);
             line.extend(Reason::ALL.map(|x| r.count(x).to_string()));
+            let (link, since) = r.link.as_ref().map_or((String::new(), String::new()), |l| {
+                let state = if l.up { "up" } else { "down" };
+                (state.to_owned(), l.since_ms.to_string())
+            });
+            line.extend([link, since]);
             grid.rows.push(line);
         }
         View::grid(grid)
@@ -311,6 +359,7 @@ mod tests {
             total,
             ready,
             reasons: reasons.iter().copied().collect(),
+            link: None,
         }
     }
 
@@ -334,9 +383,11 @@ mod tests {
         let cells: Vec<&str> = last.split_whitespace().collect();
         assert_eq!(&cells[1..4], ["15", "12", "80.0"], "{t}");
         assert!(
-            t.lines().any(|l| l.starts_with(
-                "PROVINCE  NAME  TOTAL  READY  READY%  NOT-ENROLLED  NEVER-SEEN  OFFLINE"
-            )),
+            t.lines().any(|l| {
+                l.starts_with(
+                "PROVINCE  NAME  TOTAL  READY  READY%  NOT-ENROLLED  NEVER-SEEN  LINK-DOWN  OFFLINE"
+            )
+            }),
             "{t}"
         );
     }
@@ -348,9 +399,9 @@ mod tests {
         let mut lines = c.lines();
         assert_eq!(
             lines.next().unwrap(),
-            "province,total,ready,not-enrolled,never-seen,offline,update-failed,updating,outdated,unhealthy"
+            "province,total,ready,not-enrolled,never-seen,link-down,offline,update-failed,updating,outdated,unhealthy,link,link_since_ms"
         );
-        assert_eq!(lines.next().unwrap(), "IR-23,10,7,0,0,3,0,0,0,0");
+        assert_eq!(lines.next().unwrap(), "IR-23,10,7,0,0,0,3,0,0,0,0,,");
         assert_eq!(lines.next(), None, "no total line in CSV");
     }
 
@@ -378,7 +429,7 @@ mod tests {
         assert!(json[1].get("province_name").is_none(), "{json:?}");
         let csv = render(&report, Output::Csv);
         assert!(csv.starts_with("province,county,total"), "{csv}");
-        assert!(csv.contains("\nIR-02,,4,1,0,3,"), "{csv}");
+        assert!(csv.contains("\nIR-02,,4,1,0,3,0,"), "{csv}");
     }
 
     #[test]
@@ -450,5 +501,50 @@ mod tests {
         let j: Vec<Value> = serde_json::from_str(&render(&h, Output::Json)).unwrap();
         assert_eq!(j[0]["on_baseline"], 12);
         assert_eq!(j[0]["baseline"], "2.5.0");
+    }
+
+    #[test]
+    fn tier_provinces_show_their_link_in_every_output() {
+        let link = |up, since_ms| {
+            Some(LinkStatus {
+                broker: "p01".into(),
+                up,
+                since_ms,
+            })
+        };
+        let mut sari = row(
+            "IR-02",
+            12,
+            2,
+            &[(Reason::LinkDown, 9), (Reason::Offline, 1)],
+        );
+        // 10:30 UTC is 14:00 in Tehran.
+        sari.link = link(
+            false,
+            1_700_000_000_000 - 1_700_000_000_000 % 86_400_000 + 37_800_000,
+        );
+        let mut gol = row("IR-27", 3, 3, &[]);
+        gol.link = link(true, 5);
+        let r = report(vec![sari, gol, row("IR-23", 1, 1, &[])]);
+        let t = render(&r, Output::Table);
+        assert!(
+            t.contains("IR-02 (p01): link down since 14:00 (12 devices)\n"),
+            "{t}"
+        );
+        assert!(t.contains("IR-27 (p01): link up\n"), "{t}");
+        assert!(!t.contains("IR-23 ("), "{t}");
+        assert!(
+            t.contains("IR-02: 10 of 12 not ready (9 link-down, 1 offline)"),
+            "{t}"
+        );
+        let json: Vec<Value> = serde_json::from_str(&render(&r, Output::Json)).unwrap();
+        assert_eq!(json[0]["link"]["up"], false);
+        assert_eq!(json[1]["link"]["broker"], "p01");
+        assert!(json[2].get("link").is_none());
+        let csv = render(&r, Output::Csv);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(lines[1].ends_with(",down,1699957800000"), "{csv}");
+        assert!(lines[2].ends_with(",up,5"), "{csv}");
+        assert!(lines[3].ends_with(",,"), "{csv}");
     }
 }

@@ -603,3 +603,105 @@ fn readiness_follows_the_update_track_of_the_desired_target() {
     assert_eq!(reason(&f), None);
     assert_consistent(&f);
 }
+
+#[test]
+fn a_link_change_judges_again_the_devices_behind_it_and_no_other() {
+    let mut f = Fleet::new(FRESH);
+    f.set_tier([(
+        "p01".to_owned(),
+        vec![
+            ProvinceCode::parse("IR-02").unwrap(),
+            ProvinceCode::parse("IR-27").unwrap(),
+        ],
+    )]);
+    let (sari, gol, teh) = (
+        ProvinceCode::parse("IR-02").unwrap(),
+        ProvinceCode::parse("IR-27").unwrap(),
+        ProvinceCode::parse("IR-23").unwrap(),
+    );
+    let id = |s: &str| DeviceId::parse(s).unwrap();
+    for (d, p, c) in [
+        ("A", "IR-02", "IR-02-SARI"),
+        ("B", "IR-02", "IR-02-SARI"),
+        ("C", "IR-27", "IR-27-GORG"),
+        ("T", "IR-23", "IR-23-TEH"),
+    ] {
+        f.upsert(reg(d, p, Some(c)), Status::default(), 0);
+    }
+    f.observe(&env("T", state("2.4.0", true)), 10_000).unwrap();
+    for d in ["A", "B", "C"] {
+        f.observe(&env(d, state("2.4.0", true)), 50_000).unwrap();
+    }
+    f.observe(&env("B", presence(false)), 50_001).unwrap();
+    assert_eq!(
+        f.link_report("p01", true, 60_000),
+        (
+            LinkReport::Changed {
+                up: true,
+                provinces: vec![sari, gol]
+            },
+            0
+        )
+    );
+    assert_eq!(f.link_report("p09", false, 60_000).0, LinkReport::NotInTier);
+
+    // The link drops at 100 s. T (Tehran, stale by now, not ticked yet)
+    // is not judged again; A, still fresh, stays ready.
+    let (report, changed) = f.link_report("p01", false, 100_000);
+    assert!(matches!(report, LinkReport::Changed { up: false, .. }));
+    assert_eq!(changed, 0);
+    assert_eq!(f.get(&id("T")).unwrap().reason, None, "not behind the link");
+    assert_eq!(f.get(&id("A")).unwrap().reason, None);
+    let (broker, link) = f.link_of(sari).unwrap();
+    assert_eq!((broker, link.up, link.since_ms), ("p01", false, 100_000));
+    assert!(f.link_of(teh).is_none());
+
+    // A window later the silent devices behind the link are link-down; B
+    // said goodbye before the cut and T is in no tier: offline.
+    assert_eq!(f.tick(120_000), 3);
+    assert_eq!(f.get(&id("A")).unwrap().reason, Some(Reason::LinkDown));
+    assert_eq!(f.get(&id("B")).unwrap().reason, Some(Reason::Offline));
+    assert_eq!(f.get(&id("C")).unwrap().reason, Some(Reason::LinkDown));
+    assert_eq!(f.get(&id("T")).unwrap().reason, Some(Reason::Offline));
+    assert_eq!(f.province_counts(sari).reason(Reason::LinkDown), 1);
+    assert_eq!(f.province_counts(sari).reason(Reason::Offline), 1);
+    assert_eq!(f.province_counts(gol).reason(Reason::LinkDown), 1);
+    let county_link_down: u32 = f
+        .county_counts(Some(sari))
+        .map(|(_, c)| c.reason(Reason::LinkDown))
+        .sum();
+    assert_eq!(county_link_down, 1);
+    assert_consistent(&f);
+
+    // The link is back: no one is judged offline for the outage before
+    // speaking; A speaks and is ready, C says nothing for a whole window
+    // and is offline then.
+    assert_eq!(f.link_report("p01", true, 200_000).1, 0);
+    assert_eq!(f.get(&id("C")).unwrap().reason, Some(Reason::LinkDown));
+    f.observe(&env("A", Payload::Health(Health::default())), 210_000)
+        .unwrap();
+    assert_eq!(f.get(&id("A")).unwrap().reason, None);
+    assert_eq!(f.tick(200_000 + FRESH), 0);
+    assert_eq!(f.tick(200_001 + FRESH), 1);
+    assert_eq!(f.get(&id("C")).unwrap().reason, Some(Reason::Offline));
+    assert_eq!(f.province_counts(gol).reason(Reason::LinkDown), 0);
+    assert_consistent(&f);
+
+    // The link drops again: C and A (last heard at 210 s, stale by 300 s
+    // but not ticked since) were silent for a window before the cut:
+    // offline, and judged so by the link change itself.
+    assert_eq!(f.link_report("p01", false, 300_000).1, 1);
+    assert_eq!(f.get(&id("C")).unwrap().reason, Some(Reason::Offline));
+    assert_eq!(f.get(&id("A")).unwrap().reason, Some(Reason::Offline));
+    assert_consistent(&f);
+    // A ready device when the link drops stays ready until its report is
+    // older than the window, then is link-down.
+    let mut g = Fleet::new(FRESH);
+    g.set_tier([("p01".to_owned(), vec![sari])]);
+    g.upsert(reg("A", "IR-02", Some("IR-02-SARI")), Status::default(), 0);
+    g.observe(&env("A", state("2.4.0", true)), 1_000).unwrap();
+    assert_eq!(g.link_report("p01", false, 30_000).1, 0);
+    assert_eq!(g.tick(1_001 + FRESH), 1);
+    assert_eq!(g.province_counts(sari).reason(Reason::LinkDown), 1);
+    assert_consistent(&g);
+}

@@ -223,7 +223,14 @@ async fn publish(
     command: &Command,
     now: u64,
 ) -> Result<(), ApiError> {
-    if let Err(e) = st.publisher.command(device, command, now).await {
+    // The device's province decides its route (through its bridge, if
+    // any). Devices are never removed from the fleet.
+    let province = st
+        .fleet()
+        .get(device)
+        .map(|d| d.reg.province)
+        .ok_or_else(|| ApiError::UnknownDevice(device.clone()))?;
+    if let Err(e) = st.publisher.command(device, province, command, now).await {
         let why = format!("not published: {e}");
         if let Err(store) = st.store.fail_command(&command.id, now, &why).await {
             warn!(command = %command.id, error = %store, "cannot record the failed publication");

@@ -188,14 +188,17 @@ pub(crate) async fn republish(
             break;
         }
         let _held = publisher.lock_desired().await;
-        let Some(d) = fleet
-            .read()
-            .expect("fleet lock is never poisoned")
-            .desired_for(device)
-        else {
+        let held = {
+            let fleet = fleet.read().expect("fleet lock is never poisoned");
+            fleet
+                .get(device)
+                .map(|d| d.reg.province)
+                .zip(fleet.desired_for(device))
+        };
+        let Some((province, d)) = held else {
             continue;
         };
-        match publisher.desired(device, &d, unix_ms()).await {
+        match publisher.desired(device, province, &d, unix_ms()).await {
             Ok(()) => sent += 1,
             Err(e) => {
                 warn!(error = %e, "freeze windows stored; this device gets them when it comes online")

@@ -2,10 +2,11 @@
 
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
-use fleet_api::types::{Grouping, ProvinceRow, ReadinessQuery, ReadinessRow, Reason};
+use fleet_api::types::{Grouping, LinkStatus, ProvinceRow, ReadinessQuery, ReadinessRow, Reason};
 use fleet_protocol::{CountyCode, ProvinceCode};
 
 use crate::access::Caller;
+use crate::domain::fleet::Fleet;
 use crate::domain::readiness::Counts;
 use crate::http::{opt, ApiError, AppState};
 
@@ -21,7 +22,12 @@ pub async fn provinces() -> Json<Vec<ProvinceRow>> {
     )
 }
 
-fn row(province: ProvinceCode, county: Option<Option<CountyCode>>, c: &Counts) -> ReadinessRow {
+fn row(
+    fleet: &Fleet,
+    province: ProvinceCode,
+    county: Option<Option<CountyCode>>,
+    c: &Counts,
+) -> ReadinessRow {
     ReadinessRow {
         province,
         province_name: Some(province.info().name_en.to_owned()),
@@ -33,6 +39,11 @@ fn row(province: ProvinceCode, county: Option<Option<CountyCode>>, c: &Counts) -
             .filter(|r| c.reason(*r) > 0)
             .map(|r| (r, c.reason(r)))
             .collect(),
+        link: fleet.link_of(province).map(|(broker, l)| LinkStatus {
+            broker: broker.to_owned(),
+            up: l.up,
+            since_ms: l.since_ms,
+        }),
     }
 }
 
@@ -51,12 +62,12 @@ pub async fn readiness(
     let rows = match by {
         Grouping::Province => ProvinceCode::all()
             .filter(|p| province.is_none_or(|want| *p == want) && sees(*p))
-            .map(|p| row(p, None, &fleet.province_counts(p)))
+            .map(|p| row(&fleet, p, None, &fleet.province_counts(p)))
             .collect(),
         Grouping::County => fleet
             .county_counts(province)
             .filter(|((p, _), _)| sees(*p))
-            .map(|((p, c), counts)| row(*p, Some(c.clone()), counts))
+            .map(|((p, c), counts)| row(&fleet, *p, Some(c.clone()), counts))
             .collect(),
     };
     Ok(Json(rows))
