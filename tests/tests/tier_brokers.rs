@@ -6,7 +6,8 @@
 //! bridge p02's certificate cannot speak for p01 nor for a directly
 //! connected device; a killed provincial broker comes back on its port; and
 //! `fleet-controller broker-config --role provincial` renders a config that
-//! a Mosquitto started here accepts and bridges with (hostname checked).
+//! a Mosquitto started here accepts and bridges with (hostname checked);
+//! a retired device is refused by its provincial broker.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::Path;
@@ -347,5 +348,36 @@ async fn a_tier_of_provincial_brokers_bridges_each_province_under_its_own_name_o
     .await;
     mosquitto.kill();
     bridged.unwrap();
+
+    // Retired, the device is refused by its own provincial broker (its CRL
+    // reloaded, its session there taken over) when the API answers.
+    let (held, held_events) = mqtt_connect(mqtt_tls(
+        p01_port,
+        &dev.id,
+        &dev.ca,
+        Some((&dev.cert, &dev.key)),
+    ))
+    .await
+    .unwrap();
+    let (cut_tx, cut_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _keep = held;
+        let mut events = held_events;
+        while events.poll().await.is_ok() {}
+        let _ = cut_tx.send(());
+    });
+    let (ok, out, err) = ctl.fleetctl(&["device", "retire", &dev.id]).unwrap();
+    assert!(ok, "retire failed: {out}{err}");
+    within(20, "the held session cut by the takeover", cut_rx)
+        .await
+        .unwrap();
+    let again = mqtt_connect(mqtt_tls(
+        p01_port,
+        &dev.id,
+        &dev.ca,
+        Some((&dev.cert, &dev.key)),
+    ))
+    .await;
+    assert!(again.is_err(), "a retired device still connects to p01");
     ctl.stop().unwrap();
 }
