@@ -318,6 +318,19 @@ pub const BROKER: Endpoint = Endpoint {
     errors: &[401, 403],
 };
 
+pub const BROKERS: Endpoint = Endpoint {
+    operation_id: "brokers",
+    method: Method::Get,
+    path: "/api/v1/brokers",
+    summary: "The central broker and the provincial brokers bridged to it",
+    description: "A device connects to its province's broker (told at enrolment) if the tier serves its province, else to the central broker.",
+    auth: Auth::Bearer(READ),
+    query: None,
+    request: Body::Empty,
+    response: Body::Json("BrokerTier"),
+    errors: &[401, 403],
+};
+
 pub const PKI: Endpoint = Endpoint {
     operation_id: "pki",
     method: Method::Get,
@@ -818,6 +831,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     BASELINES,
     SET_BASELINE,
     BROKER,
+    BROKERS,
     PKI,
     TOKENS,
     CREATE_TOKEN,
@@ -938,6 +952,7 @@ mod tests {
             (Method::Post, "/api/v1/commands"),
             (Method::Put, "/api/v1/devices/{id}/logs/{command}"),
             (Method::Get, "/api/v1/devices/{id}/logs/{command}"),
+            (Method::Get, "/api/v1/brokers"),
         ];
         for (m, p) in today {
             assert!(endpoint(m, p).is_some(), "{m} {p} is missing");

@@ -100,6 +100,8 @@ fn components() -> utoipa::openapi::Components {
         .schema_from::<BaselineRequest>()
         .schema_from::<Baseline>()
         .schema_from::<BrokerInfo>()
+        .schema_from::<BrokerTier>()
+        .schema_from::<ProvincialBrokerInfo>()
         .schema_from::<PkiStatus>()
         .schema_from::<CertExpiry>()
         .schema_from::<DeviceCertExpiry>()

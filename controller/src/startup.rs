@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::access::{self, Access};
+use crate::broker::tier::Tier;
 use crate::broker::{self, BrokerConfig, ManagedBroker};
 use crate::clock::unix_ms;
 use crate::config::{BrokerMode, ControllerConfig};
@@ -53,6 +54,8 @@ pub struct Application {
     state: AppState,
     store: Store,
     managed: Option<ManagedBroker>,
+    /// The managed provincial brokers, in start order (stopped in reverse).
+    provincial: Vec<ManagedBroker>,
     stop_tx: watch::Sender<bool>,
     ingest: JoinHandle<()>,
     ticker: JoinHandle<()>,
@@ -71,6 +74,7 @@ impl Application {
         let data_dir = cfg.data_dir()?.to_owned();
         let paths = PkiPaths::new(&data_dir);
         paths.require(&data_dir)?;
+        raise_open_files();
         if pki::ensure_api_cert(&paths)? {
             info!("made the API its own certificate (pki/api.crt); it used the broker's before");
         }
@@ -94,7 +98,11 @@ impl Application {
         let fleet = load_fleet(&cfg, &store).await?;
         // The provincial tier: who may speak for which province, the route
         // to each device, whose link readiness watches.
-        let tier = Arc::new(cfg.broker.tier()?);
+        // Managed brokers start first, so the tier holds their ports.
+        let (managed, broker) = start_broker(&cfg, &data_dir, &paths).await?;
+        let (provincial, tier) =
+            start_provincial_brokers(&cfg, &data_dir, &paths, &broker, &policy).await?;
+        let tier = Arc::new(tier);
         fleet
             .write()
             .expect("fleet lock is never poisoned")
@@ -103,7 +111,6 @@ impl Application {
                     .iter()
                     .map(|b| (b.name.clone(), b.provinces.clone())),
             );
-        let (managed, broker) = start_broker(&cfg, &data_dir, &paths).await?;
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let (write_tx, write_rx) = mpsc::channel(cfg.ingest.write_queue);
@@ -130,7 +137,7 @@ impl Application {
                 device_cert: cfg.cert_policy().device,
             }),
             identity: (!cfg.broker.insecure_dev).then(|| paths.clone()),
-            tier,
+            tier: Arc::clone(&tier),
         };
         let (publisher, eventloop) = ingest::client(&ingest_cfg);
         let ingest = tokio::spawn(ingest::run(
@@ -168,6 +175,7 @@ impl Application {
             policy,
             store.clone(),
             managed.as_ref().map(ManagedBroker::reloader),
+            provincial.iter().map(ManagedBroker::reloader).collect(),
             stop_rx,
         );
 
@@ -178,7 +186,8 @@ impl Application {
             metrics: metrics_handle(),
             access,
             data_dir: data_dir.clone(),
-            revocation: revocation(&cfg, managed.as_ref()),
+            revocation: revocation(&cfg, managed.as_ref(), &provincial, &tier),
+            tier,
             lifecycle_lock: Arc::default(),
             freeze_changes: Arc::default(),
             ingest_connected,
@@ -195,6 +204,7 @@ impl Application {
             state,
             store,
             managed,
+            provincial,
             stop_tx,
             ingest,
             ticker,
@@ -226,6 +236,17 @@ impl Application {
     ) -> anyhow::Result<()> {
         let addr = self.listener.local_addr()?;
         let insecure = self.cfg.broker.insecure_dev;
+        for b in self.state.tier.brokers() {
+            let provinces: Vec<String> = b.provinces.iter().map(ToString::to_string).collect();
+            info!(
+                "provincial broker {} {}://{}:{} provinces {}",
+                b.name,
+                if insecure { "mqtt" } else { "mqtts" },
+                b.host,
+                b.port,
+                provinces.join(",")
+            );
+        }
         info!(
             "fleet-controller ready: api {}://{addr} broker {}://{}:{} data {}",
             if insecure { "http" } else { "https" },
@@ -248,6 +269,10 @@ impl Application {
         let _ = self.cert_watch.await;
         // The ingest task held the last sender: the writer drains and ends.
         let _ = self.writer.await;
+        // The central broker started first: it stops last.
+        for b in self.provincial.into_iter().rev() {
+            b.stop().await;
+        }
         if let Some(b) = self.managed {
             b.stop().await;
         }
@@ -391,16 +416,11 @@ async fn start_broker(
     let tls = !cfg.broker.insecure_dev;
     Ok(match cfg.broker_mode() {
         BrokerMode::Managed { port } => {
-            let b = ManagedBroker::start(BrokerConfig {
-                dir: data_dir.join("mosquitto"),
+            let b = ManagedBroker::start(BrokerConfig::central(
+                data_dir.join("mosquitto"),
                 port,
-                tls: tls.then(|| broker::BrokerTls {
-                    ca: paths.ca_cert(),
-                    cert: paths.broker_cert(),
-                    key: paths.broker_key(),
-                    crl: paths.crl(),
-                }),
-            })
+                tls.then(|| broker_tls(paths)),
+            ))
             .await?;
             let info = BrokerInfo {
                 host: cfg.broker.host.clone(),
@@ -413,22 +433,150 @@ async fn start_broker(
     })
 }
 
-/// How a retirement reaches the broker: SIGHUP and a takeover of the
-/// device's session for the managed broker, the operator's hook for an
-/// external one.
-fn revocation(cfg: &ControllerConfig, managed: Option<&ManagedBroker>) -> broker::Revocation {
-    match managed {
-        Some(b) => broker::Revocation::Managed {
-            reloader: b.reloader(),
-            kick: (!cfg.broker.insecure_dev).then(|| broker::Kicker {
-                host: "127.0.0.1".into(),
-                port: b.port(),
-            }),
-        },
-        None => broker::Revocation::External {
-            hook: cfg.crl_hook(),
-        },
+/// The files of a managed broker's device listener (every managed broker
+/// serves the central broker's certificate, which names this host).
+fn broker_tls(paths: &PkiPaths) -> broker::BrokerTls {
+    broker::BrokerTls {
+        ca: paths.ca_cert(),
+        cert: paths.broker_cert(),
+        key: paths.broker_key(),
+        crl: paths.crl(),
     }
+}
+
+/// Raise this process's soft limit of open files to its hard limit:
+/// Mosquitto inherits it, and each device connection is one open file.
+fn raise_open_files() {
+    use rlimit::Resource;
+    match Resource::NOFILE.get() {
+        Ok((soft, hard)) if soft < hard => match Resource::NOFILE.set(hard, hard) {
+            Ok(()) => info!(
+                was = soft,
+                now = hard,
+                "open files limit raised to the hard limit (the managed brokers inherit it)"
+            ),
+            Err(e) => warn!(soft, hard, error = %e, "cannot raise the open files limit"),
+        },
+        Ok((soft, _)) => info!(
+            limit = soft,
+            "open files limit (the managed brokers inherit it)"
+        ),
+        Err(e) => warn!(error = %e, "cannot read the open files limit"),
+    }
+}
+
+/// Start the managed provincial brokers of the tier, after the central
+/// one (their bridges connect to it): each gets its directory
+/// `DATA/mosquitto-{name}/`, the central broker's server certificate for
+/// its listener and its bridge's client certificate
+/// (`DATA/pki/bridge-{name}.*`, issued or renewed here). Returns them and
+/// the tier with their ports set.
+async fn start_provincial_brokers(
+    cfg: &ControllerConfig,
+    data_dir: &Path,
+    paths: &PkiPaths,
+    central: &BrokerInfo,
+    policy: &pki::CertPolicy,
+) -> anyhow::Result<(Vec<ManagedBroker>, Tier)> {
+    let mut tier = cfg.broker.tier()?;
+    let tls = !cfg.broker.insecure_dev;
+    let central_address = match cfg.broker_mode() {
+        // The managed central broker listens on loopback only.
+        BrokerMode::Managed { .. } => format!("127.0.0.1:{}", central.port),
+        BrokerMode::External { host, port } => format!("{host}:{port}"),
+    };
+    let mut started = Vec::new();
+    for b in tier.brokers().to_vec() {
+        if !b.managed {
+            continue;
+        }
+        if tls && pki::ensure_bridge_cert(paths, &b.name, policy, unix_ms())? {
+            info!(broker = %b.name, cert = %paths.bridge_cert(&b.name).display(), "issued the bridge's client certificate");
+        }
+        let started_one = ManagedBroker::start(BrokerConfig {
+            dir: data_dir.join(format!("mosquitto-{}", b.name)),
+            port: (b.port != 0).then_some(b.port),
+            tls: tls.then(|| broker_tls(paths)),
+            bridge: Some(broker::ManagedBridge {
+                name: b.name.clone(),
+                provinces: b.provinces.clone(),
+                address: if b.uplink.is_empty() {
+                    central_address.clone()
+                } else {
+                    b.uplink.clone()
+                },
+                cert: tls.then(|| (paths.bridge_cert(&b.name), paths.bridge_key(&b.name))),
+            }),
+        })
+        .await;
+        match started_one {
+            Ok(m) => {
+                tier.set_port(&b.name, m.port());
+                started.push(m);
+            }
+            Err(e) => {
+                for m in started.into_iter().rev() {
+                    m.stop().await;
+                }
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot start provincial broker {}", b.name)));
+            }
+        }
+    }
+    Ok((started, tier))
+}
+
+/// How a retirement reaches the brokers: SIGHUP and a takeover of the
+/// device's session for a managed broker, the operator's hook for an
+/// external one; with a tier, every managed broker reloads and the session
+/// is closed on the device's own broker.
+fn revocation(
+    cfg: &ControllerConfig,
+    managed: Option<&ManagedBroker>,
+    provincial: &[ManagedBroker],
+    tier: &Tier,
+) -> broker::Revocation {
+    let kicker = |port: u16| {
+        (!cfg.broker.insecure_dev).then(|| broker::Kicker {
+            host: "127.0.0.1".into(),
+            port,
+        })
+    };
+    if tier.is_empty() {
+        return match managed {
+            Some(b) => broker::Revocation::Managed {
+                reloader: b.reloader(),
+                kick: kicker(b.port()),
+            },
+            None => broker::Revocation::External {
+                hook: cfg.crl_hook(),
+            },
+        };
+    }
+    let mut by_province = std::collections::BTreeMap::new();
+    for b in tier.brokers() {
+        let at = if b.managed {
+            broker::Where::Managed(kicker(b.port))
+        } else {
+            broker::Where::External
+        };
+        for p in &b.provinces {
+            by_province.insert(*p, at.clone());
+        }
+    }
+    broker::Revocation::Tier(Arc::new(broker::TierRevocation {
+        reloaders: managed
+            .into_iter()
+            .chain(provincial)
+            .map(ManagedBroker::reloader)
+            .collect(),
+        central: match managed {
+            Some(b) => broker::Where::Managed(kicker(b.port())),
+            None => broker::Where::External,
+        },
+        provincial: by_province,
+        hook: cfg.crl_hook(),
+    }))
 }
 
 /// Re-judge readiness for the passage of time (the freshness window).
@@ -564,7 +712,8 @@ fn start_cert_watch(
     paths: PkiPaths,
     policy: pki::CertPolicy,
     store: Store,
-    broker: Option<crate::broker::BrokerReloader>,
+    central: Option<crate::broker::BrokerReloader>,
+    provincial: Vec<crate::broker::BrokerReloader>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -580,14 +729,37 @@ fn start_cert_watch(
                 Ok(renewed) => {
                     info!(?renewed, "renewed certificates past their renewal point");
                     if renewed.contains(&pki::CertKind::Broker) {
-                        if let Some(b) = &broker {
+                        // Every managed broker serves the broker certificate.
+                        for b in central.iter().chain(&provincial) {
                             if let Err(e) = b.reload().await {
-                                warn!(error = %e, "cannot reload the broker for its renewed certificate");
+                                warn!(broker = b.name(), error = %e, "cannot reload the broker for its renewed certificate");
                             }
                         }
                     }
                 }
                 Err(e) => warn!(error = %e, "cannot renew the service certificates"),
+            }
+            // The bridges' certificates, renewed alike; Mosquitto 2.0.11
+            // rereads a bridge's only when it restarts.
+            for b in &provincial {
+                if !paths.bridge_cert(b.name()).is_file() {
+                    continue; // --insecure-dev
+                }
+                match pki::ensure_bridge_cert(&paths, b.name(), &policy, now) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        info!(
+                            broker = b.name(),
+                            "renewed the bridge's certificate; restarting its broker"
+                        );
+                        if let Err(e) = b.restart().await {
+                            warn!(broker = b.name(), error = %e, "cannot restart the broker for its renewed bridge certificate");
+                        }
+                    }
+                    Err(e) => {
+                        warn!(broker = b.name(), error = %e, "cannot renew the bridge's certificate")
+                    }
+                }
             }
             record_expiries(&paths, &store, now).await;
         }

@@ -104,6 +104,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: PkiCmd,
     },
+    /// The brokers devices connect to: the central one and each provincial
+    /// broker with its provinces, address and bridge identity.
+    Brokers {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Warehouse enrolment: a shipment of scanned serials, and its status.
     Enrol {
         #[command(subcommand)]

@@ -329,6 +329,11 @@ impl Client {
         self.call(&ep::BROKER, &[], NO_QUERY, Payload::Empty).await
     }
 
+    /// The central broker and the provincial tier.
+    pub async fn brokers(&self) -> Result<BrokerTier, ClientError> {
+        self.call(&ep::BROKERS, &[], NO_QUERY, Payload::Empty).await
+    }
+
     pub async fn pki(&self) -> Result<PkiStatus, ClientError> {
         self.call(&ep::PKI, &[], NO_QUERY, Payload::Empty).await
     }

@@ -33,7 +33,7 @@ pub mod tokens;
 
 pub use audit::{AuditEntry, AuditQuery, AuditVerification};
 pub use baselines::{Baseline, BaselineRequest, Baselines};
-pub use broker::BrokerInfo;
+pub use broker::{BrokerInfo, BrokerTier, ProvincialBrokerInfo};
 pub use commands::{
     CommandRequest, CommandSelector, CommandSent, CommandSkipped, CommandView, CommandsRequest,
     CommandsSent, LogsUploaded,

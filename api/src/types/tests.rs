@@ -250,6 +250,14 @@ fn baselines_round_trip() {
 #[test]
 fn broker_round_trips() {
     round_trips::<BrokerInfo>(json!({ "host": "127.0.0.1", "port": 8883, "tls": true }));
+    let tier: BrokerTier = round_trips(json!({
+        "central": { "host": "127.0.0.1", "port": 8883, "tls": true },
+        "provincial": [{
+            "name": "p01", "provinces": ["IR-02", "IR-27"], "host": "10.0.2.1",
+            "port": 8883, "tls": true, "managed": false, "bridge": "bridge.p01"
+        }]
+    }));
+    assert_eq!(tier.provincial[0].provinces[1].to_string(), "IR-27");
 }
 
 #[test]

@@ -15,6 +15,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Prepare a new data directory: the fleet CA, the broker's and the
@@ -49,6 +51,65 @@ enum Cmd {
         /// Plaintext MQTT without client certificates. Development only.
         #[arg(long)]
         insecure_dev: bool,
+        /// Start N managed provincial brokers on this machine (p01 … pNN,
+        /// the provinces split by population), each bridged to the central
+        /// broker; replaces the configuration's [[broker.provincial]].
+        #[arg(long)]
+        provincial_brokers: Option<usize>,
+    },
+    /// Render a Mosquitto configuration and ACL as the managed brokers run
+    /// them, for a broker set up elsewhere (Ansible): the central broker,
+    /// or a provincial one bridged to it. Writes OUT/mosquitto.conf and
+    /// OUT/acl, or prints both to stdout.
+    BrokerConfig {
+        #[arg(long, value_parser = ["central", "provincial"])]
+        role: String,
+        /// The provincial broker's name ([a-z0-9-]{1,32}); its bridge's
+        /// certificate name is bridge.NAME (`issue-cert --kind bridge`).
+        #[arg(long, required_if_eq("role", "provincial"))]
+        name: Option<String>,
+        /// The provinces it serves, e.g. IR-02,IR-27.
+        #[arg(long, value_delimiter = ',', required_if_eq("role", "provincial"))]
+        provinces: Vec<String>,
+        /// The device listener.
+        #[arg(long, default_value = "0.0.0.0:8883")]
+        listen: String,
+        /// The central broker the bridge connects to, HOST:PORT; its
+        /// certificate must name HOST (no hostname check is skipped).
+        #[arg(long, required_if_eq("role", "provincial"))]
+        central: Option<String>,
+        #[arg(long, default_value = "/etc/mosquitto/fleet/ca.crt")]
+        cafile: PathBuf,
+        #[arg(long, default_value = "/etc/mosquitto/fleet/broker.crt")]
+        certfile: PathBuf,
+        #[arg(long, default_value = "/etc/mosquitto/fleet/broker.key")]
+        keyfile: PathBuf,
+        /// The fleet CRL (the controller's broker.crl_hook keeps it current).
+        #[arg(long, default_value = "/etc/mosquitto/fleet/crl.pem")]
+        crlfile: PathBuf,
+        /// Default: /etc/mosquitto/fleet/bridge.NAME.crt.
+        #[arg(long)]
+        bridge_certfile: Option<PathBuf>,
+        /// Default: /etc/mosquitto/fleet/bridge.NAME.key.
+        #[arg(long)]
+        bridge_keyfile: Option<PathBuf>,
+        /// Where the ACL is read from. Default: OUT/acl, else /etc/mosquitto/fleet/acl.
+        #[arg(long)]
+        acl_file: Option<PathBuf>,
+        /// Persistence, pid file and log.
+        #[arg(long, default_value = "/var/lib/mosquitto")]
+        state_dir: PathBuf,
+        /// The account a root-started Mosquitto drops to (`user` line).
+        #[arg(long)]
+        user: Option<String>,
+        /// Provincial: QoS 1 messages queued per client while the uplink is down.
+        #[arg(long)]
+        max_queued_messages: Option<u64>,
+        /// Provincial: bytes queued per client while the uplink is down.
+        #[arg(long)]
+        max_queued_bytes: Option<u64>,
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Set the firmware repository up (DATA/firmware/): the release team's
     /// root.json and its first targets.json, and the controller's snapshot
@@ -263,6 +324,113 @@ fn main() -> anyhow::Result<()> {
             println!("{out}");
             Ok(())
         }
+        Cmd::BrokerConfig {
+            role,
+            name,
+            provinces,
+            listen,
+            central,
+            cafile,
+            certfile,
+            keyfile,
+            crlfile,
+            bridge_certfile,
+            bridge_keyfile,
+            acl_file,
+            state_dir,
+            user,
+            max_queued_messages,
+            max_queued_bytes,
+            out,
+        } => {
+            use fleet_controller::broker::render;
+            let (bind, port) = listen
+                .rsplit_once(':')
+                .with_context(|| format!("--listen {listen:?}: expected ADDR:PORT"))?;
+            let port: u16 = port
+                .parse()
+                .with_context(|| format!("--listen {listen:?}: bad port"))?;
+            let acl = acl_file.unwrap_or_else(|| {
+                out.as_ref().map_or_else(
+                    || PathBuf::from("/etc/mosquitto/fleet/acl"),
+                    |o| o.join("acl"),
+                )
+            });
+            let layout = render::Layout {
+                user,
+                bind: bind.to_owned(),
+                port,
+                tls: Some(fleet_controller::broker::BrokerTls {
+                    ca: cafile.clone(),
+                    cert: certfile,
+                    key: keyfile,
+                    crl: crlfile,
+                }),
+                acl,
+                state: state_dir,
+            };
+            let (config, acl) = if role == "central" {
+                (
+                    render::render_central(&layout),
+                    render::render_acl(fleet_controller::pki::CONTROLLER_IDENTITY),
+                )
+            } else {
+                let name = name.context("--role provincial needs --name")?;
+                anyhow::ensure!(
+                    fleet_protocol::topic::valid_broker_name(&name),
+                    "--name {name:?}: use 1-32 of a-z 0-9 -"
+                );
+                let provinces = provinces
+                    .iter()
+                    .map(|p| fleet_protocol::ProvinceCode::parse(p.trim()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("--provinces")?;
+                anyhow::ensure!(!provinces.is_empty(), "--provinces: at least one");
+                let address = central.context("--role provincial needs --central HOST:PORT")?;
+                anyhow::ensure!(
+                    address.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+                    "--central {address:?}: expected HOST:PORT"
+                );
+                let identity = fleet_protocol::topic::bridge_identity(&name);
+                let defaults = render::QueueBounds::default();
+                let bridge = render::Bridge {
+                    provinces,
+                    address,
+                    tls: Some(render::BridgeTls {
+                        ca: cafile,
+                        cert: bridge_certfile.unwrap_or_else(|| {
+                            PathBuf::from(format!("/etc/mosquitto/fleet/{identity}.crt"))
+                        }),
+                        key: bridge_keyfile.unwrap_or_else(|| {
+                            PathBuf::from(format!("/etc/mosquitto/fleet/{identity}.key"))
+                        }),
+                    }),
+                    queue: render::QueueBounds {
+                        messages: max_queued_messages.unwrap_or(defaults.messages),
+                        bytes: max_queued_bytes.unwrap_or(defaults.bytes),
+                    },
+                    name,
+                };
+                (
+                    render::render_provincial(&layout, &bridge),
+                    render::render_provincial_acl(),
+                )
+            };
+            match out {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    for (file, text) in [("mosquitto.conf", &config), ("acl", &acl)] {
+                        let path = dir.join(file);
+                        std::fs::write(&path, text)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                        println!("{}", path.display());
+                    }
+                }
+                None => print!("# ---- mosquitto.conf\n{config}\n# ---- acl\n{acl}"),
+            }
+            Ok(())
+        }
         Cmd::DefaultConfig => {
             print!("{}", fleet_controller::config::DEFAULT_TOML);
             Ok(())
@@ -285,6 +453,7 @@ fn main() -> anyhow::Result<()> {
             broker,
             freshness_secs,
             insecure_dev,
+            provincial_brokers,
         } => {
             let site = config.as_deref().map_or(Site::Default, Site::File);
             let mut cfg = ControllerConfig::load(site, std::env::vars().collect())?;
@@ -312,6 +481,9 @@ fn main() -> anyhow::Result<()> {
                 cfg.readiness.freshness_secs = secs.max(1);
             }
             cfg.broker.insecure_dev |= insecure_dev;
+            if let Some(n) = provincial_brokers.filter(|n| *n > 0) {
+                cfg.broker.set_managed_tier(n)?;
+            }
             cfg.validate()?;
             cfg.data_dir()?;
             runtime()?.block_on(async move {

@@ -116,6 +116,16 @@ pub fn staged(dir: &Path) -> BrokerTls {
     }
 }
 
+/// A provincial broker's copies of its bridge's client certificate and key
+/// (its CA is the staged `ca.crt`).
+pub fn staged_bridge(dir: &Path) -> super::render::BridgeTls {
+    super::render::BridgeTls {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("bridge.crt"),
+        key: dir.join("bridge.key"),
+    }
+}
+
 /// Where Mosquitto may write: its persistence file, log and pid file.
 pub fn state_dir(dir: &Path) -> PathBuf {
     dir.join("state")

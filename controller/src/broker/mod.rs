@@ -18,10 +18,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub mod account;
 mod kick;
+pub mod render;
 pub mod revocation;
 pub mod tier;
 pub use kick::Kicker;
-pub use revocation::{CrlHook, Revocation, RevocationError};
+pub use render::{render_acl, render_config};
+pub use revocation::{CrlHook, Revocation, RevocationError, TierRevocation, Where};
 use tracing::{error, info, warn};
 
 pub const MOSQUITTO_INSTALL: &str = "apt-get install -y mosquitto mosquitto-clients";
@@ -52,7 +54,8 @@ pub enum BrokerError {
     },
 }
 
-/// The managed broker's own config.
+/// A managed broker's own config: the central one, or a provincial one
+/// (with a bridge to the central).
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// Mosquitto's directory: config, ACL, copies of the TLS files, and
@@ -62,59 +65,46 @@ pub struct BrokerConfig {
     pub port: Option<u16>,
     /// Mutual TLS; `None` only with `--insecure-dev`.
     pub tls: Option<BrokerTls>,
+    /// A provincial broker's bridge; `None`: the central broker.
+    pub bridge: Option<ManagedBridge>,
+}
+
+impl BrokerConfig {
+    /// The central broker in `dir`.
+    pub fn central(dir: PathBuf, port: Option<u16>, tls: Option<BrokerTls>) -> Self {
+        Self {
+            dir,
+            port,
+            tls,
+            bridge: None,
+        }
+    }
+
+    /// `central` or the provincial broker's name, for the log.
+    pub fn name(&self) -> &str {
+        self.bridge.as_ref().map_or("central", |b| b.name.as_str())
+    }
+}
+
+/// The bridge of a managed provincial broker.
+#[derive(Debug, Clone)]
+pub struct ManagedBridge {
+    pub name: String,
+    pub provinces: Vec<fleet_protocol::ProvinceCode>,
+    /// The central broker, `host:port`.
+    pub address: String,
+    /// The bridge's client certificate and key (`DATA/pki/bridge-NAME.*`),
+    /// staged into the broker's directory; `None` only with `--insecure-dev`.
+    pub cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// The files of the broker's mutual-TLS listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerTls {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub crl: PathBuf,
-}
-
-/// Who may touch which topic: a device (its certificate name is its user
-/// name and its client id) writes its own reports and certificate requests
-/// and reads its own desired state, commands and renewed certificates,
-/// nothing else; the controller reads and writes all.
-///
-/// Behind a provincial broker, its bridge (user `bridge.{name}`) writes and
-/// reads the same topics under its own prefix `fleet/v1/b/bridge.{name}/`
-/// only, and its link state on `fleet/v1/bridge/bridge.{name}/state`; the
-/// controller then accepts a device's message from a bridge only if that
-/// bridge serves the device's province (a device id has no dot, so no
-/// device is a bridge). The observer reads everything and writes nothing.
-pub fn render_acl(controller: &str) -> String {
-    format!(
-        "# Written by fleet-controller at every start; edits here are overwritten.\n\
-         user {controller}\n\
-         topic readwrite fleet/v1/dev/#\n\
-         topic readwrite fleet/v1/b/#\n\
-         topic read fleet/v1/bridge/#\n\
-         \n\
-         user {observer}\n\
-         topic read fleet/v1/#\n\
-         \n\
-         pattern write fleet/v1/b/%u/dev/+/presence\n\
-         pattern write fleet/v1/b/%u/dev/+/state\n\
-         pattern write fleet/v1/b/%u/dev/+/health\n\
-         pattern write fleet/v1/b/%u/dev/+/events\n\
-         pattern write fleet/v1/b/%u/dev/+/csr\n\
-         pattern read fleet/v1/b/%u/dev/+/desired\n\
-         pattern read fleet/v1/b/%u/dev/+/cmd\n\
-         pattern read fleet/v1/b/%u/dev/+/cert\n\
-         pattern write fleet/v1/bridge/%u/state\n\
-         \n\
-         pattern write fleet/v1/dev/%u/presence\n\
-         pattern write fleet/v1/dev/%u/state\n\
-         pattern write fleet/v1/dev/%u/health\n\
-         pattern write fleet/v1/dev/%u/events\n\
-         pattern read fleet/v1/dev/%u/desired\n\
-         pattern read fleet/v1/dev/%u/cmd\n\
-         pattern write fleet/v1/dev/%u/csr\n\
-         pattern read fleet/v1/dev/%u/cert\n",
-        observer = crate::pki::OBSERVER_IDENTITY
-    )
 }
 
 /// Mosquitto from `$PATH` or Debian's `/usr/sbin`.
@@ -195,68 +185,6 @@ fn pick_port(cfg: &BrokerConfig) -> u16 {
     })
 }
 
-/// The config file Mosquitto runs with. Written anew at every start.
-///
-/// The queue limit is per client and must hold a whole fleet reconnecting at
-/// once for the controller (Mosquitto drops QoS 1 messages past it without a
-/// word); devices themselves are only ever sent a handful of messages.
-pub fn render_config(
-    dir: &Path,
-    port: u16,
-    tls: Option<&BrokerTls>,
-    account: Option<&account::Account>,
-) -> String {
-    // Started by root, Mosquitto drops to this user after reading this file;
-    // started by anyone else, it keeps that user (and ignores the line).
-    let user = account
-        .map(|a| format!("user {}\n", a.name))
-        .unwrap_or_default();
-    let state = account::state_dir(dir);
-    let security = match tls {
-        // The certificate name becomes the user name and the client id, so a
-        // device can neither claim another's session nor pass the ACL as
-        // another device.
-        Some(t) => format!(
-            "cafile {}\n\
-             certfile {}\n\
-             keyfile {}\n\
-             crlfile {}\n\
-             require_certificate true\n\
-             use_identity_as_username true\n\
-             use_username_as_clientid true\n\
-             allow_anonymous false\n\
-             acl_file {}/acl\n",
-            t.ca.display(),
-            t.cert.display(),
-            t.key.display(),
-            t.crl.display(),
-            dir.display()
-        ),
-        None => "allow_anonymous true\n".to_owned(),
-    };
-    format!(
-        "# Written by fleet-controller at every start; edits here are overwritten.\n\
-         {user}\
-         per_listener_settings false\n\
-         listener {port} 127.0.0.1\n\
-         {security}\
-         persistence true\n\
-         persistence_location {state}/\n\
-         autosave_interval 30\n\
-         persistent_client_expiration 30d\n\
-         max_packet_size 16384\n\
-         max_inflight_messages 1000\n\
-         max_queued_messages 1000000\n\
-         pid_file {state}/mosquitto.pid\n\
-         log_dest file {state}/mosquitto.log\n\
-         log_type error\n\
-         log_type warning\n\
-         log_type notice\n\
-         connection_messages true\n",
-        state = state.display()
-    )
-}
-
 async fn wait_listening(port: u16, timeout: Duration) -> bool {
     let end = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < end {
@@ -271,35 +199,69 @@ async fn wait_listening(port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// A Mosquitto this controller runs: the central broker or a provincial
+/// one. Each is supervised alike (restarted when it dies, reloaded with
+/// SIGHUP, stopped with SIGTERM).
 pub struct ManagedBroker {
+    name: String,
     port: u16,
     stop: watch::Sender<bool>,
-    reload: mpsc::Sender<Reload>,
+    control: mpsc::Sender<Control>,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// A reload asked of the supervisor, answered once the signal is sent.
-type Reload = oneshot::Sender<Result<(), String>>;
+/// What the supervisor is asked; answered once done.
+enum Control {
+    /// SIGHUP: re-read the ACL, the CRL and the listener's certificate.
+    Reload(oneshot::Sender<Result<(), String>>),
+    /// Stop and start again: Mosquitto 2.0.11 does not reload a bridge
+    /// (its certificate) on SIGHUP.
+    Restart(oneshot::Sender<Result<(), String>>),
+}
 
 /// Asks the supervisor to send Mosquitto SIGHUP, which makes it re-read its
 /// config, ACL and CRL without dropping a connection (see
-/// docs/decisions/0010-revocation-and-broker-reload.md).
+/// docs/decisions/0010-revocation-and-broker-reload.md), or to restart it.
 #[derive(Clone)]
 pub struct BrokerReloader {
-    reload: mpsc::Sender<Reload>,
+    name: String,
+    control: mpsc::Sender<Control>,
 }
 
 impl BrokerReloader {
     /// Send SIGHUP to the running Mosquitto; `Ok` once it is sent.
     pub async fn reload(&self) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.reload
-            .send(tx)
-            .await
-            .map_err(|_| "the broker supervisor has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the broker supervisor has stopped".to_owned())?
+        self.ask(Control::Reload).await
     }
+
+    /// Restart Mosquitto (SIGTERM, which saves its persistence file, then
+    /// start it again on its port); `Ok` once it listens again.
+    pub async fn restart(&self) -> Result<(), String> {
+        self.ask(Control::Restart).await
+    }
+
+    /// `central` or the provincial broker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn ask(
+        &self,
+        what: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Control,
+    ) -> Result<(), String> {
+        let stopped = || format!("the supervisor of broker {} has stopped", self.name);
+        let (tx, rx) = oneshot::channel();
+        self.control.send(what(tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// How the supervisor starts Mosquitto and stages its files again.
+struct Launch<S, T> {
+    name: String,
+    port: u16,
+    spawn: S,
+    stage: T,
 }
 
 impl ManagedBroker {
@@ -309,6 +271,7 @@ impl ManagedBroker {
             let path = path.to_owned();
             move |source| BrokerError::Io { path, source }
         };
+        let name = cfg.name().to_owned();
         let account = account::broker_account()?;
         std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
         if let Some(a) = &account {
@@ -325,24 +288,51 @@ impl ManagedBroker {
         let stage = {
             let dir = cfg.dir.clone();
             let tls = cfg.tls.clone();
+            let bridge_cert = cfg.bridge.as_ref().and_then(|b| b.cert.clone());
             let account = account.clone();
-            move || match &tls {
-                Some(t) => account::stage_tls(t, &dir, account.as_ref()).map(Some),
-                None => Ok(None),
+            move || -> Result<Option<BrokerTls>, BrokerError> {
+                let Some(t) = &tls else { return Ok(None) };
+                let staged = account::stage_tls(t, &dir, account.as_ref())?;
+                if let Some((cert, key)) = &bridge_cert {
+                    let to = account::staged_bridge(&dir);
+                    for (src, dst) in [(cert, &to.cert), (key, &to.key)] {
+                        let bytes = std::fs::read(src).map_err(|source| BrokerError::Io {
+                            path: src.clone(),
+                            source,
+                        })?;
+                        account::write_readable(dst, &bytes, account.as_ref())?;
+                    }
+                }
+                Ok(Some(staged))
             }
         };
         let staged = stage()?;
         let conf = cfg.dir.join("mosquitto.conf");
-        account::write_readable(
-            &conf,
-            render_config(&cfg.dir, port, staged.as_ref(), account.as_ref()).as_bytes(),
-            account.as_ref(),
-        )?;
-        account::write_readable(
-            &cfg.dir.join("acl"),
-            render_acl(crate::pki::CONTROLLER_IDENTITY).as_bytes(),
-            account.as_ref(),
-        )?;
+        let layout = render::Layout::managed(&cfg.dir, port, staged.as_ref(), account.as_ref());
+        let (config, acl) = match &cfg.bridge {
+            None => (
+                render::render_central(&layout),
+                render_acl(crate::pki::CONTROLLER_IDENTITY),
+            ),
+            Some(b) => (
+                render::render_provincial(
+                    &layout,
+                    &render::Bridge {
+                        name: b.name.clone(),
+                        provinces: b.provinces.clone(),
+                        address: b.address.clone(),
+                        tls: staged.as_ref().map(|t| render::BridgeTls {
+                            ca: t.ca.clone(),
+                            ..account::staged_bridge(&cfg.dir)
+                        }),
+                        queue: render::QueueBounds::default(),
+                    },
+                ),
+                render::render_provincial_acl(),
+            ),
+        };
+        account::write_readable(&conf, config.as_bytes(), account.as_ref())?;
+        account::write_readable(&cfg.dir.join("acl"), acl.as_bytes(), account.as_ref())?;
         std::fs::write(cfg.dir.join("port"), port.to_string()).map_err(io(&cfg.dir))?;
         let log = log_file(&cfg.dir);
 
@@ -370,22 +360,26 @@ impl ManagedBroker {
                 log,
             });
         }
-        info!(port, config = %conf.display(), "managed mosquitto started");
+        info!(broker = %name, port, config = %conf.display(), "managed mosquitto started");
         let (stop, stop_rx) = watch::channel(false);
-        let (reload, reload_rx) = mpsc::channel(16);
+        let (control, control_rx) = mpsc::channel(16);
         let task = tokio::spawn(supervise(
             child,
-            spawn,
-            stage,
-            port,
+            Launch {
+                name: name.clone(),
+                port,
+                spawn,
+                stage,
+            },
             stop_rx.clone(),
-            reload_rx,
+            control_rx,
         ));
         tokio::spawn(keep_log_bounded(log, stop_rx));
         Ok(Self {
+            name,
             port,
             stop,
-            reload,
+            control,
             task,
         })
     }
@@ -394,11 +388,17 @@ impl ManagedBroker {
         self.port
     }
 
+    /// `central` or the provincial broker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// A handle that makes Mosquitto re-read its CRL (SIGHUP), keeping
-    /// every connection.
+    /// every connection, or restarts it.
     pub fn reloader(&self) -> BrokerReloader {
         BrokerReloader {
-            reload: self.reload.clone(),
+            name: self.name.clone(),
+            control: self.control.clone(),
         }
     }
 
@@ -427,65 +427,94 @@ async fn terminate(child: &mut Child) {
 
 /// SIGHUP: Mosquitto 2.0.11 re-reads its config, ACL and CRL and keeps
 /// every connection (docs/decisions/0010-revocation-and-broker-reload.md).
-async fn hang_up(child: &Child) -> Result<(), String> {
+async fn hang_up(child: &Child, name: &str) -> Result<(), String> {
     let pid = child
         .id()
-        .ok_or_else(|| "mosquitto is not running".to_owned())?;
+        .ok_or_else(|| format!("mosquitto ({name}) is not running"))?;
     let status = Command::new("kill")
         .args(["-HUP", &pid.to_string()])
         .status()
         .await
         .map_err(|e| format!("cannot run kill: {e}"))?;
     if status.success() {
-        info!(pid, "managed mosquitto reloaded (SIGHUP)");
+        info!(broker = %name, pid, "managed mosquitto reloaded (SIGHUP)");
         Ok(())
     } else {
         Err(format!("kill -HUP {pid}: {status}"))
     }
 }
 
-async fn supervise(
+async fn supervise<S, T>(
     mut child: Child,
-    spawn: impl Fn() -> Result<Child, BrokerError> + Send + 'static,
-    stage: impl Fn() -> Result<Option<BrokerTls>, BrokerError> + Send + 'static,
-    port: u16,
+    launch: Launch<S, T>,
     mut stop: watch::Receiver<bool>,
-    mut reload: mpsc::Receiver<Reload>,
-) {
+    mut control: mpsc::Receiver<Control>,
+) where
+    S: Fn() -> Result<Child, BrokerError> + Send + 'static,
+    T: Fn() -> Result<Option<BrokerTls>, BrokerError> + Send + 'static,
+{
+    let Launch {
+        name,
+        port,
+        spawn,
+        stage,
+    } = launch;
     let mut delay = Duration::from_millis(200);
     loop {
         tokio::select! {
-            Some(reply) = reload.recv() => {
-                metrics::counter!("fleet_broker_reloads_total").increment(1);
-                // The broker rereads its copies: renew them first.
-                let done = match stage() {
-                    Ok(_) => hang_up(&child).await,
-                    Err(e) => Err(e.to_string()),
-                };
-                let _ = reply.send(done);
-            }
+            Some(asked) = control.recv() => match asked {
+                Control::Reload(reply) => {
+                    metrics::counter!("fleet_broker_reloads_total", "broker" => name.clone()).increment(1);
+                    // The broker rereads its copies: renew them first.
+                    let done = match stage() {
+                        Ok(_) => hang_up(&child, &name).await,
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = reply.send(done);
+                }
+                Control::Restart(reply) => {
+                    if let Err(e) = stage() {
+                        let _ = reply.send(Err(e.to_string()));
+                        continue;
+                    }
+                    terminate(&mut child).await;
+                    let done = match spawn() {
+                        Ok(c) => {
+                            child = c;
+                            if wait_listening(port, Duration::from_secs(10)).await {
+                                info!(broker = %name, port, "managed mosquitto restarted (asked)");
+                                Ok(())
+                            } else {
+                                Err(format!("mosquitto ({name}) did not listen again on {port}"))
+                            }
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = reply.send(done);
+                }
+            },
             status = child.wait() => {
-                metrics::counter!("fleet_broker_restarts_total").increment(1);
-                warn!(?status, retry_in_ms = delay.as_millis() as u64, "managed mosquitto exited; restarting it");
+                metrics::counter!("fleet_broker_restarts_total", "broker" => name.clone()).increment(1);
+                warn!(broker = %name, ?status, retry_in_ms = delay.as_millis() as u64, "managed mosquitto exited; restarting it");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => return,
                 }
                 if let Err(e) = stage() {
-                    warn!(error = %e, "cannot stage the broker's TLS files again; it restarts with the copies it had");
+                    warn!(broker = %name, error = %e, "cannot stage the broker's TLS files again; it restarts with the copies it had");
                 }
                 match spawn() {
                     Ok(c) => {
                         child = c;
                         if wait_listening(port, Duration::from_secs(10)).await {
-                            info!(port, "managed mosquitto restarted");
+                            info!(broker = %name, port, "managed mosquitto restarted");
                             delay = Duration::from_millis(200);
                         } else {
                             delay = (delay * 2).min(Duration::from_secs(10));
                         }
                     }
                     Err(e) => {
-                        error!(error = %e, "cannot restart mosquitto");
+                        error!(broker = %name, error = %e, "cannot restart mosquitto");
                         delay = (delay * 2).min(Duration::from_secs(10));
                         // Keep the loop alive on a child that exits at once.
                         child = match Command::new("true").spawn() {
@@ -497,7 +526,7 @@ async fn supervise(
             }
             _ = stop.changed() => {
                 terminate(&mut child).await;
-                info!("managed mosquitto stopped");
+                info!(broker = %name, "managed mosquitto stopped");
                 return;
             }
         }
@@ -566,17 +595,6 @@ mod tests {
         assert!(!bound_log(&dir.path().join("none.log"), 1000).unwrap());
     }
 
-    #[test]
-    fn config_listens_on_loopback_only() {
-        let c = render_config(Path::new("/data/mosquitto"), 18831, None, None);
-        assert!(c.contains("listener 18831 127.0.0.1\n"));
-        assert!(c.contains("persistence_location /data/mosquitto/state/\n"));
-        assert!(!c.contains("user "), "not root: no user line");
-        assert!(!c.contains("0.0.0.0"));
-        // An abandoned session does not hold a queue for ever.
-        assert!(c.contains("persistent_client_expiration 30d\n"));
-    }
-
     #[tokio::test]
     async fn starts_restarts_and_stops() {
         fleet_tests::within(
@@ -584,13 +602,10 @@ mod tests {
             "the managed broker starting, restarting and stopping",
             async {
                 let dir = tempfile::tempdir().unwrap();
-                let broker = ManagedBroker::start(BrokerConfig {
-                    dir: dir.path().to_owned(),
-                    port: None,
-                    tls: None,
-                })
-                .await
-                .unwrap();
+                let broker =
+                    ManagedBroker::start(BrokerConfig::central(dir.path().to_owned(), None, None))
+                        .await
+                        .unwrap();
                 let port = broker.port();
                 assert!(wait_listening(port, Duration::from_secs(1)).await);
                 let pid = std::fs::read_to_string(pid_file(dir.path())).unwrap();
@@ -619,13 +634,10 @@ mod tests {
                     "still listening after stop"
                 );
                 // The next start reuses the remembered port.
-                let again = ManagedBroker::start(BrokerConfig {
-                    dir: dir.path().to_owned(),
-                    port: None,
-                    tls: None,
-                })
-                .await
-                .unwrap();
+                let again =
+                    ManagedBroker::start(BrokerConfig::central(dir.path().to_owned(), None, None))
+                        .await
+                        .unwrap();
                 assert_eq!(again.port(), port);
                 again.stop().await;
             },

@@ -5,14 +5,17 @@
 //! (see `kick`). Nobody else reconnects, however many devices are retired.
 //! External broker: the configured `broker.crl_hook` gets the CRL's path and
 //! must exit 0 once the broker applied it and holds no session of the
-//! device; without a hook, retiring is refused. See
+//! device; without a hook, retiring is refused. With a provincial tier,
+//! every managed broker reloads, the session is closed on the device's own
+//! broker, and the hook runs for external ones (a provincial broker Ansible
+//! runs is told through it). See
 //! docs/decisions/0010-revocation-and-broker-reload.md.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use fleet_protocol::DeviceId;
+use fleet_protocol::{DeviceId, ProvinceCode};
 use tokio::process::Command;
 
 use super::{BrokerReloader, Kicker};
@@ -25,7 +28,7 @@ pub struct CrlHook {
     pub timeout: Duration,
 }
 
-/// How retirements reach the broker.
+/// How retirements reach the brokers.
 #[derive(Clone)]
 pub enum Revocation {
     /// No broker at all (tests of the HTTP layer alone).
@@ -38,6 +41,46 @@ pub enum Revocation {
     },
     /// A broker set up elsewhere.
     External { hook: Option<CrlHook> },
+    /// A provincial tier: every managed broker (central and provincial)
+    /// reloads the CRL, the device's session is closed on the broker it is
+    /// on (its province's, else the central), and the hook runs once when
+    /// that broker or the central one is external.
+    Tier(std::sync::Arc<TierRevocation>),
+}
+
+/// [`Revocation::Tier`].
+pub struct TierRevocation {
+    /// Every broker this controller runs, reloaded at every retirement.
+    pub reloaders: Vec<BrokerReloader>,
+    /// The central broker.
+    pub central: Where,
+    /// The broker of each province served by a provincial broker.
+    pub provincial: std::collections::BTreeMap<ProvinceCode, Where>,
+    /// `broker.crl_hook`, for the external brokers.
+    pub hook: Option<CrlHook>,
+}
+
+/// Where a device's session is closed.
+#[derive(Clone)]
+pub enum Where {
+    /// A managed broker: taken over (`None` without TLS).
+    Managed(Option<Kicker>),
+    /// A broker Ansible runs: the CRL hook's job.
+    External,
+}
+
+impl TierRevocation {
+    fn broker_of(&self, province: Option<ProvinceCode>) -> &Where {
+        province
+            .and_then(|p| self.provincial.get(&p))
+            .unwrap_or(&self.central)
+    }
+
+    /// Whether the hook must run for a device of `province`.
+    fn needs_hook(&self, province: Option<ProvinceCode>) -> bool {
+        matches!(self.central, Where::External)
+            || matches!(self.broker_of(province), Where::External)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,21 +96,25 @@ pub enum RevocationError {
 }
 
 impl Revocation {
-    /// Whether a retirement can reach the broker at all; asked before
-    /// anything is changed.
-    pub fn check(&self) -> Result<(), RevocationError> {
+    /// Whether a retirement of a device of `province` can reach its broker
+    /// at all; asked before anything is changed.
+    pub fn check(&self, province: Option<ProvinceCode>) -> Result<(), RevocationError> {
         match self {
             Revocation::External { hook: None } => Err(RevocationError::NoHook),
+            Revocation::Tier(t) if t.hook.is_none() && t.needs_hook(province) => {
+                Err(RevocationError::NoHook)
+            }
             _ => Ok(()),
         }
     }
 
-    /// Make the broker apply `crl` (already in place) and drop `device`.
-    /// `Ok` means the broker refuses the device from now on.
+    /// Make the brokers apply `crl` (already in place) and drop `device`
+    /// (of `province`). `Ok` means the brokers refuse the device from now on.
     pub async fn apply(
         &self,
         crl: &Path,
         device: &DeviceId,
+        province: Option<ProvinceCode>,
         ca: &Ca,
     ) -> Result<(), RevocationError> {
         match self {
@@ -84,6 +131,21 @@ impl Revocation {
             }
             Revocation::External { hook: None } => Err(RevocationError::NoHook),
             Revocation::External { hook: Some(h) } => run_hook(h, crl, device).await,
+            Revocation::Tier(t) => {
+                for r in &t.reloaders {
+                    r.reload()
+                        .await
+                        .map_err(|e| RevocationError::Reload(format!("{}: {e}", r.name())))?;
+                }
+                if t.needs_hook(province) {
+                    let h = t.hook.as_ref().ok_or(RevocationError::NoHook)?;
+                    run_hook(h, crl, device).await?;
+                }
+                if let Where::Managed(Some(k)) = t.broker_of(province) {
+                    k.kick(ca, device).await.map_err(RevocationError::Kick)?;
+                }
+                Ok(())
+            }
         }
     }
 }

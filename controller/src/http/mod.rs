@@ -52,6 +52,9 @@ pub struct AppState {
     pub max_log_bytes: u64,
     /// The rollout loop, which owns every rollout.
     pub rollouts: crate::rollouts::Rollouts,
+    /// The provincial broker tier, every managed broker's port set: which
+    /// broker serves a province (told to its devices at enrolment).
+    pub tier: Arc<crate::broker::tier::Tier>,
 }
 
 impl AppState {
@@ -114,6 +117,7 @@ pub fn routes() -> Vec<(&'static Endpoint, MethodRouter<AppState>)> {
         (&endpoint::BASELINES, get(baselines::baselines)),
         (&endpoint::SET_BASELINE, put(baselines::set_baseline)),
         (&endpoint::BROKER, get(broker::broker)),
+        (&endpoint::BROKERS, get(broker::brokers)),
         (&endpoint::PKI, get(pki::status)),
         (&endpoint::TOKENS, get(tokens::list_tokens)),
         (&endpoint::CREATE_TOKEN, post(tokens::create_token)),

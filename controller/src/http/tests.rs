@@ -50,6 +50,7 @@ fn test_state(
         metrics: crate::startup::metrics_handle(),
         access: Arc::clone(&access),
         revocation: crate::broker::Revocation::NoBroker,
+        tier: Arc::default(),
         lifecycle_lock: Arc::default(),
         freeze_changes: Arc::default(),
         ingest_connected: Arc::new(std::sync::atomic::AtomicBool::new(true)),

@@ -85,6 +85,14 @@ impl PkiPaths {
     pub fn controller_key(&self) -> PathBuf {
         self.dir.join("controller.key")
     }
+    /// The client certificate of a managed provincial broker's bridge
+    /// (certificate name `bridge.{name}`).
+    pub fn bridge_cert(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("bridge-{name}.crt"))
+    }
+    pub fn bridge_key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("bridge-{name}.key"))
+    }
     /// The certificate revocation list the broker checks.
     pub fn crl(&self) -> PathBuf {
         self.dir.join("ca.crl")
@@ -419,16 +427,7 @@ pub fn renew_service_certs(
         let Some(cert) = paths.cert_of(kind) else {
             continue;
         };
-        let due = match validity(&cert) {
-            // Past its renewal point, or living longer than the configured
-            // lifetime allows (the lifetime was shortened).
-            Ok((from, to, _)) => {
-                let longest = u64::try_from(policy.server.whole_milliseconds()).unwrap_or(u64::MAX);
-                now_ms >= crate::domain::renewal::due_at_ms(from, to, policy.renew_at)
-                    || to > now_ms.saturating_add(longest).saturating_add(600_000)
-            }
-            Err(_) => true,
-        };
+        let due = is_due(&cert, policy, now_ms);
         if !due {
             continue;
         }
@@ -457,6 +456,42 @@ pub fn renew_service_certs(
         renewed.push(kind);
     }
     Ok(renewed)
+}
+
+/// Whether the certificate in `cert` is past its renewal point, lives
+/// longer than the configured lifetime allows (it was shortened), or is
+/// unreadable.
+fn is_due(cert: &Path, policy: &CertPolicy, now_ms: u64) -> bool {
+    match validity(cert) {
+        Ok((from, to, _)) => {
+            let longest = u64::try_from(policy.server.whole_milliseconds()).unwrap_or(u64::MAX);
+            now_ms >= crate::domain::renewal::due_at_ms(from, to, policy.renew_at)
+                || to > now_ms.saturating_add(longest).saturating_add(600_000)
+        }
+        Err(_) => true,
+    }
+}
+
+/// The client certificate of managed provincial broker `name`'s bridge,
+/// issued when missing and renewed like the service certificates (same
+/// lifetime and renewal point). Whether it was (re)issued.
+pub fn ensure_bridge_cert(
+    paths: &PkiPaths,
+    name: &str,
+    policy: &CertPolicy,
+    now_ms: u64,
+) -> Result<bool, PkiError> {
+    let cert = paths.bridge_cert(name);
+    if paths.bridge_key(name).is_file() && !is_due(&cert, policy, now_ms) {
+        return Ok(false);
+    }
+    let (cert_pem, key_pem) = issue_client(
+        paths,
+        &fleet_protocol::topic::bridge_identity(name),
+        policy.server,
+    )?;
+    replace_pair(&cert, &cert_pem, &paths.bridge_key(name), &key_pem)?;
+    Ok(true)
 }
 
 /// A data directory made before the API had its own certificate gets one.

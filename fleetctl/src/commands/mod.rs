@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod baseline;
+pub mod brokers;
 pub mod decode;
 pub mod device;
 pub mod devices;
@@ -210,6 +211,7 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
         Cmd::Pki {
             command: PkiCmd::Status { output },
         } => done(pki::status(c).await?, output),
+        Cmd::Brokers { output } => done(brokers::list(c).await?, output),
         Cmd::Baseline { command } => match command {
             BaselineCmd::Set { model, version } => {
                 done(baseline::set(c, &model, &version).await?, Table)

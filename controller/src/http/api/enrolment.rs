@@ -6,8 +6,9 @@
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::{Extension, Json};
 use fleet_api::types::{
-    DeviceRegistration, EnrolBatch, EnrolBatchQuery, EnrolRequest, EnrolResponse, EnrolToken,
-    InvalidItem, LifecycleMove, LifecycleMoved, SelfTest, ShipmentDevice, ShipmentStatus,
+    BrokerInfo, DeviceRegistration, EnrolBatch, EnrolBatchQuery, EnrolRequest, EnrolResponse,
+    EnrolToken, InvalidItem, LifecycleMove, LifecycleMoved, SelfTest, ShipmentDevice,
+    ShipmentStatus,
 };
 use fleet_protocol::DeviceId;
 use rand::RngCore;
@@ -277,13 +278,25 @@ async fn enrol_checked(
         completed?;
         return Err(refused(device.as_str(), Refusal::Used));
     }
-    st.fleet_mut()
-        .set_lifecycle(&device, Lifecycle::Enrolled, now);
+    let province = {
+        let mut fleet = st.fleet_mut();
+        fleet.set_lifecycle(&device, Lifecycle::Enrolled, now);
+        fleet.get(&device).map(|d| d.reg.province)
+    };
+    // Its province's broker if the tier serves it, else the central one.
+    let broker = match province.and_then(|p| st.tier.broker_of(p)) {
+        Some(b) => BrokerInfo {
+            host: b.host.clone(),
+            port: b.port,
+            tls: st.broker.tls,
+        },
+        None => st.broker.clone(),
+    };
     Ok(Json(EnrolResponse {
         device,
         certificate: cert,
         ca: ca.cert_pem().to_owned(),
-        broker: st.broker.clone(),
+        broker,
         certificate_serial: serial_hex,
     }))
 }
@@ -350,14 +363,20 @@ async fn retire(st: &AppState, device: &DeviceId, now: u64) -> Result<(), ApiErr
         device: device.clone(),
         source,
     };
-    st.revocation.check().map_err(not_told)?;
+    // The broker the device is on: its province's, if the tier serves it.
+    let province = st.fleet().get(device).map(|d| d.reg.province);
+    st.revocation.check(province).map_err(not_told)?;
     let revoked = st.store.revoked_if_retired(device, now).await?;
     let paths = PkiPaths::new(&st.data_dir);
     let ca = pki::Ca::load(&paths)?;
     let crl = ca.crl(now, &revoked)?;
     let previous = std::fs::read(paths.crl()).ok();
     write_crl(&paths, now, crl.as_bytes())?;
-    if let Err(e) = st.revocation.apply(&paths.crl(), device, &ca).await {
+    if let Err(e) = st
+        .revocation
+        .apply(&paths.crl(), device, province, &ca)
+        .await
+    {
         if let Some(previous) = previous {
             if let Err(w) = write_crl(&paths, now, &previous) {
                 tracing::error!(error = %w, "cannot put the previous CRL back");

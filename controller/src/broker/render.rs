@@ -1,0 +1,505 @@
+//! Mosquitto's configuration and ACL, central and provincial. Pure: the
+//! managed brokers of `serve` and `fleet-controller broker-config` (whose
+//! output Ansible deploys) render through the same functions, so the field
+//! runs what the tests run. Every option is one of Mosquitto 2.0.11's
+//! (`mosquitto.conf(5)` on Debian 12).
+
+use std::path::{Path, PathBuf};
+
+use fleet_protocol::topic::bridge_identity;
+use fleet_protocol::ProvinceCode;
+
+use super::BrokerTls;
+
+/// Where and how a broker listens, and where its files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// `user` line: the account a root-started Mosquitto drops to.
+    pub user: Option<String>,
+    /// The address the device listener binds (`127.0.0.1` on one machine).
+    pub bind: String,
+    pub port: u16,
+    /// Mutual TLS on the listener; `None` only with `--insecure-dev`.
+    pub tls: Option<BrokerTls>,
+    /// The ACL file.
+    pub acl: PathBuf,
+    /// Persistence, pid file and log.
+    pub state: PathBuf,
+}
+
+impl Layout {
+    /// A managed broker's layout in its directory `dir` (see `account`).
+    pub fn managed(
+        dir: &Path,
+        port: u16,
+        tls: Option<&BrokerTls>,
+        account: Option<&super::account::Account>,
+    ) -> Self {
+        Self {
+            user: account.map(|a| a.name.clone()),
+            bind: "127.0.0.1".to_owned(),
+            port,
+            tls: tls.cloned(),
+            acl: dir.join("acl"),
+            state: super::account::state_dir(dir),
+        }
+    }
+}
+
+/// The bridge of a provincial broker to the central one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bridge {
+    /// The provincial broker's name; its bridge identity is `bridge.{name}`.
+    pub name: String,
+    /// The provinces it serves (written in the config's header only: the
+    /// central broker's ACL and the controller decide who may speak for whom).
+    pub provinces: Vec<ProvinceCode>,
+    /// The central broker (or a relay in front of it), `host:port`.
+    pub address: String,
+    /// CA, client certificate and key of the bridge; `None` only with
+    /// `--insecure-dev`.
+    pub tls: Option<BridgeTls>,
+    /// Bounds of the queue held for the central broker while the uplink is
+    /// down (Mosquitto applies them to every client; only the bridge ever
+    /// queues many).
+    pub queue: QueueBounds,
+}
+
+/// The bridge's TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `max_queued_messages` and `max_queued_bytes` of a provincial broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBounds {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+impl Default for QueueBounds {
+    /// A province's QoS 1 reports for an outage of hours: 15,000 devices
+    /// (the largest group of provinces on one broker) sending a few dozen
+    /// state changes, presence changes and events an hour each for eight
+    /// hours is about 2 million messages of a few hundred bytes. Mosquitto
+    /// holds its queues in memory (and in its persistence file), so the
+    /// bytes bound keeps the broker's memory under about 1.5 GiB.
+    fn default() -> Self {
+        Self {
+            messages: 2_000_000,
+            bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// The device report kinds a bridge carries up at QoS 1 (retained ones keep
+/// their retain flag: the bridge announces itself with `try_private`).
+pub const BRIDGE_UP_QOS1: [&str; 4] = ["presence", "state", "events", "csr"];
+/// Carried up at QoS 0: periodic metrics, never queued during an outage.
+pub const BRIDGE_UP_QOS0: [&str; 1] = ["health"];
+/// Carried down at QoS 1 from the controller to the devices.
+pub const BRIDGE_DOWN: [&str; 3] = ["desired", "cmd", "cert"];
+
+const HEADER: &str = "# Written by fleet-controller; edits here are overwritten.\n";
+
+/// A device's own topics: it writes its reports and certificate requests,
+/// reads its desired state, commands and renewed certificates (checked on
+/// every delivery: Mosquitto's ACL does not check SUBSCRIBE, so what a
+/// device subscribes to gives it nothing else; decision 0008).
+const DEVICE_PATTERNS: &str = "pattern write fleet/v1/dev/%u/presence\n\
+     pattern write fleet/v1/dev/%u/state\n\
+     pattern write fleet/v1/dev/%u/health\n\
+     pattern write fleet/v1/dev/%u/events\n\
+     pattern read fleet/v1/dev/%u/desired\n\
+     pattern read fleet/v1/dev/%u/cmd\n\
+     pattern write fleet/v1/dev/%u/csr\n\
+     pattern read fleet/v1/dev/%u/cert\n";
+
+/// Who may touch which topic on the central broker: a device (its
+/// certificate name is its user name and its client id) writes its own
+/// reports and certificate requests and reads its own desired state,
+/// commands and renewed certificates, nothing else; the controller reads
+/// and writes all.
+///
+/// Behind a provincial broker, its bridge (user `bridge.{name}`) writes and
+/// reads the same topics under its own prefix `fleet/v1/b/bridge.{name}/`
+/// only, and its link state on `fleet/v1/bridge/bridge.{name}/state`; the
+/// controller then accepts a device's message from a bridge only if that
+/// bridge serves the device's province (a device id has no dot, so no
+/// device is a bridge). The observer reads everything and writes nothing.
+pub fn render_acl(controller: &str) -> String {
+    format!(
+        "# Written by fleet-controller at every start; edits here are overwritten.\n\
+         user {controller}\n\
+         topic readwrite fleet/v1/dev/#\n\
+         topic readwrite fleet/v1/b/#\n\
+         topic read fleet/v1/bridge/#\n\
+         \n\
+         user {observer}\n\
+         topic read fleet/v1/#\n\
+         \n\
+         pattern write fleet/v1/b/%u/dev/+/presence\n\
+         pattern write fleet/v1/b/%u/dev/+/state\n\
+         pattern write fleet/v1/b/%u/dev/+/health\n\
+         pattern write fleet/v1/b/%u/dev/+/events\n\
+         pattern write fleet/v1/b/%u/dev/+/csr\n\
+         pattern read fleet/v1/b/%u/dev/+/desired\n\
+         pattern read fleet/v1/b/%u/dev/+/cmd\n\
+         pattern read fleet/v1/b/%u/dev/+/cert\n\
+         pattern write fleet/v1/bridge/%u/state\n\
+         \n\
+         {DEVICE_PATTERNS}",
+        observer = crate::pki::OBSERVER_IDENTITY
+    )
+}
+
+/// The provincial broker's ACL: its devices as on the central broker, and
+/// the observer (read-only, to watch a province on its own broker). The
+/// bridge is the broker's own internal client, which Mosquitto does not
+/// check against the ACL; what it may do is decided on the central broker.
+/// The controller never connects here.
+pub fn render_provincial_acl() -> String {
+    format!(
+        "{HEADER}\
+         user {observer}\n\
+         topic read fleet/v1/#\n\
+         \n\
+         {DEVICE_PATTERNS}",
+        observer = crate::pki::OBSERVER_IDENTITY
+    )
+}
+
+/// The lines every broker has: who it runs as, its device listener
+/// (mutual TLS, certificate name = user name = client id, the ACL),
+/// persistence, packet and in-flight limits, pid file and log.
+fn common(l: &Layout) -> String {
+    // Started by root, Mosquitto drops to this user after reading this file;
+    // started by anyone else, it keeps that user (and ignores the line).
+    let user = l
+        .user
+        .as_ref()
+        .map(|u| format!("user {u}\n"))
+        .unwrap_or_default();
+    let security = match &l.tls {
+        // The certificate name becomes the user name and the client id, so a
+        // device can neither claim another's session nor pass the ACL as
+        // another device.
+        Some(t) => format!(
+            "cafile {}\n\
+             certfile {}\n\
+             keyfile {}\n\
+             crlfile {}\n\
+             require_certificate true\n\
+             use_identity_as_username true\n\
+             use_username_as_clientid true\n\
+             allow_anonymous false\n\
+             acl_file {}\n",
+            t.ca.display(),
+            t.cert.display(),
+            t.key.display(),
+            t.crl.display(),
+            l.acl.display()
+        ),
+        None => "allow_anonymous true\n".to_owned(),
+    };
+    format!(
+        "{user}\
+         per_listener_settings false\n\
+         listener {port} {bind}\n\
+         {security}\
+         persistence true\n\
+         persistence_location {state}/\n\
+         autosave_interval 30\n\
+         persistent_client_expiration 30d\n\
+         max_packet_size 16384\n\
+         max_inflight_messages 1000\n",
+        port = l.port,
+        bind = l.bind,
+        state = l.state.display()
+    )
+}
+
+fn logging(l: &Layout) -> String {
+    format!(
+        "pid_file {state}/mosquitto.pid\n\
+         log_dest file {state}/mosquitto.log\n\
+         log_type error\n\
+         log_type warning\n\
+         log_type notice\n\
+         connection_messages true\n",
+        state = l.state.display()
+    )
+}
+
+/// The central broker's config.
+///
+/// The queue limit is per client and must hold a whole fleet reconnecting at
+/// once for the controller (Mosquitto drops QoS 1 messages past it without a
+/// word); devices themselves are only ever sent a handful of messages.
+pub fn render_central(l: &Layout) -> String {
+    format!(
+        "{HEADER}{common}max_queued_messages 1000000\n{logging}",
+        common = common(l),
+        logging = logging(l)
+    )
+}
+
+/// The config file the managed central Mosquitto runs with.
+pub fn render_config(
+    dir: &Path,
+    port: u16,
+    tls: Option<&BrokerTls>,
+    account: Option<&super::account::Account>,
+) -> String {
+    render_central(&Layout::managed(dir, port, tls, account))
+}
+
+/// A provincial broker's config: its device listener as the central one's,
+/// persistence, bounded queues for an uplink outage, and its bridge to the
+/// central broker (the `connection` section comes last: every line after
+/// it belongs to the bridge).
+pub fn render_provincial(l: &Layout, b: &Bridge) -> String {
+    let identity = bridge_identity(&b.name);
+    let provinces: Vec<String> = b.provinces.iter().map(ToString::to_string).collect();
+    let tls = match &b.tls {
+        // Hostname verification stays on (no bridge_insecure): the central
+        // broker's certificate must name the host of `address`.
+        Some(t) => format!(
+            "bridge_cafile {}\n\
+             bridge_certfile {}\n\
+             bridge_keyfile {}\n",
+            t.ca.display(),
+            t.cert.display(),
+            t.key.display()
+        ),
+        None => String::new(),
+    };
+    let mut topics = String::new();
+    let remote = format!("fleet/v1/b/{identity}/");
+    for kind in BRIDGE_UP_QOS1 {
+        topics.push_str(&format!("topic dev/+/{kind} out 1 fleet/v1/ {remote}\n"));
+    }
+    for kind in BRIDGE_UP_QOS0 {
+        topics.push_str(&format!("topic dev/+/{kind} out 0 fleet/v1/ {remote}\n"));
+    }
+    for kind in BRIDGE_DOWN {
+        topics.push_str(&format!("topic dev/+/{kind} in 1 fleet/v1/ {remote}\n"));
+    }
+    format!(
+        "{HEADER}\
+         # Provincial broker {name}: provinces {provinces}.\n\
+         {common}\
+         # While the uplink is down the bridge's session queues what goes up\n\
+         # (QoS 1 only: Mosquitto queues QoS 0 for no one, so health reports\n\
+         # of the outage are not sent later). When the queue is full, Mosquitto\n\
+         # drops each NEW QoS 1 message and keeps the older ones: the first\n\
+         # hours of an outage survive, the newest reports are lost (retained\n\
+         # presence and state are sent again by devices on their next change\n\
+         # or reconnection). Persisted every 30 s and on a clean stop.\n\
+         max_queued_messages {messages}\n\
+         max_queued_bytes {bytes}\n\
+         {logging}\
+         # Revocation: the managed brokers reload the CRL (SIGHUP) at every\n\
+         # retirement; a broker Ansible runs must be given the new CRL by\n\
+         # the controller's broker.crl_hook (copy it here, then SIGHUP).\n\
+         \n\
+         connection {identity}\n\
+         address {address}\n\
+         bridge_protocol_version mqttv311\n\
+         remote_clientid {identity}\n\
+         cleansession false\n\
+         try_private true\n\
+         notifications true\n\
+         notification_topic fleet/v1/bridge/{identity}/state\n\
+         keepalive_interval 20\n\
+         restart_timeout 2 60\n\
+         start_type automatic\n\
+         {tls}\
+         {topics}",
+        name = b.name,
+        provinces = provinces.join(","),
+        common = common(l),
+        messages = b.queue.messages,
+        bytes = b.queue.bytes,
+        logging = logging(l),
+        address = b.address,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls() -> BrokerTls {
+        BrokerTls {
+            ca: "/etc/mosquitto/fleet/ca.crt".into(),
+            cert: "/etc/mosquitto/fleet/broker.crt".into(),
+            key: "/etc/mosquitto/fleet/broker.key".into(),
+            crl: "/etc/mosquitto/fleet/crl.pem".into(),
+        }
+    }
+
+    fn layout() -> Layout {
+        Layout {
+            user: Some("mosquitto".into()),
+            bind: "0.0.0.0".into(),
+            port: 8883,
+            tls: Some(tls()),
+            acl: "/etc/mosquitto/fleet/acl".into(),
+            state: "/var/lib/mosquitto".into(),
+        }
+    }
+
+    fn bridge() -> Bridge {
+        Bridge {
+            name: "north".into(),
+            provinces: vec![
+                ProvinceCode::parse("IR-02").unwrap(),
+                ProvinceCode::parse("IR-27").unwrap(),
+            ],
+            address: "central.fleet:8883".into(),
+            tls: Some(BridgeTls {
+                ca: "/etc/mosquitto/fleet/ca.crt".into(),
+                cert: "/etc/mosquitto/fleet/bridge.north.crt".into(),
+                key: "/etc/mosquitto/fleet/bridge.north.key".into(),
+            }),
+            queue: QueueBounds::default(),
+        }
+    }
+
+    fn lines(c: &str) -> Vec<&str> {
+        c.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn config_listens_on_loopback_only() {
+        let c = render_config(Path::new("/data/mosquitto"), 18831, None, None);
+        assert!(c.contains("listener 18831 127.0.0.1\n"));
+        assert!(c.contains("persistence_location /data/mosquitto/state/\n"));
+        assert!(!c.contains("user "), "not root: no user line");
+        assert!(!c.contains("0.0.0.0"));
+        // An abandoned session does not hold a queue for ever.
+        assert!(c.contains("persistent_client_expiration 30d\n"));
+        assert!(
+            !c.contains("connection "),
+            "the central broker has no bridge"
+        );
+    }
+
+    #[test]
+    fn the_provincial_listener_is_the_central_one() {
+        let central = render_central(&layout());
+        let provincial = render_provincial(&layout(), &bridge());
+        for line in [
+            "user mosquitto",
+            "listener 8883 0.0.0.0",
+            "cafile /etc/mosquitto/fleet/ca.crt",
+            "certfile /etc/mosquitto/fleet/broker.crt",
+            "keyfile /etc/mosquitto/fleet/broker.key",
+            "crlfile /etc/mosquitto/fleet/crl.pem",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "use_username_as_clientid true",
+            "allow_anonymous false",
+            "acl_file /etc/mosquitto/fleet/acl",
+            "persistence true",
+            "persistence_location /var/lib/mosquitto/",
+            "persistent_client_expiration 30d",
+            "max_packet_size 16384",
+        ] {
+            assert!(lines(&central).contains(&line), "central lacks {line}");
+            assert!(
+                lines(&provincial).contains(&line),
+                "provincial lacks {line}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_provincial_broker_queues_bounded_and_bridges_under_its_prefix() {
+        let c = render_provincial(&layout(), &bridge());
+        let l = lines(&c);
+        let bridge_at = l
+            .iter()
+            .position(|x| *x == "connection bridge.north")
+            .expect("a bridge");
+        // Every global option comes before the bridge section.
+        for global in [
+            "max_queued_messages 2000000",
+            "max_queued_bytes 1073741824",
+            "autosave_interval 30",
+            "log_dest file /var/lib/mosquitto/mosquitto.log",
+        ] {
+            let at = l.iter().position(|x| *x == global).expect(global);
+            assert!(at < bridge_at, "{global} after the connection");
+        }
+        let section = &l[bridge_at..];
+        for line in [
+            "address central.fleet:8883",
+            "bridge_protocol_version mqttv311",
+            "remote_clientid bridge.north",
+            "cleansession false",
+            "try_private true",
+            "notifications true",
+            "notification_topic fleet/v1/bridge/bridge.north/state",
+            "keepalive_interval 20",
+            "restart_timeout 2 60",
+            "bridge_cafile /etc/mosquitto/fleet/ca.crt",
+            "bridge_certfile /etc/mosquitto/fleet/bridge.north.crt",
+            "bridge_keyfile /etc/mosquitto/fleet/bridge.north.key",
+            "topic dev/+/presence out 1 fleet/v1/ fleet/v1/b/bridge.north/",
+            "topic dev/+/state out 1 fleet/v1/ fleet/v1/b/bridge.north/",
+            "topic dev/+/events out 1 fleet/v1/ fleet/v1/b/bridge.north/",
+            "topic dev/+/csr out 1 fleet/v1/ fleet/v1/b/bridge.north/",
+            "topic dev/+/health out 0 fleet/v1/ fleet/v1/b/bridge.north/",
+            "topic dev/+/desired in 1 fleet/v1/ fleet/v1/b/bridge.north/",
+            "topic dev/+/cmd in 1 fleet/v1/ fleet/v1/b/bridge.north/",
+            "topic dev/+/cert in 1 fleet/v1/ fleet/v1/b/bridge.north/",
+        ] {
+            assert!(section.contains(&line), "bridge lacks {line}");
+        }
+        assert_eq!(
+            section.iter().filter(|x| x.starts_with("topic ")).count(),
+            8,
+            "no other topic crosses the bridge"
+        );
+        assert!(
+            !c.contains("bridge_insecure"),
+            "hostname verification stays on"
+        );
+        assert!(c.contains("IR-02,IR-27"));
+        // What is dropped first is written down where the bounds are.
+        assert!(c.contains("drops each NEW QoS 1 message"));
+    }
+
+    #[test]
+    fn without_tls_there_are_no_certificates_anywhere() {
+        let mut l = layout();
+        l.tls = None;
+        let mut b = bridge();
+        b.tls = None;
+        let c = render_provincial(&l, &b);
+        assert!(c.contains("allow_anonymous true\n"));
+        assert!(!c.contains("cafile"));
+        assert!(!c.contains("acl_file"));
+    }
+
+    #[test]
+    fn the_provincial_acl_confines_devices_and_has_no_controller() {
+        let acl = render_provincial_acl();
+        assert!(acl.contains("pattern write fleet/v1/dev/%u/state\n"));
+        assert!(acl.contains("pattern read fleet/v1/dev/%u/desired\n"));
+        assert!(acl.contains("user fleet.observer\ntopic read fleet/v1/#\n"));
+        assert!(!acl.contains("fleet.controller"));
+        assert!(!acl.contains("readwrite"));
+        assert!(
+            !acl.contains("fleet/v1/b/"),
+            "nothing here speaks for a bridge"
+        );
+        // The central ACL holds the same device lines.
+        assert!(render_acl("fleet.controller").ends_with(DEVICE_PATTERNS));
+    }
+}
