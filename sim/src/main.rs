@@ -242,20 +242,138 @@ enum Cmd {
     },
 }
 
+/// The fleet the tier benches start.
+#[derive(Args, Clone)]
+struct BenchFleetArgs {
+    #[arg(long, default_value_t = 100_000)]
+    devices: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Managed provincial brokers the controller starts (0: devices on the central broker).
+    #[arg(long, default_value_t = 0)]
+    provincial_brokers: usize,
+    /// Seconds between each device's health reports (phase a of ingest).
+    #[arg(long, default_value_t = 60)]
+    health_secs: u64,
+    /// Simulator processes (default: devices / --max-per-process, rounded up).
+    #[arg(long)]
+    shards: Option<usize>,
+    #[arg(long, default_value_t = fleet_sim::shard::DEFAULT_MAX_PER_PROCESS)]
+    max_per_process: usize,
+    /// New connections per second per shard.
+    #[arg(long, default_value_t = 500)]
+    connect_rate: u32,
+    /// Cached controller data and identities (default target/bench-state).
+    #[arg(long)]
+    state_root: Option<PathBuf>,
+    #[arg(long)]
+    controller_bin: Option<PathBuf>,
+    /// Where the reports go (default target/bench).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl BenchFleetArgs {
+    fn options(&self) -> fleet_sim::bench::fleet::FleetOptions {
+        fleet_sim::bench::fleet::FleetOptions {
+            devices: self.devices,
+            seed: self.seed,
+            provincial_brokers: self.provincial_brokers,
+            health_secs: self.health_secs.max(1),
+            shards: self.shards,
+            max_per_process: self.max_per_process,
+            connect_rate: self.connect_rate,
+            controller_bin: self.controller_bin.clone(),
+            state_root: self.state_root.clone(),
+        }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(fleet_sim::report::default_dir)
+    }
+}
+
+#[derive(Args, Clone)]
+struct IngestArgs {
+    /// The measured window W, in seconds.
+    #[arg(long, default_value_t = 60)]
+    window_secs: u64,
+    /// After the fleet is up (or restarted), before the window.
+    #[arg(long, default_value_t = 15)]
+    warmup_secs: u64,
+    /// Phase b's steps at most (each halves the health interval; 0: phase a only).
+    #[arg(long, default_value_t = 8)]
+    max_steps: usize,
+}
+
+impl IngestArgs {
+    fn options(&self, fleet: &BenchFleetArgs) -> fleet_sim::bench::ingest::IngestOptions {
+        fleet_sim::bench::ingest::IngestOptions {
+            fleet: fleet.options(),
+            window: Duration::from_secs(self.window_secs.max(1)),
+            warmup: Duration::from_secs(self.warmup_secs),
+            max_steps: self.max_steps,
+            out: fleet.out(),
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct QueriesArgs {
+    /// Queries of each kind (national, one province).
+    #[arg(long, default_value_t = 2000)]
+    queries: usize,
+    #[arg(long, default_value = "IR-23")]
+    province: String,
+}
+
+impl QueriesArgs {
+    fn options(&self, fleet: &BenchFleetArgs) -> fleet_sim::bench::queries::QueriesOptions {
+        fleet_sim::bench::queries::QueriesOptions {
+            fleet: fleet.options(),
+            queries: self.queries,
+            warmup: Duration::from_secs(5),
+            province: self.province.clone(),
+            out: fleet.out(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// Controller CPU and memory with N devices reporting health on a timer.
+    /// The controller's applied messages against a bare subscriber on the
+    /// central broker, through the tier: (a) at the fleet's own rate, (b)
+    /// stepping the rate up to the highest the tier sustains.
     Ingest {
-        #[arg(long, default_value_t = 2000)]
-        devices: usize,
-        #[arg(long, default_value_t = 10)]
-        health_secs: u64,
-        #[arg(long, default_value_t = 15)]
-        warmup_secs: u64,
-        #[arg(long, default_value_t = 60)]
-        duration_secs: u64,
-        #[arg(long)]
-        controller_bin: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+        #[command(flatten)]
+        ingest: IngestArgs,
+    },
+    /// Readiness query latency (national and one province) while the fleet reports.
+    Queries {
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+        #[command(flatten)]
+        queries: QueriesArgs,
+    },
+    /// Memory per simulated device, per broker connection, per device in
+    /// the controller; open files against the limit.
+    Footprint {
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+    },
+    /// Footprint, queries and ingest on one fleet start (writes
+    /// footprint.json, queries.json and ingest.json).
+    Tier {
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+        #[command(flatten)]
+        ingest: IngestArgs,
+        #[command(flatten)]
+        queries: QueriesArgs,
     },
     /// One firmware rollout (canary, province groups, the rest) over a
     /// fleet of updating devices, from creation to completion.
@@ -358,21 +476,37 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { what } => rt.block_on(async move {
             match what {
-                BenchCmd::Ingest {
-                    devices,
-                    health_secs,
-                    warmup_secs,
-                    duration_secs,
-                    controller_bin,
+                BenchCmd::Ingest { fleet, ingest } => {
+                    fleet_sim::bench::ingest::run(ingest.options(&fleet)).await?;
+                    Ok(())
+                }
+                BenchCmd::Queries { fleet, queries } => {
+                    fleet_sim::bench::queries::run(queries.options(&fleet)).await?;
+                    Ok(())
+                }
+                BenchCmd::Footprint { fleet } => {
+                    fleet_sim::bench::footprint::run(
+                        fleet_sim::bench::footprint::FootprintOptions {
+                            fleet: fleet.options(),
+                            out: fleet.out(),
+                        },
+                    )
+                    .await?;
+                    Ok(())
+                }
+                BenchCmd::Tier {
+                    fleet,
+                    ingest,
+                    queries,
                 } => {
-                    fleet_sim::bench::ingest(fleet_sim::bench::IngestBench {
-                        devices,
-                        health_every: Duration::from_secs(health_secs.max(1)),
-                        warmup: Duration::from_secs(warmup_secs),
-                        duration: Duration::from_secs(duration_secs.max(1)),
-                        controller_bin,
+                    fleet_sim::bench::tier::run(fleet_sim::bench::tier::TierOptions {
+                        fleet: fleet.options(),
+                        ingest: ingest.options(&fleet),
+                        queries: queries.options(&fleet),
+                        out: fleet.out(),
                     })
-                    .await
+                    .await?;
+                    Ok(())
                 }
                 BenchCmd::Rollout {
                     devices,
