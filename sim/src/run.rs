@@ -481,8 +481,11 @@ pub async fn start_counting(
                 let shutdown = async move {
                     if power_off {
                         // Report once, then power off (the agent says goodbye).
+                        // The signal comes when the state is queued, not
+                        // delivered: 3 s lets it leave on a busy machine
+                        // (500 ms lost some with three shards starting at once).
                         first_state.notified().await;
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        tokio::time::sleep(Duration::from_secs(3)).await;
                     } else {
                         let _ = stop_run.wait_for(|s| *s).await;
                     }
