@@ -26,6 +26,7 @@ pub fn counts(topic: &str) -> bool {
 
 pub struct Observer {
     count: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     subscribed: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -40,7 +41,9 @@ impl Observer {
         broker: &BrokerAddress,
     ) -> anyhow::Result<Self> {
         let mut opts = MqttOptions::new("fleet.observer", broker.host.clone(), broker.port);
-        opts.set_keep_alive(Duration::from_secs(30))
+        // Long: under a flood the broker's ping answer queues behind the
+        // messages, and a missed ping would drop the session (and messages).
+        opts.set_keep_alive(Duration::from_secs(300))
             .set_clean_session(true)
             .set_max_packet_size(1 << 20, 1 << 20);
         if broker.tls {
@@ -75,11 +78,17 @@ impl Observer {
         let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
         let count = Arc::new(AtomicU64::new(0));
         let subscribed = Arc::new(AtomicBool::new(false));
-        let (c, s) = (Arc::clone(&count), Arc::clone(&subscribed));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (c, s, n) = (
+            Arc::clone(&count),
+            Arc::clone(&subscribed),
+            Arc::clone(&connections),
+        );
         let task = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        n.fetch_add(1, Ordering::Relaxed);
                         for f in FILTERS {
                             let _ = client.subscribe(f, QoS::AtLeastOnce).await;
                         }
@@ -108,6 +117,7 @@ impl Observer {
         }
         Ok(Self {
             count,
+            connections,
             subscribed,
             task,
         })
@@ -116,6 +126,12 @@ impl Observer {
     /// Device messages seen so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Connections made so far (more than one: it lost the broker, and
+    /// messages, in between).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     pub fn subscribed(&self) -> bool {
