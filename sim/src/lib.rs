@@ -10,7 +10,10 @@
 //!   reconnect delays after an outage (pure).
 //! - [`update`]: devices that update for real (the agent's update driver,
 //!   TUF client and an installer), with failures chosen from the seed.
-//! - [`bench`]: measured figures for the controller and the agent.
+//! - [`shard`]: a large fleet's slices over processes, and the progress
+//!   lines the shards send their parent (pure); [`supervise`]: the parent
+//!   that starts the shards and the shard's side of it.
+//! - [`bench`]: measured figures for the controller, the tier and the agent.
 //! - [`report`]: the table and JSON every bench leaves under `target/bench/`.
 
 pub mod bench;
@@ -19,4 +22,6 @@ pub mod plan;
 pub mod reconnects;
 pub mod report;
 pub mod run;
+pub mod shard;
+pub mod supervise;
 pub mod update;

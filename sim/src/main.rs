@@ -10,7 +10,12 @@ use fleet_sim::plan::{Plan, PlanConfig};
 use fleet_sim::run::{self, Api, RunConfig};
 
 #[derive(Parser)]
-#[command(name = "fleet-sim", version, about = "Sandogh simulated fleet")]
+#[command(
+    name = "fleet-sim",
+    version,
+    about = "Sandogh simulated fleet",
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -134,43 +139,81 @@ enum Output {
     Devices,
 }
 
+/// The flags of `run` (and of each shard it starts).
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Controller base URL.
+    #[arg(long, default_value = "https://127.0.0.1:8080")]
+    controller: String,
+    /// An admin (or central-ops) token; `fleet-controller init` wrote one to DATA/admin.token.
+    #[arg(long, env = "FLEETCTL_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The fleet CA (DATA/pki/ca.crt), to check the controller's HTTPS certificate.
+    #[arg(long, env = "FLEETCTL_CA")]
+    ca: Option<PathBuf>,
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Seconds between health reports.
+    #[arg(long, default_value_t = 60)]
+    health_secs: u64,
+    /// MQTT keep-alive seconds (the broker's last will fires after 1.5x).
+    #[arg(long, default_value_t = 30)]
+    keep_alive_secs: u64,
+    /// Seconds between check runs.
+    #[arg(long, default_value_t = 60)]
+    checks_secs: u64,
+    /// New MQTT connections per second while coming up (per shard).
+    #[arg(long, default_value_t = 500)]
+    connect_rate: u32,
+    /// Keep the simulated devices' keys, certificates and brokers here, so
+    /// the same fleet can run again against the same controller.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Write when each device connected (its state sent) to this JSON
+    /// file, every 2 s; `fleet-sim reconnects FILE` reads it.
+    #[arg(long)]
+    connections_out: Option<PathBuf>,
+    /// Processes to run the fleet in (default: devices / --max-per-process,
+    /// rounded up). More than one: this process enrols, then starts each
+    /// shard as a child process and waits for them.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// The most devices (connections) one process holds; at most 19,000
+    /// (a process may hold 20,000 open files).
+    #[arg(long, default_value_t = fleet_sim::shard::DEFAULT_MAX_PER_PROCESS)]
+    max_per_process: usize,
+    #[command(flatten)]
+    update: Box<UpdateArgs>,
+}
+
+impl RunArgs {
+    fn config(&self, show_progress: bool) -> RunConfig {
+        RunConfig {
+            controller: self.controller.clone(),
+            health_every: Duration::from_secs(self.health_secs.max(1)),
+            keep_alive: Duration::from_secs(self.keep_alive_secs.max(1)),
+            checks_every: Duration::from_secs(self.checks_secs.max(1)),
+            connect_rate: self.connect_rate,
+            backoff_max: Duration::from_secs(10),
+            show_progress,
+            update: self.update.sim(self.plan.seed),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Register the simulated fleet with the controller and run it until stopped.
-    Run {
-        /// Controller base URL.
-        #[arg(long, default_value = "https://127.0.0.1:8080")]
-        controller: String,
-        /// An admin (or central-ops) token; `fleet-controller init` wrote one to DATA/admin.token.
-        #[arg(long, env = "FLEETCTL_TOKEN", hide_env_values = true)]
-        token: String,
-        /// The fleet CA (DATA/pki/ca.crt), to check the controller's HTTPS certificate.
-        #[arg(long, env = "FLEETCTL_CA")]
-        ca: Option<PathBuf>,
-        #[command(flatten)]
-        plan: PlanArgs,
-        /// Seconds between health reports.
-        #[arg(long, default_value_t = 60)]
-        health_secs: u64,
-        /// MQTT keep-alive seconds (the broker's last will fires after 1.5x).
-        #[arg(long, default_value_t = 30)]
-        keep_alive_secs: u64,
-        /// Seconds between check runs.
-        #[arg(long, default_value_t = 60)]
-        checks_secs: u64,
-        /// New MQTT connections per second while coming up.
-        #[arg(long, default_value_t = 500)]
-        connect_rate: u32,
-        /// Keep the simulated devices' keys and certificates here, so the
-        /// same fleet can run again against the same controller.
+    Run(Box<RunArgs>),
+    /// One shard of a `run` (started by `run --shards N`, not by people).
+    #[command(hide = true)]
+    Shard {
         #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// Write when each device connected (its state sent) to this JSON
-        /// file, every 2 s; `fleet-sim reconnects FILE` reads it.
+        index: usize,
         #[arg(long)]
-        connections_out: Option<PathBuf>,
+        of: usize,
         #[command(flatten)]
-        update: Box<UpdateArgs>,
+        run: Box<RunArgs>,
     },
     /// The histogram of reconnect delays after a moment (a broker restart,
     /// a link returning), from `run --connections-out`'s file.
@@ -199,20 +242,138 @@ enum Cmd {
     },
 }
 
+/// The fleet the tier benches start.
+#[derive(Args, Clone)]
+struct BenchFleetArgs {
+    #[arg(long, default_value_t = 100_000)]
+    devices: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Managed provincial brokers the controller starts (0: devices on the central broker).
+    #[arg(long, default_value_t = 0)]
+    provincial_brokers: usize,
+    /// Seconds between each device's health reports (phase a of ingest).
+    #[arg(long, default_value_t = 60)]
+    health_secs: u64,
+    /// Simulator processes (default: devices / --max-per-process, rounded up).
+    #[arg(long)]
+    shards: Option<usize>,
+    #[arg(long, default_value_t = fleet_sim::shard::DEFAULT_MAX_PER_PROCESS)]
+    max_per_process: usize,
+    /// New connections per second per shard.
+    #[arg(long, default_value_t = 500)]
+    connect_rate: u32,
+    /// Cached controller data and identities (default target/bench-state).
+    #[arg(long)]
+    state_root: Option<PathBuf>,
+    #[arg(long)]
+    controller_bin: Option<PathBuf>,
+    /// Where the reports go (default target/bench).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl BenchFleetArgs {
+    fn options(&self) -> fleet_sim::bench::fleet::FleetOptions {
+        fleet_sim::bench::fleet::FleetOptions {
+            devices: self.devices,
+            seed: self.seed,
+            provincial_brokers: self.provincial_brokers,
+            health_secs: self.health_secs.max(1),
+            shards: self.shards,
+            max_per_process: self.max_per_process,
+            connect_rate: self.connect_rate,
+            controller_bin: self.controller_bin.clone(),
+            state_root: self.state_root.clone(),
+        }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(fleet_sim::report::default_dir)
+    }
+}
+
+#[derive(Args, Clone)]
+struct IngestArgs {
+    /// The measured window W, in seconds.
+    #[arg(long, default_value_t = 60)]
+    window_secs: u64,
+    /// After the fleet is up (or restarted), before the window.
+    #[arg(long, default_value_t = 15)]
+    warmup_secs: u64,
+    /// Phase b's steps at most (each halves the health interval; 0: phase a only).
+    #[arg(long, default_value_t = 8)]
+    max_steps: usize,
+}
+
+impl IngestArgs {
+    fn options(&self, fleet: &BenchFleetArgs) -> fleet_sim::bench::ingest::IngestOptions {
+        fleet_sim::bench::ingest::IngestOptions {
+            fleet: fleet.options(),
+            window: Duration::from_secs(self.window_secs.max(1)),
+            warmup: Duration::from_secs(self.warmup_secs),
+            max_steps: self.max_steps,
+            out: fleet.out(),
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct QueriesArgs {
+    /// Queries of each kind (national, one province).
+    #[arg(long, default_value_t = 2000)]
+    queries: usize,
+    #[arg(long, default_value = "IR-23")]
+    province: String,
+}
+
+impl QueriesArgs {
+    fn options(&self, fleet: &BenchFleetArgs) -> fleet_sim::bench::queries::QueriesOptions {
+        fleet_sim::bench::queries::QueriesOptions {
+            fleet: fleet.options(),
+            queries: self.queries,
+            warmup: Duration::from_secs(5),
+            province: self.province.clone(),
+            out: fleet.out(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// Controller CPU and memory with N devices reporting health on a timer.
+    /// The controller's applied messages against a bare subscriber on the
+    /// central broker, through the tier: (a) at the fleet's own rate, (b)
+    /// stepping the rate up to the highest the tier sustains.
     Ingest {
-        #[arg(long, default_value_t = 2000)]
-        devices: usize,
-        #[arg(long, default_value_t = 10)]
-        health_secs: u64,
-        #[arg(long, default_value_t = 15)]
-        warmup_secs: u64,
-        #[arg(long, default_value_t = 60)]
-        duration_secs: u64,
-        #[arg(long)]
-        controller_bin: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+        #[command(flatten)]
+        ingest: IngestArgs,
+    },
+    /// Readiness query latency (national and one province) while the fleet reports.
+    Queries {
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+        #[command(flatten)]
+        queries: QueriesArgs,
+    },
+    /// Memory per simulated device, per broker connection, per device in
+    /// the controller; open files against the limit.
+    Footprint {
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+    },
+    /// Footprint, queries and ingest on one fleet start (writes
+    /// footprint.json, queries.json and ingest.json).
+    Tier {
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+        #[command(flatten)]
+        ingest: IngestArgs,
+        #[command(flatten)]
+        queries: QueriesArgs,
     },
     /// One firmware rollout (canary, province groups, the rest) over a
     /// fleet of updating devices, from creation to completion.
@@ -320,73 +481,8 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Run {
-            controller,
-            token,
-            ca,
-            plan,
-            health_secs,
-            keep_alive_secs,
-            checks_secs,
-            connect_rate,
-            state_dir,
-            connections_out,
-            update,
-        } => rt.block_on(async move {
-            let p = plan.plan()?;
-            let api = Api::new(&controller, &token, ca.as_deref())?;
-            let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let identities = run::enrol_fleet(&api, &p, state_dir.as_deref(), show).await?;
-            let broker = run::broker_address(&api).await?;
-            let cfg = RunConfig {
-                controller,
-                health_every: Duration::from_secs(health_secs.max(1)),
-                keep_alive: Duration::from_secs(keep_alive_secs.max(1)),
-                checks_every: Duration::from_secs(checks_secs.max(1)),
-                connect_rate,
-                backoff_max: Duration::from_secs(10),
-                show_progress: show,
-                update: update.sim(plan.seed),
-            };
-            let shutdown = fleet_agent::process::shutdown_signal()
-                .context("cannot install signal handlers")?;
-            tokio::pin!(shutdown);
-            let (fleet, reported) = tokio::select! {
-                started = run::start(&p, &cfg, &broker, &identities, Duration::from_secs(30)) => started?,
-                () = &mut shutdown => {
-                    tracing::info!("stopped while starting");
-                    return Ok(());
-                }
-            };
-            tracing::info!(
-                devices = p.devices.len(),
-                reported,
-                broker = %format!("{}:{} (tls {})", broker.host, broker.port, broker.tls),
-                "simulated fleet running; Ctrl-C stops it"
-            );
-            let recorder = fleet.connections.clone();
-            let writer = async {
-                let Some(path) = &connections_out else {
-                    return std::future::pending().await;
-                };
-                loop {
-                    if let Err(e) = recorder.write(path) {
-                        tracing::warn!(error = %e, "cannot write {}", path.display());
-                    }
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            };
-            tokio::select! {
-                () = &mut shutdown => {}
-                () = writer => {}
-            }
-            tracing::info!("stopping the simulated fleet");
-            fleet.stop().await;
-            if let Some(path) = &connections_out {
-                recorder.write(path)?;
-            }
-            Ok(())
-        }),
+        Cmd::Run(args) => rt.block_on(run_fleet(*args)),
+        Cmd::Shard { index, of, run } => rt.block_on(run_shard(index, of, *run)),
         Cmd::Reconnects {
             file,
             since_ms,
@@ -406,21 +502,37 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { what } => rt.block_on(async move {
             match what {
-                BenchCmd::Ingest {
-                    devices,
-                    health_secs,
-                    warmup_secs,
-                    duration_secs,
-                    controller_bin,
+                BenchCmd::Ingest { fleet, ingest } => {
+                    fleet_sim::bench::ingest::run(ingest.options(&fleet)).await?;
+                    Ok(())
+                }
+                BenchCmd::Queries { fleet, queries } => {
+                    fleet_sim::bench::queries::run(queries.options(&fleet)).await?;
+                    Ok(())
+                }
+                BenchCmd::Footprint { fleet } => {
+                    fleet_sim::bench::footprint::run(
+                        fleet_sim::bench::footprint::FootprintOptions {
+                            fleet: fleet.options(),
+                            out: fleet.out(),
+                        },
+                    )
+                    .await?;
+                    Ok(())
+                }
+                BenchCmd::Tier {
+                    fleet,
+                    ingest,
+                    queries,
                 } => {
-                    fleet_sim::bench::ingest(fleet_sim::bench::IngestBench {
-                        devices,
-                        health_every: Duration::from_secs(health_secs.max(1)),
-                        warmup: Duration::from_secs(warmup_secs),
-                        duration: Duration::from_secs(duration_secs.max(1)),
-                        controller_bin,
+                    fleet_sim::bench::tier::run(fleet_sim::bench::tier::TierOptions {
+                        fleet: fleet.options(),
+                        ingest: ingest.options(&fleet),
+                        queries: queries.options(&fleet),
+                        out: fleet.out(),
                     })
-                    .await
+                    .await?;
+                    Ok(())
                 }
                 BenchCmd::Rollout {
                     devices,
@@ -499,4 +611,145 @@ fn main() -> anyhow::Result<()> {
             }
         }),
     }
+}
+
+/// `fleet-sim run`: enrol, then run the fleet here (one shard) or in
+/// child processes (several).
+async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
+    let limit = fleet_sim::supervise::raise_open_files();
+    let p = args.plan.plan()?;
+    let max = fleet_sim::shard::check_max_per_process(args.max_per_process)?;
+    let shards = args
+        .shards
+        .unwrap_or_else(|| fleet_sim::shard::default_shards(p.devices.len(), max));
+    let slices = fleet_sim::shard::slices(p.devices.len(), shards, max)?;
+    let api = Api::new(&args.controller, &args.token, args.ca.as_deref())?;
+    let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing::info!(open_files = limit, shards, "starting the simulated fleet");
+    // A temporary state directory when none is given and shards need one.
+    let temp = match (&args.state_dir, shards) {
+        (None, 2..) => Some(tempfile::Builder::new().prefix("fleet-sim-").tempdir()?),
+        _ => None,
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(|| temp.as_ref().map(|t| t.path().to_owned()));
+    let identities = run::enrol_fleet(&api, &p, state_dir.as_deref(), show).await?;
+    let shutdown =
+        fleet_agent::process::shutdown_signal().context("cannot install signal handlers")?;
+    if shards == 1 {
+        let central = run::broker_address(&api).await?;
+        return run_here(&p, &args, &central, &identities, shutdown, None).await;
+    }
+    let state_dir = state_dir.context("a state directory for the shards")?;
+    // The `run` flags as given: every shard gets them.
+    let run_args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+    fleet_sim::supervise::supervise(
+        fleet_sim::supervise::Sharded {
+            exe: std::env::current_exe().context("cannot find this binary")?,
+            run_args,
+            slices,
+            state_dir,
+            connections_out: args.connections_out.clone(),
+            show_progress: show,
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// `fleet-sim shard`: run slice `index` of `of` of the plan with the
+/// identities the parent enrolled, telling the parent how far it is on
+/// standard output.
+async fn run_shard(index: usize, of: usize, args: RunArgs) -> anyhow::Result<()> {
+    fleet_sim::supervise::raise_open_files();
+    let p = args.plan.plan()?;
+    let range = fleet_sim::shard::slice(p.devices.len(), index, of, args.max_per_process)?;
+    let mine = Plan {
+        devices: p.devices[range].to_vec(),
+    };
+    let dir = args
+        .state_dir
+        .as_deref()
+        .context("a shard needs --state-dir (its parent enrolled there)")?;
+    let identities = run::Identities::load(dir)?;
+    let api = Api::new(&args.controller, &args.token, args.ca.as_deref())?;
+    let central = run::broker_address(&api).await?;
+    let signal =
+        fleet_agent::process::shutdown_signal().context("cannot install signal handlers")?;
+    let shutdown = async move {
+        tokio::select! {
+            () = signal => {}
+            () = fleet_sim::supervise::parent_gone() => {
+                tracing::warn!(shard = index, "the parent is gone: stopping");
+            }
+        }
+    };
+    let progress = std::sync::Arc::new(fleet_sim::run::StartProgress::default());
+    run_here(
+        &mine,
+        &args,
+        &central,
+        &identities,
+        shutdown,
+        Some(progress),
+    )
+    .await
+}
+
+/// Run `p`'s devices in this process until `shutdown`.
+async fn run_here(
+    p: &Plan,
+    args: &RunArgs,
+    central: &run::BrokerAddress,
+    identities: &run::Identities,
+    shutdown: impl std::future::Future<Output = ()>,
+    progress: Option<std::sync::Arc<fleet_sim::run::StartProgress>>,
+) -> anyhow::Result<()> {
+    let show = progress.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let cfg = args.config(show);
+    tokio::pin!(shutdown);
+    let reporter = progress.clone().map(fleet_sim::supervise::report_progress);
+    let (fleet, reported) = tokio::select! {
+        started = run::start_counting(p, &cfg, central, identities, Duration::from_secs(30), progress.clone()) => started?,
+        () = &mut shutdown => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
+    if let Some(r) = reporter {
+        r.abort();
+        fleet_sim::supervise::report_running(reported);
+    } else {
+        tracing::info!(
+            devices = p.devices.len(),
+            reported,
+            brokers = ?identities.per_broker(p.devices.iter().map(|d| d.id.as_str()), central),
+            "simulated fleet running; Ctrl-C stops it"
+        );
+    }
+    let recorder = fleet.connections.clone();
+    let connections_out = args.connections_out.clone();
+    let writer = async {
+        let Some(path) = &connections_out else {
+            return std::future::pending().await;
+        };
+        loop {
+            if let Err(e) = recorder.write(path) {
+                tracing::warn!(error = %e, "cannot write {}", path.display());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    tokio::select! {
+        () = &mut shutdown => {}
+        () = writer => {}
+    }
+    tracing::info!("stopping the simulated fleet");
+    fleet.stop().await;
+    if let Some(path) = &connections_out {
+        recorder.write(path)?;
+    }
+    Ok(())
 }

@@ -86,6 +86,66 @@ pub struct Identities {
     pub ca: String,
     /// device id -> (key PEM, certificate PEM)
     pub devices: std::collections::HashMap<String, (String, String)>,
+    /// device id -> the broker its enrolment named (its province's). Files
+    /// written before the provincial tier have none: those devices use the
+    /// broker `GET /api/v1/broker` names.
+    #[serde(default)]
+    pub brokers: std::collections::HashMap<String, DeviceBroker>,
+}
+
+/// Where one device connects, as its enrolment answered (host and port;
+/// TLS or not is the deployment's, from `GET /api/v1/broker`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct DeviceBroker {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Identities {
+    /// The broker `device` connects to: the one its enrolment named, else
+    /// `central` (identity files from before the tier).
+    pub fn broker_of(&self, device: &str, central: &BrokerAddress) -> BrokerAddress {
+        match self.brokers.get(device) {
+            Some(b) => BrokerAddress {
+                host: b.host.clone(),
+                port: b.port,
+                tls: central.tls,
+            },
+            None => central.clone(),
+        }
+    }
+
+    /// How many of `devices` connect to each broker (`host:port`).
+    pub fn per_broker<'a>(
+        &self,
+        devices: impl IntoIterator<Item = &'a str>,
+        central: &BrokerAddress,
+    ) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for d in devices {
+            let b = self.broker_of(d, central);
+            *out.entry(format!("{}:{}", b.host, b.port)).or_default() += 1;
+        }
+        out
+    }
+
+    /// Read `DIR/identities.json` (an empty set when there is none).
+    pub fn load(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let f = dir.join(IDENTITIES_FILE);
+        if !f.exists() {
+            return Ok(Self::default());
+        }
+        serde_json::from_slice(&std::fs::read(&f)?)
+            .with_context(|| format!("cannot read {}", f.display()))
+    }
+
+    /// Write `DIR/identities.json` (0600: it holds private keys).
+    pub fn save(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let f = dir.join(IDENTITIES_FILE);
+        fleet_agent::enrol::write_private(&f, &serde_json::to_vec(self)?)
+            .with_context(|| format!("cannot write {}", f.display()))
+    }
 }
 
 const IDENTITIES_FILE: &str = "identities.json";
@@ -105,10 +165,9 @@ pub async fn enrol_fleet(
         .await
         .context("importing the simulated registry")?;
     info!(counties = %v.counties, stations = %v.stations, "registry imported");
-    let mut ids: Identities = match state_dir.map(|d| d.join(IDENTITIES_FILE)) {
-        Some(f) if f.exists() => serde_json::from_slice(&std::fs::read(&f)?)
-            .with_context(|| format!("cannot read {}", f.display()))?,
-        _ => Identities::default(),
+    let mut ids = match state_dir {
+        Some(d) => Identities::load(d)?,
+        None => Identities::default(),
     };
     let todo: Vec<&crate::plan::SimDevice> = plan
         .devices
@@ -165,6 +224,13 @@ pub async fn enrol_fleet(
             let (device, identity) = done?;
             let identity = identity.with_context(|| format!("enrolling {device}"))?;
             ids.ca = identity.ca_pem;
+            ids.brokers.insert(
+                device.to_string(),
+                DeviceBroker {
+                    host: identity.broker.host,
+                    port: identity.broker.port,
+                },
+            );
             ids.devices
                 .insert(device.to_string(), (identity.key_pem, identity.cert_pem));
             pb.inc(1);
@@ -172,10 +238,9 @@ pub async fn enrol_fleet(
     }
     pb.finish_and_clear();
     if let Some(dir) = state_dir {
-        std::fs::create_dir_all(dir)?;
-        let f = dir.join(IDENTITIES_FILE);
-        fleet_agent::enrol::write_private(&f, &serde_json::to_vec(&ids)?)
-            .with_context(|| format!("cannot write {}", f.display()))?;
+        if !todo.is_empty() || !dir.join(IDENTITIES_FILE).exists() {
+            ids.save(dir)?;
+        }
     }
     info!(
         devices = plan.devices.len(),
@@ -259,15 +324,45 @@ pub async fn launch(
     start(plan, cfg, &broker, &identities, ready_timeout).await
 }
 
-/// Start every planned device's agent. Returns once each has sent its first
-/// state (or after `ready_timeout`), with the number that did.
+/// Start every planned device's agent, each against the broker its
+/// enrolment named (`central`, `GET /api/v1/broker`, for identities that
+/// name none). Returns once each has sent its first state (or after
+/// `ready_timeout`), with the number that did.
 pub async fn start(
     plan: &Plan,
     cfg: &RunConfig,
-    broker: &BrokerAddress,
+    central: &BrokerAddress,
     identities: &Identities,
     ready_timeout: Duration,
 ) -> anyhow::Result<(Fleet, usize)> {
+    start_counting(plan, cfg, central, identities, ready_timeout, None).await
+}
+
+/// How far [`start_counting`] is, for someone else to read while it runs
+/// (a shard tells its parent).
+#[derive(Debug, Default)]
+pub struct StartProgress {
+    /// Agents started.
+    pub started: std::sync::atomic::AtomicUsize,
+    /// Agents that sent their first state (offline ones count when started).
+    pub reported: std::sync::atomic::AtomicUsize,
+}
+
+/// [`start`], counting its progress into `progress`.
+pub async fn start_counting(
+    plan: &Plan,
+    cfg: &RunConfig,
+    central: &BrokerAddress,
+    identities: &Identities,
+    ready_timeout: Duration,
+    progress: Option<Arc<StartProgress>>,
+) -> anyhow::Result<(Fleet, usize)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let count = |f: fn(&StartProgress) -> &std::sync::atomic::AtomicUsize| {
+        if let Some(p) = &progress {
+            f(p).fetch_add(1, Relaxed);
+        }
+    };
     let updates = match &cfg.update {
         Some(sim) => match fleet_update(&cfg.controller, &identities.ca, sim.clone()).await? {
             None => None,
@@ -308,6 +403,7 @@ pub async fn start(
     for (i, d) in plan.devices.iter().enumerate() {
         let notify = Arc::new(Notify::new());
         let connected = Arc::new(Notify::new());
+        let broker = identities.broker_of(d.id.as_str(), central);
         let tls = if broker.tls {
             let (key, cert) = identities
                 .devices
@@ -325,7 +421,7 @@ pub async fn start(
             device: d.id.clone(),
             model: d.model.clone(),
             link: LinkConfig {
-                host: broker.host.clone(),
+                host: broker.host,
                 port: broker.port,
                 tls,
                 keep_alive: cfg.keep_alive,
@@ -385,8 +481,11 @@ pub async fn start(
                 let shutdown = async move {
                     if power_off {
                         // Report once, then power off (the agent says goodbye).
+                        // The signal comes when the state is queued, not
+                        // delivered: 3 s lets it leave on a busy machine
+                        // (500 ms lost some with three shards starting at once).
                         first_state.notified().await;
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        tokio::time::sleep(Duration::from_secs(3)).await;
                     } else {
                         let _ = stop_run.wait_for(|s| *s).await;
                     }
@@ -417,6 +516,7 @@ pub async fn start(
         reported.push(notify);
         connections_seen.push(connected);
         pb.inc(1);
+        count(|p| &p.started);
         tokio::time::sleep(gap).await;
     }
     pb.finish_and_clear();
@@ -427,11 +527,13 @@ pub async fn start(
     for (d, n) in plan.devices.iter().zip(&reported) {
         if d.condition == Condition::Offline {
             ok += 1;
+            count(|p| &p.reported);
         } else if tokio::time::timeout_at(deadline, n.notified())
             .await
             .is_ok()
         {
             ok += 1;
+            count(|p| &p.reported);
             // Keep the permit semantics for later waiters.
             n.notify_one();
         }

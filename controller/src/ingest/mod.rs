@@ -354,6 +354,8 @@ pub async fn run(
                 match process(&fleet, &cfg.tier, &mut limiter, &p.topic, &p.payload, now) {
                     Ok(Accepted::Ignored) => publisher.ack_now(&p),
                     Ok(Accepted::Applied(applied)) => {
+                        metrics::counter!("fleet_ingest_applied_total", "kind" => kind)
+                            .increment(1);
                         let (env, observed) = *applied;
                         if matches!(env.payload, Payload::CertRequest(_)) {
                             // Nothing to commit: a lost renewal is asked for again.

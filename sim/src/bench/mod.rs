@@ -32,12 +32,35 @@ pub fn sibling_bin(name: &str, explicit: Option<PathBuf>) -> anyhow::Result<Path
     Ok(p)
 }
 
-/// A controller process on a temporary data dir, stopped on drop.
+pub mod fleet;
+pub mod footprint;
+pub mod ingest;
+pub mod observer;
+pub mod procfs;
+pub mod queries;
+pub mod tier;
+
+/// A controller's data directory: temporary (removed on drop) or kept.
+pub enum DataDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl DataDir {
+    pub fn path(&self) -> &Path {
+        match self {
+            DataDir::Temp(t) => t.path(),
+            DataDir::Kept(p) => p,
+        }
+    }
+}
+
+/// A controller process on a data dir (temporary unless given), stopped on drop.
 pub struct ControllerProc {
     child: Child,
     pub api: String,
     pub token: String,
-    pub data_dir: tempfile::TempDir,
+    pub data_dir: DataDir,
 }
 
 impl ControllerProc {
@@ -52,25 +75,52 @@ impl ControllerProc {
         env: &[(&str, &str)],
         before_serve: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
-        let data_dir = tempfile::tempdir()?;
-        let init = Command::new(bin)
-            .args(["init", "--data-dir"])
-            .arg(data_dir.path())
-            .output()
-            .with_context(|| format!("cannot run {} init", bin.display()))?;
-        if !init.status.success() {
-            bail!(
-                "{} init failed: {}",
-                bin.display(),
-                String::from_utf8_lossy(&init.stderr)
-            );
-        }
-        let token = String::from_utf8(init.stdout)?.trim().to_owned();
-        before_serve(data_dir.path())?;
+        Self::start_in(bin, None, &[], env, before_serve)
+    }
+
+    /// Start on `dir` (kept; `init` only when it has no admin token yet,
+    /// else its token is read) or a temporary one, with `serve_args` added
+    /// to `serve` (e.g. `--provincial-brokers 2`).
+    pub fn start_in(
+        bin: &Path,
+        dir: Option<&Path>,
+        serve_args: &[String],
+        env: &[(&str, &str)],
+        before_serve: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
+        let data_dir = match dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)
+                    .with_context(|| format!("cannot create {}", d.display()))?;
+                DataDir::Kept(d.to_owned())
+            }
+            None => DataDir::Temp(tempfile::tempdir()?),
+        };
+        let token_file = data_dir.path().join("admin.token");
+        let token = if token_file.exists() {
+            std::fs::read_to_string(&token_file)?.trim().to_owned()
+        } else {
+            let init = Command::new(bin)
+                .args(["init", "--data-dir"])
+                .arg(data_dir.path())
+                .output()
+                .with_context(|| format!("cannot run {} init", bin.display()))?;
+            if !init.status.success() {
+                bail!(
+                    "{} init failed: {}",
+                    bin.display(),
+                    String::from_utf8_lossy(&init.stderr)
+                );
+            }
+            let token = String::from_utf8(init.stdout)?.trim().to_owned();
+            before_serve(data_dir.path())?;
+            token
+        };
         let mut child = Command::new(bin)
             .args(["serve", "--data-dir"])
             .arg(data_dir.path())
             .args(["--http", "127.0.0.1:0"])
+            .args(serve_args)
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -121,6 +171,29 @@ impl ControllerProc {
             .parse()
             .ok()
     }
+
+    /// Every managed broker's pid (`DATA/mosquitto*/state/mosquitto.pid`:
+    /// the central one and the provincial ones), by directory name.
+    pub fn broker_pids(&self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.data_dir.path()) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("mosquitto") {
+                continue;
+            }
+            let pid = std::fs::read_to_string(e.path().join("state/mosquitto.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            if let Some(pid) = pid {
+                out.push((name, pid));
+            }
+        }
+        out.sort();
+        out
+    }
 }
 
 impl Drop for ControllerProc {
@@ -170,94 +243,13 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
-async fn ingested(api: &Api) -> anyhow::Result<f64> {
-    let text = api.client.metrics().await?;
-    Ok(counter(&text, "fleet_ingest_messages_total"))
-}
-
-async fn set_baselines(api: &Api) -> anyhow::Result<()> {
+pub async fn set_baselines(api: &Api) -> anyhow::Result<()> {
     for (model, baseline, _) in MODELS {
         api.client
             .set_baseline(model, baseline)
             .await
             .with_context(|| format!("cannot set the baseline of {model}"))?;
     }
-    Ok(())
-}
-
-pub struct IngestBench {
-    pub devices: usize,
-    pub health_every: Duration,
-    pub warmup: Duration,
-    pub duration: Duration,
-    pub controller_bin: Option<PathBuf>,
-}
-
-pub async fn ingest(b: IngestBench) -> anyhow::Result<()> {
-    let bin = sibling_bin("fleet-controller", b.controller_bin)?;
-    let ctl = ControllerProc::start(&bin)?;
-    let api = Api::new(&ctl.api, &ctl.token, Some(&ctl.ca()))?;
-    set_baselines(&api).await?;
-    let plan = Plan::new(&PlanConfig {
-        devices: b.devices,
-        ..PlanConfig::default()
-    })?;
-    let identities = run::enrol_fleet(&api, &plan, None, true).await?;
-    let broker = run::broker_address(&api).await?;
-    let cfg = RunConfig {
-        controller: ctl.api.clone(),
-        health_every: b.health_every,
-        keep_alive: Duration::from_secs(60),
-        checks_every: Duration::from_secs(300),
-        connect_rate: 500,
-        backoff_max: Duration::from_secs(10),
-        show_progress: true,
-        update: None,
-    };
-    let started = Instant::now();
-    let (fleet, reported) =
-        run::start(&plan, &cfg, &broker, &identities, Duration::from_secs(120)).await?;
-    let connect_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(b.warmup).await;
-
-    let pid = ctl.pid();
-    let (cpu0, msgs0, t0) = (cpu_seconds(pid)?, ingested(&api).await?, Instant::now());
-    let broker_cpu0 = ctl.broker_pid().map(cpu_seconds).transpose()?;
-    tokio::time::sleep(b.duration).await;
-    let (cpu1, msgs1, secs) = (
-        cpu_seconds(pid)?,
-        ingested(&api).await?,
-        t0.elapsed().as_secs_f64(),
-    );
-    let broker_cpu1 = ctl.broker_pid().map(cpu_seconds).transpose()?;
-    let rss = rss_kib(pid)?;
-
-    println!(
-        "ingest bench: {} devices, health every {} s",
-        b.devices,
-        b.health_every.as_secs()
-    );
-    println!("  devices that reported state:  {reported} of {} (connect + first state in {connect_secs:.1} s)", b.devices);
-    println!(
-        "  messages ingested:            {:.0} in {secs:.1} s = {:.1} msg/s",
-        msgs1 - msgs0,
-        (msgs1 - msgs0) / secs
-    );
-    println!(
-        "  controller CPU:               {:.2} % of one core",
-        (cpu1 - cpu0) / secs * 100.0
-    );
-    if let (Some(a), Some(z)) = (broker_cpu0, broker_cpu1) {
-        println!(
-            "  mosquitto CPU:                {:.2} % of one core",
-            (z - a) / secs * 100.0
-        );
-    }
-    println!(
-        "  controller resident memory:   {:.1} MiB",
-        rss as f64 / 1024.0
-    );
-    fleet.stop().await;
     Ok(())
 }
 
@@ -433,7 +425,7 @@ fn make_image(path: &Path, version: &str) -> anyhow::Result<()> {
 }
 
 /// Sum of a counter's series (any labels) in Prometheus text.
-fn counter(text: &str, name: &str) -> f64 {
+pub fn counter(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter(|l| l[name.len()..].starts_with(['{', ' ']))
