@@ -10,6 +10,11 @@
 //! every chunk read from one side is written to the other `delay` after it
 //! arrived (chunks are queued, so the delay does not cut throughput).
 //!
+//! [`Proxy::cut`] takes the link away until [`Proxy::restore`]: open
+//! connections end and new ones are black-holed (accepted, then never
+//! answered nor forwarded, as a dead uplink swallows packets) and closed
+//! when the link is restored.
+//!
 //! The forwarder runs on its own thread and tokio runtime, so synchronous
 //! and asynchronous tests use it alike; dropping it stops it and closes
 //! every connection it carries.
@@ -37,6 +42,8 @@ pub struct Proxy {
     cut_after: Arc<AtomicU64>,
     /// Bumped by [`Proxy::sever`]: every open connection ends.
     sever: watch::Sender<u64>,
+    /// True while [`Proxy::cut`]: new connections are black-holed.
+    cut: watch::Sender<bool>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -58,12 +65,14 @@ impl Proxy {
             .context("the proxy's runtime")?;
         let cut_after = Arc::new(AtomicU64::new(0));
         let (sever, sever_rx) = watch::channel(0u64);
+        let (cut, cut_rx) = watch::channel(false);
         let shared = Shared {
             target,
             delay: Arc::clone(&delay_ms),
             count: Arc::clone(&connections),
             cut_after: Arc::clone(&cut_after),
             sever: sever_rx,
+            cut: cut_rx,
         };
         let thread = std::thread::Builder::new()
             .name(format!("proxy-{addr}"))
@@ -91,6 +100,7 @@ impl Proxy {
             connections,
             cut_after,
             sever,
+            cut,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -117,6 +127,20 @@ impl Proxy {
         self.sever.send_modify(|g| *g += 1);
     }
 
+    /// Take the link away: end every open connection, and black-hole new
+    /// ones (accepted, never forwarded nor answered) until
+    /// [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+        self.sever();
+    }
+
+    /// Give the link back: the black-holed connections are closed, new ones
+    /// are forwarded again.
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
@@ -141,6 +165,7 @@ struct Shared {
     count: Arc<AtomicU64>,
     cut_after: Arc<AtomicU64>,
     sever: watch::Receiver<u64>,
+    cut: watch::Receiver<bool>,
 }
 
 async fn accept_loop(listener: TcpListener, shared: Shared) {
@@ -151,6 +176,10 @@ async fn accept_loop(listener: TcpListener, shared: Shared) {
         };
         shared.count.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
+        if *shared.cut.borrow() {
+            tokio::spawn(black_hole(inbound, shared.cut.clone()));
+            continue;
+        }
         tokio::spawn(async move {
             let Ok(outbound) = TcpStream::connect(shared.target).await else {
                 return;
@@ -167,11 +196,18 @@ async fn accept_loop(listener: TcpListener, shared: Shared) {
             #[allow(deprecated)]
             let _ = inbound.set_linger(Some(Duration::ZERO));
             let _ = outbound.set_nodelay(true);
+            // Cut while this one was connecting: it is never forwarded. (A
+            // cut from here on is a sever this connection sees.)
+            let mut sever = shared.sever.clone();
+            sever.mark_unchanged();
+            if *shared.cut.borrow() {
+                drop(outbound);
+                black_hole(inbound, shared.cut.clone()).await;
+                return;
+            }
             let (ri, wi) = inbound.into_split();
             let (ro, wo) = outbound.into_split();
             let kill = Arc::new(Notify::new());
-            let mut sever = shared.sever.clone();
-            sever.mark_unchanged();
             // Each direction's end (EOF) is passed on as a FIN, so a close
             // on either side reaches the other; a cut or a sever drops both
             // sockets at once.
@@ -186,6 +222,27 @@ async fn accept_loop(listener: TcpListener, shared: Shared) {
                 _ = sever.changed() => {}
             }
         });
+    }
+}
+
+/// Hold `inbound` while the link is cut, reading and discarding what it
+/// sends; when the link is restored, close it (RST).
+async fn black_hole(mut inbound: TcpStream, mut cut: watch::Receiver<bool>) {
+    #[allow(deprecated)] // linger 0 never blocks: see accept_loop
+    let _ = inbound.set_linger(Some(Duration::ZERO));
+    let mut buf = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            r = inbound.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            changed = cut.changed() => {
+                if changed.is_err() || !*cut.borrow() {
+                    return;
+                }
+            }
+        }
     }
 }
 
