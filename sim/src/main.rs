@@ -285,6 +285,10 @@ impl BenchFleetArgs {
             connect_rate: self.connect_rate,
             controller_bin: self.controller_bin.clone(),
             state_root: self.state_root.clone(),
+            update: None,
+            all_healthy: false,
+            connections_out: None,
+            fresh_tag: None,
         }
     }
 
@@ -362,6 +366,14 @@ enum BenchCmd {
     /// Memory per simulated device, per broker connection, per device in
     /// the controller; open files against the limit.
     Footprint {
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+    },
+    /// The reconnect storm: kill the central broker, then the provincial
+    /// broker with the most devices; time until every device is online and
+    /// readiness exact again, reconnects per second, peak CPU and memory of
+    /// the controller and the brokers.
+    Storm {
         #[command(flatten)]
         fleet: BenchFleetArgs,
     },
@@ -517,6 +529,14 @@ fn main() -> anyhow::Result<()> {
                             out: fleet.out(),
                         },
                     )
+                    .await?;
+                    Ok(())
+                }
+                BenchCmd::Storm { fleet } => {
+                    fleet_sim::bench::storm::run(fleet_sim::bench::storm::StormOptions {
+                        fleet: fleet.options(),
+                        out: fleet.out(),
+                    })
                     .await?;
                     Ok(())
                 }

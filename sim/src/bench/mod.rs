@@ -38,6 +38,7 @@ pub mod ingest;
 pub mod observer;
 pub mod procfs;
 pub mod queries;
+pub mod storm;
 pub mod tier;
 
 /// A controller's data directory: temporary (removed on drop) or kept.
@@ -175,25 +176,31 @@ impl ControllerProc {
     /// Every managed broker's pid (`DATA/mosquitto*/state/mosquitto.pid`:
     /// the central one and the provincial ones), by directory name.
     pub fn broker_pids(&self) -> Vec<(String, u32)> {
-        let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(self.data_dir.path()) else {
-            return out;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with("mosquitto") {
-                continue;
-            }
-            let pid = std::fs::read_to_string(e.path().join("state/mosquitto.pid"))
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            if let Some(pid) = pid {
-                out.push((name, pid));
-            }
-        }
-        out.sort();
-        out
+        broker_pids_in(self.data_dir.path())
     }
+}
+
+/// Every managed broker's pid under a controller's data directory
+/// (`DIR/mosquitto*/state/mosquitto.pid`), by directory name.
+pub fn broker_pids_in(data_dir: &Path) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("mosquitto") {
+            continue;
+        }
+        let pid = std::fs::read_to_string(e.path().join("state/mosquitto.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        if let Some(pid) = pid {
+            out.push((name, pid));
+        }
+    }
+    out.sort();
+    out
 }
 
 impl Drop for ControllerProc {
@@ -213,7 +220,8 @@ impl Drop for ControllerProc {
     }
 }
 
-fn clock_ticks() -> f64 {
+/// Clock ticks per second (`getconf CLK_TCK`; 100 if it cannot say).
+pub fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
