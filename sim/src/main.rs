@@ -387,28 +387,38 @@ enum BenchCmd {
         #[command(flatten)]
         queries: QueriesArgs,
     },
-    /// One firmware rollout (canary, province groups, the rest) over a
-    /// fleet of updating devices, from creation to completion.
+    /// One firmware rollout (canary, province groups, the rest) over the
+    /// bench fleet of updating devices (simulated installer, real
+    /// downloads), from creation to completion: per wave its duration and
+    /// control-loop passes, messages sent.
     Rollout {
-        #[arg(long, default_value_t = 2000)]
-        devices: usize,
-        /// A wave of provinces (repeat): default IR-23,IR-02 then IR-05,IR-06.
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+        /// A wave of provinces (repeat, or separate with ';'): default
+        /// IR-23,IR-02 then IR-05,IR-06; the rest is the last wave.
         #[arg(long = "waves", value_delimiter = ';')]
         waves: Vec<String>,
         #[arg(long, default_value_t = 2.0)]
         canary_percent: f64,
         #[arg(long, default_value_t = 40)]
         max_downloads_per_province: u32,
+        /// How long the simulated installer takes to write a slot.
         #[arg(long, default_value_t = 2000)]
         install_ms: u64,
+        /// Waited before each download starts.
         #[arg(long, default_value_t = 500)]
         download_ms: u64,
         #[arg(long, default_value_t = 2000)]
         reboot_ms: u64,
+        /// Devices whose checks fail after booting the new image.
         #[arg(long, default_value_t = 0.0)]
         fail_share: f64,
-        #[arg(long)]
-        controller_bin: Option<PathBuf>,
+        /// The image's payload in KiB (each device downloads it).
+        #[arg(long, default_value_t = 100)]
+        image_kib: usize,
+        /// Give up when the rollout has not ended after this long.
+        #[arg(long, default_value_t = 7200)]
+        timeout_secs: u64,
         #[arg(long)]
         fleetctl_bin: Option<PathBuf>,
     },
@@ -555,7 +565,7 @@ fn main() -> anyhow::Result<()> {
                     Ok(())
                 }
                 BenchCmd::Rollout {
-                    devices,
+                    fleet,
                     waves,
                     canary_percent,
                     max_downloads_per_province,
@@ -563,7 +573,8 @@ fn main() -> anyhow::Result<()> {
                     download_ms,
                     reboot_ms,
                     fail_share,
-                    controller_bin,
+                    image_kib,
+                    timeout_secs,
                     fleetctl_bin,
                 } => {
                     let waves: Vec<Vec<String>> = if waves.is_empty() {
@@ -577,19 +588,22 @@ fn main() -> anyhow::Result<()> {
                             .map(|w| w.split(',').map(|p| p.trim().to_owned()).collect())
                             .collect()
                     };
-                    fleet_sim::bench::rollout(fleet_sim::bench::RolloutBench {
-                        devices,
-                        install: Duration::from_millis(install_ms),
-                        download: Duration::from_millis(download_ms),
-                        reboot: Duration::from_millis(reboot_ms),
-                        fail_share,
-                        max_downloads_per_province,
+                    fleet_sim::bench::rollout::run(fleet_sim::bench::rollout::RolloutOptions {
+                        fleet: fleet.options(),
                         waves,
                         canary_percent,
-                        controller_bin,
+                        max_downloads_per_province,
+                        install_ms,
+                        download_ms,
+                        reboot_ms,
+                        fail_share,
+                        image_kib,
+                        timeout: Duration::from_secs(timeout_secs.max(1)),
                         fleetctl_bin,
+                        out: fleet.out(),
                     })
-                    .await
+                    .await?;
+                    Ok(())
                 }
                 BenchCmd::Store {
                     devices,

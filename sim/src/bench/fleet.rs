@@ -58,12 +58,14 @@ pub struct FleetOptions {
 
 /// `fleet-sim run --installer sim …`: the agent's real update driver and
 /// TUF client, the installer simulated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FleetUpdate {
     pub install_ms: u64,
     pub download_ms: u64,
     pub reboot_ms: u64,
     pub health_deadline_secs: u64,
+    /// Devices whose checks fail after booting the new image.
+    pub fail_share: f64,
 }
 
 impl FleetOptions {
@@ -299,7 +301,8 @@ impl BenchFleet {
                 .args([
                     "--health-deadline-secs",
                     &u.health_deadline_secs.to_string(),
-                ]),
+                ])
+                .args(["--fail-share", &u.fail_share.to_string()]),
             None => cmd.args(["--checks-secs", "300", "--installer", "none"]),
         };
         if o.all_healthy {
