@@ -377,8 +377,9 @@ enum BenchCmd {
         #[command(flatten)]
         fleet: BenchFleetArgs,
     },
-    /// Footprint, queries and ingest on one fleet start (writes
-    /// footprint.json, queries.json and ingest.json).
+    /// Footprint, queries, (with --storm) the reconnect storm, and ingest
+    /// on one fleet start (writes footprint.json, queries.json,
+    /// storm.json and ingest.json).
     Tier {
         #[command(flatten)]
         fleet: BenchFleetArgs,
@@ -386,6 +387,9 @@ enum BenchCmd {
         ingest: IngestArgs,
         #[command(flatten)]
         queries: QueriesArgs,
+        /// Also the reconnect storm (before ingest).
+        #[arg(long)]
+        storm: bool,
     },
     /// One firmware rollout (canary, province groups, the rest) over the
     /// bench fleet of updating devices (simulated installer, real
@@ -554,11 +558,13 @@ fn main() -> anyhow::Result<()> {
                     fleet,
                     ingest,
                     queries,
+                    storm,
                 } => {
                     fleet_sim::bench::tier::run(fleet_sim::bench::tier::TierOptions {
                         fleet: fleet.options(),
                         ingest: ingest.options(&fleet),
                         queries: queries.options(&fleet),
+                        storm,
                         out: fleet.out(),
                     })
                     .await?;
