@@ -285,6 +285,10 @@ impl BenchFleetArgs {
             connect_rate: self.connect_rate,
             controller_bin: self.controller_bin.clone(),
             state_root: self.state_root.clone(),
+            update: None,
+            all_healthy: false,
+            connections_out: None,
+            fresh_tag: None,
         }
     }
 
@@ -365,8 +369,17 @@ enum BenchCmd {
         #[command(flatten)]
         fleet: BenchFleetArgs,
     },
-    /// Footprint, queries and ingest on one fleet start (writes
-    /// footprint.json, queries.json and ingest.json).
+    /// The reconnect storm: kill the central broker, then the provincial
+    /// broker with the most devices; time until every device is online and
+    /// readiness exact again, reconnects per second, peak CPU and memory of
+    /// the controller and the brokers.
+    Storm {
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+    },
+    /// Footprint, queries, (with --storm) the reconnect storm, and ingest
+    /// on one fleet start (writes footprint.json, queries.json,
+    /// storm.json and ingest.json).
     Tier {
         #[command(flatten)]
         fleet: BenchFleetArgs,
@@ -374,29 +387,42 @@ enum BenchCmd {
         ingest: IngestArgs,
         #[command(flatten)]
         queries: QueriesArgs,
+        /// Also the reconnect storm (before ingest).
+        #[arg(long)]
+        storm: bool,
     },
-    /// One firmware rollout (canary, province groups, the rest) over a
-    /// fleet of updating devices, from creation to completion.
+    /// One firmware rollout (canary, province groups, the rest) over the
+    /// bench fleet of updating devices (simulated installer, real
+    /// downloads), from creation to completion: per wave its duration and
+    /// control-loop passes, messages sent.
     Rollout {
-        #[arg(long, default_value_t = 2000)]
-        devices: usize,
-        /// A wave of provinces (repeat): default IR-23,IR-02 then IR-05,IR-06.
+        #[command(flatten)]
+        fleet: BenchFleetArgs,
+        /// A wave of provinces (repeat, or separate with ';'): default
+        /// IR-23,IR-02 then IR-05,IR-06; the rest is the last wave.
         #[arg(long = "waves", value_delimiter = ';')]
         waves: Vec<String>,
         #[arg(long, default_value_t = 2.0)]
         canary_percent: f64,
         #[arg(long, default_value_t = 40)]
         max_downloads_per_province: u32,
+        /// How long the simulated installer takes to write a slot.
         #[arg(long, default_value_t = 2000)]
         install_ms: u64,
+        /// Waited before each download starts.
         #[arg(long, default_value_t = 500)]
         download_ms: u64,
         #[arg(long, default_value_t = 2000)]
         reboot_ms: u64,
+        /// Devices whose checks fail after booting the new image.
         #[arg(long, default_value_t = 0.0)]
         fail_share: f64,
-        #[arg(long)]
-        controller_bin: Option<PathBuf>,
+        /// The image's payload in KiB (each device downloads it).
+        #[arg(long, default_value_t = 100)]
+        image_kib: usize,
+        /// Give up when the rollout has not ended after this long.
+        #[arg(long, default_value_t = 7200)]
+        timeout_secs: u64,
         #[arg(long)]
         fleetctl_bin: Option<PathBuf>,
     },
@@ -520,22 +546,32 @@ fn main() -> anyhow::Result<()> {
                     .await?;
                     Ok(())
                 }
+                BenchCmd::Storm { fleet } => {
+                    fleet_sim::bench::storm::run(fleet_sim::bench::storm::StormOptions {
+                        fleet: fleet.options(),
+                        out: fleet.out(),
+                    })
+                    .await?;
+                    Ok(())
+                }
                 BenchCmd::Tier {
                     fleet,
                     ingest,
                     queries,
+                    storm,
                 } => {
                     fleet_sim::bench::tier::run(fleet_sim::bench::tier::TierOptions {
                         fleet: fleet.options(),
                         ingest: ingest.options(&fleet),
                         queries: queries.options(&fleet),
+                        storm,
                         out: fleet.out(),
                     })
                     .await?;
                     Ok(())
                 }
                 BenchCmd::Rollout {
-                    devices,
+                    fleet,
                     waves,
                     canary_percent,
                     max_downloads_per_province,
@@ -543,7 +579,8 @@ fn main() -> anyhow::Result<()> {
                     download_ms,
                     reboot_ms,
                     fail_share,
-                    controller_bin,
+                    image_kib,
+                    timeout_secs,
                     fleetctl_bin,
                 } => {
                     let waves: Vec<Vec<String>> = if waves.is_empty() {
@@ -557,19 +594,22 @@ fn main() -> anyhow::Result<()> {
                             .map(|w| w.split(',').map(|p| p.trim().to_owned()).collect())
                             .collect()
                     };
-                    fleet_sim::bench::rollout(fleet_sim::bench::RolloutBench {
-                        devices,
-                        install: Duration::from_millis(install_ms),
-                        download: Duration::from_millis(download_ms),
-                        reboot: Duration::from_millis(reboot_ms),
-                        fail_share,
-                        max_downloads_per_province,
+                    fleet_sim::bench::rollout::run(fleet_sim::bench::rollout::RolloutOptions {
+                        fleet: fleet.options(),
                         waves,
                         canary_percent,
-                        controller_bin,
+                        max_downloads_per_province,
+                        install_ms,
+                        download_ms,
+                        reboot_ms,
+                        fail_share,
+                        image_kib,
+                        timeout: Duration::from_secs(timeout_secs.max(1)),
                         fleetctl_bin,
+                        out: fleet.out(),
                     })
-                    .await
+                    .await?;
+                    Ok(())
                 }
                 BenchCmd::Store {
                     devices,

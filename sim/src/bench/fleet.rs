@@ -42,6 +42,30 @@ pub struct FleetOptions {
     /// Where the cached controller data and identities go (default
     /// `target/bench-state`).
     pub state_root: Option<PathBuf>,
+    /// Devices update for real with the simulator's installer (`None`:
+    /// `--installer none`).
+    pub update: Option<FleetUpdate>,
+    /// Every device healthy, online and on the baseline (no offline,
+    /// failing or outdated shares), as a rollout bench wants.
+    pub all_healthy: bool,
+    /// `fleet-sim run --connections-out` (when each device connected).
+    pub connections_out: Option<PathBuf>,
+    /// Added to the cache key (`d{D}-s{seed}-p{N}-{tag}`), and then the
+    /// cache is not reused: a bench whose controller differs (firmware
+    /// repository, images) starts from nothing each time.
+    pub fresh_tag: Option<String>,
+}
+
+/// `fleet-sim run --installer sim …`: the agent's real update driver and
+/// TUF client, the installer simulated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FleetUpdate {
+    pub install_ms: u64,
+    pub download_ms: u64,
+    pub reboot_ms: u64,
+    pub health_deadline_secs: u64,
+    /// Devices whose checks fail after booting the new image.
+    pub fail_share: f64,
 }
 
 impl FleetOptions {
@@ -56,15 +80,38 @@ impl FleetOptions {
             connect_rate: 500,
             controller_bin: None,
             state_root: None,
+            update: None,
+            all_healthy: false,
+            connections_out: None,
+            fresh_tag: None,
         }
     }
 
     pub fn plan(&self) -> anyhow::Result<Plan> {
-        Ok(Plan::new(&PlanConfig {
+        let mut cfg = PlanConfig {
             devices: self.devices,
             seed: self.seed,
             ..PlanConfig::default()
-        })?)
+        };
+        if self.all_healthy {
+            cfg.offline_share = 0.0;
+            cfg.failing_share = 0.0;
+            cfg.outdated_share = 0.0;
+        }
+        Ok(Plan::new(&cfg)?)
+    }
+
+    /// The directory of this fleet's cached state under `root`.
+    pub fn cache_key(&self) -> String {
+        let mut key = format!(
+            "d{}-s{}-p{}",
+            self.devices, self.seed, self.provincial_brokers
+        );
+        if let Some(tag) = &self.fresh_tag {
+            key.push('-');
+            key.push_str(tag);
+        }
+        key
     }
 }
 
@@ -145,14 +192,21 @@ pub struct BenchFleet {
 
 impl BenchFleet {
     pub async fn start(opts: FleetOptions) -> anyhow::Result<Self> {
+        Self::start_with(opts, &[], |_| Ok(())).await
+    }
+
+    /// [`BenchFleet::start`] with environment for the controller and
+    /// `before_serve` called on its data directory after `init` (e.g.
+    /// `firmware-init`).
+    pub async fn start_with(
+        opts: FleetOptions,
+        env: &[(&str, &str)],
+        before_serve: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
         let bin = sibling_bin("fleet-controller", opts.controller_bin.clone())?;
         let plan = opts.plan()?;
-        let key = format!(
-            "d{}-s{}-p{}",
-            opts.devices, opts.seed, opts.provincial_brokers
-        );
         let root = opts.state_root.clone().unwrap_or_else(default_state_root);
-        let dir = root.join(key);
+        let dir = root.join(opts.cache_key());
         let (data, sim_state) = (dir.join("data"), dir.join("sim"));
         // A cache is whole or not used: identities for every device of
         // the plan, beside the controller that enrolled them.
@@ -163,7 +217,7 @@ impl BenchFleet {
                     .all(|d| ids.devices.contains_key(d.id.as_str()))
             })
             .unwrap_or(false);
-        if !cached && dir.exists() {
+        if (!cached || opts.fresh_tag.is_some()) && dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot clear {}", dir.display()))?;
         }
@@ -175,7 +229,7 @@ impl BenchFleet {
         } else {
             Vec::new()
         };
-        let ctl = ControllerProc::start_in(&bin, Some(&data), &serve_args, &[], |_| Ok(()))?;
+        let ctl = ControllerProc::start_in(&bin, Some(&data), &serve_args, env, before_serve)?;
         let api = Api::new(&ctl.api, &ctl.token, Some(&ctl.ca()))?;
         let brokers_before = ctl
             .broker_pids()
@@ -222,10 +276,9 @@ impl BenchFleet {
             .args(["--devices", &o.devices.to_string()])
             .args(["--seed", &o.seed.to_string()])
             .args(["--health-secs", &health_secs.to_string()])
-            .args(["--checks-secs", "300", "--keep-alive-secs", "60"])
+            .args(["--keep-alive-secs", "60"])
             .args(["--connect-rate", &o.connect_rate.to_string()])
             .args(["--max-per-process", &o.max_per_process.to_string()])
-            .args(["--installer", "none"])
             .arg("--state-dir")
             .arg(&self.sim_state)
             .env("FLEETCTL_TOKEN", &self.ctl.token)
@@ -236,6 +289,28 @@ impl BenchFleet {
             .stderr(Stdio::piped());
         if let Some(n) = o.shards {
             cmd.args(["--shards", &n.to_string()]);
+        }
+        match o.update {
+            // Checks often: a device's health check after booting a new
+            // image waits for them.
+            Some(u) => cmd
+                .args(["--checks-secs", "5", "--installer", "sim"])
+                .args(["--install-ms", &u.install_ms.to_string()])
+                .args(["--download-ms", &u.download_ms.to_string()])
+                .args(["--reboot-ms", &u.reboot_ms.to_string()])
+                .args([
+                    "--health-deadline-secs",
+                    &u.health_deadline_secs.to_string(),
+                ])
+                .args(["--fail-share", &u.fail_share.to_string()]),
+            None => cmd.args(["--checks-secs", "300", "--installer", "none"]),
+        };
+        if o.all_healthy {
+            cmd.args(["--offline-share", "0", "--failing-share", "0"])
+                .args(["--outdated-share", "0"]);
+        }
+        if let Some(path) = &o.connections_out {
+            cmd.arg("--connections-out").arg(path);
         }
         let mut child = cmd.spawn().context("cannot start fleet-sim run")?;
         let stderr = child.stderr.take().context("stderr is piped")?;

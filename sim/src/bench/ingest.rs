@@ -70,6 +70,13 @@ pub fn step_holds(r: &Rates, previous_observer: Option<f64>) -> bool {
     r.ratio >= GOAL && previous_observer.is_none_or(|p| r.observer >= p * GROWTH)
 }
 
+/// The window actually measured: at least one health interval, since
+/// every device sends its health at connect and the next a whole interval
+/// later (a shorter window can fall between the two and count nothing).
+pub fn effective_window(asked: Duration, health_secs: u64) -> Duration {
+    asked.max(Duration::from_secs(health_secs))
+}
+
 /// Phase (b)'s health intervals after `start`: halved each step (whole
 /// seconds, at least 1), at most `max` steps.
 pub fn steps(start: u64, max: usize) -> Vec<u64> {
@@ -113,7 +120,12 @@ async fn applied(fleet: &BenchFleet) -> anyhow::Result<(f64, bool)> {
     }
 }
 
-async fn sample(fleet: &BenchFleet, obs: &Observer, o: &IngestOptions) -> anyhow::Result<Sample> {
+async fn sample(
+    fleet: &BenchFleet,
+    obs: &Observer,
+    o: &IngestOptions,
+    window: Duration,
+) -> anyhow::Result<Sample> {
     tokio::time::sleep(o.warmup).await;
     let pid = fleet.controller_pid();
     let brokers = fleet.broker_pids();
@@ -124,7 +136,7 @@ async fn sample(fleet: &BenchFleet, obs: &Observer, o: &IngestOptions) -> anyhow
     let cpu0 = cpu_seconds(pid)?;
     let (a0, o0, t0) = (applied(fleet).await?.0, obs.count(), Instant::now());
     let c0 = obs.connections();
-    tokio::time::sleep(o.window).await;
+    tokio::time::sleep(window).await;
     let observer_lost = obs.connections() != c0;
     let (a1, o1) = (applied(fleet).await?.0, obs.count());
     let secs = t0.elapsed().as_secs_f64();
@@ -171,14 +183,22 @@ pub async fn measure(
     let obs = Observer::start(&bin, fleet.data_dir(), &fleet.central).await?;
     let has_applied = applied(fleet).await?.1;
     common_params(r, fleet);
-    r.param("window_secs", o.window.as_secs())
+    let window = effective_window(o.window, o.fleet.health_secs);
+    r.param("window_secs", window.as_secs())
         .param("warmup_secs", o.warmup.as_secs());
+    if window > o.window {
+        r.note(format!(
+            "the window was raised from {} s to the health interval, {} s (a shorter one can fall between two health reports of every device and count nothing)",
+            o.window.as_secs(),
+            window.as_secs()
+        ));
+    }
 
     // (a) the fleet's own rate (measured again, once, if the observer
     // lost the broker during the window).
-    let mut a = sample(fleet, &obs, o).await?;
+    let mut a = sample(fleet, &obs, o, window).await?;
     if a.observer_lost {
-        a = sample(fleet, &obs, o).await?;
+        a = sample(fleet, &obs, o, window).await?;
     }
     if a.observer_lost {
         r.note("a: the observer lost the broker during the window: its count is short");
@@ -201,19 +221,18 @@ pub async fn measure(
     );
 
     // (b) step the rate up.
-    let mut held: Option<(u64, Rates)> = Some((o.fleet.health_secs, a.rates));
-    let mut failed: Option<(u64, Rates)> = None;
-    if a.rates.ratio < GOAL {
-        failed = held.take();
+    let (mut held, mut failed) = phase_a_start(o.fleet.health_secs, a.rates);
+    if a.rates.observer <= 0.0 {
+        r.note("a: the observer counted nothing in the window: phase b starts without a step held");
     }
     for h in steps(o.fleet.health_secs, o.max_steps) {
         if failed.is_some() {
             break;
         }
         fleet.restart_sim(h).await?;
-        let mut s = sample(fleet, &obs, o).await?;
+        let mut s = sample(fleet, &obs, o, window).await?;
         if s.observer_lost {
-            s = sample(fleet, &obs, o).await?;
+            s = sample(fleet, &obs, o, window).await?;
         }
         if s.observer_lost {
             r.note(format!("b: health every {h} s: the observer lost the broker during the window: its count is short"));
@@ -238,7 +257,7 @@ pub async fn measure(
                     .figure("b: last step held: ratio", rates.ratio, "ratio");
             }
             None => {
-                r.note("b: no step held (phase a already under the goal)");
+                r.note("b: no step held (phase a under the goal or nothing observed, and no step after it held)");
             }
         }
         match failed {
@@ -258,6 +277,21 @@ pub async fn measure(
         r.note("the controller has no fleet_ingest_applied_total: the controller's figure is what it received (fleet_ingest_messages_total)");
     }
     Ok(())
+}
+
+/// Where phase (b) starts from phase (a) at `health_secs`: (held, failed).
+/// Phase (a) held when the controller kept up; it failed when the ratio
+/// was under the goal on a stream the observer saw; a window in which the
+/// observer saw nothing is neither (phase b then steps on from nothing).
+#[allow(clippy::type_complexity)]
+pub fn phase_a_start(health_secs: u64, a: Rates) -> (Option<(u64, Rates)>, Option<(u64, Rates)>) {
+    if a.observer <= 0.0 {
+        (None, None)
+    } else if a.ratio < GOAL {
+        (None, Some((health_secs, a)))
+    } else {
+        (Some((health_secs, a)), None)
+    }
 }
 
 /// The fleet's parameters, the same in every tier bench.
@@ -307,6 +341,35 @@ mod tests {
         assert!(step_holds(&at(200.0, 0.96), Some(100.0)));
         // The observer's rate stopped growing: the tier is saturated.
         assert!(!step_holds(&at(104.0, 0.99), Some(100.0)));
+    }
+
+    #[test]
+    fn the_window_is_at_least_one_health_interval() {
+        assert_eq!(
+            effective_window(Duration::from_secs(10), 60),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            effective_window(Duration::from_secs(90), 60),
+            Duration::from_secs(90)
+        );
+    }
+
+    #[test]
+    fn phase_b_starts_from_what_phase_a_measured() {
+        let at = |observer: f64, ratio: f64| Rates {
+            controller: observer * ratio,
+            observer,
+            ratio,
+        };
+        let (held, failed) = phase_a_start(60, at(1000.0, 0.99));
+        assert_eq!(held.map(|h| h.0), Some(60));
+        assert!(failed.is_none());
+        let (held, failed) = phase_a_start(60, at(1000.0, 0.5));
+        assert!(held.is_none());
+        assert_eq!(failed.map(|f| f.0), Some(60));
+        // Nothing seen: not a failure of the controller.
+        assert_eq!(phase_a_start(60, at(0.0, 0.0)), (None, None));
     }
 
     #[test]

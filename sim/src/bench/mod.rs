@@ -14,7 +14,7 @@ use crate::plan::{Plan, PlanConfig, MODELS};
 
 pub mod decode;
 pub mod store;
-use crate::run::{self, Api, RunConfig};
+use crate::run::Api;
 
 /// A binary next to this one (same cargo profile directory), or `explicit`.
 pub fn sibling_bin(name: &str, explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -38,6 +38,8 @@ pub mod ingest;
 pub mod observer;
 pub mod procfs;
 pub mod queries;
+pub mod rollout;
+pub mod storm;
 pub mod tier;
 
 /// A controller's data directory: temporary (removed on drop) or kept.
@@ -175,25 +177,31 @@ impl ControllerProc {
     /// Every managed broker's pid (`DATA/mosquitto*/state/mosquitto.pid`:
     /// the central one and the provincial ones), by directory name.
     pub fn broker_pids(&self) -> Vec<(String, u32)> {
-        let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(self.data_dir.path()) else {
-            return out;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with("mosquitto") {
-                continue;
-            }
-            let pid = std::fs::read_to_string(e.path().join("state/mosquitto.pid"))
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            if let Some(pid) = pid {
-                out.push((name, pid));
-            }
-        }
-        out.sort();
-        out
+        broker_pids_in(self.data_dir.path())
     }
+}
+
+/// Every managed broker's pid under a controller's data directory
+/// (`DIR/mosquitto*/state/mosquitto.pid`), by directory name.
+pub fn broker_pids_in(data_dir: &Path) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("mosquitto") {
+            continue;
+        }
+        let pid = std::fs::read_to_string(e.path().join("state/mosquitto.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        if let Some(pid) = pid {
+            out.push((name, pid));
+        }
+    }
+    out.sort();
+    out
 }
 
 impl Drop for ControllerProc {
@@ -213,7 +221,8 @@ impl Drop for ControllerProc {
     }
 }
 
-fn clock_ticks() -> f64 {
+/// Clock ticks per second (`getconf CLK_TCK`; 100 if it cannot say).
+pub fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -379,21 +388,7 @@ pub async fn agent(b: AgentBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub struct RolloutBench {
-    pub devices: usize,
-    pub install: Duration,
-    pub download: Duration,
-    pub reboot: Duration,
-    pub fail_share: f64,
-    pub max_downloads_per_province: u32,
-    /// The province groups after the canary (each one wave).
-    pub waves: Vec<Vec<String>>,
-    pub canary_percent: f64,
-    pub controller_bin: Option<PathBuf>,
-    pub fleetctl_bin: Option<PathBuf>,
-}
-
-fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
@@ -407,12 +402,13 @@ fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A small image: a tarball with a VERSION file and a payload.
-fn make_image(path: &Path, version: &str) -> anyhow::Result<()> {
+/// A small image: a tarball with a VERSION file and a payload of
+/// `payload` bytes.
+pub(crate) fn make_image(path: &Path, version: &str, payload: usize) -> anyhow::Result<()> {
     let mut b = tar::Builder::new(std::fs::File::create(path)?);
     for (name, data) in [
         ("VERSION", format!("{version}\n").into_bytes()),
-        ("app/ballot.bin", vec![7u8; 100_000]),
+        ("app/ballot.bin", vec![7u8; payload]),
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
@@ -435,7 +431,7 @@ pub fn counter(text: &str, name: &str) -> f64 {
 
 /// A quantile of a summary (`name{quantile="q"}`, how the controller's
 /// exporter renders a histogram), else from cumulative buckets (upper bounds).
-fn quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+pub(crate) fn quantile(text: &str, name: &str, q: f64) -> Option<f64> {
     let summary = format!("{name}{{quantile=\"{q}\"}}");
     if let Some(v) = text
         .lines()
@@ -463,228 +459,4 @@ fn quantile(text: &str, name: &str, q: f64) -> Option<f64> {
     b.into_iter()
         .find(|(_, c)| *c >= q * total)
         .map(|(le, _)| le)
-}
-
-/// `fleet-sim bench rollout`: a controller with a signed 2.5.0 for
-/// ballot-box-v2, a fleet of updating devices, one rollout (canary, the
-/// province groups, the rest) from creation to completion.
-pub async fn rollout(b: RolloutBench) -> anyhow::Result<()> {
-    use fleet_api::types::{
-        CanaryRequest, PolicyRequest, RolloutPhase, RolloutRequest, RolloutSelector, WaveState,
-    };
-    let bin = sibling_bin("fleet-controller", b.controller_bin)?;
-    let fleetctl = sibling_bin("fleetctl", b.fleetctl_bin)?;
-    let work = tempfile::tempdir()?;
-    let keys = work.path().join("release-keys");
-    run_ok(
-        Command::new(&fleetctl)
-            .args(["release", "keys", "init", "--keys"])
-            .arg(&keys)
-            .args(["--root-keys", "1", "--root-threshold", "1"]),
-    )?;
-    // Every simulated device connects from 127.0.0.1: the per-address cap
-    // on HTTPS connections (256, for a real network) would refuse a wave's
-    // metadata and image fetches that a real fleet makes from many addresses.
-    let per_ip = (b.devices + 256).to_string();
-    let ctl = ControllerProc::start_with(
-        &bin,
-        &[("FLEET_CONTROLLER__HTTP__MAX_CONNECTIONS_PER_IP", &per_ip)],
-        |data| {
-            run_ok(
-                Command::new(&bin)
-                    .args(["firmware-init", "--data-dir"])
-                    .arg(data)
-                    .arg("--root")
-                    .arg(keys.join("root.json"))
-                    .arg("--targets")
-                    .arg(keys.join("targets.json"))
-                    .arg("--snapshot-key")
-                    .arg(keys.join("controller/snapshot.pem"))
-                    .arg("--timestamp-key")
-                    .arg(keys.join("controller/timestamp.pem")),
-            )
-            .map(|_| ())
-        },
-    )?;
-    let (model, version) = ("ballot-box-v2", "2.5.0");
-    let image = work.path().join("image.tar");
-    make_image(&image, version)?;
-    let env = |c: &mut Command| {
-        c.env("FLEETCTL_CONTROLLER", &ctl.api)
-            .env("FLEETCTL_TOKEN", &ctl.token)
-            .env("FLEETCTL_CA", ctl.ca());
-    };
-    let mut sign = Command::new(&fleetctl);
-    sign.arg("release")
-        .arg("sign")
-        .arg(&image)
-        .arg("--keys")
-        .arg(&keys)
-        .args(["--model", model, "--version", version]);
-    env(&mut sign);
-    run_ok(&mut sign)?;
-    let mut upload = Command::new(&fleetctl);
-    upload
-        .args(["firmware", "upload"])
-        .arg(&image)
-        .arg("--targets")
-        .arg(keys.join("targets.json"));
-    env(&mut upload);
-    run_ok(&mut upload)?;
-
-    let api = Api::new(&ctl.api, &ctl.token, Some(&ctl.ca()))?;
-    set_baselines(&api).await?;
-    let plan = Plan::new(&PlanConfig {
-        devices: b.devices,
-        offline_share: 0.0,
-        failing_share: 0.0,
-        outdated_share: 0.0,
-        ..PlanConfig::default()
-    })?;
-    let cfg = RunConfig {
-        controller: ctl.api.clone(),
-        health_every: Duration::from_secs(300),
-        keep_alive: Duration::from_secs(60),
-        checks_every: Duration::from_secs(5),
-        connect_rate: 500,
-        backoff_max: Duration::from_secs(10),
-        show_progress: true,
-        update: Some(crate::update::SimUpdate {
-            installer: crate::update::InstallerChoice::Sim,
-            install: b.install,
-            download: b.download,
-            reboot: b.reboot,
-            health_deadline: Duration::from_secs(60),
-            fail_share: b.fail_share,
-            fail_attempts: 1,
-            never_return_share: 0.0,
-            seed: 1,
-            dir: None,
-        }),
-    };
-    let (fleet, reported) = run::launch(&api, &plan, &cfg, Duration::from_secs(180)).await?;
-    let targeted = plan
-        .devices
-        .iter()
-        .filter(|d| d.model.as_str() == model)
-        .count();
-    let before = api.client.metrics().await?;
-    let started = Instant::now();
-    let view = api
-        .client
-        .create_rollout(&RolloutRequest {
-            name: Some("bench".into()),
-            artifact: "firmware".into(),
-            model: model.into(),
-            version: version.into(),
-            platform: None,
-            selector: RolloutSelector::default(),
-            canary: Some(CanaryRequest {
-                devices: None,
-                percent: Some(b.canary_percent),
-            }),
-            waves: b.waves.clone(),
-            policy: PolicyRequest {
-                failure_threshold_pct: Some(100.0),
-                max_downloads_per_province: Some(b.max_downloads_per_province),
-                device_timeout_s: Some(600),
-                ..PolicyRequest::default()
-            },
-            draft: false,
-        })
-        .await
-        .context("creating the rollout")?;
-    let id = view.summary.id;
-    // When each wave was first seen running, and done (polled every 0.5 s).
-    let mut wave_times: std::collections::BTreeMap<u32, (Option<f64>, Option<f64>)> =
-        Default::default();
-    let done = loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let v = api.client.rollout(id).await?;
-        let now = started.elapsed().as_secs_f64();
-        for w in &v.waves {
-            let t = wave_times.entry(w.index).or_default();
-            if w.state != WaveState::Pending && t.0.is_none() {
-                t.0 = Some(now);
-            }
-            if w.state == WaveState::Done && t.1.is_none() {
-                t.1 = Some(now);
-            }
-        }
-        if matches!(
-            v.summary.phase,
-            RolloutPhase::Completed | RolloutPhase::Aborted | RolloutPhase::Paused
-        ) {
-            break v;
-        }
-        if started.elapsed() > Duration::from_secs(3600) {
-            bail!(
-                "the rollout did not complete within an hour: {:?}",
-                v.summary.counters
-            );
-        }
-    };
-    let secs = started.elapsed().as_secs_f64();
-    let after = api.client.metrics().await?;
-    // Why members failed, most frequent first (the devices' own messages).
-    let mut why: std::collections::BTreeMap<String, u32> = Default::default();
-    for m in api
-        .client
-        .rollout_members(id, Some(fleet_api::types::MemberState::Failed))
-        .await?
-    {
-        *why.entry(m.message).or_default() += 1;
-    }
-    let mut why: Vec<(String, u32)> = why.into_iter().collect();
-    why.sort_by_key(|w| std::cmp::Reverse(w.1));
-    fleet.stop().await;
-    let delta = |name: &str| counter(&after, name) - counter(&before, name);
-    let published = delta("fleet_desired_published_total");
-    let received = delta("fleet_ingest_messages_total");
-    let updated = f64::from(done.summary.counters.succeeded.max(1));
-    let tick = |q| quantile(&after, "fleet_rollout_tick_seconds", q).unwrap_or(f64::NAN) * 1000.0;
-    println!(
-        "rollout bench: {} devices ({reported} reported), {targeted} of model {model} -> {version}",
-        b.devices
-    );
-    println!(
-        "  outcome:                 {:?} {:?}",
-        done.summary.phase, done.summary.counters
-    );
-    println!("  create -> complete:      {secs:.1} s");
-    let mut waves = Vec::new();
-    for w in &done.waves {
-        let dur = match wave_times.get(&w.index) {
-            Some((Some(s), Some(e))) => e - s,
-            _ => f64::NAN,
-        };
-        println!(
-            "  wave {} ({}): {:>6.1} s, {} of {} succeeded",
-            w.index, w.name, dur, w.counters.succeeded, w.counters.total
-        );
-        waves.push(serde_json::json!({ "index": w.index, "name": w.name, "secs": dur, "succeeded": w.counters.succeeded, "total": w.counters.total }));
-    }
-    for (message, n) in why.iter().take(5) {
-        println!("  failed: {n} x {message}");
-    }
-    let (p50, p99) = (tick(0.5), tick(0.99));
-    let max = quantile(&after, "fleet_rollout_tick_seconds", 1.0).unwrap_or(f64::NAN) * 1000.0;
-    println!("  control-loop pass:       p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.1} ms");
-    println!(
-        "  MQTT per device updated: {:.1} ({published:.0} desired published + {received:.0} device messages received, {updated:.0} updated)",
-        (published + received) / updated
-    );
-    let out = serde_json::json!({
-        "devices": b.devices, "targeted": targeted, "secs": secs,
-        "phase": format!("{:?}", done.summary.phase), "counters": serde_json::to_value(done.summary.counters)?,
-        "waves": waves, "tick_ms": { "p50": p50, "p99": p99, "max": max },
-        "desired_published": published, "device_messages": received,
-        "per_device_updated": (published + received) / updated,
-    });
-    let dir = Path::new("target/bench");
-    std::fs::create_dir_all(dir)?;
-    let file = dir.join(format!("rollout-{}.json", b.devices));
-    std::fs::write(&file, serde_json::to_vec_pretty(&out)?)?;
-    println!("  written to {}", file.display());
-    Ok(())
 }
