@@ -424,6 +424,7 @@ impl AgentConfig {
                 legacy_seq: Some(self.device.state_dir.join("event-seq")),
             },
             state_sent: None,
+            state_acked: None,
             connected: None,
             update_dir: Some(self.update_dir()),
             renewal: files.exist().then(|| RenewalSetup {

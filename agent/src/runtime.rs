@@ -75,6 +75,10 @@ pub struct RuntimeConfig {
     /// Signalled each time a state message is handed to the broker (the
     /// simulator and tests wait on it).
     pub state_sent: Option<Arc<Notify>>,
+    /// Signalled each time the broker acknowledges a state message (it is
+    /// then the broker's, retained): the simulator powers a device off
+    /// only after this, never with its only state still in a queue.
+    pub state_acked: Option<Arc<Notify>>,
     /// Signalled at each accepted connection (CONNACK): an unchanged state
     /// is not sent again on a reconnect, so the simulator counts
     /// reconnections here.
@@ -230,6 +234,7 @@ struct Io<H: Hardware> {
     timers: Timers,
     checks_tx: mpsc::Sender<Vec<CheckResult>>,
     state_sent: Option<Arc<Notify>>,
+    state_acked: Option<Arc<Notify>>,
     /// Our DISCONNECT is queued.
     disconnecting: bool,
     renewal: Option<RenewalSetup>,
@@ -331,6 +336,9 @@ impl<H: Hardware> Io<H> {
             Tag::State(digest) => {
                 self.outbox.state_acknowledged(digest);
                 self.handle(core, Input::StateAcknowledged(digest));
+                if let Some(n) = &self.state_acked {
+                    n.notify_one();
+                }
             }
         }
         // Removing or saving may have found the disk failing.
@@ -818,6 +826,7 @@ pub async fn run_with<H: Hardware>(
         timers: Timers::default(),
         checks_tx,
         state_sent: cfg.state_sent.clone(),
+        state_acked: cfg.state_acked.clone(),
         disconnecting: false,
         renewal: cfg.renewal.clone(),
         swap,

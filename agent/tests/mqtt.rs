@@ -68,6 +68,7 @@ fn config(id: &str, port: u16) -> RuntimeConfig {
         checks_interval: Duration::from_millis(300),
         seq: SeqStore::Memory(0),
         state_sent: None,
+        state_acked: None,
         connected: None,
         update_dir: None,
         renewal: None,
@@ -300,4 +301,37 @@ async fn reconnects_and_resubscribes_after_broker_restart_without_resending_an_u
         "{states:?}"
     );
     agent.abort();
+}
+
+/// The simulator powers a device off only once the broker has its state:
+/// the signal comes with the broker's acknowledgement, and what it signals
+/// is retained there for a subscriber that comes later.
+#[tokio::test]
+async fn the_state_acknowledged_by_the_broker_is_signalled_and_retained() {
+    let broker = Mosquitto::start().unwrap();
+    let hw = TestHardware {
+        printer_ok: Arc::new(Mutex::new(true)),
+    };
+    let acked = Arc::new(tokio::sync::Notify::new());
+    let mut cfg = config("BB-T-4", broker.port);
+    cfg.state_acked = Some(Arc::clone(&acked));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let agent = tokio::spawn(fleet_agent::run(cfg, hw, async {
+        let _ = stop_rx.await;
+    }));
+    within(15, "the state's acknowledgement", acked.notified()).await;
+    stop_tx.send(()).unwrap();
+    within(15, "the agent to stop", agent)
+        .await
+        .unwrap()
+        .unwrap();
+    // Subscribed only now: what it gets is the retained state.
+    let (_obs, seen) = within(10, "the observer", observer(broker.port)).await;
+    eventually(T, "the retained state", || async {
+        state(&seen)
+            .map(|s| assert_eq!(s.firmware.as_str(), "2.4.0"))
+            .ok_or("no retained state".to_string())
+    })
+    .await
+    .unwrap();
 }

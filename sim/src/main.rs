@@ -527,75 +527,56 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench { what } => rt.block_on(async move {
-            match what {
-                BenchCmd::Ingest { fleet, ingest } => {
-                    fleet_sim::bench::ingest::run(ingest.options(&fleet)).await?;
-                    Ok(())
-                }
-                BenchCmd::Queries { fleet, queries } => {
-                    fleet_sim::bench::queries::run(queries.options(&fleet)).await?;
-                    Ok(())
-                }
-                BenchCmd::Footprint { fleet } => {
-                    fleet_sim::bench::footprint::run(
-                        fleet_sim::bench::footprint::FootprintOptions {
+            // Ctrl-C or SIGTERM drops the bench, and with it everything it
+            // started (simulator shards, controller, brokers).
+            let stop = fleet_agent::process::shutdown_signal()
+                .context("cannot install signal handlers")?;
+            let work = async move {
+                match what {
+                    BenchCmd::Ingest { fleet, ingest } => {
+                        fleet_sim::bench::ingest::run(ingest.options(&fleet)).await?;
+                        Ok(())
+                    }
+                    BenchCmd::Queries { fleet, queries } => {
+                        fleet_sim::bench::queries::run(queries.options(&fleet)).await?;
+                        Ok(())
+                    }
+                    BenchCmd::Footprint { fleet } => {
+                        fleet_sim::bench::footprint::run(
+                            fleet_sim::bench::footprint::FootprintOptions {
+                                fleet: fleet.options(),
+                                out: fleet.out(),
+                            },
+                        )
+                        .await?;
+                        Ok(())
+                    }
+                    BenchCmd::Storm { fleet } => {
+                        fleet_sim::bench::storm::run(fleet_sim::bench::storm::StormOptions {
                             fleet: fleet.options(),
                             out: fleet.out(),
-                        },
-                    )
-                    .await?;
-                    Ok(())
-                }
-                BenchCmd::Storm { fleet } => {
-                    fleet_sim::bench::storm::run(fleet_sim::bench::storm::StormOptions {
-                        fleet: fleet.options(),
-                        out: fleet.out(),
-                    })
-                    .await?;
-                    Ok(())
-                }
-                BenchCmd::Tier {
-                    fleet,
-                    ingest,
-                    queries,
-                    storm,
-                } => {
-                    fleet_sim::bench::tier::run(fleet_sim::bench::tier::TierOptions {
-                        fleet: fleet.options(),
-                        ingest: ingest.options(&fleet),
-                        queries: queries.options(&fleet),
+                        })
+                        .await?;
+                        Ok(())
+                    }
+                    BenchCmd::Tier {
+                        fleet,
+                        ingest,
+                        queries,
                         storm,
-                        out: fleet.out(),
-                    })
-                    .await?;
-                    Ok(())
-                }
-                BenchCmd::Rollout {
-                    fleet,
-                    waves,
-                    canary_percent,
-                    max_downloads_per_province,
-                    install_ms,
-                    download_ms,
-                    reboot_ms,
-                    fail_share,
-                    image_kib,
-                    timeout_secs,
-                    fleetctl_bin,
-                } => {
-                    let waves: Vec<Vec<String>> = if waves.is_empty() {
-                        vec![
-                            vec!["IR-23".into(), "IR-02".into()],
-                            vec!["IR-05".into(), "IR-06".into()],
-                        ]
-                    } else {
-                        waves
-                            .iter()
-                            .map(|w| w.split(',').map(|p| p.trim().to_owned()).collect())
-                            .collect()
-                    };
-                    fleet_sim::bench::rollout::run(fleet_sim::bench::rollout::RolloutOptions {
-                        fleet: fleet.options(),
+                    } => {
+                        fleet_sim::bench::tier::run(fleet_sim::bench::tier::TierOptions {
+                            fleet: fleet.options(),
+                            ingest: ingest.options(&fleet),
+                            queries: queries.options(&fleet),
+                            storm,
+                            out: fleet.out(),
+                        })
+                        .await?;
+                        Ok(())
+                    }
+                    BenchCmd::Rollout {
+                        fleet,
                         waves,
                         canary_percent,
                         max_downloads_per_province,
@@ -604,50 +585,79 @@ fn main() -> anyhow::Result<()> {
                         reboot_ms,
                         fail_share,
                         image_kib,
-                        timeout: Duration::from_secs(timeout_secs.max(1)),
+                        timeout_secs,
                         fleetctl_bin,
-                        out: fleet.out(),
-                    })
-                    .await?;
-                    Ok(())
-                }
-                BenchCmd::Store {
-                    devices,
-                    seconds,
-                    day_devices,
-                    controller_bin,
-                    out,
-                } => tokio::task::spawn_blocking(move || {
-                    fleet_sim::bench::store::store(fleet_sim::bench::store::StoreBench {
+                    } => {
+                        let waves: Vec<Vec<String>> = if waves.is_empty() {
+                            vec![
+                                vec!["IR-23".into(), "IR-02".into()],
+                                vec!["IR-05".into(), "IR-06".into()],
+                            ]
+                        } else {
+                            waves
+                                .iter()
+                                .map(|w| w.split(',').map(|p| p.trim().to_owned()).collect())
+                                .collect()
+                        };
+                        fleet_sim::bench::rollout::run(fleet_sim::bench::rollout::RolloutOptions {
+                            fleet: fleet.options(),
+                            waves,
+                            canary_percent,
+                            max_downloads_per_province,
+                            install_ms,
+                            download_ms,
+                            reboot_ms,
+                            fail_share,
+                            image_kib,
+                            timeout: Duration::from_secs(timeout_secs.max(1)),
+                            fleetctl_bin,
+                            out: fleet.out(),
+                        })
+                        .await?;
+                        Ok(())
+                    }
+                    BenchCmd::Store {
                         devices,
                         seconds,
                         day_devices,
                         controller_bin,
-                        out: out.unwrap_or_else(fleet_sim::report::default_dir),
-                    })
-                    .map(|_| ())
-                })
-                .await
-                .context("the store bench panicked")?,
-                BenchCmd::Decode { messages, out } => {
-                    fleet_sim::bench::decode::decode(fleet_sim::bench::decode::DecodeBench {
-                        messages,
-                        out: out.unwrap_or_else(fleet_sim::report::default_dir),
-                    })
-                    .map(|_| ())
-                }
-                BenchCmd::Agent {
-                    duration_secs,
-                    controller_bin,
-                    agent_bin,
-                } => {
-                    fleet_sim::bench::agent(fleet_sim::bench::AgentBench {
-                        duration: Duration::from_secs(duration_secs.max(1)),
-                        controller_bin,
-                        agent_bin,
+                        out,
+                    } => tokio::task::spawn_blocking(move || {
+                        fleet_sim::bench::store::store(fleet_sim::bench::store::StoreBench {
+                            devices,
+                            seconds,
+                            day_devices,
+                            controller_bin,
+                            out: out.unwrap_or_else(fleet_sim::report::default_dir),
+                        })
+                        .map(|_| ())
                     })
                     .await
+                    .context("the store bench panicked")?,
+                    BenchCmd::Decode { messages, out } => {
+                        fleet_sim::bench::decode::decode(fleet_sim::bench::decode::DecodeBench {
+                            messages,
+                            out: out.unwrap_or_else(fleet_sim::report::default_dir),
+                        })
+                        .map(|_| ())
+                    }
+                    BenchCmd::Agent {
+                        duration_secs,
+                        controller_bin,
+                        agent_bin,
+                    } => {
+                        fleet_sim::bench::agent(fleet_sim::bench::AgentBench {
+                            duration: Duration::from_secs(duration_secs.max(1)),
+                            controller_bin,
+                            agent_bin,
+                        })
+                        .await
+                    }
                 }
+            };
+            tokio::select! {
+                r = work => r,
+                () = stop => anyhow::bail!("interrupted; what the bench started is stopped"),
             }
         }),
     }
