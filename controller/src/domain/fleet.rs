@@ -75,10 +75,39 @@ pub fn health_sampled_at(h: &Health, sent_at_ms: u64) -> u64 {
         .map_or(sent_at_ms, |w| w.to_ms.min(sent_at_ms))
 }
 
+/// How a device's message reached the central broker: directly (`None`)
+/// or through a provincial broker's bridge (`Some("bridge.NAME")`).
+pub type Route = Option<String>;
+
+/// What is needed to send a device something: its province (whose route
+/// the tier knows) and how it was last heard, if it was since the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    pub province: ProvinceCode,
+    /// `None`: not heard since the controller started.
+    pub heard: Option<Route>,
+}
+
+impl Reach {
+    /// A device not heard since the start: its province's route.
+    pub fn province(province: ProvinceCode) -> Self {
+        Self {
+            province,
+            heard: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Device {
     pub reg: Registration,
     pub status: Status,
+    /// How its last accepted message (not an older one arriving late)
+    /// reached the central broker; `None` until it is heard after the
+    /// start. In memory only: everything sent to the device goes back the
+    /// same way (a device enrolled before the tier keeps connecting to the
+    /// central broker).
+    pub heard: Option<Route>,
     /// `None` is ready.
     pub reason: Option<Reason>,
     /// What the controller stored as this device's desired state (`None`:
@@ -93,6 +122,14 @@ pub struct Device {
 }
 
 impl Device {
+    /// Where to send it what the controller tells it.
+    pub fn reach(&self) -> Reach {
+        Reach {
+            province: self.reg.province,
+            heard: self.heard.clone(),
+        }
+    }
+
     /// Where the device's last updates stand against its desired targets:
     /// failed when either failed, else running when either runs.
     fn track_state(&self) -> TrackState {
@@ -280,15 +317,18 @@ impl Fleet {
         let mut desired = None;
         let mut track = None;
         let mut agent_track = None;
+        let mut heard = None;
         if let Some(old) = self.devices.remove(&reg.id) {
             self.tally.remove(&old.reg, old.reason);
             desired = old.desired;
             track = old.track;
             agent_track = old.agent_track;
+            heard = old.heard;
         }
         let mut d = Device {
             reg,
             status,
+            heard,
             reason: None,
             desired,
             track,
@@ -347,8 +387,22 @@ impl Fleet {
         ))
     }
 
-    /// Apply a validated message from a device.
+    /// Apply a validated message from a device that reached the central
+    /// broker directly.
     pub fn observe(&mut self, env: &Envelope, now_ms: u64) -> Result<Observed, UnknownDevice> {
+        self.observe_via(env, None, now_ms)
+    }
+
+    /// Apply a validated message from a device, which reached the central
+    /// broker on `via` (`None`: directly; `Some(bridge identity)`): unless
+    /// it is older than what is held, the device is reached that way from
+    /// now on.
+    pub fn observe_via(
+        &mut self,
+        env: &Envelope,
+        via: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Observed, UnknownDevice> {
         let d = self
             .devices
             .get_mut(&env.device)
@@ -424,6 +478,9 @@ impl Fleet {
         }
         if !out.stale {
             d.status.last_seen_ms = Some(now_ms);
+            if d.heard.as_ref().is_none_or(|held| held.as_deref() != via) {
+                d.heard = Some(via.map(str::to_owned));
+            }
         }
         let (before, after) = self.reclassify(&env.device, now_ms).expect("device exists");
         out.reason_before = before;

@@ -705,3 +705,40 @@ fn a_link_change_judges_again_the_devices_behind_it_and_no_other() {
     assert_eq!(g.province_counts(sari).reason(Reason::LinkDown), 1);
     assert_consistent(&g);
 }
+
+#[test]
+fn a_device_is_reached_the_way_its_last_newer_message_came() {
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-02", None), Status::default(), 0);
+    let heard = |f: &Fleet| f.get(&DeviceId::parse("A").unwrap()).unwrap().reach();
+    assert_eq!(
+        heard(&f),
+        Reach::province(ProvinceCode::parse("IR-02").unwrap()),
+        "not heard since the start"
+    );
+    f.observe_via(
+        &env_at("A", 5_000, state("1.0.0", true)),
+        Some("bridge.p01"),
+        5_000,
+    )
+    .unwrap();
+    assert_eq!(heard(&f).heard, Some(Some("bridge.p01".to_owned())));
+    // Directly on the central broker now.
+    f.observe_via(&env_at("A", 6_000, state("1.0.1", true)), None, 6_000)
+        .unwrap();
+    assert_eq!(heard(&f).heard, Some(None));
+    // An older state arriving late through the bridge (a flush after an
+    // outage) says nothing about where the device is now.
+    let o = f
+        .observe_via(
+            &env_at("A", 5_500, state("1.0.0", true)),
+            Some("bridge.p01"),
+            7_000,
+        )
+        .unwrap();
+    assert!(o.stale);
+    assert_eq!(heard(&f).heard, Some(None));
+    // Re-registration (a move to another county) keeps it.
+    f.register(reg("A", "IR-02", Some("IR-02-AAA")), 8_000);
+    assert_eq!(heard(&f).heard, Some(None));
+}
