@@ -265,8 +265,22 @@ impl Fleet {
     /// A provincial broker reports its bridge link up or down: the devices
     /// of its provinces are judged again (and no other). Returns what the
     /// report did and how many devices changed readiness.
+    ///
+    /// A first report after the start that says "down" dates the outage
+    /// from the newest report of a device behind the broker (devices heard
+    /// directly on the central broker since the start are not behind it).
     pub fn link_report(&mut self, broker: &str, up: bool, now_ms: u64) -> (LinkReport, usize) {
-        let report = self.links.report(broker, up, now_ms, self.freshness_ms);
+        let devices = &self.devices;
+        let report = self
+            .links
+            .report_seen(broker, up, now_ms, self.freshness_ms, |provinces| {
+                devices
+                    .values()
+                    .filter(|d| provinces.contains(&d.reg.province))
+                    .filter(|d| d.heard != Some(None))
+                    .filter_map(|d| d.status.last_seen_ms)
+                    .max()
+            });
         let LinkReport::Changed { provinces, .. } = &report else {
             return (report, 0);
         };

@@ -742,3 +742,40 @@ fn a_device_is_reached_the_way_its_last_newer_message_came() {
     f.register(reg("A", "IR-02", Some("IR-02-AAA")), 8_000);
     assert_eq!(heard(&f).heard, Some(None));
 }
+
+#[test]
+fn a_restart_during_an_outage_keeps_the_silent_devices_link_down() {
+    // Restarted during p01's outage: the fleet is loaded from the store
+    // (last seen at 100 s and 110 s, and one silent long before), then the
+    // retained "0" arrives, well past a freshness window later.
+    let mut f = Fleet::new(FRESH);
+    f.set_tier([(
+        "p01".to_owned(),
+        vec![ProvinceCode::parse("IR-02").unwrap()],
+    )]);
+    let seen_at = |at: u64| Status {
+        last_seen_ms: Some(at),
+        state: match state("1.0.0", true) {
+            Payload::State(s) => Some(s),
+            _ => unreachable!(),
+        },
+        ..Status::default()
+    };
+    let now = 110_000 + 10 * FRESH;
+    f.upsert(reg("A", "IR-02", Some("IR-02-AAA")), seen_at(100_000), now);
+    f.upsert(reg("B", "IR-02", Some("IR-02-AAA")), seen_at(110_000), now);
+    f.upsert(reg("OLD", "IR-02", Some("IR-02-AAA")), seen_at(1_000), now);
+    f.upsert(
+        reg("ELSE", "IR-23", Some("IR-23-TEH")),
+        seen_at(500_000),
+        now,
+    );
+    f.link_report("p01", false, now);
+    let reason = |id: &str| f.get(&DeviceId::parse(id).unwrap()).unwrap().reason;
+    assert_eq!(reason("A"), Some(Reason::LinkDown));
+    assert_eq!(reason("B"), Some(Reason::LinkDown));
+    // Silent long before the link went down: offline of its own.
+    assert_eq!(reason("OLD"), Some(Reason::Offline));
+    let (_, link) = f.link_of(ProvinceCode::parse("IR-02").unwrap()).unwrap();
+    assert_eq!((link.up, link.since_ms), (false, 110_000));
+}
