@@ -416,10 +416,19 @@ async fn start_broker(
     let tls = !cfg.broker.insecure_dev;
     Ok(match cfg.broker_mode() {
         BrokerMode::Managed { port } => {
+            // Every broker of the tier, managed or not, bridges to it.
+            let bridges = cfg
+                .broker
+                .tier()?
+                .brokers()
+                .iter()
+                .map(|b| b.name.clone())
+                .collect();
             let b = ManagedBroker::start(BrokerConfig::central(
                 data_dir.join("mosquitto"),
                 port,
                 tls.then(|| broker_tls(paths)),
+                bridges,
             ))
             .await?;
             let info = BrokerInfo {
@@ -507,6 +516,7 @@ async fn start_provincial_brokers(
                 },
                 cert: tls.then(|| (paths.bridge_cert(&b.name), paths.bridge_key(&b.name))),
             }),
+            bridges: Vec::new(),
         })
         .await;
         match started_one {

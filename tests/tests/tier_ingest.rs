@@ -1,8 +1,10 @@
 //! End to end: ingest over the provincial tier. A real controller (managed
 //! central Mosquitto over mutual TLS, SQLite) whose site config declares
-//! one external provincial broker `p01` serving IR-02; the test plays that
-//! broker's bridge on the central broker with the certificate
-//! `fleet-controller issue-cert --kind bridge --name p01` gives, as
+//! two external provincial brokers, `p01` serving IR-02 and `p02` serving
+//! IR-27 (the central ACL lets a bridge of the tier, and no other, publish
+//! under its prefix); the test plays their bridges on the central broker
+//! with the certificate
+//! `fleet-controller issue-cert --kind bridge --name pNN` gives, as
 //! Mosquitto's bridge would: its link state "1" retained, "0" as its last
 //! will, and the devices' messages under `fleet/v1/b/bridge.p01/dev/…`.
 //!
@@ -240,7 +242,10 @@ async fn a_bridge_speaks_only_for_its_provinces_and_its_link_decides_link_down()
         &site,
         format!(
             "[[broker.provincial]]\nname = \"p01\"\nprovinces = [\"{PROVINCE}\"]\n\
+             host = \"127.0.0.1\"\nport = {}\nmanaged = false\n\
+             [[broker.provincial]]\nname = \"p02\"\nprovinces = [\"IR-27\"]\n\
              host = \"127.0.0.1\"\nport = {}\nmanaged = false\n",
+            free_port(),
             free_port()
         ),
     )

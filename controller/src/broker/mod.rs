@@ -67,16 +67,26 @@ pub struct BrokerConfig {
     pub tls: Option<BrokerTls>,
     /// A provincial broker's bridge; `None`: the central broker.
     pub bridge: Option<ManagedBridge>,
+    /// The central broker: the names of the tier's provincial brokers,
+    /// whose bridges its ACL lets speak under their own prefixes.
+    pub bridges: Vec<String>,
 }
 
 impl BrokerConfig {
-    /// The central broker in `dir`.
-    pub fn central(dir: PathBuf, port: Option<u16>, tls: Option<BrokerTls>) -> Self {
+    /// The central broker in `dir`, with the tier's provincial brokers
+    /// (by name) whose bridges may speak through it.
+    pub fn central(
+        dir: PathBuf,
+        port: Option<u16>,
+        tls: Option<BrokerTls>,
+        bridges: Vec<String>,
+    ) -> Self {
         Self {
             dir,
             port,
             tls,
             bridge: None,
+            bridges,
         }
     }
 
@@ -312,7 +322,7 @@ impl ManagedBroker {
         let (config, acl) = match &cfg.bridge {
             None => (
                 render::render_central(&layout),
-                render_acl(crate::pki::CONTROLLER_IDENTITY),
+                render_acl(crate::pki::CONTROLLER_IDENTITY, &cfg.bridges),
             ),
             Some(b) => (
                 render::render_provincial(
@@ -602,10 +612,14 @@ mod tests {
             "the managed broker starting, restarting and stopping",
             async {
                 let dir = tempfile::tempdir().unwrap();
-                let broker =
-                    ManagedBroker::start(BrokerConfig::central(dir.path().to_owned(), None, None))
-                        .await
-                        .unwrap();
+                let broker = ManagedBroker::start(BrokerConfig::central(
+                    dir.path().to_owned(),
+                    None,
+                    None,
+                    vec![],
+                ))
+                .await
+                .unwrap();
                 let port = broker.port();
                 assert!(wait_listening(port, Duration::from_secs(1)).await);
                 let pid = std::fs::read_to_string(pid_file(dir.path())).unwrap();
@@ -634,10 +648,14 @@ mod tests {
                     "still listening after stop"
                 );
                 // The next start reuses the remembered port.
-                let again =
-                    ManagedBroker::start(BrokerConfig::central(dir.path().to_owned(), None, None))
-                        .await
-                        .unwrap();
+                let again = ManagedBroker::start(BrokerConfig::central(
+                    dir.path().to_owned(),
+                    None,
+                    None,
+                    vec![],
+                ))
+                .await
+                .unwrap();
                 assert_eq!(again.port(), port);
                 again.stop().await;
             },

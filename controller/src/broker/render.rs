@@ -124,13 +124,33 @@ const DEVICE_PATTERNS: &str = "pattern write fleet/v1/dev/%u/presence\n\
 /// commands and renewed certificates, nothing else; the controller reads
 /// and writes all.
 ///
-/// Behind a provincial broker, its bridge (user `bridge.{name}`) writes and
-/// reads the same topics under its own prefix `fleet/v1/b/bridge.{name}/`
-/// only, and its link state on `fleet/v1/bridge/bridge.{name}/state`; the
-/// controller then accepts a device's message from a bridge only if that
-/// bridge serves the device's province (a device id has no dot, so no
-/// device is a bridge). The observer reads everything and writes nothing.
-pub fn render_acl(controller: &str) -> String {
+/// Each provincial broker of the tier (`bridges`, by name) gets a `user
+/// bridge.{name}` block of plain `topic` lines: it writes and reads the
+/// device topics under its own prefix `fleet/v1/b/bridge.{name}/` only, and
+/// its link state on `fleet/v1/bridge/bridge.{name}/state`. No `pattern`
+/// line opens `fleet/v1/b/`: a pattern applies to every user, so it would
+/// let any device (user `BB-1`) publish retained messages under
+/// `fleet/v1/b/BB-1/…` without bound. A bridge not in the tier may write
+/// nothing there. The controller then accepts a device's message from a
+/// bridge only if that bridge serves the device's province (a device id has
+/// no dot, so no device is a bridge). The observer reads everything and
+/// writes nothing.
+pub fn render_acl(controller: &str, bridges: &[String]) -> String {
+    let mut blocks = String::new();
+    for name in bridges {
+        let identity = bridge_identity(name);
+        blocks.push_str(&format!("user {identity}\n"));
+        for kind in BRIDGE_UP_QOS1.iter().chain(&BRIDGE_UP_QOS0) {
+            blocks.push_str(&format!("topic write fleet/v1/b/{identity}/dev/+/{kind}\n"));
+        }
+        for kind in BRIDGE_DOWN {
+            blocks.push_str(&format!("topic read fleet/v1/b/{identity}/dev/+/{kind}\n"));
+        }
+        blocks.push_str(&format!(
+            "topic write {}\n\n",
+            fleet_protocol::topic::bridge_state_topic(&identity)
+        ));
+    }
     format!(
         "# Written by fleet-controller at every start; edits here are overwritten.\n\
          user {controller}\n\
@@ -141,16 +161,7 @@ pub fn render_acl(controller: &str) -> String {
          user {observer}\n\
          topic read fleet/v1/#\n\
          \n\
-         pattern write fleet/v1/b/%u/dev/+/presence\n\
-         pattern write fleet/v1/b/%u/dev/+/state\n\
-         pattern write fleet/v1/b/%u/dev/+/health\n\
-         pattern write fleet/v1/b/%u/dev/+/events\n\
-         pattern write fleet/v1/b/%u/dev/+/csr\n\
-         pattern read fleet/v1/b/%u/dev/+/desired\n\
-         pattern read fleet/v1/b/%u/dev/+/cmd\n\
-         pattern read fleet/v1/b/%u/dev/+/cert\n\
-         pattern write fleet/v1/bridge/%u/state\n\
-         \n\
+         {blocks}\
          {DEVICE_PATTERNS}",
         observer = crate::pki::OBSERVER_IDENTITY
     )
@@ -500,6 +511,51 @@ mod tests {
             "nothing here speaks for a bridge"
         );
         // The central ACL holds the same device lines.
-        assert!(render_acl("fleet.controller").ends_with(DEVICE_PATTERNS));
+        assert!(render_acl("fleet.controller", &[]).ends_with(DEVICE_PATTERNS));
+    }
+
+    #[test]
+    fn the_central_acl_names_each_bridge_and_opens_no_bridge_prefix_to_every_user() {
+        let acl = render_acl("fleet.controller", &["p01".to_owned(), "north".to_owned()]);
+        // No pattern line reaches the bridged or link topics: a pattern
+        // applies to every user, devices included.
+        for line in acl.lines().filter(|l| l.starts_with("pattern ")) {
+            assert!(
+                line.starts_with("pattern write fleet/v1/dev/%u/")
+                    || line.starts_with("pattern read fleet/v1/dev/%u/"),
+                "{line}"
+            );
+        }
+        assert!(!acl.contains("%u/dev/+"), "{acl}");
+        assert!(!acl.contains("fleet/v1/bridge/%u"), "{acl}");
+        // Each bridge: its own block, its own prefix, its own link state.
+        for name in ["p01", "north"] {
+            let id = format!("bridge.{name}");
+            let block: Vec<&str> = acl
+                .split("\n\n")
+                .find(|b| b.starts_with(&format!("user {id}\n")))
+                .unwrap_or_else(|| panic!("no block for {id} in {acl}"))
+                .lines()
+                .skip(1)
+                .collect();
+            let mut want: Vec<String> = ["presence", "state", "events", "csr", "health"]
+                .iter()
+                .map(|k| format!("topic write fleet/v1/b/{id}/dev/+/{k}"))
+                .chain(
+                    ["desired", "cmd", "cert"]
+                        .iter()
+                        .map(|k| format!("topic read fleet/v1/b/{id}/dev/+/{k}")),
+                )
+                .chain([format!("topic write fleet/v1/bridge/{id}/state")])
+                .collect();
+            let mut got: Vec<String> = block.iter().map(|l| (*l).to_owned()).collect();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{id}");
+        }
+        // The controller and the observer keep theirs; no bridge, no block.
+        assert!(acl.contains("user fleet.controller\ntopic readwrite fleet/v1/dev/#\ntopic readwrite fleet/v1/b/#\ntopic read fleet/v1/bridge/#\n"));
+        assert!(acl.contains("user fleet.observer\ntopic read fleet/v1/#\n"));
+        assert!(!render_acl("fleet.controller", &[]).contains("bridge."));
     }
 }
