@@ -444,27 +444,50 @@ async fn a_tier_of_provincial_brokers_bridges_each_province_under_its_own_name_o
     bridged.unwrap();
 
     // Retired, the device is refused by its own provincial broker (its CRL
-    // reloaded, its session there taken over) when the API answers.
-    let (held, held_events) = mqtt_connect(mqtt_tls(
-        p01_port,
+    // reloaded, its session there taken over) when the API answers; and
+    // its session on the central broker, where a device enrolled before
+    // the tier still connects directly, is taken over too.
+    let mut cuts = vec![];
+    for (port, at) in [(p01_port, "p01"), (ctl.mqtt_port, "central")] {
+        let (held, held_events) = mqtt_connect(mqtt_tls(
+            port,
+            &dev.id,
+            &dev.ca,
+            Some((&dev.cert, &dev.key)),
+        ))
+        .await
+        .unwrap();
+        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _keep = held;
+            let mut events = held_events;
+            while events.poll().await.is_ok() {}
+            let _ = cut_tx.send(());
+        });
+        cuts.push((at, cut_rx));
+    }
+    let (ok, out, err) = ctl.fleetctl(&["device", "retire", &dev.id]).unwrap();
+    assert!(ok, "retire failed: {out}{err}");
+    for (at, cut_rx) in cuts {
+        within(
+            20,
+            &format!("the held session on {at} cut by the takeover"),
+            cut_rx,
+        )
+        .await
+        .unwrap();
+    }
+    let again = mqtt_connect(mqtt_tls(
+        ctl.mqtt_port,
         &dev.id,
         &dev.ca,
         Some((&dev.cert, &dev.key)),
     ))
-    .await
-    .unwrap();
-    let (cut_tx, cut_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _keep = held;
-        let mut events = held_events;
-        while events.poll().await.is_ok() {}
-        let _ = cut_tx.send(());
-    });
-    let (ok, out, err) = ctl.fleetctl(&["device", "retire", &dev.id]).unwrap();
-    assert!(ok, "retire failed: {out}{err}");
-    within(20, "the held session cut by the takeover", cut_rx)
-        .await
-        .unwrap();
+    .await;
+    assert!(
+        again.is_err(),
+        "a retired device still connects to the central broker"
+    );
     let again = mqtt_connect(mqtt_tls(
         p01_port,
         &dev.id,

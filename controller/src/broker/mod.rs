@@ -169,6 +169,44 @@ async fn stop_orphan(dir: &Path) -> Result<(), BrokerError> {
     })
 }
 
+/// Stop the orphaned Mosquitto of every managed broker directory of
+/// `data_dir` (`mosquitto` and any `mosquitto-NAME`), configured now or
+/// not: a controller SIGKILLed, then started with fewer provincial brokers
+/// (or none), would otherwise leave one running, bridging devices nobody
+/// watches. Only a process started with that directory's config is
+/// stopped. Returns the directories whose orphan was stopped.
+pub async fn stop_orphans(data_dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(source) => {
+            return Err(BrokerError::Io {
+                path: data_dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            (name == "mosquitto" || name.starts_with("mosquitto-"))
+                && e.file_type().is_ok_and(|t| t.is_dir())
+        })
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    let mut stopped = vec![];
+    for dir in dirs {
+        if orphan(&dir).is_some() {
+            stop_orphan(&dir).await?;
+            stopped.push(dir);
+        }
+    }
+    Ok(stopped)
+}
+
 /// The managed Mosquitto's pid file.
 pub fn pid_file(dir: &Path) -> PathBuf {
     account::state_dir(dir).join("mosquitto.pid")
