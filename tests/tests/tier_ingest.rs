@@ -320,6 +320,24 @@ async fn a_bridge_speaks_only_for_its_provinces_and_its_link_decides_link_down()
         other => panic!("not a command: {other:?}"),
     }
 
+    // After an outage Mosquitto 2.0.11 flushes one copy of each retained
+    // report per reconnect attempt of the bridge: copies of the last state
+    // are counted as duplicates and dropped before the rate limiter.
+    let latest = state(DEVICE, "2.4.0", now_ms());
+    for _ in 0..6 {
+        bridge.forward(&latest, true).await;
+    }
+    eventually(Duration::from_secs(20), "the copies counted", || {
+        let api = &api;
+        async move {
+            let m = api.metrics().await.map_err(|e| e.to_string())?;
+            let n = metric(&m, "fleet_ingest_duplicates_total", "kind=\"state\"");
+            (n >= 5.0).then_some(()).ok_or(format!("duplicates: {n}"))
+        }
+    })
+    .await
+    .unwrap();
+
     // p02 (a real bridge certificate, another province's broker) forges a
     // state for p01's device: rejected, counted, not applied.
     let forger = Bridge::connect(ctl.mqtt_port, "p02", &p02).await;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use fleet_protocol::{
     ArtifactKind, CountyCode, Desired, DeviceId, Envelope, Event, FreezeWindow, Health, Model,
-    Payload, PresenceStatus, ProvinceCode, State, StationId, UpdatePhase, Version,
+    Payload, PresenceStatus, ProvinceCode, State, StationId, TopicKind, UpdatePhase, Version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -98,10 +98,33 @@ impl Reach {
     }
 }
 
+/// Digests of a device's last processed retained reports (presence,
+/// state), in memory only: a provincial broker's bridge re-queues a copy
+/// of every retained report on each reconnect attempt during an uplink
+/// outage (Mosquitto 2.0.11, eclipse/mosquitto#2248), and the flush after
+/// it must not push the device over its rate limit (see
+/// [`Fleet::holds_report`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportDigests {
+    presence: Option<u64>,
+    state: Option<u64>,
+}
+
+/// The digest of a report's bytes (SipHash with fixed keys: a device that
+/// forged a collision would only hide its own report).
+pub fn report_digest(payload: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(payload);
+    h.finish()
+}
+
 #[derive(Debug, Clone)]
 pub struct Device {
     pub reg: Registration,
     pub status: Status,
+    /// Its last processed presence and state, by digest.
+    pub reports: ReportDigests,
     /// How its last accepted message (not an older one arriving late)
     /// reached the central broker; `None` until it is heard after the
     /// start. In memory only: everything sent to the device goes back the
@@ -332,16 +355,19 @@ impl Fleet {
         let mut track = None;
         let mut agent_track = None;
         let mut heard = None;
+        let mut reports = ReportDigests::default();
         if let Some(old) = self.devices.remove(&reg.id) {
             self.tally.remove(&old.reg, old.reason);
             desired = old.desired;
             track = old.track;
             agent_track = old.agent_track;
             heard = old.heard;
+            reports = old.reports;
         }
         let mut d = Device {
             reg,
             status,
+            reports,
             heard,
             reason: None,
             desired,
@@ -399,6 +425,29 @@ impl Fleet {
             now_ms,
             self.freshness_ms,
         ))
+    }
+
+    /// Whether `payload` on `kind` is byte for byte the last presence or
+    /// state processed for `device` (a copy a bridge re-queued: processing
+    /// it again changes nothing the fleet holds). Other kinds: never.
+    pub fn holds_report(&self, device: &DeviceId, kind: TopicKind, digest: u64) -> bool {
+        self.devices.get(device).is_some_and(|d| match kind {
+            TopicKind::Presence => d.reports.presence == Some(digest),
+            TopicKind::State => d.reports.state == Some(digest),
+            _ => false,
+        })
+    }
+
+    /// Remember the digest of the presence or state just processed for
+    /// `device` (other kinds are not kept).
+    pub fn note_report(&mut self, device: &DeviceId, kind: TopicKind, digest: u64) {
+        if let Some(d) = self.devices.get_mut(device) {
+            match kind {
+                TopicKind::Presence => d.reports.presence = Some(digest),
+                TopicKind::State => d.reports.state = Some(digest),
+                _ => {}
+            }
+        }
     }
 
     /// Apply a validated message from a device that reached the central

@@ -165,6 +165,7 @@ mod tests {
                 registered_at_ms: 0,
             },
             status: Status::default(),
+            reports: Default::default(),
             heard: None,
             reason: None,
             desired: None,

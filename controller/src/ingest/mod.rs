@@ -48,7 +48,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::tier::Tier;
 use crate::clock::unix_ms;
-use crate::domain::fleet::{Fleet, Observed, Reach};
+use crate::domain::fleet::{report_digest, Fleet, Observed, Reach};
 use crate::domain::lifecycle::Rules;
 use crate::domain::limits::{Admit, LogLimiter, LogLine, RateLimiter, RateLimits};
 use crate::domain::links::LinkReport;
@@ -157,6 +157,13 @@ impl Rejection {
 pub enum Accepted {
     /// A message the controller itself sends (desired, cmd): not ingested.
     Ignored,
+    /// A presence or state that came through a bridge byte for byte equal
+    /// to the last one processed for its device: a copy the provincial
+    /// broker re-queued on a reconnect attempt (Mosquitto 2.0.11 queues
+    /// every retained report again on each attempt during an uplink
+    /// outage). Not counted by the rate limiter, not applied: the fleet
+    /// holds it already.
+    Duplicate,
     Applied(Box<Applied>),
 }
 
@@ -173,7 +180,10 @@ pub struct Applied {
 }
 
 /// Validate one message and apply it to the fleet. The cheap checks come
-/// first: who sent it (the device, and the bridge it came through) and
+/// first: who sent it (the device, and the bridge it came through), whether
+/// a bridged presence or state is a copy of the last one processed (the
+/// flush of an uplink outage holds one per reconnect attempt; they must
+/// not use up the device's rate limit and get its events dropped), and
 /// whether it is within its device's limits, then decoding.
 pub fn process(
     fleet: &RwLock<Fleet>,
@@ -188,11 +198,20 @@ pub fn process(
     if !topic.kind.from_agent() {
         return Ok(Accepted::Ignored);
     }
-    let known = fleet
-        .read()
-        .expect("fleet lock is never poisoned: no code panics while holding it")
-        .get(&topic.device)
-        .map(|d| (d.reg.lifecycle.is_enrolled(), d.reg.province));
+    // Retained reports: their digest, to know a copy.
+    let digest = matches!(topic.kind, TopicKind::Presence | TopicKind::State)
+        .then(|| report_digest(payload));
+    let (known, copy) = {
+        let fleet = fleet
+            .read()
+            .expect("fleet lock is never poisoned: no code panics while holding it");
+        let known = fleet
+            .get(&topic.device)
+            .map(|d| (d.reg.lifecycle.is_enrolled(), d.reg.province));
+        let copy = routed.via.is_some()
+            && digest.is_some_and(|d| fleet.holds_report(&topic.device, topic.kind, d));
+        (known, copy)
+    };
     let province = match known {
         None => return Err(Rejection::UnknownDevice(topic.device.to_string())),
         Some((false, _)) => return Err(Rejection::NotEnrolled(topic.device.to_string())),
@@ -206,6 +225,9 @@ pub fn process(
                 province,
             });
         }
+    }
+    if copy {
+        return Ok(Accepted::Duplicate);
     }
     if let Admit::Drop { first } = limiter.admit(&topic.device, payload.len(), now_ms) {
         return Err(Rejection::RateLimited {
@@ -225,11 +247,18 @@ pub fn process(
             return Err(Rejection::SeqOutOfRange { seq: e.seq });
         }
     }
-    let observed = fleet
-        .write()
-        .expect("fleet lock is never poisoned: no code panics while holding it")
-        .observe_via(&env, routed.via.as_deref(), now_ms)
-        .map_err(|e| Rejection::UnknownDevice(e.0.to_string()))?;
+    let observed = {
+        let mut fleet = fleet
+            .write()
+            .expect("fleet lock is never poisoned: no code panics while holding it");
+        let observed = fleet
+            .observe_via(&env, routed.via.as_deref(), now_ms)
+            .map_err(|e| Rejection::UnknownDevice(e.0.to_string()))?;
+        if let Some(d) = digest {
+            fleet.note_report(&env.device, topic.kind, d);
+        }
+        observed
+    };
     let direct_in_tier = routed.via.is_none() && tier.broker_of(province).is_some();
     Ok(Accepted::Applied(Box::new(Applied {
         env,
@@ -377,6 +406,11 @@ pub async fn run(
                 }
                 match process(&fleet, &cfg.tier, &mut limiter, &p.topic, &p.payload, now) {
                     Ok(Accepted::Ignored) => publisher.ack_now(&p),
+                    Ok(Accepted::Duplicate) => {
+                        metrics::counter!("fleet_ingest_duplicates_total", "kind" => kind)
+                            .increment(1);
+                        publisher.ack_now(&p);
+                    }
                     Ok(Accepted::Applied(applied)) => {
                         metrics::counter!("fleet_ingest_applied_total", "kind" => kind)
                             .increment(1);
@@ -830,6 +864,107 @@ mod tests {
             );
             assert!(matches!(r, Ok(Accepted::Applied(..))), "{id}: {r:?}");
         }
+    }
+
+    #[test]
+    fn copies_of_retained_reports_flushed_by_a_bridge_do_not_use_up_the_rate_limit() {
+        // After an uplink outage a provincial broker (Mosquitto 2.0.11)
+        // flushes one copy of the device's retained presence and state per
+        // reconnect attempt, then its events.
+        let f = fleet_of(&[("A", Lifecycle::Enrolled)]);
+        let tier = tier_p01();
+        let mut l = limiter();
+        let id = DeviceId::parse("A").unwrap();
+        let presence = Envelope::new(
+            id.clone(),
+            1_000,
+            Payload::Presence(Presence {
+                status: PresenceStatus::Online,
+                agent: Version::parse("0.1.0").unwrap(),
+                session: Some(1_000),
+            }),
+        )
+        .to_cbor()
+        .unwrap();
+        let state = |version: &str, at: u64| {
+            Envelope::new(
+                id.clone(),
+                at,
+                Payload::State(State {
+                    model: Model::parse("ballot-box-v2").unwrap(),
+                    firmware: Version::parse(version).unwrap(),
+                    agent: Version::parse("0.1.0").unwrap(),
+                    update: UpdateStatus::Idle,
+                    checks: vec![],
+                    config_rev: 0,
+                }),
+            )
+            .to_cbor()
+            .unwrap()
+        };
+        let up = |kind: &str| format!("fleet/v1/b/bridge.p01/dev/A/{kind}");
+        for (kind, bytes) in [("presence", &presence), ("state", &state("1.0.0", 1_000))] {
+            let r = process(&f, &tier, &mut l, &up(kind), bytes, 2_000);
+            assert!(matches!(r, Ok(Accepted::Applied(..))), "{kind}: {r:?}");
+        }
+        // Three times the limit of copies within the minute.
+        for _ in 0..(3 * LIMITS.messages_per_minute) {
+            for (kind, bytes) in [("presence", &presence), ("state", &state("1.0.0", 1_000))] {
+                let r = process(&f, &tier, &mut l, &up(kind), bytes, 3_000);
+                assert!(matches!(r, Ok(Accepted::Duplicate)), "{kind}: {r:?}");
+            }
+        }
+        // The events queued behind them are not dropped as rate-limited.
+        for seq in 1..=10 {
+            let r = process(
+                &f,
+                &tier,
+                &mut l,
+                &up("events"),
+                &event("A", seq, Some(7)),
+                4_000,
+            );
+            assert!(matches!(r, Ok(Accepted::Applied(..))), "event {seq}: {r:?}");
+        }
+        // A new state is no copy: applied.
+        let r = process(
+            &f,
+            &tier,
+            &mut l,
+            &up("state"),
+            &state("1.0.1", 5_000),
+            5_000,
+        );
+        assert!(matches!(r, Ok(Accepted::Applied(..))), "{r:?}");
+        assert_eq!(
+            f.read()
+                .unwrap()
+                .get(&id)
+                .unwrap()
+                .status
+                .state
+                .as_ref()
+                .unwrap()
+                .firmware,
+            Version::parse("1.0.1").unwrap()
+        );
+        // Copies are recognised only on a bridge's prefix: the same bytes
+        // sent directly again and again are counted as ever.
+        let mut limited = false;
+        for _ in 0..(2 * LIMITS.messages_per_minute) {
+            limited |= matches!(
+                process(
+                    &f,
+                    &tier,
+                    &mut l,
+                    "fleet/v1/dev/A/presence",
+                    &presence,
+                    6_000
+                ),
+                Err(Rejection::RateLimited { .. })
+            );
+        }
+        assert!(limited, "direct repeats were not counted");
     }
 
     #[test]

@@ -779,3 +779,51 @@ fn a_restart_during_an_outage_keeps_the_silent_devices_link_down() {
     let (_, link) = f.link_of(ProvinceCode::parse("IR-02").unwrap()).unwrap();
     assert_eq!((link.up, link.since_ms), (false, 110_000));
 }
+
+#[test]
+fn a_flush_of_retained_copies_after_an_outage_changes_nothing_but_the_news() {
+    // Mosquitto 2.0.11 queues one copy of every retained report of the
+    // province on each reconnect attempt of the bridge: after the outage
+    // the controller gets copies of the presence and state it holds, the
+    // device's real reports of the outage, then copies of the new ones.
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-23", Some("IR-23-TEH")), Status::default(), 0);
+    let a = DeviceId::parse("A").unwrap();
+    let held = [
+        env_at("A", 100, presence_in(true, 100)),
+        env_at("A", 101, state("1.0.0", false)),
+    ];
+    for e in &held {
+        assert!(!f.observe(e, 1_000).unwrap().stale);
+    }
+    let news = [
+        env_at("A", 150, presence_in(false, 100)),
+        env_at("A", 200, presence_in(true, 200)),
+        env_at("A", 201, state("1.0.1", true)),
+    ];
+    let mut flush = vec![];
+    for _ in 0..5 {
+        flush.extend(held.iter().map(|e| (e, true)));
+    }
+    flush.extend(news.iter().map(|e| (e, false)));
+    for _ in 0..5 {
+        flush.extend(news[1..].iter().map(|e| (e, true)));
+    }
+    for (i, (e, copy)) in flush.into_iter().enumerate() {
+        assert_eq!(
+            f.observe_via(e, Some("bridge.p01"), 2_000 + i as u64)
+                .unwrap()
+                .stale,
+            copy,
+            "message {i}: {e:?}"
+        );
+    }
+    let d = f.get(&a).unwrap();
+    assert_eq!(d.status.presence, Some(PresenceStatus::Online));
+    assert_eq!(d.status.session, Some(200));
+    assert_eq!(
+        d.status.state.as_ref().unwrap().firmware,
+        Version::parse("1.0.1").unwrap()
+    );
+    assert_eq!(d.reason, None);
+}
