@@ -98,10 +98,29 @@ impl Application {
         let fleet = load_fleet(&cfg, &store).await?;
         // The provincial tier: who may speak for which province, the route
         // to each device, whose link readiness watches.
-        // Managed brokers start first, so the tier holds their ports.
+        // Managed brokers start first, so the tier holds their ports; the
+        // orphans of every broker directory, configured now or not, before.
+        let orphans = broker::stop_orphans(&data_dir).await?;
+        if !orphans.is_empty() {
+            info!(
+                ?orphans,
+                "stopped the mosquittos an earlier controller of this data directory left running"
+            );
+        }
         let (managed, broker) = start_broker(&cfg, &data_dir, &paths).await?;
         let (provincial, tier) =
-            start_provincial_brokers(&cfg, &data_dir, &paths, &broker, &policy).await?;
+            match start_provincial_brokers(&cfg, &data_dir, &paths, &broker, &policy).await {
+                Ok(started) => started,
+                Err(e) => {
+                    // The provincial ones started are stopped already; the
+                    // central one too (SIGTERM: it saves its persistence),
+                    // not left to die with the process.
+                    if let Some(m) = managed {
+                        m.stop().await;
+                    }
+                    return Err(e);
+                }
+            };
         let tier = Arc::new(tier);
         fleet
             .write()
@@ -416,10 +435,19 @@ async fn start_broker(
     let tls = !cfg.broker.insecure_dev;
     Ok(match cfg.broker_mode() {
         BrokerMode::Managed { port } => {
+            // Every broker of the tier, managed or not, bridges to it.
+            let bridges = cfg
+                .broker
+                .tier()?
+                .brokers()
+                .iter()
+                .map(|b| b.name.clone())
+                .collect();
             let b = ManagedBroker::start(BrokerConfig::central(
                 data_dir.join("mosquitto"),
                 port,
                 tls.then(|| broker_tls(paths)),
+                bridges,
             ))
             .await?;
             let info = BrokerInfo {
@@ -490,40 +518,56 @@ async fn start_provincial_brokers(
         if !b.managed {
             continue;
         }
-        if tls && pki::ensure_bridge_cert(paths, &b.name, policy, unix_ms())? {
-            info!(broker = %b.name, cert = %paths.bridge_cert(&b.name).display(), "issued the bridge's client certificate");
-        }
-        let started_one = ManagedBroker::start(BrokerConfig {
-            dir: data_dir.join(format!("mosquitto-{}", b.name)),
-            port: (b.port != 0).then_some(b.port),
-            tls: tls.then(|| broker_tls(paths)),
-            bridge: Some(broker::ManagedBridge {
-                name: b.name.clone(),
-                provinces: b.provinces.clone(),
-                address: if b.uplink.is_empty() {
-                    central_address.clone()
-                } else {
-                    b.uplink.clone()
-                },
-                cert: tls.then(|| (paths.bridge_cert(&b.name), paths.bridge_key(&b.name))),
-            }),
-        })
-        .await;
+        let started_one =
+            start_provincial_broker(paths, policy, tls, data_dir, &b, &central_address).await;
         match started_one {
             Ok(m) => {
                 tier.set_port(&b.name, m.port());
                 started.push(m);
             }
             Err(e) => {
+                // A failed bridge certificate or broker stops the ones
+                // started before it (SIGTERM; the caller stops the central).
                 for m in started.into_iter().rev() {
                     m.stop().await;
                 }
-                return Err(anyhow::Error::new(e)
-                    .context(format!("cannot start provincial broker {}", b.name)));
+                return Err(e.context(format!("cannot start provincial broker {}", b.name)));
             }
         }
     }
     Ok((started, tier))
+}
+
+/// One managed provincial broker: its bridge certificate (issued or
+/// renewed here), then its Mosquitto.
+async fn start_provincial_broker(
+    paths: &PkiPaths,
+    policy: &pki::CertPolicy,
+    tls: bool,
+    data_dir: &Path,
+    b: &crate::broker::tier::TierBroker,
+    central_address: &str,
+) -> anyhow::Result<ManagedBroker> {
+    if tls && pki::ensure_bridge_cert(paths, &b.name, policy, unix_ms())? {
+        info!(broker = %b.name, cert = %paths.bridge_cert(&b.name).display(), "issued the bridge's client certificate");
+    }
+    Ok(ManagedBroker::start(BrokerConfig {
+        dir: data_dir.join(format!("mosquitto-{}", b.name)),
+        port: (b.port != 0).then_some(b.port),
+        tls: tls.then(|| broker_tls(paths)),
+        bridge: Some(broker::ManagedBridge {
+            name: b.name.clone(),
+            provinces: b.provinces.clone(),
+            address: if b.uplink.is_empty() {
+                central_address.to_owned()
+            } else {
+                b.uplink.clone()
+            },
+            cert: tls.then(|| (paths.bridge_cert(&b.name), paths.bridge_key(&b.name))),
+        }),
+        bridges: Vec::new(),
+    })
+    .await?)
 }
 
 /// How a retirement reaches the brokers: SIGHUP and a takeover of the

@@ -240,6 +240,47 @@ async fn a_tier_of_provincial_brokers_bridges_each_province_under_its_own_name_o
         }
     }
 
+    // A device connected directly to the central broker cannot publish
+    // anywhere under fleet/v1/b/: not under its own name (the old %u
+    // patterns let it, without bound), nor under a bridge's prefix.
+    let (dev_client, dev_events) = mqtt_connect(mqtt_tls(
+        ctl.mqtt_port,
+        &dev.id,
+        &dev.ca,
+        Some((&dev.cert, &dev.key)),
+    ))
+    .await
+    .unwrap();
+    mqtt_drive(dev_events);
+    let by_device = [
+        format!("fleet/v1/b/{}/dev/ANY/state", dev.id),
+        format!("fleet/v1/b/{}/dev/{}/state", dev.id, dev.id),
+        format!("fleet/v1/b/bridge.p01/dev/{}/state", dev.id),
+        format!("fleet/v1/bridge/{}/state", dev.id),
+    ];
+    for topic in &by_device {
+        within(
+            10,
+            "queueing a device's publish under fleet/v1/b/",
+            dev_client.publish(topic, QoS::AtLeastOnce, true, b"forged".to_vec()),
+        )
+        .await
+        .unwrap();
+    }
+    let dev_control = format!("fleet/v1/dev/{}/state", dev.id);
+    publish(&dev_client, &state(&dev.id, "2.4.0", now_ms()), true).await;
+    wait_seen(&seen, &dev_control).await;
+    {
+        let seen = seen.lock().unwrap();
+        for topic in &by_device {
+            assert!(
+                !seen.iter().any(|(t, p)| t == topic && p == b"forged"),
+                "a device published {topic} on the central broker"
+            );
+        }
+    }
+    drop(dev_client);
+
     // A killed provincial Mosquitto comes back on its port and bridges again.
     let pid_file = data.path().join("mosquitto-p01/state/mosquitto.pid");
     let pid = std::fs::read_to_string(&pid_file).unwrap();
@@ -276,13 +317,65 @@ async fn a_tier_of_provincial_brokers_bridges_each_province_under_its_own_name_o
     .await
     .unwrap();
 
-    // broker-config renders what a Mosquitto started here runs and bridges
-    // with, the central broker's name checked (localhost is in its SANs).
+    // broker-config renders what Mosquittos started here run: a central
+    // broker whose ACL names bridge p09 (--bridges), and the provincial p09
+    // bridged to it, the central broker's name checked (localhost is in its
+    // SANs). The controller's central broker does not know p09: its bridge
+    // may write nothing there.
     let conf_dir = tempfile::tempdir().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
+    let central_conf = tempfile::tempdir().unwrap();
+    let central_state = tempfile::tempdir().unwrap();
     let pki = data.path().join("pki");
     let port = free_port();
+    let central_port = free_port();
     let p = |f: &str| pki.join(f).to_str().unwrap().to_owned();
+    let (ok, _, err) = run_bin(
+        "fleet-controller",
+        &[
+            "broker-config",
+            "--role",
+            "central",
+            "--bridges",
+            "p09",
+            "--listen",
+            &format!("127.0.0.1:{central_port}"),
+            "--cafile",
+            &p("ca.crt"),
+            "--certfile",
+            &p("broker.crt"),
+            "--keyfile",
+            &p("broker.key"),
+            "--crlfile",
+            &p("ca.crl"),
+            "--state-dir",
+            central_state.path().to_str().unwrap(),
+            "--user",
+            "root",
+            "--out",
+            central_conf.path().to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(ok, "broker-config --role central failed: {err}");
+    let acl = std::fs::read_to_string(central_conf.path().join("acl")).unwrap();
+    assert!(acl.contains("user bridge.p09\n"), "{acl}");
+    let mut cmd = Command::new(fleet_tests::mosquitto_binary().unwrap());
+    cmd.arg("-c")
+        .arg(central_conf.path().join("mosquitto.conf"));
+    let mut central = Proc::from_command("mosquitto", cmd).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the rendered central broker",
+        || async {
+            std::net::TcpStream::connect(("127.0.0.1", central_port))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await
+    .unwrap();
+    let seen = observe(central_port, &observer).await;
     let (ok, _, err) = run_bin(
         "fleet-controller",
         &[
@@ -296,7 +389,7 @@ async fn a_tier_of_provincial_brokers_bridges_each_province_under_its_own_name_o
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--central",
-            &format!("localhost:{}", ctl.mqtt_port),
+            &format!("localhost:{central_port}"),
             "--cafile",
             &p("ca.crt"),
             "--certfile",
@@ -347,30 +440,54 @@ async fn a_tier_of_provincial_brokers_bridges_each_province_under_its_own_name_o
     )
     .await;
     mosquitto.kill();
+    central.kill();
     bridged.unwrap();
 
     // Retired, the device is refused by its own provincial broker (its CRL
-    // reloaded, its session there taken over) when the API answers.
-    let (held, held_events) = mqtt_connect(mqtt_tls(
-        p01_port,
+    // reloaded, its session there taken over) when the API answers; and
+    // its session on the central broker, where a device enrolled before
+    // the tier still connects directly, is taken over too.
+    let mut cuts = vec![];
+    for (port, at) in [(p01_port, "p01"), (ctl.mqtt_port, "central")] {
+        let (held, held_events) = mqtt_connect(mqtt_tls(
+            port,
+            &dev.id,
+            &dev.ca,
+            Some((&dev.cert, &dev.key)),
+        ))
+        .await
+        .unwrap();
+        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _keep = held;
+            let mut events = held_events;
+            while events.poll().await.is_ok() {}
+            let _ = cut_tx.send(());
+        });
+        cuts.push((at, cut_rx));
+    }
+    let (ok, out, err) = ctl.fleetctl(&["device", "retire", &dev.id]).unwrap();
+    assert!(ok, "retire failed: {out}{err}");
+    for (at, cut_rx) in cuts {
+        within(
+            20,
+            &format!("the held session on {at} cut by the takeover"),
+            cut_rx,
+        )
+        .await
+        .unwrap();
+    }
+    let again = mqtt_connect(mqtt_tls(
+        ctl.mqtt_port,
         &dev.id,
         &dev.ca,
         Some((&dev.cert, &dev.key)),
     ))
-    .await
-    .unwrap();
-    let (cut_tx, cut_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _keep = held;
-        let mut events = held_events;
-        while events.poll().await.is_ok() {}
-        let _ = cut_tx.send(());
-    });
-    let (ok, out, err) = ctl.fleetctl(&["device", "retire", &dev.id]).unwrap();
-    assert!(ok, "retire failed: {out}{err}");
-    within(20, "the held session cut by the takeover", cut_rx)
-        .await
-        .unwrap();
+    .await;
+    assert!(
+        again.is_err(),
+        "a retired device still connects to the central broker"
+    );
     let again = mqtt_connect(mqtt_tls(
         p01_port,
         &dev.id,

@@ -1,8 +1,10 @@
 //! End to end: ingest over the provincial tier. A real controller (managed
 //! central Mosquitto over mutual TLS, SQLite) whose site config declares
-//! one external provincial broker `p01` serving IR-02; the test plays that
-//! broker's bridge on the central broker with the certificate
-//! `fleet-controller issue-cert --kind bridge --name p01` gives, as
+//! two external provincial brokers, `p01` serving IR-02 and `p02` serving
+//! IR-27 (the central ACL lets a bridge of the tier, and no other, publish
+//! under its prefix); the test plays their bridges on the central broker
+//! with the certificate
+//! `fleet-controller issue-cert --kind bridge --name pNN` gives, as
 //! Mosquitto's bridge would: its link state "1" retained, "0" as its last
 //! will, and the devices' messages under `fleet/v1/b/bridge.p01/dev/…`.
 //!
@@ -240,7 +242,10 @@ async fn a_bridge_speaks_only_for_its_provinces_and_its_link_decides_link_down()
         &site,
         format!(
             "[[broker.provincial]]\nname = \"p01\"\nprovinces = [\"{PROVINCE}\"]\n\
+             host = \"127.0.0.1\"\nport = {}\nmanaged = false\n\
+             [[broker.provincial]]\nname = \"p02\"\nprovinces = [\"IR-27\"]\n\
              host = \"127.0.0.1\"\nport = {}\nmanaged = false\n",
+            free_port(),
             free_port()
         ),
     )
@@ -314,6 +319,24 @@ async fn a_bridge_speaks_only_for_its_provinces_and_its_link_decides_link_down()
         Payload::Command(c) => assert_eq!(c.id, sent.id),
         other => panic!("not a command: {other:?}"),
     }
+
+    // After an outage Mosquitto 2.0.11 flushes one copy of each retained
+    // report per reconnect attempt of the bridge: copies of the last state
+    // are counted as duplicates and dropped before the rate limiter.
+    let latest = state(DEVICE, "2.4.0", now_ms());
+    for _ in 0..6 {
+        bridge.forward(&latest, true).await;
+    }
+    eventually(Duration::from_secs(20), "the copies counted", || {
+        let api = &api;
+        async move {
+            let m = api.metrics().await.map_err(|e| e.to_string())?;
+            let n = metric(&m, "fleet_ingest_duplicates_total", "kind=\"state\"");
+            (n >= 5.0).then_some(()).ok_or(format!("duplicates: {n}"))
+        }
+    })
+    .await
+    .unwrap();
 
     // p02 (a real bridge certificate, another province's broker) forges a
     // state for p01's device: rejected, counted, not applied.
@@ -404,4 +427,130 @@ async fn a_bridge_speaks_only_for_its_provinces_and_its_link_decides_link_down()
         "the forgery was logged"
     );
     assert!(log.contains("link to the central broker is down"));
+}
+
+/// A device of a province behind a provincial broker that still connects
+/// to the central broker directly (enrolled before the tier): what it is
+/// sent (its desired state when it comes online, a command) comes on the
+/// plain topic it can read, not down a bridge it is not behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_of_a_tier_province_heard_directly_is_answered_directly() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let site = work.path().join("controller.toml");
+    std::fs::write(
+        &site,
+        format!(
+            "[[broker.provincial]]\nname = \"p01\"\nprovinces = [\"{PROVINCE}\"]\n\
+             host = \"127.0.0.1\"\nport = {}\nmanaged = false\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let ctl = Controller::start(data.path(), &["--config", site.to_str().unwrap()]).unwrap();
+    let api = ctl.client();
+    let county = format!("{PROVINCE}-SARI");
+    ctl.import_registry(&format!(
+        "province,county,station_id\n{PROVINCE},{county},ST-1\n"
+    ))
+    .unwrap();
+    let dev = ctl.enrol("BB-02-DIRECT", PROVINCE, &county, "").unwrap();
+
+    // The device on the central broker, reading its own topics.
+    let (client, mut el) = AsyncClient::new(
+        mqtt_tls(ctl.mqtt_port, &dev.id, &dev.ca, Some((&dev.cert, &dev.key))),
+        64,
+    );
+    let (tx, mut down) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    let task = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    for kind in ["desired", "cmd"] {
+        within(
+            10,
+            "subscribing",
+            client.subscribe(format!("fleet/v1/dev/{}/{kind}", dev.id), QoS::AtLeastOnce),
+        )
+        .await
+        .unwrap();
+    }
+    let id = DeviceId::parse(&dev.id).unwrap();
+    let online = Envelope::new(
+        id.clone(),
+        now_ms(),
+        Payload::Presence(Presence {
+            status: PresenceStatus::Online,
+            agent: Version::parse("0.1.0").unwrap(),
+            session: Some(now_ms()),
+        }),
+    );
+    for env in [online, state(&dev.id, "2.4.0", now_ms())] {
+        within(
+            10,
+            "publishing",
+            client.publish(
+                env.topic().to_string(),
+                QoS::AtLeastOnce,
+                true,
+                env.to_cbor().unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    // Its desired state, sent when it came online, on the plain topic.
+    let (topic, env) = next_plain(&mut down, "desired").await;
+    assert_eq!(topic, format!("fleet/v1/dev/{}/desired", dev.id));
+    assert_eq!(env.device, id);
+    // A command made through the API, the same way.
+    let sent = within(
+        20,
+        "sending a command",
+        api.command(
+            &dev.id,
+            &CommandRequest {
+                action: "run-checks".into(),
+                expires_in_s: None,
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    let (topic, env) = next_plain(&mut down, "cmd").await;
+    assert_eq!(topic, format!("fleet/v1/dev/{}/cmd", dev.id));
+    match env.payload {
+        Payload::Command(c) => assert_eq!(c.id, sent.id),
+        other => panic!("not a command: {other:?}"),
+    }
+    task.abort();
+    let log = ctl.stop().unwrap();
+    assert!(
+        log.contains("heard directly on the central broker"),
+        "the direct device was logged"
+    );
+}
+
+/// The next message on a plain device topic ending with `kind`.
+async fn next_plain(
+    down: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    kind: &str,
+) -> (String, Envelope) {
+    within(20, "a message on the plain topic", async {
+        loop {
+            let (topic, payload) = down.recv().await.unwrap();
+            if topic.ends_with(&format!("/{kind}")) {
+                let t = Topic::parse(&topic).unwrap();
+                return (topic, Envelope::from_cbor_on(&t, &payload).unwrap());
+            }
+        }
+    })
+    .await
 }

@@ -71,6 +71,12 @@ enum Cmd {
         /// The provinces it serves, e.g. IR-02,IR-27.
         #[arg(long, value_delimiter = ',', required_if_eq("role", "provincial"))]
         provinces: Vec<String>,
+        /// Central: the names of the provincial brokers bridged to it, e.g.
+        /// p01,p02 (each bridge.NAME may write only under
+        /// fleet/v1/b/bridge.NAME/ and its link state). Without it, no
+        /// bridge may publish on the central broker.
+        #[arg(long, value_delimiter = ',')]
+        bridges: Vec<String>,
         /// The device listener.
         #[arg(long, default_value = "0.0.0.0:8883")]
         listen: String,
@@ -328,6 +334,7 @@ fn main() -> anyhow::Result<()> {
             role,
             name,
             provinces,
+            bridges,
             listen,
             central,
             cafile,
@@ -370,11 +377,22 @@ fn main() -> anyhow::Result<()> {
                 state: state_dir,
             };
             let (config, acl) = if role == "central" {
+                let bridges: Vec<String> = bridges.iter().map(|b| b.trim().to_owned()).collect();
+                for b in &bridges {
+                    anyhow::ensure!(
+                        fleet_protocol::topic::valid_broker_name(b),
+                        "--bridges {b:?}: a provincial broker's name is 1-32 of a-z 0-9 -"
+                    );
+                }
                 (
                     render::render_central(&layout),
-                    render::render_acl(fleet_controller::pki::CONTROLLER_IDENTITY),
+                    render::render_acl(fleet_controller::pki::CONTROLLER_IDENTITY, &bridges),
                 )
             } else {
+                anyhow::ensure!(
+                    bridges.is_empty(),
+                    "--bridges is for --role central (the provincial broker's bridge is --name)"
+                );
                 let name = name.context("--role provincial needs --name")?;
                 anyhow::ensure!(
                     fleet_protocol::topic::valid_broker_name(&name),

@@ -67,16 +67,26 @@ pub struct BrokerConfig {
     pub tls: Option<BrokerTls>,
     /// A provincial broker's bridge; `None`: the central broker.
     pub bridge: Option<ManagedBridge>,
+    /// The central broker: the names of the tier's provincial brokers,
+    /// whose bridges its ACL lets speak under their own prefixes.
+    pub bridges: Vec<String>,
 }
 
 impl BrokerConfig {
-    /// The central broker in `dir`.
-    pub fn central(dir: PathBuf, port: Option<u16>, tls: Option<BrokerTls>) -> Self {
+    /// The central broker in `dir`, with the tier's provincial brokers
+    /// (by name) whose bridges may speak through it.
+    pub fn central(
+        dir: PathBuf,
+        port: Option<u16>,
+        tls: Option<BrokerTls>,
+        bridges: Vec<String>,
+    ) -> Self {
         Self {
             dir,
             port,
             tls,
             bridge: None,
+            bridges,
         }
     }
 
@@ -157,6 +167,44 @@ async fn stop_orphan(dir: &Path) -> Result<(), BrokerError> {
         pid,
         pid_file: pid_file(dir),
     })
+}
+
+/// Stop the orphaned Mosquitto of every managed broker directory of
+/// `data_dir` (`mosquitto` and any `mosquitto-NAME`), configured now or
+/// not: a controller SIGKILLed, then started with fewer provincial brokers
+/// (or none), would otherwise leave one running, bridging devices nobody
+/// watches. Only a process started with that directory's config is
+/// stopped. Returns the directories whose orphan was stopped.
+pub async fn stop_orphans(data_dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(source) => {
+            return Err(BrokerError::Io {
+                path: data_dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            (name == "mosquitto" || name.starts_with("mosquitto-"))
+                && e.file_type().is_ok_and(|t| t.is_dir())
+        })
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    let mut stopped = vec![];
+    for dir in dirs {
+        if orphan(&dir).is_some() {
+            stop_orphan(&dir).await?;
+            stopped.push(dir);
+        }
+    }
+    Ok(stopped)
 }
 
 /// The managed Mosquitto's pid file.
@@ -312,7 +360,7 @@ impl ManagedBroker {
         let (config, acl) = match &cfg.bridge {
             None => (
                 render::render_central(&layout),
-                render_acl(crate::pki::CONTROLLER_IDENTITY),
+                render_acl(crate::pki::CONTROLLER_IDENTITY, &cfg.bridges),
             ),
             Some(b) => (
                 render::render_provincial(
@@ -602,10 +650,14 @@ mod tests {
             "the managed broker starting, restarting and stopping",
             async {
                 let dir = tempfile::tempdir().unwrap();
-                let broker =
-                    ManagedBroker::start(BrokerConfig::central(dir.path().to_owned(), None, None))
-                        .await
-                        .unwrap();
+                let broker = ManagedBroker::start(BrokerConfig::central(
+                    dir.path().to_owned(),
+                    None,
+                    None,
+                    vec![],
+                ))
+                .await
+                .unwrap();
                 let port = broker.port();
                 assert!(wait_listening(port, Duration::from_secs(1)).await);
                 let pid = std::fs::read_to_string(pid_file(dir.path())).unwrap();
@@ -634,10 +686,14 @@ mod tests {
                     "still listening after stop"
                 );
                 // The next start reuses the remembered port.
-                let again =
-                    ManagedBroker::start(BrokerConfig::central(dir.path().to_owned(), None, None))
-                        .await
-                        .unwrap();
+                let again = ManagedBroker::start(BrokerConfig::central(
+                    dir.path().to_owned(),
+                    None,
+                    None,
+                    vec![],
+                ))
+                .await
+                .unwrap();
                 assert_eq!(again.port(), port);
                 again.stop().await;
             },

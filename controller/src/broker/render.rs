@@ -81,17 +81,65 @@ pub struct QueueBounds {
 }
 
 impl Default for QueueBounds {
-    /// A province's QoS 1 reports for an outage of hours: 15,000 devices
-    /// (the largest group of provinces on one broker) sending a few dozen
-    /// state changes, presence changes and events an hour each for eight
-    /// hours is about 2 million messages of a few hundred bytes. Mosquitto
-    /// holds its queues in memory (and in its persistence file), so the
-    /// bytes bound keeps the broker's memory under about 1.5 GiB.
+    /// About eight hours of uplink outage for the largest provincial
+    /// broker planned ([`OutageLoad::PLAN`]: 15,000 devices): 975,000
+    /// queued messages an hour, most of them copies of retained reports
+    /// (see [`OutageLoad`]). The bytes bound counts each copy's payload
+    /// (a few hundred bytes at most), so the message bound is the one met.
     fn default() -> Self {
         Self {
-            messages: 2_000_000,
-            bytes: 1024 * 1024 * 1024,
+            messages: 8_000_000,
+            bytes: 2 * 1024 * 1024 * 1024,
         }
+    }
+}
+
+/// The bridge's reconnect backoff while the uplink is down: Mosquitto's
+/// "decorrelated jitter" from 10 s up to 300 s. A link comes back at most
+/// about five minutes after the uplink; every attempt costs a copy of
+/// every retained report in the queue (below), so fewer attempts are
+/// worth the wait (`restart_timeout 2 60` made about 97 an hour).
+pub const RESTART_TIMEOUT: (u32, u32) = (10, 300);
+
+/// What an uplink outage queues on a provincial broker, per hour.
+/// Mosquitto 2.0.11 (Debian 12; eclipse/mosquitto#2248) subscribes the
+/// bridge's local topics again on each reconnect attempt and so queues one
+/// more copy of every retained message they match: each device's presence
+/// and state. Queued per hour: `devices × (retained × attempts + reports)`;
+/// an outage lasts `max_queued_messages / that` hours before Mosquitto
+/// drops each NEW QoS 1 message (events of the outage included).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutageLoad {
+    pub devices: u64,
+    /// Retained reports per device the bridge carries (presence, state).
+    pub retained_per_device: u64,
+    /// Reconnect attempts an hour: 3600 s over the mean backoff. With
+    /// [`RESTART_TIMEOUT`] a simulation of the documented jitter gives about
+    /// 20 (mean 180 s); planned with 24.
+    pub attempts_per_hour: u64,
+    /// The devices' own QoS 1 reports an hour (presence, state, events).
+    pub reports_per_device_hour: u64,
+}
+
+impl OutageLoad {
+    /// The largest group of provinces on one broker (15,000 devices, each
+    /// sending a few dozen QoS 1 reports in an hour of trouble).
+    pub const PLAN: OutageLoad = OutageLoad {
+        devices: 15_000,
+        retained_per_device: 2,
+        attempts_per_hour: 24,
+        reports_per_device_hour: 17,
+    };
+
+    /// Messages queued per hour of outage.
+    pub fn per_hour(&self) -> u64 {
+        self.devices
+            * (self.retained_per_device * self.attempts_per_hour + self.reports_per_device_hour)
+    }
+
+    /// Hours of outage before the queue is full.
+    pub fn hours(&self, bounds: QueueBounds) -> f64 {
+        bounds.messages as f64 / self.per_hour().max(1) as f64
     }
 }
 
@@ -124,13 +172,33 @@ const DEVICE_PATTERNS: &str = "pattern write fleet/v1/dev/%u/presence\n\
 /// commands and renewed certificates, nothing else; the controller reads
 /// and writes all.
 ///
-/// Behind a provincial broker, its bridge (user `bridge.{name}`) writes and
-/// reads the same topics under its own prefix `fleet/v1/b/bridge.{name}/`
-/// only, and its link state on `fleet/v1/bridge/bridge.{name}/state`; the
-/// controller then accepts a device's message from a bridge only if that
-/// bridge serves the device's province (a device id has no dot, so no
-/// device is a bridge). The observer reads everything and writes nothing.
-pub fn render_acl(controller: &str) -> String {
+/// Each provincial broker of the tier (`bridges`, by name) gets a `user
+/// bridge.{name}` block of plain `topic` lines: it writes and reads the
+/// device topics under its own prefix `fleet/v1/b/bridge.{name}/` only, and
+/// its link state on `fleet/v1/bridge/bridge.{name}/state`. No `pattern`
+/// line opens `fleet/v1/b/`: a pattern applies to every user, so it would
+/// let any device (user `BB-1`) publish retained messages under
+/// `fleet/v1/b/BB-1/…` without bound. A bridge not in the tier may write
+/// nothing there. The controller then accepts a device's message from a
+/// bridge only if that bridge serves the device's province (a device id has
+/// no dot, so no device is a bridge). The observer reads everything and
+/// writes nothing.
+pub fn render_acl(controller: &str, bridges: &[String]) -> String {
+    let mut blocks = String::new();
+    for name in bridges {
+        let identity = bridge_identity(name);
+        blocks.push_str(&format!("user {identity}\n"));
+        for kind in BRIDGE_UP_QOS1.iter().chain(&BRIDGE_UP_QOS0) {
+            blocks.push_str(&format!("topic write fleet/v1/b/{identity}/dev/+/{kind}\n"));
+        }
+        for kind in BRIDGE_DOWN {
+            blocks.push_str(&format!("topic read fleet/v1/b/{identity}/dev/+/{kind}\n"));
+        }
+        blocks.push_str(&format!(
+            "topic write {}\n\n",
+            fleet_protocol::topic::bridge_state_topic(&identity)
+        ));
+    }
     format!(
         "# Written by fleet-controller at every start; edits here are overwritten.\n\
          user {controller}\n\
@@ -141,16 +209,7 @@ pub fn render_acl(controller: &str) -> String {
          user {observer}\n\
          topic read fleet/v1/#\n\
          \n\
-         pattern write fleet/v1/b/%u/dev/+/presence\n\
-         pattern write fleet/v1/b/%u/dev/+/state\n\
-         pattern write fleet/v1/b/%u/dev/+/health\n\
-         pattern write fleet/v1/b/%u/dev/+/events\n\
-         pattern write fleet/v1/b/%u/dev/+/csr\n\
-         pattern read fleet/v1/b/%u/dev/+/desired\n\
-         pattern read fleet/v1/b/%u/dev/+/cmd\n\
-         pattern read fleet/v1/b/%u/dev/+/cert\n\
-         pattern write fleet/v1/bridge/%u/state\n\
-         \n\
+         {blocks}\
          {DEVICE_PATTERNS}",
         observer = crate::pki::OBSERVER_IDENTITY
     )
@@ -294,11 +353,21 @@ pub fn render_provincial(l: &Layout, b: &Bridge) -> String {
          {common}\
          # While the uplink is down the bridge's session queues what goes up\n\
          # (QoS 1 only: Mosquitto queues QoS 0 for no one, so health reports\n\
-         # of the outage are not sent later). When the queue is full, Mosquitto\n\
+         # of the outage are not sent later). Mosquitto 2.0.11 also queues one\n\
+         # more copy of every retained presence and state on each reconnect\n\
+         # attempt (eclipse/mosquitto#2248), so per hour of outage it queues\n\
+         #   devices x (2 retained x attempts/h + reports/device/h)\n\
+         # = 15,000 x (2 x 24 + 17) = 975,000 for 15,000 devices with\n\
+         # restart_timeout 10 300 (about 20 attempts an hour; 24 planned):\n\
+         # these bounds hold about 8 hours (about 40 minutes with 2 60).\n\
+         # Each copy costs about 64 bytes of memory (measured on 2.0.11) and\n\
+         # its payload in max_queued_bytes. When the queue is full, Mosquitto\n\
          # drops each NEW QoS 1 message and keeps the older ones: the first\n\
          # hours of an outage survive, the newest reports are lost (retained\n\
          # presence and state are sent again by devices on their next change\n\
-         # or reconnection). Persisted every 30 s and on a clean stop.\n\
+         # or reconnection). The controller ignores the copies (not counted\n\
+         # against a device's rate limit). Persisted every 30 s and on a clean\n\
+         # stop.\n\
          max_queued_messages {messages}\n\
          max_queued_bytes {bytes}\n\
          {logging}\
@@ -315,7 +384,7 @@ pub fn render_provincial(l: &Layout, b: &Bridge) -> String {
          notifications true\n\
          notification_topic fleet/v1/bridge/{identity}/state\n\
          keepalive_interval 20\n\
-         restart_timeout 2 60\n\
+         restart_timeout {base} {cap}\n\
          start_type automatic\n\
          {tls}\
          {topics}",
@@ -326,6 +395,8 @@ pub fn render_provincial(l: &Layout, b: &Bridge) -> String {
         bytes = b.queue.bytes,
         logging = logging(l),
         address = b.address,
+        base = RESTART_TIMEOUT.0,
+        cap = RESTART_TIMEOUT.1,
     )
 }
 
@@ -428,8 +499,8 @@ mod tests {
             .expect("a bridge");
         // Every global option comes before the bridge section.
         for global in [
-            "max_queued_messages 2000000",
-            "max_queued_bytes 1073741824",
+            "max_queued_messages 8000000",
+            "max_queued_bytes 2147483648",
             "autosave_interval 30",
             "log_dest file /var/lib/mosquitto/mosquitto.log",
         ] {
@@ -446,7 +517,7 @@ mod tests {
             "notifications true",
             "notification_topic fleet/v1/bridge/bridge.north/state",
             "keepalive_interval 20",
-            "restart_timeout 2 60",
+            "restart_timeout 10 300",
             "bridge_cafile /etc/mosquitto/fleet/ca.crt",
             "bridge_certfile /etc/mosquitto/fleet/bridge.north.crt",
             "bridge_keyfile /etc/mosquitto/fleet/bridge.north.key",
@@ -500,6 +571,74 @@ mod tests {
             "nothing here speaks for a bridge"
         );
         // The central ACL holds the same device lines.
-        assert!(render_acl("fleet.controller").ends_with(DEVICE_PATTERNS));
+        assert!(render_acl("fleet.controller", &[]).ends_with(DEVICE_PATTERNS));
+    }
+
+    #[test]
+    fn the_central_acl_names_each_bridge_and_opens_no_bridge_prefix_to_every_user() {
+        let acl = render_acl("fleet.controller", &["p01".to_owned(), "north".to_owned()]);
+        // No pattern line reaches the bridged or link topics: a pattern
+        // applies to every user, devices included.
+        for line in acl.lines().filter(|l| l.starts_with("pattern ")) {
+            assert!(
+                line.starts_with("pattern write fleet/v1/dev/%u/")
+                    || line.starts_with("pattern read fleet/v1/dev/%u/"),
+                "{line}"
+            );
+        }
+        assert!(!acl.contains("%u/dev/+"), "{acl}");
+        assert!(!acl.contains("fleet/v1/bridge/%u"), "{acl}");
+        // Each bridge: its own block, its own prefix, its own link state.
+        for name in ["p01", "north"] {
+            let id = format!("bridge.{name}");
+            let block: Vec<&str> = acl
+                .split("\n\n")
+                .find(|b| b.starts_with(&format!("user {id}\n")))
+                .unwrap_or_else(|| panic!("no block for {id} in {acl}"))
+                .lines()
+                .skip(1)
+                .collect();
+            let mut want: Vec<String> = ["presence", "state", "events", "csr", "health"]
+                .iter()
+                .map(|k| format!("topic write fleet/v1/b/{id}/dev/+/{k}"))
+                .chain(
+                    ["desired", "cmd", "cert"]
+                        .iter()
+                        .map(|k| format!("topic read fleet/v1/b/{id}/dev/+/{k}")),
+                )
+                .chain([format!("topic write fleet/v1/bridge/{id}/state")])
+                .collect();
+            let mut got: Vec<String> = block.iter().map(|l| (*l).to_owned()).collect();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{id}");
+        }
+        // The controller and the observer keep theirs; no bridge, no block.
+        assert!(acl.contains("user fleet.controller\ntopic readwrite fleet/v1/dev/#\ntopic readwrite fleet/v1/b/#\ntopic read fleet/v1/bridge/#\n"));
+        assert!(acl.contains("user fleet.observer\ntopic read fleet/v1/#\n"));
+        assert!(!render_acl("fleet.controller", &[]).contains("bridge."));
+    }
+
+    #[test]
+    fn the_default_queue_holds_hours_of_outage_for_the_largest_broker() {
+        let plan = OutageLoad::PLAN;
+        assert_eq!(plan.per_hour(), 975_000);
+        let hours = plan.hours(QueueBounds::default());
+        assert!(hours >= 8.0, "{hours} h");
+        // The old backoff (restart_timeout 2 60, about 97 attempts an
+        // hour) filled the old bound in well under an hour.
+        let old = OutageLoad {
+            attempts_per_hour: 97,
+            ..plan
+        };
+        let old_bounds = QueueBounds {
+            messages: 2_000_000,
+            bytes: 1024 * 1024 * 1024,
+        };
+        assert!(old.hours(old_bounds) < 1.0);
+        // The bytes bound is not the one met first: copies and reports are
+        // well under 256 bytes each (presence 51, a state with one check 79).
+        let d = QueueBounds::default();
+        assert!(d.bytes >= d.messages * 256);
     }
 }

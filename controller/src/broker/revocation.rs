@@ -7,7 +7,8 @@
 //! must exit 0 once the broker applied it and holds no session of the
 //! device; without a hook, retiring is refused. With a provincial tier,
 //! every managed broker reloads, the session is closed on the device's own
-//! broker, and the hook runs for external ones (a provincial broker Ansible
+//! broker and on the managed central one (a device of a tier province may
+//! still be connected there directly), and the hook runs for external ones (a provincial broker Ansible
 //! runs is told through it). See
 //! docs/decisions/0010-revocation-and-broker-reload.md.
 
@@ -42,9 +43,10 @@ pub enum Revocation {
     /// A broker set up elsewhere.
     External { hook: Option<CrlHook> },
     /// A provincial tier: every managed broker (central and provincial)
-    /// reloads the CRL, the device's session is closed on the broker it is
-    /// on (its province's, else the central), and the hook runs once when
-    /// that broker or the central one is external.
+    /// reloads the CRL, the device's session is closed on its province's
+    /// broker and on the central one (where a device enrolled before the
+    /// tier still connects), each where managed, and the hook runs once
+    /// when that broker or the central one is external.
     Tier(std::sync::Arc<TierRevocation>),
 }
 
@@ -74,6 +76,25 @@ impl TierRevocation {
         province
             .and_then(|p| self.provincial.get(&p))
             .unwrap_or(&self.central)
+    }
+
+    /// The managed brokers on which a retired device of `province` has its
+    /// session taken over: its own broker's, and the central one's too when
+    /// that is another (a device enrolled before its province got a
+    /// provincial broker keeps connecting to the central broker, and a
+    /// device may be moved; its own broker is tried first).
+    fn kickers(&self, province: Option<ProvinceCode>) -> Vec<&Kicker> {
+        let own = self.broker_of(province);
+        let mut at = vec![own];
+        if !std::ptr::eq(own, &self.central) {
+            at.push(&self.central);
+        }
+        at.into_iter()
+            .filter_map(|w| match w {
+                Where::Managed(Some(k)) => Some(k),
+                Where::Managed(None) | Where::External => None,
+            })
+            .collect()
     }
 
     /// Whether the hook must run for a device of `province`.
@@ -141,8 +162,10 @@ impl Revocation {
                     let h = t.hook.as_ref().ok_or(RevocationError::NoHook)?;
                     run_hook(h, crl, device).await?;
                 }
-                if let Where::Managed(Some(k)) = t.broker_of(province) {
-                    k.kick(ca, device).await.map_err(RevocationError::Kick)?;
+                for k in t.kickers(province) {
+                    k.kick(ca, device).await.map_err(|e| {
+                        RevocationError::Kick(format!("{}:{}: {e}", k.host, k.port))
+                    })?;
                 }
                 Ok(())
             }
@@ -181,4 +204,52 @@ async fn run_hook(h: &CrlHook, crl: &Path, device: &DeviceId) -> Result<(), Revo
         }
     }
     Err(failed(format!("{status}; {said}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kicker(port: u16) -> Where {
+        Where::Managed(Some(Kicker {
+            host: "127.0.0.1".into(),
+            port,
+        }))
+    }
+
+    fn ports(t: &TierRevocation, province: &str) -> Vec<u16> {
+        t.kickers(Some(ProvinceCode::parse(province).unwrap()))
+            .iter()
+            .map(|k| k.port)
+            .collect()
+    }
+
+    #[test]
+    fn a_retired_device_of_a_tier_province_is_also_taken_over_on_the_central_broker() {
+        let mut provincial = std::collections::BTreeMap::new();
+        provincial.insert(ProvinceCode::parse("IR-02").unwrap(), kicker(2));
+        provincial.insert(ProvinceCode::parse("IR-27").unwrap(), Where::External);
+        let t = TierRevocation {
+            reloaders: vec![],
+            central: kicker(1),
+            provincial,
+            hook: None,
+        };
+        // Its own provincial broker first, then the central one.
+        assert_eq!(ports(&t, "IR-02"), vec![2, 1]);
+        // Behind an external provincial broker (the hook's job there).
+        assert_eq!(ports(&t, "IR-27"), vec![1]);
+        // A province the tier does not serve: the central broker, once.
+        assert_eq!(ports(&t, "IR-23"), vec![1]);
+        assert_eq!(
+            t.kickers(None).iter().map(|k| k.port).collect::<Vec<_>>(),
+            vec![1]
+        );
+        // An external central broker: only the managed provincial one.
+        let t = TierRevocation {
+            central: Where::External,
+            ..t
+        };
+        assert_eq!(ports(&t, "IR-02"), vec![2]);
+    }
 }

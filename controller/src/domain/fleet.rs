@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use fleet_protocol::{
     ArtifactKind, CountyCode, Desired, DeviceId, Envelope, Event, FreezeWindow, Health, Model,
-    Payload, PresenceStatus, ProvinceCode, State, StationId, UpdatePhase, Version,
+    Payload, PresenceStatus, ProvinceCode, State, StationId, TopicKind, UpdatePhase, Version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,10 +75,62 @@ pub fn health_sampled_at(h: &Health, sent_at_ms: u64) -> u64 {
         .map_or(sent_at_ms, |w| w.to_ms.min(sent_at_ms))
 }
 
+/// How a device's message reached the central broker: directly (`None`)
+/// or through a provincial broker's bridge (`Some("bridge.NAME")`).
+pub type Route = Option<String>;
+
+/// What is needed to send a device something: its province (whose route
+/// the tier knows) and how it was last heard, if it was since the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    pub province: ProvinceCode,
+    /// `None`: not heard since the controller started.
+    pub heard: Option<Route>,
+}
+
+impl Reach {
+    /// A device not heard since the start: its province's route.
+    pub fn province(province: ProvinceCode) -> Self {
+        Self {
+            province,
+            heard: None,
+        }
+    }
+}
+
+/// Digests of a device's last processed retained reports (presence,
+/// state), in memory only: a provincial broker's bridge re-queues a copy
+/// of every retained report on each reconnect attempt during an uplink
+/// outage (Mosquitto 2.0.11, eclipse/mosquitto#2248), and the flush after
+/// it must not push the device over its rate limit (see
+/// [`Fleet::holds_report`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportDigests {
+    presence: Option<u64>,
+    state: Option<u64>,
+}
+
+/// The digest of a report's bytes (SipHash with fixed keys: a device that
+/// forged a collision would only hide its own report).
+pub fn report_digest(payload: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(payload);
+    h.finish()
+}
+
 #[derive(Debug, Clone)]
 pub struct Device {
     pub reg: Registration,
     pub status: Status,
+    /// Its last processed presence and state, by digest.
+    pub reports: ReportDigests,
+    /// How its last accepted message (not an older one arriving late)
+    /// reached the central broker; `None` until it is heard after the
+    /// start. In memory only: everything sent to the device goes back the
+    /// same way (a device enrolled before the tier keeps connecting to the
+    /// central broker).
+    pub heard: Option<Route>,
     /// `None` is ready.
     pub reason: Option<Reason>,
     /// What the controller stored as this device's desired state (`None`:
@@ -93,6 +145,14 @@ pub struct Device {
 }
 
 impl Device {
+    /// Where to send it what the controller tells it.
+    pub fn reach(&self) -> Reach {
+        Reach {
+            province: self.reg.province,
+            heard: self.heard.clone(),
+        }
+    }
+
     /// Where the device's last updates stand against its desired targets:
     /// failed when either failed, else running when either runs.
     fn track_state(&self) -> TrackState {
@@ -228,8 +288,22 @@ impl Fleet {
     /// A provincial broker reports its bridge link up or down: the devices
     /// of its provinces are judged again (and no other). Returns what the
     /// report did and how many devices changed readiness.
+    ///
+    /// A first report after the start that says "down" dates the outage
+    /// from the newest report of a device behind the broker (devices heard
+    /// directly on the central broker since the start are not behind it).
     pub fn link_report(&mut self, broker: &str, up: bool, now_ms: u64) -> (LinkReport, usize) {
-        let report = self.links.report(broker, up, now_ms, self.freshness_ms);
+        let devices = &self.devices;
+        let report = self
+            .links
+            .report_seen(broker, up, now_ms, self.freshness_ms, |provinces| {
+                devices
+                    .values()
+                    .filter(|d| provinces.contains(&d.reg.province))
+                    .filter(|d| d.heard != Some(None))
+                    .filter_map(|d| d.status.last_seen_ms)
+                    .max()
+            });
         let LinkReport::Changed { provinces, .. } = &report else {
             return (report, 0);
         };
@@ -280,15 +354,21 @@ impl Fleet {
         let mut desired = None;
         let mut track = None;
         let mut agent_track = None;
+        let mut heard = None;
+        let mut reports = ReportDigests::default();
         if let Some(old) = self.devices.remove(&reg.id) {
             self.tally.remove(&old.reg, old.reason);
             desired = old.desired;
             track = old.track;
             agent_track = old.agent_track;
+            heard = old.heard;
+            reports = old.reports;
         }
         let mut d = Device {
             reg,
             status,
+            reports,
+            heard,
             reason: None,
             desired,
             track,
@@ -347,8 +427,45 @@ impl Fleet {
         ))
     }
 
-    /// Apply a validated message from a device.
+    /// Whether `payload` on `kind` is byte for byte the last presence or
+    /// state processed for `device` (a copy a bridge re-queued: processing
+    /// it again changes nothing the fleet holds). Other kinds: never.
+    pub fn holds_report(&self, device: &DeviceId, kind: TopicKind, digest: u64) -> bool {
+        self.devices.get(device).is_some_and(|d| match kind {
+            TopicKind::Presence => d.reports.presence == Some(digest),
+            TopicKind::State => d.reports.state == Some(digest),
+            _ => false,
+        })
+    }
+
+    /// Remember the digest of the presence or state just processed for
+    /// `device` (other kinds are not kept).
+    pub fn note_report(&mut self, device: &DeviceId, kind: TopicKind, digest: u64) {
+        if let Some(d) = self.devices.get_mut(device) {
+            match kind {
+                TopicKind::Presence => d.reports.presence = Some(digest),
+                TopicKind::State => d.reports.state = Some(digest),
+                _ => {}
+            }
+        }
+    }
+
+    /// Apply a validated message from a device that reached the central
+    /// broker directly.
     pub fn observe(&mut self, env: &Envelope, now_ms: u64) -> Result<Observed, UnknownDevice> {
+        self.observe_via(env, None, now_ms)
+    }
+
+    /// Apply a validated message from a device, which reached the central
+    /// broker on `via` (`None`: directly; `Some(bridge identity)`): unless
+    /// it is older than what is held, the device is reached that way from
+    /// now on.
+    pub fn observe_via(
+        &mut self,
+        env: &Envelope,
+        via: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Observed, UnknownDevice> {
         let d = self
             .devices
             .get_mut(&env.device)
@@ -424,6 +541,9 @@ impl Fleet {
         }
         if !out.stale {
             d.status.last_seen_ms = Some(now_ms);
+            if d.heard.as_ref().is_none_or(|held| held.as_deref() != via) {
+                d.heard = Some(via.map(str::to_owned));
+            }
         }
         let (before, after) = self.reclassify(&env.device, now_ms).expect("device exists");
         out.reason_before = before;

@@ -13,7 +13,10 @@ use crate::domain::readiness::Outage;
 pub struct LinkState {
     pub up: bool,
     /// Since when it is up or down: the controller's receipt of the report
-    /// that changed it (the first report after a start counts from then).
+    /// that changed it. A first report after a start that says "up" counts
+    /// from then; one that says "down" (the retained "0" of an outage that
+    /// began before the start) from the newest report of the devices
+    /// behind the broker (see [`Links::report_seen`]).
     pub since_ms: u64,
     /// The last outage (ongoing when the link is down).
     outage: Option<Outage>,
@@ -73,9 +76,30 @@ impl Links {
     /// came back continues the outage before (its devices may not have
     /// spoken in between).
     pub fn report(&mut self, name: &str, up: bool, now_ms: u64, freshness_ms: u64) -> LinkReport {
+        self.report_seen(name, up, now_ms, freshness_ms, |_| None)
+    }
+
+    /// [`Links::report`], where the first report after a start may say
+    /// "down": the link went down before the controller started (a restart
+    /// during an outage reads the retained "0"), so the outage is taken to
+    /// have begun at the newest report received from a device behind the
+    /// broker (`newest_seen` of its provinces; nothing came through the
+    /// link after it went down), or now if none was ever heard, never later
+    /// than now. Taking it as "now" would make every device that was silent
+    /// for a freshness window before the restart `offline`, not
+    /// `link-down`.
+    pub fn report_seen(
+        &mut self,
+        name: &str,
+        up: bool,
+        now_ms: u64,
+        freshness_ms: u64,
+        newest_seen: impl FnOnce(&[ProvinceCode]) -> Option<u64>,
+    ) -> LinkReport {
         let Some(b) = self.brokers.iter_mut().find(|b| b.name == name) else {
             return LinkReport::NotInTier;
         };
+        let mut since_ms = now_ms;
         let outage = match (b.state, up) {
             (Some(s), _) if s.up == up => return LinkReport::Unchanged,
             (None, true) => None,
@@ -98,14 +122,17 @@ impl Links {
                     back_at_ms: None,
                 },
             }),
-            (None, false) => Some(Outage {
-                down_since_ms: now_ms,
-                back_at_ms: None,
-            }),
+            (None, false) => {
+                since_ms = newest_seen(&b.provinces).map_or(now_ms, |seen| seen.min(now_ms));
+                Some(Outage {
+                    down_since_ms: since_ms,
+                    back_at_ms: None,
+                })
+            }
         };
         b.state = Some(LinkState {
             up,
-            since_ms: now_ms,
+            since_ms,
             outage,
         });
         LinkReport::Changed {
@@ -202,5 +229,41 @@ mod tests {
                 back_at_ms: None
             })
         );
+    }
+
+    #[test]
+    fn a_first_report_down_dates_the_outage_from_the_newest_device_report() {
+        // A restart during an outage: the retained "0" is the first report.
+        let mut l = links();
+        let mut asked = vec![];
+        l.report_seen("p01", false, 1_000_000, FRESH, |ps| {
+            asked = ps.to_vec();
+            Some(400_000)
+        });
+        assert_eq!(asked, vec![p("IR-02"), p("IR-27")], "its own provinces");
+        let (_, s) = l.status_of(p("IR-02")).unwrap();
+        assert_eq!((s.up, s.since_ms), (false, 400_000));
+        assert_eq!(
+            l.outage_of(p("IR-27"), 1_000_000, FRESH),
+            Some(Outage {
+                down_since_ms: 400_000,
+                back_at_ms: None
+            })
+        );
+        // Nobody ever heard behind it: from now. Never later than now.
+        for seen in [None, Some(2_000_000)] {
+            let mut l = links();
+            l.report_seen("p01", false, 1_000_000, FRESH, |_| seen);
+            assert_eq!(l.status_of(p("IR-02")).unwrap().1.since_ms, 1_000_000);
+        }
+        // Only the first report asks; a later "down" counts from its receipt.
+        let mut l = links();
+        l.report("p01", true, 1_000, FRESH);
+        l.report_seen("p01", false, 500_000, FRESH, |_| panic!("not asked"));
+        assert_eq!(l.status_of(p("IR-02")).unwrap().1.since_ms, 500_000);
+        // A first "up" asks nothing either.
+        let mut l = links();
+        l.report_seen("p01", true, 7_000, FRESH, |_| panic!("not asked"));
+        assert_eq!(l.status_of(p("IR-02")).unwrap().1.since_ms, 7_000);
     }
 }

@@ -165,6 +165,8 @@ mod tests {
                 registered_at_ms: 0,
             },
             status: Status::default(),
+            reports: Default::default(),
+            heard: None,
             reason: None,
             desired: None,
             track: None,

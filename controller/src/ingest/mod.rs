@@ -17,15 +17,20 @@
 //! (`Tier::may_speak_for`), else it is refused as `wrong-bridge`: a
 //! compromised provincial broker cannot speak for another province's
 //! devices. A message on the plain topic is accepted as before (a device of
-//! a tier province may still reach the central broker directly). The
+//! a tier province may still reach the central broker directly: enrolled
+//! before the tier, it keeps the central broker's address; logged once per
+//! device). The
 //! bridges' link reports (`fleet/v1/bridge/bridge.NAME/state`) go to the
 //! fleet's link table, which readiness reads (`link-down`).
 //!
 //! The ingest is also the one publisher of desired state: it sends a
 //! device's stored desired state when the device comes online, and every
 //! stored one when it connects to a broker that forgot its session
-//! (`domain::desired::republish_all`). What it sends a device goes on the
-//! device's route: through its province's bridge, if the tier has one.
+//! (`domain::desired::republish_all`). What it sends a device goes back the
+//! way the device's last accepted message came (directly, or through that
+//! bridge); a device not heard since the start, through its province's
+//! bridge if the tier has one. A certificate request is answered on the
+//! route it arrived on.
 
 pub mod publisher;
 
@@ -43,7 +48,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::tier::Tier;
 use crate::clock::unix_ms;
-use crate::domain::fleet::{Fleet, Observed};
+use crate::domain::fleet::{report_digest, Fleet, Observed, Reach};
 use crate::domain::lifecycle::Rules;
 use crate::domain::limits::{Admit, LogLimiter, LogLine, RateLimiter, RateLimits};
 use crate::domain::links::LinkReport;
@@ -152,11 +157,33 @@ impl Rejection {
 pub enum Accepted {
     /// A message the controller itself sends (desired, cmd): not ingested.
     Ignored,
-    Applied(Box<(Envelope, Observed)>),
+    /// A presence or state that came through a bridge byte for byte equal
+    /// to the last one processed for its device: a copy the provincial
+    /// broker re-queued on a reconnect attempt (Mosquitto 2.0.11 queues
+    /// every retained report again on each attempt during an uplink
+    /// outage). Not counted by the rate limiter, not applied: the fleet
+    /// holds it already.
+    Duplicate,
+    Applied(Box<Applied>),
+}
+
+/// An accepted message, applied to the fleet.
+#[derive(Debug)]
+pub struct Applied {
+    pub env: Envelope,
+    pub observed: Observed,
+    /// The bridge it came through (`None`: directly).
+    pub via: Option<String>,
+    /// It came directly, from a device of a province the tier serves (a
+    /// device enrolled before the tier, still on the central broker).
+    pub direct_in_tier: bool,
 }
 
 /// Validate one message and apply it to the fleet. The cheap checks come
-/// first: who sent it (the device, and the bridge it came through) and
+/// first: who sent it (the device, and the bridge it came through), whether
+/// a bridged presence or state is a copy of the last one processed (the
+/// flush of an uplink outage holds one per reconnect attempt; they must
+/// not use up the device's rate limit and get its events dropped), and
 /// whether it is within its device's limits, then decoding.
 pub fn process(
     fleet: &RwLock<Fleet>,
@@ -171,24 +198,36 @@ pub fn process(
     if !topic.kind.from_agent() {
         return Ok(Accepted::Ignored);
     }
-    let known = fleet
-        .read()
-        .expect("fleet lock is never poisoned: no code panics while holding it")
-        .get(&topic.device)
-        .map(|d| (d.reg.lifecycle.is_enrolled(), d.reg.province));
+    // Retained reports: their digest, to know a copy.
+    let digest = matches!(topic.kind, TopicKind::Presence | TopicKind::State)
+        .then(|| report_digest(payload));
+    let (known, copy) = {
+        let fleet = fleet
+            .read()
+            .expect("fleet lock is never poisoned: no code panics while holding it");
+        let known = fleet
+            .get(&topic.device)
+            .map(|d| (d.reg.lifecycle.is_enrolled(), d.reg.province));
+        let copy = routed.via.is_some()
+            && digest.is_some_and(|d| fleet.holds_report(&topic.device, topic.kind, d));
+        (known, copy)
+    };
     let province = match known {
         None => return Err(Rejection::UnknownDevice(topic.device.to_string())),
         Some((false, _)) => return Err(Rejection::NotEnrolled(topic.device.to_string())),
         Some((true, province)) => province,
     };
-    if let Some(bridge) = routed.via {
-        if !tier.may_speak_for(&bridge, province) {
+    if let Some(bridge) = &routed.via {
+        if !tier.may_speak_for(bridge, province) {
             return Err(Rejection::WrongBridge {
-                bridge,
+                bridge: bridge.clone(),
                 device: topic.device.to_string(),
                 province,
             });
         }
+    }
+    if copy {
+        return Ok(Accepted::Duplicate);
     }
     if let Admit::Drop { first } = limiter.admit(&topic.device, payload.len(), now_ms) {
         return Err(Rejection::RateLimited {
@@ -208,12 +247,25 @@ pub fn process(
             return Err(Rejection::SeqOutOfRange { seq: e.seq });
         }
     }
-    let observed = fleet
-        .write()
-        .expect("fleet lock is never poisoned: no code panics while holding it")
-        .observe(&env, now_ms)
-        .map_err(|e| Rejection::UnknownDevice(e.0.to_string()))?;
-    Ok(Accepted::Applied(Box::new((env, observed))))
+    let observed = {
+        let mut fleet = fleet
+            .write()
+            .expect("fleet lock is never poisoned: no code panics while holding it");
+        let observed = fleet
+            .observe_via(&env, routed.via.as_deref(), now_ms)
+            .map_err(|e| Rejection::UnknownDevice(e.0.to_string()))?;
+        if let Some(d) = digest {
+            fleet.note_report(&env.device, topic.kind, d);
+        }
+        observed
+    };
+    let direct_in_tier = routed.via.is_none() && tier.broker_of(province).is_some();
+    Ok(Accepted::Applied(Box::new(Applied {
+        env,
+        observed,
+        via: routed.via,
+        direct_in_tier,
+    })))
 }
 
 /// Unknown device ids (or bridge names) already logged (bounded, so a flood of made-up ids
@@ -251,19 +303,19 @@ pub fn client(cfg: &IngestConfig) -> (Publisher, EventLoop) {
 /// Send every stored desired state again (the broker may have lost the
 /// retained copies), waiting for room in the client's queue.
 async fn republish_all(publisher: Publisher, fleet: Arc<RwLock<Fleet>>) {
-    let all: Vec<(DeviceId, ProvinceCode, fleet_protocol::Desired)> = {
+    let all: Vec<(DeviceId, Reach, fleet_protocol::Desired)> = {
         let fleet = fleet.read().expect("fleet lock is never poisoned");
         fleet
             .stored_desired()
             .into_iter()
-            .filter_map(|(id, d)| Some((fleet.get(&id)?.reg.province, id, d)))
-            .map(|(p, id, d)| (id, p, d))
+            .filter_map(|(id, d)| Some((fleet.get(&id)?.reach(), id, d)))
+            .map(|(to, id, d)| (id, to, d))
             .collect()
     };
     let now = unix_ms();
     let mut sent = 0u64;
-    for (device, province, desired) in &all {
-        match publisher.desired(device, *province, desired, now).await {
+    for (device, to, desired) in &all {
+        match publisher.desired(device, to, desired, now).await {
             Ok(()) => sent += 1,
             Err(e) => warn!(error = %e, "cannot send a desired state again"),
         }
@@ -287,6 +339,7 @@ pub async fn run(
     let mut unknown = LoggedOnce(HashSet::new());
     let mut not_enrolled = LoggedOnce(HashSet::new());
     let mut unknown_bridges = LoggedOnce(HashSet::new());
+    let mut direct_in_tier = LoggedOnce(HashSet::new());
     let mut limiter = RateLimiter::new(cfg.limits);
     let mut log_limit = LogLimiter::new(LOG_LINES_PER_DEVICE_PER_MINUTE, 10_000);
     let mut retry = Duration::from_millis(100);
@@ -353,10 +406,29 @@ pub async fn run(
                 }
                 match process(&fleet, &cfg.tier, &mut limiter, &p.topic, &p.payload, now) {
                     Ok(Accepted::Ignored) => publisher.ack_now(&p),
+                    Ok(Accepted::Duplicate) => {
+                        metrics::counter!("fleet_ingest_duplicates_total", "kind" => kind)
+                            .increment(1);
+                        publisher.ack_now(&p);
+                    }
                     Ok(Accepted::Applied(applied)) => {
                         metrics::counter!("fleet_ingest_applied_total", "kind" => kind)
                             .increment(1);
-                        let (env, observed) = *applied;
+                        let Applied {
+                            env,
+                            observed,
+                            via,
+                            direct_in_tier: direct,
+                        } = *applied;
+                        if direct && direct_in_tier.first(env.device.as_str()) {
+                            let province = fleet
+                                .read()
+                                .expect("fleet lock is never poisoned")
+                                .get(&env.device)
+                                .map(|d| d.reg.province);
+                            let serving = province.and_then(|p| cfg.tier.route_of(p));
+                            info!(device = %env.device, province = ?province, serving = ?serving, "device of a province behind a provincial broker heard directly on the central broker (enrolled before the tier?): what it is sent goes back directly while it is heard there (logged once per device)");
+                        }
                         if matches!(env.payload, Payload::CertRequest(_)) {
                             // Nothing to commit: a lost renewal is asked for again.
                             publisher.ack_now(&p);
@@ -367,6 +439,7 @@ pub async fn run(
                                         publisher.clone(),
                                         Arc::clone(&fleet),
                                         env,
+                                        via,
                                     ));
                                 }
                                 None => {
@@ -489,13 +562,15 @@ fn reload_identity(
 /// A device asks for a new certificate over its mutual-TLS session: check
 /// the request (`domain::renewal`), sign its public key with the fields the
 /// controller decides, audit, record, and send the certificate back on the
-/// device's `cert` topic. Refusals are counted and logged, not audited (a
-/// device sending garbage must not fill the audit log).
+/// device's `cert` topic, on the route the request came (`via`: the bridge
+/// it came through, `None` directly). Refusals are counted and logged, not
+/// audited (a device sending garbage must not fill the audit log).
 async fn renew_certificate(
     r: Renewer,
     publisher: Publisher,
     fleet: Arc<RwLock<Fleet>>,
     env: Envelope,
+    via: Option<String>,
 ) {
     use rand::RngCore;
     let Payload::CertRequest(req) = env.payload else {
@@ -503,13 +578,11 @@ async fn renew_certificate(
     };
     let device = env.device;
     let now = unix_ms();
-    let (lifecycle, province) = fleet
+    let lifecycle = fleet
         .read()
         .expect("fleet lock is never poisoned")
         .get(&device)
-        .map_or((None, None), |d| {
-            (Some(d.reg.lifecycle), Some(d.reg.province))
-        });
+        .map(|d| d.reg.lifecycle);
     let key = match crate::domain::renewal::check_request(&device, lifecycle, &req.csr_pem) {
         Ok(key) => key,
         Err(why) => {
@@ -587,11 +660,8 @@ async fn renew_certificate(
         now,
         Payload::CertIssued(fleet_protocol::CertIssued { cert_pem: cert }),
     );
-    // Its province's route (a device unknown here was refused above).
-    let topic = province.map_or_else(
-        || answer.topic().to_string(),
-        |p| publisher.topic_for(&answer, p),
-    );
+    // Back the way the request came: the device is there.
+    let topic = answer.topic().routed(via.as_deref());
     match answer.to_cbor() {
         Ok(bytes) => {
             if let Err(e) = publisher
@@ -685,11 +755,11 @@ async fn handle_applied(
             let fleet = fleet.read().expect("fleet lock is never poisoned");
             fleet
                 .get(&env.device)
-                .map(|d| d.reg.province)
+                .map(crate::domain::fleet::Device::reach)
                 .zip(fleet.desired_for(&env.device))
         };
-        if let Some((province, desired)) = desired {
-            match publisher.try_desired(&env.device, province, &desired, now) {
+        if let Some((to, desired)) = desired {
+            match publisher.try_desired(&env.device, &to, &desired, now) {
                 Ok(()) => {
                     metrics::counter!("fleet_desired_published_total", "why" => "online")
                         .increment(1);
@@ -794,6 +864,107 @@ mod tests {
             );
             assert!(matches!(r, Ok(Accepted::Applied(..))), "{id}: {r:?}");
         }
+    }
+
+    #[test]
+    fn copies_of_retained_reports_flushed_by_a_bridge_do_not_use_up_the_rate_limit() {
+        // After an uplink outage a provincial broker (Mosquitto 2.0.11)
+        // flushes one copy of the device's retained presence and state per
+        // reconnect attempt, then its events.
+        let f = fleet_of(&[("A", Lifecycle::Enrolled)]);
+        let tier = tier_p01();
+        let mut l = limiter();
+        let id = DeviceId::parse("A").unwrap();
+        let presence = Envelope::new(
+            id.clone(),
+            1_000,
+            Payload::Presence(Presence {
+                status: PresenceStatus::Online,
+                agent: Version::parse("0.1.0").unwrap(),
+                session: Some(1_000),
+            }),
+        )
+        .to_cbor()
+        .unwrap();
+        let state = |version: &str, at: u64| {
+            Envelope::new(
+                id.clone(),
+                at,
+                Payload::State(State {
+                    model: Model::parse("ballot-box-v2").unwrap(),
+                    firmware: Version::parse(version).unwrap(),
+                    agent: Version::parse("0.1.0").unwrap(),
+                    update: UpdateStatus::Idle,
+                    checks: vec![],
+                    config_rev: 0,
+                }),
+            )
+            .to_cbor()
+            .unwrap()
+        };
+        let up = |kind: &str| format!("fleet/v1/b/bridge.p01/dev/A/{kind}");
+        for (kind, bytes) in [("presence", &presence), ("state", &state("1.0.0", 1_000))] {
+            let r = process(&f, &tier, &mut l, &up(kind), bytes, 2_000);
+            assert!(matches!(r, Ok(Accepted::Applied(..))), "{kind}: {r:?}");
+        }
+        // Three times the limit of copies within the minute.
+        for _ in 0..(3 * LIMITS.messages_per_minute) {
+            for (kind, bytes) in [("presence", &presence), ("state", &state("1.0.0", 1_000))] {
+                let r = process(&f, &tier, &mut l, &up(kind), bytes, 3_000);
+                assert!(matches!(r, Ok(Accepted::Duplicate)), "{kind}: {r:?}");
+            }
+        }
+        // The events queued behind them are not dropped as rate-limited.
+        for seq in 1..=10 {
+            let r = process(
+                &f,
+                &tier,
+                &mut l,
+                &up("events"),
+                &event("A", seq, Some(7)),
+                4_000,
+            );
+            assert!(matches!(r, Ok(Accepted::Applied(..))), "event {seq}: {r:?}");
+        }
+        // A new state is no copy: applied.
+        let r = process(
+            &f,
+            &tier,
+            &mut l,
+            &up("state"),
+            &state("1.0.1", 5_000),
+            5_000,
+        );
+        assert!(matches!(r, Ok(Accepted::Applied(..))), "{r:?}");
+        assert_eq!(
+            f.read()
+                .unwrap()
+                .get(&id)
+                .unwrap()
+                .status
+                .state
+                .as_ref()
+                .unwrap()
+                .firmware,
+            Version::parse("1.0.1").unwrap()
+        );
+        // Copies are recognised only on a bridge's prefix: the same bytes
+        // sent directly again and again are counted as ever.
+        let mut limited = false;
+        for _ in 0..(2 * LIMITS.messages_per_minute) {
+            limited |= matches!(
+                process(
+                    &f,
+                    &tier,
+                    &mut l,
+                    "fleet/v1/dev/A/presence",
+                    &presence,
+                    6_000
+                ),
+                Err(Rejection::RateLimited { .. })
+            );
+        }
+        assert!(limited, "direct repeats were not counted");
     }
 
     #[test]
@@ -1034,7 +1205,7 @@ mod tests {
     }
 
     #[test]
-    fn what_is_sent_to_a_device_goes_through_its_provinces_bridge() {
+    fn what_is_sent_to_a_device_goes_back_the_way_it_was_last_heard() {
         let (client, _eventloop) =
             rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 4);
         let publisher = Publisher::new(client, Arc::new(tier_p01()));
@@ -1043,13 +1214,93 @@ mod tests {
             0,
             Payload::Desired(Desired::default()),
         );
+        let tehran = ProvinceCode::parse("IR-23").unwrap();
+        let other = ProvinceCode::parse("IR-02").unwrap();
+        // Not heard since the start: its province's route.
         assert_eq!(
-            publisher.topic_for(&env, ProvinceCode::parse("IR-23").unwrap()),
+            publisher.topic_for(&env, &Reach::province(tehran)),
             "fleet/v1/b/bridge.p01/dev/A/desired"
         );
         assert_eq!(
-            publisher.topic_for(&env, ProvinceCode::parse("IR-02").unwrap()),
+            publisher.topic_for(&env, &Reach::province(other)),
             "fleet/v1/dev/A/desired"
         );
+        // Heard directly, though its province has a provincial broker.
+        let direct = Reach {
+            province: tehran,
+            heard: Some(None),
+        };
+        assert_eq!(publisher.topic_for(&env, &direct), "fleet/v1/dev/A/desired");
+        // Heard through a bridge.
+        let bridged = Reach {
+            province: tehran,
+            heard: Some(Some("bridge.p01".into())),
+        };
+        assert_eq!(
+            publisher.topic_for(&env, &bridged),
+            "fleet/v1/b/bridge.p01/dev/A/desired"
+        );
+    }
+
+    #[test]
+    fn the_fleet_remembers_how_each_device_was_last_heard() {
+        let f = fleet_of(&[("A", Lifecycle::Enrolled), ("B", Lifecycle::Enrolled)]);
+        let tier = tier_p01();
+        let mut l = limiter();
+        let heard = |id: &str| {
+            f.read()
+                .unwrap()
+                .get(&DeviceId::parse(id).unwrap())
+                .unwrap()
+                .reach()
+                .heard
+        };
+        assert_eq!(heard("A"), None, "not heard since the start");
+        // A device of p01's province heard directly: reached directly, and
+        // flagged for the log line.
+        let Ok(Accepted::Applied(a)) =
+            process(&f, &tier, &mut l, "fleet/v1/dev/A/health", &health("A"), 5)
+        else {
+            panic!("not applied")
+        };
+        assert!(a.direct_in_tier && a.via.is_none());
+        assert_eq!(heard("A"), Some(None));
+        // Then through its bridge: reached through it.
+        let Ok(Accepted::Applied(a)) = process(
+            &f,
+            &tier,
+            &mut l,
+            "fleet/v1/b/bridge.p01/dev/A/health",
+            &health("A"),
+            6,
+        ) else {
+            panic!("not applied")
+        };
+        assert!(!a.direct_in_tier);
+        assert_eq!(a.via.as_deref(), Some("bridge.p01"));
+        assert_eq!(heard("A"), Some(Some("bridge.p01".to_owned())));
+        // A refused message changes nothing: B stays not heard.
+        let _ = process(
+            &f,
+            &tier,
+            &mut l,
+            "fleet/v1/b/bridge.p02/dev/B/health",
+            &health("B"),
+            7,
+        )
+        .unwrap_err();
+        assert_eq!(heard("B"), None);
+        // Without a tier nobody is direct "in the tier".
+        let Ok(Accepted::Applied(a)) = process(
+            &f,
+            &Tier::default(),
+            &mut l,
+            "fleet/v1/dev/B/health",
+            &health("B"),
+            8,
+        ) else {
+            panic!("not applied")
+        };
+        assert!(!a.direct_in_tier);
     }
 }

@@ -2,10 +2,13 @@
 //! tells devices (desired state, commands, renewed certificates) and the
 //! one place that acknowledges devices' messages to the broker.
 //!
-//! Everything sent to a device goes on its route: for a device of a
-//! province the provincial tier serves, under its broker's bridge prefix
-//! (`fleet/v1/b/bridge.NAME/dev/{id}/…`, which that bridge carries down to
-//! the plain topic on the provincial broker); else on the plain topic.
+//! Everything sent to a device goes back the way its last accepted message
+//! came ([`Reach`]): through the bridge it came through, under that
+//! bridge's prefix (`fleet/v1/b/bridge.NAME/dev/{id}/…`, which the bridge
+//! carries down to the plain topic on the provincial broker), or on the
+//! plain topic if it came directly (a device enrolled before its province
+//! had a provincial broker keeps connecting to the central one). A device
+//! not heard since the start is sent on its province's route.
 //!
 //! Acknowledgements are manual: a QoS 1 message is acknowledged once its
 //! effect is committed to the store (the store writer runs
@@ -18,10 +21,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fleet_protocol::{Command, Desired, DeviceId, EncodeError, Envelope, Payload, ProvinceCode};
+use fleet_protocol::{Command, Desired, DeviceId, EncodeError, Envelope, Payload};
 use rumqttc::{AsyncClient, Publish, QoS};
 
 use crate::broker::tier::Tier;
+pub use crate::domain::fleet::Reach;
 use crate::store::AfterCommit;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +89,16 @@ impl Publisher {
         }
     }
 
-    /// The topic `env` goes out on to a device of `province`: through its
-    /// province's bridge, if the tier has one.
-    pub(crate) fn topic_for(&self, env: &Envelope, province: ProvinceCode) -> String {
-        env.topic().routed(self.tier.route_of(province).as_deref())
+    /// The topic `env` goes out on to a device: the way it was last heard
+    /// (directly, or through that bridge), else through its province's
+    /// bridge if the tier has one.
+    pub(crate) fn topic_for(&self, env: &Envelope, to: &Reach) -> String {
+        match &to.heard {
+            Some(route) => env.topic().routed(route.as_deref()),
+            None => env
+                .topic()
+                .routed(self.tier.route_of(to.province).as_deref()),
+        }
     }
 
     /// The lock every change of a desired state holds (see
@@ -131,7 +141,7 @@ impl Publisher {
     fn encode(
         &self,
         device: &DeviceId,
-        province: ProvinceCode,
+        to: &Reach,
         now_ms: u64,
         payload: Payload,
     ) -> Result<(String, Vec<u8>), PublishError> {
@@ -142,7 +152,7 @@ impl Publisher {
             device: device.clone(),
             source,
         })?;
-        Ok((self.topic_for(&env, province), bytes))
+        Ok((self.topic_for(&env, to), bytes))
     }
 
     /// Send a device's desired state, retained (QoS 1), waiting for room
@@ -151,12 +161,11 @@ impl Publisher {
     pub async fn desired(
         &self,
         device: &DeviceId,
-        province: ProvinceCode,
+        to: &Reach,
         desired: &Desired,
         now_ms: u64,
     ) -> Result<(), PublishError> {
-        let (topic, bytes) =
-            self.encode(device, province, now_ms, Payload::Desired(desired.clone()))?;
+        let (topic, bytes) = self.encode(device, to, now_ms, Payload::Desired(desired.clone()))?;
         self.client
             .publish(topic, QoS::AtLeastOnce, true, bytes)
             .await
@@ -167,12 +176,11 @@ impl Publisher {
     pub(crate) fn try_desired(
         &self,
         device: &DeviceId,
-        province: ProvinceCode,
+        to: &Reach,
         desired: &Desired,
         now_ms: u64,
     ) -> Result<(), PublishError> {
-        let (topic, bytes) =
-            self.encode(device, province, now_ms, Payload::Desired(desired.clone()))?;
+        let (topic, bytes) = self.encode(device, to, now_ms, Payload::Desired(desired.clone()))?;
         self.client
             .try_publish(topic, QoS::AtLeastOnce, true, bytes)
             .map_err(|source| PublishError::queue("desired", device, source))
@@ -184,12 +192,11 @@ impl Publisher {
     pub async fn command(
         &self,
         device: &DeviceId,
-        province: ProvinceCode,
+        to: &Reach,
         command: &Command,
         now_ms: u64,
     ) -> Result<(), PublishError> {
-        let (topic, bytes) =
-            self.encode(device, province, now_ms, Payload::Command(command.clone()))?;
+        let (topic, bytes) = self.encode(device, to, now_ms, Payload::Command(command.clone()))?;
         self.client
             .publish(topic, QoS::AtLeastOnce, false, bytes)
             .await
@@ -242,13 +249,13 @@ pub async fn update_desired(
     now_ms: u64,
 ) -> Result<Desired, DesiredError> {
     let _held = publisher.lock_desired().await;
-    let (province, mut desired) = {
+    let (to, mut desired) = {
         let fleet = fleet.read().expect("fleet lock is never poisoned");
         let held = fleet
             .get(device)
             .ok_or_else(|| DesiredError::UnknownDevice(device.clone()))?;
         (
-            held.reg.province,
+            held.reach(),
             crate::domain::desired::desired_of(held.desired.as_ref(), &[]),
         )
     };
@@ -261,7 +268,7 @@ pub async fn update_desired(
             .desired_for(device)
             .expect("the device was known a moment ago and devices are never removed")
     };
-    if let Err(e) = publisher.desired(device, province, &sent, now_ms).await {
+    if let Err(e) = publisher.desired(device, &to, &sent, now_ms).await {
         tracing::warn!(error = %e, "desired state stored; it is sent when the device comes online");
     }
     Ok(desired)

@@ -705,3 +705,125 @@ fn a_link_change_judges_again_the_devices_behind_it_and_no_other() {
     assert_eq!(g.province_counts(sari).reason(Reason::LinkDown), 1);
     assert_consistent(&g);
 }
+
+#[test]
+fn a_device_is_reached_the_way_its_last_newer_message_came() {
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-02", None), Status::default(), 0);
+    let heard = |f: &Fleet| f.get(&DeviceId::parse("A").unwrap()).unwrap().reach();
+    assert_eq!(
+        heard(&f),
+        Reach::province(ProvinceCode::parse("IR-02").unwrap()),
+        "not heard since the start"
+    );
+    f.observe_via(
+        &env_at("A", 5_000, state("1.0.0", true)),
+        Some("bridge.p01"),
+        5_000,
+    )
+    .unwrap();
+    assert_eq!(heard(&f).heard, Some(Some("bridge.p01".to_owned())));
+    // Directly on the central broker now.
+    f.observe_via(&env_at("A", 6_000, state("1.0.1", true)), None, 6_000)
+        .unwrap();
+    assert_eq!(heard(&f).heard, Some(None));
+    // An older state arriving late through the bridge (a flush after an
+    // outage) says nothing about where the device is now.
+    let o = f
+        .observe_via(
+            &env_at("A", 5_500, state("1.0.0", true)),
+            Some("bridge.p01"),
+            7_000,
+        )
+        .unwrap();
+    assert!(o.stale);
+    assert_eq!(heard(&f).heard, Some(None));
+    // Re-registration (a move to another county) keeps it.
+    f.register(reg("A", "IR-02", Some("IR-02-AAA")), 8_000);
+    assert_eq!(heard(&f).heard, Some(None));
+}
+
+#[test]
+fn a_restart_during_an_outage_keeps_the_silent_devices_link_down() {
+    // Restarted during p01's outage: the fleet is loaded from the store
+    // (last seen at 100 s and 110 s, and one silent long before), then the
+    // retained "0" arrives, well past a freshness window later.
+    let mut f = Fleet::new(FRESH);
+    f.set_tier([(
+        "p01".to_owned(),
+        vec![ProvinceCode::parse("IR-02").unwrap()],
+    )]);
+    let seen_at = |at: u64| Status {
+        last_seen_ms: Some(at),
+        state: match state("1.0.0", true) {
+            Payload::State(s) => Some(s),
+            _ => unreachable!(),
+        },
+        ..Status::default()
+    };
+    let now = 110_000 + 10 * FRESH;
+    f.upsert(reg("A", "IR-02", Some("IR-02-AAA")), seen_at(100_000), now);
+    f.upsert(reg("B", "IR-02", Some("IR-02-AAA")), seen_at(110_000), now);
+    f.upsert(reg("OLD", "IR-02", Some("IR-02-AAA")), seen_at(1_000), now);
+    f.upsert(
+        reg("ELSE", "IR-23", Some("IR-23-TEH")),
+        seen_at(500_000),
+        now,
+    );
+    f.link_report("p01", false, now);
+    let reason = |id: &str| f.get(&DeviceId::parse(id).unwrap()).unwrap().reason;
+    assert_eq!(reason("A"), Some(Reason::LinkDown));
+    assert_eq!(reason("B"), Some(Reason::LinkDown));
+    // Silent long before the link went down: offline of its own.
+    assert_eq!(reason("OLD"), Some(Reason::Offline));
+    let (_, link) = f.link_of(ProvinceCode::parse("IR-02").unwrap()).unwrap();
+    assert_eq!((link.up, link.since_ms), (false, 110_000));
+}
+
+#[test]
+fn a_flush_of_retained_copies_after_an_outage_changes_nothing_but_the_news() {
+    // Mosquitto 2.0.11 queues one copy of every retained report of the
+    // province on each reconnect attempt of the bridge: after the outage
+    // the controller gets copies of the presence and state it holds, the
+    // device's real reports of the outage, then copies of the new ones.
+    let mut f = Fleet::new(FRESH);
+    f.upsert(reg("A", "IR-23", Some("IR-23-TEH")), Status::default(), 0);
+    let a = DeviceId::parse("A").unwrap();
+    let held = [
+        env_at("A", 100, presence_in(true, 100)),
+        env_at("A", 101, state("1.0.0", false)),
+    ];
+    for e in &held {
+        assert!(!f.observe(e, 1_000).unwrap().stale);
+    }
+    let news = [
+        env_at("A", 150, presence_in(false, 100)),
+        env_at("A", 200, presence_in(true, 200)),
+        env_at("A", 201, state("1.0.1", true)),
+    ];
+    let mut flush = vec![];
+    for _ in 0..5 {
+        flush.extend(held.iter().map(|e| (e, true)));
+    }
+    flush.extend(news.iter().map(|e| (e, false)));
+    for _ in 0..5 {
+        flush.extend(news[1..].iter().map(|e| (e, true)));
+    }
+    for (i, (e, copy)) in flush.into_iter().enumerate() {
+        assert_eq!(
+            f.observe_via(e, Some("bridge.p01"), 2_000 + i as u64)
+                .unwrap()
+                .stale,
+            copy,
+            "message {i}: {e:?}"
+        );
+    }
+    let d = f.get(&a).unwrap();
+    assert_eq!(d.status.presence, Some(PresenceStatus::Online));
+    assert_eq!(d.status.session, Some(200));
+    assert_eq!(
+        d.status.state.as_ref().unwrap().firmware,
+        Version::parse("1.0.1").unwrap()
+    );
+    assert_eq!(d.reason, None);
+}

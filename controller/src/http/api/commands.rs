@@ -223,14 +223,14 @@ async fn publish(
     command: &Command,
     now: u64,
 ) -> Result<(), ApiError> {
-    // The device's province decides its route (through its bridge, if
-    // any). Devices are never removed from the fleet.
-    let province = st
+    // The way the device was last heard decides its route (else its
+    // province's). Devices are never removed from the fleet.
+    let to = st
         .fleet()
         .get(device)
-        .map(|d| d.reg.province)
+        .map(crate::domain::fleet::Device::reach)
         .ok_or_else(|| ApiError::UnknownDevice(device.clone()))?;
-    if let Err(e) = st.publisher.command(device, province, command, now).await {
+    if let Err(e) = st.publisher.command(device, &to, command, now).await {
         let why = format!("not published: {e}");
         if let Err(store) = st.store.fail_command(&command.id, now, &why).await {
             warn!(command = %command.id, error = %store, "cannot record the failed publication");

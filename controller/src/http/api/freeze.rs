@@ -192,13 +192,13 @@ pub(crate) async fn republish(
             let fleet = fleet.read().expect("fleet lock is never poisoned");
             fleet
                 .get(device)
-                .map(|d| d.reg.province)
+                .map(crate::domain::fleet::Device::reach)
                 .zip(fleet.desired_for(device))
         };
-        let Some((province, d)) = held else {
+        let Some((to, d)) = held else {
             continue;
         };
-        match publisher.desired(device, province, &d, unix_ms()).await {
+        match publisher.desired(device, &to, &d, unix_ms()).await {
             Ok(()) => sent += 1,
             Err(e) => {
                 warn!(error = %e, "freeze windows stored; this device gets them when it comes online")
