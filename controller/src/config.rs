@@ -115,6 +115,9 @@ pub struct BrokerSection {
     pub insecure_dev: bool,
     pub crl_hook: String,
     pub crl_hook_timeout_secs: u64,
+    /// The bridges' reconnect backoff (`restart_timeout MIN MAX`).
+    pub bridge_retry_min_secs: u32,
+    pub bridge_retry_max_secs: u32,
     /// The provincial tier (`[[broker.provincial]]`); empty: every device
     /// reaches the central broker.
     pub provincial: Vec<ProvincialSection>,
@@ -150,6 +153,18 @@ fn yes() -> bool {
 }
 
 impl BrokerSection {
+    /// The provincial bridges' reconnect backoff.
+    pub fn bridge_retry(&self) -> Result<crate::broker::render::BridgeRetry, ConfigError> {
+        crate::broker::render::BridgeRetry::new(
+            self.bridge_retry_min_secs,
+            self.bridge_retry_max_secs,
+        )
+        .map_err(|reason| ConfigError::Invalid {
+            key: "broker.bridge_retry_min_secs",
+            reason,
+        })
+    }
+
     /// The tier this section describes.
     pub fn tier(&self) -> Result<crate::broker::tier::Tier, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
@@ -312,6 +327,7 @@ impl ControllerConfig {
             return invalid("broker.port", "an external broker needs its port");
         }
         self.broker.tier()?;
+        self.broker.bridge_retry()?;
         if self.ingest.keep_alive_secs < 5 {
             return invalid("ingest.keep_alive_secs", "at least 5 seconds");
         }

@@ -507,6 +507,7 @@ async fn start_provincial_brokers(
     policy: &pki::CertPolicy,
 ) -> anyhow::Result<(Vec<ManagedBroker>, Tier)> {
     let mut tier = cfg.broker.tier()?;
+    let retry = cfg.broker.bridge_retry()?;
     let tls = !cfg.broker.insecure_dev;
     let central_address = match cfg.broker_mode() {
         // The managed central broker listens on loopback only.
@@ -519,7 +520,8 @@ async fn start_provincial_brokers(
             continue;
         }
         let started_one =
-            start_provincial_broker(paths, policy, tls, data_dir, &b, &central_address).await;
+            start_provincial_broker(paths, policy, tls, data_dir, &b, &central_address, retry)
+                .await;
         match started_one {
             Ok(m) => {
                 tier.set_port(&b.name, m.port());
@@ -547,6 +549,7 @@ async fn start_provincial_broker(
     data_dir: &Path,
     b: &crate::broker::tier::TierBroker,
     central_address: &str,
+    retry: crate::broker::render::BridgeRetry,
 ) -> anyhow::Result<ManagedBroker> {
     if tls && pki::ensure_bridge_cert(paths, &b.name, policy, unix_ms())? {
         info!(broker = %b.name, cert = %paths.bridge_cert(&b.name).display(), "issued the bridge's client certificate");
@@ -564,6 +567,7 @@ async fn start_provincial_broker(
                 b.uplink.clone()
             },
             cert: tls.then(|| (paths.bridge_cert(&b.name), paths.bridge_key(&b.name))),
+            retry,
         }),
         bridges: Vec::new(),
     })

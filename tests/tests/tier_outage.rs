@@ -445,7 +445,14 @@ async fn an_uplink_outage_loses_no_qos1_message_and_readiness_says_link_down_the
             "--freshness-secs",
             &freshness,
         ],
-        &[("FLEET_CONTROLLER__READINESS__TICK_SECS", "1")],
+        &[
+            ("FLEET_CONTROLLER__READINESS__TICK_SECS", "1"),
+            // The data path is what is tested, not the backoff: with the
+            // default (10 s growing to 300 s) the link could come back up
+            // to five minutes after the restore.
+            ("FLEET_CONTROLLER__BROKER__BRIDGE_RETRY_MIN_SECS", "2"),
+            ("FLEET_CONTROLLER__BROKER__BRIDGE_RETRY_MAX_SECS", "60"),
+        ],
     )
     .unwrap();
     assert_eq!(ctl.mqtt_port, central);

@@ -114,6 +114,10 @@ enum Cmd {
         /// Provincial: bytes queued per client while the uplink is down.
         #[arg(long)]
         max_queued_bytes: Option<u64>,
+        /// Provincial: the bridge's reconnect backoff, MIN,MAX seconds
+        /// (Mosquitto's restart_timeout; default 10,300).
+        #[arg(long, value_parser = parse_bridge_retry)]
+        bridge_retry: Option<fleet_controller::broker::render::BridgeRetry>,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -348,6 +352,7 @@ fn main() -> anyhow::Result<()> {
             user,
             max_queued_messages,
             max_queued_bytes,
+            bridge_retry,
             out,
         } => {
             use fleet_controller::broker::render;
@@ -427,6 +432,7 @@ fn main() -> anyhow::Result<()> {
                         messages: max_queued_messages.unwrap_or(defaults.messages),
                         bytes: max_queued_bytes.unwrap_or(defaults.bytes),
                     },
+                    retry: bridge_retry.unwrap_or_default(),
                     name,
                 };
                 (
@@ -536,4 +542,8 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
             _ = term.recv() => {}
         }
     })
+}
+
+fn parse_bridge_retry(s: &str) -> Result<fleet_controller::broker::render::BridgeRetry, String> {
+    fleet_controller::broker::render::BridgeRetry::parse(s)
 }

@@ -106,6 +106,8 @@ pub struct ManagedBridge {
     /// The bridge's client certificate and key (`DATA/pki/bridge-NAME.*`),
     /// staged into the broker's directory; `None` only with `--insecure-dev`.
     pub cert: Option<(PathBuf, PathBuf)>,
+    /// The bridge's reconnect backoff (`[broker] bridge_retry_*_secs`).
+    pub retry: render::BridgeRetry,
 }
 
 /// The files of the broker's mutual-TLS listener.
@@ -374,6 +376,7 @@ impl ManagedBroker {
                             ..account::staged_bridge(&cfg.dir)
                         }),
                         queue: render::QueueBounds::default(),
+                        retry: b.retry,
                     },
                 ),
                 render::render_provincial_acl(),
@@ -463,7 +466,11 @@ async fn terminate(child: &mut Child) {
             .args(["-TERM", &pid.to_string()])
             .status()
             .await;
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        // Mosquitto saves its persistence file before it exits: at 15,000
+        // devices (or the central broker of 100,000) that is 150 MB and
+        // seconds of writing; a kill before it is done loses what changed
+        // since the last autosave.
+        if tokio::time::timeout(Duration::from_secs(30), child.wait())
             .await
             .is_ok()
         {

@@ -63,6 +63,59 @@ pub struct Bridge {
     /// down (Mosquitto applies them to every client; only the bridge ever
     /// queues many).
     pub queue: QueueBounds,
+    /// Its reconnect backoff while the uplink is down.
+    pub retry: BridgeRetry,
+}
+
+/// A bridge's `restart_timeout MIN MAX`: after a lost or refused
+/// connection Mosquitto waits a random time growing from MIN up to MAX
+/// seconds ("decorrelated jitter") before the next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeRetry {
+    pub min_secs: u32,
+    pub max_secs: u32,
+}
+
+impl BridgeRetry {
+    /// `1 <= min <= max <= 3600`, else why not.
+    pub fn new(min_secs: u32, max_secs: u32) -> Result<Self, String> {
+        if min_secs == 0 {
+            return Err("the bridge's first retry waits at least 1 second".into());
+        }
+        if max_secs < min_secs {
+            return Err(format!(
+                "bridge retry: max {max_secs} s is below min {min_secs} s"
+            ));
+        }
+        if max_secs > 3600 {
+            return Err(format!(
+                "bridge retry: max {max_secs} s; at most 3600 (a link would come back up to that long after its uplink)"
+            ));
+        }
+        Ok(Self { min_secs, max_secs })
+    }
+
+    /// `MIN,MAX`, as `broker-config --bridge-retry` takes it.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (a, b) = s
+            .split_once(',')
+            .ok_or_else(|| format!("{s:?}: expected MIN,MAX (seconds)"))?;
+        let n = |v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{s:?}: {v:?} is not a number of seconds"))
+        };
+        Self::new(n(a)?, n(b)?)
+    }
+}
+
+impl Default for BridgeRetry {
+    fn default() -> Self {
+        Self {
+            min_secs: RESTART_TIMEOUT.0,
+            max_secs: RESTART_TIMEOUT.1,
+        }
+    }
 }
 
 /// The bridge's TLS files.
@@ -395,8 +448,8 @@ pub fn render_provincial(l: &Layout, b: &Bridge) -> String {
         bytes = b.queue.bytes,
         logging = logging(l),
         address = b.address,
-        base = RESTART_TIMEOUT.0,
-        cap = RESTART_TIMEOUT.1,
+        base = b.retry.min_secs,
+        cap = b.retry.max_secs,
     )
 }
 
@@ -438,6 +491,7 @@ mod tests {
                 key: "/etc/mosquitto/fleet/bridge.north.key".into(),
             }),
             queue: QueueBounds::default(),
+            retry: BridgeRetry::default(),
         }
     }
 
@@ -617,6 +671,18 @@ mod tests {
         assert!(acl.contains("user fleet.controller\ntopic readwrite fleet/v1/dev/#\ntopic readwrite fleet/v1/b/#\ntopic read fleet/v1/bridge/#\n"));
         assert!(acl.contains("user fleet.observer\ntopic read fleet/v1/#\n"));
         assert!(!render_acl("fleet.controller", &[]).contains("bridge."));
+    }
+
+    #[test]
+    fn the_bridge_retry_is_rendered_and_checked() {
+        let mut b = bridge();
+        assert!(lines(&render_provincial(&layout(), &b)).contains(&"restart_timeout 10 300"));
+        b.retry = BridgeRetry::parse("2, 60").unwrap();
+        let c = render_provincial(&layout(), &b);
+        assert!(lines(&c).contains(&"restart_timeout 2 60"), "{c}");
+        for bad in ["0,60", "60,2", "10,3601", "10", "a,b"] {
+            assert!(BridgeRetry::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]
