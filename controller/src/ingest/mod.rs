@@ -327,6 +327,12 @@ async fn republish_all(publisher: Publisher, fleet: Arc<RwLock<Fleet>>) {
     );
 }
 
+/// Whether a new connection subscribes: the first of this process always,
+/// a later one only when the broker did not keep the session.
+fn subscribe_now(subscribed_before: bool, session_present: bool) -> bool {
+    !subscribed_before || !session_present
+}
+
 pub async fn run(
     cfg: IngestConfig,
     fleet: Arc<RwLock<Fleet>>,
@@ -343,6 +349,9 @@ pub async fn run(
     let mut limiter = RateLimiter::new(cfg.limits);
     let mut log_limit = LogLimiter::new(LOG_LINES_PER_DEVICE_PER_MINUTE, 10_000);
     let mut retry = Duration::from_millis(100);
+    // Subscribed on a connection of this process: a later connection
+    // whose session the broker kept does not subscribe again.
+    let mut subscribed = false;
     // After shutdown is asked for, keep handling what still arrives until
     // our DISCONNECT is out; what is not acknowledged by then comes again
     // on the next start.
@@ -371,16 +380,25 @@ pub async fn run(
                 cfg.connected
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 info!(session_present = ack.session_present, broker = %format!("{}:{}", cfg.host, cfg.port), "ingest connected");
-                // Subscribe on every connection (harmless if the session
-                // kept the subscriptions), and leave the shared group older
-                // controllers joined, which any device could dilute.
-                let filters = Topic::controller_filters()
-                    .into_iter()
-                    .chain(Topic::bridged_controller_filters())
-                    .chain([bridge_state_filter()])
-                    .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
-                if let Err(e) = client.try_subscribe_many(filters) {
-                    warn!(error = %e, "cannot subscribe");
+                // Subscribe once per start (an older controller's session
+                // may lack filters added since) and whenever the broker lost
+                // the session; not on every reconnection: each SUBSCRIBE
+                // makes the broker send every retained message it matches
+                // again (a presence and a state per device: 200,000 at
+                // 100,000 devices), and a flood that overflows our queue on
+                // the broker drops the news behind it. Then leave the shared
+                // group older controllers joined, which any device could
+                // dilute.
+                if subscribe_now(subscribed, ack.session_present) {
+                    let filters = Topic::controller_filters()
+                        .into_iter()
+                        .chain(Topic::bridged_controller_filters())
+                        .chain([bridge_state_filter()])
+                        .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+                    match client.try_subscribe_many(filters) {
+                        Ok(()) => subscribed = true,
+                        Err(e) => warn!(error = %e, "cannot subscribe"),
+                    }
                 }
                 for legacy in Topic::legacy_shared_filters() {
                     if let Err(e) = client.try_unsubscribe(legacy) {
@@ -777,6 +795,16 @@ mod tests {
     use crate::domain::lifecycle::Lifecycle;
     use fleet_protocol::Event;
     use fleet_protocol::*;
+
+    #[test]
+    fn a_reconnection_to_a_kept_session_does_not_subscribe_again() {
+        // The first connection of a process subscribes, kept session or not.
+        assert!(subscribe_now(false, true));
+        assert!(subscribe_now(false, false));
+        // Later: only when the broker lost the session (and its filters).
+        assert!(!subscribe_now(true, true));
+        assert!(subscribe_now(true, false));
+    }
 
     fn fleet_with(id: &str) -> RwLock<Fleet> {
         fleet_of(&[(id, Lifecycle::Enrolled)])

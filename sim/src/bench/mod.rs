@@ -209,7 +209,10 @@ impl Drop for ControllerProc {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let end = Instant::now() + Duration::from_secs(10);
+        // Its brokers save their persistence on the way out: at 100,000
+        // devices that is 150 MB for the central one. A kill before they
+        // are done leaves them running.
+        let end = Instant::now() + Duration::from_secs(120);
         while Instant::now() < end {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
