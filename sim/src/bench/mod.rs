@@ -131,10 +131,20 @@ impl ControllerProc {
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
         let stderr = child.stderr.take().context("stderr is piped")?;
+        // The controller's log, kept for a look after the bench:
+        // DATA/controller.log (appended to, run after run).
+        let log_path = data_dir.path().join("controller.log");
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            use std::io::Write;
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
                 if !sent && line.contains("ready: api ") {
                     let _ = tx.send(line);
                     sent = true;
