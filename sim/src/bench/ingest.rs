@@ -230,6 +230,11 @@ pub async fn measure(
             break;
         }
         fleet.restart_sim(h).await?;
+        // "Running" means every device started, not that it reported: at
+        // 100,000 devices the window would fall in the reconnection (a
+        // 100,000-device step to 30 s measured 0.61 so). Wait until
+        // readiness is the plan's again.
+        fleet.wait_readiness().await?;
         let mut s = sample(fleet, &obs, o, window).await?;
         if s.observer_lost {
             s = sample(fleet, &obs, o, window).await?;
