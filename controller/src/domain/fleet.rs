@@ -108,6 +108,10 @@ impl Reach {
 pub struct ReportDigests {
     presence: Option<u64>,
     state: Option<u64>,
+    /// The session of the last "offline" heard, current or not: that
+    /// connection is over, and an "online" of it arriving later is a late
+    /// copy, not a new connection.
+    ended_session: Option<u64>,
 }
 
 /// The digest of a report's bytes (SipHash with fixed keys: a device that
@@ -479,15 +483,25 @@ impl Fleet {
                 // gone back). An "offline" counts only for the connection we
                 // hold as current: a late will of an older connection, or a
                 // repeat, is not news.
-                let stale = match (p.session, d.status.session) {
-                    (Some(new), Some(held)) => match p.status {
-                        PresenceStatus::Online => new == held && d.status.presence.is_some(),
-                        PresenceStatus::Offline => {
-                            new != held || d.status.presence == Some(PresenceStatus::Offline)
-                        }
-                    },
-                    _ => false,
-                };
+                // An "online" of a connection whose end we already heard
+                // (its goodbye or will came first, or a copy of it arrives
+                // late through a bridge) is not news either.
+                let ended = p.status == PresenceStatus::Online
+                    && p.session.is_some()
+                    && d.reports.ended_session == p.session;
+                let stale = ended
+                    || match (p.session, d.status.session) {
+                        (Some(new), Some(held)) => match p.status {
+                            PresenceStatus::Online => new == held && d.status.presence.is_some(),
+                            PresenceStatus::Offline => {
+                                new != held || d.status.presence == Some(PresenceStatus::Offline)
+                            }
+                        },
+                        _ => false,
+                    };
+                if p.status == PresenceStatus::Offline && p.session.is_some() {
+                    d.reports.ended_session = p.session;
+                }
                 if stale {
                     out.stale = true;
                 } else {

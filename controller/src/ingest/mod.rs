@@ -281,6 +281,9 @@ impl LoggedOnce {
     }
 }
 
+/// Requests (acknowledgements, publications) waiting for the event loop.
+const REQUEST_QUEUE: usize = 1 << 17;
+
 /// The ingest's MQTT client (not connected yet: [`run`] drives it) and the
 /// publisher handle others send through. Persistent session, manual
 /// acknowledgements.
@@ -296,7 +299,15 @@ pub fn client(cfg: &IngestConfig) -> (Publisher, EventLoop) {
             rumqttc::TlsConfiguration::Rustls(Arc::clone(tls)),
         ));
     }
-    let (client, eventloop) = AsyncClient::new(opts, 1024);
+    // The client's request queue carries our acknowledgements and
+    // publications to the event loop this task polls. 1,024 filled up while
+    // 10,000 devices came online at once (a desired state for each): the
+    // acknowledgements behind them were lost, the broker's window of
+    // unacknowledged messages for us (max_inflight_messages) filled, and it
+    // stopped sending until we reconnected. Room for every device of a
+    // 100,000-device fleet and then some; a full queue is still counted
+    // (fleet_ingest_request_queue_full_total).
+    let (client, eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
     (Publisher::new(client, Arc::clone(&cfg.tier)), eventloop)
 }
 

@@ -122,7 +122,10 @@ impl Publisher {
         if publish.qos != QoS::AtMostOnce {
             // A full request queue loses only this acknowledgement: the
             // broker sends the message again on the next connection.
-            let _ = self.client.try_ack(publish);
+            if self.client.try_ack(publish).is_err() {
+                metrics::counter!("fleet_ingest_request_queue_full_total", "what" => "ack")
+                    .increment(1);
+            }
         }
     }
 
@@ -183,7 +186,11 @@ impl Publisher {
         let (topic, bytes) = self.encode(device, to, now_ms, Payload::Desired(desired.clone()))?;
         self.client
             .try_publish(topic, QoS::AtLeastOnce, true, bytes)
-            .map_err(|source| PublishError::queue("desired", device, source))
+            .map_err(|source| {
+                metrics::counter!("fleet_ingest_request_queue_full_total", "what" => "desired")
+                    .increment(1);
+                PublishError::queue("desired", device, source)
+            })
     }
 
     /// Send a one-off command (QoS 1, not retained: a command is not a

@@ -827,3 +827,44 @@ fn a_flush_of_retained_copies_after_an_outage_changes_nothing_but_the_news() {
     );
     assert_eq!(d.reason, None);
 }
+
+/// Seen at 100,000 and 10,000 simulated devices: a device that connected,
+/// reported and said goodbye ended `online` when the goodbye of its new
+/// connection reached the controller before that connection's "online"
+/// (or a copy of the "online" came later). An "online" of a connection
+/// already over is not news.
+#[test]
+fn an_online_of_a_connection_already_over_is_stale() {
+    let mut f = Fleet::new(FRESH);
+    let id = DeviceId::parse("A").unwrap();
+    f.upsert(reg("A", "IR-02", Some("IR-02-SARI")), Status::default(), 0);
+    f.observe(&env("A", presence_in(true, 100)), 1_000).unwrap();
+    f.observe(&env("A", state("2.4.0", true)), 1_001).unwrap();
+    f.observe(&env("A", presence_in(false, 100)), 1_002)
+        .unwrap();
+    assert_eq!(f.get(&id).unwrap().reason, Some(Reason::Offline));
+
+    // A new connection's goodbye first, then its "online".
+    let o = f
+        .observe(&env("A", presence_in(false, 200)), 2_000)
+        .unwrap();
+    assert!(o.stale, "not the connection held");
+    let o = f.observe(&env("A", presence_in(true, 200)), 2_001).unwrap();
+    assert!(o.stale, "connection 200 is over");
+    assert!(!o.came_online);
+    let d = f.get(&id).unwrap();
+    assert_eq!(d.status.presence, Some(PresenceStatus::Offline));
+    assert_eq!(d.reason, Some(Reason::Offline));
+
+    // A later connection is news as always, and its goodbye ends it.
+    let o = f.observe(&env("A", presence_in(true, 300)), 3_000).unwrap();
+    assert!(o.came_online);
+    assert_eq!(f.get(&id).unwrap().reason, None);
+    // A late copy of the ended connection's "online" changes nothing.
+    let o = f.observe(&env("A", presence_in(true, 200)), 3_001).unwrap();
+    assert!(o.stale);
+    f.observe(&env("A", presence_in(false, 300)), 3_002)
+        .unwrap();
+    assert_eq!(f.get(&id).unwrap().reason, Some(Reason::Offline));
+    assert_consistent(&f);
+}
