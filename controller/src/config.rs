@@ -539,7 +539,7 @@ mod tests {
         let cfg = ControllerConfig::defaults();
         assert_eq!(cfg.freshness(), Duration::from_secs(900));
         assert_eq!(cfg.tick(), Duration::from_secs(5));
-        assert_eq!(cfg.keep_alive(), Duration::from_secs(30));
+        assert_eq!(cfg.keep_alive(), Duration::from_secs(120));
         assert_eq!(cfg.ingest.write_queue, 10_000);
         assert_eq!(cfg.ingest.client_id, crate::pki::CONTROLLER_IDENTITY);
         assert_eq!(cfg.writer().max_batch, 5_000);
