@@ -8,6 +8,8 @@
 //! - [`endpoints`]: the table of every route: method, path, how it
 //!   authenticates, what it takes and answers.
 //! - [`openapi`]: the OpenAPI 3 document, built from the table and the types.
+//! - `dates` (feature `dates`): Jalali and Gregorian dates to Unix ms and
+//!   back (ICU4X), for fleetctl and the console.
 //! - [`client`]: a typed async client (reqwest, rustls with ring, trusting
 //!   only the fleet CA, the operator's bearer token).
 //!
@@ -17,6 +19,8 @@
 //! candidate, documents an axum router and would tie the types to axum.
 
 pub mod client;
+#[cfg(feature = "dates")]
+pub mod dates;
 pub mod endpoints;
 pub mod openapi;
 pub mod roles;

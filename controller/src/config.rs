@@ -42,6 +42,18 @@ pub struct ControllerConfig {
     pub firmware: FirmwareSection,
     pub commands: CommandsSection,
     pub rollouts: RolloutsSection,
+    pub console: ConsoleSection,
+}
+
+/// The web console under `/ui` (issue 12).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsoleSection {
+    pub session_idle_minutes: u64,
+    pub session_max_hours: u64,
+    pub max_sessions: usize,
+    pub sample_minutes: u64,
+    pub sample_keep_days: u64,
+    pub live_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -388,6 +400,24 @@ impl ControllerConfig {
         if self.commands.max_log_bytes == 0 {
             return invalid("commands.max_log_bytes", "at least 1");
         }
+        if self.console.session_idle_minutes == 0 || self.console.session_max_hours == 0 {
+            return invalid(
+                "console.session_idle_minutes",
+                "sessions need at least a minute of idle time and an hour of age",
+            );
+        }
+        if self.console.max_sessions == 0 {
+            return invalid("console.max_sessions", "at least 1");
+        }
+        if self.console.sample_minutes == 0 || self.console.sample_keep_days == 0 {
+            return invalid(
+                "console.sample_minutes",
+                "sampling needs at least a minute and a day of history",
+            );
+        }
+        if self.console.live_secs == 0 {
+            return invalid("console.live_secs", "at least 1 second");
+        }
         if self.commands.check_secs == 0 {
             return invalid("commands.check_secs", "at least 1 second");
         }
@@ -487,6 +517,21 @@ impl ControllerConfig {
         }
     }
 
+    /// The console's sessions, sampling and live updates.
+    pub fn console(&self) -> crate::ui::ConsoleConfig {
+        let c = &self.console;
+        crate::ui::ConsoleConfig {
+            sessions: crate::ui::session::Limits {
+                idle_ms: c.session_idle_minutes.saturating_mul(60_000),
+                max_age_ms: c.session_max_hours.saturating_mul(3_600_000),
+                max_sessions: c.max_sessions,
+            },
+            sample_every: Duration::from_secs(c.sample_minutes.saturating_mul(60)),
+            sample_keep: Duration::from_secs(c.sample_keep_days.saturating_mul(86_400)),
+            live_secs: c.live_secs,
+        }
+    }
+
     /// How often waiting commands are checked against their expiry.
     pub fn command_sweep(&self) -> Duration {
         Duration::from_secs(self.commands.check_secs)
@@ -560,6 +605,11 @@ mod tests {
         assert_eq!(serve.max_connections, 4096);
         assert_eq!(serve.max_connections_per_ip, 256);
         assert!(!cfg.broker.insecure_dev);
+        let console = cfg.console();
+        assert_eq!(console.sessions, crate::ui::session::Limits::default());
+        assert_eq!(console.sample_every, Duration::from_secs(300));
+        assert_eq!(console.sample_keep, Duration::from_secs(30 * 86_400));
+        assert_eq!(console.live_secs, 10);
     }
 
     #[test]

@@ -33,3 +33,4 @@ pub mod pki;
 pub mod rollouts;
 pub mod startup;
 pub mod store;
+pub mod ui;

@@ -62,6 +62,8 @@ pub struct Application {
     rollout_loop: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     command_sweeper: JoinHandle<()>,
+    /// The console's readiness sampler (aborted at shutdown).
+    sampler: JoinHandle<()>,
     firmware_refresh: JoinHandle<()>,
     cert_watch: JoinHandle<()>,
     writer: JoinHandle<()>,
@@ -198,7 +200,15 @@ impl Application {
             stop_rx,
         );
 
+        let console = cfg.console();
+        let sampler = crate::ui::sampler::spawn(
+            Arc::clone(&fleet),
+            store.clone(),
+            console.sample_every,
+            console.sample_keep,
+        );
         let state = AppState {
+            console: Arc::new(crate::ui::Console::new(console)),
             fleet,
             store: store.clone(),
             broker,
@@ -230,6 +240,7 @@ impl Application {
             rollout_loop,
             sweeper,
             command_sweeper,
+            sampler,
             firmware_refresh,
             cert_watch,
             writer,
@@ -283,6 +294,8 @@ impl Application {
         let _ = self.ticker.await;
         let _ = self.sweeper.await;
         let _ = self.command_sweeper.await;
+        self.sampler.abort();
+        let _ = self.sampler.await;
         let _ = self.rollout_loop.await;
         let _ = self.firmware_refresh.await;
         let _ = self.cert_watch.await;

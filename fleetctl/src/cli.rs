@@ -66,6 +66,9 @@ pub enum Cmd {
         province: Option<String>,
         #[arg(long)]
         county: Option<String>,
+        /// A polling station's id.
+        #[arg(long)]
+        station: Option<String>,
         #[arg(long)]
         model: Option<String>,
         /// `ready` or a reason: not-enrolled, never-seen, link-down, offline, update-failed, updating, outdated, unhealthy.

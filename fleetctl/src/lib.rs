@@ -12,6 +12,6 @@
 
 pub mod cli;
 pub mod commands;
-pub mod dates;
+pub use fleet_api::dates;
 pub mod render;
 pub mod sheet;

@@ -80,6 +80,9 @@ pub struct DeviceQuery {
     pub province: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub county: Option<String>,
+    /// A polling station's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// `ready` or a reason: not-enrolled, never-seen, link-down, offline,

@@ -238,6 +238,7 @@ pub struct UnknownDevice(pub DeviceId);
 pub struct DeviceFilter {
     pub province: Option<ProvinceCode>,
     pub county: Option<CountyCode>,
+    pub station: Option<StationId>,
     pub model: Option<Model>,
     /// A reason name, or `ready`.
     pub readiness: Option<Readiness>,
@@ -250,6 +251,10 @@ impl DeviceFilter {
                 .county
                 .as_ref()
                 .is_none_or(|c| d.reg.county.as_ref() == Some(c))
+            && self
+                .station
+                .as_ref()
+                .is_none_or(|s| d.reg.station.as_ref() == Some(s))
             && self.model.as_ref().is_none_or(|m| &d.reg.model == m)
             && self.readiness.is_none_or(|want| d.reason == want.reason())
     }

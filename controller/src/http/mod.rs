@@ -1,4 +1,5 @@
-//! The HTTP API under `/api/v1`, plus `/healthz` and `/metrics`. The router
+//! The HTTP API under `/api/v1`, plus `/healthz`, `/metrics` and the web
+//! console under `/ui` ([`crate::ui`]). The router
 //! is built by [`app`], so tests drive it with `oneshot` and no socket.
 
 pub mod api;
@@ -55,6 +56,8 @@ pub struct AppState {
     /// The provincial broker tier, every managed broker's port set: which
     /// broker serves a province (told to its devices at enrolment).
     pub tier: Arc<crate::broker::tier::Tier>,
+    /// The web console's sessions and settings (`/ui`).
+    pub console: Arc<crate::ui::Console>,
 }
 
 impl AppState {
@@ -200,6 +203,7 @@ pub fn app(state: AppState) -> Router {
         router = router.route(e.path, handler);
     }
     router
+        .merge(crate::ui::routes())
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .with_state(state)
 }

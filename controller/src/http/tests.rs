@@ -38,6 +38,7 @@ fn test_state(
     access: Arc<Access>,
     data_dir: std::path::PathBuf,
     publisher: crate::ingest::Publisher,
+    console: crate::ui::ConsoleConfig,
 ) -> AppState {
     AppState {
         fleet: Arc::clone(&fleet),
@@ -51,6 +52,7 @@ fn test_state(
         access: Arc::clone(&access),
         revocation: crate::broker::Revocation::NoBroker,
         tier: Arc::default(),
+        console: Arc::new(crate::ui::Console::new(console)),
         lifecycle_lock: Arc::default(),
         freeze_changes: Arc::default(),
         ingest_connected: Arc::new(std::sync::atomic::AtomicBool::new(true)),
@@ -118,6 +120,10 @@ struct TestApp {
 }
 
 async fn test_app() -> TestApp {
+    test_app_with(crate::ui::ConsoleConfig::default()).await
+}
+
+async fn test_app_with(console: crate::ui::ConsoleConfig) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store = within(
         STEP,
@@ -151,6 +157,7 @@ async fn test_app() -> TestApp {
         Arc::clone(&access),
         dir.path().to_owned(),
         publisher,
+        console,
     );
     TestApp {
         router: app(state),
@@ -1096,6 +1103,7 @@ async fn failed_changes_are_recorded_after_their_entry() {
         Arc::clone(&app.access),
         app.dir.path().to_owned(),
         unconnected_client().0,
+        Default::default(),
     );
     let caller = Caller::system("test");
     let r: Result<(), ApiError> = within(
@@ -1385,6 +1393,7 @@ async fn reassigning_a_deployed_device_needs_central_ops_and_is_audited_before_a
     );
 }
 mod commands;
+mod console;
 mod firmware;
 mod operators;
 mod rollouts;

@@ -8,6 +8,7 @@ mod audit;
 mod baselines;
 pub mod bench;
 mod commands;
+mod console;
 mod desired;
 mod devices;
 mod enrolment;
@@ -26,6 +27,7 @@ use sqlx::SqlitePool;
 
 pub use audit::AuditFilter;
 pub use commands::CommandRow;
+pub use console::Sample;
 pub use enrolment::ShipmentDevice;
 pub use events::{OutboxDrops, StoredEvent, StoredGap};
 pub use registry::CountyRow;

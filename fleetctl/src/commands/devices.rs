@@ -11,6 +11,7 @@ use crate::render::{cell, to_json, Grid, Report, View};
 pub struct Filter {
     pub province: Option<String>,
     pub county: Option<String>,
+    pub station: Option<String>,
     pub model: Option<String>,
     pub readiness: Option<String>,
     pub page: usize,
@@ -21,6 +22,7 @@ pub async fn run(client: &Client, f: Filter) -> Result<Devices, CommandError> {
     let q = DeviceQuery {
         province: f.province,
         county: f.county,
+        station: f.station,
         model: f.model,
         readiness: f.readiness,
         page: Some(f.page as u64),

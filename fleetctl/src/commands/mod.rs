@@ -128,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
         Cmd::Devices {
             province,
             county,
+            station,
             model,
             readiness,
             page,
@@ -137,6 +138,7 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
             let filter = devices::Filter {
                 province,
                 county,
+                station,
                 model,
                 readiness,
                 page,

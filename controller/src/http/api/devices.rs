@@ -49,6 +49,7 @@ pub async fn list_devices(
     let filter = DeviceFilter {
         province: opt("province", q.province.as_deref())?,
         county: opt("county", q.county.as_deref())?,
+        station: opt("station", q.station.as_deref())?,
         model: opt("model", q.model.as_deref())?,
         readiness: opt("readiness", q.readiness.as_deref())?,
     };

@@ -185,6 +185,7 @@ fn app_over(app: &TestApp, access: Arc<Access>) -> Router {
         access,
         app.dir.path().to_owned(),
         super::unconnected_client().0,
+        Default::default(),
     ))
 }
 

@@ -1,0 +1,704 @@
+//! The web console's handlers (`/ui`), driven like a browser would: the
+//! sign-in form with its cookie, then pages and forms with the session
+//! cookie. Scope on every page and action, CSRF refusals, session expiry,
+//! the language remembered per operator, and the bytes a page costs.
+
+use axum::http::HeaderMap;
+
+use super::*;
+use crate::ui::{ConsoleConfig, LOGIN_COOKIE, SESSION_COOKIE};
+
+/// One answer: status, headers, body as text.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+    /// The body's bytes as sent.
+    len: usize,
+}
+
+impl Answer {
+    fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The value a `Set-Cookie` gives `name` (`None`: not set).
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| {
+                c.split(';')
+                    .next()?
+                    .strip_prefix(&format!("{name}="))
+                    .map(str::to_owned)
+            })
+    }
+
+    fn set_cookie_line(&self, name: &str) -> String {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// The value of the first `name="_csrf" value="…"` in the page.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"_csrf\" value=\"")
+            .expect("a form with a CSRF token");
+        let rest = &self.body[at + "name=\"_csrf\" value=\"".len()..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+}
+
+async fn send(app: &TestApp, req: Request<Body>) -> Answer {
+    let what = format!("{} {}", req.method(), req.uri());
+    let resp = within(STEP, &what, app.router.clone().oneshot(req))
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = within(STEP, &what, resp.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        len: bytes.len(),
+    }
+}
+
+async fn get(app: &TestApp, session: Option<&str>, uri: &str) -> Answer {
+    let mut req = Request::builder()
+        .method("GET")
+        .uri(uri)
+        .header("host", "console.test");
+    if let Some(s) = session {
+        req = req.header("cookie", format!("{SESSION_COOKIE}={s}"));
+    }
+    send(app, req.body(Body::empty()).unwrap()).await
+}
+
+fn form_body(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", crate::ui::encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+async fn post(
+    app: &TestApp,
+    cookies: &str,
+    uri: &str,
+    fields: &[(&str, &str)],
+    origin: Option<&str>,
+) -> Answer {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("host", "console.test")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookies);
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    send(app, req.body(Body::from(form_body(fields))).unwrap()).await
+}
+
+/// Sign in with `token` as a browser does; the session id.
+async fn sign_in(app: &TestApp, token: &str) -> String {
+    let page = get(app, None, "/ui/login").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let login = page
+        .cookie(LOGIN_COOKIE)
+        .expect("the sign-in page sets its cookie");
+    let csrf = page.csrf();
+    let r = post(
+        app,
+        &format!("{LOGIN_COOKIE}={login}"),
+        "/ui/login",
+        &[("token", token), ("_csrf", &csrf), ("next", "/ui/")],
+        Some("https://console.test"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), "/ui/");
+    r.cookie(SESSION_COOKIE).expect("a session cookie")
+}
+
+fn session_cookie(sid: &str) -> String {
+    format!("{SESSION_COOKIE}={sid}")
+}
+
+async fn fleet_of_two_provinces(app: &TestApp) {
+    ok(app.csv(REGISTRY).await);
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/devices",
+            json!({ "devices": [
+                dev("BB-TEH-1", "IR-23", Some("IR-23-TEH")),
+                dev("BB-TEH-2", "IR-23", Some("IR-23-RAY")),
+                dev("BB-SARI-1", "IR-02", Some("IR-02-SARI")),
+                { "id": "BB-SARI-2", "model": "ballot-box-v2", "province": "IR-02", "county": "IR-02-SARI", "station": "ST-3", "lifecycle": "enrolled" },
+            ]}),
+        )
+        .await);
+}
+
+#[tokio::test]
+async fn sign_in_opens_a_strict_session_and_pages_need_one() {
+    let app = test_app().await;
+    // No session: the page sends to sign-in, and comes back after.
+    let r = get(&app, None, "/ui/p/IR-23").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/ui/login?next=/ui/p/IR-23");
+    // A live update without a session is a bare 401 (the script reloads).
+    let r = get(&app, None, "/ui/live/readiness?scope=national").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // A made-up session id is no session.
+    let r = get(&app, Some("00ff"), "/ui/").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+
+    let page = get(&app, None, "/ui/login").await;
+    let line = page.set_cookie_line(LOGIN_COOKIE);
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(line.contains(attr), "{line}");
+    }
+    let sid = sign_in(&app, &app.token).await;
+    let r = get(&app, Some(&sid), "/ui/").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("<h1>National readiness</h1>"), "{}", r.body);
+    assert_eq!(
+        r.headers.get("content-type").unwrap(),
+        "text/html; charset=utf-8"
+    );
+
+    // The session cookie is HttpOnly, Secure, SameSite=Strict, and expires.
+    let page = get(&app, None, "/ui/login").await;
+    let csrf = page.csrf();
+    let login = page.cookie(LOGIN_COOKIE).unwrap();
+    let r = post(
+        &app,
+        &format!("{LOGIN_COOKIE}={login}"),
+        "/ui/login",
+        &[("token", &app.token), ("_csrf", &csrf)],
+        None,
+    )
+    .await;
+    let line = r.set_cookie_line(SESSION_COOKIE);
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=43200",
+    ] {
+        assert!(line.contains(attr), "{line}");
+    }
+    // The sign-in is in the audit log.
+    let entries = ok(app.get("/api/v1/audit?limit=1000").await).to_string();
+    assert!(entries.contains("console.sign-in"), "{entries}");
+}
+
+#[tokio::test]
+async fn a_wrong_token_or_a_forged_sign_in_form_opens_no_session() {
+    let app = test_app().await;
+    let page = get(&app, None, "/ui/login").await;
+    let login = page.cookie(LOGIN_COOKIE).unwrap();
+    let csrf = page.csrf();
+    let cookie = format!("{LOGIN_COOKIE}={login}");
+    // A wrong token: 401, the page says why, no session.
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/login",
+        &[("token", "sdg_wrong"), ("_csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("This token was refused"), "{}", r.body);
+    assert_eq!(r.cookie(SESSION_COOKIE), None);
+    // The right token without the sign-in cookie (a form posted from
+    // another site): 403.
+    let r = post(
+        &app,
+        "",
+        "/ui/login",
+        &[("token", &app.token), ("_csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.cookie(SESSION_COOKIE), None);
+    // With the cookie but another site's Origin: 403.
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/login",
+        &[("token", &app.token), ("_csrf", &csrf)],
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.cookie(SESSION_COOKIE), None);
+    // A next= that leaves the console goes to the console's home instead.
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/login",
+        &[
+            ("token", &app.token),
+            ("_csrf", &csrf),
+            ("next", "//evil.example/ui/"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.location(), "/ui/");
+}
+
+#[tokio::test]
+async fn a_province_technician_sees_counts_and_links_of_their_province_only() {
+    let app = test_app().await;
+    fleet_of_two_provinces(&app).await;
+    let tech = app.token_for(Role::ProvinceTech, &["IR-02"]).await;
+    let sid = sign_in(&app, &tech).await;
+
+    let mut pages = Vec::new();
+    for uri in [
+        "/ui/",
+        "/ui/?sort=name",
+        "/ui/p/IR-02",
+        "/ui/c/IR-02-SARI",
+        "/ui/devices",
+        "/ui/devices/BB-SARI-1",
+        "/ui/live/readiness?scope=national",
+        "/ui/live/readiness?scope=IR-02",
+        "/ui/live/readiness?scope=IR-02-SARI",
+    ] {
+        let r = get(&app, Some(&sid), uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.body);
+        pages.push((uri, r.body));
+    }
+    for (uri, body) in &pages {
+        for other in ["IR-23", "Tehran", "BB-TEH", "Rey"] {
+            assert!(!body.contains(other), "{uri} shows {other}:\n{body}");
+        }
+    }
+    // Counted: the headline and the live total are this province's 2.
+    let (_, live) = &pages[6];
+    let live: Value = serde_json::from_str(live).unwrap();
+    assert_eq!(live["rows"]["all"]["t"], 2, "{live}");
+    assert_eq!(
+        live["rows"].as_object().unwrap().len(),
+        2,
+        "IR-02 and all: {live}"
+    );
+    assert!(pages[0].1.contains("data-k=\"all:t\">2<"), "{}", pages[0].1);
+    let (_, list) = &pages[4];
+    assert!(
+        list.contains("BB-SARI-1") && list.contains("BB-SARI-2"),
+        "{list}"
+    );
+
+    // Another province, by any door: refused like the API refuses it.
+    for (uri, status) in [
+        ("/ui/p/IR-23", StatusCode::FORBIDDEN),
+        ("/ui/c/IR-23-TEH", StatusCode::FORBIDDEN),
+        ("/ui/devices?province=IR-23", StatusCode::FORBIDDEN),
+        ("/ui/devices?county=IR-23-TEH", StatusCode::FORBIDDEN),
+        ("/ui/devices/BB-TEH-1", StatusCode::NOT_FOUND),
+        ("/ui/live/readiness?scope=IR-23", StatusCode::FORBIDDEN),
+        ("/ui/live/readiness?scope=IR-23-TEH", StatusCode::FORBIDDEN),
+    ] {
+        let r = get(&app, Some(&sid), uri).await;
+        assert_eq!(r.status, status, "{uri}: {}", r.body);
+        if uri.contains("BB-TEH") {
+            // Exactly what a device that does not exist shows.
+            assert!(
+                r.body.contains("device BB-TEH-1 is not registered"),
+                "{}",
+                r.body
+            );
+        } else {
+            assert!(!r.body.contains("BB-TEH"), "{uri}: {}", r.body);
+        }
+    }
+    // And the actions: a command to another province's device is refused
+    // and nothing is sent.
+    let page = get(&app, Some(&sid), "/ui/devices/BB-SARI-1").await;
+    let csrf = page.csrf();
+    queued(&app);
+    let r = post(
+        &app,
+        &session_cookie(&sid),
+        "/ui/devices/BB-TEH-1/act",
+        &[("_csrf", &csrf), ("action", "reboot"), ("confirm", "yes")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert!(queued(&app).is_empty());
+}
+
+#[tokio::test]
+async fn run_checks_asks_for_confirmation_then_sends_the_command_with_an_audit_entry() {
+    let app = test_app().await;
+    fleet_of_two_provinces(&app).await;
+    let tech = app.token_for(Role::ProvinceTech, &["IR-02"]).await;
+    let sid = sign_in(&app, &tech).await;
+    let page = get(&app, Some(&sid), "/ui/devices/BB-SARI-1").await;
+    assert!(page.body.contains("value=\"run-checks\""), "{}", page.body);
+    // A technician may not ship, deploy or retire: not offered.
+    assert!(!page.body.contains("value=\"retire\""), "{}", page.body);
+    let csrf = page.csrf();
+    let cookie = session_cookie(&sid);
+    queued(&app);
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/devices/BB-SARI-1/act",
+        &[("_csrf", &csrf), ("action", "run-checks")],
+        Some("https://console.test"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("name=\"confirm\" value=\"yes\""),
+        "{}",
+        r.body
+    );
+    assert!(
+        queued(&app).is_empty(),
+        "nothing is sent before the confirmation"
+    );
+
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/devices/BB-SARI-1/act",
+        &[
+            ("_csrf", &csrf),
+            ("action", "run-checks"),
+            ("confirm", "yes"),
+        ],
+        Some("https://console.test"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), "/ui/devices/BB-SARI-1?done=run-checks");
+    let sent = queued(&app);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].0.ends_with("/BB-SARI-1/cmd"), "{}", sent[0].0);
+    let after = get(&app, Some(&sid), r.location()).await;
+    assert!(after.body.contains("run-checks"), "{}", after.body);
+    let audit = ok(app.get("/api/v1/audit?target=BB-SARI-1").await).to_string();
+    assert!(
+        audit.contains("device.command") && audit.contains("run-checks"),
+        "{audit}"
+    );
+
+    // A viewer gets no action, and a forged post is refused.
+    let viewer = app.token_for(Role::Viewer, &[]).await;
+    let vsid = sign_in(&app, &viewer).await;
+    let page = get(&app, Some(&vsid), "/ui/devices/BB-SARI-1").await;
+    assert!(!page.body.contains("/act\""), "{}", page.body);
+    let r = post(
+        &app,
+        &session_cookie(&vsid),
+        "/ui/devices/BB-SARI-1/act",
+        &[
+            ("_csrf", &page.csrf()),
+            ("action", "reboot"),
+            ("confirm", "yes"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(queued(&app).is_empty());
+}
+
+#[tokio::test]
+async fn forms_without_the_session_csrf_token_or_from_another_site_are_refused() {
+    let app = test_app().await;
+    fleet_of_two_provinces(&app).await;
+    let sid = sign_in(&app, &app.token).await;
+    let cookie = session_cookie(&sid);
+    let csrf = get(&app, Some(&sid), "/ui/").await.csrf();
+    queued(&app);
+    let act = |csrf: &'static str| [("_csrf", csrf), ("action", "reboot"), ("confirm", "yes")];
+    // Missing, wrong, another session's: 403 and nothing sent.
+    let other = sign_in(&app, &app.token).await;
+    let other_csrf = get(&app, Some(&other), "/ui/").await.csrf();
+    for fields in [
+        vec![("action", "reboot"), ("confirm", "yes")],
+        act("0000").to_vec(),
+        vec![
+            ("_csrf", other_csrf.as_str()),
+            ("action", "reboot"),
+            ("confirm", "yes"),
+        ],
+    ] {
+        let r = post(&app, &cookie, "/ui/devices/BB-SARI-1/act", &fields, None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{fields:?}: {}", r.body);
+    }
+    // The right token from another site's page: 403.
+    let fields = [
+        ("_csrf", csrf.as_str()),
+        ("action", "reboot"),
+        ("confirm", "yes"),
+    ];
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/devices/BB-SARI-1/act",
+        &fields,
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(queued(&app).is_empty(), "nothing went out");
+    // Sign-out and the language switch are forms too.
+    let r = post(&app, &cookie, "/ui/logout", &[("_csrf", "0000")], None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        get(&app, Some(&sid), "/ui/").await.status,
+        StatusCode::OK,
+        "still signed in"
+    );
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/lang",
+        &[("_csrf", "0000"), ("lang", "fa")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // With the token, both work.
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/devices/BB-SARI-1/act",
+        &fields,
+        Some("https://console.test"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(queued(&app).len(), 1);
+    let r = post(&app, &cookie, "/ui/logout", &[("_csrf", &csrf)], None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.set_cookie_line(SESSION_COOKIE).contains("Max-Age=0"));
+    let r = get(&app, Some(&sid), "/ui/").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "signed out");
+}
+
+#[tokio::test]
+async fn a_session_ends_when_idle_and_when_its_token_is_revoked() {
+    let app = test_app_with(ConsoleConfig {
+        sessions: crate::ui::session::Limits {
+            idle_ms: 400,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let sid = sign_in(&app, &app.token).await;
+    assert_eq!(get(&app, Some(&sid), "/ui/").await.status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let r = get(&app, Some(&sid), "/ui/devices").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/ui/login?next=/ui/devices&m=expired");
+    let page = get(&app, None, r.location()).await;
+    assert!(page.body.contains("Your session ended"), "{}", page.body);
+
+    // Revoking the token ends the sessions opened with it at once.
+    let central = app.token_for(Role::CentralOps, &[]).await;
+    let sid = sign_in(&app, &central).await;
+    assert_eq!(get(&app, Some(&sid), "/ui/").await.status, StatusCode::OK);
+    let tokens = ok(app.get("/api/v1/tokens").await);
+    let id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "central-ops")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{id}"),
+            None,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let r = get(&app, Some(&sid), "/ui/").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.location().ends_with("&m=expired"), "{}", r.location());
+}
+
+#[tokio::test]
+async fn persian_is_right_to_left_with_jalali_dates_and_is_remembered_per_operator() {
+    let app = test_app().await;
+    fleet_of_two_provinces(&app).await;
+    let sid = sign_in(&app, &app.token).await;
+    let page = get(&app, Some(&sid), "/ui/p/IR-02").await;
+    assert!(
+        page.body.contains("<html lang=\"en\" dir=\"ltr\">"),
+        "{}",
+        page.body
+    );
+    let r = post(
+        &app,
+        &session_cookie(&sid),
+        "/ui/lang",
+        &[
+            ("_csrf", &page.csrf()),
+            ("lang", "fa"),
+            ("next", "/ui/p/IR-02"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/ui/p/IR-02");
+    let page = get(&app, Some(&sid), "/ui/p/IR-02").await;
+    assert!(
+        page.body.contains("<html lang=\"fa\" dir=\"rtl\">"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("مازندران"),
+        "the province's Persian name"
+    );
+    // Persian digits: two devices.
+    assert!(page.body.contains("data-k=\"all:t\">۲<"), "{}", page.body);
+    // A new sign-in of the same operator opens in Persian.
+    let again = sign_in(&app, &app.token).await;
+    let page = get(&app, Some(&again), "/ui/").await;
+    assert!(page.body.contains("<html lang=\"fa\""), "remembered");
+    // Another operator is not affected.
+    let central = app.token_for(Role::CentralOps, &[]).await;
+    let other = sign_in(&app, &central).await;
+    let page = get(&app, Some(&other), "/ui/").await;
+    assert!(page.body.contains("<html lang=\"en\""));
+    // The sign-in page follows the browser until someone signs in.
+    let mut req = Request::builder().uri("/ui/login");
+    req = req.header("accept-language", "fa-IR,fa;q=0.9");
+    let r = send(&app, req.body(Body::empty()).unwrap()).await;
+    assert!(
+        r.body.contains("<html lang=\"fa\" dir=\"rtl\">"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn assets_are_embedded_cached_for_good_and_a_first_visit_stays_light() {
+    let app = test_app().await;
+    // All 31 provinces with devices, the heaviest national page.
+    let devices: Vec<Value> = ProvinceCode::all()
+        .flat_map(|p| {
+            (0..3).map(move |i| dev(&format!("BB-{}-{i}", p.number()), &p.to_string(), None))
+        })
+        .collect();
+    ok(app
+        .json("POST", "/api/v1/devices", json!({ "devices": devices }))
+        .await);
+    let sid = sign_in(&app, &app.token).await;
+    let page = get(&app, Some(&sid), "/ui/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    // Every linked asset is ours and served with its hash for a year.
+    let mut linked = Vec::new();
+    for marker in ["href=\"/ui/assets/", "src=\"/ui/assets/"] {
+        for (at, _) in page.body.match_indices(marker) {
+            let rest = &page.body[at + marker.len() - "/ui/assets/".len()..];
+            linked.push(rest[..rest.find('"').unwrap()].to_owned());
+        }
+    }
+    assert_eq!(linked.len(), 2, "the sheet and the script: {linked:?}");
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "no external URL"
+    );
+    let mut bytes = page.len;
+    let mut fonts = Vec::new();
+    for url in &linked {
+        let r = get(&app, None, &url.replace("&amp;", "&")).await;
+        assert_eq!(r.status, StatusCode::OK, "{url}");
+        assert_eq!(
+            r.headers.get("cache-control").unwrap(),
+            "public, max-age=31536000, immutable",
+            "{url}"
+        );
+        let etag = r.headers.get("etag").unwrap().to_str().unwrap().to_owned();
+        let mut req = Request::builder()
+            .uri(url.as_str())
+            .header("if-none-match", &etag);
+        req = req.header("host", "console.test");
+        assert_eq!(
+            send(&app, req.body(Body::empty()).unwrap()).await.status,
+            StatusCode::NOT_MODIFIED
+        );
+        bytes += r.len;
+        for (at, _) in r.body.match_indices("url(") {
+            let rest = &r.body[at + 4..];
+            fonts.push(format!("/ui/assets/{}", &rest[..rest.find(')').unwrap()]));
+        }
+    }
+    // A Persian first visit loads both weights of the font.
+    assert_eq!(fonts.len(), 2, "{fonts:?}");
+    for url in &fonts {
+        let r = get(&app, None, url).await;
+        assert_eq!(r.status, StatusCode::OK, "{url}");
+        assert_eq!(r.headers.get("content-type").unwrap(), "font/woff2");
+        bytes += r.len;
+    }
+    assert!(bytes <= 150 * 1024, "a first visit is {bytes} bytes");
+    // One live update of the national page, and the same again: 304.
+    let live = get(&app, Some(&sid), "/ui/live/readiness?scope=national").await;
+    assert_eq!(live.status, StatusCode::OK);
+    assert!(
+        live.body.len() <= 5 * 1024,
+        "an update is {} bytes",
+        live.body.len()
+    );
+    let etag = live
+        .headers
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let req = Request::builder()
+        .uri("/ui/live/readiness?scope=national")
+        .header("cookie", session_cookie(&sid))
+        .header("if-none-match", etag)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, req).await.status, StatusCode::NOT_MODIFIED);
+    println!(
+        "first visit {bytes} bytes (the page {}), live update {} bytes",
+        page.body.len(),
+        live.body.len()
+    );
+}

@@ -1,0 +1,94 @@
+//! The frame of every console page: language and direction, the
+//! navigation the role allows, who is signed in, the language switch and
+//! sign-out (both forms with the CSRF token), and the live script when the
+//! page has live numbers.
+
+use fleet_api::endpoints as endpoint;
+use maud::{html, Markup, DOCTYPE};
+
+use super::assets;
+use super::i18n::Msg;
+use super::Viewer;
+
+/// Which navigation entry a page belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Readiness,
+    Devices,
+    None,
+}
+
+/// A page: `title`, the navigation, the main content; `live` is the URL
+/// the script polls for the page's numbers.
+pub fn page(v: &Viewer, title: &str, nav: Nav, live: Option<&str>, content: Markup) -> Markup {
+    let lang = v.lang;
+    let other = lang.other();
+    let p = &v.caller.principal;
+    let entries = [
+        (Nav::Readiness, "/ui/", Msg::Readiness, true),
+        (
+            Nav::Devices,
+            "/ui/devices",
+            Msg::Devices,
+            v.may(&endpoint::DEVICES),
+        ),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang=(lang.as_str()) dir=(lang.dir()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · " (v.t(Msg::Sandogh)) }
+                link rel="stylesheet" href=(assets::url("app.css"));
+            }
+            body {
+                a.skip href="#main" { (v.t(Msg::Skip)) }
+                header.top {
+                    a.brand href="/ui/" { (v.t(Msg::Sandogh)) }
+                    nav aria-label=(v.t(Msg::Console)) {
+                        ul {
+                            @for (which, href, label, shown) in entries {
+                                @if shown {
+                                    li { a href=(href) aria-current=[(which == nav).then_some("page")] { (v.t(label)) } }
+                                }
+                            }
+                        }
+                    }
+                    div.who {
+                        span {
+                            (v.t(Msg::SignedInAs)) " " strong { (p.name) }
+                            " · " (p.role.as_str())
+                            @if p.is_scoped() {
+                                " · "
+                                @for (i, code) in p.provinces.iter().enumerate() {
+                                    @if i > 0 { ", " }
+                                    (if lang == super::i18n::Lang::Fa { code.info().name_fa } else { code.info().name_en })
+                                }
+                            }
+                        }
+                        form method="post" action="/ui/lang" {
+                            input type="hidden" name="_csrf" value=(v.csrf);
+                            input type="hidden" name="lang" value=(other.as_str());
+                            input type="hidden" name="next" value=(v.path);
+                            button type="submit" lang=(other.as_str()) title=(v.t(Msg::Language)) { (other.name()) }
+                        }
+                        form method="post" action="/ui/logout" {
+                            input type="hidden" name="_csrf" value=(v.csrf);
+                            button type="submit" { (v.t(Msg::SignOut)) }
+                        }
+                    }
+                }
+                main id="main" data-live=[live] data-every=[live.map(|_| v.live_secs)] {
+                    (content)
+                    @if live.is_some() {
+                        p.live aria-live="polite" { (v.t(Msg::Live)) " · " (v.t(Msg::Updated)) " " span id="live-at" { (lang.datetime(crate::clock::unix_ms())) } }
+                    }
+                }
+                @if live.is_some() {
+                    script src=(assets::url("app.js")) defer {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Console sessions (pure: the caller brings the ids, the randomness and
+//! `now`). A session maps the browser's cookie to the operator token it
+//! was opened with, which never leaves the server: every request resolves
+//! the token again, so a revoked or expired token ends its sessions at
+//! once. A session also ends after `idle_ms` without a request, and
+//! `max_age_ms` after it was opened, whatever happens.
+
+use std::collections::HashMap;
+
+use super::i18n::Lang;
+
+/// One signed-in browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The operator token it was opened with (kept in memory only).
+    pub token: String,
+    /// The token's id (which user: the language is remembered per user).
+    pub token_id: String,
+    /// Every form carries it; a post without it is refused.
+    pub csrf: String,
+    pub lang: Lang,
+    pub opened_ms: u64,
+    pub last_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("no such session")]
+    Unknown,
+    #[error("the session expired")]
+    Expired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub idle_ms: u64,
+    pub max_age_ms: u64,
+    /// At most this many sessions; opening one more ends the oldest.
+    pub max_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle_ms: 30 * 60_000,
+            max_age_ms: 12 * 3_600_000,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Sessions {
+    limits: Limits,
+    by_id: HashMap<String, Session>,
+}
+
+impl Sessions {
+    pub fn new(limits: Limits) -> Self {
+        Sessions {
+            limits,
+            by_id: HashMap::new(),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn expired(&self, s: &Session, now: u64) -> bool {
+        now.saturating_sub(s.last_ms) >= self.limits.idle_ms
+            || now.saturating_sub(s.opened_ms) >= self.limits.max_age_ms
+    }
+
+    /// Open a session under `id` (random, from the caller).
+    pub fn open(&mut self, id: String, session: Session, now: u64) {
+        if self.by_id.len() >= self.limits.max_sessions {
+            self.by_id.retain(|_, s| {
+                now.saturating_sub(s.last_ms) < self.limits.idle_ms
+                    && now.saturating_sub(s.opened_ms) < self.limits.max_age_ms
+            });
+        }
+        while self.by_id.len() >= self.limits.max_sessions.max(1) {
+            let Some(oldest) = self
+                .by_id
+                .iter()
+                .min_by_key(|(_, s)| s.last_ms)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.by_id.remove(&oldest);
+        }
+        self.by_id.insert(id, session);
+    }
+
+    /// The live session `id`, its idle time restarted; an expired one is
+    /// ended.
+    pub fn touch(&mut self, id: &str, now: u64) -> Result<Session, SessionError> {
+        let s = self.by_id.get(id).ok_or(SessionError::Unknown)?;
+        if self.expired(s, now) {
+            self.by_id.remove(id);
+            return Err(SessionError::Expired);
+        }
+        let s = self.by_id.get_mut(id).ok_or(SessionError::Unknown)?;
+        s.last_ms = s.last_ms.max(now);
+        Ok(s.clone())
+    }
+
+    pub fn set_lang(&mut self, id: &str, lang: Lang) {
+        if let Some(s) = self.by_id.get_mut(id) {
+            s.lang = lang;
+        }
+    }
+
+    /// Sign-out.
+    pub fn close(&mut self, id: &str) -> bool {
+        self.by_id.remove(id).is_some()
+    }
+}
+
+/// Equal in constant time (a CSRF token compared with what a form sent).
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60_000;
+
+    fn session(now: u64) -> Session {
+        Session {
+            token: "sdg_t".into(),
+            token_id: "tok-1".into(),
+            csrf: "c".into(),
+            lang: Lang::En,
+            opened_ms: now,
+            last_ms: now,
+        }
+    }
+
+    fn sessions() -> Sessions {
+        Sessions::new(Limits {
+            idle_ms: 30 * MIN,
+            max_age_ms: 12 * 60 * MIN,
+            max_sessions: 3,
+        })
+    }
+
+    #[test]
+    fn a_session_lives_while_used_and_ends_after_its_idle_time() {
+        let mut s = sessions();
+        s.open("a".into(), session(0), 0);
+        assert!(s.touch("a", 29 * MIN).is_ok());
+        // Used at 29 min: idle counts from there.
+        assert!(s.touch("a", 58 * MIN).is_ok());
+        assert_eq!(s.touch("a", 88 * MIN), Err(SessionError::Expired));
+        assert_eq!(s.touch("a", 89 * MIN), Err(SessionError::Unknown));
+    }
+
+    #[test]
+    fn a_session_ends_at_its_maximum_age_even_when_used() {
+        let mut s = sessions();
+        s.open("a".into(), session(0), 0);
+        let mut t = 0;
+        while t < 12 * 60 * MIN - 10 * MIN {
+            t += 10 * MIN;
+            assert!(s.touch("a", t).is_ok(), "at {t}");
+        }
+        assert_eq!(s.touch("a", 12 * 60 * MIN), Err(SessionError::Expired));
+    }
+
+    #[test]
+    fn sign_out_ends_only_that_session() {
+        let mut s = sessions();
+        s.open("a".into(), session(0), 0);
+        s.open("b".into(), session(0), 0);
+        assert!(s.close("a"));
+        assert!(!s.close("a"));
+        assert_eq!(s.touch("a", 1), Err(SessionError::Unknown));
+        assert!(s.touch("b", 1).is_ok());
+    }
+
+    #[test]
+    fn past_the_cap_the_expired_then_the_least_recently_used_go() {
+        let mut s = sessions();
+        s.open("a".into(), session(0), 0);
+        s.open("b".into(), session(MIN), MIN);
+        s.open("c".into(), session(2 * MIN), 2 * MIN);
+        s.touch("a", 3 * MIN).unwrap();
+        s.open("d".into(), session(4 * MIN), 4 * MIN);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.touch("b", 5 * MIN), Err(SessionError::Unknown));
+        for id in ["a", "c", "d"] {
+            assert!(s.touch(id, 5 * MIN).is_ok(), "{id}");
+        }
+    }
+
+    #[test]
+    fn the_language_is_changed_per_session() {
+        let mut s = sessions();
+        s.open("a".into(), session(0), 0);
+        s.set_lang("a", Lang::Fa);
+        assert_eq!(s.touch("a", 1).unwrap().lang, Lang::Fa);
+    }
+
+    #[test]
+    fn csrf_tokens_compare_by_content() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "ab"));
+        assert!(!same("", "a"));
+    }
+}
