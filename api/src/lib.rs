@@ -10,6 +10,8 @@
 //! - [`openapi`]: the OpenAPI 3 document, built from the table and the types.
 //! - `dates` (feature `dates`): Jalali and Gregorian dates to Unix ms and
 //!   back (ICU4X), for fleetctl and the console.
+//! - `sheet` (feature `sheet`): the printable enrolment sheet of a shipment
+//!   (QR codes, HTML and PDF), for fleetctl and the console.
 //! - [`client`]: a typed async client (reqwest, rustls with ring, trusting
 //!   only the fleet CA, the operator's bearer token).
 //!
@@ -24,6 +26,8 @@ pub mod dates;
 pub mod endpoints;
 pub mod openapi;
 pub mod roles;
+#[cfg(feature = "sheet")]
+pub mod sheet;
 pub mod types;
 
 pub use client::{Client, ClientError};

@@ -481,6 +481,9 @@ pub enum AuditCmd {
         /// The device (or other target) changed.
         #[arg(long)]
         device: Option<String>,
+        /// The action, or its beginning (`device.`, `rollout.`, `console.`).
+        #[arg(long)]
+        action: Option<String>,
         /// Unix milliseconds.
         #[arg(long)]
         since_ms: Option<u64>,

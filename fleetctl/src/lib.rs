@@ -14,4 +14,4 @@ pub mod cli;
 pub mod commands;
 pub use fleet_api::dates;
 pub mod render;
-pub mod sheet;
+pub use fleet_api::sheet;

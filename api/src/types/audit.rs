@@ -25,6 +25,9 @@ pub struct AuditQuery {
     /// down earlier, off the machine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// The action, or its beginning (`device.` for every device action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// One entry of the audit log.

@@ -12,6 +12,8 @@ pub struct AuditFilter {
     pub since_ms: Option<u64>,
     pub until_ms: Option<u64>,
     pub seq: Option<u64>,
+    /// The action, or its beginning.
+    pub action: Option<String>,
     pub limit: u32,
 }
 
@@ -82,6 +84,7 @@ impl Store {
                AND (?3 IS NULL OR at_ms >= ?3)
                AND (?4 IS NULL OR at_ms <= ?4)
                AND (?6 IS NULL OR seq = ?6)
+               AND (?7 IS NULL OR substr(action, 1, length(?7)) = ?7)
              ORDER BY seq DESC LIMIT ?5"
         ))
         .bind(f.actor.as_deref())
@@ -90,6 +93,7 @@ impl Store {
         .bind(f.until_ms.map(to_i64))
         .bind(i64::from(f.limit.max(1)))
         .bind(f.seq.map(to_i64))
+        .bind(f.action.as_deref())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(audit_row).collect())

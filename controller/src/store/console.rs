@@ -19,6 +19,16 @@ pub struct Sample {
     pub reasons: BTreeMap<String, u32>,
 }
 
+/// One device of a recent shipment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipmentLine {
+    pub shipment: String,
+    pub device: String,
+    pub province: ProvinceCode,
+    pub created_ms: u64,
+    pub enrolled_ms: Option<u64>,
+}
+
 impl Store {
     /// The language an operator chose last (`en` or `fa`).
     pub async fn console_lang(&self, token_id: &str) -> Result<Option<String>, StoreError> {
@@ -105,6 +115,34 @@ impl Store {
                     ready: count(3)?,
                     reasons: serde_json::from_str(&reasons)
                         .map_err(|e| corrupt("readiness_samples", format!("{province}: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The devices of the newest `shipments` shipments: (shipment, device,
+    /// its province, when the shipment was made, when the device enrolled).
+    pub async fn recent_shipments(&self, shipments: u32) -> Result<Vec<ShipmentLine>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.shipment, t.device, d.province, t.created_at_ms, t.used_at_ms
+             FROM enrol_tokens t JOIN devices d ON d.id = t.device
+             WHERE t.shipment IN (SELECT shipment FROM enrol_tokens GROUP BY shipment
+                                  ORDER BY MAX(created_at_ms) DESC LIMIT ?)
+             ORDER BY t.created_at_ms DESC, t.shipment, t.device",
+        )
+        .bind(i64::from(shipments))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let province: String = r.get(2);
+                Ok(ShipmentLine {
+                    shipment: r.get(0),
+                    device: r.get(1),
+                    province: ProvinceCode::parse(&province)
+                        .map_err(|e| corrupt("devices", format!("{province}: {e}")))?,
+                    created_ms: to_u64(r.get(3)),
+                    enrolled_ms: r.get::<Option<i64>, _>(4).map(to_u64),
                 })
             })
             .collect()

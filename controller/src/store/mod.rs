@@ -27,7 +27,7 @@ use sqlx::SqlitePool;
 
 pub use audit::AuditFilter;
 pub use commands::CommandRow;
-pub use console::Sample;
+pub use console::{Sample, ShipmentLine};
 pub use enrolment::ShipmentDevice;
 pub use events::{OutboxDrops, StoredEvent, StoredGap};
 pub use registry::CountyRow;

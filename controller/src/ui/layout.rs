@@ -15,6 +15,10 @@ use super::Viewer;
 pub enum Nav {
     Readiness,
     Devices,
+    Rollouts,
+    Bench,
+    Audit,
+    Report,
     None,
 }
 
@@ -85,9 +89,7 @@ pub fn page(v: &Viewer, title: &str, nav: Nav, live: Option<&str>, content: Mark
                         p.live aria-live="polite" { (v.t(Msg::Live)) " · " (v.t(Msg::Updated)) " " span id="live-at" { (lang.datetime(crate::clock::unix_ms())) } }
                     }
                 }
-                @if live.is_some() {
-                    script src=(assets::url("app.js")) defer {}
-                }
+                script src=(assets::url("app.js")) defer {}
             }
         }
     }

@@ -10,10 +10,15 @@
 //! token ([`Posted`]); sign-in has a double-submit cookie of its own.
 
 pub mod assets;
+mod audit;
+mod bench;
 mod devices;
 pub mod i18n;
 mod layout;
+mod pdf;
 mod readiness;
+mod report;
+mod rollouts;
 pub mod sampler;
 pub mod session;
 
@@ -108,6 +113,60 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/devices", get(devices::list))
         .route("/ui/devices/{id}", get(devices::detail))
         .route("/ui/devices/{id}/act", post(devices::act))
+        .route("/ui/rollouts", get(rollouts::list))
+        .route("/ui/rollouts/{id}", get(rollouts::show))
+        .route("/ui/rollouts/{id}/act", post(rollouts::act))
+        .route("/ui/live/rollout/{id}", get(rollouts::live))
+        .route("/ui/freeze", post(rollouts::add_freeze))
+        .route("/ui/freeze/clear", post(rollouts::clear_freeze))
+        .route("/ui/bench", get(bench::list).post(bench::create))
+        .route("/ui/bench/{id}", get(bench::show))
+        .route("/ui/live/shipment/{id}", get(bench::live))
+        .route("/ui/audit", get(audit::page))
+        .route("/ui/report", get(report::page))
+        .route("/ui/report.pdf", get(report::pdf))
+}
+
+/// A 500 page (the cause is in the controller's log).
+fn internal_page(v: &Viewer) -> Response {
+    let body = layout::page(
+        v,
+        v.t(Msg::Refused),
+        layout::Nav::None,
+        None,
+        html! { p.note.bad role="alert" { "internal error; see the controller log" } },
+    );
+    (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+}
+
+/// The answer to a live request: the document with the time of the
+/// answer (`at`), an ETag over its numbers, and 304 when the browser's
+/// copy still matches.
+pub fn live_answer(v: &Viewer, doc: serde_json::Value, headers: &HeaderMap) -> Response {
+    let body = doc.to_string();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
+    let tag = format!("\"{}\"", hex::encode(&digest.as_ref()[..8]));
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h == tag);
+    let mut r = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut doc = doc;
+        doc["at"] = v.lang.datetime(unix_ms()).into();
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            doc.to_string(),
+        )
+            .into_response()
+    };
+    if let Ok(t) = HeaderValue::from_str(&tag) {
+        r.headers_mut().insert(header::ETAG, t);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 /// The signed-in operator of a console request, with the session's

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use fleet_api::types::Reason;
 use fleet_protocol::{CountyCode, ProvinceCode};
@@ -624,36 +624,7 @@ pub async fn live(
         row(&g.key, &g.counts, g.link.as_ref());
     }
     row("all", &total(&groups), None);
-    let doc = serde_json::json!({ "rows": rows });
-    let body = doc.to_string();
-    let tag = format!(
-        "\"{}\"",
-        hex::encode(
-            &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes()).as_ref()[..8]
-        )
-    );
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| h == tag);
-    let mut r = if fresh {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        // The time of this answer, for the page's "updated" stamp.
-        let mut doc = doc;
-        doc["at"] = v.lang.datetime(unix_ms()).into();
-        (
-            [(header::CONTENT_TYPE, "application/json")],
-            doc.to_string(),
-        )
-            .into_response()
-    };
-    if let Ok(t) = HeaderValue::from_str(&tag) {
-        r.headers_mut().insert(header::ETAG, t);
-    }
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    r
+    super::live_answer(&v, serde_json::json!({ "rows": rows }), &headers)
 }
 
 #[cfg(test)]

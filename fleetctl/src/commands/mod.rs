@@ -258,6 +258,7 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
             AuditCmd::List {
                 actor,
                 device,
+                action,
                 since_ms,
                 until_ms,
                 limit,
@@ -270,6 +271,7 @@ pub async fn run(cli: Cli) -> Result<Done, CommandError> {
                     until_ms,
                     limit: Some(limit),
                     seq: None,
+                    action,
                 };
                 done(audit::list(c, &q).await?, output)
             }

@@ -19,6 +19,7 @@ pub async fn audit_list(
             since_ms: q.since_ms,
             until_ms: q.until_ms,
             seq: q.seq,
+            action: q.action.filter(|s| !s.is_empty()),
             limit: q.limit.unwrap_or(100).min(10_000),
         })
         .await?;

@@ -55,7 +55,8 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn svg(payload: &str, size_px: usize) -> String {
+/// A QR code as inline SVG, `size_px` wide.
+pub fn svg(payload: &str, size_px: usize) -> String {
     let (w, dark) = qr_modules(payload);
     let quiet = 4;
     let n = w + 2 * quiet;
