@@ -316,10 +316,10 @@ fn detail_content(v: &Viewer, d: &DeviceDetail, done: Option<Action>) -> Markup 
                         dl.kv {
                             dt { (v.t(Msg::Cpu)) } dd { (lang.digits(&format!("{}%", h.cpu_pct))) }
                             dt { (v.t(Msg::Memory)) } dd { (lang.digits(&format!("{}%", h.mem_used_pct))) }
-                            dt { (v.t(Msg::Disk)) } dd { (lang.digits(&format!("{}% free ({} MB)", h.disk_free_pct, h.disk_free_mb))) }
+                            dt { (v.t(Msg::Disk)) } dd { (lang.digits(&format!("{}%", h.disk_free_pct))) " " (v.t(Msg::Free)) " (" (lang.count(h.disk_free_mb)) " " (v.t(Msg::Megabytes)) ")" }
                             @if let Some(b) = h.battery_pct { dt { (v.t(Msg::Battery)) } dd { (lang.digits(&format!("{b}%"))) } }
                             @if let Some(t) = h.temp_c { dt { (v.t(Msg::Temperature)) } dd { (lang.digits(&format!("{t} °C"))) } }
-                            dt { (v.t(Msg::Uptime)) } dd { (lang.digits(&format!("{} h", h.uptime_s / 3600))) }
+                            dt { (v.t(Msg::Uptime)) } dd { (lang.count(h.uptime_s / 3600)) " " (v.t(Msg::Hours)) }
                             @if let Some(at) = d.health_at_ms { dt { (v.t(Msg::When)) } dd { (lang.ago(at, now)) } }
                         }
                     },
@@ -365,7 +365,7 @@ fn detail_content(v: &Viewer, d: &DeviceDetail, done: Option<Action>) -> Markup 
                             tr {
                                 td { (c.action) " " span.muted { (c.id) } }
                                 td { (lang.datetime(c.issued_ms)) }
-                                td data-state=(c.state) { (c.state) }
+                                td data-state=(c.state) { (command_state(lang, &c.state)) }
                                 td { (c.message) }
                             }
                         }
@@ -402,6 +402,17 @@ fn detail_content(v: &Viewer, d: &DeviceDetail, done: Option<Action>) -> Markup 
                 }
             }
         }
+    }
+}
+
+/// A command's state in the page's language.
+fn command_state(lang: Lang, s: &str) -> &str {
+    match s {
+        "sent" => lang.t(Msg::Sent),
+        "ok" => lang.t(Msg::CommandOk),
+        "failed" => lang.t(Msg::FailedCount),
+        "expired" => lang.t(Msg::Expired),
+        other => other,
     }
 }
 

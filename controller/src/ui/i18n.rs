@@ -394,6 +394,10 @@ messages! {
     TargetOf => "Target", "موضوع";
     Source => "Source", "مبدأ";
     Print => "Print", "چاپ";
+    Free => "free", "آزاد";
+    Megabytes => "MB", "مگابایت";
+    CommandOk => "ok", "انجام شد";
+    Expired => "expired", "منقضی";
     NotReadyDevices => "Devices that are not ready", "دستگاه‌های ناآماده";
     AllReady => "Every device is ready.", "همهٔ دستگاه‌ها آماده‌اند.";
     MoreInList => "more: see the device list", "دیگر: فهرست دستگاه‌ها را ببینید";

@@ -36,6 +36,25 @@ pub fn page(v: &Viewer, title: &str, nav: Nav, live: Option<&str>, content: Mark
             Msg::Devices,
             v.may(&endpoint::DEVICES),
         ),
+        (
+            Nav::Rollouts,
+            "/ui/rollouts",
+            Msg::Rollouts,
+            v.may(&endpoint::ROLLOUTS),
+        ),
+        (
+            Nav::Bench,
+            "/ui/bench",
+            Msg::Bench,
+            v.may(&endpoint::SHIPMENT),
+        ),
+        (Nav::Audit, "/ui/audit", Msg::Audit, v.may(&endpoint::AUDIT)),
+        (
+            Nav::Report,
+            "/ui/report",
+            Msg::Report,
+            v.may(&endpoint::READINESS),
+        ),
     ];
     html! {
         (DOCTYPE)

@@ -285,13 +285,14 @@ async fn station_groups(st: &AppState, v: &Viewer, c: &CountyCode) -> Result<Vec
                     _ => key.clone(),
                 }
             };
+            let devices_query = if key == "-" {
+                format!("county={c}")
+            } else {
+                format!("county={c}&station={key}")
+            };
             Group {
-                devices_query: if key == "-" {
-                    format!("county={c}")
-                } else {
-                    format!("county={c}&station={key}")
-                },
-                href: None,
+                href: Some(format!("/ui/devices?{devices_query}")),
+                devices_query,
                 key,
                 label,
                 counts,
@@ -400,7 +401,7 @@ fn table(
                             }
                         }
                         @if provinces {
-                            td {
+                            td.nowrap {
                                 @match &g.link {
                                     Some((text, up)) => span.(if *up { "ok" } else { "bad" }) data-k={ (g.key) ":l" } { (text) },
                                     None => span.muted data-k={ (g.key) ":l" } { (v.t(Msg::Central)) },
