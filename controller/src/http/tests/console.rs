@@ -702,3 +702,229 @@ async fn assets_are_embedded_cached_for_good_and_a_first_visit_stays_light() {
         live.body.len()
     );
 }
+
+#[tokio::test]
+async fn rollouts_bench_audit_and_report_keep_a_technician_in_their_province() {
+    let app = super::rollouts::with_fleet_and_target().await;
+    ok(app
+        .json(
+            "POST",
+            "/api/v1/rollouts",
+            json!({ "model": "ballot-box-v2", "version": "2.5.0", "draft": true }),
+        )
+        .await);
+    let shipment = ok(app
+        .call(
+            "POST",
+            "/api/v1/enrol/batch",
+            Some(Body::from(
+                "serial,model,province\nBB-NEW-1,ballot-box-v2,IR-23\n",
+            )),
+            "text/csv",
+        )
+        .await)["shipment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tech = app.token_for(Role::ProvinceTech, &["IR-02"]).await;
+    let sid = sign_in(&app, &tech).await;
+    for uri in [
+        "/ui/rollouts",
+        "/ui/rollouts/1",
+        "/ui/live/rollout/1",
+        "/ui/report",
+        "/ui/bench",
+    ] {
+        let r = get(&app, Some(&sid), uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.body);
+        for other in ["Tehran", "IR-23", "BB-TEH", "BB-RAY", &shipment] {
+            assert!(!r.body.contains(other), "{uri} shows {other}:\n{}", r.body);
+        }
+    }
+    let report = get(&app, Some(&sid), "/ui/report").await;
+    assert!(report.body.contains("Mazandaran"), "{}", report.body);
+    let pdf = get(&app, Some(&sid), "/ui/report.pdf?lang=fa").await;
+    assert_eq!(pdf.status, StatusCode::OK);
+    assert_eq!(pdf.headers.get("content-type").unwrap(), "application/pdf");
+    // Pages the role may not see, and another province's shipment.
+    for (uri, status) in [
+        ("/ui/audit", StatusCode::FORBIDDEN),
+        (&*format!("/ui/bench/{shipment}"), StatusCode::NOT_FOUND),
+        (
+            &*format!("/ui/live/shipment/{shipment}"),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let r = get(&app, Some(&sid), uri).await;
+        assert_eq!(r.status, status, "{uri}: {}", r.body);
+    }
+    // Actions the role may not take: refused, nothing changed.
+    let csrf = get(&app, Some(&sid), "/ui/rollouts/1").await.csrf();
+    let cookie = session_cookie(&sid);
+    for (uri, fields) in [
+        (
+            "/ui/rollouts/1/act",
+            vec![
+                ("_csrf", csrf.as_str()),
+                ("action", "start"),
+                ("confirm", "yes"),
+            ],
+        ),
+        (
+            "/ui/freeze",
+            vec![
+                ("_csrf", csrf.as_str()),
+                ("from", "1404-01-01"),
+                ("to", "1404-01-02"),
+                ("reason", "x"),
+            ],
+        ),
+        ("/ui/freeze/clear", vec![("_csrf", csrf.as_str())]),
+        (
+            "/ui/bench",
+            vec![
+                ("_csrf", csrf.as_str()),
+                ("csv", "serial,model,province\nBB-X,ballot-box-v2,IR-02\n"),
+            ],
+        ),
+    ] {
+        let r = post(&app, &cookie, uri, &fields, None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}: {}", r.body);
+    }
+    let (_, shown) = app.get("/api/v1/rollouts/1").await;
+    assert_eq!(shown["phase"], "draft");
+    let (_, freeze) = app.get("/api/v1/freeze").await;
+    assert_eq!(freeze["windows"], json!([]));
+
+    // Central operations start it (after a confirmation), then pause it
+    // at once; a freeze window goes in with Jalali dates.
+    let central = app.token_for(Role::CentralOps, &[]).await;
+    let sid = sign_in(&app, &central).await;
+    let cookie = session_cookie(&sid);
+    let page = get(&app, Some(&sid), "/ui/rollouts/1").await;
+    assert!(page.body.contains("Tehran") && page.body.contains("Mazandaran"));
+    let csrf = page.csrf();
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/rollouts/1/act",
+        &[("_csrf", &csrf), ("action", "start")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("name=\"confirm\" value=\"yes\""));
+    let (_, shown) = app.get("/api/v1/rollouts/1").await;
+    assert_eq!(shown["phase"], "draft", "not before the confirmation");
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/rollouts/1/act",
+        &[("_csrf", &csrf), ("action", "start"), ("confirm", "yes")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/rollouts/1/act",
+        &[("_csrf", &csrf), ("action", "pause"), ("confirm", "yes")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let (_, shown) = app.get("/api/v1/rollouts/1").await;
+    assert_eq!(shown["phase"], "paused");
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/freeze",
+        &[
+            ("_csrf", &csrf),
+            ("from", "1404-01-01"),
+            ("to", "1404-01-03"),
+            ("reason", "Nowruz"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let (_, freeze) = app.get("/api/v1/freeze").await;
+    // Tehran midnight of 1404-01-01 (2025-03-21) is 20:30 UTC the day before.
+    assert_eq!(
+        freeze["windows"][0]["from_ms"], 1_742_502_600_000u64,
+        "{freeze}"
+    );
+    let audit = ok(app.get("/api/v1/audit?action=rollout.").await).to_string();
+    assert!(
+        audit.contains("rollout.pause") && audit.contains("rollout.start"),
+        "{audit}"
+    );
+    // A bad date is refused with the reason, nothing added.
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/freeze",
+        &[
+            ("_csrf", &csrf),
+            ("from", "1404-12-30"),
+            ("to", "1405-01-02"),
+            ("reason", "x"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("no day 30 in Jalali 1404-12"), "{}", r.body);
+    // The audit page for those who may read it, filtered by action.
+    let page = get(&app, Some(&sid), "/ui/audit?action=rollout.pause").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("The audit chain is intact"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("rollout.pause") && !page.body.contains("rollout.start"));
+}
+
+#[tokio::test]
+async fn the_national_page_draws_each_province_trend_from_the_samples() {
+    let app = test_app().await;
+    fleet_of_two_provinces(&app).await;
+    let now = crate::clock::unix_ms();
+    let p = ProvinceCode::parse("IR-02").unwrap();
+    for (i, ready) in [0u32, 1, 2].iter().enumerate() {
+        let at_ms = now - (3 - i as u64) * 6 * 3_600_000;
+        ok_store(
+            app.store
+                .add_samples(
+                    &[crate::store::Sample {
+                        at_ms,
+                        province: p,
+                        total: 2,
+                        ready: *ready,
+                        reasons: Default::default(),
+                    }],
+                    0,
+                )
+                .await,
+        );
+    }
+    let sid = sign_in(&app, &app.token).await;
+    let page = get(&app, Some(&sid), "/ui/").await;
+    assert!(
+        page.body.contains("aria-label=\"0.0% → 100.0%\""),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        page.body.matches("<polyline").count(),
+        1,
+        "only Mazandaran has samples"
+    );
+}
+
+fn ok_store(r: Result<(), crate::store::StoreError>) {
+    r.unwrap();
+}

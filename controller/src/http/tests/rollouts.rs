@@ -21,7 +21,7 @@ fn online(app: &TestApp, id: &str) {
 }
 
 /// Three devices in two provinces, online, and firmware 2.5.0 signed.
-async fn with_fleet_and_target() -> TestApp {
+pub(super) async fn with_fleet_and_target() -> TestApp {
     let app = test_app().await;
     registered(
         &app,
