@@ -1,5 +1,6 @@
-//! The web console end to end in a real browser: Debian's Chromium,
-//! driven by playwright-core (`tests/browser/console.mjs`), against a real
+//! The web console end to end in real browsers: Debian's Chromium, driven
+//! by playwright-core (`tests/browser/console.mjs`), then Debian's Firefox
+//! ESR, driven by puppeteer-core (`tests/browser/firefox.mjs`), against a real
 //! controller process (managed Mosquitto over mutual TLS, SQLite, a signed
 //! firmware target) with simulated devices reporting. The script:
 //!
@@ -41,19 +42,26 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The browser and the driver, installed by `scripts/ensure-deps`.
-fn browser_tools() -> (PathBuf, PathBuf) {
-    let chromium = PathBuf::from("/usr/bin/chromium");
-    let driver = workspace().join("tests/browser/node_modules/playwright-core");
-    assert!(
-        chromium.exists(),
-        "no /usr/bin/chromium: run scripts/ensure-deps (apt-get install chromium)"
-    );
-    assert!(
-        driver.exists(),
-        "no playwright-core: run scripts/ensure-deps (npm ci in tests/browser)"
-    );
-    (chromium, driver)
+/// The browsers and their drivers, installed by `scripts/ensure-deps`.
+fn browser_tools() {
+    for (path, what) in [
+        ("/usr/bin/chromium", "apt-get install chromium"),
+        ("/usr/bin/firefox-esr", "apt-get install firefox-esr"),
+    ] {
+        assert!(
+            Path::new(path).exists(),
+            "no {path}: run scripts/ensure-deps ({what})"
+        );
+    }
+    for driver in ["playwright-core", "puppeteer-core"] {
+        assert!(
+            workspace()
+                .join("tests/browser/node_modules")
+                .join(driver)
+                .exists(),
+            "no {driver}: run scripts/ensure-deps (npm ci in tests/browser)"
+        );
+    }
 }
 
 async fn token(api: &fleet_api::Client, name: &str, role: &str, provinces: &[&str]) -> String {
@@ -74,7 +82,7 @@ async fn token(api: &fleet_api::Client, name: &str, role: &str, provinces: &[&st
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_in_chromium_scope_drill_down_persian_rollout_bench_and_report() {
-    let (_, _) = browser_tools();
+    browser_tools();
     let fc = FirmwareController::start(&["--freshness-secs", "3600"], &ENV).unwrap();
     fc.publish(MODEL, "2.5.0").unwrap();
     let ctl = &fc.ctl;
@@ -234,6 +242,19 @@ async fn the_console_in_chromium_scope_drill_down_persian_rollout_bench_and_repo
         "the browser script failed:\n{}",
         lines.join("\n")
     );
+    // Firefox ESR, the same console (puppeteer-core over WebDriver BiDi).
+    let firefox = Command::new("node")
+        .arg(workspace().join("tests/browser/firefox.mjs"))
+        .env("CONSOLE", config.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("node runs the Firefox script");
+    let ff = String::from_utf8_lossy(&firefox.stdout).into_owned();
+    println!("firefox:\n{ff}");
+    assert!(firefox.status.success(), "the Firefox script failed:\n{ff}");
+    for step in ["OK firefox-sign-in-scope", "OK firefox-persian"] {
+        assert!(ff.lines().any(|l| l == step), "{step} missing:\n{ff}");
+    }
     for step in [
         "OK tech-scope",
         "OK drill-down-run-checks",

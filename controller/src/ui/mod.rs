@@ -125,6 +125,30 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/audit", get(audit::page))
         .route("/ui/report", get(report::page))
         .route("/ui/report.pdf", get(report::pdf))
+        .layer(axum::middleware::map_response(guard_headers))
+}
+
+/// Every console answer: scripts, styles and forms from this origin only,
+/// never inside another site's frame, no referrer to elsewhere.
+async fn guard_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// A 500 page (the cause is in the controller's log).

@@ -185,6 +185,17 @@ async fn sign_in_opens_a_strict_session_and_pages_need_one() {
         r.headers.get("content-type").unwrap(),
         "text/html; charset=utf-8"
     );
+    let csp = r
+        .headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(r.headers.get("x-frame-options").unwrap(), "DENY");
 
     // The session cookie is HttpOnly, Secure, SameSite=Strict, and expires.
     let page = get(&app, None, "/ui/login").await;
