@@ -109,7 +109,7 @@ pub async fn page(State(st): State<AppState>, v: Viewer, Query(f): Query<Filter>
                 @for e in &entries {
                     tr {
                         td.n { (lang.count(e.seq)) }
-                        td { (lang.datetime(e.at_ms)) }
+                        td.nowrap { (lang.datetime(e.at_ms)) }
                         td { (e.actor) " " span.muted { (e.role) } }
                         td { code { (e.action) } }
                         td { (e.target) }

@@ -364,7 +364,7 @@ fn detail_content(v: &Viewer, d: &DeviceDetail, done: Option<Action>) -> Markup 
                         @for c in &d.commands {
                             tr {
                                 td { (c.action) " " span.muted { (c.id) } }
-                                td { (lang.datetime(c.issued_ms)) }
+                                td.nowrap { (lang.datetime(c.issued_ms)) }
                                 td data-state=(c.state) { (command_state(lang, &c.state)) }
                                 td { (c.message) }
                             }
@@ -393,7 +393,7 @@ fn detail_content(v: &Viewer, d: &DeviceDetail, done: Option<Action>) -> Markup 
                     tbody {
                         @for e in &d.events {
                             tr {
-                                td { (lang.datetime(e.at_ms)) }
+                                td.nowrap { (lang.datetime(e.at_ms)) }
                                 td { (e.kind) }
                                 td { code { (event_detail(&e.event)) } }
                             }

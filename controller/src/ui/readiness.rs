@@ -225,7 +225,7 @@ async fn county_groups(st: &AppState, v: &Viewer, p: ProvinceCode) -> Result<Vec
                         if name.is_empty() {
                             c.to_string()
                         } else {
-                            name.clone()
+                            format!("{name} ({c})")
                         }
                     },
                 );

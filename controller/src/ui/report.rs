@@ -189,9 +189,9 @@ pub async fn page(
                     tbody {
                         @for l in &g.lines {
                             tr {
-                                td dir="ltr" { (l.device) }
-                                td dir="ltr" { (l.county) }
-                                td dir="ltr" { (l.station) }
+                                td { bdi { (l.device) } }
+                                td { bdi { (l.county) } }
+                                td { bdi { (l.station) } }
                                 td { @match l.last_seen_ms { Some(ms) => (lang.datetime(ms)), None => (v.t(Msg::Never)) } }
                             }
                         }

@@ -939,3 +939,75 @@ async fn the_national_page_draws_each_province_trend_from_the_samples() {
 fn ok_store(r: Result<(), crate::store::StoreError>) {
     r.unwrap();
 }
+
+#[tokio::test]
+async fn a_shipment_made_on_the_bench_shows_its_qr_sheet_once_and_bad_lines_register_nothing() {
+    let app = test_app().await;
+    ok(app.csv(REGISTRY).await);
+    let warehouse = app.token_for(Role::Warehouse, &[]).await;
+    let sid = sign_in(&app, &warehouse).await;
+    let cookie = session_cookie(&sid);
+    let page = get(&app, Some(&sid), "/ui/bench").await;
+    assert!(page.body.contains("name=\"csv\""), "{}", page.body);
+    let csrf = page.csrf();
+    // A bad line: 422, the line named, nothing registered.
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/bench",
+        &[
+            ("_csrf", &csrf),
+            ("csv", "serial,model,province\nBB-Q-1,ballot-box-v2,IR-99\n"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("line 2"), "{}", r.body);
+    assert!(app
+        .fleet
+        .read()
+        .unwrap()
+        .get(&DeviceId::parse("BB-Q-1").unwrap())
+        .is_none());
+    // A good one: the sheet, with a QR code and the token of each device.
+    let r = post(
+        &app,
+        &cookie,
+        "/ui/bench",
+        &[
+            ("_csrf", &csrf),
+            ("csv", "serial,model,province,county\r\nBB-Q-1,ballot-box-v2,IR-02,IR-02-SARI\r\nBB-Q-2,ballot-box-v2,IR-02,IR-02-SARI\r\n"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.headers.get("cache-control").unwrap(), "no-store");
+    assert_eq!(r.body.matches("<svg").count(), 2, "{}", r.body);
+    assert_eq!(
+        r.body
+            .matches("fleet-agent enrol --controller https://console.test --token ")
+            .count(),
+        2
+    );
+    let at = r.body.find("/ui/bench/shipment-").unwrap();
+    let shipment = &r.body[at + "/ui/bench/".len()..];
+    let shipment = &shipment[..shipment.find('"').unwrap()];
+    let status = get(&app, Some(&sid), &format!("/ui/bench/{shipment}")).await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert!(status.body.contains("BB-Q-1") && status.body.contains("BB-Q-2"));
+    let live = get(&app, Some(&sid), &format!("/ui/live/shipment/{shipment}")).await;
+    let live: Value = serde_json::from_str(&live.body).unwrap();
+    assert_eq!(
+        live["rows"]["sh"],
+        json!({ "n": 2, "e": 0, "p": 0, "r": 0 })
+    );
+    assert_eq!(live["rows"]["BB-Q-1"]["l"], "registered");
+    // Registered and audited under the operator's name.
+    let audit = ok(app.get("/api/v1/audit?action=enrol.batch").await).to_string();
+    assert!(
+        audit.contains("BB-Q-1") && audit.contains("warehouse"),
+        "{audit}"
+    );
+}
