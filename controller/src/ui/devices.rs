@@ -384,6 +384,18 @@ fn detail_content(v: &Viewer, d: &DeviceDetail, done: Option<Action>) -> Markup 
                 },
                 None => p.muted { (v.t(Msg::Nothing)) },
             }
+            @let past: Vec<_> = d.events.iter().filter(|e| e.kind == "update-result").collect();
+            @if !past.is_empty() {
+                table {
+                    caption { (v.t(Msg::UpdateResults)) }
+                    thead { tr { th scope="col" { (v.t(Msg::When)) } th scope="col" { (v.t(Msg::Detail)) } } }
+                    tbody {
+                        @for e in past {
+                            tr { td.nowrap { (lang.datetime(e.at_ms)) } td { code { (event_detail(&e.event)) } } }
+                        }
+                    }
+                }
+            }
         }
         section aria-labelledby="h-events" {
             h2 id="h-events" { (v.t(Msg::Events)) }

@@ -394,6 +394,7 @@ messages! {
     TargetOf => "Target", "موضوع";
     Source => "Source", "مبدأ";
     Print => "Print", "چاپ";
+    UpdateResults => "Earlier results (recent events)", "نتیجه‌های پیشین (رویدادهای اخیر)";
     Free => "free", "آزاد";
     Megabytes => "MB", "مگابایت";
     CommandOk => "ok", "انجام شد";
