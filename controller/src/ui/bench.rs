@@ -130,14 +130,83 @@ pub async fn create(
         }
         Err(e) => return error_page(v, &e),
     };
+    sheet_response(v, &batch, &headers)
+}
+
+/// A new sheet for the devices of a shipment not enrolled yet: new tokens
+/// in a new shipment (the controller cannot show the old ones again; they
+/// stay valid until they expire, and each works once).
+pub async fn reissue(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    p: Posted<super::PlainForm>,
+) -> Response {
+    let v = &p.viewer;
+    if !v.may(&endpoint::ENROL_BATCH) {
+        return error_page(v, &ApiError::NotPermitted(v.caller.principal.role));
+    }
+    let s = match fetch(&st, v, &id).await {
+        Ok(s) => s,
+        Err(e) => return error_page(v, &e),
+    };
+    let mut csv = String::from("serial,model,province,county,station\n");
+    {
+        let fleet = st.fleet();
+        for d in s
+            .devices
+            .iter()
+            .filter(|d| d.lifecycle == Lifecycle::Registered)
+        {
+            if let Some(dev) = fleet.get(&d.device) {
+                let r = &dev.reg;
+                csv.push_str(&format!(
+                    "{},{},{},{},{}\n",
+                    r.id,
+                    r.model,
+                    r.province,
+                    r.county
+                        .as_ref()
+                        .map_or_else(String::new, ToString::to_string),
+                    r.station
+                        .as_ref()
+                        .map_or_else(String::new, ToString::to_string),
+                ));
+            }
+        }
+    }
+    if csv.lines().count() < 2 {
+        return error_page(
+            v,
+            &ApiError::BadField {
+                field: "shipment",
+                reason: "every device of this shipment is enrolled already".into(),
+            },
+        );
+    }
+    let batch = match api::enrolment::enrol_batch(
+        State(st.clone()),
+        Extension(v.caller.clone()),
+        Query(EnrolBatchQuery::default()),
+        csv,
+    )
+    .await
+    {
+        Ok(Json(b)) => b,
+        Err(e) => return error_page(v, &e),
+    };
+    sheet_response(v, &batch, &headers)
+}
+
+/// The sheet page, never cached (it holds the tokens).
+fn sheet_response(v: &Viewer, batch: &EnrolBatch, headers: &HeaderMap) -> Response {
     // The controller's address as the bench reached it.
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     let controller = format!("https://{host}");
-    let mut r = sheet_page(v, &batch, &controller).into_response();
-    // The tokens are in this page: no cache may keep it.
+    let mut r = sheet_page(v, batch, &controller).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
@@ -227,6 +296,13 @@ pub async fn show(State(st): State<AppState>, v: Viewer, Path(id): Path<String>)
             dt { (v.t(Msg::Enrolled)) } dd data-k="sh:e" { (lang.count(enrolled)) }
             dt { (v.t(Msg::SelfTest)) } dd data-k="sh:p" { (lang.count(passed)) }
             dt { (v.t(Msg::ReadyToShip)) } dd data-k="sh:r" { (lang.count(ready)) }
+        }
+        @if v.may(&endpoint::ENROL_BATCH) && enrolled < n {
+            form.no-print method="post" action={ "/ui/bench/" (s.shipment) "/sheet" } {
+                input type="hidden" name="_csrf" value=(v.csrf);
+                button type="submit" { (v.t(Msg::NewSheet)) " (" (lang.count(n - enrolled)) ")" }
+                " " span.muted { (v.t(Msg::NewSheetHelp)) }
+            }
         }
         table {
             thead { tr {

@@ -121,6 +121,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/freeze/clear", post(rollouts::clear_freeze))
         .route("/ui/bench", get(bench::list).post(bench::create))
         .route("/ui/bench/{id}", get(bench::show))
+        .route("/ui/bench/{id}/sheet", post(bench::reissue))
         .route("/ui/live/shipment/{id}", get(bench::live))
         .route("/ui/audit", get(audit::page))
         .route("/ui/report", get(report::page))
@@ -334,7 +335,13 @@ impl FromRequestParts<AppState> for Viewer {
             },
             lang: session.lang,
             csrf: session.csrf,
-            path: safe_next(Some(&next)),
+            // A page answering a form comes back to the console's home:
+            // its own address is not one to GET again.
+            path: if parts.method == axum::http::Method::GET {
+                safe_next(Some(&next))
+            } else {
+                "/ui/".to_owned()
+            },
             live_secs: st.console.config.live_secs,
             sid,
         })

@@ -1010,4 +1010,27 @@ async fn a_shipment_made_on_the_bench_shows_its_qr_sheet_once_and_bad_lines_regi
         audit.contains("BB-Q-1") && audit.contains("warehouse"),
         "{audit}"
     );
+    // The sheet again, one click from the shipment: new tokens for the
+    // devices not enrolled yet, in a new shipment.
+    assert!(
+        status.body.contains(&format!("/ui/bench/{shipment}/sheet")),
+        "{}",
+        status.body
+    );
+    let again = post(
+        &app,
+        &cookie,
+        &format!("/ui/bench/{shipment}/sheet"),
+        &[("_csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body.matches("<svg").count(), 2);
+    assert!(!again.body.contains(shipment), "a new shipment");
+    let token = |body: &str| {
+        let at = body.find("--token ").unwrap() + "--token ".len();
+        body[at..at + body[at..].find('<').unwrap()].to_owned()
+    };
+    assert_ne!(token(&again.body), token(&r.body));
 }
