@@ -101,6 +101,13 @@ for (const lang of ["en", "fa"]) {
     await Promise.all([page.waitForURL(/\/ui\/$/), page.click("form[action='/ui/login'] button")]);
     await setLang(page, lang);
     await page.waitForLoadState("networkidle");
+    // Every font the page uses is in before counting.
+    const fonts = await page.evaluate(async () => {
+      await document.fonts.ready;
+      return [...document.fonts].filter((f) => f.status === "loaded").map((f) => f.weight);
+    });
+    await page.waitForLoadState("networkidle");
+    console.log(`FONTS ${lang} ${fonts.join(",") || "none"}`);
     console.log(`BYTES first-visit-${lang} ${count.total()}`);
     if (lang === "en") {
       count.reset();
