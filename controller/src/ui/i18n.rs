@@ -394,6 +394,8 @@ messages! {
     TargetOf => "Target", "موضوع";
     Source => "Source", "مبدأ";
     Print => "Print", "چاپ";
+    Canary => "canary", "پیش‌آهنگ";
+    Rest => "the rest", "بقیه";
     NewSheet => "Print a sheet for the devices not enrolled yet", "چاپ برگه برای دستگاه‌هایی که هنوز ثبت‌نام نشده‌اند";
     NewSheetHelp => "new tokens in a new shipment; the old ones work until they expire", "توکن‌های تازه در محموله‌ای تازه؛ توکن‌های پیشین تا انقضا معتبرند";
     UpdateResults => "Earlier results (recent events)", "نتیجه‌های پیشین (رویدادهای اخیر)";

@@ -100,6 +100,28 @@ fn counters_table(v: &Viewer, caption: &str, rows: &[(String, String, &Counters)
     }
 }
 
+/// A wave's name in the page's language: the canary, a group of
+/// provinces (`IR-23+IR-30`) by their names, or the rest.
+fn wave_name(lang: Lang, name: &str) -> String {
+    match name {
+        "canary" => lang.t(Msg::Canary).to_owned(),
+        "rest" => lang.t(Msg::Rest).to_owned(),
+        group => group
+            .split('+')
+            .map(|code| {
+                fleet_protocol::ProvinceCode::parse(code).map_or_else(
+                    |_| code.to_owned(),
+                    |p| match lang {
+                        Lang::En => p.info().name_en.to_owned(),
+                        Lang::Fa => p.info().name_fa.to_owned(),
+                    },
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" + "),
+    }
+}
+
 fn province_label(lang: Lang, p: &ProvinceCounters) -> String {
     match lang {
         Lang::En => p.province.info().name_en.to_owned(),
@@ -310,7 +332,7 @@ fn show_content(v: &Viewer, r: &RolloutView, done: Option<RolloutAction>) -> Mar
                     "{} {} · {} ({state})",
                     v.t(Msg::Wave),
                     lang.count(u64::from(w.index) + 1),
-                    w.name
+                    wave_name(lang, &w.name)
                 ),
                 &w.counters,
             )
@@ -542,5 +564,18 @@ pub async fn clear_freeze(State(st): State<AppState>, p: Posted<super::PlainForm
     match api::freeze::clear_freeze(State(st), Extension(v.caller.clone())).await {
         Ok(_) => Redirect::to("/ui/rollouts#h-freeze").into_response(),
         Err(e) => error_page(v, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waves_are_named_in_the_page_language() {
+        assert_eq!(wave_name(Lang::En, "canary"), "canary");
+        assert_eq!(wave_name(Lang::En, "IR-23+IR-30"), "Tehran + Alborz");
+        assert_eq!(wave_name(Lang::Fa, "IR-23"), "تهران");
+        assert_eq!(wave_name(Lang::Fa, "rest"), "بقیه");
     }
 }
