@@ -114,7 +114,7 @@ pub async fn page(State(st): State<AppState>, v: Viewer, Query(f): Query<Filter>
                         td { code { (e.action) } }
                         td { (e.target) }
                         td { (e.source) }
-                        td { code dir="ltr" { (e.detail) } }
+                        td.detail { code dir="ltr" { (e.detail) } }
                     }
                 }
             }

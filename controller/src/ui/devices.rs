@@ -391,7 +391,7 @@ fn detail_content(v: &Viewer, d: &DeviceDetail, done: Option<Action>) -> Markup 
                     thead { tr { th scope="col" { (v.t(Msg::When)) } th scope="col" { (v.t(Msg::Detail)) } } }
                     tbody {
                         @for e in past {
-                            tr { td.nowrap { (lang.datetime(e.at_ms)) } td { code { (event_detail(&e.event)) } } }
+                            tr { td.nowrap { (lang.datetime(e.at_ms)) } td.detail { code { (event_detail(&e.event)) } } }
                         }
                     }
                 }
@@ -407,7 +407,7 @@ fn detail_content(v: &Viewer, d: &DeviceDetail, done: Option<Action>) -> Markup 
                             tr {
                                 td.nowrap { (lang.datetime(e.at_ms)) }
                                 td { (e.kind) }
-                                td { code { (event_detail(&e.event)) } }
+                                td.detail { code { (event_detail(&e.event)) } }
                             }
                         }
                     }
