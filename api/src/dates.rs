@@ -248,9 +248,11 @@ impl Both {
     /// `ms` seen at `utc_offset_min`.
     pub fn at(ms: u64, utc_offset_min: i32) -> Option<Both> {
         let offset = UtcOffset::from_whole_seconds(utc_offset_min * 60).ok()?;
+        // Checked: an instant near the end of year 9999 UTC is in year
+        // 10000 at a positive offset, which `time` cannot represent.
         let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
             .ok()?
-            .to_offset(offset);
+            .checked_to_offset(offset)?;
         let iso = Date::try_new_iso(t.year(), u8::from(t.month()), t.day()).ok()?;
         let jalali = iso.to_calendar(Persian);
         Some(Both {
@@ -299,6 +301,15 @@ mod tests {
 
     fn utc(s: &str) -> u64 {
         parse(s, 0).unwrap()
+    }
+
+    #[test]
+    fn an_instant_past_year_9999_at_the_offset_is_shown_as_its_number() {
+        // 9999-12-31 23:46:40 UTC is in year 10000 in Tehran.
+        let ms = 253_402_300_000_000;
+        assert_eq!(Both::at(ms, T), None);
+        assert_eq!(show(ms, T), ms.to_string());
+        assert!(Both::at(ms, 0).is_some());
     }
 
     #[test]

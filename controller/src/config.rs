@@ -51,6 +51,7 @@ pub struct ConsoleSection {
     pub session_idle_minutes: u64,
     pub session_max_hours: u64,
     pub max_sessions: usize,
+    pub max_sessions_per_token: usize,
     pub sample_minutes: u64,
     pub sample_keep_days: u64,
     pub live_secs: u64,
@@ -406,8 +407,8 @@ impl ControllerConfig {
                 "sessions need at least a minute of idle time and an hour of age",
             );
         }
-        if self.console.max_sessions == 0 {
-            return invalid("console.max_sessions", "at least 1");
+        if self.console.max_sessions == 0 || self.console.max_sessions_per_token == 0 {
+            return invalid("console.max_sessions", "at least 1 (and 1 per token)");
         }
         if self.console.sample_minutes == 0 || self.console.sample_keep_days == 0 {
             return invalid(
@@ -525,6 +526,7 @@ impl ControllerConfig {
                 idle_ms: c.session_idle_minutes.saturating_mul(60_000),
                 max_age_ms: c.session_max_hours.saturating_mul(3_600_000),
                 max_sessions: c.max_sessions,
+                max_per_token: c.max_sessions_per_token,
             },
             sample_every: Duration::from_secs(c.sample_minutes.saturating_mul(60)),
             sample_keep: Duration::from_secs(c.sample_keep_days.saturating_mul(86_400)),

@@ -108,6 +108,9 @@ pub async fn create(
     if !v.may(&endpoint::ENROL_BATCH) {
         return error_page(v, &ApiError::NotPermitted(v.caller.principal.role));
     }
+    let Some(controller) = controller_url(&headers) else {
+        return bad_host(v);
+    };
     let csv = p.form.csv.replace("\r\n", "\n");
     let batch = match api::enrolment::enrol_batch(
         State(st.clone()),
@@ -130,7 +133,7 @@ pub async fn create(
         }
         Err(e) => return error_page(v, &e),
     };
-    sheet_response(v, &batch, &headers)
+    sheet_response(v, &batch, &controller)
 }
 
 /// A new sheet for the devices of a shipment not enrolled yet: new tokens
@@ -146,6 +149,9 @@ pub async fn reissue(
     if !v.may(&endpoint::ENROL_BATCH) {
         return error_page(v, &ApiError::NotPermitted(v.caller.principal.role));
     }
+    let Some(controller) = controller_url(&headers) else {
+        return bad_host(v);
+    };
     let s = match fetch(&st, v, &id).await {
         Ok(s) => s,
         Err(e) => return error_page(v, &e),
@@ -195,18 +201,30 @@ pub async fn reissue(
         Ok(Json(b)) => b,
         Err(e) => return error_page(v, &e),
     };
-    sheet_response(v, &batch, &headers)
+    sheet_response(v, &batch, &controller)
+}
+
+/// The controller's address as the bench reached it (the QR codes carry
+/// it): `None` when the request's `Host` is not a host name and port.
+fn controller_url(headers: &HeaderMap) -> Option<String> {
+    super::bench_host(headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .map(|h| format!("https://{h}"))
+}
+
+/// The refusal of a bad `Host`, before anything is registered.
+fn bad_host(v: &Viewer) -> Response {
+    error_page(
+        v,
+        &ApiError::BadField {
+            field: "Host",
+            reason: "the request's Host header is not a host name and port".into(),
+        },
+    )
 }
 
 /// The sheet page, never cached (it holds the tokens).
-fn sheet_response(v: &Viewer, batch: &EnrolBatch, headers: &HeaderMap) -> Response {
-    // The controller's address as the bench reached it.
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let controller = format!("https://{host}");
-    let mut r = sheet_page(v, batch, &controller).into_response();
+fn sheet_response(v: &Viewer, batch: &EnrolBatch, controller: &str) -> Response {
+    let mut r = sheet_page(v, batch, controller).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),

@@ -394,6 +394,8 @@ messages! {
     TargetOf => "Target", "موضوع";
     Source => "Source", "مبدأ";
     Print => "Print", "چاپ";
+    ConsoleFull => "The console has as many sessions open as it allows. Try again later.", "پیشخوان به سقف نشست‌های هم‌زمان رسیده است. کمی بعد دوباره تلاش کنید.";
+    OtherProvinces => "other provinces", "استان‌های دیگر";
     Canary => "canary", "پیش‌آهنگ";
     Rest => "the rest", "بقیه";
     NewSheet => "Print a sheet for the devices not enrolled yet", "چاپ برگه برای دستگاه‌هایی که هنوز ثبت‌نام نشده‌اند";

@@ -279,10 +279,28 @@ pub fn encode(s: &str) -> String {
         .collect()
 }
 
+/// The `Host` a request named, when it is a plain host name or address
+/// with an optional port (the enrolment sheet's controller address).
+pub fn bench_host(host: Option<&str>) -> Option<&str> {
+    host.filter(|h| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    })
+}
+
 /// A place to return to after sign-in: a console path, nothing else.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with("/ui/") && !n.contains("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with("/ui/")
+                && !n.contains("//")
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            n.to_owned()
+        }
         _ => "/ui/".to_owned(),
     }
 }
@@ -311,7 +329,13 @@ impl FromRequestParts<AppState> for Viewer {
             return Err(refuse(false));
         };
         let now = unix_ms();
-        let touched = st.console.sessions().touch(&sid, now);
+        // A live page polling for its numbers does not keep a session
+        // alive: only someone using the console does.
+        let touched = if live {
+            st.console.sessions().peek(&sid, now)
+        } else {
+            st.console.sessions().touch(&sid, now)
+        };
         let session = match touched {
             Ok(s) => s,
             Err(SessionError::Expired) => return Err(refuse(true)),
@@ -604,7 +628,7 @@ async fn login(
         _ => lang,
     };
     let sid = random_hex();
-    st.console.sessions().open(
+    let opened = st.console.sessions().open(
         sid.clone(),
         Session {
             token: f.token.trim().to_owned(),
@@ -616,6 +640,15 @@ async fn login(
         },
         now,
     );
+    if let Err(full) = opened {
+        tracing::warn!(error = %full, "console sign-in refused");
+        return login_form(
+            lang,
+            &next,
+            Some((lang.t(Msg::ConsoleFull), "bad")),
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+    }
     let max_age = st.console.config.sessions.max_age_ms / 1000;
     let mut r = Redirect::to(&next).into_response();
     set_cookie(
@@ -689,4 +722,40 @@ async fn set_lang(State(st): State<AppState>, p: Posted<PlainForm>) -> Response 
         tracing::warn!(error = %e, "cannot remember a console language");
     }
     Redirect::to(&safe_next(p.form.next.as_deref())).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_console_path_is_a_place_to_return_to() {
+        assert_eq!(
+            safe_next(Some("/ui/p/IR-02?sort=name")),
+            "/ui/p/IR-02?sort=name"
+        );
+        for bad in [
+            "https://evil.example/ui/",
+            "//evil.example/ui/",
+            "/ui//evil.example",
+            "/ui/\\evil",
+            "/ui/\n",
+            "/ui/a b",
+            "/api/v1/tokens",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/ui/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/ui/");
+    }
+
+    #[test]
+    fn a_host_header_is_a_host_name_and_port_or_nothing() {
+        assert_eq!(bench_host(Some("console.test")), Some("console.test"));
+        assert_eq!(bench_host(Some("10.1.2.3:8443")), Some("10.1.2.3:8443"));
+        assert_eq!(bench_host(Some("[::1]:8080")), Some("[::1]:8080"));
+        assert_eq!(bench_host(Some("a b")), None);
+        assert_eq!(bench_host(Some("x/y")), None);
+        assert_eq!(bench_host(Some(&"a".repeat(300))), None);
+        assert_eq!(bench_host(None), None);
+    }
 }

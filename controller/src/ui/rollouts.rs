@@ -101,24 +101,33 @@ fn counters_table(v: &Viewer, caption: &str, rows: &[(String, String, &Counters)
 }
 
 /// A wave's name in the page's language: the canary, a group of
-/// provinces (`IR-23+IR-30`) by their names, or the rest.
-fn wave_name(lang: Lang, name: &str) -> String {
+/// provinces (`IR-23+IR-30`) by the names of those the reader sees (the
+/// others are "other provinces", never named), or the rest.
+fn wave_name(
+    lang: Lang,
+    name: &str,
+    sees: impl Fn(fleet_protocol::ProvinceCode) -> bool,
+) -> String {
     match name {
         "canary" => lang.t(Msg::Canary).to_owned(),
         "rest" => lang.t(Msg::Rest).to_owned(),
-        group => group
-            .split('+')
-            .map(|code| {
-                fleet_protocol::ProvinceCode::parse(code).map_or_else(
-                    |_| code.to_owned(),
-                    |p| match lang {
+        group => {
+            let mut names = Vec::new();
+            let mut hidden = false;
+            for code in group.split('+') {
+                match fleet_protocol::ProvinceCode::parse(code) {
+                    Ok(p) if sees(p) => names.push(match lang {
                         Lang::En => p.info().name_en.to_owned(),
                         Lang::Fa => p.info().name_fa.to_owned(),
-                    },
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" + "),
+                    }),
+                    _ => hidden = true,
+                }
+            }
+            if hidden {
+                names.push(lang.t(Msg::OtherProvinces).to_owned());
+            }
+            names.join(" + ")
+        }
     }
 }
 
@@ -332,7 +341,7 @@ fn show_content(v: &Viewer, r: &RolloutView, done: Option<RolloutAction>) -> Mar
                     "{} {} · {} ({state})",
                     v.t(Msg::Wave),
                     lang.count(u64::from(w.index) + 1),
-                    wave_name(lang, &w.name)
+                    wave_name(lang, &w.name, |p| v.caller.principal.sees(p))
                 ),
                 &w.counters,
             )
@@ -573,9 +582,20 @@ mod tests {
 
     #[test]
     fn waves_are_named_in_the_page_language() {
-        assert_eq!(wave_name(Lang::En, "canary"), "canary");
-        assert_eq!(wave_name(Lang::En, "IR-23+IR-30"), "Tehran + Alborz");
-        assert_eq!(wave_name(Lang::Fa, "IR-23"), "تهران");
-        assert_eq!(wave_name(Lang::Fa, "rest"), "بقیه");
+        let all = |_| true;
+        assert_eq!(wave_name(Lang::En, "canary", all), "canary");
+        assert_eq!(wave_name(Lang::En, "IR-23+IR-30", all), "Tehran + Alborz");
+        assert_eq!(wave_name(Lang::Fa, "IR-23", all), "تهران");
+        assert_eq!(wave_name(Lang::Fa, "rest", all), "بقیه");
+    }
+
+    #[test]
+    fn a_reader_sees_only_the_names_of_their_provinces_in_a_wave() {
+        let tehran = |p: fleet_protocol::ProvinceCode| p.to_string() == "IR-23";
+        assert_eq!(
+            wave_name(Lang::En, "IR-23+IR-30", tehran),
+            "Tehran + other provinces"
+        );
+        assert_eq!(wave_name(Lang::En, "IR-30", tehran), "other provinces");
     }
 }

@@ -531,7 +531,12 @@ async fn a_session_ends_when_idle_and_when_its_token_is_revoked() {
     .await;
     let sid = sign_in(&app, &app.token).await;
     assert_eq!(get(&app, Some(&sid), "/ui/").await.status, StatusCode::OK);
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // A page left open polls for its numbers: that does not keep the
+    // session alive.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let live = get(&app, Some(&sid), "/ui/live/readiness?scope=national").await;
+    assert_eq!(live.status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
     let r = get(&app, Some(&sid), "/ui/devices").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.location(), "/ui/login?next=/ui/devices&m=expired");
@@ -964,6 +969,27 @@ async fn a_shipment_made_on_the_bench_shows_its_qr_sheet_once_and_bad_lines_regi
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     assert!(r.body.contains("line 2"), "{}", r.body);
+    assert!(app
+        .fleet
+        .read()
+        .unwrap()
+        .get(&DeviceId::parse("BB-Q-1").unwrap())
+        .is_none());
+    // A Host that is no host name (the QR codes would carry it): refused
+    // before anything is registered.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/ui/bench")
+        .header("host", "a".repeat(3000))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &cookie)
+        .body(Body::from(form_body(&[
+            ("_csrf", &csrf),
+            ("csv", "serial,model,province\nBB-Q-1,ballot-box-v2,IR-02\n"),
+        ])))
+        .unwrap();
+    let r = send(&app, req).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     assert!(app
         .fleet
         .read()
