@@ -560,6 +560,45 @@ pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// (certificate, key, CA) PEM of a client identity issued by
+/// `fleet-controller issue-cert` (a bridge or an observer).
+pub struct Identity {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub ca: Vec<u8>,
+}
+
+/// `fleet-controller issue-cert --kind KIND --name NAME` on `data`, the
+/// files written under `out`.
+pub fn issue_cert(data: &Path, out: &Path, kind: &str, name: &str) -> anyhow::Result<Identity> {
+    let (ok, stdout, err) = run_bin(
+        "fleet-controller",
+        &[
+            "issue-cert",
+            "--data-dir",
+            data.to_str().context("utf-8 path")?,
+            "--kind",
+            kind,
+            "--name",
+            name,
+            "--out",
+            out.to_str().context("utf-8 path")?,
+        ],
+    )?;
+    if !ok {
+        bail!("issue-cert failed: {err}");
+    }
+    let files: Vec<&str> = stdout.lines().collect();
+    if files.len() != 3 {
+        bail!("issue-cert printed {} files, not 3: {stdout}", files.len());
+    }
+    Ok(Identity {
+        cert: std::fs::read(files[0])?,
+        key: std::fs::read(files[1])?,
+        ca: std::fs::read(files[2])?,
+    })
+}
+
 /// A device enrolled through the real flow: a shipment batch (fleetctl)
 /// and `fleet-agent enrol`, with its agent config and identity files.
 pub struct EnrolledDevice {

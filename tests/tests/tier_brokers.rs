@@ -10,48 +10,15 @@
 //! a retired device is refused by its provincial broker.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleet_tests::builders::{mqtt_connect, mqtt_drive, mqtt_tls, now_ms, publish, state};
-use fleet_tests::{eventually, free_port, run_bin, within, Controller, EnrolledDevice, Proc};
+use fleet_tests::{
+    eventually, free_port, issue_cert, run_bin, within, Controller, EnrolledDevice, Identity, Proc,
+};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
-
-/// (certificate, key, CA) PEM of a client identity issued by
-/// `fleet-controller issue-cert`.
-struct Identity {
-    cert: Vec<u8>,
-    key: Vec<u8>,
-    ca: Vec<u8>,
-}
-
-fn issue(data: &Path, out: &Path, kind: &str, name: &str) -> Identity {
-    let (ok, stdout, err) = run_bin(
-        "fleet-controller",
-        &[
-            "issue-cert",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--kind",
-            kind,
-            "--name",
-            name,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
-    assert!(ok, "issue-cert failed: {err}");
-    let files: Vec<&str> = stdout.lines().collect();
-    assert_eq!(files.len(), 3, "{stdout}");
-    Identity {
-        cert: std::fs::read(files[0]).unwrap(),
-        key: std::fs::read(files[1]).unwrap(),
-        ca: std::fs::read(files[2]).unwrap(),
-    }
-}
 
 /// Topics (and payloads) the observer was given on the central broker, in order.
 type Topics = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
@@ -145,9 +112,9 @@ async fn a_tier_of_provincial_brokers_bridges_each_province_under_its_own_name_o
     // Identities first: issue-cert writes the audit log, so not beside a
     // running controller.
     fleet_tests::init_data_dir(data.path()).unwrap();
-    let observer = issue(data.path(), certs.path(), "observer", "observer");
-    let rogue = issue(data.path(), certs.path(), "bridge", "p02");
-    issue(data.path(), certs.path(), "bridge", "p09");
+    let observer = issue_cert(data.path(), certs.path(), "observer", "observer").unwrap();
+    let rogue = issue_cert(data.path(), certs.path(), "bridge", "p02").unwrap();
+    issue_cert(data.path(), certs.path(), "bridge", "p09").unwrap();
 
     let ctl = Controller::start(data.path(), &["--provincial-brokers", "2"]).unwrap();
     let output = ctl.proc.output();

@@ -36,7 +36,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,7 @@ use fleet_protocol::{Envelope, Payload, Topic, TopicKind};
 use fleet_tests::builders::{mqtt_connect, mqtt_tls, now_ms, state};
 use fleet_tests::proxy::Proxy;
 use fleet_tests::{
-    eventually, free_port, metric, run_bin, within, Controller, EnrolledDevice, Proc,
+    eventually, free_port, issue_cert, metric, within, Controller, EnrolledDevice, Identity, Proc,
 };
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 
@@ -72,39 +72,6 @@ fn outage() -> Duration {
         "the outage must outlast the freshness window ({FRESHNESS_SECS} s) with room to judge"
     );
     Duration::from_secs(secs)
-}
-
-/// (certificate, key, CA) PEM of a client identity.
-struct Identity {
-    cert: Vec<u8>,
-    key: Vec<u8>,
-    ca: Vec<u8>,
-}
-
-fn issue_observer(data: &Path, out: &Path) -> Identity {
-    let (ok, stdout, err) = run_bin(
-        "fleet-controller",
-        &[
-            "issue-cert",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--kind",
-            "observer",
-            "--name",
-            "observer",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
-    assert!(ok, "issue-cert failed: {err}");
-    let files: Vec<&str> = stdout.lines().collect();
-    assert_eq!(files.len(), 3, "{stdout}");
-    Identity {
-        cert: std::fs::read(files[0]).unwrap(),
-        key: std::fs::read(files[1]).unwrap(),
-        ca: std::fs::read(files[2]).unwrap(),
-    }
 }
 
 /// What a subscriber was given: (topic, payload, retain), in order.
@@ -415,7 +382,13 @@ async fn an_uplink_outage_loses_no_qos1_message_and_readiness_says_link_down_the
     let work = tempfile::tempdir().unwrap();
     fleet_tests::init_data_dir(data.path()).unwrap();
     // Before the controller runs: issue-cert writes the audit log.
-    let observer = issue_observer(data.path(), &work.path().join("observer"));
+    let observer = issue_cert(
+        data.path(),
+        &work.path().join("observer"),
+        "observer",
+        "observer",
+    )
+    .unwrap();
 
     // p01's uplink goes through the proxy to the central broker's fixed port.
     let central = free_port();

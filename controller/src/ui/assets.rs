@@ -29,9 +29,15 @@ const FONTS: [(&str, &[u8]); 2] = [
     ),
 ];
 
-fn hash_of(bytes: &[u8]) -> String {
+/// The first `n` bytes of `bytes`' SHA-256, in hex (asset versions, live
+/// documents' ETags).
+pub fn short_hash(bytes: &[u8], n: usize) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    hex::encode(&d.as_ref()[..6])
+    hex::encode(&d.as_ref()[..n.min(32)])
+}
+
+fn hash_of(bytes: &[u8]) -> String {
+    short_hash(bytes, 6)
 }
 
 fn asset(name: &'static str, mime: &'static str, bytes: Vec<u8>) -> Asset {

@@ -111,7 +111,13 @@ pub async fn create(
     let Some(controller) = controller_url(&headers) else {
         return bad_host(v);
     };
-    let csv = p.form.csv.replace("\r\n", "\n");
+    register(&st, v, p.form.csv.replace("\r\n", "\n"), &controller).await
+}
+
+/// Register the shipment `csv` through the API's handler (audited there)
+/// and show its sheet; bad lines: a 422 page naming them, nothing
+/// registered.
+async fn register(st: &AppState, v: &Viewer, csv: String, controller: &str) -> Response {
     let batch = match api::enrolment::enrol_batch(
         State(st.clone()),
         Extension(v.caller.clone()),
@@ -133,7 +139,7 @@ pub async fn create(
         }
         Err(e) => return error_page(v, &e),
     };
-    sheet_response(v, &batch, &controller)
+    sheet_response(v, &batch, controller)
 }
 
 /// A new sheet for the devices of a shipment not enrolled yet: new tokens
@@ -190,18 +196,7 @@ pub async fn reissue(
             },
         );
     }
-    let batch = match api::enrolment::enrol_batch(
-        State(st.clone()),
-        Extension(v.caller.clone()),
-        Query(EnrolBatchQuery::default()),
-        csv,
-    )
-    .await
-    {
-        Ok(Json(b)) => b,
-        Err(e) => return error_page(v, &e),
-    };
-    sheet_response(v, &batch, &controller)
+    register(&st, v, csv, &controller).await
 }
 
 /// The controller's address as the bench reached it (the QR codes carry

@@ -26,13 +26,6 @@ use crate::http::{ApiError, AppState};
 
 const PER_PAGE: u64 = 50;
 
-fn province_name(lang: Lang, p: ProvinceCode) -> &'static str {
-    match lang {
-        Lang::En => p.info().name_en,
-        Lang::Fa => p.info().name_fa,
-    }
-}
-
 fn readiness_tag(lang: Lang, r: Readiness) -> Markup {
     html! { span.tag.(r.as_str()) { (lang.readiness(r)) } }
 }
@@ -93,7 +86,7 @@ fn list_content(v: &Viewer, q: &DeviceQuery, page: &DevicePage) -> Markup {
                 select id="f-province" name="province" {
                     @if provinces.len() > 1 { option value="" { (v.t(Msg::Any)) } }
                     @for p in &provinces {
-                        option value=(p) selected[selected(&q.province, &p.to_string())] { (province_name(lang, *p)) }
+                        option value=(p) selected[selected(&q.province, &p.to_string())] { (lang.province(*p)) }
                     }
                 }
             }
@@ -144,7 +137,7 @@ fn list_content(v: &Viewer, q: &DeviceQuery, page: &DevicePage) -> Markup {
                     tr {
                         th scope="row" { a href={ "/ui/devices/" (d.id) } { (d.id) } }
                         td { (d.model) }
-                        td { (province_name(lang, d.province)) }
+                        td { (lang.province(d.province)) }
                         td { @if let Some(c) = &d.county { (c) } }
                         td { @if let Some(s) = &d.station { (s) } }
                         td { (lang.lifecycle(d.lifecycle)) }
@@ -266,7 +259,7 @@ fn detail_content(v: &Viewer, d: &DeviceDetail, done: Option<Action>) -> Markup 
     let lang = v.lang;
     let s = &d.device;
     let now = unix_ms();
-    let province = province_name(lang, s.province);
+    let province = lang.province(s.province);
     let actions: Vec<Action> = Action::ALL
         .into_iter()
         .filter(|a| a.offered(v, s.lifecycle))
@@ -527,19 +520,18 @@ pub async fn act(
 }
 
 fn confirm_page(v: &Viewer, d: &DeviceDetail, a: Action) -> Markup {
-    let id = &d.device.id;
-    let content = html! {
-        h1 { (v.t(a.label())) ": " (id) }
-        p { (v.t(Msg::Confirm)) " " (v.t(Msg::ConfirmDevice)) }
-        form method="post" action={ "/ui/devices/" (id) "/act" } {
-            input type="hidden" name="_csrf" value=(v.csrf);
-            input type="hidden" name="action" value=(a.as_str());
-            input type="hidden" name="confirm" value="yes";
-            div.actions {
-                button type="submit" class=[matches!(a, Action::Move(Lifecycle::Retired)).then_some("danger")] autofocus { (v.t(Msg::Yes)) }
-                a.button.secondary href={ "/ui/devices/" (id) } { (v.t(Msg::Cancel)) }
-            }
-        }
-    };
-    layout::page(v, v.t(a.label()), Nav::Devices, None, content)
+    let id = d.device.id.as_str();
+    layout::confirm(
+        v,
+        &layout::Confirm {
+            nav: Nav::Devices,
+            title: v.t(a.label()),
+            subject: id,
+            consequence: v.t(Msg::ConfirmDevice),
+            post_to: &format!("/ui/devices/{id}/act"),
+            action: a.as_str(),
+            danger: matches!(a, Action::Move(Lifecycle::Retired)),
+            back: &format!("/ui/devices/{id}"),
+        },
+    )
 }

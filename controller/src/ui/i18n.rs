@@ -5,6 +5,7 @@
 
 use fleet_api::dates::{Both, TEHRAN_OFFSET_MIN};
 use fleet_api::types::{Lifecycle, Readiness, Reason};
+use fleet_protocol::ProvinceCode;
 
 /// The language of a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -166,6 +167,14 @@ impl Lang {
             _ => (s / 86_400, Msg::Days),
         };
         format!("{} {} {}", self.count(n), self.t(unit), self.t(Msg::Ago))
+    }
+
+    /// A province's name in this language.
+    pub fn province(self, p: ProvinceCode) -> &'static str {
+        match self {
+            Lang::En => p.info().name_en,
+            Lang::Fa => p.info().name_fa,
+        }
     }
 
     pub fn reason(self, r: Reason) -> &'static str {

@@ -86,7 +86,7 @@ pub fn page(v: &Viewer, title: &str, nav: Nav, live: Option<&str>, content: Mark
                                 " · "
                                 @for (i, code) in p.provinces.iter().enumerate() {
                                     @if i > 0 { ", " }
-                                    (if lang == super::i18n::Lang::Fa { code.info().name_fa } else { code.info().name_en })
+                                    (lang.province(*code))
                                 }
                             }
                         }
@@ -112,4 +112,39 @@ pub fn page(v: &Viewer, title: &str, nav: Nav, live: Option<&str>, content: Mark
             }
         }
     }
+}
+
+/// What an action's confirmation page asks.
+pub struct Confirm<'a> {
+    pub nav: Nav,
+    /// The action's name, and what it acts on.
+    pub title: &'a str,
+    pub subject: &'a str,
+    /// What happens when it is confirmed.
+    pub consequence: &'a str,
+    /// Where the form posts (with `action` and `confirm=yes`).
+    pub post_to: &'a str,
+    pub action: &'a str,
+    pub danger: bool,
+    /// Where Cancel goes.
+    pub back: &'a str,
+}
+
+/// An action's confirmation: the same form again with `confirm=yes`
+/// (it works without script), or Cancel.
+pub fn confirm(v: &Viewer, c: &Confirm<'_>) -> Markup {
+    let content = html! {
+        h1 { (c.title) ": " (c.subject) }
+        p { (v.t(Msg::Confirm)) " " (c.consequence) }
+        form method="post" action=(c.post_to) {
+            input type="hidden" name="_csrf" value=(v.csrf);
+            input type="hidden" name="action" value=(c.action);
+            input type="hidden" name="confirm" value="yes";
+            div.actions {
+                button type="submit" class=[c.danger.then_some("danger")] autofocus { (v.t(Msg::Yes)) }
+                a.button.secondary href=(c.back) { (v.t(Msg::Cancel)) }
+            }
+        }
+    };
+    page(v, c.title, c.nav, None, content)
 }

@@ -19,7 +19,7 @@ use krilla::Document;
 use unicode_bidi::{BidiInfo, Level};
 
 use super::i18n::{Lang, Msg};
-use super::report::{province_name, Report};
+use super::report::Report;
 
 const FONT: &[u8] = include_bytes!("../../ui/fonts/Vazirmatn-Regular.ttf");
 
@@ -250,7 +250,7 @@ pub fn render(report: &Report, lang: Lang) -> Result<Vec<u8>, PdfError> {
     layout.rule(2.0);
     for (p, c) in &report.provinces {
         let mut cells = vec![
-            province_name(lang, *p).to_owned(),
+            lang.province(*p).to_owned(),
             lang.count(u64::from(c.total)),
             lang.count(u64::from(c.ready)),
             lang.percent(u64::from(c.ready), u64::from(c.total)),
@@ -293,7 +293,7 @@ pub fn render(report: &Report, lang: Lang) -> Result<Vec<u8>, PdfError> {
         let title = format!(
             "{} · {} ({})",
             lang.reason(g.reason),
-            province_name(lang, g.province),
+            lang.province(g.province),
             lang.count((g.lines.len() + g.more) as u64)
         );
         layout.line_or_new_page(&w, vec![Cell::new(title, full, 10.5, false)], 22.0, None);

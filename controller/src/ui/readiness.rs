@@ -141,13 +141,6 @@ fn sparkline(lang: Lang, points: &[Option<f64>]) -> Markup {
     }
 }
 
-fn province_name(lang: Lang, p: ProvinceCode) -> &'static str {
-    match lang {
-        Lang::En => p.info().name_en,
-        Lang::Fa => p.info().name_fa,
-    }
-}
-
 fn link_text(lang: Lang, fleet: &Fleet, p: ProvinceCode) -> Option<(String, bool)> {
     fleet.link_of(p).map(|(_, l)| {
         if l.up {
@@ -181,24 +174,35 @@ async fn province_groups(st: &AppState, v: &Viewer) -> Result<Vec<Group>, ApiErr
                 .push((s.at_ms, s.total, s.ready));
         }
     }
+    Ok(province_rows(st, v, |p| {
+        buckets(
+            history.get(&p).map_or(&[][..], Vec::as_slice),
+            from,
+            now + 1,
+            TREND_BUCKETS,
+        )
+    }))
+}
+
+/// A row per province in the reader's scope, with its trend.
+fn province_rows(
+    st: &AppState,
+    v: &Viewer,
+    trend: impl Fn(ProvinceCode) -> Vec<Option<f64>>,
+) -> Vec<Group> {
     let fleet = st.fleet();
-    Ok(ProvinceCode::all()
+    ProvinceCode::all()
         .filter(|p| v.caller.principal.sees(*p))
         .map(|p| Group {
             key: p.to_string(),
-            label: province_name(v.lang, p).to_owned(),
+            label: v.lang.province(p).to_owned(),
             href: Some(format!("/ui/p/{p}")),
             counts: fleet.province_counts(p),
             link: link_text(v.lang, &fleet, p),
-            trend: buckets(
-                history.get(&p).map_or(&[][..], Vec::as_slice),
-                from,
-                now + 1,
-                TREND_BUCKETS,
-            ),
+            trend: trend(p),
             devices_query: format!("province={p}"),
         })
-        .collect())
+        .collect()
 }
 
 async fn county_groups(st: &AppState, v: &Viewer, p: ProvinceCode) -> Result<Vec<Group>, ApiError> {
@@ -491,9 +495,11 @@ pub async fn province(
     };
     let sort = Sort::parse(q.sort.as_deref());
     sort_groups(&mut groups, sort);
-    let name = province_name(v.lang, p);
-    let counts = st.fleet().province_counts(p);
-    let link = link_text(v.lang, &st.fleet(), p);
+    let name = v.lang.province(p);
+    let (counts, link) = {
+        let fleet = st.fleet();
+        (fleet.province_counts(p), link_text(v.lang, &fleet, p))
+    };
     let content = html! {
         (crumbs(&v, &[(name.to_owned(), None)]))
         h1 { (name) " " span.muted { "(" (p) ")" } }
@@ -542,7 +548,7 @@ pub async fn county(State(st): State<AppState>, v: Viewer, Path(code): Path<Stri
             .unwrap_or_else(|| c.to_string()),
         Err(e) => return error_page(&v, &ApiError::from(e)),
     };
-    let pname = province_name(v.lang, p);
+    let pname = v.lang.province(p);
     let all = total(&groups);
     let content = html! {
         (crumbs(&v, &[(pname.to_owned(), Some(format!("/ui/p/{p}"))), (name.clone(), None)]))
@@ -577,19 +583,8 @@ pub async fn live(
     headers: HeaderMap,
 ) -> Response {
     let groups = if q.scope == "national" {
-        let fleet = st.fleet();
-        Ok(ProvinceCode::all()
-            .filter(|p| v.caller.principal.sees(*p))
-            .map(|p| Group {
-                key: p.to_string(),
-                label: String::new(),
-                href: None,
-                counts: fleet.province_counts(p),
-                link: link_text(v.lang, &fleet, p),
-                trend: vec![],
-                devices_query: String::new(),
-            })
-            .collect())
+        // The live document needs no trend: no samples read.
+        Ok(province_rows(&st, &v, |_| Vec::new()))
     } else if let Ok(p) = ProvinceCode::parse(&q.scope) {
         match v.caller.require_province(p) {
             Ok(()) => county_groups(&st, &v, p).await,

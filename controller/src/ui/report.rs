@@ -105,20 +105,18 @@ pub fn build(fleet: &Fleet, who: &Principal, at_ms: u64) -> Report {
     }
 }
 
-pub fn province_name(lang: Lang, p: ProvinceCode) -> &'static str {
-    match lang {
-        Lang::En => p.info().name_en,
-        Lang::Fa => p.info().name_fa,
-    }
-}
-
 #[derive(Deserialize)]
 pub struct ReportQuery {
     /// `fa` or `en`; the session's language when absent.
     lang: Option<String>,
 }
 
-fn report_of(st: &AppState, v: &Viewer) -> Result<Report, ApiError> {
+/// The report in the reader's scope, in the language asked for (the
+/// session's when none is).
+fn report_of(st: &AppState, v: &mut Viewer, q: &ReportQuery) -> Result<Report, ApiError> {
+    if let Some(l) = q.lang.as_deref().and_then(Lang::parse) {
+        v.lang = l;
+    }
     if !v.may(&endpoint::READINESS) {
         return Err(ApiError::NotPermitted(v.caller.principal.role));
     }
@@ -130,10 +128,7 @@ pub async fn page(
     mut v: Viewer,
     Query(q): Query<ReportQuery>,
 ) -> Response {
-    if let Some(l) = q.lang.as_deref().and_then(Lang::parse) {
-        v.lang = l;
-    }
-    let r = match report_of(&st, &v) {
+    let r = match report_of(&st, &mut v, &q) {
         Ok(r) => r,
         Err(e) => return error_page(&v, &e),
     };
@@ -165,7 +160,7 @@ pub async fn page(
             tbody {
                 @for (p, c) in &r.provinces {
                     tr {
-                        th scope="row" { (province_name(lang, *p)) }
+                        th scope="row" { (lang.province(*p)) }
                         td.n { (lang.count(u64::from(c.total))) }
                         td.n { (lang.count(u64::from(c.ready))) }
                         td.n { (lang.percent(u64::from(c.ready), u64::from(c.total))) }
@@ -178,7 +173,7 @@ pub async fn page(
         @if r.groups.is_empty() { p { (v.t(Msg::AllReady)) } }
         @for g in &r.groups {
             section.group {
-                h3 { (lang.reason(g.reason)) " · " (province_name(lang, g.province)) " (" (lang.count((g.lines.len() + g.more) as u64)) ")" }
+                h3 { (lang.reason(g.reason)) " · " (lang.province(g.province)) " (" (lang.count((g.lines.len() + g.more) as u64)) ")" }
                 table {
                     thead { tr {
                         th scope="col" { (v.t(Msg::Device)) }
@@ -209,10 +204,7 @@ pub async fn pdf(
     mut v: Viewer,
     Query(q): Query<ReportQuery>,
 ) -> Response {
-    if let Some(l) = q.lang.as_deref().and_then(Lang::parse) {
-        v.lang = l;
-    }
-    let r = match report_of(&st, &v) {
+    let r = match report_of(&st, &mut v, &q) {
         Ok(r) => r,
         Err(e) => return error_page(&v, &e),
     };

@@ -12,8 +12,8 @@ use axum::{Extension, Json};
 use fleet_api::dates::{parse as parse_date, TEHRAN_OFFSET_MIN};
 use fleet_api::endpoints::{self as endpoint, Endpoint};
 use fleet_api::types::{
-    Counters, FreezeWindowRequest, FreezeWindows, ProvinceCounters, RolloutAction, RolloutPhase,
-    RolloutSummary, RolloutView, TimeSpec, WaveState,
+    Counters, FreezeWindowRequest, FreezeWindows, RolloutAction, RolloutPhase, RolloutSummary,
+    RolloutView, TimeSpec, WaveState,
 };
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -116,10 +116,7 @@ fn wave_name(
             let mut hidden = false;
             for code in group.split('+') {
                 match fleet_protocol::ProvinceCode::parse(code) {
-                    Ok(p) if sees(p) => names.push(match lang {
-                        Lang::En => p.info().name_en.to_owned(),
-                        Lang::Fa => p.info().name_fa.to_owned(),
-                    }),
+                    Ok(p) if sees(p) => names.push(lang.province(p).to_owned()),
                     _ => hidden = true,
                 }
             }
@@ -128,13 +125,6 @@ fn wave_name(
             }
             names.join(" + ")
         }
-    }
-}
-
-fn province_label(lang: Lang, p: &ProvinceCounters) -> String {
-    match lang {
-        Lang::En => p.province.info().name_en.to_owned(),
-        Lang::Fa => p.province.info().name_fa.to_owned(),
     }
 }
 
@@ -350,7 +340,13 @@ fn show_content(v: &Viewer, r: &RolloutView, done: Option<RolloutAction>) -> Mar
     let provinces: Vec<(String, String, &Counters)> = r
         .provinces
         .iter()
-        .map(|p| (p.province.to_string(), province_label(lang, p), &p.counters))
+        .map(|p| {
+            (
+                p.province.to_string(),
+                lang.province(p.province).to_owned(),
+                &p.counters,
+            )
+        })
         .collect();
     html! {
         nav aria-label="breadcrumb" {
@@ -432,21 +428,21 @@ pub async fn act(
         Err(e) => return error_page(v, &e),
     };
     if p.form.confirm.as_deref() != Some("yes") {
-        let content = html! {
-            h1 { (v.t(action_label(action))) ": " (r.summary.name) }
-            p { (v.t(Msg::Confirm)) " " (v.t(Msg::ConfirmRollout)) }
-            form method="post" action={ "/ui/rollouts/" (r.summary.id) "/act" } {
-                input type="hidden" name="_csrf" value=(v.csrf);
-                input type="hidden" name="action" value=(action.as_str());
-                input type="hidden" name="confirm" value="yes";
-                div.actions {
-                    button type="submit" class=[(action == RolloutAction::Abort).then_some("danger")] autofocus { (v.t(Msg::Yes)) }
-                    a.button.secondary href={ "/ui/rollouts/" (r.summary.id) } { (v.t(Msg::Cancel)) }
-                }
-            }
-        };
-        return layout::page(v, v.t(action_label(action)), Nav::Rollouts, None, content)
-            .into_response();
+        let id = r.summary.id;
+        return layout::confirm(
+            v,
+            &layout::Confirm {
+                nav: Nav::Rollouts,
+                title: v.t(action_label(action)),
+                subject: &r.summary.name,
+                consequence: v.t(Msg::ConfirmRollout),
+                post_to: &format!("/ui/rollouts/{id}/act"),
+                action: action.as_str(),
+                danger: action == RolloutAction::Abort,
+                back: &format!("/ui/rollouts/{id}"),
+            },
+        )
+        .into_response();
     }
     let (s, c, path) = (
         State(st.clone()),

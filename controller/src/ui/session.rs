@@ -47,6 +47,14 @@ pub struct Limits {
     pub max_per_token: usize,
 }
 
+impl Limits {
+    /// Idle past `idle_ms`, or opened `max_age_ms` ago.
+    fn expired(&self, s: &Session, now: u64) -> bool {
+        now.saturating_sub(s.last_ms) >= self.idle_ms
+            || now.saturating_sub(s.opened_ms) >= self.max_age_ms
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -85,8 +93,7 @@ impl Sessions {
     }
 
     fn expired(&self, s: &Session, now: u64) -> bool {
-        now.saturating_sub(s.last_ms) >= self.limits.idle_ms
-            || now.saturating_sub(s.opened_ms) >= self.limits.max_age_ms
+        self.limits.expired(s, now)
     }
 
     /// Open a session under `id` (random, from the caller). A token at
@@ -94,12 +101,8 @@ impl Sessions {
     /// at its limit (expired sessions dropped first) refuses.
     pub fn open(&mut self, id: String, session: Session, now: u64) -> Result<(), Full> {
         let limits = self.limits;
-        let fresh = |s: &Session| {
-            now.saturating_sub(s.last_ms) < limits.idle_ms
-                && now.saturating_sub(s.opened_ms) < limits.max_age_ms
-        };
         if self.by_id.len() >= limits.max_sessions {
-            self.by_id.retain(|_, s| fresh(s));
+            self.by_id.retain(|_, s| !limits.expired(s, now));
         }
         let mut own: Vec<(u64, String)> = self
             .by_id
