@@ -857,15 +857,23 @@ pub struct Initialised {
 
 /// Create the CA and the first admin token in a new data directory; the
 /// token is also written to `DIR/admin.token` (mode 0600).
-pub async fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
+pub async fn init(data_dir: &Path, opts: &pki::InitOptions) -> anyhow::Result<Initialised> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    pki::init(data_dir)?;
+    pki::init_with(data_dir, opts)?;
     let (store, access) = open_store(data_dir).await?;
     secure_data_dir(data_dir, None)?;
     let by = access::Caller::system("fleet-controller init");
     access
-        .record(&by, "init", "fleet", serde_json::json!({ "ca": "created" }))
+        .record(
+            &by,
+            "init",
+            "fleet",
+            serde_json::json!({
+                "ca": if opts.ca.is_some() { "imported" } else { "created" },
+                "server_names": opts.server_names,
+            }),
+        )
         .await?;
     let (_, token) = access
         .create_token(&by, "first admin", auth::Role::Admin, vec![])
@@ -929,6 +937,32 @@ pub async fn issue_cert(
     days: u32,
     who: &str,
 ) -> anyhow::Result<Vec<PathBuf>> {
+    issue(data_dir, identity, None, out, days, who).await
+}
+
+/// `fleet-controller issue-cert --kind server`: a server certificate named
+/// `name` for a broker set up elsewhere, valid for `hosts` (and localhost),
+/// written as `OUT/NAME.crt`, `OUT/NAME.key` and `OUT/ca.crt`, recorded in
+/// the audit log first.
+pub async fn issue_server_cert(
+    data_dir: &Path,
+    name: &str,
+    hosts: &[String],
+    out: &Path,
+    days: u32,
+    who: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
+    issue(data_dir, name, Some(hosts), out, days, who).await
+}
+
+async fn issue(
+    data_dir: &Path,
+    identity: &str,
+    server_hosts: Option<&[String]>,
+    out: &Path,
+    days: u32,
+    who: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
     let paths = PkiPaths::new(data_dir);
     paths.require(data_dir)?;
     let (store, access) = open_store(data_dir).await?;
@@ -938,15 +972,15 @@ pub async fn issue_cert(
             &by,
             "pki.issue",
             identity,
-            serde_json::json!({ "out": out, "days": days }),
+            serde_json::json!({ "out": out, "days": days, "hosts": server_hosts }),
         )
         .await?;
     let issued = (|| -> anyhow::Result<Vec<PathBuf>> {
-        let (cert, key) = crate::pki::issue_client(
-            &paths,
-            identity,
-            time::Duration::days(i64::from(days.max(1))),
-        )?;
+        let valid_for = time::Duration::days(i64::from(days.max(1)));
+        let (cert, key) = match server_hosts {
+            Some(hosts) => crate::pki::issue_server(&paths, identity, hosts, valid_for)?,
+            None => crate::pki::issue_client(&paths, identity, valid_for)?,
+        };
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         let files = vec![
             out.join(format!("{identity}.crt")),

@@ -49,10 +49,13 @@ impl InProcessController {
         let token = if token_file.exists() {
             std::fs::read_to_string(&token_file)?.trim().to_owned()
         } else {
-            tokio::time::timeout(Duration::from_secs(30), startup::init(data_dir))
-                .await
-                .context("init did not finish within 30 s")??
-                .admin_token
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                startup::init(data_dir, &Default::default()),
+            )
+            .await
+            .context("init did not finish within 30 s")??
+            .admin_token
         };
         let mut cfg = ControllerConfig::for_data_dir(data_dir);
         configure(&mut cfg);

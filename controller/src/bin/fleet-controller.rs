@@ -25,6 +25,19 @@ enum Cmd {
     Init {
         #[arg(long, env = "FLEET_DATA_DIR")]
         data_dir: PathBuf,
+        /// Use this CA certificate (PEM), made elsewhere, instead of making
+        /// a new CA; needs --ca-key. The controller signs device
+        /// certificates with it at enrolment, so its key lives in DIR/pki.
+        #[arg(long, requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// The key (PEM) of --ca-cert; checked to be that certificate's.
+        #[arg(long, requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+        /// A host name or address the broker's and the API's certificates
+        /// carry besides localhost and 127.0.0.1: where devices, bridges
+        /// and operators reach them (repeat it; renewals keep them).
+        #[arg(long = "server-name", value_name = "HOST")]
+        server_names: Vec<String>,
     },
     /// Run the controller: managed Mosquitto, SQLite store, ingest, HTTP API.
     /// Flags override the configuration (defaults, site file, environment).
@@ -144,20 +157,27 @@ enum Cmd {
     },
     /// Print the built-in configuration: every key, documented, with its default.
     DefaultConfig,
-    /// Issue a client certificate from the fleet CA: for the bridge of a
-    /// provincial broker (`--kind bridge --name north`: certificate name
-    /// bridge.north) or for the read-only observer (`--kind observer`:
-    /// fleet.observer, reads every fleet topic on the central broker).
-    /// Writes OUT/IDENTITY.crt, OUT/IDENTITY.key (0600) and OUT/ca.crt, and
-    /// records it in the audit log.
+    /// Issue a certificate from the fleet CA: a client certificate for the
+    /// bridge of a provincial broker (`--kind bridge --name north`:
+    /// certificate name bridge.north) or for the read-only observer
+    /// (`--kind observer`: fleet.observer, reads every fleet topic on the
+    /// central broker); or the server certificate of a provincial broker
+    /// set up elsewhere (`--kind server --name broker.north --host
+    /// north.fleet`). Writes OUT/NAME.crt, OUT/NAME.key (0600) and
+    /// OUT/ca.crt, and records it in the audit log.
     IssueCert {
         #[arg(long, env = "FLEET_DATA_DIR")]
         data_dir: PathBuf,
-        #[arg(long, value_parser = ["bridge", "observer"])]
+        #[arg(long, value_parser = ["bridge", "observer", "server"])]
         kind: String,
-        /// The provincial broker's name ([a-z0-9-]{1,32}); kind bridge only.
-        #[arg(long, required_if_eq("kind", "bridge"))]
+        /// Bridge: the provincial broker's name ([a-z0-9-]{1,32}). Server:
+        /// the certificate's name (a-z 0-9 . -).
+        #[arg(long, required_if_eq_any([("kind", "bridge"), ("kind", "server")]))]
         name: Option<String>,
+        /// Server: a host name or address devices reach the broker at
+        /// (repeat it; localhost and 127.0.0.1 are always in).
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
         #[arg(long)]
         out: PathBuf,
         /// Days the certificate is valid.
@@ -260,9 +280,29 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             kind,
             name,
+            hosts,
             out,
             days,
         } => runtime()?.block_on(async move {
+            let who = format!(
+                "fleet-controller issue-cert ({})",
+                std::env::var("USER").unwrap_or_else(|_| "local".into())
+            );
+            if kind == "server" {
+                let name = name.context("--kind server needs --name")?;
+                anyhow::ensure!(
+                    fleet_controller::pki::valid_server_name(&name)
+                        && name.parse::<std::net::IpAddr>().is_err(),
+                    "--name {name:?}: use a-z 0-9 . -"
+                );
+                let files =
+                    startup::issue_server_cert(&data_dir, &name, &hosts, &out, days, &who).await?;
+                for f in files {
+                    println!("{}", f.display());
+                }
+                return Ok(());
+            }
+            anyhow::ensure!(hosts.is_empty(), "--host is for --kind server");
             let identity = match (kind.as_str(), name) {
                 ("bridge", Some(n)) => {
                     anyhow::ensure!(
@@ -274,10 +314,6 @@ fn main() -> anyhow::Result<()> {
                 ("bridge", None) => anyhow::bail!("--kind bridge needs --name"),
                 _ => fleet_controller::pki::OBSERVER_IDENTITY.to_owned(),
             };
-            let who = format!(
-                "fleet-controller issue-cert ({})",
-                std::env::var("USER").unwrap_or_else(|_| "local".into())
-            );
             let files = startup::issue_cert(&data_dir, &identity, &out, days, &who).await?;
             for f in files {
                 println!("{}", f.display());
@@ -459,8 +495,21 @@ fn main() -> anyhow::Result<()> {
             print!("{}", fleet_controller::config::DEFAULT_TOML);
             Ok(())
         }
-        Cmd::Init { data_dir } => runtime()?.block_on(async move {
-            let done = startup::init(&data_dir).await?;
+        Cmd::Init {
+            data_dir,
+            ca_cert,
+            ca_key,
+            server_names,
+        } => runtime()?.block_on(async move {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            let ca = match (&ca_cert, &ca_key) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                _ => None,
+            };
+            let opts = fleet_controller::pki::InitOptions { ca, server_names };
+            let done = startup::init(&data_dir, &opts).await?;
             println!("{}", done.admin_token);
             eprintln!(
                 "Initialised {}. The admin token above is shown once; it is also in {} (mode 0600).",

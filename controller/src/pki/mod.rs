@@ -300,27 +300,120 @@ impl Default for CertPolicy {
     }
 }
 
-/// A server certificate for 127.0.0.1 and localhost, valid `valid_for`.
-/// The key and then the certificate are written whole and renamed into
-/// place, so a reader sees the old pair or the new one.
+/// A server certificate for 127.0.0.1, localhost and `names` (host names
+/// or IP addresses), valid `valid_for`. The key and then the certificate
+/// are written whole and renamed into place, so a reader sees the old pair
+/// or the new one.
 fn issue_server_cert(
     ca: &Ca,
     name: &str,
     cert: &Path,
     key: &Path,
     valid_for: Duration,
+    names: &[String],
 ) -> Result<(), PkiError> {
     let k = KeyPair::generate()?;
-    let params = leaf_params(
-        name,
-        vec![
-            SanType::DnsName("localhost".try_into()?),
-            SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
-        ],
-        ExtendedKeyUsagePurpose::ServerAuth,
-        valid_for,
-    );
+    let mut sans = vec![
+        SanType::DnsName("localhost".try_into()?),
+        SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
+    ];
+    sans.extend(server_sans(names)?);
+    let params = leaf_params(name, sans, ExtendedKeyUsagePurpose::ServerAuth, valid_for);
     replace_pair(cert, &ca.sign(&params, &k)?, key, &k.serialize_pem())
+}
+
+/// A host name a certificate may carry: 1-253 of `a-z A-Z 0-9 . -`, not
+/// starting or ending with a dot or a dash, or an IP address.
+pub fn valid_server_name(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_ok()
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && !name.starts_with(['.', '-'])
+            && !name.ends_with(['.', '-']))
+}
+
+/// Subject alternative names for `names`: an IP address as one, anything
+/// else as a DNS name. An unusable name is an error, never left out.
+fn server_sans(names: &[String]) -> Result<Vec<SanType>, PkiError> {
+    names
+        .iter()
+        .map(|n| {
+            if !valid_server_name(n) {
+                return Err(PkiError::Tls {
+                    what: "server name",
+                    reason: format!("{n:?}: a host name (a-z 0-9 . -) or an IP address"),
+                });
+            }
+            Ok(match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(n.as_str().try_into()?),
+            })
+        })
+        .collect()
+}
+
+/// The names a server certificate carries besides localhost and 127.0.0.1
+/// (what `init --server-name` added), so that a renewal keeps them. An
+/// unreadable certificate carries none.
+fn extra_server_names(cert: &Path) -> Vec<String> {
+    let Ok(bytes) = fs::read(cert) else {
+        return Vec::new();
+    };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&bytes) else {
+        return Vec::new();
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|g| match g {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+            x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .filter(|n| n != "localhost" && n != "127.0.0.1")
+        .collect()
+}
+
+/// A server certificate from the fleet CA for a broker set up elsewhere
+/// (a provincial broker Ansible runs): certificate name `name`, valid for
+/// `names` besides localhost and 127.0.0.1, with a new key: (certificate
+/// PEM, key PEM).
+pub fn issue_server(
+    paths: &PkiPaths,
+    name: &str,
+    names: &[String],
+    valid_for: Duration,
+) -> Result<(String, String), PkiError> {
+    let ca = Ca::load(paths)?;
+    let key = KeyPair::generate()?;
+    let mut sans = vec![
+        SanType::DnsName("localhost".try_into()?),
+        SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
+    ];
+    sans.extend(server_sans(names)?);
+    let mut params = leaf_params(name, sans, ExtendedKeyUsagePurpose::ServerAuth, valid_for);
+    let mut serial = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut serial);
+    serial[0] &= 0x7f;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    Ok((ca.sign(&params, &key)?, key.serialize_pem()))
 }
 
 fn replace_pair(cert: &Path, cert_pem: &str, key: &Path, key_pem: &str) -> Result<(), PkiError> {
@@ -442,6 +535,7 @@ pub fn renew_service_certs(
                 &paths.broker_cert(),
                 &paths.broker_key(),
                 policy.server,
+                &extra_server_names(&cert),
             )?,
             CertKind::Api => issue_server_cert(
                 ca,
@@ -449,6 +543,7 @@ pub fn renew_service_certs(
                 &paths.api_cert(),
                 &paths.api_key(),
                 policy.server,
+                &extra_server_names(&cert),
             )?,
             CertKind::Controller => issue_controller_cert(ca, paths, policy.server)?,
             CertKind::Ca | CertKind::Device => continue,
@@ -506,11 +601,54 @@ pub fn ensure_api_cert(paths: &PkiPaths) -> Result<bool, PkiError> {
         &paths.api_cert(),
         &paths.api_key(),
         CertPolicy::default().server,
+        &extra_server_names(&paths.broker_cert()),
     )?;
     Ok(true)
 }
 
+/// How `init` sets a data directory's PKI up.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// A CA made elsewhere, (certificate PEM, key PEM), instead of a new one.
+    pub ca: Option<(String, String)>,
+    /// Host names or addresses the broker's and the API's certificates
+    /// carry besides localhost and 127.0.0.1 (where devices, bridges and
+    /// operators reach them); renewals keep them.
+    pub server_names: Vec<String>,
+}
+
+/// Check that `cert_pem` is a CA certificate and `key_pem` its key.
+fn check_ca(cert_pem: &str, key_pem: &str) -> Result<KeyPair, PkiError> {
+    let bad = tls_err("CA");
+    let key = KeyPair::from_pem(key_pem).map_err(|e| bad(format!("the key: {e}")))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| bad(format!("the certificate is not PEM: {e}")))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| bad(format!("the certificate: {e}")))?;
+    let is_ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca);
+    if !is_ca {
+        return Err(bad(
+            "the certificate is not a CA's (basic constraints)".into()
+        ));
+    }
+    if cert.tbs_certificate.subject_pki.raw
+        != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice()
+    {
+        return Err(bad("the key is not the certificate's".into()));
+    }
+    Ok(key)
+}
+
 pub fn init(data_dir: &Path) -> Result<PkiPaths, PkiError> {
+    init_with(data_dir, &InitOptions::default())
+}
+
+pub fn init_with(data_dir: &Path, opts: &InitOptions) -> Result<PkiPaths, PkiError> {
     let paths = PkiPaths::new(data_dir);
     if paths.ca_key().exists() {
         return Err(PkiError::AlreadyInitialised {
@@ -518,14 +656,26 @@ pub fn init(data_dir: &Path) -> Result<PkiPaths, PkiError> {
             found: paths.ca_key(),
         });
     }
+    // Checked before anything is written: a bad name or CA leaves no
+    // half-made directory behind.
+    server_sans(&opts.server_names)?;
+    let (ca_key_pem, ca_cert_pem) = match &opts.ca {
+        Some((cert, key)) => {
+            check_ca(cert, key)?;
+            (key.clone(), cert.clone())
+        }
+        None => {
+            let ca_key = KeyPair::generate()?;
+            let ca_cert = ca_params().self_signed(&ca_key)?;
+            (ca_key.serialize_pem(), ca_cert.pem())
+        }
+    };
     fs::create_dir_all(&paths.dir).map_err(|source| PkiError::Write {
         path: paths.dir.clone(),
         source,
     })?;
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca_params().self_signed(&ca_key)?;
-    write_file(&paths.ca_key(), ca_key.serialize_pem().as_bytes(), true)?;
-    write_file(&paths.ca_cert(), ca_cert.pem().as_bytes(), false)?;
+    write_file(&paths.ca_key(), ca_key_pem.as_bytes(), true)?;
+    write_file(&paths.ca_cert(), ca_cert_pem.as_bytes(), false)?;
     let ca = Ca::load(&paths)?;
 
     let server = CertPolicy::default().server;
@@ -535,6 +685,7 @@ pub fn init(data_dir: &Path) -> Result<PkiPaths, PkiError> {
         &paths.broker_cert(),
         &paths.broker_key(),
         server,
+        &opts.server_names,
     )?;
     issue_server_cert(
         &ca,
@@ -542,6 +693,7 @@ pub fn init(data_dir: &Path) -> Result<PkiPaths, PkiError> {
         &paths.api_cert(),
         &paths.api_key(),
         server,
+        &opts.server_names,
     )?;
     issue_controller_cert(&ca, &paths, server)?;
     write_file(&paths.crl(), ca.crl(1, &[])?.as_bytes(), false)?;
@@ -622,6 +774,102 @@ mod tests {
             )
             .unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn init_with_a_ca_made_elsewhere_keeps_it_and_checks_its_key() {
+        let elsewhere = tempfile::tempdir().unwrap();
+        let made = init(elsewhere.path()).unwrap();
+        let cert = fs::read_to_string(made.ca_cert()).unwrap();
+        let key = fs::read_to_string(made.ca_key()).unwrap();
+
+        // Another key than the certificate's: refused, nothing written.
+        let dir = tempfile::tempdir().unwrap();
+        let other = KeyPair::generate().unwrap().serialize_pem();
+        let opts = |ca| InitOptions {
+            ca: Some(ca),
+            server_names: vec![],
+        };
+        let err = init_with(dir.path(), &opts((cert.clone(), other))).unwrap_err();
+        assert!(err.to_string().contains("not the certificate's"), "{err}");
+        assert!(!PkiPaths::new(dir.path()).dir.exists());
+        // A leaf (not a CA) with its own key: refused.
+        let leaf = fs::read_to_string(made.broker_cert()).unwrap();
+        let leaf_key = fs::read_to_string(made.broker_key()).unwrap();
+        let err = init_with(dir.path(), &opts((leaf, leaf_key))).unwrap_err();
+        assert!(err.to_string().contains("not a CA"), "{err}");
+
+        // The right pair: the directory's CA is that one, and it signs
+        // certificates the original CA's certificate verifies.
+        let paths = init_with(dir.path(), &opts((cert.clone(), key))).unwrap();
+        assert_eq!(fs::read_to_string(paths.ca_cert()).unwrap(), cert);
+        let broker = fs::read(paths.broker_cert()).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&broker).unwrap();
+        let (_, ca_pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
+        let ca = ca_pem.parse_x509().unwrap();
+        pem.parse_x509()
+            .unwrap()
+            .verify_signature(Some(ca.public_key()))
+            .unwrap();
+    }
+
+    #[test]
+    fn server_names_go_into_the_certificates_and_survive_renewal() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            ca: None,
+            server_names: vec!["central.fleet".into(), "10.0.0.5".into()],
+        };
+        let paths = init_with(dir.path(), &opts).unwrap();
+        assert_eq!(
+            extra_server_names(&paths.broker_cert()),
+            ["central.fleet", "10.0.0.5"]
+        );
+        assert_eq!(
+            extra_server_names(&paths.api_cert()),
+            ["central.fleet", "10.0.0.5"]
+        );
+        // Renewed past its renewal point: the same names.
+        let (from, to, _) = validity(&paths.broker_cert()).unwrap();
+        let late = crate::domain::renewal::due_at_ms(from, to, 0.66) + 1;
+        let before = fs::read(paths.broker_cert()).unwrap();
+        let renewed = renew_service_certs(&paths, &CertPolicy::default(), late).unwrap();
+        assert!(renewed.contains(&CertKind::Broker), "{renewed:?}");
+        assert_ne!(fs::read(paths.broker_cert()).unwrap(), before);
+        assert_eq!(
+            extra_server_names(&paths.broker_cert()),
+            ["central.fleet", "10.0.0.5"]
+        );
+
+        // A bad name stops init before anything is written.
+        let bad = tempfile::tempdir().unwrap();
+        for name in ["", "-x", "a b", "x/y", "host."] {
+            let opts = InitOptions {
+                ca: None,
+                server_names: vec![name.into()],
+            };
+            let err = init_with(bad.path(), &opts).unwrap_err();
+            assert!(err.to_string().contains("server name"), "{name:?}: {err}");
+            assert!(!PkiPaths::new(bad.path()).dir.exists(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_server_certificate_for_a_broker_set_up_elsewhere_names_its_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = init(dir.path()).unwrap();
+        let (cert, key) = issue_server(
+            &paths,
+            "broker.mazandaran",
+            &["mazandaran.fleet".into()],
+            Duration::days(30),
+        )
+        .unwrap();
+        let file = dir.path().join("server.crt");
+        fs::write(&file, &cert).unwrap();
+        assert_eq!(extra_server_names(&file), ["mazandaran.fleet"]);
+        assert!(KeyPair::from_pem(&key).is_ok());
+        assert!(issue_server(&paths, "x", &["bad name".into()], Duration::days(1)).is_err());
     }
 
     #[test]
