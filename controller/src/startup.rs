@@ -1002,6 +1002,139 @@ async fn issue(
     issued
 }
 
+/// What `fleet-controller backup` wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct BackupDone {
+    /// The copy of the database.
+    pub db: PathBuf,
+    /// The audit head of that copy (its last entry).
+    pub head: PathBuf,
+    /// Entries in the copy's audit chain.
+    pub audit_entries: u64,
+    pub bytes: u64,
+    /// Older backups deleted (past `keep`).
+    pub pruned: Vec<PathBuf>,
+}
+
+/// `fleet-controller backup`: a consistent copy of `DATA/fleet.db` (taken
+/// while the controller runs) and the audit head that goes with it, as
+/// `OUT/fleet-STAMP.db` and `OUT/fleet-STAMP.head`; only the newest `keep`
+/// pairs are kept. The copy's chain is checked whole, and the live head
+/// must be one of its entries (the copy holds everything the head vouched
+/// for when the backup began); its head file is its own last entry, so a
+/// restore (both files back as `fleet.db` and `audit.head`) verifies.
+pub async fn backup(data_dir: &Path, out: &Path, keep: usize) -> anyhow::Result<BackupDone> {
+    use crate::domain::audit::{self, Head};
+    PkiPaths::new(data_dir).require(data_dir)?;
+    let db = data_dir.join("fleet.db");
+    anyhow::ensure!(db.is_file(), "no database at {}", db.display());
+    let live_head: Option<Head> = match std::fs::read(data_dir.join("audit.head")) {
+        Ok(b) => Some(serde_json::from_slice(&b).with_context(|| {
+            format!(
+                "the audit head {} does not parse",
+                data_dir.join("audit.head").display()
+            )
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).context("cannot read the audit head"),
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Token hashes, device records, the audit log: the owner's only.
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", out.display()))?;
+    }
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .context("cannot format the time")?;
+    let partial = out.join(format!("fleet-{stamp}.db.partial"));
+    let _ = std::fs::remove_file(&partial);
+    let source = Store::open(&db).await.context("cannot open the store")?;
+    let copied = source.copy_into(&partial).await;
+    source.close().await;
+    copied.with_context(|| format!("cannot copy the database to {}", partial.display()))?;
+    let snapshot = Store::open(&partial)
+        .await
+        .context("cannot open the copy")?;
+    let chain = snapshot.audit_chain().await;
+    snapshot.close().await;
+    let chain = chain.context("cannot read the copy's audit log")?;
+    for suffix in ["-wal", "-shm"] {
+        let mut p = partial.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    let last = chain.last().map(|e| Head {
+        seq: e.seq,
+        hash: e.hash.clone(),
+    });
+    let checked = audit::verify(&chain, last.as_ref()).map_err(|b| {
+        anyhow::anyhow!(
+            "the copy's audit chain is broken at entry #{}: {}",
+            b.seq,
+            b.reason
+        )
+    });
+    let vouched = match &live_head {
+        Some(h) => match usize::try_from(h.seq.saturating_sub(1))
+            .ok()
+            .and_then(|i| chain.get(i))
+        {
+            Some(e) if e.seq == h.seq && e.hash == h.hash => Ok(()),
+            _ => Err(anyhow::anyhow!(
+                "the audit head (entry #{}) is not in the database's chain ({} entries): look into it (fleet-controller audit reseal) before backing up",
+                h.seq,
+                chain.len()
+            )),
+        },
+        None if chain.is_empty() => Ok(()),
+        None => Err(anyhow::anyhow!(
+            "the audit head file is missing while the log has {} entries",
+            chain.len()
+        )),
+    };
+    if let Err(e) = checked.map(|_| ()).and(vouched) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    let db_out = out.join(format!("fleet-{stamp}.db"));
+    let head_out = out.join(format!("fleet-{stamp}.head"));
+    std::fs::rename(&partial, &db_out)
+        .with_context(|| format!("cannot write {}", db_out.display()))?;
+    if let Some(h) = &last {
+        pki::write_file(&head_out, &serde_json::to_vec(h).context("head")?, true)?;
+    }
+    let bytes = std::fs::metadata(&db_out).map(|m| m.len()).unwrap_or(0);
+    // Keep the newest `keep` (the names sort by time).
+    let mut dbs: Vec<PathBuf> = std::fs::read_dir(out)
+        .with_context(|| format!("cannot list {}", out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("fleet-") && n.ends_with(".db"))
+        })
+        .collect();
+    dbs.sort();
+    let mut pruned = Vec::new();
+    let excess = dbs.len().saturating_sub(keep.max(1));
+    for old in dbs.into_iter().take(excess) {
+        std::fs::remove_file(&old).with_context(|| format!("cannot delete {}", old.display()))?;
+        let _ = std::fs::remove_file(old.with_extension("head"));
+        pruned.push(old);
+    }
+    Ok(BackupDone {
+        db: db_out,
+        head: head_out,
+        audit_entries: chain.len() as u64,
+        bytes,
+        pruned,
+    })
+}
+
 /// `fleet-controller audit reseal`: write the audit head anew from the
 /// chain's last entry after the head file was lost or damaged, recorded in
 /// the log itself. Run it with the controller stopped.

@@ -203,6 +203,20 @@ enum Cmd {
         #[arg(long)]
         day: bool,
     },
+    /// Back the database and its audit head up while the controller runs:
+    /// OUT/fleet-STAMP.db (a consistent copy, its audit chain checked) and
+    /// OUT/fleet-STAMP.head; keeps the newest --keep. To restore, with the
+    /// controller stopped, copy them back as DATA/fleet.db and
+    /// DATA/audit.head (and delete DATA/fleet.db-wal and -shm).
+    Backup {
+        #[arg(long, env = "FLEET_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// How many backups to keep.
+        #[arg(long, default_value_t = 14)]
+        keep: usize,
+    },
     /// The audit log, on this machine.
     Audit {
         #[command(subcommand)]
@@ -239,6 +253,22 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Cmd::Backup {
+            data_dir,
+            out,
+            keep,
+        } => runtime()?.block_on(async move {
+            let done = startup::backup(&data_dir, &out, keep).await?;
+            println!("{}", serde_json::to_string(&done)?);
+            eprintln!(
+                "backed up {} ({} bytes, {} audit entries) and {}",
+                done.db.display(),
+                done.bytes,
+                done.audit_entries,
+                done.head.display()
+            );
+            Ok(())
+        }),
         Cmd::Audit {
             command: AuditCmd::Reseal { data_dir, reason },
         } => runtime()?.block_on(async move {

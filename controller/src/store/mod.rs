@@ -107,6 +107,16 @@ impl Store {
         Ok(())
     }
 
+    /// A consistent copy of the whole database in the new file `path`
+    /// (`VACUUM INTO`: one read transaction, so writers go on meanwhile).
+    pub async fn copy_into(&self, path: &Path) -> Result<(), StoreError> {
+        sqlx::query("VACUUM INTO ?")
+            .bind(path.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
