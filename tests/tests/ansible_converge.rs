@@ -135,6 +135,46 @@ impl Drop for Deployment {
     }
 }
 
+/// `systemd-analyze verify` (Debian's systemd package; it needs no running
+/// systemd) on every unit the roles rendered, but the image's: its paths
+/// are the ballot box's, not this machine's (the laptop's unit comes from
+/// the same template).
+fn verify_units(d: &Deployment) {
+    let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        eprintln!("systemd-analyze is missing: the rendered units were not verified");
+        return;
+    };
+    let mut units = Vec::new();
+    for h in HOSTS {
+        let dir = d.host(h).join("etc/systemd/system");
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                units.push(p);
+            }
+        }
+    }
+    let names: Vec<String> = units
+        .iter()
+        .map(|u| u.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "fleet-controller.service",
+        "fleet-controller-backup.service",
+        "fleet-controller-backup.timer",
+        "sandogh-broker.service",
+        "fleet-agent.service",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    let (ok, out) = run(Command::new(analyze).arg("verify").args(&units));
+    assert!(ok && out.trim().is_empty(), "systemd-analyze verify: {out}");
+}
+
 fn playbook(bin: &Path, vars: &Path, extra: &[&str]) -> (bool, String, Duration) {
     let start = Instant::now();
     let (ok, out) = run(Command::new(bin)
@@ -221,6 +261,8 @@ fn a_converged_country_reports_through_its_provincial_broker_and_converges_again
     assert!(first
         .iter()
         .all(|(_, _, changed, failed)| *changed > 0 && *failed == 0));
+
+    verify_units(&d);
 
     let data = d.host("central").join("var/lib/fleet-controller");
     let ca = data.join("pki/ca.crt");
