@@ -176,6 +176,7 @@ fn verify_units(d: &Deployment) {
 }
 
 fn playbook(bin: &Path, vars: &Path, extra: &[&str]) -> (bool, String, Duration) {
+    let vault_pass = vars.with_file_name("secrets").join("vault-pass");
     let start = Instant::now();
     let (ok, out) = run(Command::new(bin)
         .current_dir(repo().join("ansible"))
@@ -184,6 +185,8 @@ fn playbook(bin: &Path, vars: &Path, extra: &[&str]) -> (bool, String, Duration)
         .env("ANSIBLE_FORCE_COLOR", "0")
         .args(["-i", "tests/inventory", "site.yml", "--connection=local"])
         .arg(format!("-e@{}", vars.display()))
+        .arg("--vault-password-file")
+        .arg(&vault_pass)
         .args(extra));
     (ok, out, start.elapsed())
 }
@@ -235,12 +238,36 @@ fn a_converged_country_reports_through_its_provincial_broker_and_converges_again
     }
     let d = Deployment { root };
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+
+    // The fleet CA is made elsewhere (an offline machine); its key comes
+    // to the controller from a file encrypted with Ansible Vault, beside
+    // the inventory, never in the repository.
+    let elsewhere = d.root.path().join("ca-ceremony");
+    fleet_tests::init_data_dir(&elsewhere).unwrap();
+    let secrets = d.root.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::copy(elsewhere.join("pki/ca.crt"), secrets.join("fleet-ca.crt")).unwrap();
+    std::fs::copy(elsewhere.join("pki/ca.key"), secrets.join("fleet-ca.key")).unwrap();
+    let vault_pass = secrets.join("vault-pass");
+    std::fs::write(&vault_pass, "not-a-real-secret\n").unwrap();
+    let (ok, out) = run(Command::new(bin.with_file_name("ansible-vault"))
+        .arg("encrypt")
+        .arg("--vault-password-file")
+        .arg(&vault_pass)
+        .arg(secrets.join("fleet-ca.key")));
+    assert!(ok, "ansible-vault: {out}");
+    assert!(std::fs::read_to_string(secrets.join("fleet-ca.key"))
+        .unwrap()
+        .starts_with("$ANSIBLE_VAULT;"));
+
     let vars = d.root.path().join("vars.json");
     std::fs::write(
         &vars,
         serde_json::json!({
             "sandogh_test_root": d.root.path(),
             "sandogh_bin_src": fleet_tests::bin_path("fleet-controller").unwrap().parent().unwrap(),
+            "sandogh_ca_cert_file": secrets.join("fleet-ca.crt"),
+            "sandogh_ca_key_file": secrets.join("fleet-ca.key"),
             "sandogh_test_ports": {
                 "http": ports[0], "central": ports[1], "mazandaran": ports[2], "tehran": ports[3],
             },
@@ -263,9 +290,27 @@ fn a_converged_country_reports_through_its_provincial_broker_and_converges_again
         .all(|(_, _, changed, failed)| *changed > 0 && *failed == 0));
 
     verify_units(&d);
+    // A province's group variables reach its broker only.
+    let conf = |h: &str| {
+        std::fs::read_to_string(d.host(h).join("etc/mosquitto/fleet/mosquitto.conf")).unwrap()
+    };
+    assert!(conf("mazandaran").contains("max_queued_messages 4000000"));
+    assert!(!conf("tehran").contains("max_queued_messages 4000000"));
+    assert!(conf("tehran").contains("bridge.tehran"));
 
     let data = d.host("central").join("var/lib/fleet-controller");
     let ca = data.join("pki/ca.crt");
+    // The controller signs with the CA made elsewhere, and the staged
+    // copies of it are gone.
+    assert_eq!(
+        std::fs::read(&ca).unwrap(),
+        std::fs::read(elsewhere.join("pki/ca.crt")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(data.join("pki/ca.key")).unwrap(),
+        std::fs::read(elsewhere.join("pki/ca.key")).unwrap()
+    );
+    assert!(!data.join("import-ca.key").exists() && !data.join("import-ca.crt").exists());
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
     let api = format!("https://127.0.0.1:{}", ports[0]);
     // (success, stdout; stderr appended when it failed).
