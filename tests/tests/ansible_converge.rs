@@ -208,7 +208,7 @@ fn every_playbook_passes_syntax_check_and_ansible_lint() {
         "{playbooks:?}"
     );
     for p in &playbooks {
-        for inventory in ["inventory/example", "tests/inventory"] {
+        for inventory in ["inventory/example/hosts.yml", "tests/inventory"] {
             let (ok, out) = run(Command::new(&playbook)
                 .current_dir(&dir)
                 .env("ANSIBLE_CONFIG", dir.join("ansible.cfg"))
