@@ -416,7 +416,10 @@ fn a_converged_country_reports_through_its_provincial_broker_and_converges_again
     // The laptop: installed by the agent role (host mode), enrolled with
     // its token, then its service starts (the unit waited for enrolment).
     let laptop = d.host("laptop-mzn-1");
-    std::fs::write(laptop.join("etc/sandogh-firmware-version"), "2.4.0\n").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(laptop.join("etc/sandogh-firmware-version")).unwrap(),
+        "2.4.0\n"
+    );
     let (ok, out) = run(Command::new(laptop.join("usr/local/bin/fleet-agent"))
         .args(["enrol", "--controller", &api, "--token-file"])
         .arg(token_of("LT-02-000001"))
