@@ -422,32 +422,38 @@ impl Access {
         &self.head_path
     }
 
-    /// The head file; `None` only when there is none (a new log). One that
-    /// cannot be read or parsed is an error naming it, never "no head".
+    /// The head file (see [`read_head`]).
     fn head(&self) -> Result<Option<Head>, AccessError> {
-        let bytes = match std::fs::read(&self.head_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(AccessError::Head {
-                    path: self.head_path.clone(),
-                    source,
-                })
-            }
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| AccessError::HeadCorrupt {
-                path: self.head_path.clone(),
-                reason: e.to_string(),
-            })
+        read_head(&self.head_path)
     }
+}
+
+/// The head file at `path`; `None` only when there is none (a new log).
+/// One that cannot be read or parsed is an error naming it, never "no
+/// head".
+pub fn read_head(path: &Path) -> Result<Option<Head>, AccessError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(AccessError::Head {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| AccessError::HeadCorrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// Write the head so that a crash leaves the old head or the new one, never
 /// a torn file: a temporary file, fsynced, renamed over the head, and the
 /// directory fsynced so the rename itself survives a power cut.
-fn write_head(path: &Path, head: &Head) -> Result<(), AccessError> {
+pub fn write_head(path: &Path, head: &Head) -> Result<(), AccessError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let err = |source| AccessError::Head {

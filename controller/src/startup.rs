@@ -926,36 +926,13 @@ pub async fn firmware_init(
     Ok(done?)
 }
 
-/// `fleet-controller issue-cert`: a client certificate for `identity` (a
-/// bridge or the observer) from the fleet CA, written to `out` as
-/// `IDENTITY.crt`, `IDENTITY.key` (0600) and `ca.crt`, recorded in the
-/// audit log first. Returns the files written.
+/// `fleet-controller issue-cert`: a certificate from the fleet CA, written
+/// to `out` as `IDENTITY.crt`, `IDENTITY.key` (0600) and `ca.crt`,
+/// recorded in the audit log first: a client certificate for `identity` (a
+/// bridge or the observer), or with `server_hosts` the server certificate
+/// of a broker set up elsewhere, valid for those hosts (and localhost).
+/// Returns the files written.
 pub async fn issue_cert(
-    data_dir: &Path,
-    identity: &str,
-    out: &Path,
-    days: u32,
-    who: &str,
-) -> anyhow::Result<Vec<PathBuf>> {
-    issue(data_dir, identity, None, out, days, who).await
-}
-
-/// `fleet-controller issue-cert --kind server`: a server certificate named
-/// `name` for a broker set up elsewhere, valid for `hosts` (and localhost),
-/// written as `OUT/NAME.crt`, `OUT/NAME.key` and `OUT/ca.crt`, recorded in
-/// the audit log first.
-pub async fn issue_server_cert(
-    data_dir: &Path,
-    name: &str,
-    hosts: &[String],
-    out: &Path,
-    days: u32,
-    who: &str,
-) -> anyhow::Result<Vec<PathBuf>> {
-    issue(data_dir, name, Some(hosts), out, days, who).await
-}
-
-async fn issue(
     data_dir: &Path,
     identity: &str,
     server_hosts: Option<&[String]>,
@@ -1028,16 +1005,7 @@ pub async fn backup(data_dir: &Path, out: &Path, keep: usize) -> anyhow::Result<
     PkiPaths::new(data_dir).require(data_dir)?;
     let db = data_dir.join("fleet.db");
     anyhow::ensure!(db.is_file(), "no database at {}", db.display());
-    let live_head: Option<Head> = match std::fs::read(data_dir.join("audit.head")) {
-        Ok(b) => Some(serde_json::from_slice(&b).with_context(|| {
-            format!(
-                "the audit head {} does not parse",
-                data_dir.join("audit.head").display()
-            )
-        })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).context("cannot read the audit head"),
-    };
+    let live_head = access::read_head(&data_dir.join("audit.head"))?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;

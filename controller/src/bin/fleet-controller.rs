@@ -318,33 +318,29 @@ fn main() -> anyhow::Result<()> {
                 "fleet-controller issue-cert ({})",
                 std::env::var("USER").unwrap_or_else(|_| "local".into())
             );
-            if kind == "server" {
-                let name = name.context("--kind server needs --name")?;
-                anyhow::ensure!(
-                    fleet_controller::pki::valid_server_name(&name)
-                        && name.parse::<std::net::IpAddr>().is_err(),
-                    "--name {name:?}: use a-z 0-9 . -"
-                );
-                let files =
-                    startup::issue_server_cert(&data_dir, &name, &hosts, &out, days, &who).await?;
-                for f in files {
-                    println!("{}", f.display());
+            let (identity, server_hosts) = match (kind.as_str(), name) {
+                ("server", Some(n)) => {
+                    anyhow::ensure!(
+                        fleet_controller::pki::valid_server_name(&n)
+                            && n.parse::<std::net::IpAddr>().is_err(),
+                        "--name {n:?}: use a-z 0-9 . -"
+                    );
+                    (n, Some(hosts.as_slice()))
                 }
-                return Ok(());
-            }
-            anyhow::ensure!(hosts.is_empty(), "--host is for --kind server");
-            let identity = match (kind.as_str(), name) {
+                ("server", None) => anyhow::bail!("--kind server needs --name"),
+                _ if !hosts.is_empty() => anyhow::bail!("--host is for --kind server"),
                 ("bridge", Some(n)) => {
                     anyhow::ensure!(
                         fleet_protocol::topic::valid_broker_name(&n),
                         "--name {n:?}: use 1-32 of a-z 0-9 -"
                     );
-                    fleet_protocol::topic::bridge_identity(&n)
+                    (fleet_protocol::topic::bridge_identity(&n), None)
                 }
                 ("bridge", None) => anyhow::bail!("--kind bridge needs --name"),
-                _ => fleet_controller::pki::OBSERVER_IDENTITY.to_owned(),
+                _ => (fleet_controller::pki::OBSERVER_IDENTITY.to_owned(), None),
             };
-            let files = startup::issue_cert(&data_dir, &identity, &out, days, &who).await?;
+            let files =
+                startup::issue_cert(&data_dir, &identity, server_hosts, &out, days, &who).await?;
             for f in files {
                 println!("{}", f.display());
             }

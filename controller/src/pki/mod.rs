@@ -262,14 +262,27 @@ pub fn issue_client(
     common_name: &str,
     valid_for: Duration,
 ) -> Result<(String, String), PkiError> {
-    let ca = Ca::load(paths)?;
-    let key = KeyPair::generate()?;
-    let mut params = leaf_params(
+    issue_leaf(
+        paths,
         common_name,
         vec![],
         ExtendedKeyUsagePurpose::ClientAuth,
         valid_for,
-    );
+    )
+}
+
+/// A certificate from the fleet CA with a new key and a random serial:
+/// (certificate PEM, key PEM).
+fn issue_leaf(
+    paths: &PkiPaths,
+    common_name: &str,
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+    valid_for: Duration,
+) -> Result<(String, String), PkiError> {
+    let ca = Ca::load(paths)?;
+    let key = KeyPair::generate()?;
+    let mut params = leaf_params(common_name, sans, usage, valid_for);
     let mut serial = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut serial);
     serial[0] &= 0x7f;
@@ -313,12 +326,12 @@ fn issue_server_cert(
     names: &[String],
 ) -> Result<(), PkiError> {
     let k = KeyPair::generate()?;
-    let mut sans = vec![
-        SanType::DnsName("localhost".try_into()?),
-        SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
-    ];
-    sans.extend(server_sans(names)?);
-    let params = leaf_params(name, sans, ExtendedKeyUsagePurpose::ServerAuth, valid_for);
+    let params = leaf_params(
+        name,
+        server_sans(names)?,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        valid_for,
+    );
     replace_pair(cert, &ca.sign(&params, &k)?, key, &k.serialize_pem())
 }
 
@@ -335,24 +348,27 @@ pub fn valid_server_name(name: &str) -> bool {
             && !name.ends_with(['.', '-']))
 }
 
-/// Subject alternative names for `names`: an IP address as one, anything
-/// else as a DNS name. An unusable name is an error, never left out.
+/// Subject alternative names of a server certificate: localhost,
+/// 127.0.0.1, and `names` (an IP address as one, anything else as a DNS
+/// name). An unusable name is an error, never left out.
 fn server_sans(names: &[String]) -> Result<Vec<SanType>, PkiError> {
-    names
-        .iter()
-        .map(|n| {
-            if !valid_server_name(n) {
-                return Err(PkiError::Tls {
-                    what: "server name",
-                    reason: format!("{n:?}: a host name (a-z 0-9 . -) or an IP address"),
-                });
-            }
-            Ok(match n.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(n.as_str().try_into()?),
-            })
+    let local = [
+        SanType::DnsName("localhost".try_into()?),
+        SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
+    ];
+    let named = names.iter().map(|n| {
+        if !valid_server_name(n) {
+            return Err(PkiError::Tls {
+                what: "server name",
+                reason: format!("{n:?}: a host name (a-z 0-9 . -) or an IP address"),
+            });
+        }
+        Ok(match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(n.as_str().try_into()?),
         })
-        .collect()
+    });
+    local.into_iter().map(Ok).chain(named).collect()
 }
 
 /// The names a server certificate carries besides localhost and 127.0.0.1
@@ -376,15 +392,11 @@ fn extra_server_names(cert: &Path) -> Vec<String> {
         .iter()
         .filter_map(|g| match g {
             x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
-            x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
-                4 => <[u8; 4]>::try_from(*b)
-                    .ok()
-                    .map(|a| std::net::IpAddr::from(a).to_string()),
-                16 => <[u8; 16]>::try_from(*b)
-                    .ok()
-                    .map(|a| std::net::IpAddr::from(a).to_string()),
-                _ => None,
-            },
+            x509_parser::extensions::GeneralName::IPAddress(b) => <[u8; 4]>::try_from(*b)
+                .map(std::net::IpAddr::from)
+                .or_else(|_| <[u8; 16]>::try_from(*b).map(std::net::IpAddr::from))
+                .ok()
+                .map(|ip| ip.to_string()),
             _ => None,
         })
         .filter(|n| n != "localhost" && n != "127.0.0.1")
@@ -401,19 +413,13 @@ pub fn issue_server(
     names: &[String],
     valid_for: Duration,
 ) -> Result<(String, String), PkiError> {
-    let ca = Ca::load(paths)?;
-    let key = KeyPair::generate()?;
-    let mut sans = vec![
-        SanType::DnsName("localhost".try_into()?),
-        SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
-    ];
-    sans.extend(server_sans(names)?);
-    let mut params = leaf_params(name, sans, ExtendedKeyUsagePurpose::ServerAuth, valid_for);
-    let mut serial = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut serial);
-    serial[0] &= 0x7f;
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-    Ok((ca.sign(&params, &key)?, key.serialize_pem()))
+    issue_leaf(
+        paths,
+        name,
+        server_sans(names)?,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        valid_for,
+    )
 }
 
 fn replace_pair(cert: &Path, cert_pem: &str, key: &Path, key_pem: &str) -> Result<(), PkiError> {

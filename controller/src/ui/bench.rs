@@ -105,13 +105,24 @@ pub async fn create(
     p: Posted<NewShipment>,
 ) -> Response {
     let v = &p.viewer;
-    if !v.may(&endpoint::ENROL_BATCH) {
-        return error_page(v, &ApiError::NotPermitted(v.caller.principal.role));
-    }
-    let Some(controller) = controller_url(&headers) else {
-        return bad_host(v);
+    let controller = match may_register(v, &headers) {
+        Ok(c) => c,
+        Err(e) => return error_page(v, &e),
     };
     register(&st, v, p.form.csv.replace("\r\n", "\n"), &controller).await
+}
+
+/// Before registering anything: the role may register shipments, and the
+/// request's Host is a host name (the QR codes carry it). The controller's
+/// URL, or why not.
+fn may_register(v: &Viewer, headers: &HeaderMap) -> Result<String, ApiError> {
+    if !v.may(&endpoint::ENROL_BATCH) {
+        return Err(ApiError::NotPermitted(v.caller.principal.role));
+    }
+    controller_url(headers).ok_or_else(|| ApiError::BadField {
+        field: "Host",
+        reason: "the request's Host header is not a host name and port".into(),
+    })
 }
 
 /// Register the shipment `csv` through the API's handler (audited there)
@@ -152,11 +163,9 @@ pub async fn reissue(
     p: Posted<super::PlainForm>,
 ) -> Response {
     let v = &p.viewer;
-    if !v.may(&endpoint::ENROL_BATCH) {
-        return error_page(v, &ApiError::NotPermitted(v.caller.principal.role));
-    }
-    let Some(controller) = controller_url(&headers) else {
-        return bad_host(v);
+    let controller = match may_register(v, &headers) {
+        Ok(c) => c,
+        Err(e) => return error_page(v, &e),
     };
     let s = match fetch(&st, v, &id).await {
         Ok(s) => s,
@@ -204,17 +213,6 @@ pub async fn reissue(
 fn controller_url(headers: &HeaderMap) -> Option<String> {
     super::bench_host(headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .map(|h| format!("https://{h}"))
-}
-
-/// The refusal of a bad `Host`, before anything is registered.
-fn bad_host(v: &Viewer) -> Response {
-    error_page(
-        v,
-        &ApiError::BadField {
-            field: "Host",
-            reason: "the request's Host header is not a host name and port".into(),
-        },
-    )
 }
 
 /// The sheet page, never cached (it holds the tokens).

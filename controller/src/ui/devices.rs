@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::i18n::{Lang, Msg};
 use super::layout::{self, Nav};
-use super::{encode, error_page, permitted, CsrfForm, Posted, Viewer};
+use super::{encode, error_page, permitted, Posted, Viewer};
 use crate::clock::unix_ms;
 use crate::domain::lifecycle::Rules;
 use crate::http::api;
@@ -437,25 +437,10 @@ fn event_detail(e: &serde_json::Value) -> String {
     }
 }
 
-#[derive(Deserialize)]
-pub struct ActForm {
-    #[serde(rename = "_csrf")]
-    csrf: String,
-    action: String,
-    /// `yes` once confirmed.
-    confirm: Option<String>,
-}
-
-impl CsrfForm for ActForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 pub async fn act(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    p: Posted<ActForm>,
+    p: Posted<super::ActionForm>,
 ) -> Response {
     let v = &p.viewer;
     let Some(action) = Action::parse(&p.form.action) else {

@@ -663,6 +663,24 @@ async fn login(
     no_store(r)
 }
 
+/// A device's or a rollout's action: its name, `confirm=yes` once the
+/// confirmation page was answered, and a reason where one is asked (a
+/// rollout's pause).
+#[derive(Deserialize)]
+pub struct ActionForm {
+    #[serde(rename = "_csrf")]
+    csrf: String,
+    action: String,
+    confirm: Option<String>,
+    reason: Option<String>,
+}
+
+impl CsrfForm for ActionForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// A form with nothing but its CSRF token (and where to go next).
 #[derive(Deserialize)]
 pub struct PlainForm {

@@ -390,25 +390,10 @@ fn show_content(v: &Viewer, r: &RolloutView, done: Option<RolloutAction>) -> Mar
     }
 }
 
-#[derive(Deserialize)]
-pub struct ActForm {
-    #[serde(rename = "_csrf")]
-    csrf: String,
-    action: String,
-    confirm: Option<String>,
-    reason: Option<String>,
-}
-
-impl CsrfForm for ActForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 pub async fn act(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    p: Posted<ActForm>,
+    p: Posted<super::ActionForm>,
 ) -> Response {
     let v = &p.viewer;
     let Ok(action) = p.form.action.parse::<RolloutAction>() else {
