@@ -179,6 +179,8 @@ pub struct Proc {
     pub name: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The threads copying stdout and stderr into `lines`.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -201,6 +203,7 @@ impl Proc {
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for stream in [
             child
                 .stdout
@@ -215,17 +218,28 @@ impl Proc {
         .flatten()
         {
             let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     lines.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         Ok(Self {
             name: name.to_owned(),
             child,
             lines,
+            readers,
         })
+    }
+
+    /// After the process has exited: let the reader threads store its last
+    /// lines, so that `output()` has everything it printed. Bounded, since
+    /// a child of the process may still hold the pipes open.
+    fn drain(&self) {
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end && self.readers.iter().any(|r| !r.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -239,17 +253,24 @@ impl Proc {
     /// Wait for an output line containing `needle`; returns that line.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
         let end = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self
-                .lines
+        let find = |lines: &Mutex<Vec<String>>| {
+            lines
                 .lock()
                 .unwrap()
                 .iter()
                 .find(|l| l.contains(needle))
-            {
-                return Ok(line.clone());
+                .cloned()
+        };
+        loop {
+            if let Some(line) = find(&self.lines) {
+                return Ok(line);
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                // It may have printed the line just before exiting.
+                self.drain();
+                if let Some(line) = find(&self.lines) {
+                    return Ok(line);
+                }
                 bail!(
                     "{} exited ({status}) before printing {needle:?}; output:\n{}",
                     self.name,
@@ -271,6 +292,7 @@ impl Proc {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.drain();
     }
 
     /// SIGTERM and wait up to `timeout` for a clean exit.
@@ -280,6 +302,7 @@ impl Proc {
         let end = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
+                self.drain();
                 return Ok(status);
             }
             if Instant::now() > end {
@@ -295,6 +318,7 @@ impl Proc {
         let end = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
+                self.drain();
                 return Ok(status);
             }
             if Instant::now() > end {
@@ -312,7 +336,9 @@ impl Drop for Proc {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.terminate(Duration::from_secs(10));
         }
-        self.kill();
+        // No drain: nobody reads the output any more.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

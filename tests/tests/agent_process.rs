@@ -105,7 +105,7 @@ timeout_secs = 5
     std::fs::remove_file(&paper).unwrap();
     wait_for(&ctl, "BB-02-000001", Readiness::Unhealthy, &agent).await;
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the check-failed event in the device detail",
         || async {
             let (ok, detail, err) = ctl

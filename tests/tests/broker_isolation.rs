@@ -96,7 +96,7 @@ async fn a_device_subscribing_to_every_group_and_wildcard_takes_nothing_from_the
         });
     }
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the thief's subscriptions",
         || async {
             let n = suback.load(Ordering::SeqCst);
@@ -127,7 +127,7 @@ async fn a_device_subscribing_to_every_group_and_wildcard_takes_nothing_from_the
     }
     // Every one reaches the controller: none is handed to the thief's
     // group membership and dropped there.
-    let _ = eventually(Duration::from_secs(15), "all health reports", || async {
+    let _ = eventually(Duration::from_secs(30), "all health reports", || async {
         let text = api.metrics().await.map_err(|e| e.to_string())?;
         let n = received(&text) - before;
         (n >= SENT as f64)

@@ -152,7 +152,7 @@ async fn a_root_started_broker_runs_as_mosquitto_and_still_serves_devices() {
         .status()
         .unwrap();
     let mut back = String::new();
-    for _ in 0..100 {
+    for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         back = std::fs::read_to_string(pid_file(&broker_dir)).unwrap_or_default();
         if !back.trim().is_empty()

@@ -87,7 +87,7 @@ async fn a_device_keeps_reporting_across_two_renewals_and_a_broker_certificate_r
         .await
         .unwrap_or_else(|e| fail("renewal", &agent, e));
         seen.push(std::fs::read(&cert_path).unwrap());
-        eventually(Duration::from_secs(15), "ready after the renewal", || {
+        eventually(Duration::from_secs(30), "ready after the renewal", || {
             ready(&ctl)
         })
         .await
@@ -111,14 +111,15 @@ async fn a_device_keeps_reporting_across_two_renewals_and_a_broker_certificate_r
     // fresh connection made after the first broker certificate expired
     // (60 s) must succeed. Start the agent again to make one.
     drop(agent);
+    // Read before the new agent starts, so its first report is newer.
+    let before = ctl.client().device(ID).await.unwrap().device.last_seen_ms;
     let agent = Proc::spawn(
         "fleet-agent",
         &["run", "--config", dev.config.to_str().unwrap()],
         &[("FLEET_LOG", "info,fleet_agent=debug")],
     )
     .unwrap();
-    let before = ctl.client().device(ID).await.unwrap().device.last_seen_ms;
-    eventually(Duration::from_secs(15), "a fresh report", || async {
+    eventually(Duration::from_secs(30), "a fresh report", || async {
         let d = ctl.client().device(ID).await.map_err(|e| e.to_string())?;
         (d.device.last_seen_ms > before && d.device.readiness == Readiness::Ready)
             .then_some(())

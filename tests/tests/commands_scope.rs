@@ -527,7 +527,7 @@ async fn a_command_that_expired_while_the_device_was_off_is_never_run() {
         (done.state.as_str(), done.message.as_str()),
         ("ok", "rebooting")
     );
-    eventually(Duration::from_secs(10), "the reboot's marker", || async {
+    eventually(Duration::from_secs(30), "the reboot's marker", || async {
         marker
             .exists()
             .then_some(())

@@ -17,7 +17,7 @@ use fleet_tests::builders::{
 };
 use fleet_tests::{eventually, metric, within, Controller};
 
-const T: Duration = Duration::from_secs(15);
+const T: Duration = Duration::from_secs(30);
 
 fn event(id: &str, seq: u64, boot: u64, message: &str) -> Envelope {
     Envelope::new(
@@ -149,8 +149,9 @@ async fn a_device_cannot_lie_its_way_past_the_controller() {
     })
     .await
     .unwrap();
-    // 40 at once, then 40 a minute: a few more may pass while it arrives.
-    assert!((50.0..=60.0).contains(&dropped), "{dropped} dropped");
+    // 40 at once, then 40 a minute: a few more may pass while it arrives
+    // (up to 20 more on a machine slow enough to take 30 s over it).
+    assert!((40.0..=60.0).contains(&dropped), "{dropped} dropped");
     // A was not held back by B.
     publish(&a_mqtt, &state("BB-A", "2.4.2", now_ms()), true).await;
     eventually(T, "A's next state", || async {

@@ -181,12 +181,17 @@ fn loss_drops_about_the_share_asked_for_and_tcp_still_gets_through() {
     let sink_addr = sink.local_addr().unwrap();
 
     host.loss(10).unwrap();
-    // Read as they come (the socket's buffer holds fewer than 1,000).
-    sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // Read as they come (the socket's buffer holds fewer than 1,000), up
+    // to the end mark sent from this side, which no rule touches.
+    sink.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let receiver = std::thread::spawn(move || {
         let mut received = 0u32;
         let mut buf = [0u8; 64];
-        while sink.recv(&mut buf).is_ok() {
+        while let Ok(n) = sink.recv(&mut buf) {
+            if &buf[..n] == b"end" {
+                break;
+            }
             received += 1;
         }
         received
@@ -199,6 +204,10 @@ fn loss_drops_about_the_share_asked_for_and_tcp_still_gets_through() {
     );
     let out = host.run("timeout", &["60", "bash", "-c", &script]).unwrap();
     assert!(out.status.success());
+    std::net::UdpSocket::bind(SocketAddr::from((host.root_addr, 0)))
+        .unwrap()
+        .send_to(b"end", sink_addr)
+        .unwrap();
     let received = receiver.join().unwrap();
     let dropped = host.dropped().unwrap();
     println!(

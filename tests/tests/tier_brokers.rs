@@ -332,7 +332,7 @@ async fn a_tier_of_provincial_brokers_bridges_each_province_under_its_own_name_o
         .arg(central_conf.path().join("mosquitto.conf"));
     let mut central = Proc::from_command("mosquitto", cmd).unwrap();
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the rendered central broker",
         || async {
             std::net::TcpStream::connect(("127.0.0.1", central_port))
@@ -383,7 +383,7 @@ async fn a_tier_of_provincial_brokers_bridges_each_province_under_its_own_name_o
     let mut cmd = Command::new(fleet_tests::mosquitto_binary().unwrap());
     cmd.arg("-c").arg(conf_dir.path().join("mosquitto.conf"));
     let mut mosquitto = Proc::from_command("mosquitto", cmd).unwrap();
-    eventually(Duration::from_secs(10), "the rendered broker", || async {
+    eventually(Duration::from_secs(30), "the rendered broker", || async {
         std::net::TcpStream::connect(("127.0.0.1", port))
             .map(|_| ())
             .map_err(|e| e.to_string())
