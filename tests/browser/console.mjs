@@ -86,7 +86,8 @@ async function counter(ctx, page) {
   return {
     total: () => [...bytes.values()].reduce((a, b) => a + b, 0),
     of: (re) => [...bytes.entries()].filter(([id]) => re.test(urls.get(id) || "")).map(([, n]) => n),
-    reset: () => { urls.clear(); bytes.clear(); },
+    // Only the byte counts: a request in flight at the reset keeps its URL.
+    reset: () => { bytes.clear(); },
   };
 }
 
@@ -111,8 +112,11 @@ for (const lang of ["en", "fa"]) {
     console.log(`BYTES first-visit-${lang} ${count.total()}`);
     if (lang === "en") {
       count.reset();
-      await page.waitForResponse((r) => r.url().includes("/ui/live/readiness"), { timeout: 15000 });
-      await page.waitForTimeout(300);
+      // Until a live update has finished loading (its size is known then).
+      const until = Date.now() + 30000;
+      while (count.of(/\/ui\/live\//).length === 0 && Date.now() < until) {
+        await page.waitForTimeout(200);
+      }
       const updates = count.of(/\/ui\/live\//);
       check(updates.length > 0, "no live update seen");
       console.log(`BYTES update ${Math.max(...updates)}`);
@@ -165,7 +169,7 @@ await step("drill-down-run-checks", async () => {
   await shot(page, "device-after-run-checks-en");
   // The device answers through its outbox; the page shows the result.
   let state = "";
-  for (let i = 0; i < 30 && state !== "ok"; i++) {
+  for (let i = 0; i < 90 && state !== "ok"; i++) {
     await page.waitForTimeout(1000);
     await page.reload();
     state = await page.$eval("td[data-state]", (td) => td.getAttribute("data-state")).catch(() => "");

@@ -76,6 +76,30 @@ fn wait_for_port(port: u16, deadline: Duration) -> bool {
     false
 }
 
+/// Wait until this `child` Mosquitto has opened its listener on `port`:
+/// its log has one more "listen socket on port N" line than `before` (so
+/// another process that took the port in the meantime is not mistaken for
+/// it), it is still running, and the port answers.
+fn wait_listening(child: &mut Child, log: &Path, port: u16, before: usize) -> anyhow::Result<()> {
+    let opened = || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches(&format!("listen socket on port {port}."))
+            .count()
+    };
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end {
+        if let Some(status) = child.try_wait()? {
+            bail!("mosquitto exited ({status}) on port {port}");
+        }
+        if opened() > before && wait_for_port(port, Duration::from_millis(200)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("mosquitto did not listen on port {port} within 15 s")
+}
+
 /// A real Mosquitto listening on 127.0.0.1 on a free port, stopped on drop.
 pub struct Mosquitto {
     pub port: u16,
@@ -106,7 +130,12 @@ impl Mosquitto {
                 .stderr(Stdio::null())
                 .spawn()
                 .with_context(|| format!("cannot start {}", bin.display()))?;
-            if wait_for_port(port, Duration::from_secs(5)) {
+            let log = dir.path().join("mosquitto.log");
+            let before = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches(&format!("listen socket on port {port}."))
+                .count();
+            if wait_listening(&mut child, &log, port, before).is_ok() {
                 return Ok(Self { port, child, dir });
             }
             let _ = child.kill();
@@ -131,6 +160,11 @@ impl Mosquitto {
     /// Kill and start again on the same port, with no saved sessions.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
+        let log = self.dir.path().join("mosquitto.log");
+        let before = self
+            .log()
+            .matches(&format!("listen socket on port {}.", self.port))
+            .count();
         let bin = mosquitto_binary()?;
         self.child = Command::new(&bin)
             .arg("-c")
@@ -139,10 +173,8 @@ impl Mosquitto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        if !wait_for_port(self.port, Duration::from_secs(5)) {
-            bail!("mosquitto did not come back on port {}", self.port);
-        }
-        Ok(())
+        wait_listening(&mut self.child, &log, self.port, before)
+            .with_context(|| format!("mosquitto did not come back on port {}", self.port))
     }
 }
 

@@ -264,6 +264,36 @@ pub async fn update_events(ctl: &Controller, id: &str) -> Result<Vec<(String, Va
         .collect())
 }
 
+/// The device's update events once one of them is an `update-progress` in
+/// `phase` (and, when given, for `artifact`). The outbox sends the result
+/// before the progress that led to it, so progress may arrive after the
+/// result: poll for it rather than read once.
+pub async fn until_progress(
+    ctl: &Controller,
+    id: &str,
+    phase: &str,
+    artifact: Option<&str>,
+) -> Vec<(String, Value)> {
+    crate::eventually(
+        std::time::Duration::from_secs(30),
+        &format!("{id}'s {phase} progress"),
+        || async {
+            let events = update_events(ctl, id).await?;
+            events
+                .iter()
+                .any(|(k, v)| {
+                    k == "update-progress"
+                        && v["phase"] == phase
+                        && artifact.is_none_or(|a| v["artifact"] == a)
+                })
+                .then_some(events.clone())
+                .ok_or(format!("{events:?}"))
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// Run the agent (rebooting it as it exits) until the controller has its
 /// update result; returns the result's body.
 pub async fn until_result(ctl: &Controller, id: &str, agent: &mut Agent, secs: u64) -> Value {

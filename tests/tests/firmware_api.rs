@@ -473,7 +473,13 @@ async fn the_timestamp_is_signed_anew_before_it_expires() {
             .unwrap()
     };
     let first = timestamp_version(api.tuf_metadata("timestamp.json").await.unwrap());
-    assert_eq!(first, published.timestamp_version);
+    // At least the one just published: a re-signing may already have come
+    // between the two requests on a slow machine.
+    assert!(
+        first >= published.timestamp_version,
+        "{first} < {}",
+        published.timestamp_version
+    );
 
     let newer = fleet_tests::eventually(
         std::time::Duration::from_secs(30),
@@ -492,6 +498,6 @@ async fn the_timestamp_is_signed_anew_before_it_expires() {
     assert!(newer > first);
     let status = api.firmware().await.unwrap();
     let ts = status.roles.iter().find(|r| r.role == "timestamp").unwrap();
-    assert_eq!(ts.version, newer);
+    assert!(ts.version >= newer, "{} < {newer}", ts.version);
     within(30, "stopping", ctl.stop()).await.unwrap();
 }

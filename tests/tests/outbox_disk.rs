@@ -304,7 +304,7 @@ async fn a_full_then_read_only_disk_is_reported_survived_and_recovered_from() {
         first_run.contains("the outbox cannot be written"),
         "{first_run}"
     );
-    agent.terminate(Duration::from_secs(10)).unwrap();
+    agent.terminate(Duration::from_secs(30)).unwrap();
     mnt.remount("ro");
     let mut agent = Proc::spawn(
         "fleet-agent",

@@ -53,8 +53,17 @@ async fn every_event_committed_before_a_power_cut_is_delivered_once() {
             .wait_for_line("outbox opened", Duration::from_secs(20))
             .unwrap();
         // Cut the power at a different moment each round: while it commits,
-        // while it publishes, while it waits for acknowledgements.
-        std::thread::sleep(Duration::from_millis(150 + 90 * round as u64));
+        // while it publishes, while it waits for acknowledgements. Counted
+        // in commits, not in wall-clock time, so that a slow machine cuts as
+        // late into the work as a fast one; then a round-dependent delay.
+        let commits = 1 + 3 * round;
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while fleet_tests::committed_events(&agent.output()).len() < commits
+            && std::time::Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(30 * round as u64));
         agent.kill();
         let out = agent.output();
         assert!(!out.contains("cannot be opened"), "round {round}:\n{out}");

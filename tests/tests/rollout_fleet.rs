@@ -138,7 +138,9 @@ impl Setup {
                 install: Duration::from_millis(200),
                 download: Duration::from_millis(300),
                 reboot: Duration::from_millis(300),
-                health_deadline: Duration::from_secs(4),
+                // Room for a healthy device on a loaded machine: one that
+                // misses it counts as failed, and the counts are exact.
+                health_deadline: Duration::from_secs(8),
                 fail_share: share(fail),
                 fail_attempts: 1,
                 never_return_share: share(never),
@@ -346,7 +348,7 @@ fn fleetctl_freeze_add(s: &Setup, reason: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollout_of_300_simulated_devices_in_3_waves() {
-    within(420, "the rollout of 300 simulated devices", async {
+    within(900, "the rollout of 300 simulated devices", async {
         let s = Setup::start(&["IR-02", "IR-04", "IR-23", "IR-30"], 75).await;
         let province_of = s.province_of();
 

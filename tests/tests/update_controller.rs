@@ -189,13 +189,7 @@ async fn a_new_agent_binary_through_the_controller_is_swapped_restarted_into_and
     .await
     .unwrap();
     // The progress said it was restarting into it before the result.
-    let events = update_events(ctl, id).await.unwrap();
-    assert!(
-        events.iter().any(|(k, v)| k == "update-progress"
-            && v["artifact"] == "agent"
-            && v["phase"] == "rebooting"),
-        "{events:?}"
-    );
+    until_progress(ctl, id, "rebooting", Some("agent")).await;
     agent.kill();
 }
 
@@ -225,16 +219,24 @@ async fn a_corrupted_delta_is_refused_and_the_full_image_is_fetched_instead() {
         !out.contains("image rebuilt from a delta"),
         "the damaged patch was used:\n{out}"
     );
-    // The fall-back is reported as an event.
-    let d = setup.ctl.client().device(id).await.unwrap();
-    let said = d
-        .events
-        .iter()
-        .filter(|e| e.kind == "error")
-        .filter_map(|e| e.event["error"]["message"].as_str())
-        .find(|m| m.contains("delta"))
-        .map(str::to_owned);
-    let said = said.unwrap_or_else(|| panic!("no delta error event: {:?}", d.events));
+    // The fall-back is reported as an event (after the result, perhaps).
+    let said = eventually(Duration::from_secs(30), "the delta error event", || async {
+        let d = setup
+            .ctl
+            .client()
+            .device(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        d.events
+            .iter()
+            .filter(|e| e.kind == "error")
+            .filter_map(|e| e.event["error"]["message"].as_str())
+            .find(|m| m.contains("delta"))
+            .map(str::to_owned)
+            .ok_or(format!("no delta error event: {:?}", d.events))
+    })
+    .await
+    .unwrap();
     assert!(said.contains("full image"), "{said}");
     agent.kill();
 }
