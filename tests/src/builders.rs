@@ -128,9 +128,18 @@ pub async fn mqtt_observer(port: u16) -> (AsyncClient, Seen) {
     .expect("the request queue of a new client has room");
     let seen: Seen = Arc::default();
     let sink = Arc::clone(&seen);
+    // Returned once the broker has acknowledged the subscription, so that
+    // nothing published after this returns can be missed.
+    let (subscribed, acked) = tokio::sync::oneshot::channel::<()>();
+    let mut subscribed = Some(subscribed);
     tokio::spawn(async move {
         loop {
             match el.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed.take() {
+                        let _ = tx.send(());
+                    }
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Ok(t) = Topic::parse(&p.topic) {
                         if let Ok(env) = Envelope::from_cbor_on(&t, &p.payload) {
@@ -143,6 +152,9 @@ pub async fn mqtt_observer(port: u16) -> (AsyncClient, Seen) {
             }
         }
     });
+    within(30, "the observer's SUBACK", acked)
+        .await
+        .expect("the observer's event loop runs");
     (client, seen)
 }
 
