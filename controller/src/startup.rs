@@ -1039,32 +1039,24 @@ pub async fn backup(data_dir: &Path, out: &Path, keep: usize) -> anyhow::Result<
         seq: e.seq,
         hash: e.hash.clone(),
     });
-    let checked = audit::verify(&chain, last.as_ref()).map_err(|b| {
-        anyhow::anyhow!(
-            "the copy's audit chain is broken at entry #{}: {}",
-            b.seq,
-            b.reason
-        )
-    });
-    let vouched = match &live_head {
-        Some(h) => match usize::try_from(h.seq.saturating_sub(1))
-            .ok()
-            .and_then(|i| chain.get(i))
-        {
-            Some(e) if e.seq == h.seq && e.hash == h.hash => Ok(()),
-            _ => Err(anyhow::anyhow!(
-                "the audit head (entry #{}) is not in the database's chain ({} entries): look into it (fleet-controller audit reseal) before backing up",
-                h.seq,
-                chain.len()
-            )),
-        },
-        None if chain.is_empty() => Ok(()),
-        None => Err(anyhow::anyhow!(
-            "the audit head file is missing while the log has {} entries",
-            chain.len()
-        )),
-    };
-    if let Err(e) = checked.map(|_| ()).and(vouched) {
+    let checked = audit::verify_chain(&chain)
+        .map_err(|b| {
+            anyhow::anyhow!(
+                "the copy's audit chain is broken at entry #{}: {}",
+                b.seq,
+                b.reason
+            )
+        })
+        .and_then(|_| {
+            audit::check_head(&chain, live_head.as_ref()).map_err(|b| {
+                anyhow::anyhow!(
+                    "the audit head is not in the database's chain ({} entries): {}; look into it (fleet-controller audit reseal) before backing up",
+                    chain.len(),
+                    b.reason
+                )
+            })
+        });
+    if let Err(e) = checked {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
@@ -1073,7 +1065,7 @@ pub async fn backup(data_dir: &Path, out: &Path, keep: usize) -> anyhow::Result<
     std::fs::rename(&partial, &db_out)
         .with_context(|| format!("cannot write {}", db_out.display()))?;
     if let Some(h) = &last {
-        pki::write_file(&head_out, &serde_json::to_vec(h).context("head")?, true)?;
+        access::write_head(&head_out, h)?;
     }
     let bytes = std::fs::metadata(&db_out).map(|m| m.len()).unwrap_or(0);
     // Keep the newest `keep` (the names sort by time).

@@ -76,23 +76,25 @@ fn wait_for_port(port: u16, deadline: Duration) -> bool {
     false
 }
 
+/// How many times Mosquitto's `log` says it opened a listener on `port`.
+fn listen_lines(log: &Path, port: u16) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(&format!("listen socket on port {port}."))
+        .count()
+}
+
 /// Wait until this `child` Mosquitto has opened its listener on `port`:
-/// its log has one more "listen socket on port N" line than `before` (so
-/// another process that took the port in the meantime is not mistaken for
-/// it), it is still running, and the port answers.
+/// its log has more [`listen_lines`] than `before` (so another process
+/// that took the port in the meantime is not mistaken for it), it is still
+/// running, and the port answers.
 fn wait_listening(child: &mut Child, log: &Path, port: u16, before: usize) -> anyhow::Result<()> {
-    let opened = || {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .matches(&format!("listen socket on port {port}."))
-            .count()
-    };
     let end = Instant::now() + Duration::from_secs(15);
     while Instant::now() < end {
         if let Some(status) = child.try_wait()? {
             bail!("mosquitto exited ({status}) on port {port}");
         }
-        if opened() > before && wait_for_port(port, Duration::from_millis(200)) {
+        if listen_lines(log, port) > before && wait_for_port(port, Duration::from_millis(200)) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -131,11 +133,7 @@ impl Mosquitto {
                 .spawn()
                 .with_context(|| format!("cannot start {}", bin.display()))?;
             let log = dir.path().join("mosquitto.log");
-            let before = std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .matches(&format!("listen socket on port {port}."))
-                .count();
-            if wait_listening(&mut child, &log, port, before).is_ok() {
+            if wait_listening(&mut child, &log, port, listen_lines(&log, port)).is_ok() {
                 return Ok(Self { port, child, dir });
             }
             let _ = child.kill();
@@ -161,10 +159,7 @@ impl Mosquitto {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         let log = self.dir.path().join("mosquitto.log");
-        let before = self
-            .log()
-            .matches(&format!("listen socket on port {}.", self.port))
-            .count();
+        let before = listen_lines(&log, self.port);
         let bin = mosquitto_binary()?;
         self.child = Command::new(&bin)
             .arg("-c")
@@ -598,11 +593,19 @@ pub fn fleetctl(api: &str, token: &str, args: &[&str]) -> anyhow::Result<(bool, 
 
 /// Run a workspace binary to completion: (success, stdout, stderr).
 pub fn run_bin(name: &str, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-    let out = Command::new(bin_path(name)?)
-        .args(args)
-        .env("NO_COLOR", "1")
+    run_command(
+        Command::new(bin_path(name)?)
+            .args(args)
+            .env("NO_COLOR", "1"),
+    )
+    .with_context(|| format!("cannot run {name}"))
+}
+
+/// Run `cmd` to its end: (success, stdout, stderr).
+pub fn run_command(cmd: &mut Command) -> anyhow::Result<(bool, String, String)> {
+    let out = cmd
         .output()
-        .with_context(|| format!("cannot run {name}"))?;
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
     Ok((
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

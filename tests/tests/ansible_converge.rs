@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet_tests::{free_port, Proc};
+use fleet_tests::{free_port, run_command, Proc};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,18 +51,8 @@ fn ansible(name: &str) -> Option<PathBuf> {
 
 /// (success, stdout and stderr together).
 fn run(cmd: &mut Command) -> (bool, String) {
-    let (ok, stdout, stderr) = run_split(cmd);
+    let (ok, stdout, stderr) = run_command(cmd).unwrap();
     (ok, format!("{stdout}{stderr}"))
-}
-
-/// (success, stdout, stderr).
-fn run_split(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// The PLAY RECAP lines: host -> (ok, changed, failed).
@@ -315,13 +305,14 @@ fn a_converged_country_reports_through_its_provincial_broker_and_converges_again
     let api = format!("https://127.0.0.1:{}", ports[0]);
     // (success, stdout; stderr appended when it failed).
     let fleetctl = |args: &[&str]| -> (bool, String) {
-        let (ok, stdout, stderr) = run_split(
+        let (ok, stdout, stderr) = run_command(
             Command::new(d.host("central").join("usr/local/bin/fleetctl"))
                 .args(["--controller", &api, "--token", token.trim(), "--ca"])
                 .arg(&ca)
                 .args(args)
                 .env("NO_COLOR", "1"),
-        );
+        )
+        .unwrap();
         if ok {
             (ok, stdout)
         } else {
@@ -420,13 +411,19 @@ fn a_converged_country_reports_through_its_provincial_broker_and_converges_again
         std::fs::read_to_string(laptop.join("etc/sandogh-firmware-version")).unwrap(),
         "2.4.0\n"
     );
-    let (ok, out) = run(Command::new(laptop.join("usr/local/bin/fleet-agent"))
-        .args(["enrol", "--controller", &api, "--token-file"])
-        .arg(token_of("LT-02-000001"))
-        .arg("--config")
-        .arg(laptop.join("etc/fleet-agent/agent.toml"))
-        .arg("--ca")
-        .arg(laptop.join("etc/fleet-agent/ca.crt")));
+    // `fleet-agent enrol` as installed under `root` (a host or the image),
+    // with the files the agent role put there.
+    let enrol = |root: &Path, id: &str| -> Command {
+        let mut cmd = Command::new(root.join("usr/local/bin/fleet-agent"));
+        cmd.args(["enrol", "--controller", &api, "--token-file"])
+            .arg(token_of(id))
+            .arg("--config")
+            .arg(root.join("etc/fleet-agent/agent.toml"))
+            .arg("--ca")
+            .arg(root.join("etc/fleet-agent/ca.crt"));
+        cmd
+    };
+    let (ok, out) = run(&mut enrol(&laptop, "LT-02-000001"));
     assert!(ok, "laptop enrolment: {out}");
     let (ok, out) = d.runner(
         "laptop-mzn-1",
@@ -474,14 +471,8 @@ fn a_converged_country_reports_through_its_provincial_broker_and_converges_again
             boxroot.join("firmware-version").display().to_string(),
         ),
     ];
-    let (ok, out) = run(Command::new(image.join("usr/local/bin/fleet-agent"))
-        .args(["enrol", "--controller", &api, "--token-file"])
-        .arg(token_of("BB-02-000001"))
-        .arg("--config")
-        .arg(image.join("etc/fleet-agent/agent.toml"))
-        .arg("--ca")
-        .arg(image.join("etc/fleet-agent/ca.crt"))
-        .envs(device_env.iter().map(|(k, v)| (*k, v.as_str()))));
+    let (ok, out) =
+        run(enrol(&image, "BB-02-000001").envs(device_env.iter().map(|(k, v)| (*k, v.as_str()))));
     assert!(ok, "ballot box enrolment: {out}");
     let mut cmd = Command::new(image.join("usr/local/bin/fleet-agent"));
     cmd.arg("run")

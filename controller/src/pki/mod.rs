@@ -375,32 +375,26 @@ fn server_sans(names: &[String]) -> Result<Vec<SanType>, PkiError> {
 /// (what `init --server-name` added), so that a renewal keeps them. An
 /// unreadable certificate carries none.
 fn extra_server_names(cert: &Path) -> Vec<String> {
-    let Ok(bytes) = fs::read(cert) else {
-        return Vec::new();
-    };
-    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&bytes) else {
-        return Vec::new();
-    };
-    let Ok(cert) = pem.parse_x509() else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|g| match g {
-            x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
-            x509_parser::extensions::GeneralName::IPAddress(b) => <[u8; 4]>::try_from(*b)
-                .map(std::net::IpAddr::from)
-                .or_else(|_| <[u8; 16]>::try_from(*b).map(std::net::IpAddr::from))
-                .ok()
-                .map(|ip| ip.to_string()),
-            _ => None,
-        })
-        .filter(|n| n != "localhost" && n != "127.0.0.1")
-        .collect()
+    with_cert_file(cert, |cert| {
+        let Ok(Some(san)) = cert.subject_alternative_name() else {
+            return Vec::new();
+        };
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|g| match g {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => <[u8; 4]>::try_from(*b)
+                    .map(std::net::IpAddr::from)
+                    .or_else(|_| <[u8; 16]>::try_from(*b).map(std::net::IpAddr::from))
+                    .ok()
+                    .map(|ip| ip.to_string()),
+                _ => None,
+            })
+            .filter(|n| n != "localhost" && n != "127.0.0.1")
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// A server certificate from the fleet CA for a broker set up elsewhere
@@ -482,6 +476,21 @@ impl CertKind {
 
 /// The validity of a PEM certificate file: (not_before_ms, not_after_ms, serial hex).
 pub fn validity(path: &Path) -> Result<(u64, u64, String), PkiError> {
+    with_cert_file(path, |cert| {
+        let ms = |t: x509_parser::time::ASN1Time| u64::try_from(t.timestamp()).unwrap_or(0) * 1000;
+        (
+            ms(cert.validity().not_before),
+            ms(cert.validity().not_after),
+            cert.tbs_certificate.raw_serial_as_string().replace(':', ""),
+        )
+    })
+}
+
+/// `f` applied to the certificate in the PEM file at `path`.
+fn with_cert_file<T>(
+    path: &Path,
+    f: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> T,
+) -> Result<T, PkiError> {
     let bytes = fs::read(path).map_err(|source| PkiError::Read {
         path: path.to_owned(),
         source,
@@ -492,12 +501,7 @@ pub fn validity(path: &Path) -> Result<(u64, u64, String), PkiError> {
     };
     let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).map_err(|e| bad(e.to_string()))?;
     let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
-    let ms = |t: x509_parser::time::ASN1Time| u64::try_from(t.timestamp()).unwrap_or(0) * 1000;
-    Ok((
-        ms(cert.validity().not_before),
-        ms(cert.validity().not_after),
-        cert.tbs_certificate.raw_serial_as_string().replace(':', ""),
-    ))
+    Ok(f(&cert))
 }
 
 impl PkiPaths {
